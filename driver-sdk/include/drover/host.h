@@ -76,12 +76,6 @@ struct drv_connect_opts {
  */
 int drv_host_connect(const struct drv_connect_opts *opts, struct drv_host **out, char *err, size_t errlen);
 
-/* The result of a call beyond its return code. */
-struct drv_status {
-	int code;          /* 0 or a drv_error, same as the call's return value */
-	char message[512]; /* the driver's status message, or ours for local errors */
-};
-
 /*
  * Typed unary calls, one per RPC of the Compute service. `req` is borrowed.
  * On 0, *resp is a new message the caller frees with

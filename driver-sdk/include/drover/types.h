@@ -140,6 +140,12 @@ const char *drv_error_name(int err);
 /* The error code for a gRPC status name ("NOT_FOUND"), or 1 if unknown. */
 int drv_error_from_name(const char *name);
 
+/* The result of a call beyond its return code (struct drv_status is filled by host and rpc calls). */
+struct drv_status {
+	int code;          /* 0 or a drv_error, same as the call's return value */
+	char message[512]; /* the driver's status message, or ours for local errors */
+};
+
 /* The protocol version this SDK speaks (the handshake's second field). */
 #define DRV_PROTOCOL_VERSION 1
 
