@@ -1,0 +1,683 @@
+/*
+ * Spawning a driver process and owning its life: clean environment, private
+ * socket directory, the handshake, stop/wait/free. Calls are in host_call.c,
+ * the I/O thread in host_io.c.
+ */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "host_internal.h"
+
+#define DEFAULT_HANDSHAKE_TIMEOUT_MS 5000
+/* After the process exited, how long we still wait for its last stderr lines. */
+#define EXIT_DRAIN_MS 200
+/* How long to wait for a SIGKILLed process to be reaped. */
+#define KILL_WAIT_MS 10000
+
+static const char *const env_fixed[] = {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", NULL};
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+int drv__host_status_locked(const struct drv_host *h)
+{
+	if (h->term_signal)
+		return 128 + h->term_signal;
+	return (int)h->exit_status;
+}
+
+void drv__host_describe_exit_locked(const struct drv_host *h, char *buf, size_t len)
+{
+	if (h->term_signal)
+		snprintf(buf, len, "was killed by signal %d (%s)", h->term_signal, strsignal(h->term_signal));
+	else
+		snprintf(buf, len, "exited with status %lld", (long long)h->exit_status);
+}
+
+static struct timespec abs_realtime_from_mono(uint64_t deadline_ns)
+{
+	/* Condition variables here use CLOCK_MONOTONIC (see host_new). */
+	struct timespec ts = {.tv_sec = (time_t)(deadline_ns / 1000000000u),
+	                      .tv_nsec = (long)(deadline_ns % 1000000000u)};
+	return ts;
+}
+
+bool drv__host_wait_exit_locked(struct drv_host *h, uint64_t deadline_ns)
+{
+	while (!h->exited && drv__host_now_ns() < deadline_ns) {
+		struct timespec ts = abs_realtime_from_mono(deadline_ns);
+		pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+	}
+	return h->exited;
+}
+
+static uint64_t deadline_after_ms(int ms)
+{
+	return drv__host_now_ns() + (uint64_t)(ms < 0 ? 0 : ms) * 1000000u;
+}
+
+static struct drv_host *host_new(void)
+{
+	struct drv_host *h = calloc(1, sizeof(*h));
+	pthread_condattr_t ca;
+
+	if (!h)
+		return NULL;
+	pthread_mutex_init(&h->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&h->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	return h;
+}
+
+static void free_strv(char **v)
+{
+	if (!v)
+		return;
+	for (char **p = v; *p; p++)
+		free(*p);
+	free(v);
+}
+
+static void remove_sockdir(struct drv_host *h)
+{
+	DIR *d;
+	struct dirent *e;
+
+	if (!h->sockdir[0])
+		return;
+	d = opendir(h->sockdir);
+	if (d) {
+		while ((e = readdir(d)) != NULL) {
+			char p[PATH_MAX + 256];
+
+			if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+				continue;
+			snprintf(p, sizeof(p), "%s/%s", h->sockdir, e->d_name);
+			unlink(p);
+		}
+		closedir(d);
+	}
+	rmdir(h->sockdir);
+	h->sockdir[0] = '\0';
+}
+
+void drv__host_release(struct drv_host *h)
+{
+	drv_rpc_channel_free(h->ch);
+	remove_sockdir(h);
+	free_strv(h->argv);
+	free_strv(h->envp);
+	free(h->name);
+	free(h->path);
+	free(h->target);
+	pthread_cond_destroy(&h->cv);
+	pthread_mutex_destroy(&h->mu);
+	free(h);
+}
+
+/* ---- environment ---- */
+
+static int env_push(char ***v, size_t *n, size_t *cap, const char *name, const char *value)
+{
+	char *s;
+
+	if (*n + 2 > *cap) {
+		size_t ncap = *cap ? *cap * 2 : 16;
+		char **nv = realloc(*v, ncap * sizeof(char *));
+
+		if (!nv)
+			return DRV_ENOMEM;
+		*v = nv;
+		*cap = ncap;
+	}
+	if (value) {
+		if (asprintf(&s, "%s=%s", name, value) < 0)
+			return DRV_ENOMEM;
+	} else {
+		s = strdup(name);
+		if (!s)
+			return DRV_ENOMEM;
+	}
+	(*v)[(*n)++] = s;
+	(*v)[*n] = NULL;
+	return 0;
+}
+
+static bool env_has(char **v, size_t n, const char *name)
+{
+	size_t len = strlen(name);
+
+	for (size_t i = 0; i < n; i++)
+		if (strncmp(v[i], name, len) == 0 && v[i][len] == '=')
+			return true;
+	return false;
+}
+
+static bool valid_env_name(const char *s, size_t len)
+{
+	if (len == 0 || isdigit((unsigned char)s[0]))
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if (!isalnum((unsigned char)s[i]) && s[i] != '_')
+			return false;
+	return true;
+}
+
+/*
+ * The driver's whole environment: the fixed allowlist and env_allow copied
+ * from ours, the magic cookie and socket dir, then env_extra. Ours come first
+ * and duplicates are skipped, so env_extra cannot move the socket dir.
+ */
+static int build_env(struct drv_host *h, const struct drv_spawn_opts *o, char *err, size_t errlen)
+{
+	char **v = NULL;
+	size_t n = 0, cap = 0;
+	int rc;
+
+	rc = env_push(&v, &n, &cap, DRV_MAGIC_COOKIE_KEY, DRV_MAGIC_COOKIE_VALUE);
+	if (rc == 0)
+		rc = env_push(&v, &n, &cap, "DROVER_SOCKET_DIR", h->sockdir);
+	for (int pass = 0; rc == 0 && pass < 2; pass++) {
+		const char *const *names = pass == 0 ? env_fixed : o->env_allow;
+
+		for (size_t i = 0; rc == 0 && names && names[i]; i++) {
+			const char *val = getenv(names[i]);
+
+			if (!valid_env_name(names[i], strlen(names[i]))) {
+				set_err(err, errlen,
+				        "driver '%s': env_allow entry \"%s\" is not a variable name", h->name,
+				        names[i]);
+				rc = DRV_EINVAL;
+				break;
+			}
+			if (val && !env_has(v, n, names[i]))
+				rc = env_push(&v, &n, &cap, names[i], val);
+		}
+	}
+	for (size_t i = 0; rc == 0 && o->env_extra && o->env_extra[i]; i++) {
+		const char *e = o->env_extra[i];
+		const char *eq = strchr(e, '=');
+
+		if (!eq || !valid_env_name(e, (size_t)(eq - e))) {
+			set_err(err, errlen, "driver '%s': env_extra entry \"%.60s\" is not NAME=value",
+			        h->name, e);
+			rc = DRV_EINVAL;
+			break;
+		}
+		char name[256];
+		snprintf(name, sizeof(name), "%.*s", (int)(eq - e), e);
+		if (!env_has(v, n, name))
+			rc = env_push(&v, &n, &cap, e, NULL);
+	}
+	if (rc == DRV_ENOMEM)
+		set_err(err, errlen, "driver '%s': out of memory", h->name);
+	if (rc != 0) {
+		free_strv(v);
+		return rc;
+	}
+	h->envp = v;
+	return 0;
+}
+
+static int build_argv(struct drv_host *h, const struct drv_spawn_opts *o)
+{
+	size_t n = 0;
+
+	while (o->args && o->args[n])
+		n++;
+	h->argv = calloc(n + 2, sizeof(char *));
+	if (!h->argv)
+		return DRV_ENOMEM;
+	h->argv[0] = strdup(o->path);
+	if (!h->argv[0])
+		return DRV_ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		h->argv[i + 1] = strdup(o->args[i]);
+		if (!h->argv[i + 1])
+			return DRV_ENOMEM;
+	}
+	return 0;
+}
+
+static int make_sockdir(struct drv_host *h, char *err, size_t errlen)
+{
+	const char *tmp = getenv("TMPDIR");
+
+	/* A unix socket path has ~107 bytes; a long TMPDIR would leave the driver no room. */
+	if (!tmp || tmp[0] != '/' || strlen(tmp) > 48)
+		tmp = "/tmp";
+	snprintf(h->sockdir, sizeof(h->sockdir), "%s/drover-XXXXXX", tmp);
+	if (!mkdtemp(h->sockdir)) {
+		set_err(err, errlen, "driver '%s': cannot create a socket directory in %s: %s", h->name, tmp,
+		        strerror(errno));
+		h->sockdir[0] = '\0';
+		return DRV_ESYSTEM;
+	}
+	/* mkdtemp already uses 0700; be explicit against an odd umask. */
+	chmod(h->sockdir, 0700);
+	return 0;
+}
+
+/* ---- the handshake ---- */
+
+/* Copies `s` into buf with non-printable bytes escaped and the length capped, for error messages. */
+static void quote_line(const char *s, char *buf, size_t len)
+{
+	size_t j = 0;
+
+	for (size_t i = 0; s[i] && j + 5 < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (i >= 120) {
+			snprintf(buf + j, len - j, "...");
+			return;
+		}
+		if (c == '"' || c == '\\') {
+			buf[j++] = '\\';
+			buf[j++] = (char)c;
+		} else if (isprint(c)) {
+			buf[j++] = (char)c;
+		} else {
+			j += (size_t)snprintf(buf + j, len - j, "\\x%02x", c);
+		}
+	}
+	buf[j < len ? j : len - 1] = '\0';
+}
+
+static void stderr_tail_locked(const struct drv_host *h, char *buf, size_t len)
+{
+	unsigned n = h->tail_count < 3 ? h->tail_count : 3;
+	size_t j = 0;
+
+	buf[0] = '\0';
+	for (unsigned i = h->tail_count - n; i < h->tail_count && j < len; i++) {
+		j += (size_t)snprintf(buf + j, len - j, "%s%s", j ? " | " : "",
+		                      h->tail[i % DRV_HOST_TAIL_LINES]);
+	}
+	if (!buf[0])
+		snprintf(buf, len, "(nothing)");
+}
+
+/*
+ * A spawned driver announces a socket it already listens on. One connect()
+ * (tens of microseconds on a unix socket) turns "nobody listens there" into a
+ * clear handshake error instead of a puzzling UNAVAILABLE on the first call.
+ */
+static int probe_unix(const char *path, char *why, size_t len)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd, rc = 0;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(why, len, "socket path is longer than %zu bytes", sizeof(sa.sun_path) - 1);
+		return -1;
+	}
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		snprintf(why, len, "socket: %s", strerror(errno));
+		return -1;
+	}
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+		snprintf(why, len, "nothing listens on %s (%s)", path, strerror(errno));
+		rc = -1;
+	}
+	close(fd);
+	return rc;
+}
+
+/*
+ * Checks the handshake line and connects the channel. A driver of another
+ * protocol version gets its own error code and message: the operator must
+ * upgrade something, not debug garbage.
+ */
+static int finish_handshake(struct drv_host *h, const char *line, char *err, size_t errlen)
+{
+	struct drv_handshake hs;
+	char perr[256] = "", q[512];
+	const char *bar = strchr(line, '|');
+	int rc;
+
+	quote_line(line, q, sizeof(q));
+	rc = drv_handshake_parse(line, &hs, perr, sizeof(perr));
+	if (rc == DRV_EPROTOCOL && bar) {
+		set_err(err, errlen, "driver '%s' (%s): speaks protocol %ld, we speak %d (handshake \"%s\")",
+		        h->name, h->path, strtol(bar + 1, NULL, 10), DRV_PROTOCOL_VERSION, q);
+		return DRV_EPROTOCOL;
+	}
+	if (rc != 0) {
+		set_err(err, errlen, "driver '%s' (%s): garbage handshake line \"%s\": %s", h->name, h->path,
+		        q, perr[0] ? perr : drv_strerror(rc));
+		return DRV_EHANDSHAKE;
+	}
+	if (hs.protocol_version != DRV_PROTOCOL_VERSION) {
+		set_err(err, errlen, "driver '%s' (%s): speaks protocol %d, we speak %d", h->name, h->path,
+		        hs.protocol_version, DRV_PROTOCOL_VERSION);
+		return DRV_EPROTOCOL;
+	}
+	if (strcmp(hs.network, "unix") == 0) {
+		char why[PATH_MAX + 64];
+
+		if (probe_unix(hs.address, why, sizeof(why)) != 0) {
+			set_err(err, errlen,
+			        "driver '%s' (%s): handshake \"%s\" names a socket nobody answers on: %s",
+			        h->name, h->path, q, why);
+			return DRV_EHANDSHAKE;
+		}
+		if (asprintf(&h->target, "unix:%s", hs.address) < 0)
+			h->target = NULL;
+	} else {
+		h->target = strdup(hs.address);
+	}
+	if (!h->target) {
+		set_err(err, errlen, "driver '%s': out of memory", h->name);
+		return DRV_ENOMEM;
+	}
+	struct drv_rpc_channel_opts co = {.target = h->target};
+	char cerr[256] = "";
+	rc = drv_rpc_channel_new(&co, &h->ch, cerr, sizeof(cerr));
+	if (rc != 0) {
+		set_err(err, errlen, "driver '%s' (%s): cannot open a channel to %s: %s", h->name, h->path,
+		        h->target, cerr[0] ? cerr : drv_strerror(rc));
+		return rc;
+	}
+	return 0;
+}
+
+/*
+ * Waits for the handshake line, the process's death, or the deadline.
+ * Returns 0 with the line copied into `line`, or an error.
+ */
+static int wait_handshake(struct drv_host *h, int timeout_ms, char *line, size_t linelen, char *err,
+                          size_t errlen)
+{
+	uint64_t deadline = deadline_after_ms(timeout_ms);
+	int rc = 0;
+
+	pthread_mutex_lock(&h->mu);
+	for (;;) {
+		uint64_t now = drv__host_now_ns(), wake = deadline;
+
+		if (h->spawn_done && h->spawn_errno != 0) {
+			set_err(err, errlen, "driver '%s' (%s): cannot start: %s", h->name, h->path,
+			        uv_strerror(h->spawn_errno));
+			rc = DRV_ESYSTEM;
+			break;
+		}
+		if (h->line_ready) {
+			if (h->line_too_long) {
+				char q[256];
+				quote_line(h->handshake, q, sizeof(q));
+				set_err(
+				    err, errlen,
+				    "driver '%s' (%s): garbage handshake line \"%s\": longer than %d bytes",
+				    h->name, h->path, q, DRV_HOST_HANDSHAKE_MAX - 1);
+				rc = DRV_EHANDSHAKE;
+			} else {
+				snprintf(line, linelen, "%s", h->handshake);
+			}
+			break;
+		}
+		if (h->exited) {
+			uint64_t drain_end = h->t_exit_ns + (uint64_t)EXIT_DRAIN_MS * 1000000u;
+
+			if ((h->stderr_eof && h->stdout_eof) || now >= drain_end) {
+				char how[96], tail[800];
+
+				drv__host_describe_exit_locked(h, how, sizeof(how));
+				stderr_tail_locked(h, tail, sizeof(tail));
+				set_err(err, errlen, "driver '%s' (%s): %s before its handshake; stderr: %s",
+				        h->name, h->path, how, tail);
+				rc = DRV_EHANDSHAKE;
+				break;
+			}
+			if (drain_end < wake)
+				wake = drain_end;
+		}
+		if (now >= deadline) {
+			char tail[800];
+
+			stderr_tail_locked(h, tail, sizeof(tail));
+			set_err(err, errlen,
+			        "driver '%s' (%s): handshake timed out after %d ms%s; stderr: %s", h->name,
+			        h->path, timeout_ms, h->stdout_eof ? " (it closed its stdout)" : "", tail);
+			rc = DRV_EDEADLINE;
+			break;
+		}
+		struct timespec ts = abs_realtime_from_mono(wake);
+		pthread_cond_timedwait(&h->cv, &h->mu, &ts);
+	}
+	pthread_mutex_unlock(&h->mu);
+	return rc;
+}
+
+/* Kills (if needed), reaps and closes everything of a host on the failure path or in free. */
+static void host_teardown(struct drv_host *h, bool spawned_io)
+{
+	if (spawned_io) {
+		pthread_mutex_lock(&h->mu);
+		h->quiet = true;
+		bool running = h->spawn_errno == 0 && !h->exited;
+		pthread_mutex_unlock(&h->mu);
+		if (running && drv__host_io_submit(drv__host_io_kill, h, SIGKILL) == 0) {
+			pthread_mutex_lock(&h->mu);
+			drv__host_wait_exit_locked(h, deadline_after_ms(KILL_WAIT_MS));
+			pthread_mutex_unlock(&h->mu);
+		}
+		/* Without the close commands queued, the host cannot be freed safely; retry until queued. */
+		while (drv__host_io_submit(drv__host_io_close_all, h, 0) != 0)
+			usleep(1000);
+		pthread_mutex_lock(&h->mu);
+		while (h->open_handles > 0)
+			pthread_cond_wait(&h->cv, &h->mu);
+		pthread_mutex_unlock(&h->mu);
+	}
+	drv__host_release(h);
+}
+
+int drv_host_spawn(const struct drv_spawn_opts *opts, struct drv_host **out, char *err, size_t errlen)
+{
+	struct drv_host *h;
+	char line[DRV_HOST_HANDSHAKE_MAX];
+	const char *base;
+	int timeout_ms, rc;
+
+	if (err && errlen)
+		err[0] = '\0';
+	if (!opts || !opts->path || !opts->path[0] || !out) {
+		set_err(err, errlen, "drv_host_spawn: a driver path is required");
+		return DRV_EINVAL;
+	}
+	h = host_new();
+	if (!h) {
+		set_err(err, errlen, "drv_host_spawn: out of memory");
+		return DRV_ENOMEM;
+	}
+	h->spawned = true;
+	base = strrchr(opts->path, '/');
+	h->name = strdup(opts->name && opts->name[0] ? opts->name : base ? base + 1 : opts->path);
+	h->path = strdup(opts->path);
+	h->on_stderr = opts->on_stderr;
+	h->on_exit = opts->on_exit;
+	h->ud = opts->ud;
+	timeout_ms =
+	    opts->handshake_timeout_ms > 0 ? opts->handshake_timeout_ms : DEFAULT_HANDSHAKE_TIMEOUT_MS;
+	if (!h->name || !h->path || build_argv(h, opts) != 0) {
+		set_err(err, errlen, "drv_host_spawn: out of memory");
+		rc = DRV_ENOMEM;
+		goto fail_prepare;
+	}
+	rc = make_sockdir(h, err, errlen);
+	if (rc != 0)
+		goto fail_prepare;
+	rc = build_env(h, opts, err, errlen);
+	if (rc != 0)
+		goto fail_prepare;
+	rc = drv__host_io_start();
+	if (rc == 0)
+		rc = drv__host_io_submit(drv__host_io_spawn, h, 0);
+	if (rc != 0) {
+		set_err(err, errlen, "driver '%s': cannot start the host I/O thread", h->name);
+		goto fail_prepare;
+	}
+	rc = wait_handshake(h, timeout_ms, line, sizeof(line), err, errlen);
+	if (rc == 0)
+		rc = finish_handshake(h, line, err, errlen);
+	if (rc != 0)
+		goto fail_spawned;
+	*out = h;
+	return 0;
+
+fail_spawned:
+	/* The spawn command was queued: wait until it ran before tearing down. */
+	pthread_mutex_lock(&h->mu);
+	while (!h->spawn_done)
+		pthread_cond_wait(&h->cv, &h->mu);
+	pthread_mutex_unlock(&h->mu);
+	host_teardown(h, true);
+	return rc;
+fail_prepare:
+	host_teardown(h, false);
+	return rc;
+}
+
+int drv_host_wait(struct drv_host *h, int timeout_ms, int *exit_status)
+{
+	int rc = DRV_EDEADLINE;
+
+	if (!h)
+		return DRV_EINVAL;
+	if (!h->spawned)
+		return DRV_EDEADLINE;
+	pthread_mutex_lock(&h->mu);
+	if (drv__host_wait_exit_locked(h, deadline_after_ms(timeout_ms))) {
+		if (exit_status)
+			*exit_status = drv__host_status_locked(h);
+		rc = 0;
+	}
+	pthread_mutex_unlock(&h->mu);
+	return rc;
+}
+
+int drv_host_stop(struct drv_host *h, int grace_ms, int *exit_status)
+{
+	int rc = 0;
+
+	if (!h)
+		return DRV_EINVAL;
+	if (!h->spawned) {
+		pthread_mutex_lock(&h->mu);
+		h->closed = true;
+		pthread_mutex_unlock(&h->mu);
+		if (exit_status)
+			*exit_status = 0;
+		return 0;
+	}
+	pthread_mutex_lock(&h->mu);
+	if (!h->exited) {
+		pthread_mutex_unlock(&h->mu);
+		rc = drv__host_io_submit(drv__host_io_kill, h, SIGTERM);
+		pthread_mutex_lock(&h->mu);
+		if (rc == 0 && !drv__host_wait_exit_locked(h, deadline_after_ms(grace_ms)))
+			rc = DRV_EDEADLINE;
+		if (rc != 0) {
+			pthread_mutex_unlock(&h->mu);
+			while (drv__host_io_submit(drv__host_io_kill, h, SIGKILL) != 0)
+				usleep(1000);
+			pthread_mutex_lock(&h->mu);
+			drv__host_wait_exit_locked(h, deadline_after_ms(KILL_WAIT_MS));
+			rc = DRV_EDEADLINE;
+		}
+	}
+	if (exit_status)
+		*exit_status = h->exited ? drv__host_status_locked(h) : -1;
+	pthread_mutex_unlock(&h->mu);
+	return rc;
+}
+
+void drv_host_close_stdin(struct drv_host *h)
+{
+	if (h && h->spawned)
+		while (drv__host_io_submit(drv__host_io_close_stdin, h, 0) != 0)
+			usleep(1000);
+}
+
+void drv_host_free(struct drv_host *h)
+{
+	bool running;
+
+	if (!h)
+		return;
+	if (!h->spawned) {
+		drv__host_release(h);
+		return;
+	}
+	pthread_mutex_lock(&h->mu);
+	running = !h->exited;
+	pthread_mutex_unlock(&h->mu);
+	if (running)
+		drv_host_stop(h, 2000, NULL);
+	host_teardown(h, true);
+}
+
+/* ---- accessors ---- */
+
+pid_t drv_host_pid(const struct drv_host *h)
+{
+	return h && h->spawned ? h->pid : 0;
+}
+
+const char *drv_host_name(const struct drv_host *h)
+{
+	return h ? h->name : NULL;
+}
+
+const char *drv_host_handshake(const struct drv_host *h)
+{
+	return h && h->spawned ? h->handshake : "";
+}
+
+const char *drv_host_target(const struct drv_host *h)
+{
+	return h ? h->target : NULL;
+}
+
+bool drv_host_alive(const struct drv_host *h)
+{
+	struct drv_host *mh = (struct drv_host *)h;
+	bool alive;
+
+	if (!h)
+		return false;
+	pthread_mutex_lock(&mh->mu);
+	alive = h->spawned ? !h->exited : !h->closed;
+	pthread_mutex_unlock(&mh->mu);
+	return alive;
+}
+
+double drv_host_handshake_ms(const struct drv_host *h)
+{
+	if (!h || !h->spawned || !h->t_line_ns)
+		return 0;
+	return (double)(h->t_line_ns - h->t_spawn_ns) / 1e6;
+}

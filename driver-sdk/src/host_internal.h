@@ -1,0 +1,108 @@
+/*
+ * Internals of the hosting half, shared by host.c (spawn, stop, free),
+ * host_io.c (the I/O thread) and host_call.c (calls, health, connect).
+ *
+ * Threads: every libuv handle of a host lives on ONE process-wide I/O thread
+ * (host_io.c) shared by all hosts; a spawn costs no thread creation and a
+ * server with fifty drivers runs one extra thread, not fifty. Callers on any
+ * thread hand work to it with drv__host_io_submit() and then wait on the
+ * host's condition variable for the state it changes. Everything below the
+ * "state" comment is guarded by `mu`; the uv handles are touched only on the
+ * I/O thread.
+ */
+#ifndef DRV_HOST_INTERNAL_H
+#define DRV_HOST_INTERNAL_H
+
+#include <limits.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "drover/host.h"
+#include "drover/rpc.h"
+
+#define DRV_HOST_TAIL_LINES 8
+#define DRV_HOST_LINE_MAX 4096
+#define DRV_HOST_HANDSHAKE_MAX 1024
+
+struct drv_host {
+	char *name;
+	char *path;   /* spawned only */
+	char *target; /* gRPC target */
+	bool spawned;
+	struct drv_rpc_channel *ch;
+	char sockdir[PATH_MAX]; /* "" when none */
+	char **argv;
+	char **envp;
+	drv_host_line_cb on_stderr;
+	drv_host_exit_cb on_exit;
+	void *ud;
+
+	/* I/O thread only. */
+	uv_process_t proc;
+	uv_pipe_t in, out, err;
+	bool in_open;
+	char outbuf[DRV_HOST_HANDSHAKE_MAX];
+	size_t outlen;
+	char errbuf[DRV_HOST_LINE_MAX];
+	size_t errlen;
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	/* state, guarded by mu */
+	bool spawn_done; /* uv_spawn returned */
+	int spawn_errno; /* its libuv error, 0 on success */
+	pid_t pid;
+	bool line_ready; /* handshake (or an over-long first stdout chunk) arrived */
+	bool line_too_long;
+	char handshake[DRV_HOST_HANDSHAKE_MAX];
+	bool stdout_eof, stderr_eof;
+	bool exited;
+	int64_t exit_status;
+	int term_signal;
+	uint64_t t_spawn_ns, t_line_ns, t_exit_ns;
+	char tail[DRV_HOST_TAIL_LINES][256]; /* last stderr lines, a ring */
+	unsigned tail_count;
+	bool quiet;       /* spawn failed: no on_exit for a host the caller never saw */
+	bool closed;      /* drv_host_stop on a remote host */
+	int open_handles; /* uv handles not yet through their close callback */
+};
+
+/* Starts the shared I/O thread once. 0 or DRV_ESYSTEM. */
+int drv__host_io_start(void);
+
+/*
+ * Runs fn(h, arg) on the I/O thread, soon, asynchronously. Returns 0 or
+ * DRV_ENOMEM. The host must stay allocated until fn has run: callers wait on
+ * h->cv for the state fn changes.
+ */
+int drv__host_io_submit(void (*fn)(struct drv_host *h, int arg), struct drv_host *h, int arg);
+
+uv_loop_t *drv__host_io_loop(void);
+
+/* I/O-thread functions (host_io.c), run through drv__host_io_submit. */
+void drv__host_io_spawn(struct drv_host *h, int unused);
+void drv__host_io_kill(struct drv_host *h, int signum);
+void drv__host_io_close_stdin(struct drv_host *h, int unused);
+void drv__host_io_close_all(struct drv_host *h, int unused);
+
+/* Exit code, or 128+signal. Caller holds mu. */
+int drv__host_status_locked(const struct drv_host *h);
+
+/* "exited with status 3" / "was killed by signal 9". Caller holds mu. */
+void drv__host_describe_exit_locked(const struct drv_host *h, char *buf, size_t len);
+
+/*
+ * Waits on h->cv until `exited` or the absolute monotonic time deadline_ns.
+ * Caller holds mu. Returns h->exited.
+ */
+bool drv__host_wait_exit_locked(struct drv_host *h, uint64_t deadline_ns);
+
+uint64_t drv__host_now_ns(void);
+
+/* Frees a host that has no live handles left (close_all done). */
+void drv__host_release(struct drv_host *h);
+
+#endif

@@ -1,0 +1,357 @@
+/*
+ * The hosting half's one I/O thread: a private libuv loop that owns every
+ * spawned driver's process handle and its stdin/stdout/stderr pipes.
+ *
+ * Other threads never touch a uv handle; they queue a function with
+ * drv__host_io_submit() and wait on the host's condition variable. Results
+ * flow back as fields of struct drv_host under its mutex.
+ */
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "host_internal.h"
+
+struct io_cmd {
+	void (*fn)(struct drv_host *h, int arg);
+	struct drv_host *h;
+	int arg;
+	struct io_cmd *next;
+};
+
+static struct {
+	pthread_once_t once;
+	int start_err;
+	uv_loop_t loop;
+	uv_async_t wake;
+	pthread_t thread;
+	pthread_mutex_t mu;
+	struct io_cmd *head, *tail;
+} io = {.once = PTHREAD_ONCE_INIT, .mu = PTHREAD_MUTEX_INITIALIZER};
+
+uint64_t drv__host_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+uv_loop_t *drv__host_io_loop(void)
+{
+	return &io.loop;
+}
+
+static void on_wake(uv_async_t *a)
+{
+	struct io_cmd *c;
+
+	pthread_mutex_lock(&io.mu);
+	c = io.head;
+	io.head = io.tail = NULL;
+	pthread_mutex_unlock(&io.mu);
+	while (c) {
+		struct io_cmd *next = c->next;
+		c->fn(c->h, c->arg);
+		free(c);
+		c = next;
+	}
+}
+
+static void *io_main(void *arg)
+{
+	sigset_t set;
+
+	/*
+	 * libuv learns of child exits through SIGCHLD; make sure this thread can
+	 * take it even when the embedding program blocked it elsewhere.
+	 */
+	sigemptyset(&set);
+	sigaddset(&set, SIGCHLD);
+	pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+	uv_run(&io.loop, UV_RUN_DEFAULT);
+	return NULL;
+}
+
+static void io_init(void)
+{
+	sigset_t all, old;
+	int rc;
+
+	rc = uv_loop_init(&io.loop);
+	if (rc == 0)
+		rc = uv_async_init(&io.loop, &io.wake, on_wake);
+	if (rc != 0) {
+		io.start_err = DRV_ESYSTEM;
+		return;
+	}
+	/* The thread must not steal SIGTERM/SIGINT meant for the program's own handler. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	rc = pthread_create(&io.thread, NULL, io_main, NULL);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (rc != 0) {
+		io.start_err = DRV_ESYSTEM;
+		return;
+	}
+	pthread_setname_np(io.thread, "drv-host-io");
+	pthread_detach(io.thread);
+}
+
+int drv__host_io_start(void)
+{
+	pthread_once(&io.once, io_init);
+	return io.start_err;
+}
+
+int drv__host_io_submit(void (*fn)(struct drv_host *h, int arg), struct drv_host *h, int arg)
+{
+	struct io_cmd *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return DRV_ENOMEM;
+	c->fn = fn;
+	c->h = h;
+	c->arg = arg;
+	pthread_mutex_lock(&io.mu);
+	if (io.tail)
+		io.tail->next = c;
+	else
+		io.head = c;
+	io.tail = c;
+	pthread_mutex_unlock(&io.mu);
+	uv_async_send(&io.wake);
+	return 0;
+}
+
+/* ---- handle callbacks (I/O thread) ---- */
+
+static void on_closed(uv_handle_t *handle)
+{
+	struct drv_host *h = handle->data;
+
+	pthread_mutex_lock(&h->mu);
+	h->open_handles--;
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+}
+
+static void close_handle(struct drv_host *h, uv_handle_t *handle)
+{
+	if (!uv_is_closing(handle))
+		uv_close(handle, on_closed);
+}
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+	static _Thread_local char chunk[65536];
+
+	buf->base = chunk;
+	buf->len = sizeof(chunk);
+}
+
+static void remember_stderr_locked(struct drv_host *h, const char *line)
+{
+	char *slot = h->tail[h->tail_count % DRV_HOST_TAIL_LINES];
+
+	snprintf(slot, sizeof(h->tail[0]), "%s", line);
+	h->tail_count++;
+}
+
+static void emit_stderr_line(struct drv_host *h, char *line)
+{
+	size_t n = strlen(line);
+
+	if (n > 0 && line[n - 1] == '\r')
+		line[n - 1] = '\0';
+	pthread_mutex_lock(&h->mu);
+	remember_stderr_locked(h, line);
+	pthread_mutex_unlock(&h->mu);
+	if (h->on_stderr)
+		h->on_stderr(h->ud, h->name, line);
+	else
+		fprintf(stderr, "[%s] %s\n", h->name, line);
+}
+
+static void on_stderr_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct drv_host *h = s->data;
+
+	if (nread < 0) {
+		if (h->errlen > 0) {
+			h->errbuf[h->errlen] = '\0';
+			emit_stderr_line(h, h->errbuf);
+			h->errlen = 0;
+		}
+		close_handle(h, (uv_handle_t *)s);
+		pthread_mutex_lock(&h->mu);
+		h->stderr_eof = true;
+		pthread_cond_broadcast(&h->cv);
+		pthread_mutex_unlock(&h->mu);
+		return;
+	}
+	for (ssize_t i = 0; i < nread; i++) {
+		char c = buf->base[i];
+
+		/* Over-long lines are cut rather than held: a driver cannot make us buffer without bound. */
+		if (c == '\n' || h->errlen == sizeof(h->errbuf) - 1) {
+			h->errbuf[h->errlen] = '\0';
+			emit_stderr_line(h, h->errbuf);
+			h->errlen = 0;
+			if (c == '\n')
+				continue;
+		}
+		h->errbuf[h->errlen++] = c;
+	}
+}
+
+static void on_stdout_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct drv_host *h = s->data;
+
+	if (nread < 0) {
+		close_handle(h, (uv_handle_t *)s);
+		pthread_mutex_lock(&h->mu);
+		h->stdout_eof = true;
+		pthread_cond_broadcast(&h->cv);
+		pthread_mutex_unlock(&h->mu);
+		return;
+	}
+	pthread_mutex_lock(&h->mu);
+	if (h->line_ready) {
+		/* The protocol allows one line only; later output is dropped, but still read so the driver
+		 * never blocks. */
+		pthread_mutex_unlock(&h->mu);
+		return;
+	}
+	for (ssize_t i = 0; i < nread && !h->line_ready; i++) {
+		char c = buf->base[i];
+
+		if (c == '\n') {
+			h->outbuf[h->outlen] = '\0';
+			if (h->outlen > 0 && h->outbuf[h->outlen - 1] == '\r')
+				h->outbuf[h->outlen - 1] = '\0';
+			h->line_ready = true;
+		} else if (h->outlen == sizeof(h->outbuf) - 1) {
+			h->outbuf[h->outlen] = '\0';
+			h->line_ready = true;
+			h->line_too_long = true;
+		} else {
+			h->outbuf[h->outlen++] = c;
+		}
+	}
+	if (h->line_ready) {
+		memcpy(h->handshake, h->outbuf, sizeof(h->handshake));
+		h->t_line_ns = drv__host_now_ns();
+		pthread_cond_broadcast(&h->cv);
+	}
+	pthread_mutex_unlock(&h->mu);
+}
+
+static void on_exit_cb(uv_process_t *p, int64_t exit_status, int term_signal)
+{
+	struct drv_host *h = p->data;
+	bool quiet;
+
+	pthread_mutex_lock(&h->mu);
+	h->exited = true;
+	h->exit_status = exit_status;
+	h->term_signal = term_signal;
+	h->t_exit_ns = drv__host_now_ns();
+	quiet = h->quiet;
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+	if (h->on_exit && !quiet)
+		h->on_exit(h->ud, h->name, exit_status, term_signal);
+}
+
+/* ---- commands (I/O thread) ---- */
+
+void drv__host_io_spawn(struct drv_host *h, int unused)
+{
+	uv_loop_t *loop = &io.loop;
+	uv_stdio_container_t stdio[3];
+	uv_process_options_t o;
+	int rc;
+
+	uv_pipe_init(loop, &h->in, 0);
+	uv_pipe_init(loop, &h->out, 0);
+	uv_pipe_init(loop, &h->err, 0);
+	h->in.data = h->out.data = h->err.data = h->proc.data = h;
+	pthread_mutex_lock(&h->mu);
+	h->open_handles = 3;
+	pthread_mutex_unlock(&h->mu);
+	h->in_open = true;
+
+	memset(stdio, 0, sizeof(stdio));
+	stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
+	stdio[0].data.stream = (uv_stream_t *)&h->in;
+	stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+	stdio[1].data.stream = (uv_stream_t *)&h->out;
+	stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+	stdio[2].data.stream = (uv_stream_t *)&h->err;
+
+	memset(&o, 0, sizeof(o));
+	o.file = h->path;
+	o.args = h->argv;
+	o.env = h->envp;
+	o.exit_cb = on_exit_cb;
+	o.stdio = stdio;
+	o.stdio_count = 3;
+
+	pthread_mutex_lock(&h->mu);
+	h->t_spawn_ns = drv__host_now_ns();
+	pthread_mutex_unlock(&h->mu);
+	rc = uv_spawn(loop, &h->proc, &o);
+	/* libuv initialises the process handle even when the spawn fails, so it is closed either way. */
+	pthread_mutex_lock(&h->mu);
+	h->open_handles++;
+	pthread_mutex_unlock(&h->mu);
+	if (rc == 0) {
+		uv_read_start((uv_stream_t *)&h->out, on_alloc, on_stdout_read);
+		uv_read_start((uv_stream_t *)&h->err, on_alloc, on_stderr_read);
+	}
+	pthread_mutex_lock(&h->mu);
+	h->spawn_done = true;
+	h->spawn_errno = rc;
+	h->pid = rc == 0 ? h->proc.pid : 0;
+	if (rc != 0)
+		h->stdout_eof = h->stderr_eof = true;
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
+}
+
+void drv__host_io_kill(struct drv_host *h, int signum)
+{
+	bool running;
+
+	/*
+	 * libuv reaps the child and runs our exit callback in one go on this
+	 * thread, so checking `exited` here cannot race with pid reuse.
+	 */
+	pthread_mutex_lock(&h->mu);
+	running = h->spawn_done && h->spawn_errno == 0 && !h->exited;
+	pthread_mutex_unlock(&h->mu);
+	if (running)
+		uv_process_kill(&h->proc, signum);
+}
+
+void drv__host_io_close_stdin(struct drv_host *h, int unused)
+{
+	if (h->in_open) {
+		h->in_open = false;
+		close_handle(h, (uv_handle_t *)&h->in);
+	}
+}
+
+void drv__host_io_close_all(struct drv_host *h, int unused)
+{
+	drv__host_io_close_stdin(h, 0);
+	close_handle(h, (uv_handle_t *)&h->out);
+	close_handle(h, (uv_handle_t *)&h->err);
+	close_handle(h, (uv_handle_t *)&h->proc);
+}
