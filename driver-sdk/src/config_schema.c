@@ -1,0 +1,469 @@
+/*
+ * The driver's config declaration (struct drv_config_field) as JSON Schema
+ * for GetInfo, and the checks ValidateConfig and every provider call run
+ * against it. Each problem becomes one diagnostic with a JSON Pointer to the
+ * field at fault, so an operator sees "/capacity: value above maximum"
+ * rather than "invalid config". Secret values never enter a diagnostic.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "drv_internal.h"
+
+#define SEV_ERROR DROVER__COMPUTE__V1__SEVERITY__SEVERITY_ERROR
+#define SEV_WARNING DROVER__COMPUTE__V1__SEVERITY__SEVERITY_WARNING
+
+/* ---- diagnostics ---- */
+
+void drv__diags_init(struct drv_diags *d, struct drv__arena *a)
+{
+	memset(d, 0, sizeof(*d));
+	d->arena = a;
+}
+
+static void diags_vadd(struct drv_diags *d, int severity, const char *field_path, const char *summary,
+                       const char *detail_fmt, va_list ap)
+{
+	if (!d)
+		return;
+	if (d->n == d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 8;
+		struct drv__diag *items = drv__arena_alloc(d->arena, cap * sizeof(*items));
+		if (!items)
+			return;
+		if (d->n)
+			memcpy(items, d->items, d->n * sizeof(*items));
+		d->items = items;
+		d->cap = cap;
+	}
+	struct drv__diag *g = &d->items[d->n];
+	g->severity = severity;
+	g->field_path = drv__arena_strdup(d->arena, field_path ? field_path : "");
+	g->summary = drv__arena_strdup(d->arena, summary ? summary : "");
+	g->detail =
+	    detail_fmt ? drv__arena_vprintf(d->arena, detail_fmt, ap) : drv__arena_strdup(d->arena, "");
+	if (!g->field_path || !g->summary || !g->detail)
+		return;
+	d->n++;
+	if (severity == SEV_ERROR)
+		d->n_errors++;
+}
+
+void drv__diags_add(struct drv_diags *d, int severity, const char *field_path, const char *summary,
+                    const char *detail_fmt, ...)
+{
+	va_list ap;
+	va_start(ap, detail_fmt);
+	diags_vadd(d, severity, field_path, summary, detail_fmt, ap);
+	va_end(ap);
+}
+
+void drv_diag_error(struct drv_diags *d, const char *field_path, const char *summary, const char *detail_fmt,
+                    ...)
+{
+	va_list ap;
+	va_start(ap, detail_fmt);
+	diags_vadd(d, SEV_ERROR, field_path, summary, detail_fmt, ap);
+	va_end(ap);
+}
+
+void drv_diag_warning(struct drv_diags *d, const char *field_path, const char *summary,
+                      const char *detail_fmt, ...)
+{
+	va_list ap;
+	va_start(ap, detail_fmt);
+	diags_vadd(d, SEV_WARNING, field_path, summary, detail_fmt, ap);
+	va_end(ap);
+}
+
+/* ---- schema ---- */
+
+static const char *type_name(enum drv_field_type t)
+{
+	switch (t) {
+	case DRV_FIELD_STRING:
+		return "string";
+	case DRV_FIELD_INTEGER:
+		return "integer";
+	case DRV_FIELD_NUMBER:
+		return "number";
+	case DRV_FIELD_BOOLEAN:
+		return "boolean";
+	case DRV_FIELD_STRING_ARRAY:
+		return "array";
+	}
+	return "unknown";
+}
+
+static json_t *number_json(enum drv_field_type t, double v)
+{
+	if (t == DRV_FIELD_INTEGER && v == floor(v) && fabs(v) < 9e15)
+		return json_integer((json_int_t)v);
+	return json_real(v);
+}
+
+static json_t *field_schema(const struct drv_config_field *f)
+{
+	json_t *p = json_object();
+	json_object_set_new(p, "type", json_string(type_name(f->type)));
+	if (f->type == DRV_FIELD_STRING_ARRAY)
+		json_object_set_new(p, "items", json_pack("{s:s}", "type", "string"));
+	if (f->description)
+		json_object_set_new(p, "description", json_string(f->description));
+	if (f->default_json) {
+		json_t *def = json_loads(f->default_json, JSON_DECODE_ANY, NULL);
+		if (def)
+			json_object_set_new(p, "default", def);
+	}
+	if (f->type == DRV_FIELD_INTEGER || f->type == DRV_FIELD_NUMBER) {
+		if (f->has_minimum)
+			json_object_set_new(p, "minimum", number_json(f->type, f->minimum));
+		if (f->has_maximum)
+			json_object_set_new(p, "maximum", number_json(f->type, f->maximum));
+	}
+	if (f->type == DRV_FIELD_STRING && f->enum_values) {
+		json_t *e = json_array();
+		for (const char *const *v = f->enum_values; *v; v++)
+			json_array_append_new(e, json_string(*v));
+		json_object_set_new(p, "enum", e);
+	}
+	if (f->secret)
+		json_object_set_new(p, "writeOnly", json_true());
+	return p;
+}
+
+static char *schema_of(const struct drv_driver *driver, bool secrets)
+{
+	json_t *root = json_object();
+	json_t *props = json_object();
+	json_t *required = json_array();
+	char title[128];
+
+	snprintf(title, sizeof(title), "%s backend %s", driver->type ? driver->type : "driver",
+	         secrets ? "secrets" : "config");
+	json_object_set_new(root, "$schema", json_string("https://json-schema.org/draft/2020-12/schema"));
+	json_object_set_new(root, "title", json_string(title));
+	json_object_set_new(root, "type", json_string("object"));
+	for (const struct drv_config_field *f = driver->config_fields; f && f->name; f++) {
+		if (f->secret != secrets)
+			continue;
+		json_object_set_new(props, f->name, field_schema(f));
+		if (f->required)
+			json_array_append_new(required, json_string(f->name));
+	}
+	json_object_set_new(root, "properties", props);
+	if (json_array_size(required))
+		json_object_set_new(root, "required", required);
+	else
+		json_decref(required);
+	json_object_set_new(root, "additionalProperties", json_false());
+	char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(root);
+	return text;
+}
+
+char *drv__config_schema(const struct drv_driver *driver)
+{
+	return schema_of(driver, false);
+}
+
+char *drv__secrets_schema(const struct drv_driver *driver)
+{
+	return schema_of(driver, true);
+}
+
+/* ---- checks ---- */
+
+/* A JSON Pointer "/<prefix>/<name>" with '~' and '/' escaped (RFC 6901). */
+static void pointer(char *buf, size_t len, const char *prefix, const char *name)
+{
+	size_t o = 0;
+	if (prefix)
+		o = (size_t)snprintf(buf, len, "%s", prefix);
+	if (o + 1 < len)
+		buf[o++] = '/';
+	for (const char *p = name; *p && o + 2 < len; p++) {
+		if (*p == '~' || *p == '/') {
+			buf[o++] = '~';
+			buf[o++] = *p == '~' ? '0' : '1';
+		} else {
+			buf[o++] = *p;
+		}
+	}
+	buf[o < len ? o : len - 1] = '\0';
+}
+
+static const char *json_kind(const json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT:
+		return "object";
+	case JSON_ARRAY:
+		return "array";
+	case JSON_STRING:
+		return "string";
+	case JSON_INTEGER:
+		return "integer";
+	case JSON_REAL:
+		return "number";
+	case JSON_TRUE:
+	case JSON_FALSE:
+		return "boolean";
+	case JSON_NULL:
+		return "null";
+	}
+	return "unknown";
+}
+
+static bool type_ok(enum drv_field_type t, const json_t *v)
+{
+	switch (t) {
+	case DRV_FIELD_STRING:
+		return json_is_string(v);
+	case DRV_FIELD_INTEGER:
+		/* JSON Schema counts 3.0 as an integer; so do we. */
+		return json_is_integer(v) ||
+		       (json_is_real(v) && json_real_value(v) == floor(json_real_value(v)) &&
+		        fabs(json_real_value(v)) < 9e15);
+	case DRV_FIELD_NUMBER:
+		return json_is_number(v);
+	case DRV_FIELD_BOOLEAN:
+		return json_is_boolean(v);
+	case DRV_FIELD_STRING_ARRAY:
+		return json_is_array(v);
+	}
+	return false;
+}
+
+static void check_field(const struct drv_config_field *f, const json_t *v, struct drv_diags *d)
+{
+	char path[300];
+	pointer(path, sizeof(path), NULL, f->name);
+
+	if (!type_ok(f->type, v)) {
+		drv__diags_add(d, SEV_ERROR, path, "wrong type", "field \"%s\" must be %s %s, got %s",
+		               f->name, f->type == DRV_FIELD_INTEGER ? "an" : "a",
+		               f->type == DRV_FIELD_STRING_ARRAY ? "array of strings" : type_name(f->type),
+		               json_kind(v));
+		return;
+	}
+	if (f->type == DRV_FIELD_STRING_ARRAY) {
+		size_t i;
+		json_t *e;
+		json_array_foreach(v, i, e)
+		{
+			if (!json_is_string(e)) {
+				char ep[340];
+				snprintf(ep, sizeof(ep), "%s/%zu", path, i);
+				drv__diags_add(d, SEV_ERROR, ep, "wrong type",
+				               "element %zu of \"%s\" must be a string, got %s", i, f->name,
+				               json_kind(e));
+			}
+		}
+		return;
+	}
+	if (f->type == DRV_FIELD_STRING && f->enum_values) {
+		const char *s = json_string_value(v);
+		char allowed[512] = "";
+		size_t o = 0;
+		for (const char *const *e = f->enum_values; *e; e++) {
+			if (strcmp(*e, s) == 0)
+				return;
+			int w = snprintf(allowed + o, sizeof(allowed) - o, "%s\"%s\"", o ? ", " : "", *e);
+			if (w > 0 && (size_t)w < sizeof(allowed) - o)
+				o += (size_t)w;
+		}
+		drv__diags_add(d, SEV_ERROR, path, "value not allowed", "\"%.100s\" is not one of %s", s,
+		               allowed);
+		return;
+	}
+	if (f->type == DRV_FIELD_INTEGER || f->type == DRV_FIELD_NUMBER) {
+		double x = json_number_value(v);
+		if (f->has_minimum && x < f->minimum)
+			drv__diags_add(d, SEV_ERROR, path, "value below minimum",
+			               "field \"%s\" is %g; the minimum is %g", f->name, x, f->minimum);
+		if (f->has_maximum && x > f->maximum)
+			drv__diags_add(d, SEV_ERROR, path, "value above maximum",
+			               "field \"%s\" is %g; the maximum is %g", f->name, x, f->maximum);
+	}
+}
+
+static const struct drv_config_field *field_find(const struct drv_config_field *fields, const char *name,
+                                                 bool secret)
+{
+	for (const struct drv_config_field *f = fields; f && f->name; f++)
+		if (f->secret == secret && strcmp(f->name, name) == 0)
+			return f;
+	return NULL;
+}
+
+static void known_names(const struct drv_config_field *fields, bool secret, char *buf, size_t len)
+{
+	size_t o = 0;
+	buf[0] = '\0';
+	for (const struct drv_config_field *f = fields; f && f->name; f++) {
+		if (f->secret != secret)
+			continue;
+		int w = snprintf(buf + o, len - o, "%s%s", o ? ", " : "", f->name);
+		if (w < 0 || (size_t)w >= len - o)
+			break;
+		o += (size_t)w;
+	}
+	if (o == 0)
+		snprintf(buf, len, "(none)");
+}
+
+static bool only_space(const char *s)
+{
+	for (; *s; s++)
+		if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r')
+			return false;
+	return true;
+}
+
+void drv__config_check(const struct drv_config_field *fields, const drv_backend_config *bc,
+                       struct drv_diags *d, json_t **rootp)
+{
+	const char *text = bc && bc->config_json ? bc->config_json : "";
+	json_t *root;
+	json_error_t je;
+	char path[300];
+	char names[512];
+	size_t errors_before = d->n_errors;
+
+	*rootp = NULL;
+	if (only_space(text)) {
+		root = json_object();
+	} else {
+		root = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+		if (!root) {
+			drv__diags_add(d, SEV_ERROR, "", "config is not valid JSON", "line %d, column %d: %s",
+			               je.line, je.column, je.text);
+			goto secrets;
+		}
+		if (!json_is_object(root)) {
+			drv__diags_add(
+			    d, SEV_ERROR, "", "config must be a JSON object",
+			    "config_json is a JSON %s; write the config as {\"field\": value, ...}",
+			    json_kind(root));
+			json_decref(root);
+			root = NULL;
+			goto secrets;
+		}
+	}
+
+	for (const struct drv_config_field *f = fields; f && f->name; f++) {
+		if (f->secret)
+			continue;
+		json_t *v = json_object_get(root, f->name);
+		if (!v || json_is_null(v)) {
+			if (f->required) {
+				pointer(path, sizeof(path), NULL, f->name);
+				drv__diags_add(d, SEV_ERROR, path, "missing required field",
+				               "field \"%s\" is required%s%s", f->name,
+				               f->description ? ": " : "",
+				               f->description ? f->description : "");
+			}
+			continue;
+		}
+		check_field(f, v, d);
+	}
+	{
+		const char *key;
+		json_t *v;
+		known_names(fields, false, names, sizeof(names));
+		json_object_foreach(root, key, v)
+		{
+			if (field_find(fields, key, false))
+				continue;
+			pointer(path, sizeof(path), NULL, key);
+			if (field_find(fields, key, true))
+				drv__diags_add(
+				    d, SEV_ERROR, path, "secret in config",
+				    "\"%.100s\" is a secret: pass it in BackendConfig.secrets, not in the "
+				    "config JSON",
+				    key);
+			else
+				drv__diags_add(
+				    d, SEV_ERROR, path, "unknown field",
+				    "\"%.100s\" is not a config field of this driver; known fields: %s", key,
+				    names);
+		}
+	}
+
+secrets:
+	known_names(fields, true, names, sizeof(names));
+	for (size_t i = 0; bc && i < bc->n_secrets; i++) {
+		const char *key = bc->secrets[i] && bc->secrets[i]->key ? bc->secrets[i]->key : "";
+		if (field_find(fields, key, true))
+			continue;
+		pointer(path, sizeof(path), "/secrets", key);
+		drv__diags_add(d, SEV_ERROR, path, "unknown secret",
+		               "\"%.100s\" is not a secret of this driver; known secrets: %s", key, names);
+	}
+	for (const struct drv_config_field *f = fields; f && f->name; f++) {
+		if (!f->secret || !f->required)
+			continue;
+		bool found = false;
+		for (size_t i = 0; bc && i < bc->n_secrets; i++)
+			if (bc->secrets[i] && bc->secrets[i]->key &&
+			    strcmp(bc->secrets[i]->key, f->name) == 0 && bc->secrets[i]->value &&
+			    bc->secrets[i]->value[0])
+				found = true;
+		if (!found) {
+			pointer(path, sizeof(path), "/secrets", f->name);
+			drv__diags_add(d, SEV_ERROR, path, "missing required secret",
+			               "secret \"%s\" is required%s%s", f->name, f->description ? ": " : "",
+			               f->description ? f->description : "");
+		}
+	}
+
+	if (d->n_errors != errors_before) {
+		json_decref(root);
+		return;
+	}
+	drv__config_defaults_fill(fields, root);
+	*rootp = root;
+}
+
+/* ---- defaults, parsed once ---- */
+
+static pthread_mutex_t defaults_lock = PTHREAD_MUTEX_INITIALIZER;
+static const struct drv_config_field *defaults_for;
+static json_t *defaults; /* object: name -> parsed default */
+
+void drv__config_defaults_fill(const struct drv_config_field *fields, json_t *root)
+{
+	json_t *defs;
+
+	pthread_mutex_lock(&defaults_lock);
+	if (defaults_for != fields || !defaults) {
+		/* One driver per process, so this runs once; tests may switch. */
+		json_decref(defaults);
+		defaults = json_object();
+		for (const struct drv_config_field *f = fields; f && f->name; f++) {
+			if (f->secret || !f->default_json)
+				continue;
+			json_t *v = json_loads(f->default_json, JSON_DECODE_ANY, NULL);
+			if (v)
+				json_object_set_new(defaults, f->name, v);
+		}
+		defaults_for = fields;
+	}
+	defs = json_incref(defaults);
+	pthread_mutex_unlock(&defaults_lock);
+
+	const char *key;
+	json_t *v;
+	json_object_foreach(defs, key, v)
+	{
+		json_t *cur = json_object_get(root, key);
+		if (!cur || json_is_null(cur))
+			json_object_set(root, key, v);
+	}
+	json_decref(defs);
+}

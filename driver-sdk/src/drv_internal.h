@@ -1,0 +1,160 @@
+/*
+ * Internal interfaces of the serving half of libdrover-driver, shared between
+ * its source files and exposed to tests/unit/sdk so the tests link the very
+ * objects drivers use. Nothing here is part of the public API.
+ */
+#ifndef DRV_INTERNAL_H
+#define DRV_INTERNAL_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "drover/driver.h"
+
+struct drv_rpc_call;
+
+/* ---- arena.c: chunked bump allocator ---- */
+
+struct drv__arena_chunk;
+
+/*
+ * Allocations are zeroed and aligned for any type. The arena grows by
+ * chunks (doubling up to a cap); a large allocation gets a chunk of its own,
+ * so 10,000 offers cost a few dozen mallocs rather than 100,000.
+ */
+struct drv__arena {
+	struct drv__arena_chunk *head; /* the chunk being filled */
+	struct drv__arena_chunk *big;  /* dedicated chunks of large allocations */
+	size_t next_size;              /* size of the next regular chunk */
+	size_t total;                  /* bytes obtained from malloc, for tests */
+};
+
+void drv__arena_init(struct drv__arena *a);
+/* NULL only when out of memory or size overflows. size 0 gives a valid unique pointer. */
+void *drv__arena_alloc(struct drv__arena *a, size_t size);
+char *drv__arena_strdup(struct drv__arena *a, const char *s);
+char *drv__arena_vprintf(struct drv__arena *a, const char *fmt, va_list ap);
+/* Frees every chunk; the arena can be used again afterwards. */
+void drv__arena_release(struct drv__arena *a);
+
+/* ---- log.c ---- */
+
+/* The driver type written in every log line ("driver":"..."). Borrowed. */
+void drv__log_set_driver(const char *type);
+/* Lines below this level are dropped (DROVER_LOG_LEVEL=debug|info|warn|error). */
+void drv__log_set_level(enum drv_log_level level);
+/*
+ * Formats one log line (with the trailing newline) into buf and returns its
+ * length (truncated lines still end with "}\n"). `method` may be NULL.
+ */
+size_t drv__log_format(char *buf, size_t buflen, enum drv_log_level level, const char *method,
+                       const char *fmt, va_list ap);
+void drv__vlog(enum drv_log_level level, const char *method, const char *fmt, va_list ap);
+/* Appends s as a JSON string body (no quotes) to buf; returns the new length. */
+size_t drv__json_escape(char *buf, size_t buflen, size_t len, const char *s);
+
+/* ---- features.c ---- */
+
+/* The operation features whose group is completely implemented, plus the markers. */
+drv_features drv__features_derive(const struct drv_driver *driver);
+/* The features `driver` serves for `call`'s config: derived, then narrowed by the hook. */
+drv_features drv__features_for_call(const struct drv_driver *driver, struct drv_call *call);
+/* Fills `resp` with the features of `set` in ascending order; the array comes from `a`. */
+int drv__features_to_response(drv_features set, drv_get_features_response *resp, struct drv__arena *a);
+
+/* One row of the RPC table as data, for dispatch and derivation. */
+struct drv__method {
+	const char *name;    /* "GetOffers" */
+	const char *op_name; /* "get_offers" */
+	int feature;         /* DRV_FEATURE_*, 0 for identity RPCs */
+	/* Calls the op with typed arguments; NULL op checked by the caller. */
+	int (*invoke)(const struct drv_compute_ops *ops, struct drv_call *call, const void *req, void *resp);
+	bool (*present)(const struct drv_compute_ops *ops);
+};
+extern const struct drv__method drv__methods[];
+extern const size_t drv__n_methods;
+/* The table row of a Compute method name, or NULL. */
+const struct drv__method *drv__method_find(const char *name);
+
+/* ---- config_schema.c ---- */
+
+/* The JSON Schema of the config fields (non-secret ones), as compact text; malloc'd. */
+char *drv__config_schema(const struct drv_driver *driver);
+/* The JSON Schema of the secrets map; malloc'd. */
+char *drv__secrets_schema(const struct drv_driver *driver);
+
+struct drv__diag {
+	int severity; /* DROVER__COMPUTE__V1__SEVERITY__SEVERITY_* */
+	char *field_path;
+	char *summary;
+	char *detail;
+};
+
+/* The diagnostics collector; entries live in the arena. */
+struct drv_diags {
+	struct drv__arena *arena;
+	struct drv__diag *items;
+	size_t n, cap;
+	size_t n_errors;
+};
+
+void drv__diags_init(struct drv_diags *d, struct drv__arena *a);
+void drv__diags_add(struct drv_diags *d, int severity, const char *field_path, const char *summary,
+                    const char *detail_fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/*
+ * Parses a BackendConfig's JSON and checks it and its secrets against the
+ * declared fields, adding a diagnostic per problem. On success (no error
+ * diagnostic) *root gets the config object with declared defaults filled in
+ * (the caller owns the reference); otherwise *root is NULL. "" counts as {}.
+ */
+void drv__config_check(const struct drv_config_field *fields, const drv_backend_config *bc,
+                       struct drv_diags *d, json_t **root);
+
+/* Parsed default values, computed once per process. Thread-safe. */
+void drv__config_defaults_fill(const struct drv_config_field *fields, json_t *root);
+
+/* ---- call.c ---- */
+
+struct drv_call {
+	const struct drv_driver *driver;
+	struct drv_rpc_call *rpc; /* NULL in tests */
+	const char *method;
+	struct drv__arena arena;
+	const drv_backend_config *config; /* borrowed from the request; NULL if none */
+	json_t *config_root;              /* parsed and checked config, with defaults */
+	int fail_code;
+	char *fail_message; /* in the arena */
+};
+
+/* Initialises a call context (no config yet). */
+void drv__call_init(struct drv_call *call, const struct drv_driver *driver, struct drv_rpc_call *rpc,
+                    const char *method);
+/*
+ * Parses and checks the request's config (bc may be NULL: no config). Returns
+ * 0, or DRV_EINVAL with the call's fail message naming the first
+ * diagnostic's field path and summary. `diags` may be NULL.
+ */
+int drv__call_set_config(struct drv_call *call, const drv_backend_config *bc, struct drv_diags *diags);
+void drv__call_release(struct drv_call *call);
+
+/* ---- serve.c ---- */
+
+struct drv_rpc_server;
+
+/* Registers Compute and Health on `srv` for `driver`. Returns 0 or a drv_error. */
+int drv__serve_register(struct drv_rpc_server *srv, const struct drv_driver *driver, char *err,
+                        size_t errlen);
+/* Computes the cached identity answers (schema etc.); idempotent and thread-safe. */
+void drv__serve_warm(void);
+/* Waits for deferred identity calls still running on the SDK's own threads. */
+void drv__serve_drain(void);
+
+/* GetInfo as a JSON object (for --info); caller owns it. */
+json_t *drv__info_json(const struct drv_driver *driver);
+
+#endif
