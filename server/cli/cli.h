@@ -1,0 +1,183 @@
+/*
+ * The drover CLI: a thin client of droverd's API (proto/drover/api/v1) over
+ * the SDK's generic transport (drover/rpc.h). It holds no state of its own;
+ * every command is one or a few RPCs and a way to print the answer.
+ */
+#ifndef CLI_H
+#define CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "drover/api/v1/api.pb-c.h"
+#include "drover/types.h"
+
+/* Exit codes scripts can rely on (documented in `drover --help`). */
+enum cli_exit {
+	CLI_EXIT_OK = 0,
+	CLI_EXIT_REFUSED = 1,     /* the server answered with an error, or the result is a failure */
+	CLI_EXIT_USAGE = 2,       /* bad command line or unreadable local input */
+	CLI_EXIT_UNREACHABLE = 3, /* cannot reach the server */
+};
+
+struct drv_rpc_channel;
+
+/* Global options and the lazily opened connection. */
+struct cli_ctx {
+	const char *server; /* as given: "unix:./var/droverd.sock" or "host:port" */
+	const char *token_file;
+	const char *ca_file; /* TLS for a TCP server; NULL: plain */
+	const char *project; /* default project of the commands that take one */
+	bool json;
+	int timeout_ms;
+	char target[4200]; /* the gRPC target, unix paths made absolute */
+	char token[512];
+	struct drv_rpc_channel *ch;
+	int last_code; /* the drv_error of the last cli_call(), 0 on success */
+};
+
+/*
+ * Calls `method` of the Drover service. On CLI_EXIT_OK *resp is a new message
+ * the caller frees with protobuf_c_message_free_unpacked(). Otherwise the
+ * error has been printed to stderr ("drover: METHOD: CODE: message") and the
+ * exit code is returned; *resp is NULL.
+ */
+int cli_call(struct cli_ctx *c, const char *method, const ProtobufCMessage *req, ProtobufCMessage **resp);
+
+/*
+ * Options every subcommand takes (--json, --project, --help), as getopt_long
+ * entries with the short codes 'J', 'P' and 'h'.
+ */
+#define CLI_COMMON_OPTIONS                                                                                   \
+	{"json", no_argument, NULL, 'J'}, {"project", required_argument, NULL, 'P'},                         \
+	{                                                                                                    \
+		"help", no_argument, NULL, 'h'                                                               \
+	}
+
+/* Requirement options of `offer` and `instance create`, handled by cli_req_opt(). */
+enum {
+	CLI_OPT_GPU = 300,
+	CLI_OPT_GPU_MEMORY,
+	CLI_OPT_CPUS,
+	CLI_OPT_MEMORY,
+	CLI_OPT_DISK,
+	CLI_OPT_SPOT,
+	CLI_OPT_ON_DEMAND,
+	CLI_OPT_SPOT_AUTO,
+	CLI_OPT_MAX_PRICE,
+	CLI_OPT_REGION,
+	CLI_OPT_FEATURE,
+	CLI_OPT_ARCH,
+};
+#define CLI_REQ_OPTIONS                                                                                      \
+	{"gpu", required_argument, NULL, CLI_OPT_GPU},                                                       \
+	    {"gpu-memory", required_argument, NULL, CLI_OPT_GPU_MEMORY},                                     \
+	    {"cpus", required_argument, NULL, CLI_OPT_CPUS},                                                 \
+	    {"memory", required_argument, NULL, CLI_OPT_MEMORY},                                             \
+	    {"disk", required_argument, NULL, CLI_OPT_DISK}, {"spot", no_argument, NULL, CLI_OPT_SPOT},      \
+	    {"on-demand", no_argument, NULL, CLI_OPT_ON_DEMAND},                                             \
+	    {"spot-auto", no_argument, NULL, CLI_OPT_SPOT_AUTO},                                             \
+	    {"max-price", required_argument, NULL, CLI_OPT_MAX_PRICE},                                       \
+	    {"region", required_argument, NULL, CLI_OPT_REGION},                                             \
+	    {"feature", required_argument, NULL, CLI_OPT_FEATURE},                                           \
+	{                                                                                                    \
+		"arch", required_argument, NULL, CLI_OPT_ARCH                                                \
+	}
+
+/* Prints the error for an unknown option or a missing value of `cmd` and returns CLI_EXIT_USAGE. */
+int cli_bad_option(const char *cmd, char **argv);
+
+/* Closes the connection, if any. */
+void cli_ctx_close(struct cli_ctx *c);
+
+/* Prints "drover: <fmt>\n" to stderr and returns CLI_EXIT_USAGE. */
+int cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ---- argument parsing (cli_args.c); each returns 0 or -1 with a message in err ---- */
+
+/*
+ * A size in MiB from "80", "80G", "80GB", "80GiB", "512MB", "1.5T"... The
+ * default unit is GiB; GB means GiB, as in most cloud catalogs.
+ */
+int cli_parse_size_mib(const char *s, uint64_t *mib, char *err, size_t errlen);
+/* "MIN[:MAX]", either side may be empty ("24:", ":80"), both sizes as above. */
+int cli_parse_size_range(const char *s, Drover__Compute__V1__UintRange *r, char *err, size_t errlen);
+/* "MIN[:MAX]" of plain non-negative integers. */
+int cli_parse_count_range(const char *s, Drover__Compute__V1__UintRange *r, char *err, size_t errlen);
+/*
+ * "NAME[:COUNT]" where COUNT is N or MIN..MAX; a bare number is a count with
+ * any GPU name. *name is set to a pointer into a copy the caller frees, or
+ * NULL when there is no name.
+ */
+int cli_parse_gpu(const char *s, char **name, Drover__Compute__V1__UintRange *count, char *err,
+                  size_t errlen);
+/* A non-negative integer that fits in `max`. */
+int cli_parse_uint(const char *s, uint64_t max, uint64_t *out);
+/* A price: a finite number > 0. */
+int cli_parse_price(const char *s, double *out);
+
+/* ---- output (cli_output.c) ---- */
+
+/* Prints a message as JSON (proto field names, enum value names) to stdout. */
+void cli_print_json(const ProtobufCMessage *msg);
+
+/* A tiny table: collect rows of strings, then print with aligned columns. */
+struct cli_table;
+struct cli_table *cli_table_new(int ncols, const char *const *headers);
+/* Adds one row; the strings are copied. */
+void cli_table_row(struct cli_table *t, const char *const *cells);
+/* Prints to `f` and frees the table. */
+void cli_table_print(struct cli_table *t, FILE *f);
+
+/* A feature list as "OFFERS,CREATE_INSTANCE"; returns buf. */
+const char *cli_features_str(const int *features, size_t n, char *buf, size_t len);
+/* An enum value's name without `prefix` ("INSTANCE_STATUS_"), lower-cased; "?" if unknown. */
+const char *cli_enum_short(const ProtobufCEnumDescriptor *d, int value, const char *prefix, char *buf,
+                           size_t len);
+/* A time in milliseconds since the epoch as "2026-11-28 18:40:21" (UTC), "-" for 0. */
+const char *cli_time_str(int64_t unix_ms, char *buf, size_t len);
+/* MiB as "80GiB" / "512MiB". */
+const char *cli_mib_str(uint64_t mib, char *buf, size_t len);
+
+/* The GPUs of an offer as "8xH100 (80GiB)", "-" for none. */
+const char *cli_gpus_str(const Drover__Compute__V1__Resources *r, char *buf, size_t len);
+
+/* ---- commands (cli_cmd_*.c): argc/argv start at the subcommand's own name ---- */
+
+int cli_cmd_driver(struct cli_ctx *c, int argc, char **argv);
+int cli_cmd_project(struct cli_ctx *c, int argc, char **argv);
+int cli_cmd_backend(struct cli_ctx *c, int argc, char **argv);
+int cli_cmd_offer(struct cli_ctx *c, int argc, char **argv);
+int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv);
+int cli_cmd_event(struct cli_ctx *c, int argc, char **argv);
+
+/*
+ * Requirement flags shared by `offer` and `instance create`. cli_req_opt()
+ * consumes option `opt` (with `arg`) if it is one of them and returns 1, 0 if
+ * it is not a requirement option, or -1 after printing an error (exit with
+ * CLI_EXIT_USAGE). cli_req_finish() points the message's repeated fields at
+ * the collected values; call it once before sending.
+ */
+struct cli_req {
+	Drover__Compute__V1__Requirements req;
+	Drover__Compute__V1__UintRange cpus, memory, disk, gpu_count, gpu_memory;
+	char **gpu_names;
+	size_t n_gpu_names;
+	char **regions;
+	size_t n_regions;
+	char **features;
+	size_t n_features;
+	char **archs;
+	size_t n_archs;
+};
+void cli_req_init(struct cli_req *r);
+int cli_req_opt(struct cli_req *r, int opt, const char *arg);
+void cli_req_finish(struct cli_req *r);
+void cli_req_free(struct cli_req *r);
+/* The help text of the requirement flags. */
+extern const char cli_req_help[];
+
+#endif

@@ -1,0 +1,125 @@
+/* `drover offer`: one GetOffers fan-out, printed cheapest first with the failing backends beside it. */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+#define FREE_MSG(m) protobuf_c_message_free_unpacked((ProtobufCMessage *)(m), NULL)
+
+static const char offer_help_head[] =
+    "Usage: drover offer [REQUIREMENTS] [--limit N] [--project P] [--json]\n"
+    "\n"
+    "Asks every backend of the project for offers at once (each within the\n"
+    "server's per-driver deadline), and prints the matching ones cheapest first.\n"
+    "A backend that fails or is too slow is reported on stderr beside the\n"
+    "results; it never fails the query (exit 0). --limit N shows the N cheapest.\n"
+    "\n";
+
+int cli_cmd_offer(struct cli_ctx *c, int argc, char **argv)
+{
+	enum { O_LIMIT = 400 };
+	static const struct option o[] = {CLI_COMMON_OPTIONS,
+	                                  CLI_REQ_OPTIONS,
+	                                  {"limit", required_argument, NULL, O_LIMIT},
+	                                  {NULL, 0, NULL, 0}};
+	Drover__Api__V1__GetOffersRequest req = DROVER__API__V1__GET_OFFERS_REQUEST__INIT;
+	struct cli_req r;
+	uint64_t v;
+	int opt, rc = 0;
+
+	cli_req_init(&r);
+	optind = 0;
+	while ((opt = getopt_long(argc, argv, "h", o, NULL)) != -1) {
+		int k = cli_req_opt(&r, opt, optarg);
+		if (k < 0) {
+			rc = CLI_EXIT_USAGE;
+			goto out;
+		}
+		if (k > 0)
+			continue;
+		switch (opt) {
+		case 'J':
+			c->json = true;
+			break;
+		case 'P':
+			c->project = optarg;
+			break;
+		case 'h':
+			fputs(offer_help_head, stdout);
+			fputs(cli_req_help, stdout);
+			goto out;
+		case O_LIMIT:
+			if (cli_parse_uint(optarg, UINT32_MAX, &v)) {
+				rc = cli_usage_error("offer: --limit %s: expected a non-negative integer",
+				                     optarg);
+				goto out;
+			}
+			req.limit = (uint32_t)v;
+			break;
+		default:
+			rc = cli_bad_option("offer", argv);
+			goto out;
+		}
+	}
+	if (optind < argc) {
+		rc = cli_usage_error(
+		    "offer: unexpected argument '%s' (requirements are flags; see drover offer --help)",
+		    argv[optind]);
+		goto out;
+	}
+	cli_req_finish(&r);
+	req.project = (char *)c->project;
+	req.requirements = &r.req;
+	req.required_features = r.features;
+	req.n_required_features = r.n_features;
+
+	Drover__Api__V1__GetOffersResponse *resp;
+	if ((rc = cli_call(c, "GetOffers", &req.base, (ProtobufCMessage **)&resp)))
+		goto out;
+	if (c->json) {
+		cli_print_json(&resp->base);
+	} else {
+		static const char *const hdr[] = {"#",    "BACKEND", "INSTANCE",    "REGION",
+		                                  "CPUS", "MEMORY",  "GPUS",        "DISK",
+		                                  "SPOT", "PRICE/H", "AVAILABILITY"};
+		struct cli_table *t = cli_table_new(11, hdr);
+		for (size_t i = 0; i < resp->n_offers; i++) {
+			const Drover__Api__V1__BackendOffer *bo = resp->offers[i];
+			const Drover__Compute__V1__Offer *of = bo->offer;
+			if (!of)
+				continue;
+			const Drover__Compute__V1__Resources *res = of->resources;
+			char n[24], cpus[16], mem[32], gpus[256], disk[32], price[32], avail[32];
+			snprintf(n, sizeof(n), "%zu", i + 1);
+			snprintf(cpus, sizeof(cpus), "%u", res ? res->cpus : 0);
+			cli_mib_str(res ? res->memory_mib : 0, mem, sizeof(mem));
+			cli_gpus_str(res, gpus, sizeof(gpus));
+			cli_mib_str(res ? res->disk_mib : 0, disk, sizeof(disk));
+			snprintf(price, sizeof(price), "$%.4f", of->price_per_hour);
+			cli_enum_short(&drover__compute__v1__availability__descriptor, of->availability,
+			               "AVAILABILITY_", avail, sizeof(avail));
+			const char *row[] = {n,          bo->backend, of->instance_type,
+			                     of->region, cpus,        mem,
+			                     gpus,       disk,        res && res->spot ? "yes" : "no",
+			                     price,      avail};
+			cli_table_row(t, row);
+		}
+		cli_table_print(t, stdout);
+		if (!resp->n_offers)
+			printf("(no offers match the requirements)\n");
+		if (resp->total_offers > resp->n_offers)
+			printf("(%zu of %u matching offers shown)\n", resp->n_offers, resp->total_offers);
+	}
+	/* Problems go to stderr in both modes, so a script reading --json still sees them in its log. */
+	for (size_t i = 0; i < resp->n_backends; i++) {
+		const Drover__Api__V1__BackendResult *b = resp->backends[i];
+		if (strcmp(b->code, "OK") != 0 && b->code[0])
+			fprintf(stderr, "drover: backend %s (%s): %s: %s (after %u ms)\n", b->backend,
+			        b->type, b->code, b->message, b->elapsed_ms);
+	}
+	FREE_MSG(resp);
+out:
+	cli_req_free(&r);
+	return rc;
+}

@@ -1,0 +1,218 @@
+/*
+ * The CLI's one way to talk to droverd: a lazily opened channel, the bearer
+ * token, and the mapping of failures to exit codes. "Cannot reach the server"
+ * (exit 3) is decided by a plain connect() to the server's socket, because a
+ * gRPC UNAVAILABLE alone cannot tell a dead server from a server reporting
+ * that one of its drivers is down (exit 1).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "drover/rpc.h"
+
+int cli_usage_error(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("drover: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	return CLI_EXIT_USAGE;
+}
+
+/* Builds the gRPC target: a relative unix path is made absolute, as gRPC resolves it against nothing useful.
+ */
+static int make_target(struct cli_ctx *c)
+{
+	const char *s = c->server;
+	if (strncmp(s, "unix:", 5) == 0) {
+		const char *path = s + 5;
+		if (!*path)
+			return cli_usage_error("--server %s: empty socket path", s);
+		if (path[0] == '/') {
+			snprintf(c->target, sizeof(c->target), "unix:%s", path);
+		} else {
+			char cwd[4096];
+			if (!getcwd(cwd, sizeof(cwd)))
+				return cli_usage_error("cannot get the current directory: %s",
+				                       strerror(errno));
+			while (strncmp(path, "./", 2) == 0)
+				path += 2;
+			snprintf(c->target, sizeof(c->target), "unix:%s/%s", cwd, path);
+		}
+		return 0;
+	}
+	const char *colon = strrchr(s, ':');
+	if (!colon || colon == s || !colon[1])
+		return cli_usage_error("--server %s: expected unix:PATH or HOST:PORT", s);
+	snprintf(c->target, sizeof(c->target), "%s", s);
+	return 0;
+}
+
+/* 0 when something accepts connections at the target, else errno-style text in err. */
+static int probe(const struct cli_ctx *c, char *err, size_t errlen)
+{
+	int fd = -1;
+	if (strncmp(c->target, "unix:", 5) == 0) {
+		struct sockaddr_un sa = {.sun_family = AF_UNIX};
+		const char *path = c->target + 5;
+		if (strlen(path) >= sizeof(sa.sun_path)) {
+			snprintf(err, errlen, "socket path too long");
+			return -1;
+		}
+		strcpy(sa.sun_path, path);
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+			snprintf(err, errlen, "%s", strerror(errno));
+			if (fd >= 0)
+				close(fd);
+			return -1;
+		}
+		close(fd);
+		return 0;
+	}
+	char host[1024];
+	const char *colon = strrchr(c->target, ':');
+	size_t hl = (size_t)(colon - c->target);
+	if (hl >= sizeof(host))
+		hl = sizeof(host) - 1;
+	memcpy(host, c->target, hl);
+	host[hl] = '\0';
+	/* "[::1]:7443" */
+	char *h = host;
+	if (h[0] == '[' && hl > 1 && h[hl - 1] == ']') {
+		h[hl - 1] = '\0';
+		h++;
+	}
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+	int gai = getaddrinfo(h, colon + 1, &hints, &ai);
+	if (gai) {
+		snprintf(err, errlen, "%s", gai_strerror(gai));
+		return -1;
+	}
+	int rc = -1;
+	snprintf(err, errlen, "no address");
+	for (struct addrinfo *a = ai; a && rc; a = a->ai_next) {
+		fd = socket(a->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (fd < 0)
+			continue;
+		if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+			rc = 0;
+		} else if (errno == EINPROGRESS) {
+			struct pollfd p = {.fd = fd, .events = POLLOUT};
+			int soerr = 0;
+			socklen_t sl = sizeof(soerr);
+			if (poll(&p, 1, 3000) == 1 &&
+			    getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && !soerr)
+				rc = 0;
+			else
+				snprintf(err, errlen, "%s", soerr ? strerror(soerr) : "connection timed out");
+		} else {
+			snprintf(err, errlen, "%s", strerror(errno));
+		}
+		close(fd);
+	}
+	freeaddrinfo(ai);
+	return rc;
+}
+
+static int read_token(struct cli_ctx *c)
+{
+	FILE *f = fopen(c->token_file, "r");
+	if (!f)
+		return cli_usage_error(
+		    "cannot read the token file %s: %s (the admin token is in droverd's data "
+		    "directory; use --token-file or DROVER_TOKEN_FILE)",
+		    c->token_file, strerror(errno));
+	size_t n = fread(c->token, 1, sizeof(c->token) - 1, f);
+	fclose(f);
+	c->token[n] = '\0';
+	while (n && (c->token[n - 1] == '\n' || c->token[n - 1] == '\r' || c->token[n - 1] == ' '))
+		c->token[--n] = '\0';
+	if (!n)
+		return cli_usage_error("the token file %s is empty", c->token_file);
+	return 0;
+}
+
+static int connect_lazily(struct cli_ctx *c)
+{
+	char err[512];
+	int rc;
+	if (c->ch)
+		return 0;
+	if ((rc = make_target(c)))
+		return rc;
+	if (probe(c, err, sizeof(err))) {
+		fprintf(stderr, "drover: cannot reach droverd at %s: %s (is droverd running? see --server)\n",
+		        c->target, err);
+		return CLI_EXIT_UNREACHABLE;
+	}
+	if ((rc = read_token(c)))
+		return rc;
+	struct drv_rpc_channel_opts o = {.target = c->target, .ca_file = c->ca_file};
+	if (drv_rpc_channel_new(&o, &c->ch, err, sizeof(err))) {
+		fprintf(stderr, "drover: cannot connect to %s: %s\n", c->target, err);
+		return CLI_EXIT_UNREACHABLE;
+	}
+	return 0;
+}
+
+int cli_call(struct cli_ctx *c, const char *method, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+	const ProtobufCServiceDescriptor *svc = &drover__api__v1__drover__descriptor;
+	*resp = NULL;
+	c->last_code = DRV_EUNAVAILABLE;
+	int rc = connect_lazily(c);
+	if (rc)
+		return rc;
+	int idx = drv_rpc_method_index(svc, method);
+	if (idx < 0) {
+		fprintf(stderr, "drover: internal error: no method %s in %s\n", method, svc->name);
+		return CLI_EXIT_REFUSED;
+	}
+	char auth[600];
+	snprintf(auth, sizeof(auth), "Bearer %s", c->token);
+	struct drv_rpc_metadata md[] = {{"authorization", auth}, {NULL, NULL}};
+	struct drv_status st = {0};
+	rc = drv_rpc_call(c->ch, svc, (unsigned)idx, req, resp, c->timeout_ms, md, &st);
+	/* The token must not linger in memory longer than needed. */
+	memset(auth, 0, sizeof(auth));
+	c->last_code = rc;
+	if (rc == 0)
+		return CLI_EXIT_OK;
+	*resp = NULL;
+	char err[256];
+	if (rc == DRV_EUNAVAILABLE && probe(c, err, sizeof(err))) {
+		fprintf(stderr, "drover: %s: lost droverd at %s: %s (%s)\n", method, c->target, err,
+		        st.message[0] ? st.message : "UNAVAILABLE");
+		return CLI_EXIT_UNREACHABLE;
+	}
+	fprintf(stderr, "drover: %s: %s: %s\n", method, drv_error_name(rc),
+	        st.message[0] ? st.message : drv_strerror(rc));
+	return CLI_EXIT_REFUSED;
+}
+
+int cli_bad_option(const char *cmd, char **argv)
+{
+	return cli_usage_error("%s: unknown option or missing value in '%s' (see drover %s --help)", cmd,
+	                       argv[optind - 1], cmd);
+}
+
+void cli_ctx_close(struct cli_ctx *c)
+{
+	if (c->ch)
+		drv_rpc_channel_free(c->ch);
+	c->ch = NULL;
+	memset(c->token, 0, sizeof(c->token));
+}

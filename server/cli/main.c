@@ -1,0 +1,129 @@
+/* drover: the command-line client of droverd. This file only wires options to commands. */
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char usage[] =
+    "Usage: drover [GLOBAL OPTIONS] COMMAND [ARGS]\n"
+    "\n"
+    "The command-line client of droverd, the drover server.\n"
+    "\n"
+    "Commands:\n"
+    "  driver list                      drivers as the server supervises them\n"
+    "  project list | create NAME       projects\n"
+    "  backend add | list | remove      backends of a project\n"
+    "  offer [REQUIREMENTS]             offers of every backend of a project, cheapest first\n"
+    "  instance create | list | show | terminate\n"
+    "  event list                       what the server did and why\n"
+    "Run `drover COMMAND --help` for the options of each.\n"
+    "\n"
+    "Global options:\n"
+    "  --server ADDR       unix:PATH or HOST:PORT (default unix:./var/droverd.sock,\n"
+    "                      or $DROVER_SERVER)\n"
+    "  --token-file FILE   file holding the bearer token (default ./var/admin.token,\n"
+    "                      or $DROVER_TOKEN_FILE); the token is never printed\n"
+    "  --ca-file FILE      CA of the server's TLS certificate (TCP with TLS)\n"
+    "  --project NAME      default project (default main, or $DROVER_PROJECT)\n"
+    "  --json              print results as JSON (proto field names) for scripts\n"
+    "  --timeout SECONDS   per-call deadline (default 60)\n"
+    "  -h, --help          this help\n"
+    "\n"
+    "Exit codes:\n"
+    "  0  success\n"
+    "  1  the server refused or failed the request (its status is printed on\n"
+    "     stderr as \"drover: METHOD: CODE: message\"), or the result is a failure\n"
+    "     (an invalid backend config, an instance that could not be created)\n"
+    "  2  usage error: bad command line or unreadable local file\n"
+    "  3  cannot reach the server\n";
+
+enum { OPT_SERVER = 256, OPT_TOKEN_FILE, OPT_CA_FILE, OPT_PROJECT, OPT_JSON, OPT_TIMEOUT };
+
+static const struct option opts[] = {
+    {"server", required_argument, NULL, OPT_SERVER},
+    {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
+    {"ca-file", required_argument, NULL, OPT_CA_FILE},
+    {"project", required_argument, NULL, OPT_PROJECT},
+    {"json", no_argument, NULL, OPT_JSON},
+    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+static const char *env_or(const char *name, const char *def)
+{
+	const char *v = getenv(name);
+	return v && *v ? v : def;
+}
+
+int main(int argc, char **argv)
+{
+	struct cli_ctx c = {
+	    .server = env_or("DROVER_SERVER", "unix:./var/droverd.sock"),
+	    .token_file = env_or("DROVER_TOKEN_FILE", "./var/admin.token"),
+	    .project = env_or("DROVER_PROJECT", "main"),
+	    .timeout_ms = 60000,
+	};
+	int opt;
+	uint64_t secs;
+
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+		switch (opt) {
+		case OPT_SERVER:
+			c.server = optarg;
+			break;
+		case OPT_TOKEN_FILE:
+			c.token_file = optarg;
+			break;
+		case OPT_CA_FILE:
+			c.ca_file = optarg;
+			break;
+		case OPT_PROJECT:
+			c.project = optarg;
+			break;
+		case OPT_JSON:
+			c.json = true;
+			break;
+		case OPT_TIMEOUT:
+			if (cli_parse_uint(optarg, 86400, &secs) || secs == 0)
+				return cli_usage_error(
+				    "--timeout %s: expected whole seconds between 1 and 86400", optarg);
+			c.timeout_ms = (int)secs * 1000;
+			break;
+		case 'h':
+			fputs(usage, stdout);
+			return CLI_EXIT_OK;
+		default:
+			return cli_usage_error("unknown or incomplete global option '%s' (see drover --help)",
+			                       argv[optind - 1]);
+		}
+	}
+	if (optind >= argc) {
+		fputs(usage, stderr);
+		return CLI_EXIT_USAGE;
+	}
+
+	static const struct {
+		const char *name;
+		int (*fn)(struct cli_ctx *, int, char **);
+	} cmds[] = {
+	    {"driver", cli_cmd_driver},     {"drivers", cli_cmd_driver}, {"project", cli_cmd_project},
+	    {"backend", cli_cmd_backend},   {"offer", cli_cmd_offer},    {"offers", cli_cmd_offer},
+	    {"instance", cli_cmd_instance}, {"event", cli_cmd_event},    {"events", cli_cmd_event},
+	};
+	const char *cmd = argv[optind];
+	if (strcmp(cmd, "help") == 0) {
+		fputs(usage, stdout);
+		return CLI_EXIT_OK;
+	}
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		if (strcmp(cmd, cmds[i].name) == 0) {
+			int rc = cmds[i].fn(&c, argc - optind, argv + optind);
+			cli_ctx_close(&c);
+			return rc;
+		}
+	}
+	return cli_usage_error("unknown command '%s' (see drover --help)", cmd);
+}
