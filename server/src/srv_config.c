@@ -1,0 +1,805 @@
+#include "srv_config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <jansson.h>
+#include <yaml.h>
+
+/* Walking state: the document and where errors go. */
+struct walk {
+	yaml_document_t *doc;
+	const char *name;
+	char *err;
+	size_t errlen;
+};
+
+static int fail(struct walk *w, const yaml_node_t *n, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int fail(struct walk *w, const yaml_node_t *n, const char *path, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	snprintf(w->err, w->errlen, "%s:%zu: %s: %s", w->name, n ? (size_t)n->start_mark.line + 1 : (size_t)0,
+	         path[0] ? path : "(top level)", msg);
+	return -1;
+}
+
+static const char *node_kind(const yaml_node_t *n)
+{
+	switch (n->type) {
+	case YAML_SCALAR_NODE:
+		return "a scalar";
+	case YAML_SEQUENCE_NODE:
+		return "a list";
+	case YAML_MAPPING_NODE:
+		return "a mapping";
+	default:
+		return "nothing";
+	}
+}
+
+static const char *scalar(const yaml_node_t *n)
+{
+	return (const char *)n->data.scalar.value;
+}
+
+static bool is_null_scalar(const yaml_node_t *n)
+{
+	if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return false;
+	const char *s = scalar(n);
+	return s[0] == 0 || strcmp(s, "~") == 0 || strcmp(s, "null") == 0 || strcmp(s, "Null") == 0 ||
+	       strcmp(s, "NULL") == 0;
+}
+
+static int get_string(struct walk *w, const yaml_node_t *n, const char *path, char **out)
+{
+	if (n->type != YAML_SCALAR_NODE || is_null_scalar(n))
+		return fail(w, n, path, "expected a string, found %s",
+		            is_null_scalar(n) ? "null" : node_kind(n));
+	char *s = strdup(scalar(n));
+	if (!s)
+		return fail(w, n, path, "out of memory");
+	free(*out); /* a repeated key keeps the last value, as YAML loaders do */
+	*out = s;
+	return 0;
+}
+
+static int get_int(struct walk *w, const yaml_node_t *n, const char *path, int *out, long min, long max)
+{
+	char *end;
+	if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return fail(w, n, path, "expected an integer, found %s", node_kind(n));
+	errno = 0;
+	long v = strtol(scalar(n), &end, 10);
+	if (errno || end == scalar(n) || *end)
+		return fail(w, n, path, "expected an integer, found \"%s\"", scalar(n));
+	if (v < min || v > max)
+		return fail(w, n, path, "%ld is out of range [%ld, %ld]", v, min, max);
+	*out = (int)v;
+	return 0;
+}
+
+static int get_bool(struct walk *w, const yaml_node_t *n, const char *path, bool *out)
+{
+	if (n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
+		const char *s = scalar(n);
+		if (strcasecmp(s, "true") == 0 || strcasecmp(s, "yes") == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(s, "false") == 0 || strcasecmp(s, "no") == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return fail(w, n, path, "expected true or false");
+}
+
+static int expect(struct walk *w, const yaml_node_t *n, const char *path, yaml_node_type_t type)
+{
+	if (n->type == type)
+		return 0;
+	return fail(w, n, path, "expected %s, found %s",
+	            type == YAML_MAPPING_NODE    ? "a mapping"
+	            : type == YAML_SEQUENCE_NODE ? "a list"
+	                                         : "a scalar",
+	            is_null_scalar(n) ? "null" : node_kind(n));
+}
+
+#define FOR_PAIRS(w, map, pair)                                                                              \
+	for (yaml_node_pair_t *pair = (map)->data.mapping.pairs.start; pair < (map)->data.mapping.pairs.top; \
+	     pair++)
+
+#define FOR_ITEMS(seq, item)                                                                                 \
+	for (yaml_node_item_t *item = (seq)->data.sequence.items.start;                                      \
+	     item < (seq)->data.sequence.items.top; item++)
+
+static yaml_node_t *node_at(struct walk *w, int id)
+{
+	return yaml_document_get_node(w->doc, id);
+}
+
+/* The key of a mapping pair as a string, or an error when it is not a scalar. */
+static int pair_key(struct walk *w, yaml_node_pair_t *p, const char *path, const char **key)
+{
+	yaml_node_t *k = node_at(w, p->key);
+	if (!k || k->type != YAML_SCALAR_NODE)
+		return fail(w, k, path, "mapping keys must be strings");
+	*key = scalar(k);
+	return 0;
+}
+
+/* Field paths are cut at the buffer's size; a path that long is only for messages. */
+static void pathf(char *buf, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void pathf(char *buf, size_t len, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(buf, len, fmt, ap);
+	va_end(ap);
+}
+
+static void join(char *buf, size_t len, const char *parent, const char *field)
+{
+	pathf(buf, len, "%s%s%s", parent, parent[0] ? "." : "", field);
+}
+
+/* Plain YAML scalars become JSON null/bool/number when they look like one; quoted ones stay strings. */
+static json_t *scalar_to_json(const yaml_node_t *n)
+{
+	const char *s = scalar(n);
+	if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return json_string(s);
+	if (is_null_scalar(n))
+		return json_null();
+	if (strcmp(s, "true") == 0 || strcmp(s, "True") == 0)
+		return json_true();
+	if (strcmp(s, "false") == 0 || strcmp(s, "False") == 0)
+		return json_false();
+	char *end;
+	errno = 0;
+	long long ll = strtoll(s, &end, 10);
+	if (!errno && end != s && !*end)
+		return json_integer(ll);
+	errno = 0;
+	double d = strtod(s, &end);
+	if (!errno && end != s && !*end && strspn(s, "0123456789.eE+-") == strlen(s))
+		return json_real(d);
+	return json_string(s);
+}
+
+static int to_json(struct walk *w, const yaml_node_t *n, const char *path, json_t **out)
+{
+	char sub[512];
+	json_t *v = NULL;
+
+	switch (n->type) {
+	case YAML_SCALAR_NODE:
+		v = scalar_to_json(n);
+		break;
+	case YAML_SEQUENCE_NODE: {
+		v = json_array();
+		size_t i = 0;
+		FOR_ITEMS(n, it)
+		{
+			json_t *e;
+			pathf(sub, sizeof(sub), "%s[%zu]", path, i++);
+			if (to_json(w, node_at(w, *it), sub, &e) < 0) {
+				json_decref(v);
+				return -1;
+			}
+			json_array_append_new(v, e);
+		}
+		break;
+	}
+	case YAML_MAPPING_NODE:
+		v = json_object();
+		FOR_PAIRS(w, n, p)
+		{
+			const char *key = NULL;
+			json_t *e;
+			if (pair_key(w, p, path, &key) < 0) {
+				json_decref(v);
+				return -1;
+			}
+			join(sub, sizeof(sub), path, key);
+			if (to_json(w, node_at(w, p->value), sub, &e) < 0) {
+				json_decref(v);
+				return -1;
+			}
+			json_object_set_new(v, key, e);
+		}
+		break;
+	default:
+		return fail(w, n, path, "unsupported YAML node");
+	}
+	if (!v)
+		return fail(w, n, path, "out of memory");
+	*out = v;
+	return 0;
+}
+
+static int parse_backend(struct walk *w, yaml_node_t *n, const char *path, struct srv_config_backend *b)
+{
+	char sub[512];
+
+	if (expect(w, n, path, YAML_MAPPING_NODE) < 0)
+		return -1;
+	b->line = (int)n->start_mark.line + 1;
+	FOR_PAIRS(w, n, p)
+	{
+		const char *key = NULL;
+		yaml_node_t *v = node_at(w, p->value);
+		if (pair_key(w, p, path, &key) < 0)
+			return -1;
+		join(sub, sizeof(sub), path, key);
+		if (strcmp(key, "name") == 0) {
+			if (get_string(w, v, sub, &b->name) < 0)
+				return -1;
+		} else if (strcmp(key, "type") == 0) {
+			if (get_string(w, v, sub, &b->type) < 0)
+				return -1;
+		} else if (strcmp(key, "config") == 0) {
+			json_t *j;
+			if (is_null_scalar(v))
+				continue;
+			if (expect(w, v, sub, YAML_MAPPING_NODE) < 0 || to_json(w, v, sub, &j) < 0)
+				return -1;
+			free(b->config_json);
+			b->config_json = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+			json_decref(j);
+		} else if (strcmp(key, "secrets") == 0) {
+			if (is_null_scalar(v))
+				continue;
+			if (expect(w, v, sub, YAML_MAPPING_NODE) < 0)
+				return -1;
+			size_t cap = (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
+			b->secrets = calloc(cap ? cap : 1, sizeof(*b->secrets));
+			FOR_PAIRS(w, v, sp)
+			{
+				const char *skey = NULL;
+				char spath[512];
+				if (pair_key(w, sp, sub, &skey) < 0)
+					return -1;
+				pathf(spath, sizeof(spath), "%s.%s", sub, skey);
+				struct srv_config_secret *s = &b->secrets[b->n_secrets++];
+				s->name = strdup(skey);
+				/* The error names the secret but never shows its value. */
+				if (get_string(w, node_at(w, sp->value), spath, &s->value) < 0)
+					return -1;
+			}
+		} else {
+			return fail(w, node_at(w, p->key), sub,
+			            "unknown field (expected name, type, config, secrets)");
+		}
+	}
+	if (!b->name)
+		return fail(w, n, path, "missing field 'name'");
+	if (!b->type)
+		return fail(w, n, path, "missing field 'type'");
+	if (!b->config_json)
+		b->config_json = strdup("{}");
+	return 0;
+}
+
+static int parse_project(struct walk *w, yaml_node_t *n, const char *path, struct srv_config_project *pr)
+{
+	char sub[512];
+
+	if (expect(w, n, path, YAML_MAPPING_NODE) < 0)
+		return -1;
+	pr->line = (int)n->start_mark.line + 1;
+	FOR_PAIRS(w, n, p)
+	{
+		const char *key = NULL;
+		yaml_node_t *v = node_at(w, p->value);
+		if (pair_key(w, p, path, &key) < 0)
+			return -1;
+		join(sub, sizeof(sub), path, key);
+		if (strcmp(key, "name") == 0) {
+			if (get_string(w, v, sub, &pr->name) < 0)
+				return -1;
+		} else if (strcmp(key, "backends") == 0) {
+			if (is_null_scalar(v))
+				continue;
+			if (expect(w, v, sub, YAML_SEQUENCE_NODE) < 0)
+				return -1;
+			size_t cap = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+			pr->backends = calloc(cap ? cap : 1, sizeof(*pr->backends));
+			FOR_ITEMS(v, it)
+			{
+				char bpath[512];
+				pathf(bpath, sizeof(bpath), "%s[%zu]", sub, pr->n_backends);
+				struct srv_config_backend *b = &pr->backends[pr->n_backends++];
+				if (parse_backend(w, node_at(w, *it), bpath, b) < 0)
+					return -1;
+				for (size_t j = 0; j + 1 < pr->n_backends; j++)
+					if (strcmp(pr->backends[j].name, b->name) == 0)
+						return fail(w, node_at(w, *it), bpath,
+						            "duplicate backend name \"%s\" in this project",
+						            b->name);
+			}
+		} else {
+			return fail(w, node_at(w, p->key), sub, "unknown field (expected name, backends)");
+		}
+	}
+	if (!pr->name)
+		return fail(w, n, path, "missing field 'name'");
+	return 0;
+}
+
+static int parse_string_list(struct walk *w, yaml_node_t *v, const char *path, char ***out, size_t *n_out)
+{
+	if (expect(w, v, path, YAML_SEQUENCE_NODE) < 0)
+		return -1;
+	size_t cap = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+	char **list = calloc(cap + 1, sizeof(char *));
+	size_t n = 0;
+	*out = list;
+	FOR_ITEMS(v, it)
+	{
+		char sub[512];
+		pathf(sub, sizeof(sub), "%s[%zu]", path, n);
+		if (get_string(w, node_at(w, *it), sub, &list[n]) < 0) {
+			*n_out = n;
+			return -1;
+		}
+		n++;
+		*n_out = n;
+	}
+	return 0;
+}
+
+static int parse_command(struct walk *w, yaml_node_t *n, const char *path, struct srv_config_command *c)
+{
+	char sub[512];
+	if (expect(w, n, path, YAML_MAPPING_NODE) < 0)
+		return -1;
+	FOR_PAIRS(w, n, p)
+	{
+		const char *key = NULL;
+		yaml_node_t *v = node_at(w, p->value);
+		if (pair_key(w, p, path, &key) < 0)
+			return -1;
+		join(sub, sizeof(sub), path, key);
+		if (strcmp(key, "type") == 0) {
+			if (get_string(w, v, sub, &c->type) < 0)
+				return -1;
+		} else if (strcmp(key, "path") == 0) {
+			if (get_string(w, v, sub, &c->path) < 0)
+				return -1;
+		} else if (strcmp(key, "args") == 0) {
+			if (parse_string_list(w, v, sub, &c->args, &c->n_args) < 0)
+				return -1;
+		} else {
+			return fail(w, node_at(w, p->key), sub, "unknown field (expected type, path, args)");
+		}
+	}
+	if (!c->type)
+		return fail(w, n, path, "missing field 'type'");
+	if (!c->path)
+		return fail(w, n, path, "missing field 'path'");
+	if (!c->args)
+		c->args = calloc(1, sizeof(char *));
+	return 0;
+}
+
+static int parse_remote(struct walk *w, yaml_node_t *n, const char *path, struct srv_config_remote *r)
+{
+	char sub[512];
+	if (expect(w, n, path, YAML_MAPPING_NODE) < 0)
+		return -1;
+	FOR_PAIRS(w, n, p)
+	{
+		const char *key = NULL;
+		yaml_node_t *v = node_at(w, p->value);
+		char **dst = NULL;
+		if (pair_key(w, p, path, &key) < 0)
+			return -1;
+		join(sub, sizeof(sub), path, key);
+		if (strcmp(key, "type") == 0)
+			dst = &r->type;
+		else if (strcmp(key, "name") == 0)
+			dst = &r->name;
+		else if (strcmp(key, "address") == 0)
+			dst = &r->address;
+		else if (strcmp(key, "ca") == 0)
+			dst = &r->ca;
+		else if (strcmp(key, "cert") == 0)
+			dst = &r->cert;
+		else if (strcmp(key, "key") == 0)
+			dst = &r->key;
+		else if (strcmp(key, "server_name") == 0)
+			dst = &r->server_name;
+		if (dst) {
+			if (get_string(w, v, sub, dst) < 0)
+				return -1;
+		} else if (strcmp(key, "insecure") == 0) {
+			if (get_bool(w, v, sub, &r->insecure) < 0)
+				return -1;
+		} else {
+			return fail(w, node_at(w, p->key), sub,
+			            "unknown field (expected type, name, address, ca, cert, key, "
+			            "server_name, insecure)");
+		}
+	}
+	if (!r->type)
+		return fail(w, n, path, "missing field 'type'");
+	if (!r->address)
+		return fail(w, n, path, "missing field 'address'");
+	if (!r->insecure && (!r->ca || !r->cert || !r->key))
+		return fail(w, n, path,
+		            "a remote driver needs ca, cert and key (mutual TLS), or insecure: true");
+	if (!r->name)
+		r->name = strdup(r->address);
+	return 0;
+}
+
+static int parse_drivers(struct walk *w, struct srv_config *cfg, yaml_node_t *n, const char *path)
+{
+	char sub[512];
+	if (expect(w, n, path, YAML_MAPPING_NODE) < 0)
+		return -1;
+	FOR_PAIRS(w, n, p)
+	{
+		const char *key = NULL;
+		yaml_node_t *v = node_at(w, p->value);
+		if (pair_key(w, p, path, &key) < 0)
+			return -1;
+		join(sub, sizeof(sub), path, key);
+		if (strcmp(key, "dirs") == 0) {
+			if (parse_string_list(w, v, sub, &cfg->driver_dirs, &cfg->n_driver_dirs) < 0)
+				return -1;
+		} else if (strcmp(key, "commands") == 0) {
+			if (is_null_scalar(v))
+				continue;
+			if (expect(w, v, sub, YAML_SEQUENCE_NODE) < 0)
+				return -1;
+			size_t cap = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+			cfg->commands = calloc(cap ? cap : 1, sizeof(*cfg->commands));
+			FOR_ITEMS(v, it)
+			{
+				char cpath[512];
+				pathf(cpath, sizeof(cpath), "%s[%zu]", sub, cfg->n_commands);
+				if (parse_command(w, node_at(w, *it), cpath,
+				                  &cfg->commands[cfg->n_commands++]) < 0)
+					return -1;
+			}
+		} else if (strcmp(key, "remote") == 0) {
+			if (is_null_scalar(v))
+				continue;
+			if (expect(w, v, sub, YAML_SEQUENCE_NODE) < 0)
+				return -1;
+			size_t cap = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+			cfg->remotes = calloc(cap ? cap : 1, sizeof(*cfg->remotes));
+			FOR_ITEMS(v, it)
+			{
+				char rpath[512];
+				pathf(rpath, sizeof(rpath), "%s[%zu]", sub, cfg->n_remotes);
+				if (parse_remote(w, node_at(w, *it), rpath, &cfg->remotes[cfg->n_remotes++]) <
+				    0)
+					return -1;
+			}
+		} else if (strcmp(key, "handshake_timeout_ms") == 0) {
+			if (get_int(w, v, sub, &cfg->handshake_timeout_ms, 1, 600000) < 0)
+				return -1;
+		} else if (strcmp(key, "call_timeout_ms") == 0) {
+			if (get_int(w, v, sub, &cfg->call_timeout_ms, 1, 3600000) < 0)
+				return -1;
+		} else if (strcmp(key, "offers_timeout_ms") == 0) {
+			if (get_int(w, v, sub, &cfg->offers_timeout_ms, 1, 600000) < 0)
+				return -1;
+		} else if (strcmp(key, "health_interval_ms") == 0) {
+			if (get_int(w, v, sub, &cfg->health_interval_ms, 50, 3600000) < 0)
+				return -1;
+		} else if (strcmp(key, "restart_backoff_ms") == 0) {
+			if (get_int(w, v, sub, &cfg->restart_backoff_ms, 1, 3600000) < 0)
+				return -1;
+		} else if (strcmp(key, "restart_backoff_max_ms") == 0) {
+			if (get_int(w, v, sub, &cfg->restart_backoff_max_ms, 1, 3600000) < 0)
+				return -1;
+		} else if (strcmp(key, "shutdown_grace_ms") == 0) {
+			if (get_int(w, v, sub, &cfg->shutdown_grace_ms, 0, 600000) < 0)
+				return -1;
+		} else {
+			return fail(
+			    w, node_at(w, p->key), sub,
+			    "unknown field (expected dirs, commands, remote, handshake_timeout_ms, "
+			    "call_timeout_ms, offers_timeout_ms, health_interval_ms, restart_backoff_ms, "
+			    "restart_backoff_max_ms, shutdown_grace_ms)");
+		}
+	}
+	return 0;
+}
+
+static int parse_listen(struct walk *w, struct srv_config *cfg, yaml_node_t *n, const char *path)
+{
+	char sub[512];
+	if (expect(w, n, path, YAML_MAPPING_NODE) < 0)
+		return -1;
+	FOR_PAIRS(w, n, p)
+	{
+		const char *key = NULL;
+		yaml_node_t *v = node_at(w, p->value);
+		if (pair_key(w, p, path, &key) < 0)
+			return -1;
+		join(sub, sizeof(sub), path, key);
+		if (strcmp(key, "unix") == 0) {
+			if (get_string(w, v, sub, &cfg->listen_unix) < 0)
+				return -1;
+		} else if (strcmp(key, "tcp") == 0) {
+			if (expect(w, v, sub, YAML_MAPPING_NODE) < 0)
+				return -1;
+			FOR_PAIRS(w, v, tp)
+			{
+				const char *tkey = NULL;
+				char tpath[512];
+				char **dst = NULL;
+				if (pair_key(w, tp, sub, &tkey) < 0)
+					return -1;
+				pathf(tpath, sizeof(tpath), "%s.%s", sub, tkey);
+				if (strcmp(tkey, "address") == 0)
+					dst = &cfg->listen_tcp;
+				else if (strcmp(tkey, "cert") == 0)
+					dst = &cfg->tcp_cert;
+				else if (strcmp(tkey, "key") == 0)
+					dst = &cfg->tcp_key;
+				else if (strcmp(tkey, "client_ca") == 0)
+					dst = &cfg->tcp_client_ca;
+				else
+					return fail(w, node_at(w, tp->key), tpath,
+					            "unknown field (expected address, cert, key, client_ca)");
+				if (get_string(w, node_at(w, tp->value), tpath, dst) < 0)
+					return -1;
+			}
+			if (!cfg->listen_tcp)
+				return fail(w, v, sub, "missing field 'address'");
+			if (!cfg->tcp_cert != !cfg->tcp_key)
+				return fail(w, v, sub, "cert and key go together");
+		} else {
+			return fail(w, node_at(w, p->key), sub, "unknown field (expected unix, tcp)");
+		}
+	}
+	return 0;
+}
+
+static int parse_root(struct walk *w, struct srv_config *cfg, yaml_node_t *root)
+{
+	char sub[512];
+	if (!root)
+		return 0; /* an empty file is all defaults */
+	if (expect(w, root, "", YAML_MAPPING_NODE) < 0)
+		return -1;
+	FOR_PAIRS(w, root, p)
+	{
+		const char *key = NULL;
+		yaml_node_t *v = node_at(w, p->value);
+		if (pair_key(w, p, "", &key) < 0)
+			return -1;
+		pathf(sub, sizeof(sub), "%s", key);
+		if (strcmp(key, "listen") == 0) {
+			if (parse_listen(w, cfg, v, sub) < 0)
+				return -1;
+		} else if (strcmp(key, "data_dir") == 0) {
+			if (get_string(w, v, sub, &cfg->data_dir) < 0)
+				return -1;
+		} else if (strcmp(key, "log_level") == 0) {
+			if (get_string(w, v, sub, &cfg->log_level) < 0)
+				return -1;
+			const char *l = cfg->log_level;
+			if (strcmp(l, "debug") && strcmp(l, "info") && strcmp(l, "warn") &&
+			    strcmp(l, "error"))
+				return fail(w, v, sub, "expected debug, info, warn or error, found \"%s\"",
+				            l);
+		} else if (strcmp(key, "drivers") == 0) {
+			if (parse_drivers(w, cfg, v, sub) < 0)
+				return -1;
+		} else if (strcmp(key, "projects") == 0) {
+			if (is_null_scalar(v))
+				continue;
+			if (expect(w, v, sub, YAML_SEQUENCE_NODE) < 0)
+				return -1;
+			size_t cap = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+			cfg->projects = calloc(cap ? cap : 1, sizeof(*cfg->projects));
+			FOR_ITEMS(v, it)
+			{
+				char ppath[512];
+				pathf(ppath, sizeof(ppath), "projects[%zu]", cfg->n_projects);
+				struct srv_config_project *pr = &cfg->projects[cfg->n_projects++];
+				if (parse_project(w, node_at(w, *it), ppath, pr) < 0)
+					return -1;
+				for (size_t j = 0; j + 1 < cfg->n_projects; j++)
+					if (strcmp(cfg->projects[j].name, pr->name) == 0)
+						return fail(w, node_at(w, *it), ppath,
+						            "duplicate project name \"%s\"", pr->name);
+			}
+		} else if (strcmp(key, "provisioning") == 0) {
+			if (expect(w, v, sub, YAML_MAPPING_NODE) < 0)
+				return -1;
+			FOR_PAIRS(w, v, pp)
+			{
+				const char *pkey = NULL;
+				char ppath[512];
+				if (pair_key(w, pp, sub, &pkey) < 0)
+					return -1;
+				pathf(ppath, sizeof(ppath), "%s.%s", sub, pkey);
+				yaml_node_t *pv = node_at(w, pp->value);
+				if (strcmp(pkey, "max_tries") == 0) {
+					if (get_int(w, pv, ppath, &cfg->max_tries, 1, 1000) < 0)
+						return -1;
+				} else if (strcmp(pkey, "reconcile_interval_ms") == 0) {
+					if (get_int(w, pv, ppath, &cfg->reconcile_interval_ms, 10, 3600000) <
+					    0)
+						return -1;
+				} else {
+					return fail(
+					    w, node_at(w, pp->key), ppath,
+					    "unknown field (expected max_tries, reconcile_interval_ms)");
+				}
+			}
+		} else {
+			return fail(w, node_at(w, p->key), sub,
+			            "unknown field (expected listen, data_dir, log_level, drivers, projects, "
+			            "provisioning)");
+		}
+	}
+	return 0;
+}
+
+struct srv_config *srv_config_new_default(void)
+{
+	struct srv_config *cfg = calloc(1, sizeof(*cfg));
+	if (!cfg)
+		return NULL;
+	cfg->handshake_timeout_ms = 5000;
+	cfg->call_timeout_ms = 10000;
+	cfg->offers_timeout_ms = 3000;
+	cfg->health_interval_ms = 5000;
+	cfg->restart_backoff_ms = 200;
+	cfg->restart_backoff_max_ms = 30000;
+	cfg->shutdown_grace_ms = 3000;
+	cfg->max_tries = 3;
+	cfg->reconcile_interval_ms = 1000;
+	return cfg;
+}
+
+int srv_config_parse(const char *name, const char *text, size_t len, struct srv_config **out, char *err,
+                     size_t errlen)
+{
+	yaml_parser_t parser;
+	yaml_document_t doc;
+	struct walk w = {.doc = &doc, .name = name, .err = err, .errlen = errlen};
+	struct srv_config *cfg = srv_config_new_default();
+	int rc;
+
+	if (!cfg) {
+		snprintf(err, errlen, "%s: out of memory", name);
+		return -1;
+	}
+	cfg->path = strdup(name);
+	if (!yaml_parser_initialize(&parser)) {
+		snprintf(err, errlen, "%s: cannot initialise the YAML parser", name);
+		srv_config_free(cfg);
+		return -1;
+	}
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+	if (!yaml_parser_load(&parser, &doc)) {
+		snprintf(err, errlen, "%s:%zu: YAML syntax error: %s%s%s", name, parser.problem_mark.line + 1,
+		         parser.problem ? parser.problem : "unknown", parser.context ? " " : "",
+		         parser.context ? parser.context : "");
+		yaml_parser_delete(&parser);
+		srv_config_free(cfg);
+		return -1;
+	}
+	rc = parse_root(&w, cfg, yaml_document_get_root_node(&doc));
+	yaml_document_delete(&doc);
+	yaml_parser_delete(&parser);
+	if (rc < 0) {
+		srv_config_free(cfg);
+		return -1;
+	}
+	*out = cfg;
+	return 0;
+}
+
+int srv_config_load(const char *path, struct srv_config **out, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+		return -1;
+	}
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	for (;;) {
+		if (len + 4096 > cap) {
+			cap = cap ? cap * 2 : 8192;
+			char *nb = realloc(buf, cap);
+			if (!nb) {
+				free(buf);
+				fclose(f);
+				snprintf(err, errlen, "%s: out of memory", path);
+				return -1;
+			}
+			buf = nb;
+		}
+		size_t r = fread(buf + len, 1, cap - len, f);
+		len += r;
+		if (r == 0)
+			break;
+	}
+	fclose(f);
+	int rc = srv_config_parse(path, buf ? buf : "", len, out, err, errlen);
+	free(buf);
+	return rc;
+}
+
+void srv_config_free(struct srv_config *cfg)
+{
+	if (!cfg)
+		return;
+	free(cfg->path);
+	free(cfg->listen_unix);
+	free(cfg->listen_tcp);
+	free(cfg->tcp_cert);
+	free(cfg->tcp_key);
+	free(cfg->tcp_client_ca);
+	free(cfg->data_dir);
+	free(cfg->log_level);
+	for (size_t i = 0; i < cfg->n_driver_dirs; i++)
+		free(cfg->driver_dirs[i]);
+	free(cfg->driver_dirs);
+	for (size_t i = 0; i < cfg->n_commands; i++) {
+		struct srv_config_command *c = &cfg->commands[i];
+		free(c->type);
+		free(c->path);
+		for (size_t j = 0; j < c->n_args; j++)
+			free(c->args[j]);
+		free(c->args);
+	}
+	free(cfg->commands);
+	for (size_t i = 0; i < cfg->n_remotes; i++) {
+		struct srv_config_remote *r = &cfg->remotes[i];
+		free(r->type);
+		free(r->name);
+		free(r->address);
+		free(r->ca);
+		free(r->cert);
+		free(r->key);
+		free(r->server_name);
+	}
+	free(cfg->remotes);
+	for (size_t i = 0; i < cfg->n_projects; i++) {
+		struct srv_config_project *pr = &cfg->projects[i];
+		for (size_t j = 0; j < pr->n_backends; j++) {
+			struct srv_config_backend *b = &pr->backends[j];
+			free(b->name);
+			free(b->type);
+			free(b->config_json);
+			for (size_t k = 0; k < b->n_secrets; k++) {
+				free(b->secrets[k].name);
+				/* Secrets are wiped before the memory goes back to the allocator. */
+				if (b->secrets[k].value)
+					explicit_bzero(b->secrets[k].value, strlen(b->secrets[k].value));
+				free(b->secrets[k].value);
+			}
+			free(b->secrets);
+		}
+		free(pr->backends);
+		free(pr->name);
+	}
+	free(cfg->projects);
+	free(cfg);
+}

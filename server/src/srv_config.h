@@ -1,0 +1,101 @@
+/*
+ * srv_config — droverd's YAML configuration file, parsed with libyaml into
+ * plain structs. Every error names the file, the line and the field path
+ * ("droverd.yaml:12: projects[0].backends[1].type: expected a string").
+ *
+ * Backend types are opaque strings here as everywhere in the server: the
+ * config never lists or checks them; the driver does (ValidateConfig).
+ */
+#ifndef SRV_CONFIG_H
+#define SRV_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct srv_config_secret {
+	char *name;
+	char *value;
+};
+
+struct srv_config_backend {
+	char *name;
+	char *type;
+	char *config_json; /* the `config` mapping as compact JSON text; "{}" if absent */
+	struct srv_config_secret *secrets;
+	size_t n_secrets;
+	int line;
+};
+
+struct srv_config_project {
+	char *name;
+	struct srv_config_backend *backends;
+	size_t n_backends;
+	int line;
+};
+
+/* A driver started from an explicit command rather than found in a directory. */
+struct srv_config_command {
+	char *type;
+	char *path;
+	char **args; /* NULL-terminated */
+	size_t n_args;
+};
+
+/* A driver reached over the network with mutual TLS. */
+struct srv_config_remote {
+	char *type;
+	char *name;
+	char *address;
+	char *ca, *cert, *key; /* PEM files */
+	char *server_name;     /* may be NULL */
+	bool insecure;         /* plain TCP; loopback only */
+};
+
+struct srv_config {
+	char *path; /* the file it came from, for messages */
+
+	char *listen_unix; /* default "<data_dir>/droverd.sock" when no listen is given */
+	char *listen_tcp;  /* "127.0.0.1:7443" or NULL */
+	char *tcp_cert, *tcp_key, *tcp_client_ca;
+	char *data_dir;  /* NULL when the file has none */
+	char *log_level; /* NULL: info */
+
+	char **driver_dirs;
+	size_t n_driver_dirs;
+	struct srv_config_command *commands;
+	size_t n_commands;
+	struct srv_config_remote *remotes;
+	size_t n_remotes;
+	int handshake_timeout_ms;   /* default 5000 */
+	int call_timeout_ms;        /* default 10000 */
+	int offers_timeout_ms;      /* default 3000 */
+	int health_interval_ms;     /* default 5000 */
+	int restart_backoff_ms;     /* first restart delay, default 200 */
+	int restart_backoff_max_ms; /* cap, default 30000 */
+	int shutdown_grace_ms;      /* SIGTERM → SIGKILL, default 3000 */
+
+	struct srv_config_project *projects;
+	size_t n_projects;
+
+	int max_tries;             /* provisioning: offers tried per create, default 3 */
+	int reconcile_interval_ms; /* default 1000 */
+};
+
+/* A config with every default set and no projects, for tests and for running without a file. */
+struct srv_config *srv_config_new_default(void);
+
+/*
+ * Parses the YAML file at `path`. On success *out is a new config (free with
+ * srv_config_free) and 0 is returned; on failure returns -1 and writes a
+ * message naming file, line and field into `err`.
+ */
+int srv_config_load(const char *path, struct srv_config **out, char *err, size_t errlen);
+
+/* The same from a string; `name` stands for the file name in messages. */
+int srv_config_parse(const char *name, const char *text, size_t len, struct srv_config **out, char *err,
+                     size_t errlen);
+
+/* NULL is fine. */
+void srv_config_free(struct srv_config *cfg);
+
+#endif

@@ -1,0 +1,996 @@
+#include "srv_store.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <sqlite3.h>
+
+#include "srv_secrets.h"
+
+/*
+ * Ordered migrations: entry i takes the schema from version i to i+1. Never
+ * edit a released entry; append a new one.
+ */
+static const char *const migrations[] = {
+    /* 0 → 1 */
+    "CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE projects(name TEXT PRIMARY KEY, created_at INTEGER NOT NULL);"
+    /* type is deliberately free text: no CHECK, no enum, no list. */
+    "CREATE TABLE backends(project TEXT NOT NULL REFERENCES projects(name), name TEXT NOT NULL,"
+    " type TEXT NOT NULL, config_json TEXT NOT NULL, secrets BLOB, source TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL, PRIMARY KEY(project, name));"
+    "CREATE TABLE instances(id TEXT PRIMARY KEY, project TEXT NOT NULL, backend TEXT NOT NULL,"
+    " backend_type TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL, offer BLOB,"
+    " provisioning BLOB, idempotency_key TEXT NOT NULL, attempts TEXT NOT NULL DEFAULT '[]',"
+    " last_error TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+    "CREATE INDEX instances_project ON instances(project, created_at);"
+    "CREATE INDEX instances_status ON instances(status);"
+    "CREATE TABLE events(id INTEGER PRIMARY KEY AUTOINCREMENT, ts INTEGER NOT NULL, project TEXT,"
+    " instance TEXT, kind TEXT NOT NULL, message TEXT NOT NULL);"
+    "CREATE INDEX events_instance ON events(instance, id);",
+    /* 1 → 2: what reconciliation needs. */
+    "ALTER TABLE instances ADD COLUMN termination_failures INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE instances ADD COLUMN next_check_at INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE instances ADD COLUMN requirements BLOB;"
+    "ALTER TABLE instances ADD COLUMN ssh_keys TEXT NOT NULL DEFAULT '[]';"
+    "ALTER TABLE instances ADD COLUMN terminated_at INTEGER NOT NULL DEFAULT 0;"
+    /* A forcibly removed backend's config and sealed secrets, kept for termination. */
+    "ALTER TABLE instances ADD COLUMN backend_config TEXT;"
+    "ALTER TABLE instances ADD COLUMN backend_secrets BLOB;"
+    "CREATE INDEX instances_due ON instances(next_check_at) WHERE next_check_at > 0;"
+    "CREATE INDEX instances_key ON instances(idempotency_key);"
+    "CREATE INDEX instances_name ON instances(project, name);"
+    "ALTER TABLE events ADD COLUMN level INTEGER NOT NULL DEFAULT 1;"
+    "ALTER TABLE events ADD COLUMN backend TEXT;"
+    "ALTER TABLE events ADD COLUMN driver TEXT;",
+};
+
+#define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
+_Static_assert(N_MIGRATIONS == SRV_STORE_SCHEMA_VERSION, "one migration per schema version");
+
+#define INSTANCE_COLS                                                                                        \
+	"id, project, backend, backend_type, name, status, offer, provisioning, idempotency_key, attempts,"  \
+	" last_error, created_at, updated_at, termination_failures, next_check_at, requirements, ssh_keys,"  \
+	" terminated_at"
+
+enum stmt_id {
+	S_INSTANCE_PUT,
+	S_INSTANCE_GET,
+	S_EVENT_ADD,
+	S_BACKEND_GET,
+	S_HAS_KEY,
+	S_COUNT,
+};
+
+struct srv_store {
+	sqlite3 *db;
+	struct srv_secrets *secrets;
+	sqlite3_stmt *stmts[S_COUNT];
+	int tx_depth;
+	char err[512];
+};
+
+static const char *const stmt_sql[S_COUNT] = {
+    [S_INSTANCE_PUT] =
+        "INSERT OR REPLACE INTO instances(id, project, backend, backend_type, name, status, offer,"
+        " provisioning, idempotency_key, attempts, last_error, created_at, updated_at,"
+        " termination_failures, next_check_at, requirements, ssh_keys, terminated_at, backend_config,"
+        " backend_secrets)"
+        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,"
+        " (SELECT backend_config FROM instances WHERE id = ?1),"
+        " (SELECT backend_secrets FROM instances WHERE id = ?1))",
+    [S_INSTANCE_GET] = "SELECT " INSTANCE_COLS " FROM instances WHERE id = ?1",
+    [S_EVENT_ADD] = "INSERT INTO events(ts, project, instance, kind, message, level, backend, driver)"
+                    " VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
+    [S_BACKEND_GET] = "SELECT project, name, type, config_json, secrets, source, created_at FROM backends"
+                      " WHERE project = ?1 AND name = ?2",
+    [S_HAS_KEY] = "SELECT 1 FROM instances WHERE idempotency_key = ?1 LIMIT 1",
+};
+
+int64_t srv_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int set_err(struct srv_store *st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int set_err(struct srv_store *st, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(st->err, sizeof(st->err), fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static int db_err(struct srv_store *st, const char *what)
+{
+	return set_err(st, "%s: %s", what, sqlite3_errmsg(st->db));
+}
+
+const char *srv_store_errmsg(const struct srv_store *st)
+{
+	return st->err;
+}
+
+static sqlite3_stmt *stmt(struct srv_store *st, enum stmt_id id)
+{
+	sqlite3_stmt *s = st->stmts[id];
+	if (!s) {
+		if (sqlite3_prepare_v3(st->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &st->stmts[id],
+		                       NULL) != SQLITE_OK) {
+			db_err(st, "prepare");
+			return NULL;
+		}
+		s = st->stmts[id];
+	}
+	sqlite3_reset(s);
+	sqlite3_clear_bindings(s);
+	return s;
+}
+
+static int exec(struct srv_store *st, const char *sql)
+{
+	char *msg = NULL;
+	if (sqlite3_exec(st->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		set_err(st, "%s", msg ? msg : sqlite3_errmsg(st->db));
+		sqlite3_free(msg);
+		return -1;
+	}
+	return 0;
+}
+
+int srv_store_schema_version(struct srv_store *st)
+{
+	sqlite3_stmt *s;
+	int v = -1;
+	if (sqlite3_prepare_v2(st->db, "PRAGMA user_version", -1, &s, NULL) != SQLITE_OK)
+		return -1;
+	if (sqlite3_step(s) == SQLITE_ROW)
+		v = sqlite3_column_int(s, 0);
+	sqlite3_finalize(s);
+	return v;
+}
+
+static int migrate(struct srv_store *st)
+{
+	int v = srv_store_schema_version(st);
+	if (v < 0)
+		return db_err(st, "reading the schema version");
+	if (v > (int)N_MIGRATIONS)
+		return set_err(st, "the database has schema version %d, newer than this droverd knows (%d)",
+		               v, (int)N_MIGRATIONS);
+	for (; v < (int)N_MIGRATIONS; v++) {
+		char pragma[64];
+		/* Each step is one transaction: a crash mid-migration leaves the previous version intact. */
+		if (exec(st, "BEGIN IMMEDIATE") < 0)
+			return -1;
+		snprintf(pragma, sizeof(pragma), "PRAGMA user_version = %d", v + 1);
+		if (exec(st, migrations[v]) < 0 || exec(st, pragma) < 0) {
+			char *msg = strdup(st->err);
+			exec(st, "ROLLBACK");
+			set_err(st, "migration %d → %d failed: %s", v, v + 1, msg ? msg : "?");
+			free(msg);
+			return -1;
+		}
+		if (exec(st, "COMMIT") < 0)
+			return -1;
+	}
+	return 0;
+}
+
+int srv_store_open(const char *path, struct srv_secrets *secrets, struct srv_store **out, char *err,
+                   size_t errlen)
+{
+	struct srv_store *st = calloc(1, sizeof(*st));
+	if (!st) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	st->secrets = secrets;
+	if (sqlite3_open_v2(path, &st->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+	                    NULL) != SQLITE_OK) {
+		snprintf(err, errlen, "%s: %s", path, st->db ? sqlite3_errmsg(st->db) : "cannot open");
+		srv_store_close(st);
+		return -1;
+	}
+	sqlite3_busy_timeout(st->db, 5000);
+	/*
+	 * WAL with synchronous=NORMAL: a commit is durable against a process crash
+	 * (what the crash-safety of provisioning needs) without an fsync per row.
+	 */
+	if (exec(st, "PRAGMA journal_mode=WAL") < 0 || exec(st, "PRAGMA synchronous=NORMAL") < 0 ||
+	    exec(st, "PRAGMA foreign_keys=ON") < 0 || migrate(st) < 0) {
+		snprintf(err, errlen, "%s: %s", path, st->err);
+		srv_store_close(st);
+		return -1;
+	}
+	*out = st;
+	return 0;
+}
+
+void srv_store_close(struct srv_store *st)
+{
+	if (!st)
+		return;
+	for (int i = 0; i < S_COUNT; i++)
+		sqlite3_finalize(st->stmts[i]);
+	sqlite3_close(st->db);
+	free(st);
+}
+
+int srv_store_begin(struct srv_store *st)
+{
+	if (st->tx_depth++ > 0)
+		return 0;
+	if (exec(st, "BEGIN IMMEDIATE") < 0) {
+		st->tx_depth--;
+		return -1;
+	}
+	return 0;
+}
+
+int srv_store_commit(struct srv_store *st)
+{
+	if (st->tx_depth == 0 || --st->tx_depth > 0)
+		return 0;
+	return exec(st, "COMMIT");
+}
+
+static char *col_str(sqlite3_stmt *s, int i)
+{
+	const unsigned char *t = sqlite3_column_text(s, i);
+	return t ? strdup((const char *)t) : NULL;
+}
+
+static unsigned char *col_blob(sqlite3_stmt *s, int i, size_t *len)
+{
+	const void *b = sqlite3_column_blob(s, i);
+	int n = sqlite3_column_bytes(s, i);
+	*len = 0;
+	if (!b || n <= 0)
+		return NULL;
+	unsigned char *c = malloc((size_t)n);
+	if (c) {
+		memcpy(c, b, (size_t)n);
+		*len = (size_t)n;
+	}
+	return c;
+}
+
+/* ---- meta ---- */
+
+int srv_store_meta_get(struct srv_store *st, const char *key, char **value)
+{
+	sqlite3_stmt *s;
+	*value = NULL;
+	if (sqlite3_prepare_v2(st->db, "SELECT value FROM meta WHERE key = ?1", -1, &s, NULL) != SQLITE_OK)
+		return db_err(st, "meta get");
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*value = col_str(s, 0);
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_err(st, "meta get");
+}
+
+int srv_store_meta_set(struct srv_store *st, const char *key, const char *value)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(st->db, "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)", -1, &s,
+	                       NULL) != SQLITE_OK)
+		return db_err(st, "meta set");
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 0 : db_err(st, "meta set");
+}
+
+/* ---- projects ---- */
+
+int srv_store_project_put(struct srv_store *st, const char *name)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(st->db, "INSERT OR IGNORE INTO projects(name, created_at) VALUES(?1, ?2)", -1,
+	                       &s, NULL) != SQLITE_OK)
+		return db_err(st, "project put");
+	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 2, srv_now_ms());
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	return rc == SQLITE_DONE ? 0 : db_err(st, "project put");
+}
+
+int srv_store_project_exists(struct srv_store *st, const char *name)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(st->db, "SELECT 1 FROM projects WHERE name = ?1", -1, &s, NULL) != SQLITE_OK)
+		return db_err(st, "project get");
+	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : db_err(st, "project get");
+}
+
+int srv_store_project_list(struct srv_store *st, char ***names, size_t *n)
+{
+	sqlite3_stmt *s;
+	size_t cnt = 0, cap = 8;
+	char **list = malloc(cap * sizeof(char *));
+	if (!list || sqlite3_prepare_v2(st->db, "SELECT name FROM projects ORDER BY name", -1, &s, NULL) !=
+	                 SQLITE_OK) {
+		free(list);
+		return db_err(st, "project list");
+	}
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		if (cnt == cap) {
+			cap *= 2;
+			list = realloc(list, cap * sizeof(char *));
+		}
+		list[cnt++] = col_str(s, 0);
+	}
+	sqlite3_finalize(s);
+	*names = list;
+	*n = cnt;
+	return 0;
+}
+
+/* ---- backends ---- */
+
+static const char *backend_aad = "drover/backend-secrets/v1";
+
+static int seal_secrets(struct srv_store *st, const struct srv_backend *b, unsigned char **blob, size_t *len)
+{
+	*blob = NULL;
+	*len = 0;
+	if (b->n_secrets == 0)
+		return 0;
+	if (!st->secrets)
+		return set_err(st, "backend %s/%s has secrets but the store has no key", b->project, b->name);
+	json_t *obj = json_object();
+	for (size_t i = 0; i < b->n_secrets; i++)
+		json_object_set_new(obj, b->secrets[i].name, json_string(b->secrets[i].value));
+	char *text = json_dumps(obj, JSON_COMPACT);
+	json_decref(obj);
+	if (!text)
+		return set_err(st, "out of memory");
+	int rc = srv_secrets_seal(st->secrets, backend_aad, text, strlen(text), blob, len);
+	explicit_bzero(text, strlen(text));
+	free(text);
+	return rc < 0 ? set_err(st, "cannot encrypt the secrets of backend %s/%s", b->project, b->name) : 0;
+}
+
+static int open_secrets(struct srv_store *st, struct srv_backend *b, const unsigned char *blob, size_t len)
+{
+	char *text;
+	size_t tlen;
+	if (!blob || len == 0)
+		return 0;
+	if (!st->secrets || srv_secrets_open_blob(st->secrets, backend_aad, blob, len, &text, &tlen) < 0)
+		return set_err(
+		    st,
+		    "cannot decrypt the secrets of backend %s/%s (wrong or missing key file in the data "
+		    "directory?)",
+		    b->project, b->name);
+	json_t *obj = json_loadb(text, tlen, 0, NULL);
+	explicit_bzero(text, tlen);
+	free(text);
+	if (!json_is_object(obj)) {
+		json_decref(obj);
+		return set_err(st, "the secrets of backend %s/%s are damaged", b->project, b->name);
+	}
+	b->secrets = calloc(json_object_size(obj) + 1, sizeof(*b->secrets));
+	const char *k;
+	json_t *v;
+	json_object_foreach(obj, k, v)
+	{
+		b->secrets[b->n_secrets].name = strdup(k);
+		b->secrets[b->n_secrets].value = strdup(json_string_value(v) ? json_string_value(v) : "");
+		b->n_secrets++;
+	}
+	json_decref(obj);
+	return 0;
+}
+
+int srv_store_backend_put(struct srv_store *st, const struct srv_backend *b)
+{
+	unsigned char *blob;
+	size_t blen;
+	sqlite3_stmt *s;
+
+	if (seal_secrets(st, b, &blob, &blen) < 0)
+		return -1;
+	if (sqlite3_prepare_v2(
+	        st->db,
+	        "INSERT INTO backends(project, name, type, config_json, secrets, source, created_at)"
+	        " VALUES(?1,?2,?3,?4,?5,?6,?7) ON CONFLICT(project, name) DO UPDATE SET"
+	        " type=excluded.type, config_json=excluded.config_json, secrets=excluded.secrets,"
+	        " source=excluded.source",
+	        -1, &s, NULL) != SQLITE_OK) {
+		free(blob);
+		return db_err(st, "backend put");
+	}
+	sqlite3_bind_text(s, 1, b->project, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, b->name, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, b->type, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, b->config_json ? b->config_json : "{}", -1, SQLITE_STATIC);
+	if (blob)
+		sqlite3_bind_blob(s, 5, blob, (int)blen, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(s, 5);
+	sqlite3_bind_text(s, 6, b->source ? b->source : "api", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 7, b->created_at ? b->created_at : srv_now_ms());
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	free(blob);
+	return rc == SQLITE_DONE ? 0 : db_err(st, "backend put");
+}
+
+static struct srv_backend *backend_row(struct srv_store *st, sqlite3_stmt *s)
+{
+	struct srv_backend *b = calloc(1, sizeof(*b));
+	if (!b)
+		return NULL;
+	b->project = col_str(s, 0);
+	b->name = col_str(s, 1);
+	b->type = col_str(s, 2);
+	b->config_json = col_str(s, 3);
+	b->source = col_str(s, 5);
+	b->created_at = sqlite3_column_int64(s, 6);
+	if (open_secrets(st, b, sqlite3_column_blob(s, 4), (size_t)sqlite3_column_bytes(s, 4)) < 0) {
+		srv_backend_free(b);
+		return NULL;
+	}
+	return b;
+}
+
+int srv_store_backend_get(struct srv_store *st, const char *project, const char *name,
+                          struct srv_backend **out)
+{
+	sqlite3_stmt *s = stmt(st, S_BACKEND_GET);
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE)
+		return 1;
+	if (rc != SQLITE_ROW)
+		return db_err(st, "backend get");
+	*out = backend_row(st, s);
+	sqlite3_reset(s);
+	return *out ? 0 : -1;
+}
+
+int srv_store_backend_list(struct srv_store *st, const char *project, struct srv_backend ***out, size_t *n)
+{
+	sqlite3_stmt *s;
+	size_t cnt = 0, cap = 8;
+	struct srv_backend **list = malloc(cap * sizeof(*list));
+	if (!list ||
+	    sqlite3_prepare_v2(st->db,
+	                       "SELECT project, name, type, config_json, secrets, source, created_at"
+	                       " FROM backends WHERE ?1 IS NULL OR project = ?1 ORDER BY project, name",
+	                       -1, &s, NULL) != SQLITE_OK) {
+		free(list);
+		return db_err(st, "backend list");
+	}
+	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		struct srv_backend *b = backend_row(st, s);
+		if (!b) {
+			sqlite3_finalize(s);
+			srv_backend_list_free(list, cnt);
+			return -1;
+		}
+		if (cnt == cap) {
+			cap *= 2;
+			list = realloc(list, cap * sizeof(*list));
+		}
+		list[cnt++] = b;
+	}
+	sqlite3_finalize(s);
+	*out = list;
+	*n = cnt;
+	return 0;
+}
+
+int srv_store_backend_delete(struct srv_store *st, const char *project, const char *name)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(st->db, "DELETE FROM backends WHERE project = ?1 AND name = ?2", -1, &s,
+	                       NULL) != SQLITE_OK)
+		return db_err(st, "backend delete");
+	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE)
+		return db_err(st, "backend delete");
+	return sqlite3_changes(st->db) ? 0 : 1;
+}
+
+int srv_store_backend_live_instances(struct srv_store *st, const char *project, const char *name, int64_t *n)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(st->db,
+	                       "SELECT count(*) FROM instances WHERE project = ?1 AND backend = ?2"
+	                       " AND status NOT IN ('terminated', 'failed')",
+	                       -1, &s, NULL) != SQLITE_OK)
+		return db_err(st, "count instances");
+	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	*n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW ? 0 : db_err(st, "count instances");
+}
+
+void srv_backend_free(struct srv_backend *b)
+{
+	if (!b)
+		return;
+	free(b->project);
+	free(b->name);
+	free(b->type);
+	free(b->config_json);
+	free(b->source);
+	for (size_t i = 0; i < b->n_secrets; i++) {
+		free(b->secrets[i].name);
+		if (b->secrets[i].value)
+			explicit_bzero(b->secrets[i].value, strlen(b->secrets[i].value));
+		free(b->secrets[i].value);
+	}
+	free(b->secrets);
+	free(b);
+}
+
+void srv_backend_list_free(struct srv_backend **list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		srv_backend_free(list[i]);
+	free(list);
+}
+
+static char *dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+struct srv_backend *srv_backend_dup(const struct srv_backend *b)
+{
+	struct srv_backend *c = calloc(1, sizeof(*c));
+	if (!c)
+		return NULL;
+	c->project = dup_or_null(b->project);
+	c->name = dup_or_null(b->name);
+	c->type = dup_or_null(b->type);
+	c->config_json = dup_or_null(b->config_json);
+	c->source = dup_or_null(b->source);
+	c->created_at = b->created_at;
+	c->secrets = calloc(b->n_secrets + 1, sizeof(*c->secrets));
+	for (size_t i = 0; i < b->n_secrets; i++) {
+		c->secrets[i].name = dup_or_null(b->secrets[i].name);
+		c->secrets[i].value = dup_or_null(b->secrets[i].value);
+	}
+	c->n_secrets = b->n_secrets;
+	return c;
+}
+
+/* ---- instances ---- */
+
+static void bind_blob_or_null(sqlite3_stmt *s, int i, const void *b, size_t len)
+{
+	if (b && len)
+		sqlite3_bind_blob(s, i, b, (int)len, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(s, i);
+}
+
+int srv_store_instance_put(struct srv_store *st, struct srv_instance *in)
+{
+	sqlite3_stmt *s = stmt(st, S_INSTANCE_PUT);
+	if (!s)
+		return -1;
+	in->updated_at = srv_now_ms();
+	if (!in->created_at)
+		in->created_at = in->updated_at;
+	sqlite3_bind_text(s, 1, in->id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, in->project, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, in->backend ? in->backend : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, in->backend_type ? in->backend_type : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 5, in->name ? in->name : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 6, in->status, -1, SQLITE_STATIC);
+	bind_blob_or_null(s, 7, in->offer, in->offer_len);
+	bind_blob_or_null(s, 8, in->provisioning, in->provisioning_len);
+	sqlite3_bind_text(s, 9, in->idempotency_key ? in->idempotency_key : "", -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 10, in->attempts_json ? in->attempts_json : "[]", -1, SQLITE_STATIC);
+	if (in->last_error)
+		sqlite3_bind_text(s, 11, in->last_error, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 12, in->created_at);
+	sqlite3_bind_int64(s, 13, in->updated_at);
+	sqlite3_bind_int64(s, 14, in->termination_failures);
+	sqlite3_bind_int64(s, 15, in->next_check_at);
+	bind_blob_or_null(s, 16, in->requirements, in->requirements_len);
+	sqlite3_bind_text(s, 17, in->ssh_keys_json ? in->ssh_keys_json : "[]", -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 18, in->terminated_at);
+	int rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 0 : db_err(st, "instance put");
+}
+
+static struct srv_instance *instance_row(sqlite3_stmt *s)
+{
+	struct srv_instance *in = calloc(1, sizeof(*in));
+	if (!in)
+		return NULL;
+	in->id = col_str(s, 0);
+	in->project = col_str(s, 1);
+	in->backend = col_str(s, 2);
+	in->backend_type = col_str(s, 3);
+	in->name = col_str(s, 4);
+	in->status = col_str(s, 5);
+	in->offer = col_blob(s, 6, &in->offer_len);
+	in->provisioning = col_blob(s, 7, &in->provisioning_len);
+	in->idempotency_key = col_str(s, 8);
+	in->attempts_json = col_str(s, 9);
+	in->last_error = col_str(s, 10);
+	in->created_at = sqlite3_column_int64(s, 11);
+	in->updated_at = sqlite3_column_int64(s, 12);
+	in->termination_failures = sqlite3_column_int64(s, 13);
+	in->next_check_at = sqlite3_column_int64(s, 14);
+	in->requirements = col_blob(s, 15, &in->requirements_len);
+	in->ssh_keys_json = col_str(s, 16);
+	in->terminated_at = sqlite3_column_int64(s, 17);
+	return in;
+}
+
+int srv_store_instance_get(struct srv_store *st, const char *id, struct srv_instance **out)
+{
+	sqlite3_stmt *s = stmt(st, S_INSTANCE_GET);
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, id, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_DONE) {
+		sqlite3_reset(s);
+		return 1;
+	}
+	if (rc != SQLITE_ROW)
+		return db_err(st, "instance get");
+	*out = instance_row(s);
+	sqlite3_reset(s);
+	return *out ? 0 : set_err(st, "out of memory");
+}
+
+static int instance_query(struct srv_store *st, sqlite3_stmt *s, struct srv_instance ***out, size_t *n)
+{
+	size_t cnt = 0, cap = 16;
+	struct srv_instance **list = malloc(cap * sizeof(*list));
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		if (cnt == cap) {
+			cap *= 2;
+			list = realloc(list, cap * sizeof(*list));
+		}
+		list[cnt++] = instance_row(s);
+	}
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE) {
+		srv_instance_list_free(list, cnt);
+		return db_err(st, "instance list");
+	}
+	*out = list;
+	*n = cnt;
+	return 0;
+}
+
+int srv_store_instance_list(struct srv_store *st, const struct srv_instance_filter *f,
+                            struct srv_instance ***out, size_t *n)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(st->db,
+	                       "SELECT " INSTANCE_COLS " FROM instances WHERE (?1 IS NULL OR project = ?1)"
+	                       " AND (?2 IS NULL OR backend = ?2)"
+	                       " AND (?3 = 0 OR status NOT IN ('terminated', 'failed'))"
+	                       " ORDER BY created_at DESC, id DESC LIMIT ?4 OFFSET ?5",
+	                       -1, &s, NULL) != SQLITE_OK)
+		return db_err(st, "instance list");
+	sqlite3_bind_text(s, 1, f ? f->project : NULL, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, f ? f->backend : NULL, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 3, f && f->live_only);
+	sqlite3_bind_int64(s, 4, f && f->limit > 0 ? f->limit : -1);
+	sqlite3_bind_int64(s, 5, f ? f->offset : 0);
+	return instance_query(st, s, out, n);
+}
+
+int srv_store_instance_due(struct srv_store *st, int64_t now_ms, int64_t limit, struct srv_instance ***out,
+                           size_t *n)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(st->db,
+	                       "SELECT " INSTANCE_COLS " FROM instances WHERE next_check_at > 0 AND"
+	                       " next_check_at <= ?1 ORDER BY next_check_at LIMIT ?2",
+	                       -1, &s, NULL) != SQLITE_OK)
+		return db_err(st, "instance due");
+	sqlite3_bind_int64(s, 1, now_ms);
+	sqlite3_bind_int64(s, 2, limit > 0 ? limit : -1);
+	return instance_query(st, s, out, n);
+}
+
+int srv_store_instance_by_status(struct srv_store *st, const char *status, struct srv_instance ***out,
+                                 size_t *n)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(
+	        st->db, "SELECT " INSTANCE_COLS " FROM instances WHERE status = ?1 ORDER BY created_at", -1,
+	        &s, NULL) != SQLITE_OK)
+		return db_err(st, "instance by status");
+	sqlite3_bind_text(s, 1, status, -1, SQLITE_STATIC);
+	return instance_query(st, s, out, n);
+}
+
+int srv_store_instance_has_key(struct srv_store *st, const char *key)
+{
+	sqlite3_stmt *s = stmt(st, S_HAS_KEY);
+	if (!s)
+		return -1;
+	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : db_err(st, "instance key");
+}
+
+int srv_store_instance_count(struct srv_store *st, const char *status, int64_t *n)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(st->db, "SELECT count(*) FROM instances WHERE ?1 IS NULL OR status = ?1", -1,
+	                       &s, NULL) != SQLITE_OK)
+		return db_err(st, "instance count");
+	sqlite3_bind_text(s, 1, status, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	*n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW ? 0 : db_err(st, "instance count");
+}
+
+void srv_instance_free(struct srv_instance *in)
+{
+	if (!in)
+		return;
+	free(in->id);
+	free(in->project);
+	free(in->backend);
+	free(in->backend_type);
+	free(in->name);
+	free(in->status);
+	free(in->offer);
+	free(in->provisioning);
+	free(in->idempotency_key);
+	free(in->attempts_json);
+	free(in->last_error);
+	free(in->requirements);
+	free(in->ssh_keys_json);
+	free(in);
+}
+
+void srv_instance_list_free(struct srv_instance **list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		srv_instance_free(list[i]);
+	free(list);
+}
+
+/* ---- events ---- */
+
+int srv_store_event_add(struct srv_store *st, const struct srv_event *ev)
+{
+	sqlite3_stmt *s = stmt(st, S_EVENT_ADD);
+	if (!s)
+		return -1;
+	sqlite3_bind_int64(s, 1, ev->ts ? ev->ts : srv_now_ms());
+	sqlite3_bind_text(s, 2, ev->project, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, ev->instance, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 4, ev->kind, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 5, ev->message ? ev->message : "", -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 6, ev->level ? ev->level : SRV_EVENT_INFO);
+	sqlite3_bind_text(s, 7, ev->backend, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 8, ev->driver, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? 0 : db_err(st, "event add");
+}
+
+int srv_store_event_list(struct srv_store *st, const struct srv_event_filter *f, struct srv_event **out,
+                         size_t *n)
+{
+	sqlite3_stmt *s;
+	size_t cnt = 0, cap = 16;
+	struct srv_event *ev = calloc(cap, sizeof(*ev));
+	/* The latest `limit` events after after_id, returned oldest first. */
+	if (!ev ||
+	    sqlite3_prepare_v2(st->db,
+	                       "SELECT * FROM (SELECT id, ts, project, instance, kind, message, level,"
+	                       " backend, driver FROM events WHERE (?1 IS NULL OR project = ?1)"
+	                       " AND (?2 IS NULL OR instance = ?2) AND id > ?3 ORDER BY id DESC LIMIT ?4)"
+	                       " ORDER BY id",
+	                       -1, &s, NULL) != SQLITE_OK) {
+		free(ev);
+		return db_err(st, "event list");
+	}
+	sqlite3_bind_text(s, 1, f->project, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, f->instance, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, f->after_id);
+	sqlite3_bind_int64(s, 4, f->limit > 0 ? f->limit : 100);
+	while (sqlite3_step(s) == SQLITE_ROW) {
+		if (cnt == cap) {
+			cap *= 2;
+			ev = realloc(ev, cap * sizeof(*ev));
+		}
+		memset(&ev[cnt], 0, sizeof(ev[cnt]));
+		ev[cnt].id = sqlite3_column_int64(s, 0);
+		ev[cnt].ts = sqlite3_column_int64(s, 1);
+		ev[cnt].project = col_str(s, 2);
+		ev[cnt].instance = col_str(s, 3);
+		ev[cnt].kind = col_str(s, 4);
+		ev[cnt].message = col_str(s, 5);
+		ev[cnt].level = sqlite3_column_int(s, 6);
+		ev[cnt].backend = col_str(s, 7);
+		ev[cnt].driver = col_str(s, 8);
+		cnt++;
+	}
+	sqlite3_finalize(s);
+	*out = ev;
+	*n = cnt;
+	return 0;
+}
+
+void srv_event_list_free(struct srv_event *ev, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(ev[i].project);
+		free(ev[i].instance);
+		free(ev[i].kind);
+		free(ev[i].message);
+		free(ev[i].backend);
+		free(ev[i].driver);
+	}
+	free(ev);
+}
+
+int srv_store_backend_detach(struct srv_store *st, const char *project, const char *name)
+{
+	sqlite3_stmt *s;
+	if (srv_store_begin(st) < 0)
+		return -1;
+	if (sqlite3_prepare_v2(
+	        st->db,
+	        "UPDATE instances SET backend_config = b.config_json, backend_secrets = b.secrets"
+	        " FROM (SELECT config_json, secrets FROM backends WHERE project = ?1 AND name = ?2) b"
+	        " WHERE instances.project = ?1 AND instances.backend = ?2"
+	        " AND instances.status NOT IN ('terminated', 'failed')",
+	        -1, &s, NULL) != SQLITE_OK) {
+		db_err(st, "backend detach");
+		goto fail;
+	}
+	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE) {
+		db_err(st, "backend detach");
+		goto fail;
+	}
+	rc = srv_store_backend_delete(st, project, name);
+	if (rc != 0)
+		goto fail;
+	return srv_store_commit(st);
+fail:
+	st->tx_depth = 0;
+	exec(st, "ROLLBACK");
+	return -1;
+}
+
+int srv_store_instance_backend(struct srv_store *st, const struct srv_instance *in, struct srv_backend **out)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(st->db, "SELECT backend_config, backend_secrets FROM instances WHERE id = ?1",
+	                       -1, &s, NULL) != SQLITE_OK)
+		return db_err(st, "instance backend");
+	sqlite3_bind_text(s, 1, in->id, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL) {
+		struct srv_backend *b = calloc(1, sizeof(*b));
+		b->project = strdup(in->project);
+		b->name = strdup(in->backend);
+		b->type = strdup(in->backend_type);
+		b->config_json = col_str(s, 0);
+		b->source = strdup("removed");
+		if (open_secrets(st, b, sqlite3_column_blob(s, 1), (size_t)sqlite3_column_bytes(s, 1)) < 0) {
+			sqlite3_finalize(s);
+			srv_backend_free(b);
+			return -1;
+		}
+		sqlite3_finalize(s);
+		*out = b;
+		return 0;
+	}
+	sqlite3_finalize(s);
+	return srv_store_backend_get(st, in->project, in->backend, out);
+}
+
+int srv_store_instance_by_name(struct srv_store *st, const char *project, const char *name, bool live_only,
+                               struct srv_instance **out)
+{
+	sqlite3_stmt *s;
+	struct srv_instance **list;
+	size_t n;
+	if (sqlite3_prepare_v2(st->db,
+	                       "SELECT " INSTANCE_COLS " FROM instances WHERE project = ?1 AND name = ?2"
+	                       " AND (?3 = 0 OR status NOT IN ('terminated', 'failed'))"
+	                       " ORDER BY created_at DESC LIMIT 1",
+	                       -1, &s, NULL) != SQLITE_OK)
+		return db_err(st, "instance by name");
+	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	sqlite3_bind_int(s, 3, live_only);
+	if (instance_query(st, s, &list, &n) < 0)
+		return -1;
+	if (n == 0) {
+		free(list);
+		return 1;
+	}
+	*out = list[0];
+	free(list);
+	return 0;
+}
+
+int srv_store_instance_by_key(struct srv_store *st, const char *project, const char *key,
+                              struct srv_instance **out)
+{
+	sqlite3_stmt *s;
+	struct srv_instance **list;
+	size_t n;
+	if (sqlite3_prepare_v2(st->db,
+	                       "SELECT " INSTANCE_COLS
+	                       " FROM instances WHERE idempotency_key = ?2 AND project = ?1"
+	                       " LIMIT 1",
+	                       -1, &s, NULL) != SQLITE_OK)
+		return db_err(st, "instance by key");
+	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, key, -1, SQLITE_STATIC);
+	if (instance_query(st, s, &list, &n) < 0)
+		return -1;
+	if (n == 0) {
+		free(list);
+		return 1;
+	}
+	*out = list[0];
+	free(list);
+	return 0;
+}
+
+int srv_store_instance_count_live(struct srv_store *st, const char *project, int64_t *n)
+{
+	sqlite3_stmt *s;
+	if (sqlite3_prepare_v2(st->db,
+	                       "SELECT count(*) FROM instances WHERE project = ?1"
+	                       " AND status NOT IN ('terminated', 'failed')",
+	                       -1, &s, NULL) != SQLITE_OK)
+		return db_err(st, "instance count");
+	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	*n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW ? 0 : db_err(st, "instance count");
+}

@@ -1,0 +1,201 @@
+/*
+ * srv_store — droverd's state in sqlite3 (WAL) under the data directory:
+ * projects, backends, instances, events and a few server facts (meta).
+ *
+ * Backend types are TEXT with no CHECK, enum or list: a driver of a type never
+ * seen before gets backends stored with no migration. Backend secrets are
+ * sealed with srv_secrets before they reach the file.
+ *
+ * Threads: a store belongs to one thread (droverd's loop thread). Functions
+ * return 0 or -1 and, on -1, leave a message in srv_store_errmsg(). Every
+ * srv_store_*_get/list result is a copy the caller frees.
+ */
+#ifndef SRV_STORE_H
+#define SRV_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct srv_store;
+struct srv_secrets;
+
+/* The newest schema version this build knows (PRAGMA user_version). */
+#define SRV_STORE_SCHEMA_VERSION 2
+
+/*
+ * Opens or creates the database at `path` (":memory:" works) and runs every
+ * migration from the file's user_version up. `secrets` is borrowed and may be
+ * NULL only if no backend with secrets is ever written or read.
+ * Refuses a file whose version is newer than this build.
+ */
+int srv_store_open(const char *path, struct srv_secrets *secrets, struct srv_store **out, char *err,
+                   size_t errlen);
+void srv_store_close(struct srv_store *st);
+const char *srv_store_errmsg(const struct srv_store *st);
+int srv_store_schema_version(struct srv_store *st);
+
+/* Groups writes into one transaction (nesting is counted). */
+int srv_store_begin(struct srv_store *st);
+int srv_store_commit(struct srv_store *st);
+
+/* Server facts ("server_id"). *value is malloc'ed, NULL when absent. */
+int srv_store_meta_get(struct srv_store *st, const char *key, char **value);
+int srv_store_meta_set(struct srv_store *st, const char *key, const char *value);
+
+/* ---- projects ---- */
+int srv_store_project_put(struct srv_store *st, const char *name);
+/* 1 if it exists, 0 if not, -1 on error. */
+int srv_store_project_exists(struct srv_store *st, const char *name);
+/* *names is a malloc'ed array of malloc'ed strings. */
+int srv_store_project_list(struct srv_store *st, char ***names, size_t *n);
+
+/* ---- backends ---- */
+struct srv_secret_kv {
+	char *name;
+	char *value;
+};
+
+struct srv_backend {
+	char *project;
+	char *name;
+	char *type;        /* opaque: whatever the driver's GetInfo says */
+	char *config_json; /* a JSON object */
+	struct srv_secret_kv *secrets;
+	size_t n_secrets;
+	char *source; /* "config" (from the YAML file) or "api" */
+	int64_t created_at;
+};
+
+/* Inserts or replaces (project, name). Fields are borrowed. */
+int srv_store_backend_put(struct srv_store *st, const struct srv_backend *b);
+/* 0 and *out, 1 when there is no such backend, -1 on error. */
+int srv_store_backend_get(struct srv_store *st, const char *project, const char *name,
+                          struct srv_backend **out);
+/* project NULL: every backend. Sorted by project, name. */
+int srv_store_backend_list(struct srv_store *st, const char *project, struct srv_backend ***out, size_t *n);
+/* 0, 1 when there was none, -1 on error. */
+int srv_store_backend_delete(struct srv_store *st, const char *project, const char *name);
+/* Instances of the backend that are not terminated or failed. */
+int srv_store_backend_live_instances(struct srv_store *st, const char *project, const char *name, int64_t *n);
+void srv_backend_free(struct srv_backend *b);
+void srv_backend_list_free(struct srv_backend **list, size_t n);
+struct srv_backend *srv_backend_dup(const struct srv_backend *b);
+
+/* ---- instances ---- */
+
+/*
+ * Instance states. "pending": recorded, no driver call yet. "creating": a
+ * CreateInstance is (or may be) in flight with `idempotency_key`; on restart
+ * it is resumed with the same key. "provisioning": the driver made it, no
+ * address yet. "running": has an address. "terminating": termination asked,
+ * not yet confirmed by the driver. "terminated": the driver confirmed.
+ * "failed": no machine was made (every attempt refused).
+ */
+#define SRV_ST_PENDING "pending"
+#define SRV_ST_CREATING "creating"
+#define SRV_ST_PROVISIONING "provisioning"
+#define SRV_ST_RUNNING "running"
+#define SRV_ST_TERMINATING "terminating"
+#define SRV_ST_TERMINATED "terminated"
+#define SRV_ST_FAILED "failed"
+
+struct srv_instance {
+	char *id;
+	char *project;
+	char *backend;
+	char *backend_type;
+	char *name;
+	char *status;
+	unsigned char *offer; /* packed drover.compute.v1.Offer, or NULL */
+	size_t offer_len;
+	unsigned char *provisioning; /* packed drover.compute.v1.ProvisioningData, or NULL */
+	size_t provisioning_len;
+	char *idempotency_key;
+	char *attempts_json; /* JSON array of attempts, "[]" at first */
+	char *last_error;    /* NULL when none */
+	unsigned char
+	    *requirements; /* packed drover.compute.v1.Requirements as given, for resuming; may be NULL */
+	size_t requirements_len;
+	int64_t termination_failures;
+	int64_t created_at, updated_at; /* ms since the epoch */
+	int64_t next_check_at;          /* when reconciliation looks at it next; 0 = never */
+	char *ssh_keys_json;            /* JSON array of strings; NULL means "[]" */
+	int64_t terminated_at;          /* ms since the epoch; 0 until terminated */
+};
+
+/* Inserts or replaces by id. Fields are borrowed; updated_at is set to now. */
+int srv_store_instance_put(struct srv_store *st, struct srv_instance *inst);
+/* 0 and *out, 1 when there is no such instance, -1 on error. */
+int srv_store_instance_get(struct srv_store *st, const char *id, struct srv_instance **out);
+
+struct srv_instance_filter {
+	const char *project; /* NULL: any */
+	const char *backend; /* NULL: any */
+	bool live_only;      /* skip terminated and failed */
+	int64_t limit;       /* 0: no limit */
+	int64_t offset;
+};
+/* Newest first. */
+int srv_store_instance_list(struct srv_store *st, const struct srv_instance_filter *f,
+                            struct srv_instance ***out, size_t *n);
+/* Instances whose next_check_at is set and <= now_ms, oldest due first. */
+int srv_store_instance_due(struct srv_store *st, int64_t now_ms, int64_t limit, struct srv_instance ***out,
+                           size_t *n);
+/* Instances in one state (e.g. "creating" at start-up). */
+int srv_store_instance_by_status(struct srv_store *st, const char *status, struct srv_instance ***out,
+                                 size_t *n);
+/* 1 if an instance has this idempotency key (current or past attempt), 0 if not. */
+int srv_store_instance_has_key(struct srv_store *st, const char *key);
+int srv_store_instance_count(struct srv_store *st, const char *status, int64_t *n);
+void srv_instance_free(struct srv_instance *inst);
+void srv_instance_list_free(struct srv_instance **list, size_t n);
+
+/* The live instance with this name in the project (live_only) or the newest of any state. 1: none. */
+int srv_store_instance_by_name(struct srv_store *st, const char *project, const char *name, bool live_only,
+                               struct srv_instance **out);
+/* The instance created with this request idempotency key. 1: none. */
+int srv_store_instance_by_key(struct srv_store *st, const char *project, const char *key,
+                              struct srv_instance **out);
+int srv_store_instance_count_live(struct srv_store *st, const char *project, int64_t *n);
+
+/*
+ * The backend an instance was made on, with its secrets: the live backend, or
+ * the copy kept in the instance when the backend was removed with force.
+ * 0, 1 when neither exists, -1 on error.
+ */
+int srv_store_instance_backend(struct srv_store *st, const struct srv_instance *in, struct srv_backend **out);
+
+/*
+ * Removes a backend; its live instances keep a copy of its config and sealed
+ * secrets, so they can still be terminated. 0, 1 when there was none, -1.
+ */
+int srv_store_backend_detach(struct srv_store *st, const char *project, const char *name);
+
+/* ---- events ---- */
+enum { SRV_EVENT_INFO = 1, SRV_EVENT_WARNING = 2, SRV_EVENT_ERROR = 3 };
+
+struct srv_event {
+	int64_t id;
+	int64_t ts; /* 0 on add: now */
+	int level;  /* SRV_EVENT_*; 0 on add: INFO */
+	char *project, *instance, *kind, *message, *backend, *driver;
+};
+/* Fields borrowed; NULL strings are stored as NULL. */
+int srv_store_event_add(struct srv_store *st, const struct srv_event *ev);
+
+struct srv_event_filter {
+	const char *project;  /* NULL: any */
+	const char *instance; /* NULL: any */
+	int64_t after_id;
+	int64_t limit; /* the latest `limit`; 0: 100 */
+};
+/* Oldest first. */
+int srv_store_event_list(struct srv_store *st, const struct srv_event_filter *f, struct srv_event **out,
+                         size_t *n);
+void srv_event_list_free(struct srv_event *ev, size_t n);
+
+/* Milliseconds since the epoch, the store's clock. */
+int64_t srv_now_ms(void);
+
+#endif

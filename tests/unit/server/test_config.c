@@ -1,0 +1,168 @@
+/* srv_config: the YAML file, good and bad, with line numbers in errors. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "srv_config.h"
+#include "testutil.h"
+
+static const char good[] = "listen: {unix: ./var/droverd.sock}\n"
+                           "data_dir: ./var\n"
+                           "drivers:\n"
+                           "  dirs: [./build/bin]\n"
+                           "  commands: [{type: sim2, path: /opt/x/drover-driver-sim, args: [--flag]}]\n"
+                           "  remote:\n"
+                           "    - {type: sim, name: far-sim, address: 127.0.0.1:4100, ca: ca.pem,\n"
+                           "       cert: c.pem, key: k.pem}\n"
+                           "  handshake_timeout_ms: 2500\n"
+                           "  offers_timeout_ms: 700\n"
+                           "projects:\n"
+                           "  - name: main\n"
+                           "    backends:\n"
+                           "      - name: sim\n"
+                           "        type: sim\n"
+                           "        config: {capacity: 4, state_file: ./var/s.json, price_factor: 1.5,\n"
+                           "                 spot: true, regions: [eu, us], label: \"007\", none: ~}\n"
+                           "        secrets: {api_key: \"abc\"}\n"
+                           "      - {name: other, type: never-heard-of-it}\n"
+                           "provisioning: {max_tries: 5}\n";
+
+static void test_good(void **state)
+{
+	struct srv_config *c;
+	char err[512] = "";
+	int rc = srv_config_parse("good.yaml", good, strlen(good), &c, err, sizeof(err));
+	if (rc)
+		fail_msg("%s", err);
+	assert_string_equal(c->listen_unix, "./var/droverd.sock");
+	assert_string_equal(c->data_dir, "./var");
+	assert_int_equal(c->n_driver_dirs, 1);
+	assert_string_equal(c->driver_dirs[0], "./build/bin");
+	assert_int_equal(c->n_commands, 1);
+	assert_string_equal(c->commands[0].type, "sim2");
+	assert_int_equal(c->commands[0].n_args, 1);
+	assert_string_equal(c->commands[0].args[0], "--flag");
+	assert_null(c->commands[0].args[1]);
+	assert_int_equal(c->n_remotes, 1);
+	assert_string_equal(c->remotes[0].name, "far-sim");
+	assert_string_equal(c->remotes[0].cert, "c.pem");
+	assert_int_equal(c->handshake_timeout_ms, 2500);
+	assert_int_equal(c->offers_timeout_ms, 700);
+	assert_int_equal(c->call_timeout_ms, 10000); /* default kept */
+	assert_int_equal(c->max_tries, 5);
+	assert_int_equal(c->n_projects, 1);
+	assert_int_equal(c->projects[0].n_backends, 2);
+	struct srv_config_backend *b = &c->projects[0].backends[0];
+	/* Plain scalars become JSON numbers/bools/null; quoted ones stay strings. */
+	assert_string_equal(b->config_json,
+	                    "{\"capacity\":4,\"label\":\"007\",\"none\":null,\"price_factor\":1.5,"
+	                    "\"regions\":[\"eu\",\"us\"],\"spot\":true,"
+	                    "\"state_file\":\"./var/s.json\"}");
+	assert_int_equal(b->n_secrets, 1);
+	assert_string_equal(b->secrets[0].name, "api_key");
+	assert_string_equal(b->secrets[0].value, "abc");
+	assert_int_equal(b->line, 14);
+	/* Any type string is accepted; the server keeps no list. */
+	assert_string_equal(c->projects[0].backends[1].type, "never-heard-of-it");
+	assert_string_equal(c->projects[0].backends[1].config_json, "{}");
+	srv_config_free(c);
+}
+
+struct bad_case {
+	const char *yaml;
+	const char *expect; /* substring of the error */
+};
+
+static void test_bad(void **state)
+{
+	const struct bad_case cases[] = {
+	    {"projects:\n  - name: main\n    backends:\n      - {name: a, type: sim}\n      - name: b\n"
+	     "        type: [x]\n",
+	     "bad.yaml:6: projects[0].backends[1].type: expected a string, found a list"},
+	    {"projects:\n  - name: main\n    backends:\n      - {name: a}\n",
+	     "bad.yaml:4: projects[0].backends[0]: missing field 'type'"},
+	    {"drivers:\n  handshake_timeout_ms: soon\n",
+	     "bad.yaml:2: drivers.handshake_timeout_ms: expected an integer, found \"soon\""},
+	    {"drivers:\n  call_timeout_ms: -5\n", "bad.yaml:2: drivers.call_timeout_ms: -5 is out of range"},
+	    {"listen: {unix: a}\nlisen: {}\n", "bad.yaml:2: lisen: unknown field"},
+	    {"projects: {name: main}\n", "bad.yaml:1: projects: expected a list, found a mapping"},
+	    {"projects:\n  - name: a\n  - name: a\n",
+	     "bad.yaml:3: projects[1]: duplicate project name \"a\""},
+	    {"projects:\n  - name: main\n    backends:\n      - {name: a, type: sim, secrets: {k: [1]}}\n",
+	     "bad.yaml:4: projects[0].backends[0].secrets.k: expected a string"},
+	    {"drivers:\n  remote:\n    - {type: sim, address: 127.0.0.1:1}\n",
+	     "bad.yaml:3: drivers.remote[0]: a remote driver needs ca, cert and key"},
+	    {"a: [unclosed\n", "bad.yaml:2: YAML syntax error"},
+	    {"- just\n- a list\n", "bad.yaml:1: (top level): expected a mapping, found a list"},
+	    {"log_level: loud\n", "bad.yaml:1: log_level: expected debug, info, warn or error"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct srv_config *c = NULL;
+		char err[512] = "";
+		int rc =
+		    srv_config_parse("bad.yaml", cases[i].yaml, strlen(cases[i].yaml), &c, err, sizeof(err));
+		if (rc != -1 || !strstr(err, cases[i].expect))
+			fail_msg("case %zu: rc %d, error \"%s\", expected \"%s\"", i, rc, err,
+			         cases[i].expect);
+		assert_null(c);
+	}
+}
+
+static void test_secret_value_not_in_errors(void **state)
+{
+	const char *yaml = "projects:\n  - name: main\n    backends:\n"
+	                   "      - {name: a, type: sim, secrets: {k: topsecretvalue}, bogus: 1}\n";
+	struct srv_config *c = NULL;
+	char err[512] = "";
+	assert_int_equal(srv_config_parse("s.yaml", yaml, strlen(yaml), &c, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "bogus"));
+	assert_null(strstr(err, "topsecretvalue"));
+}
+
+static void test_load_file_and_empty(void **state)
+{
+	char err[512];
+	struct srv_config *c;
+	assert_int_equal(srv_config_load("/nonexistent/droverd.yaml", &c, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "/nonexistent/droverd.yaml: cannot open"));
+	char *dir = tu_tempdir();
+	char *p = tu_join(dir, "empty.yaml");
+	FILE *f = fopen(p, "w");
+	fclose(f);
+	assert_int_equal(srv_config_load(p, &c, err, sizeof(err)), 0);
+	assert_int_equal(c->n_projects, 0);
+	assert_int_equal(c->max_tries, 3);
+	srv_config_free(c);
+	free(p);
+	tu_rmrf(dir);
+	free(dir);
+}
+
+static void test_shipped_config(void **state)
+{
+	char err[512];
+	struct srv_config *c;
+	if (srv_config_load(DROVER_SOURCE_DIR "/config/droverd.yaml", &c, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_true(c->n_projects >= 1);
+	assert_string_equal(c->projects[0].name, "main");
+	srv_config_free(c);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_good),
+	    cmocka_unit_test(test_bad),
+	    cmocka_unit_test(test_secret_value_not_in_errors),
+	    cmocka_unit_test(test_load_file_and_empty),
+	    cmocka_unit_test(test_shipped_config),
+	};
+	return cmocka_run_group_tests_name("server_config", tests, NULL, NULL);
+}
