@@ -545,6 +545,14 @@ int drv_host_spawn(const struct drv_spawn_opts *opts, struct drv_host **out, cha
 		rc = finish_handshake(h, line, err, errlen);
 	if (rc != 0)
 		goto fail_spawned;
+	pthread_mutex_lock(&h->mu);
+	h->quiet = false;
+	bool late = h->exit_held;
+	pthread_mutex_unlock(&h->mu);
+	/* It died right after a good handshake: the exit callback still runs, on the I/O thread as promised.
+	 */
+	if (late)
+		drv__host_io_submit(drv__host_io_late_exit, h, 0);
 	*out = h;
 	return 0;
 

@@ -65,7 +65,13 @@ struct drv_host {
 	uint64_t t_spawn_ns, t_line_ns, t_exit_ns;
 	char tail[DRV_HOST_TAIL_LINES][256]; /* last stderr lines, a ring */
 	unsigned tail_count;
-	bool quiet;       /* spawn failed: no on_exit for a host the caller never saw */
+	/*
+	 * No on_exit until drv_host_spawn succeeded: the caller never sees a host
+	 * whose spawn failed. An exit held back this way is delivered by
+	 * drv__host_io_late_exit once the spawn succeeded.
+	 */
+	bool quiet;
+	bool exit_held;
 	bool closed;      /* drv_host_stop on a remote host */
 	int open_handles; /* uv handles not yet through their close callback */
 };
@@ -87,6 +93,7 @@ void drv__host_io_spawn(struct drv_host *h, int unused);
 void drv__host_io_kill(struct drv_host *h, int signum);
 void drv__host_io_close_stdin(struct drv_host *h, int unused);
 void drv__host_io_close_all(struct drv_host *h, int unused);
+void drv__host_io_late_exit(struct drv_host *h, int unused);
 
 /* Exit code, or 128+signal. Caller holds mu. */
 int drv__host_status_locked(const struct drv_host *h);

@@ -263,6 +263,7 @@ static void on_exit_cb(uv_process_t *p, int64_t exit_status, int term_signal)
 	h->term_signal = term_signal;
 	h->t_exit_ns = drv__host_now_ns();
 	quiet = h->quiet;
+	h->exit_held = quiet;
 	pthread_cond_broadcast(&h->cv);
 	pthread_mutex_unlock(&h->mu);
 	if (h->on_exit && !quiet)
@@ -295,6 +296,9 @@ void drv__host_io_spawn(struct drv_host *h, int unused)
 	stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
 	stdio[2].data.stream = (uv_stream_t *)&h->err;
 
+	pthread_mutex_lock(&h->mu);
+	h->quiet = true;
+	pthread_mutex_unlock(&h->mu);
 	memset(&o, 0, sizeof(o));
 	o.file = h->path;
 	o.args = h->argv;
@@ -338,6 +342,12 @@ void drv__host_io_kill(struct drv_host *h, int signum)
 	pthread_mutex_unlock(&h->mu);
 	if (running)
 		uv_process_kill(&h->proc, signum);
+}
+
+void drv__host_io_late_exit(struct drv_host *h, int unused)
+{
+	if (h->on_exit)
+		h->on_exit(h->ud, h->name, h->exit_status, h->term_signal);
 }
 
 void drv__host_io_close_stdin(struct drv_host *h, int unused)

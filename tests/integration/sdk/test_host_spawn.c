@@ -1,0 +1,328 @@
+/*
+ * drv_host_spawn against real misbehaving processes (tests/fixtures/drivers/hs-*.c):
+ * every handshake fault gives its own code and a message naming the driver,
+ * the child is reaped, the environment is an allowlist, and stop escalates
+ * from SIGTERM to SIGKILL.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "sdk_test.h"
+
+#ifndef FIXTURE_DIR
+#error FIXTURE_DIR must name the directory of the fixture-driver-* programs
+#endif
+
+static char fixture_path[512];
+
+static const char *fixture(const char *name)
+{
+	snprintf(fixture_path, sizeof(fixture_path), "%s/fixture-driver-%s", FIXTURE_DIR, name);
+	return fixture_path;
+}
+
+/* Number of our children that are still around (zombies included): spawn failures must reap. */
+static int count_children(void)
+{
+	char path[64], buf[4096];
+	int n = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/self/task/%d/children", (int)getpid());
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fscanf(f, "%4095s", buf) == 1)
+		n++;
+	fclose(f);
+	return n;
+}
+
+/* Spawns a fixture that must fail; checks code, driver name and that nothing is left behind. */
+static void spawn_fails(const char *name, int timeout_ms, int want, const char *want_text, char *err,
+                        size_t errlen)
+{
+	struct lines l;
+	struct drv_host *h = NULL;
+	int before = count_children();
+
+	lines_init(&l);
+	struct drv_spawn_opts o = {
+	    .path = fixture(name),
+	    .handshake_timeout_ms = timeout_ms,
+	    .on_stderr = lines_cb,
+	    .on_exit = lines_exit_cb,
+	    .ud = &l,
+	};
+	int rc = drv_host_spawn(&o, &h, err, errlen);
+	assert_rc(rc, want, err);
+	assert_null(h);
+	assert_contains(err, "driver 'fixture-driver-");
+	assert_contains(err, name);
+	assert_contains(err, fixture_path);
+	assert_contains(err, want_text);
+	assert_int_equal(count_children(), before);
+	/* The caller never saw the host, so it gets no exit callback for it. */
+	assert_int_equal(l.exits, 0);
+	lines_free(&l);
+}
+
+static void test_garbage_line(void **state)
+{
+	char err[1024];
+
+	spawn_fails("hs-garbage", 2000, DRV_EHANDSHAKE, "garbage handshake line \"hello\"", err, sizeof(err));
+	/* The parse error says what is wrong with it, not just that it is wrong. */
+	assert_contains(err, "5 '|'-separated fields");
+}
+
+static void test_silent_times_out(void **state)
+{
+	char err[1024];
+	double t0 = now_ms();
+
+	spawn_fails("hs-silent", 300, DRV_EDEADLINE, "handshake timed out after 300 ms", err, sizeof(err));
+	double took = now_ms() - t0;
+	assert_true(took >= 290);
+	assert_true(took < 2000);
+	/* What the driver said meanwhile helps the operator; it is part of the error. */
+	assert_contains(err, "thinking about it");
+}
+
+static void test_early_exit(void **state)
+{
+	char err[1024];
+	double t0 = now_ms();
+
+	spawn_fails("hs-early-exit", 5000, DRV_EHANDSHAKE, "exited with status 1 before its handshake", err,
+	            sizeof(err));
+	assert_contains(err, "the provider SDK is missing");
+	/* An early exit is reported at once, not after the handshake timeout. */
+	assert_true(now_ms() - t0 < 1500);
+}
+
+static void test_wrong_protocol(void **state)
+{
+	char err[1024];
+
+	spawn_fails("hs-wrong-proto", 2000, DRV_EPROTOCOL, "speaks protocol 2, we speak 1", err, sizeof(err));
+}
+
+static void test_no_listener(void **state)
+{
+	char err[1024];
+
+	spawn_fails("hs-no-listener", 2000, DRV_EHANDSHAKE, "nobody answers", err, sizeof(err));
+	assert_contains(err, "nobody.sock");
+}
+
+static void test_missing_binary(void **state)
+{
+	struct drv_host *h = NULL;
+	char err[512];
+	struct drv_spawn_opts o = {.path = "/nonexistent/drover-driver-nope", .name = "nope"};
+
+	assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), DRV_ESYSTEM, err);
+	assert_contains(err, "driver 'nope' (/nonexistent/drover-driver-nope): cannot start");
+	assert_null(h);
+}
+
+static void test_bad_options(void **state)
+{
+	struct drv_host *h = NULL;
+	char err[512];
+	const char *extra[] = {"NO_EQUALS_SIGN", NULL};
+	const char *allow[] = {"BAD NAME", NULL};
+	struct drv_spawn_opts o = {.path = fixture("hs-env"), .name = "env", .env_extra = extra};
+
+	assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), DRV_EINVAL, err);
+	assert_contains(err, "env_extra entry \"NO_EQUALS_SIGN\"");
+	o.env_extra = NULL;
+	o.env_allow = allow;
+	assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), DRV_EINVAL, err);
+	assert_contains(err, "\"BAD NAME\"");
+	assert_rc(drv_host_spawn(NULL, &h, err, sizeof(err)), DRV_EINVAL, err);
+	assert_null(h);
+	drv_host_free(NULL);
+}
+
+/* Returns the value of "env NAME=value" from the collected lines, or NULL. */
+static const char *env_value(struct lines *l, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (int i = 0; i < l->n; i++)
+		if (strncmp(l->v[i], "env ", 4) == 0 && strncmp(l->v[i] + 4, name, n) == 0 &&
+		    l->v[i][4 + n] == '=')
+			return l->v[i] + 4 + n + 1;
+	return NULL;
+}
+
+static void test_env_allowlist(void **state)
+{
+	struct lines l;
+	struct drv_host *h = NULL;
+	char err[512], line[256];
+	const char *allow[] = {"DROVER_TEST_ALLOWED", NULL};
+	const char *extra[] = {"DROVER_TEST_EXTRA=42", "DROVER_SOCKET_DIR=/tmp/hijack", NULL};
+	struct stat sb;
+	int status = -1;
+
+	setenv("DROVER_TEST_SECRET", "hunter2", 1);
+	setenv("DROVER_TEST_ALLOWED", "yes", 1);
+	setenv("PATH", "/usr/bin:/bin", 1);
+	lines_init(&l);
+	struct drv_spawn_opts o = {
+	    .path = fixture("hs-env"),
+	    .env_allow = allow,
+	    .env_extra = extra,
+	    .on_stderr = lines_cb,
+	    .ud = &l,
+	};
+	assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), 0, err);
+	assert_true(lines_wait(&l, "env-end", true, 3000));
+	pthread_mutex_lock(&l.mu);
+	assert_false(lines_has_locked(&l, "env DROVER_TEST_SECRET", false));
+	assert_true(lines_has_locked(&l, "env PATH", true));
+	assert_string_equal(env_value(&l, "DROVER_TEST_ALLOWED"), "yes");
+	assert_string_equal(env_value(&l, "DROVER_TEST_EXTRA"), "42");
+	assert_string_equal(env_value(&l, DRV_MAGIC_COOKIE_KEY), DRV_MAGIC_COOKIE_VALUE);
+	/* Our socket dir wins over an env_extra entry of the same name. */
+	const char *dir = env_value(&l, "DROVER_SOCKET_DIR");
+	assert_non_null(dir);
+	assert_string_not_equal(dir, "/tmp/hijack");
+	snprintf(line, sizeof(line), "%s", dir);
+	for (int i = 0; i < l.n; i++) {
+		/* Nothing beyond the allowlist, the extras and our two variables reaches the driver. */
+		const char *ok[] = {"env PATH",
+		                    "env HOME",
+		                    "env LANG",
+		                    "env LC_ALL",
+		                    "env TZ",
+		                    "env TMPDIR",
+		                    "env DROVER_TEST_ALLOWED=",
+		                    "env DROVER_TEST_EXTRA=",
+		                    "env DROVER_MAGIC_COOKIE=",
+		                    "env DROVER_SOCKET_DIR=",
+		                    "env-end",
+		                    NULL};
+		bool allowed = strncmp(l.v[i], "env", 3) != 0;
+		for (int k = 0; ok[k] && !allowed; k++)
+			allowed = strncmp(l.v[i], ok[k], strlen(ok[k])) == 0;
+		if (!allowed)
+			fail_msg("driver saw a variable outside the allowlist: %s", l.v[i]);
+	}
+	pthread_mutex_unlock(&l.mu);
+
+	/* The socket directory is private and is where the driver listens. */
+	assert_int_equal(stat(line, &sb), 0);
+	assert_true(S_ISDIR(sb.st_mode));
+	assert_int_equal(sb.st_mode & 0777, 0700);
+	assert_contains(drv_host_handshake(h), line);
+	assert_contains(drv_host_target(h), "unix:");
+	assert_string_equal(drv_host_name(h), "fixture-driver-hs-env");
+	assert_true(drv_host_pid(h) > 0);
+	assert_true(drv_host_alive(h));
+	assert_true(drv_host_handshake_ms(h) > 0);
+
+	/* stdin EOF is the parent-death signal: the driver exits by itself. */
+	drv_host_close_stdin(h);
+	assert_rc(drv_host_wait(h, 3000, &status), 0, "driver did not exit after stdin EOF");
+	assert_int_equal(status, 0);
+	assert_false(drv_host_alive(h));
+	drv_host_free(h);
+	/* drv_host_free removes the socket directory. */
+	assert_int_equal(stat(line, &sb), -1);
+	assert_int_equal(errno, ENOENT);
+	unsetenv("DROVER_TEST_SECRET");
+	lines_free(&l);
+}
+
+static void test_stop_escalates_to_sigkill(void **state)
+{
+	struct lines l;
+	struct drv_host *h = NULL;
+	struct drv_status st;
+	char err[512];
+	int status = -1;
+
+	lines_init(&l);
+	struct drv_spawn_opts o = {
+	    .path = fixture("hs-ignore-term"), .name = "stubborn", .on_exit = lines_exit_cb, .ud = &l};
+	assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), 0, err);
+	pid_t pid = drv_host_pid(h);
+	double t0 = now_ms();
+	assert_rc(drv_host_stop(h, 200, &status), DRV_EDEADLINE, "SIGTERM should have been ignored");
+	double took = now_ms() - t0;
+	assert_true(took >= 190);
+	assert_true(took < 3000);
+	assert_int_equal(status, 128 + SIGKILL);
+	assert_int_equal(lines_wait_exit(&l, 2000), 1);
+	assert_int_equal(l.term_signal, SIGKILL);
+	/* Reaped: the pid is no child of ours any more. */
+	assert_int_equal(waitpid(pid, NULL, WNOHANG), -1);
+	assert_int_equal(errno, ECHILD);
+
+	/* A dead driver fails calls at once, saying what happened. */
+	drv_get_info_request req = DROVER__COMPUTE__V1__GET_INFO_REQUEST__INIT;
+	drv_get_info_response *resp = (void *)1;
+	t0 = now_ms();
+	assert_rc(drv_host_get_info(h, &req, &resp, 5000, &st), DRV_EUNAVAILABLE, st.message);
+	assert_true(now_ms() - t0 < 50);
+	assert_null(resp);
+	assert_int_equal(st.code, DRV_EUNAVAILABLE);
+	assert_contains(st.message, "driver stubborn was killed by signal 9");
+	assert_rc(drv_host_health(h, 1000, &st), DRV_EUNAVAILABLE, st.message);
+
+	/* Stop on a dead host reports the same status again without waiting. */
+	assert_rc(drv_host_stop(h, 1000, &status), 0, "second stop");
+	assert_int_equal(status, 128 + SIGKILL);
+	drv_host_free(h);
+	lines_free(&l);
+}
+
+/* Without on_stderr, lines go to our stderr prefixed with the driver's name. */
+static void test_default_stderr_prefix(void **state)
+{
+	char tmpl[] = "/tmp/drover-test-stderr-XXXXXX", buf[4096] = "", err[1024];
+	struct drv_host *h = NULL;
+	int fd = mkstemp(tmpl), saved = dup(2);
+
+	assert_true(fd >= 0);
+	fflush(stderr);
+	dup2(fd, 2);
+	struct drv_spawn_opts o = {.path = fixture("hs-early-exit"), .name = "early"};
+	int rc = drv_host_spawn(&o, &h, err, sizeof(err));
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	assert_rc(rc, DRV_EHANDSHAKE, err);
+	ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+	close(fd);
+	unlink(tmpl);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_contains(buf, "[early] hs-early-exit: cannot start: the provider SDK is missing\n");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_garbage_line),
+	    cmocka_unit_test(test_silent_times_out),
+	    cmocka_unit_test(test_early_exit),
+	    cmocka_unit_test(test_wrong_protocol),
+	    cmocka_unit_test(test_no_listener),
+	    cmocka_unit_test(test_missing_binary),
+	    cmocka_unit_test(test_bad_options),
+	    cmocka_unit_test(test_env_allowlist),
+	    cmocka_unit_test(test_stop_escalates_to_sigkill),
+	    cmocka_unit_test(test_default_stderr_prefix),
+	};
+	/* A test that dies must not leave fixture drivers behind: they exit on stdin EOF. */
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
