@@ -1,0 +1,150 @@
+/*
+ * Helpers shared by the two halves of the gRPC transport (rpc_server.c and
+ * rpc_client.c). This header and those two files are the only places of the
+ * SDK that see gRPC C core types.
+ */
+#ifndef DRV_RPC_GRPC_H
+#define DRV_RPC_GRPC_H
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/support/time.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "drover/types.h"
+
+/* Both sides accept messages this large by default: 10,000 offers are ~1.3 MB, far over gRPC's 4 MiB cap for
+ * more. */
+#define DRV__RPC_DEFAULT_MAX_MESSAGE ((size_t)64 << 20)
+
+/* The timeout of a call given no timeout. */
+#define DRV__RPC_DEFAULT_TIMEOUT_MS 30000
+
+static inline void drv__rpc_seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static inline void drv__rpc_seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	if (!err || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static inline int drv__rpc_max_message(size_t opt)
+{
+	if (opt == 0)
+		return (int)DRV__RPC_DEFAULT_MAX_MESSAGE;
+	/* gRPC takes an int; anything larger means "no practical limit". */
+	if (opt > (size_t)0x7fffffff)
+		return 0x7fffffff;
+	return (int)opt;
+}
+
+/* An absolute monotonic deadline `ms` from now. */
+static inline gpr_timespec drv__rpc_deadline(int64_t ms)
+{
+	return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(ms, GPR_TIMESPAN));
+}
+
+/*
+ * Packs `msg` into a new byte buffer with a single allocation of exactly its
+ * packed size. Returns NULL when out of memory.
+ */
+static inline grpc_byte_buffer *drv__rpc_pack(const ProtobufCMessage *msg)
+{
+	size_t n = protobuf_c_message_get_packed_size(msg);
+	grpc_slice s = grpc_slice_malloc(n);
+	protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
+	grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+	grpc_slice_unref(s);
+	return bb;
+}
+
+/*
+ * Unpacks a received byte buffer as a message of type `desc`, or NULL when the
+ * bytes are not a valid message of that type. A buffer that arrived in one
+ * uncompressed slice (the common case for small messages) is parsed in place;
+ * otherwise the slices are joined once.
+ */
+static inline ProtobufCMessage *drv__rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb)
+{
+	if (!bb)
+		return NULL;
+	if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
+	    bb->data.raw.slice_buffer.count <= 1) {
+		if (bb->data.raw.slice_buffer.count == 0)
+			return protobuf_c_message_unpack(desc, NULL, 0, (const uint8_t *)"");
+		grpc_slice s = bb->data.raw.slice_buffer.slices[0];
+		return protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+	}
+	grpc_byte_buffer_reader r;
+	if (!grpc_byte_buffer_reader_init(&r, bb))
+		return NULL;
+	grpc_slice all = grpc_byte_buffer_reader_readall(&r);
+	grpc_byte_buffer_reader_destroy(&r);
+	ProtobufCMessage *m =
+	    protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+	grpc_slice_unref(all);
+	return m;
+}
+
+/*
+ * Reads a whole (PEM) file into a NUL-terminated heap string. TLS material is
+ * small; a limit keeps a wrong path (e.g. /dev/zero) from eating memory.
+ */
+static inline int drv__rpc_read_file(const char *what, const char *path, char **out, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		drv__rpc_seterr(err, errlen, "cannot read %s '%s': %s", what, path, strerror(errno));
+		return DRV_EINVAL;
+	}
+	size_t cap = 4096, len = 0;
+	char *buf = malloc(cap + 1);
+	while (buf) {
+		size_t n = fread(buf + len, 1, cap - len, f);
+		len += n;
+		if (n == 0)
+			break;
+		if (len == cap) {
+			if (cap >= ((size_t)1 << 20)) {
+				free(buf);
+				fclose(f);
+				drv__rpc_seterr(err, errlen, "%s '%s' is larger than 1 MiB", what, path);
+				return DRV_EINVAL;
+			}
+			cap *= 2;
+			char *nb = realloc(buf, cap + 1);
+			if (!nb)
+				free(buf);
+			buf = nb;
+		}
+	}
+	int rerr = ferror(f);
+	fclose(f);
+	if (!buf) {
+		drv__rpc_seterr(err, errlen, "out of memory reading %s '%s'", what, path);
+		return DRV_ENOMEM;
+	}
+	if (rerr || len == 0) {
+		free(buf);
+		drv__rpc_seterr(err, errlen, "%s '%s' is empty or unreadable", what, path);
+		return DRV_EINVAL;
+	}
+	buf[len] = '\0';
+	*out = buf;
+	return 0;
+}
+
+#endif

@@ -1,0 +1,744 @@
+/*
+ * Tests of the gRPC transport (driver-sdk/src/rpc_server.c, rpc_client.c):
+ * a real server on a real unix socket and on 127.0.0.1, real clients,
+ * real mutual TLS with certificates made by gen-certs.sh at run time.
+ *
+ * The served service is grpc.health.v1.Health; the request's `service`
+ * string tells the handler how to behave ("err", "hang", "defer", "slow:N",
+ * "md"), so one handler covers every case. A hand-built "test.Echo" service
+ * reuses the health messages to move large payloads and to send a request
+ * the server cannot parse.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "drover/rpc.h"
+#include "grpc/health/v1/health.pb-c.h"
+
+typedef Grpc__Health__V1__HealthCheckRequest hc_req;
+typedef Grpc__Health__V1__HealthCheckResponse hc_resp;
+#define SERVING GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+
+static const ProtobufCServiceDescriptor *health = &grpc__health__v1__health__descriptor;
+
+/* test.Echo/Echo: HealthCheckRequest in and out (the string grows to the asked size). */
+static const ProtobufCMethodDescriptor echo_methods[] = {
+    {"Echo", &grpc__health__v1__health_check_request__descriptor,
+     &grpc__health__v1__health_check_request__descriptor},
+};
+static const unsigned echo_index[] = {0};
+static const ProtobufCServiceDescriptor echo_service = {PROTOBUF_C__SERVICE_DESCRIPTOR_MAGIC,
+                                                        "test.Echo",
+                                                        "Echo",
+                                                        "Test__Echo",
+                                                        "test",
+                                                        1,
+                                                        echo_methods,
+                                                        echo_index};
+
+/*
+ * The health service seen through the wrong glasses: Check sends a
+ * HealthCheckResponse (a varint field 1) where the server expects a string
+ * field 1, which protobuf-c refuses to parse; Nope does not exist.
+ */
+static const ProtobufCMethodDescriptor wrong_methods[] = {
+    {"Check", &grpc__health__v1__health_check_response__descriptor,
+     &grpc__health__v1__health_check_response__descriptor},
+    {"Nope", &grpc__health__v1__health_check_request__descriptor,
+     &grpc__health__v1__health_check_response__descriptor},
+};
+static const unsigned wrong_index[] = {0, 1};
+static const ProtobufCServiceDescriptor wrong_health = {PROTOBUF_C__SERVICE_DESCRIPTOR_MAGIC,
+                                                        "grpc.health.v1.Health",
+                                                        "Health",
+                                                        "X",
+                                                        "grpc.health.v1",
+                                                        2,
+                                                        wrong_methods,
+                                                        wrong_index};
+
+static char tmpdir[256];
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+}
+
+/* ---- the server side ---- */
+
+static pthread_mutex_t hung_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct drv_rpc_call *hung_call; /* the "hang" call, kept unanswered */
+static atomic_int handler_calls;
+
+static void reply_serving(struct drv_rpc_call *call)
+{
+	hc_resp r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+	r.status = SERVING;
+	drv_rpc_reply(call, 0, NULL, &r.base);
+}
+
+static void *defer_thread(void *arg)
+{
+	sleep_ms(20);
+	reply_serving(arg);
+	return NULL;
+}
+
+static void health_check(void *ud, struct drv_rpc_call *call, const ProtobufCMessage *msg)
+{
+	const hc_req *req = (const hc_req *)msg;
+	const char *s = req->service;
+	atomic_fetch_add(&handler_calls, 1);
+	if (strcmp(s, "err") == 0) {
+		drv_rpc_reply(call, DRV_ENOTFOUND, "no such service: err", NULL);
+	} else if (strcmp(s, "hang") == 0) {
+		pthread_mutex_lock(&hung_lock);
+		hung_call = call;
+		pthread_mutex_unlock(&hung_lock);
+	} else if (strcmp(s, "defer") == 0) {
+		pthread_t t;
+		if (pthread_create(&t, NULL, defer_thread, call) != 0)
+			drv_rpc_reply(call, DRV_ESYSTEM, "pthread_create failed", NULL);
+		else
+			pthread_detach(t);
+	} else if (strncmp(s, "slow:", 5) == 0) {
+		sleep_ms(atoi(s + 5));
+		reply_serving(call);
+	} else if (strcmp(s, "md") == 0) {
+		const char *a = drv_rpc_call_metadata(call, "authorization");
+		const char *x = drv_rpc_call_metadata(call, "x-request-id");
+		char buf[256];
+		if (a && strcmp(a, "Bearer t0k3n") == 0 && x && strcmp(x, "42") == 0 &&
+		    strcmp(drv_rpc_call_method(call), "Check") == 0 && drv_rpc_call_time_left_ms(call) > 0 &&
+		    drv_rpc_call_time_left_ms(call) <= 5050 && drv_rpc_call_peer(call)[0] != '\0') {
+			reply_serving(call);
+		} else {
+			snprintf(buf, sizeof(buf), "saw authorization=%s x-request-id=%s", a ? a : "(none)",
+			         x ? x : "(none)");
+			drv_rpc_reply(call, DRV_EPERM, buf, NULL);
+		}
+	} else {
+		reply_serving(call);
+	}
+}
+
+static void echo(void *ud, struct drv_rpc_call *call, const ProtobufCMessage *msg)
+{
+	const hc_req *req = (const hc_req *)msg;
+	/* "size:N" asks for a reply of N bytes; otherwise the request comes back. */
+	hc_req r = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	char *big = NULL;
+	if (strncmp(req->service, "size:", 5) == 0) {
+		size_t n = strtoul(req->service + 5, NULL, 10);
+		big = malloc(n + 1);
+		for (size_t i = 0; i < n; i++)
+			big[i] = (char)('a' + i % 26);
+		big[n] = '\0';
+		r.service = big;
+	} else {
+		r.service = req->service;
+	}
+	drv_rpc_reply(call, 0, NULL, &r.base);
+	free(big);
+}
+
+struct fixture {
+	struct drv_rpc_server *srv;
+	struct drv_rpc_channel *ch;
+	char address[300];
+	char target[300];
+};
+
+static int start_server(struct fixture *f, const struct drv_rpc_server_opts *o, unsigned check_flags)
+{
+	char err[256] = "";
+	int rc = drv_rpc_server_new(o, &f->srv, err, sizeof(err));
+	if (rc != 0) {
+		fprintf(stderr, "server_new: %s\n", err);
+		return rc;
+	}
+	assert_int_equal(drv_rpc_server_add(f->srv, health, 0, health_check, NULL, check_flags), 0);
+	assert_int_equal(drv_rpc_server_add(f->srv, &echo_service, 0, echo, NULL, DRV_RPC_INLINE), 0);
+	int port = -1;
+	rc = drv_rpc_server_start(f->srv, &port, err, sizeof(err));
+	if (rc != 0) {
+		fprintf(stderr, "server_start: %s\n", err);
+		return rc;
+	}
+	if (strncmp(o->address, "unix:", 5) == 0) {
+		assert_int_equal(port, 0);
+		snprintf(f->target, sizeof(f->target), "%s", o->address);
+	} else {
+		assert_true(port > 0);
+		snprintf(f->target, sizeof(f->target), "127.0.0.1:%d", port);
+	}
+	return 0;
+}
+
+static void open_channel(struct fixture *f)
+{
+	char err[256] = "";
+	struct drv_rpc_channel_opts co = {.target = f->target};
+	int rc = drv_rpc_channel_new(&co, &f->ch, err, sizeof(err));
+	if (rc != 0)
+		fail_msg("channel_new: %s", err);
+}
+
+static int setup_unix(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	snprintf(f->address, sizeof(f->address), "unix:%s/s.sock", tmpdir);
+	struct drv_rpc_server_opts o = {.address = f->address};
+	if (start_server(f, &o, DRV_RPC_INLINE) != 0)
+		return -1;
+	open_channel(f);
+	*state = f;
+	return 0;
+}
+
+static int setup_tcp(void **state)
+{
+	struct fixture *f = calloc(1, sizeof(*f));
+	snprintf(f->address, sizeof(f->address), "127.0.0.1:0");
+	struct drv_rpc_server_opts o = {.address = f->address, .workers = 4};
+	if (start_server(f, &o, 0) != 0)
+		return -1;
+	open_channel(f);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *f = *state;
+	/* Answer a call a test left hanging, as its handler's owner would. */
+	pthread_mutex_lock(&hung_lock);
+	struct drv_rpc_call *h = hung_call;
+	hung_call = NULL;
+	pthread_mutex_unlock(&hung_lock);
+	if (h)
+		drv_rpc_reply(h, DRV_ECANCELLED, "test over", NULL);
+	drv_rpc_channel_free(f->ch);
+	drv_rpc_server_free(f->srv);
+	free(f);
+	return 0;
+}
+
+static int check(struct drv_rpc_channel *ch, const char *service, int timeout_ms,
+                 const struct drv_rpc_metadata *md, struct drv_status *st)
+{
+	hc_req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = (char *)service;
+	ProtobufCMessage *resp = NULL;
+	int rc = drv_rpc_call(ch, health, 0, &req.base, &resp, timeout_ms, md, st);
+	if (rc == 0) {
+		assert_non_null(resp);
+		assert_ptr_equal(resp->descriptor, &grpc__health__v1__health_check_response__descriptor);
+		assert_int_equal(((hc_resp *)resp)->status, SERVING);
+		protobuf_c_message_free_unpacked(resp, NULL);
+	} else {
+		assert_null(resp);
+	}
+	return rc;
+}
+
+/* ---- tests ---- */
+
+static void test_ok(void **state)
+{
+	struct fixture *f = *state;
+	struct drv_status st;
+	for (int i = 0; i < 50; i++) {
+		assert_int_equal(check(f->ch, "", 5000, NULL, &st), 0);
+		assert_int_equal(st.code, 0);
+	}
+}
+
+static void test_error_reaches_client(void **state)
+{
+	struct fixture *f = *state;
+	struct drv_status st;
+	assert_int_equal(check(f->ch, "err", 5000, NULL, &st), DRV_ENOTFOUND);
+	assert_int_equal(st.code, DRV_ENOTFOUND);
+	assert_string_equal(st.message, "no such service: err");
+}
+
+static void test_unknown_method(void **state)
+{
+	struct fixture *f = *state;
+	struct drv_status st;
+	hc_req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	ProtobufCMessage *resp = NULL;
+	int64_t t0 = now_ms();
+	int rc = drv_rpc_call(f->ch, &wrong_health, 1, &req.base, &resp, 5000, NULL, &st);
+	int64_t took = now_ms() - t0;
+	assert_int_equal(rc, DRV_EUNIMPLEMENTED);
+	assert_null(resp);
+	assert_non_null(strstr(st.message, "/grpc.health.v1.Health/Nope"));
+	assert_true(took < 1000);
+}
+
+static void test_unparsable_request(void **state)
+{
+	struct fixture *f = *state;
+	struct drv_status st;
+	hc_resp req = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
+	req.status = SERVING;
+	ProtobufCMessage *resp = NULL;
+	int before = atomic_load(&handler_calls);
+	int rc = drv_rpc_call(f->ch, &wrong_health, 0, &req.base, &resp, 5000, NULL, &st);
+	assert_int_equal(rc, DRV_EINVAL);
+	assert_non_null(strstr(st.message, "grpc.health.v1.HealthCheckRequest"));
+	assert_int_equal(atomic_load(&handler_calls), before);
+	/* The server is unharmed. */
+	assert_int_equal(check(f->ch, "", 5000, NULL, &st), 0);
+}
+
+static void test_deadline(void **state)
+{
+	struct fixture *f = *state;
+	struct drv_status st;
+	int64_t t0 = now_ms();
+	assert_int_equal(check(f->ch, "hang", 50, NULL, &st), DRV_EDEADLINE);
+	int64_t took = now_ms() - t0;
+	assert_true(took >= 45);
+	assert_true(took < 300);
+	/* The server learns the call is over and keeps serving others. */
+	assert_int_equal(check(f->ch, "", 5000, NULL, &st), 0);
+	pthread_mutex_lock(&hung_lock);
+	struct drv_rpc_call *h = hung_call;
+	hung_call = NULL;
+	pthread_mutex_unlock(&hung_lock);
+	assert_non_null(h);
+	int64_t until = now_ms() + 2000;
+	while (!drv_rpc_call_cancelled(h) && now_ms() < until)
+		sleep_ms(2);
+	assert_true(drv_rpc_call_cancelled(h));
+	assert_true(drv_rpc_call_time_left_ms(h) <= 0);
+	/* Replying to a call the client gave up on is harmless. */
+	reply_serving(h);
+	assert_int_equal(check(f->ch, "", 5000, NULL, &st), 0);
+}
+
+static void test_deferred_reply(void **state)
+{
+	struct fixture *f = *state;
+	struct drv_status st;
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(check(f->ch, "defer", 5000, NULL, &st), 0);
+}
+
+static void test_metadata(void **state)
+{
+	struct fixture *f = *state;
+	struct drv_status st;
+	const struct drv_rpc_metadata md[] = {
+	    {"authorization", "Bearer t0k3n"}, {"x-request-id", "42"}, {NULL, NULL}};
+	int rc = check(f->ch, "md", 5000, md, &st);
+	if (rc != 0)
+		fail_msg("metadata call: %s", st.message);
+	/* Without it the handler refuses, so the check above can fail. */
+	assert_int_equal(check(f->ch, "md", 5000, NULL, &st), DRV_EPERM);
+	assert_non_null(strstr(st.message, "authorization=(none)"));
+	/* Upper-case keys are not valid HTTP/2 metadata: a clear local error. */
+	const struct drv_rpc_metadata bad[] = {{"Authorization", "x"}, {NULL, NULL}};
+	assert_int_equal(check(f->ch, "", 5000, bad, &st), DRV_EINVAL);
+	assert_non_null(strstr(st.message, "metadata"));
+}
+
+struct worker_arg {
+	struct drv_rpc_channel *ch;
+	const char *service;
+	int calls;
+	int ok;
+};
+
+static void *call_loop(void *arg)
+{
+	struct worker_arg *w = arg;
+	struct drv_status st;
+	for (int i = 0; i < w->calls; i++)
+		if (check(w->ch, w->service, 10000, NULL, &st) == 0)
+			w->ok++;
+	return NULL;
+}
+
+static void test_concurrent(void **state)
+{
+	struct fixture *f = *state;
+	pthread_t t[16];
+	struct worker_arg w[16];
+	/* 16 calls answered 20 ms later each, all at once: one after another would take 320 ms. */
+	int64_t t0 = now_ms();
+	for (int i = 0; i < 16; i++) {
+		w[i] = (struct worker_arg){.ch = f->ch, .service = "defer", .calls = 1};
+		assert_int_equal(pthread_create(&t[i], NULL, call_loop, &w[i]), 0);
+	}
+	for (int i = 0; i < 16; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(w[i].ok, 1);
+	}
+	assert_true(now_ms() - t0 < 250);
+	for (int i = 0; i < 16; i++) {
+		w[i] = (struct worker_arg){.ch = f->ch, .service = "", .calls = 200};
+		assert_int_equal(pthread_create(&t[i], NULL, call_loop, &w[i]), 0);
+	}
+	for (int i = 0; i < 16; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(w[i].ok, 200);
+	}
+}
+
+struct async_state {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int done;
+	int ok;
+	int not_found;
+};
+
+static void async_done(void *ud, int code, const char *message, ProtobufCMessage *resp)
+{
+	struct async_state *a = ud;
+	pthread_mutex_lock(&a->lock);
+	if (code == 0 && resp && ((hc_resp *)resp)->status == SERVING)
+		a->ok++;
+	if (code == DRV_ENOTFOUND && strcmp(message, "no such service: err") == 0)
+		a->not_found++;
+	a->done++;
+	pthread_cond_signal(&a->cond);
+	pthread_mutex_unlock(&a->lock);
+	if (resp)
+		protobuf_c_message_free_unpacked(resp, NULL);
+}
+
+static void test_async(void **state)
+{
+	struct fixture *f = *state;
+	struct async_state a = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+	hc_req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = "";
+	const struct drv_rpc_metadata md[] = {{"authorization", "Bearer t0k3n"}, {NULL, NULL}};
+	for (int i = 0; i < 16; i++)
+		assert_int_equal(drv_rpc_call_async(f->ch, health, 0, &req.base, 5000, md, async_done, &a),
+		                 0);
+	req.service = "err";
+	assert_int_equal(drv_rpc_call_async(f->ch, health, 0, &req.base, 5000, NULL, async_done, &a), 0);
+	pthread_mutex_lock(&a.lock);
+	while (a.done < 17)
+		pthread_cond_wait(&a.cond, &a.lock);
+	pthread_mutex_unlock(&a.lock);
+	assert_int_equal(a.ok, 16);
+	assert_int_equal(a.not_found, 1);
+}
+
+static void test_large(void **state)
+{
+	struct fixture *f = *state;
+	struct drv_status st;
+	size_t n = 9u << 20;
+	char ask[32];
+	snprintf(ask, sizeof(ask), "size:%zu", n);
+	hc_req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = ask;
+	ProtobufCMessage *resp = NULL;
+	int rc = drv_rpc_call(f->ch, &echo_service, 0, &req.base, &resp, 10000, NULL, &st);
+	if (rc != 0)
+		fail_msg("large response: %s", st.message);
+	const char *s = ((hc_req *)resp)->service;
+	assert_int_equal(strlen(s), n);
+	assert_int_equal(s[n - 1], 'a' + (n - 1) % 26);
+	protobuf_c_message_free_unpacked(resp, NULL);
+	/* And a large request comes back intact. */
+	char *big = malloc(n + 1);
+	memset(big, 'x', n);
+	big[n] = '\0';
+	req.service = big;
+	rc = drv_rpc_call(f->ch, &echo_service, 0, &req.base, &resp, 10000, NULL, &st);
+	if (rc != 0)
+		fail_msg("large request: %s", st.message);
+	assert_int_equal(strlen(((hc_req *)resp)->service), n);
+	protobuf_c_message_free_unpacked(resp, NULL);
+	free(big);
+}
+
+static void *slow_caller(void *arg)
+{
+	struct worker_arg *w = arg;
+	call_loop(w);
+	return NULL;
+}
+
+static void test_shutdown_grace(void **state)
+{
+	struct fixture *f = *state;
+	pthread_t t;
+	struct worker_arg w = {.ch = f->ch, .service = "slow:200", .calls = 1};
+	assert_int_equal(pthread_create(&t, NULL, slow_caller, &w), 0);
+	sleep_ms(50);
+	int64_t t0 = now_ms();
+	drv_rpc_server_shutdown(f->srv, 3000);
+	int64_t took = now_ms() - t0;
+	pthread_join(t, NULL);
+	/* The call in flight finished normally, well within the grace. */
+	assert_int_equal(w.ok, 1);
+	assert_true(took < 1500);
+	/* Idempotent, and new calls fail fast. */
+	drv_rpc_server_shutdown(f->srv, 3000);
+	struct drv_status st;
+	assert_int_equal(check(f->ch, "", 5000, NULL, &st), DRV_EUNAVAILABLE);
+}
+
+static void test_shutdown_cancels_after_grace(void **state)
+{
+	struct fixture *f = *state;
+	pthread_t t;
+	struct worker_arg w = {.ch = f->ch, .service = "hang", .calls = 1};
+	assert_int_equal(pthread_create(&t, NULL, slow_caller, &w), 0);
+	int64_t until = now_ms() + 2000;
+	for (;;) {
+		pthread_mutex_lock(&hung_lock);
+		bool there = hung_call != NULL;
+		pthread_mutex_unlock(&hung_lock);
+		if (there || now_ms() > until)
+			break;
+		sleep_ms(1);
+	}
+	int64_t t0 = now_ms();
+	drv_rpc_server_shutdown(f->srv, 100);
+	int64_t took = now_ms() - t0;
+	pthread_join(t, NULL);
+	assert_int_equal(w.ok, 0);
+	assert_true(took >= 90);
+	assert_true(took < 1500);
+	/* The handler still holds its call; it sees the cancellation and may reply late. */
+	pthread_mutex_lock(&hung_lock);
+	struct drv_rpc_call *h = hung_call;
+	pthread_mutex_unlock(&hung_lock);
+	assert_non_null(h);
+	assert_true(drv_rpc_call_cancelled(h));
+}
+
+static void test_no_server(void **state)
+{
+	char err[256], target[300];
+	struct drv_rpc_channel *ch;
+	snprintf(target, sizeof(target), "unix:%s/nobody.sock", tmpdir);
+	struct drv_rpc_channel_opts co = {.target = target};
+	assert_int_equal(drv_rpc_channel_new(&co, &ch, err, sizeof(err)), 0);
+	struct drv_status st;
+	int64_t t0 = now_ms();
+	assert_int_equal(check(ch, "", 5000, NULL, &st), DRV_EUNAVAILABLE);
+	assert_true(now_ms() - t0 < 1000);
+	drv_rpc_channel_free(ch);
+}
+
+static void test_bad_options(void **state)
+{
+	char err[256] = "", path[300], addr[320];
+	struct drv_rpc_server *srv;
+	struct drv_rpc_channel *ch;
+	struct drv_rpc_server_opts o = {.address = "unix:relative.sock"};
+	assert_int_equal(drv_rpc_server_new(&o, &srv, err, sizeof(err)), DRV_EINVAL);
+	assert_non_null(strstr(err, "relative.sock"));
+
+	/* A regular file where the socket should go. */
+	snprintf(path, sizeof(path), "%s/regular", tmpdir);
+	FILE *fp = fopen(path, "w");
+	assert_non_null(fp);
+	fclose(fp);
+	snprintf(addr, sizeof(addr), "unix:%s", path);
+	o = (struct drv_rpc_server_opts){.address = addr};
+	assert_int_equal(drv_rpc_server_new(&o, &srv, err, sizeof(err)), 0);
+	assert_int_equal(drv_rpc_server_add(srv, health, 0, health_check, NULL, 0), 0);
+	assert_int_equal(drv_rpc_server_add(srv, health, 0, health_check, NULL, 0), DRV_EEXIST);
+	assert_int_equal(drv_rpc_server_add(srv, health, 7, health_check, NULL, 0), DRV_EINVAL);
+	assert_int_not_equal(drv_rpc_server_start(srv, NULL, err, sizeof(err)), 0);
+	assert_non_null(strstr(err, "not a socket"));
+	drv_rpc_server_free(srv);
+
+	o = (struct drv_rpc_server_opts){.address = "127.0.0.1:0",
+	                                 .tls_cert_file = "/nonexistent/cert.pem",
+	                                 .tls_key_file = "/nonexistent/key.pem"};
+	assert_int_equal(drv_rpc_server_new(&o, &srv, err, sizeof(err)), DRV_EINVAL);
+	assert_non_null(strstr(err, "/nonexistent/cert.pem"));
+	o = (struct drv_rpc_server_opts){.address = "127.0.0.1:0", .tls_cert_file = "/nonexistent/cert.pem"};
+	assert_int_equal(drv_rpc_server_new(&o, &srv, err, sizeof(err)), DRV_EINVAL);
+	assert_non_null(strstr(err, "tls_key_file"));
+
+	struct drv_rpc_channel_opts co = {
+	    .target = "127.0.0.1:1", .cert_file = "/x.pem", .key_file = "/y.pem"};
+	assert_int_equal(drv_rpc_channel_new(&co, &ch, err, sizeof(err)), DRV_EINVAL);
+	assert_non_null(strstr(err, "ca_file"));
+	assert_int_equal(drv_rpc_method_index(health, "Check"), 0);
+	assert_int_equal(drv_rpc_method_index(health, "Watch"), -1);
+}
+
+/* ---- mutual TLS ---- */
+
+static char certdir[300];
+
+static void tls_paths(char *buf, size_t n, const char *name)
+{
+	snprintf(buf, n, "%s/%s", certdir, name);
+}
+
+static void test_mtls(void **state)
+{
+	char ca[400], scert[400], skey[400], ccert[400], ckey[400], ocert[400], okey[400], err[256] = "";
+	tls_paths(ca, sizeof(ca), "ca.pem");
+	tls_paths(scert, sizeof(scert), "server.pem");
+	tls_paths(skey, sizeof(skey), "server.key");
+	tls_paths(ccert, sizeof(ccert), "client.pem");
+	tls_paths(ckey, sizeof(ckey), "client.key");
+	tls_paths(ocert, sizeof(ocert), "other-client.pem");
+	tls_paths(okey, sizeof(okey), "other-client.key");
+
+	struct fixture f = {0};
+	struct drv_rpc_server_opts o = {
+	    .address = "127.0.0.1:0", .tls_cert_file = scert, .tls_key_file = skey, .client_ca_file = ca};
+	assert_int_equal(start_server(&f, &o, DRV_RPC_INLINE), 0);
+
+	struct drv_status st;
+	struct drv_rpc_channel *ch;
+	/* Good client certificate: served. */
+	struct drv_rpc_channel_opts co = {
+	    .target = f.target, .ca_file = ca, .cert_file = ccert, .key_file = ckey};
+	assert_int_equal(drv_rpc_channel_new(&co, &ch, err, sizeof(err)), 0);
+	int rc = check(ch, "", 5000, NULL, &st);
+	if (rc != 0)
+		fail_msg("mTLS call: %s", st.message);
+	drv_rpc_channel_free(ch);
+
+	/* Same, naming the server by its DNS SAN through the override. */
+	snprintf(f.target, sizeof(f.target), "localhost:%s", strrchr(f.target, ':') + 1);
+	co = (struct drv_rpc_channel_opts){.target = f.target,
+	                                   .ca_file = ca,
+	                                   .cert_file = ccert,
+	                                   .key_file = ckey,
+	                                   .server_name = "localhost"};
+	assert_int_equal(drv_rpc_channel_new(&co, &ch, err, sizeof(err)), 0);
+	rc = check(ch, "", 5000, NULL, &st);
+	if (rc != 0)
+		fail_msg("mTLS call via localhost: %s", st.message);
+	drv_rpc_channel_free(ch);
+
+	/* A certificate from another CA: refused. */
+	co = (struct drv_rpc_channel_opts){
+	    .target = f.target, .ca_file = ca, .cert_file = ocert, .key_file = okey};
+	assert_int_equal(drv_rpc_channel_new(&co, &ch, err, sizeof(err)), 0);
+	assert_int_not_equal(check(ch, "", 5000, NULL, &st), 0);
+	drv_rpc_channel_free(ch);
+
+	/* No client certificate: refused. */
+	co = (struct drv_rpc_channel_opts){.target = f.target, .ca_file = ca};
+	assert_int_equal(drv_rpc_channel_new(&co, &ch, err, sizeof(err)), 0);
+	assert_int_not_equal(check(ch, "", 5000, NULL, &st), 0);
+	drv_rpc_channel_free(ch);
+
+	/* A plaintext client: refused. */
+	co = (struct drv_rpc_channel_opts){.target = f.target};
+	assert_int_equal(drv_rpc_channel_new(&co, &ch, err, sizeof(err)), 0);
+	assert_int_not_equal(check(ch, "", 5000, NULL, &st), 0);
+	drv_rpc_channel_free(ch);
+
+	/* A client that does not trust the server's CA: refused. */
+	tls_paths(ca, sizeof(ca), "other-ca.pem");
+	co = (struct drv_rpc_channel_opts){
+	    .target = f.target, .ca_file = ca, .cert_file = ccert, .key_file = ckey};
+	assert_int_equal(drv_rpc_channel_new(&co, &ch, err, sizeof(err)), 0);
+	assert_int_not_equal(check(ch, "", 5000, NULL, &st), 0);
+	drv_rpc_channel_free(ch);
+
+	drv_rpc_server_free(f.srv);
+}
+
+static int make_certs(void)
+{
+	char cmd[1024];
+	snprintf(certdir, sizeof(certdir), "%s/certs", tmpdir);
+	snprintf(cmd, sizeof(cmd), "sh '%s' '%s' >/dev/null 2>&1", GEN_CERTS, certdir);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static void remove_tmpdir(void)
+{
+	char cmd[400];
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "could not remove %s\n", tmpdir);
+}
+
+int main(void)
+{
+	/* As every user of the transport must: block the signals before any thread starts. */
+	sigset_t set;
+	sigemptyset(&set);
+	sigaddset(&set, SIGPIPE);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/drover-rpc-test-XXXXXX");
+	if (!mkdtemp(tmpdir)) {
+		perror("mkdtemp");
+		return 1;
+	}
+	if (make_certs() != 0) {
+		fprintf(stderr, "gen-certs.sh failed\n");
+		remove_tmpdir();
+		return 1;
+	}
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_ok, setup_unix, teardown),
+	    cmocka_unit_test_setup_teardown(test_ok, setup_tcp, teardown),
+	    cmocka_unit_test_setup_teardown(test_error_reaches_client, setup_unix, teardown),
+	    cmocka_unit_test_setup_teardown(test_error_reaches_client, setup_tcp, teardown),
+	    cmocka_unit_test_setup_teardown(test_unknown_method, setup_unix, teardown),
+	    cmocka_unit_test_setup_teardown(test_unknown_method, setup_tcp, teardown),
+	    cmocka_unit_test_setup_teardown(test_unparsable_request, setup_unix, teardown),
+	    cmocka_unit_test_setup_teardown(test_unparsable_request, setup_tcp, teardown),
+	    cmocka_unit_test_setup_teardown(test_deadline, setup_unix, teardown),
+	    cmocka_unit_test_setup_teardown(test_deadline, setup_tcp, teardown),
+	    cmocka_unit_test_setup_teardown(test_deferred_reply, setup_unix, teardown),
+	    cmocka_unit_test_setup_teardown(test_deferred_reply, setup_tcp, teardown),
+	    cmocka_unit_test_setup_teardown(test_metadata, setup_unix, teardown),
+	    cmocka_unit_test_setup_teardown(test_metadata, setup_tcp, teardown),
+	    cmocka_unit_test_setup_teardown(test_concurrent, setup_unix, teardown),
+	    cmocka_unit_test_setup_teardown(test_concurrent, setup_tcp, teardown),
+	    cmocka_unit_test_setup_teardown(test_async, setup_unix, teardown),
+	    cmocka_unit_test_setup_teardown(test_large, setup_unix, teardown),
+	    cmocka_unit_test_setup_teardown(test_large, setup_tcp, teardown),
+	    cmocka_unit_test_setup_teardown(test_shutdown_grace, setup_unix, teardown),
+	    cmocka_unit_test_setup_teardown(test_shutdown_grace, setup_tcp, teardown),
+	    cmocka_unit_test_setup_teardown(test_shutdown_cancels_after_grace, setup_unix, teardown),
+	    cmocka_unit_test_setup_teardown(test_shutdown_cancels_after_grace, setup_tcp, teardown),
+	    cmocka_unit_test(test_no_server),
+	    cmocka_unit_test(test_bad_options),
+	    cmocka_unit_test(test_mtls),
+	};
+	int failed = cmocka_run_group_tests_name("rpc", tests, NULL, NULL);
+	remove_tmpdir();
+	return failed;
+}
