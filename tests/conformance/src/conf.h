@@ -1,0 +1,195 @@
+/*
+ * conf.h — internals of drover-conformance, the driver conformance harness.
+ *
+ * The harness is a table of checks (conf_tests.c). Each check runs against
+ * one driver reached through the SDK's hosting half, records at most one
+ * failure message (the first one, which names the call and the driver's
+ * answer), and registers everything it creates with the tracker so the
+ * cleanup at the end removes it even when the check failed half-way.
+ *
+ * Threads: everything runs on the main thread except the completion
+ * callbacks of the concurrency check, which only touch their own counters.
+ */
+#ifndef CONF_H
+#define CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "drover/host.h"
+#include "drover/types.h"
+
+/* Exit codes of the harness. */
+enum { CONF_EXIT_OK = 0, CONF_EXIT_FAILED = 1, CONF_EXIT_USAGE = 2 };
+
+/* ---- configuration (conf_config.c) ---- */
+
+/* The parsed --config file plus command-line options. Owned by main. */
+struct conf_opts {
+	/* Target: a driver binary to spawn, or an address. */
+	const char *driver_path;
+	const char *const *driver_args; /* NULL-terminated, borrowed from argv */
+	const char *address;
+	const char *ca_file, *cert_file, *key_file, *server_name;
+	bool insecure;
+
+	int repeat;
+	const char **focus; /* NULL-terminated patterns; empty means all */
+	const char **skip;
+	bool list;
+	bool verbose;
+	const char *junit_file;
+
+	/* From the config file. `config` and `secrets` are JSON objects. */
+	json_t *config;
+	json_t *secrets;
+	json_t *offer_requirements;  /* JSON form of Requirements, or NULL */
+	json_t *slow_config;         /* merged into config to make the driver slow, or NULL */
+	json_t *large_offers_config; /* merged into config for >= large_offers_min offers, or NULL */
+	json_t *invalid_config;      /* a config the driver must reject, or NULL */
+	char name_prefix[64];
+	int call_timeout_ms;
+	int provisioning_timeout_ms;
+	int handshake_timeout_ms;
+	int short_deadline_ms;
+	int recovery_ms;
+	int shutdown_grace_ms;
+	int64_t large_offers_min;
+	uint64_t volume_size_mib;
+};
+
+/* Loads `path` (JSON) into `o`. Returns 0, or -1 with a message naming the field at fault in err. */
+int conf_config_load(struct conf_opts *o, const char *path, char *err, size_t errlen);
+void conf_config_defaults(struct conf_opts *o);
+void conf_config_free(struct conf_opts *o);
+
+/*
+ * A BackendConfig built from JSON config text and the secrets object. The
+ * message points into the struct's own allocations; conf_bc_free releases
+ * them.
+ */
+struct conf_bc {
+	drv_backend_config msg;
+	drv_secret_entry *entries;
+	drv_secret_entry **ptrs;
+	char *json;
+};
+/* `overlay` (may be NULL) is merged over `base`; raw_json, when set, is used verbatim instead. */
+void conf_bc_init(struct conf_bc *bc, const json_t *base, const json_t *overlay, const json_t *secrets,
+                  const char *raw_json);
+void conf_bc_free(struct conf_bc *bc);
+
+/* Fills a Requirements message from its JSON form; strings point into `j`. Returns 0 or -1 with err. */
+int conf_requirements_from_json(const json_t *j, drv_requirements *r, char *err, size_t errlen);
+void conf_requirements_free(drv_requirements *r);
+
+/* ---- the run (conf_run.c) ---- */
+
+enum conf_result { CONF_PASS, CONF_FAIL, CONF_SKIP };
+
+struct conf_ctx;
+typedef void (*conf_test_fn)(struct conf_ctx *c);
+
+/* How a check is gated besides its feature. */
+enum {
+	CONF_NEEDS_SPAWN = 0x1, /* starts or inspects a driver process: not with --address */
+	CONF_LATE = 0x2,        /* runs after the others (it stops driver processes) */
+};
+
+struct conf_test {
+	const char *name;
+	int feature; /* the Feature that gates it, or 0 */
+	unsigned flags;
+	conf_test_fn fn;
+	const char *rule; /* the normative rule it enforces, one line (for --list and the docs) */
+};
+
+extern const struct conf_test conf_tests[];
+extern const size_t conf_n_tests;
+
+/* Kinds of objects the tracker knows how to remove. */
+enum conf_kind { CONF_INSTANCE, CONF_VOLUME, CONF_PLACEMENT_GROUP, CONF_GATEWAY };
+
+struct conf_tracked {
+	enum conf_kind kind;
+	char *id; /* instance id, volume id, gateway instance id, group name */
+	char *region;
+	char *attached_to; /* volume: instance it is attached to, or NULL */
+	char *group_id;    /* placement group: the driver's id */
+	bool removed;
+};
+
+/* The state of one harness run. */
+struct conf_ctx {
+	struct conf_opts *o;
+	struct drv_host *host;
+	char start_error[1024]; /* why the driver did not start ("" when it did) */
+	int start_code;         /* drv_host_spawn's error, 0 on success */
+
+	drv_get_info_response *info;
+	drv_features features; /* from GetFeatures(config) */
+	bool features_ok;
+	char features_error[600];
+
+	struct conf_bc bc; /* the base config */
+	char run_id[48];   /* unique per run: names and the run tag */
+
+	struct conf_tracked *tracked;
+	size_t n_tracked, cap_tracked;
+
+	/* The check being run. */
+	const char *test_name;
+	bool failed, skipped;
+	char message[2048];
+};
+
+/*
+ * Records the check's failure (only the first one is kept, so the message
+ * names the earliest wrong answer). printf-style.
+ */
+void conf_fail(struct conf_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Marks the check skipped with a reason. */
+void conf_skip(struct conf_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Progress detail shown with --verbose. */
+void conf_note(struct conf_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The driver's answer as text: `OK` or `NOT_FOUND "no such instance"`. Returns buf. */
+const char *conf_answer(int rc, const struct drv_status *st, char *buf, size_t len);
+
+/* True when the driver advertises `feature`. */
+bool conf_has(const struct conf_ctx *c, int feature);
+
+/* A fresh unique name under the config's prefix: "<prefix><run>-<what>-<n>". Returns buf. */
+const char *conf_name(struct conf_ctx *c, const char *what, char *buf, size_t len);
+
+/* ---- tracking (conf_track.c) ---- */
+
+void conf_track(struct conf_ctx *c, enum conf_kind kind, const char *id, const char *region,
+                const char *group_id);
+void conf_track_attach(struct conf_ctx *c, const char *volume_id, const char *instance_id);
+/* Marks an object as gone (the check removed it itself). */
+void conf_untrack(struct conf_ctx *c, enum conf_kind kind, const char *id);
+/*
+ * Removes everything still tracked, in dependency order (detach, then
+ * volumes, gateways, instances, groups). Returns the number of objects that
+ * could not be removed; describes the first in err.
+ */
+int conf_cleanup(struct conf_ctx *c, char *err, size_t errlen);
+void conf_track_free(struct conf_ctx *c);
+
+/* ---- helpers shared by checks (conf_util.c) ---- */
+
+/* Monotonic milliseconds. */
+double conf_now_ms(void);
+/* Glob (fnmatch) when the pattern has * ? or [, else substring. */
+bool conf_pattern_match(const char *pattern, const char *name);
+/* Adds a run tag (key "drover-conformance-run") to tag arrays; see conf_util.c. */
+#define CONF_RUN_TAG "drover-conformance-run"
+
+/* Picks the cheapest AVAILABLE offer matching params.offer_requirements; NULL with a failure recorded. */
+drv_get_offers_response *conf_pick_offer(struct conf_ctx *c, drv_offer **offer);
+
+#endif

@@ -1,0 +1,273 @@
+/*
+ * Running the table of checks: selection (features, --focus/--skip, target
+ * kind), one line per result, the closing summary line and JUnit XML.
+ */
+#include <errno.h>
+#include <fnmatch.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "conf.h"
+#include "conf_run.h"
+
+double conf_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
+}
+
+bool conf_pattern_match(const char *pattern, const char *name)
+{
+	if (strpbrk(pattern, "*?["))
+		return fnmatch(pattern, name, 0) == 0;
+	return strstr(name, pattern) != NULL;
+}
+
+void conf_fail(struct conf_ctx *c, const char *fmt, ...)
+{
+	if (c->failed)
+		return;
+	c->failed = true;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(c->message, sizeof(c->message), fmt, ap);
+	va_end(ap);
+}
+
+void conf_skip(struct conf_ctx *c, const char *fmt, ...)
+{
+	if (c->failed || c->skipped)
+		return;
+	c->skipped = true;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(c->message, sizeof(c->message), fmt, ap);
+	va_end(ap);
+}
+
+void conf_note(struct conf_ctx *c, const char *fmt, ...)
+{
+	if (!c->o->verbose)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	printf("  .. %s: ", c->test_name ? c->test_name : "harness");
+	vprintf(fmt, ap);
+	printf("\n");
+	va_end(ap);
+	fflush(stdout);
+}
+
+const char *conf_answer(int rc, const struct drv_status *st, char *buf, size_t len)
+{
+	if (rc == 0)
+		snprintf(buf, len, "OK");
+	else if (st && st->message[0])
+		snprintf(buf, len, "%s \"%s\"", drv_error_name(rc), st->message);
+	else
+		snprintf(buf, len, "%s", drv_error_name(rc));
+	return buf;
+}
+
+bool conf_has(const struct conf_ctx *c, int feature)
+{
+	return (c->features & DRV_FEATURE_BIT(feature)) != 0;
+}
+
+const char *conf_name(struct conf_ctx *c, const char *what, char *buf, size_t len)
+{
+	static unsigned counter;
+	snprintf(buf, len, "%s%s-%s-%u", c->o->name_prefix, c->run_id, what, ++counter);
+	return buf;
+}
+
+/* Why a check does not run against this target, or NULL. Written into buf. */
+static const char *skip_reason(const struct conf_ctx *c, const struct conf_test *t, char *buf, size_t len)
+{
+	if ((t->flags & CONF_NEEDS_SPAWN) && !c->o->driver_path)
+		return snprintf(buf, len, "the harness did not spawn the driver (--address)"), buf;
+	if (strncmp(t->name, "handshake.", 10) == 0)
+		return NULL; /* reports the start-up itself */
+	if (!c->host)
+		return snprintf(buf, len, "the driver did not start"), buf;
+	if (t->feature) {
+		if (!c->features_ok)
+			return snprintf(buf, len,
+			                "GetFeatures failed, so %s cannot be known to be advertised",
+			                drv_feature_name(t->feature)),
+			       buf;
+		if (!conf_has(c, t->feature))
+			return snprintf(buf, len, "driver does not advertise %s",
+			                drv_feature_name(t->feature)),
+			       buf;
+	}
+	return NULL;
+}
+
+static bool selected(const struct conf_opts *o, const char *name)
+{
+	if (o->focus[0]) {
+		bool any = false;
+		for (size_t i = 0; o->focus[i]; i++)
+			any = any || conf_pattern_match(o->focus[i], name);
+		if (!any)
+			return false;
+	}
+	for (size_t i = 0; o->skip[i]; i++)
+		if (conf_pattern_match(o->skip[i], name))
+			return false;
+	return true;
+}
+
+static void record(struct conf_report *r, const char *name, enum conf_result res, const char *msg, double ms)
+{
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 64;
+		struct conf_result_row *rows = realloc(r->rows, cap * sizeof(*rows));
+		if (!rows)
+			return;
+		r->rows = rows;
+		r->cap = cap;
+	}
+	struct conf_result_row *row = &r->rows[r->n++];
+	row->name = name;
+	row->result = res;
+	row->message = strdup(msg ? msg : "");
+	row->ms = ms;
+	const char *tag = res == CONF_PASS ? "PASS" : res == CONF_FAIL ? "FAIL" : "SKIP";
+	if (res == CONF_PASS)
+		printf("%s %s (%.0f ms)\n", tag, name, ms);
+	else
+		printf("%s %s: %s\n", tag, name, row->message);
+	fflush(stdout);
+}
+
+static void run_one(struct conf_ctx *c, struct conf_report *r, const struct conf_test *t)
+{
+	char why[256];
+	if (!selected(c->o, t->name))
+		return;
+	const char *reason = skip_reason(c, t, why, sizeof(why));
+	if (reason) {
+		record(r, t->name, CONF_SKIP, reason, 0);
+		return;
+	}
+	c->test_name = t->name;
+	c->failed = c->skipped = false;
+	c->message[0] = '\0';
+	double t0 = conf_now_ms();
+	t->fn(c);
+	double ms = conf_now_ms() - t0;
+	record(r, t->name, c->failed ? CONF_FAIL : c->skipped ? CONF_SKIP : CONF_PASS, c->message, ms);
+	c->test_name = NULL;
+}
+
+void conf_run_all(struct conf_ctx *c, struct conf_report *r)
+{
+	for (size_t i = 0; i < conf_n_tests; i++)
+		if (!(conf_tests[i].flags & CONF_LATE))
+			run_one(c, r, &conf_tests[i]);
+
+	/* Cleanup runs whatever was selected, because objects may exist after any failure. */
+	if (c->host) {
+		char err[1024] = "";
+		double t0 = conf_now_ms();
+		int left = conf_cleanup(c, err, sizeof(err));
+		if (selected(c->o, "cleanup"))
+			record(r, "cleanup", left ? CONF_FAIL : CONF_PASS, err, conf_now_ms() - t0);
+	}
+
+	for (size_t i = 0; i < conf_n_tests; i++)
+		if (conf_tests[i].flags & CONF_LATE)
+			run_one(c, r, &conf_tests[i]);
+}
+
+void conf_report_summary(const struct conf_report *r, int *passed, int *failed, int *skipped)
+{
+	*passed = *failed = *skipped = 0;
+	for (size_t i = 0; i < r->n; i++) {
+		if (r->rows[i].result == CONF_PASS)
+			(*passed)++;
+		else if (r->rows[i].result == CONF_FAIL)
+			(*failed)++;
+		else
+			(*skipped)++;
+	}
+}
+
+static void xml_escape(FILE *f, const char *s)
+{
+	for (; *s; s++) {
+		switch (*s) {
+		case '<':
+			fputs("&lt;", f);
+			break;
+		case '>':
+			fputs("&gt;", f);
+			break;
+		case '&':
+			fputs("&amp;", f);
+			break;
+		case '"':
+			fputs("&quot;", f);
+			break;
+		default:
+			/* XML 1.0 forbids most control characters even escaped. */
+			if ((unsigned char)*s < 0x20 && *s != '\n' && *s != '\t')
+				fputc('?', f);
+			else
+				fputc(*s, f);
+		}
+	}
+}
+
+int conf_report_junit(const struct conf_report *r, const char *path, const char *suite, char *err,
+                      size_t errlen)
+{
+	FILE *f = fopen(path, "w");
+	if (!f) {
+		snprintf(err, errlen, "--junit %s: cannot write: %s", path, strerror(errno));
+		return -1;
+	}
+	int passed, failed, skipped;
+	conf_report_summary(r, &passed, &failed, &skipped);
+	double total = 0;
+	for (size_t i = 0; i < r->n; i++)
+		total += r->rows[i].ms;
+	fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+	fprintf(f, "<testsuites>\n<testsuite name=\"");
+	xml_escape(f, suite);
+	fprintf(f, "\" tests=\"%zu\" failures=\"%d\" errors=\"0\" skipped=\"%d\" time=\"%.3f\">\n", r->n,
+	        failed, skipped, total / 1000.0);
+	for (size_t i = 0; i < r->n; i++) {
+		const struct conf_result_row *row = &r->rows[i];
+		fprintf(f, "  <testcase classname=\"drover-conformance\" name=\"");
+		xml_escape(f, row->name);
+		fprintf(f, "\" time=\"%.3f\"", row->ms / 1000.0);
+		if (row->result == CONF_PASS) {
+			fprintf(f, "/>\n");
+			continue;
+		}
+		fprintf(f, ">\n    <%s message=\"", row->result == CONF_FAIL ? "failure" : "skipped");
+		xml_escape(f, row->message);
+		fprintf(f, "\"/>\n  </testcase>\n");
+	}
+	fprintf(f, "</testsuite>\n</testsuites>\n");
+	if (fclose(f) != 0) {
+		snprintf(err, errlen, "--junit %s: write failed: %s", path, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+void conf_report_free(struct conf_report *r)
+{
+	for (size_t i = 0; i < r->n; i++)
+		free(r->rows[i].message);
+	free(r->rows);
+	memset(r, 0, sizeof(*r));
+}
