@@ -1,0 +1,162 @@
+/*
+ * GetOffers: filter the precomputed offers (catalog and synthetic, both
+ * sorted by price), merge them, and mark pools without capacity.
+ *
+ * The response copies each drv_offer by value into one arena block and
+ * shares everything it points to with the catalog, so 1,000 offers cost two
+ * arena allocations and no string copies.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "drover/driver.h"
+#include "sim_core.h"
+
+struct pool_count {
+	uint64_t slot;
+	int64_t live;
+};
+
+static int cmp_pool(const void *a, const void *b)
+{
+	uint64_t x = ((const struct pool_count *)a)->slot, y = ((const struct pool_count *)b)->slot;
+	return x < y ? -1 : x > y;
+}
+
+int sim_config_check_regions(const struct sim_catalog *cat, const struct sim_config *cfg, struct sim_err *e)
+{
+	for (size_t i = 0; i < cfg->n_regions; i++)
+		if (sim_catalog_find_region(cat, cfg->regions[i]) < 0)
+			return sim_fail(e, DRV_EINVAL, "config regions[%zu]: unknown region \"%s\"", i,
+			                cfg->regions[i]);
+	return 0;
+}
+
+/*
+ * Live instances per capacity pool, sorted by slot, from the arena. Taken
+ * under the state's lock; the offers are then marked without holding it.
+ */
+static int count_pools(struct sim_state *st, struct sim_arena *a, struct pool_count **out, size_t *n_out)
+{
+	pthread_mutex_lock(&st->mu);
+	size_t live = 0;
+	for (size_t i = 0; i < st->instances.n; i++)
+		live += !((struct sim_instance *)st->instances.items[i])->terminated;
+	struct pool_count *pools = NULL;
+	size_t n = 0;
+	if (live) {
+		pools = sim_arena_alloc(a, live * sizeof(*pools));
+		if (!pools) {
+			pthread_mutex_unlock(&st->mu);
+			return DRV_ENOMEM;
+		}
+		for (size_t i = 0; i < st->instances.n; i++) {
+			const struct sim_instance *in = st->instances.items[i];
+			if (!in->terminated)
+				pools[n++] =
+				    (struct pool_count){sim_slot_hash(in->instance_type, in->region), 1};
+		}
+	}
+	pthread_mutex_unlock(&st->mu);
+	qsort(pools, n, sizeof(*pools), cmp_pool);
+	size_t u = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (u && pools[u - 1].slot == pools[i].slot)
+			pools[u - 1].live++;
+		else
+			pools[u++] = pools[i];
+	}
+	*out = pools;
+	*n_out = u;
+	return 0;
+}
+
+static int64_t pool_live(const struct pool_count *pools, size_t n, uint64_t slot)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (pools[mid].slot == slot)
+			return pools[mid].live;
+		if (pools[mid].slot < slot)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+struct filter {
+	const bool *region_ok; /* per catalog region index */
+	const drv_requirements *req;
+	const struct pool_count *pools;
+	size_t n_pools;
+	int64_t capacity;
+};
+
+/* Appends `o` to `dst` if it passes the filters, with its availability for this state. */
+static bool take(const struct filter *f, const struct sim_offer *o, drv_offer *dst)
+{
+	if (!f->region_ok[o->region_idx] || !drv_offer_matches(&o->offer, f->req))
+		return false;
+	*dst = o->offer;
+	if (o->no_quota)
+		dst->availability = DROVER__COMPUTE__V1__AVAILABILITY__AVAILABILITY_NO_QUOTA;
+	else if (pool_live(f->pools, f->n_pools, o->slot) >= f->capacity)
+		dst->availability = DROVER__COMPUTE__V1__AVAILABILITY__AVAILABILITY_NOT_AVAILABLE;
+	return true;
+}
+
+int sim_offers_get(const struct sim_catalog *cat, struct sim_state *st, const struct sim_config *cfg,
+                   const drv_requirements *req, struct sim_arena *a, drv_get_offers_response *resp,
+                   struct sim_err *e)
+{
+	int rc = sim_config_check_regions(cat, cfg, e);
+	if (rc)
+		return rc;
+	const struct sim_synth *syn = NULL;
+	if (cfg->synthetic_offers > 0) {
+		syn = sim_synth_get(cat, cfg->synthetic_offers, cfg->seed);
+		if (!syn)
+			return sim_fail(e, DRV_ENOMEM, "out of memory building %lld synthetic offers",
+			                (long long)cfg->synthetic_offers);
+	}
+	bool *region_ok = sim_arena_alloc(a, cat->n_regions * sizeof(bool));
+	if (!region_ok)
+		return sim_fail(e, DRV_ENOMEM, "out of memory");
+	if (cfg->n_regions == 0)
+		memset(region_ok, 1, cat->n_regions * sizeof(bool));
+	for (size_t i = 0; i < cfg->n_regions; i++)
+		region_ok[sim_catalog_find_region(cat, cfg->regions[i])] = true;
+
+	struct filter f = {.region_ok = region_ok, .req = req, .capacity = cfg->capacity};
+	struct pool_count *pools;
+	if (count_pools(st, a, &pools, &f.n_pools))
+		return sim_fail(e, DRV_ENOMEM, "out of memory");
+	f.pools = pools;
+
+	size_t n_syn = syn ? syn->n_offers : 0;
+	size_t max = cat->n_offers + n_syn;
+	drv_offer *block = sim_arena_alloc(a, (max ? max : 1) * sizeof(*block));
+	drv_offer **ptrs = sim_arena_alloc(a, (max ? max : 1) * sizeof(*ptrs));
+	if (!block || !ptrs)
+		return sim_fail(e, DRV_ENOMEM, "out of memory for %zu offers", max);
+
+	/* Merge of two price-sorted lists keeps the whole answer sorted by price. */
+	size_t i = 0, j = 0, n = 0;
+	while (i < cat->n_offers || j < n_syn) {
+		const struct sim_offer *o;
+		if (j >= n_syn || (i < cat->n_offers && cat->offers[i].offer.price_per_hour <=
+		                                            syn->offers[j].offer.price_per_hour))
+			o = &cat->offers[i++];
+		else
+			o = &syn->offers[j++];
+		if (take(&f, o, &block[n])) {
+			ptrs[n] = &block[n];
+			n++;
+		}
+	}
+	resp->offers = ptrs;
+	resp->n_offers = n;
+	return 0;
+}

@@ -1,0 +1,581 @@
+/*
+ * The simulated cloud's state: one per state file, kept for the life of the
+ * process in a registry, loaded from the file on first use and written back
+ * atomically after every mutation, so it survives a driver restart the way a
+ * real cloud's machines do.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "sim_core.h"
+
+#define STATE_FORMAT "drover-sim-state"
+#define STATE_VERSION 1
+
+static pthread_mutex_t registry_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct sim_state *registry;
+
+/* ---- records ---- */
+
+int sim_vec_push(struct sim_vec *v, void *item)
+{
+	if (v->n == v->cap) {
+		size_t cap = v->cap ? v->cap * 2 : 16;
+		void **items = realloc(v->items, cap * sizeof(*items));
+		if (!items)
+			return DRV_ENOMEM;
+		v->items = items;
+		v->cap = cap;
+	}
+	v->items[v->n++] = item;
+	return 0;
+}
+
+void sim_vec_remove(struct sim_vec *v, size_t i)
+{
+	memmove(&v->items[i], &v->items[i + 1], (v->n - i - 1) * sizeof(*v->items));
+	v->n--;
+}
+
+static void tags_free(struct sim_tag *tags, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(tags[i].key);
+		free(tags[i].value);
+	}
+	free(tags);
+}
+
+void sim_instance_free(struct sim_instance *in)
+{
+	if (!in)
+		return;
+	free(in->id);
+	free(in->idempotency_key);
+	free(in->name);
+	free(in->project);
+	free(in->instance_type);
+	free(in->region);
+	free(in->zone);
+	free(in->hostname);
+	free(in->internal_ip);
+	tags_free(in->tags, in->n_tags);
+	free(in);
+}
+
+void sim_volume_free(struct sim_volume *v)
+{
+	if (!v)
+		return;
+	free(v->id);
+	free(v->idempotency_key);
+	free(v->name);
+	free(v->project);
+	free(v->region);
+	free(v->zone);
+	free(v->attached_instance_id);
+	free(v->device_name);
+	tags_free(v->tags, v->n_tags);
+	free(v);
+}
+
+void sim_group_free(struct sim_placement_group *g)
+{
+	if (!g)
+		return;
+	free(g->name);
+	free(g->region);
+	free(g->project);
+	free(g->group_id);
+	free(g);
+}
+
+void sim_gateway_free(struct sim_gateway *g)
+{
+	if (!g)
+		return;
+	free(g->id);
+	free(g->idempotency_key);
+	free(g->name);
+	free(g->project);
+	free(g->region);
+	free(g->ip_address);
+	free(g->hostname);
+	free(g);
+}
+
+static void state_clear(struct sim_state *st)
+{
+	for (size_t i = 0; i < st->instances.n; i++)
+		sim_instance_free(st->instances.items[i]);
+	for (size_t i = 0; i < st->volumes.n; i++)
+		sim_volume_free(st->volumes.items[i]);
+	for (size_t i = 0; i < st->groups.n; i++)
+		sim_group_free(st->groups.items[i]);
+	for (size_t i = 0; i < st->gateways.n; i++)
+		sim_gateway_free(st->gateways.items[i]);
+	st->instances.n = st->volumes.n = st->groups.n = st->gateways.n = 0;
+	st->next_serial = 1;
+}
+
+static void state_free(struct sim_state *st)
+{
+	if (!st)
+		return;
+	state_clear(st);
+	free(st->instances.items);
+	free(st->volumes.items);
+	free(st->groups.items);
+	free(st->gateways.items);
+	pthread_mutex_destroy(&st->mu);
+	free(st->path);
+	free(st);
+}
+
+uint64_t sim_state_serial(struct sim_state *st)
+{
+	return st->next_serial++;
+}
+
+/* ---- JSON ---- */
+
+static json_t *tags_to_json(const struct sim_tag *tags, size_t n)
+{
+	json_t *o = json_object();
+	for (size_t i = 0; o && i < n; i++)
+		json_object_set_new(o, tags[i].key, json_string(tags[i].value));
+	return o;
+}
+
+static json_t *str_or_null(const char *s)
+{
+	return s ? json_string(s) : json_null();
+}
+
+static json_t *state_to_json(const struct sim_state *st)
+{
+	json_t *root = json_pack("{s:s, s:i, s:I}", "format", STATE_FORMAT, "version", STATE_VERSION,
+	                         "next_serial", (json_int_t)st->next_serial);
+	json_t *ins = json_array(), *vols = json_array(), *groups = json_array(), *gws = json_array();
+	if (!root || !ins || !vols || !groups || !gws)
+		goto fail;
+	for (size_t i = 0; i < st->instances.n; i++) {
+		const struct sim_instance *in = st->instances.items[i];
+		json_t *o = json_pack(
+		    "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:f, s:I, s:I, s:I, s:b, s:o}", "id",
+		    in->id, "idempotency_key", in->idempotency_key, "name", in->name, "project", in->project,
+		    "instance_type", in->instance_type, "region", in->region, "zone", in->zone, "hostname",
+		    in->hostname, "internal_ip", in->internal_ip, "spot", in->spot, "price_per_hour",
+		    in->price, "created_ms", (json_int_t)in->created_ms, "ready_ms", (json_int_t)in->ready_ms,
+		    "terminated_ms", (json_int_t)in->terminated_ms, "terminated", in->terminated, "tags",
+		    tags_to_json(in->tags, in->n_tags));
+		if (!o || json_array_append_new(ins, o))
+			goto fail;
+	}
+	for (size_t i = 0; i < st->volumes.n; i++) {
+		const struct sim_volume *v = st->volumes.items[i];
+		json_t *o =
+		    json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:o, s:o, s:o}", "id", v->id,
+		              "idempotency_key", v->idempotency_key, "name", v->name, "project", v->project,
+		              "region", v->region, "zone", v->zone, "size_mib", (json_int_t)v->size_mib,
+		              "attached_instance_id", str_or_null(v->attached_instance_id), "device_name",
+		              str_or_null(v->device_name), "tags", tags_to_json(v->tags, v->n_tags));
+		if (!o || json_array_append_new(vols, o))
+			goto fail;
+	}
+	for (size_t i = 0; i < st->groups.n; i++) {
+		const struct sim_placement_group *g = st->groups.items[i];
+		json_t *o =
+		    json_pack("{s:s, s:s, s:s, s:s, s:i}", "name", g->name, "region", g->region, "project",
+		              g->project, "group_id", g->group_id, "strategy", g->strategy);
+		if (!o || json_array_append_new(groups, o))
+			goto fail;
+	}
+	for (size_t i = 0; i < st->gateways.n; i++) {
+		const struct sim_gateway *g = st->gateways.items[i];
+		json_t *o =
+		    json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:b}", "id", g->id, "idempotency_key",
+		              g->idempotency_key, "name", g->name, "project", g->project, "region", g->region,
+		              "ip_address", g->ip_address, "hostname", g->hostname, "public_ip", g->public_ip,
+		              "terminated", g->terminated);
+		if (!o || json_array_append_new(gws, o))
+			goto fail;
+	}
+	json_object_set_new(root, "instances", ins);
+	json_object_set_new(root, "volumes", vols);
+	json_object_set_new(root, "placement_groups", groups);
+	json_object_set_new(root, "gateways", gws);
+	return root;
+fail:
+	json_decref(ins);
+	json_decref(vols);
+	json_decref(groups);
+	json_decref(gws);
+	json_decref(root);
+	return NULL;
+}
+
+/* A copy of string member `key`, or NULL (with *bad set) when absent or not a string. */
+static char *get_str(json_t *o, const char *key, bool *bad)
+{
+	json_t *v = json_object_get(o, key);
+	if (!json_is_string(v)) {
+		*bad = true;
+		return NULL;
+	}
+	char *s = strdup(json_string_value(v));
+	if (!s)
+		*bad = true;
+	return s;
+}
+
+/* Like get_str, but JSON null (or absence) is a valid NULL. */
+static char *get_opt_str(json_t *o, const char *key, bool *bad)
+{
+	json_t *v = json_object_get(o, key);
+	if (!v || json_is_null(v))
+		return NULL;
+	return get_str(o, key, bad);
+}
+
+static int64_t get_int(json_t *o, const char *key, bool *bad)
+{
+	json_t *v = json_object_get(o, key);
+	if (!json_is_integer(v)) {
+		*bad = true;
+		return 0;
+	}
+	return json_integer_value(v);
+}
+
+static bool get_bool(json_t *o, const char *key, bool *bad)
+{
+	json_t *v = json_object_get(o, key);
+	if (!json_is_boolean(v)) {
+		*bad = true;
+		return false;
+	}
+	return json_is_true(v);
+}
+
+static struct sim_tag *get_tags(json_t *o, const char *key, size_t *n, bool *bad)
+{
+	json_t *t = json_object_get(o, key);
+	*n = 0;
+	if (!json_is_object(t)) {
+		*bad = true;
+		return NULL;
+	}
+	size_t count = json_object_size(t);
+	struct sim_tag *tags = calloc(count ? count : 1, sizeof(*tags));
+	if (!tags) {
+		*bad = true;
+		return NULL;
+	}
+	const char *k;
+	json_t *v;
+	json_object_foreach(t, k, v)
+	{
+		if (!json_is_string(v)) {
+			*bad = true;
+			break;
+		}
+		tags[*n].key = strdup(k);
+		tags[*n].value = strdup(json_string_value(v));
+		(*n)++;
+		if (!tags[*n - 1].key || !tags[*n - 1].value) {
+			*bad = true;
+			break;
+		}
+	}
+	return tags;
+}
+
+static int state_from_json(struct sim_state *st, json_t *root, struct sim_err *e)
+{
+	const char *what = "top level";
+	json_t *fmt = json_object_get(root, "format");
+	if (!json_is_string(fmt) || strcmp(json_string_value(fmt), STATE_FORMAT) != 0)
+		return sim_fail(e, DRV_EINVAL,
+		                "state_file %s: not a sim state file (\"format\" is not \"%s\")", st->path,
+		                STATE_FORMAT);
+	json_t *ver = json_object_get(root, "version");
+	if (!json_is_integer(ver) || json_integer_value(ver) != STATE_VERSION)
+		return sim_fail(e, DRV_EINVAL,
+		                "state_file %s: unsupported \"version\" (this driver reads %d)", st->path,
+		                STATE_VERSION);
+	bool bad = false;
+	int64_t serial = get_int(root, "next_serial", &bad);
+	json_t *ins = json_object_get(root, "instances"), *vols = json_object_get(root, "volumes");
+	json_t *groups = json_object_get(root, "placement_groups"), *gws = json_object_get(root, "gateways");
+	if (bad || serial < 1 || !json_is_array(ins) || !json_is_array(vols) || !json_is_array(groups) ||
+	    !json_is_array(gws))
+		goto bad;
+	st->next_serial = (uint64_t)serial;
+	size_t i;
+	json_t *o;
+	what = "instances";
+	json_array_foreach(ins, i, o)
+	{
+		struct sim_instance *in = calloc(1, sizeof(*in));
+		if (!in || sim_vec_push(&st->instances, in)) {
+			free(in);
+			return sim_fail(e, DRV_ENOMEM, "out of memory loading %s", st->path);
+		}
+		in->id = get_str(o, "id", &bad);
+		in->idempotency_key = get_str(o, "idempotency_key", &bad);
+		in->name = get_str(o, "name", &bad);
+		in->project = get_str(o, "project", &bad);
+		in->instance_type = get_str(o, "instance_type", &bad);
+		in->region = get_str(o, "region", &bad);
+		in->zone = get_str(o, "zone", &bad);
+		in->hostname = get_str(o, "hostname", &bad);
+		in->internal_ip = get_str(o, "internal_ip", &bad);
+		in->spot = get_bool(o, "spot", &bad);
+		json_t *price = json_object_get(o, "price_per_hour");
+		if (!json_is_number(price))
+			bad = true;
+		in->price = json_number_value(price);
+		in->created_ms = get_int(o, "created_ms", &bad);
+		in->ready_ms = get_int(o, "ready_ms", &bad);
+		in->terminated_ms = get_int(o, "terminated_ms", &bad);
+		in->terminated = get_bool(o, "terminated", &bad);
+		in->tags = get_tags(o, "tags", &in->n_tags, &bad);
+		if (bad)
+			goto bad;
+	}
+	what = "volumes";
+	json_array_foreach(vols, i, o)
+	{
+		struct sim_volume *v = calloc(1, sizeof(*v));
+		if (!v || sim_vec_push(&st->volumes, v)) {
+			free(v);
+			return sim_fail(e, DRV_ENOMEM, "out of memory loading %s", st->path);
+		}
+		v->id = get_str(o, "id", &bad);
+		v->idempotency_key = get_str(o, "idempotency_key", &bad);
+		v->name = get_str(o, "name", &bad);
+		v->project = get_str(o, "project", &bad);
+		v->region = get_str(o, "region", &bad);
+		v->zone = get_str(o, "zone", &bad);
+		int64_t size = get_int(o, "size_mib", &bad);
+		v->size_mib = size > 0 ? (uint64_t)size : 0;
+		v->attached_instance_id = get_opt_str(o, "attached_instance_id", &bad);
+		v->device_name = get_opt_str(o, "device_name", &bad);
+		v->tags = get_tags(o, "tags", &v->n_tags, &bad);
+		if (bad || size <= 0 || !v->attached_instance_id != !v->device_name)
+			goto bad;
+	}
+	what = "placement_groups";
+	json_array_foreach(groups, i, o)
+	{
+		struct sim_placement_group *g = calloc(1, sizeof(*g));
+		if (!g || sim_vec_push(&st->groups, g)) {
+			free(g);
+			return sim_fail(e, DRV_ENOMEM, "out of memory loading %s", st->path);
+		}
+		g->name = get_str(o, "name", &bad);
+		g->region = get_str(o, "region", &bad);
+		g->project = get_str(o, "project", &bad);
+		g->group_id = get_str(o, "group_id", &bad);
+		g->strategy = (int)get_int(o, "strategy", &bad);
+		if (bad)
+			goto bad;
+	}
+	what = "gateways";
+	json_array_foreach(gws, i, o)
+	{
+		struct sim_gateway *g = calloc(1, sizeof(*g));
+		if (!g || sim_vec_push(&st->gateways, g)) {
+			free(g);
+			return sim_fail(e, DRV_ENOMEM, "out of memory loading %s", st->path);
+		}
+		g->id = get_str(o, "id", &bad);
+		g->idempotency_key = get_str(o, "idempotency_key", &bad);
+		g->name = get_str(o, "name", &bad);
+		g->project = get_str(o, "project", &bad);
+		g->region = get_str(o, "region", &bad);
+		g->ip_address = get_str(o, "ip_address", &bad);
+		g->hostname = get_str(o, "hostname", &bad);
+		g->public_ip = get_bool(o, "public_ip", &bad);
+		g->terminated = get_bool(o, "terminated", &bad);
+		if (bad)
+			goto bad;
+	}
+	return 0;
+bad:
+	return sim_fail(e, DRV_EINVAL,
+	                "state_file %s: malformed %s (a member is missing or has the wrong type)", st->path,
+	                what);
+}
+
+static int state_load(struct sim_state *st, struct sim_err *e)
+{
+	state_clear(st);
+	if (!*st->path)
+		return 0;
+	struct stat sb;
+	if (stat(st->path, &sb) != 0) {
+		if (errno == ENOENT)
+			return 0; /* a fresh cloud: the file appears with the first mutation */
+		return sim_fail(e, DRV_EINVAL, "state_file %s: %s", st->path, strerror(errno));
+	}
+	if (!S_ISREG(sb.st_mode))
+		return sim_fail(e, DRV_EINVAL, "state_file %s: not a regular file", st->path);
+	json_error_t jerr;
+	json_t *root = json_load_file(st->path, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root)
+		return sim_fail(e, DRV_EINVAL, "state_file %s: not valid JSON at line %d: %s", st->path,
+		                jerr.line, jerr.text);
+	int rc = json_is_object(root) ? state_from_json(st, root, e)
+	                              : sim_fail(e, DRV_EINVAL, "state_file %s: not a JSON object", st->path);
+	json_decref(root);
+	if (rc)
+		state_clear(st);
+	return rc;
+}
+
+int sim_state_reload(struct sim_state *st, struct sim_err *e)
+{
+	return state_load(st, e);
+}
+
+static int write_all(int fd, const char *buf, size_t len)
+{
+	while (len) {
+		ssize_t n = write(fd, buf, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int sim_state_save(struct sim_state *st, struct sim_err *e)
+{
+	if (!*st->path)
+		return 0;
+	json_t *root = state_to_json(st);
+	char *text = root ? json_dumps(root, JSON_COMPACT) : NULL;
+	json_decref(root);
+	if (!text)
+		return sim_fail(e, DRV_ENOMEM, "out of memory serialising the state");
+
+	char *tmp = NULL, *dir_copy = NULL;
+	int fd = -1, rc = 0;
+	if (asprintf(&tmp, "%s.tmp.%ld", st->path, (long)getpid()) < 0) {
+		tmp = NULL;
+		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
+		goto done;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		rc = sim_fail(e, DRV_EUNAVAILABLE, "cannot write state file %s: create %s: %s", st->path, tmp,
+		              strerror(errno));
+		goto done;
+	}
+	size_t len = strlen(text);
+	if (write_all(fd, text, len) || write_all(fd, "\n", 1) || fsync(fd) != 0) {
+		rc = sim_fail(e, DRV_EUNAVAILABLE, "cannot write state file %s: write %s: %s", st->path, tmp,
+		              strerror(errno));
+		goto done;
+	}
+	if (close(fd) != 0) {
+		fd = -1;
+		rc = sim_fail(e, DRV_EUNAVAILABLE, "cannot write state file %s: close %s: %s", st->path, tmp,
+		              strerror(errno));
+		goto done;
+	}
+	fd = -1;
+	if (rename(tmp, st->path) != 0) {
+		rc = sim_fail(e, DRV_EUNAVAILABLE, "cannot write state file %s: rename: %s", st->path,
+		              strerror(errno));
+		goto done;
+	}
+	/* The rename itself is durable only once the directory is synced. */
+	dir_copy = strdup(st->path);
+	if (dir_copy) {
+		int dfd = open(dirname(dir_copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd >= 0) {
+			fsync(dfd);
+			close(dfd);
+		}
+	}
+done:
+	if (fd >= 0)
+		close(fd);
+	if (rc && tmp)
+		unlink(tmp);
+	free(dir_copy);
+	free(tmp);
+	free(text);
+	return rc;
+}
+
+int sim_state_commit(struct sim_state *st, struct sim_err *e)
+{
+	int rc = sim_state_save(st, e);
+	if (rc) {
+		struct sim_err ignored;
+		/* Memory must not run ahead of the file: undo by reading the last good one back. */
+		sim_state_reload(st, &ignored);
+	}
+	return rc;
+}
+
+int sim_state_get(const char *path, struct sim_state **out, struct sim_err *e)
+{
+	if (!path)
+		path = "";
+	pthread_mutex_lock(&registry_mu);
+	struct sim_state *st;
+	for (st = registry; st; st = st->next)
+		if (strcmp(st->path, path) == 0)
+			break;
+	int rc = 0;
+	if (!st) {
+		st = calloc(1, sizeof(*st));
+		if (!st || !(st->path = strdup(path))) {
+			free(st);
+			rc = sim_fail(e, DRV_ENOMEM, "out of memory");
+			goto done;
+		}
+		pthread_mutex_init(&st->mu, NULL);
+		st->next_serial = 1;
+		rc = state_load(st, e);
+		if (rc) {
+			/* Not kept: a fixed file is read again on the next call. */
+			state_free(st);
+			goto done;
+		}
+		st->next = registry;
+		registry = st;
+	}
+	*out = st;
+done:
+	pthread_mutex_unlock(&registry_mu);
+	return rc;
+}
+
+void sim_state_registry_clear(void)
+{
+	pthread_mutex_lock(&registry_mu);
+	while (registry) {
+		struct sim_state *st = registry;
+		registry = st->next;
+		state_free(st);
+	}
+	pthread_mutex_unlock(&registry_mu);
+}
