@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# The CLI without a server: --help everywhere, usage errors exit 2 naming the
+# culprit, an unreachable server exits 3, and gen-certs.sh makes a working
+# chain with private keys 0600.
+. "$(dirname "$0")/lib.sh"
+need drover
+
+cli() { # cli EXPECTED ARGS...: the CLI pointed at a server that is not there
+	local want=$1
+	shift
+	set +e
+	"$BIN/drover" --server "unix:$T/nothing.sock" --token-file "$T/none.token" "$@" >"$T/.out" 2>"$T/.err"
+	RC=$?
+	set -e
+	OUT=$(cat "$T/.out")
+	ERR=$(cat "$T/.err")
+	[[ $RC == "$want" ]] || fail "drover $* exited $RC, expected $want"
+}
+
+cli 0 --help
+contains "$OUT" "Exit codes" "drover --help"
+contains "$OUT" "3  cannot reach the server" "drover --help"
+for c in driver project backend offer instance event; do
+	cli 0 "$c" --help
+	contains "$OUT" "Usage: drover $c" "drover $c --help"
+done
+cli 0 offer --help
+contains "$OUT" "--gpu NAME[:COUNT]" "drover offer --help"
+contains "$OUT" "--spot-auto" "drover offer --help"
+
+cli 2
+cli 2 frobnicate
+contains "$ERR" "unknown command 'frobnicate'" "unknown command"
+cli 2 --timeout x driver list
+contains "$ERR" "--timeout x" "bad --timeout"
+cli 2 offer --gpu H100:many
+contains "$ERR" "H100:many" "bad --gpu"
+cli 2 offer --gpu-memory 80GB:40GB
+contains "$ERR" "minimum above its maximum" "inverted range"
+cli 2 offer --memory 12furlongs
+contains "$ERR" "unknown unit" "bad unit"
+cli 2 offer --max-price -1
+contains "$ERR" "--max-price" "negative price"
+cli 2 offer --feature TELEPORT
+contains "$ERR" "unknown feature 'TELEPORT'" "unknown feature"
+cli 2 offer --spot --on-demand
+cli 2 backend add --name x
+contains "$ERR" "--name and --type are required" "backend add without type"
+cli 2 backend add --name x --type sim --config '{"capacity": 2'
+contains "$ERR" "not valid JSON" "bad JSON"
+cli 2 backend add --name x --type sim --config '[1]'
+contains "$ERR" "JSON object" "non-object JSON"
+cli 2 backend add --name x --type sim --secret novalue
+contains "$ERR" "KEY=VALUE" "secret without ="
+cli 2 instance show
+cli 2 instance list --gpu H100
+contains "$ERR" "belong to 'instance create'" "create flag on list"
+cli 2 instance list --status sleeping
+contains "$ERR" "--status sleeping" "bad status"
+
+# Valid commands, but nothing listens: exit 3, naming the address.
+cli 3 driver list
+contains "$ERR" "cannot reach droverd at unix:$T/nothing.sock" "unreachable unix socket"
+cli 3 offer --gpu H100:1 --gpu-memory 40GB: --cpus 8 --memory 64GB --spot-auto --region us-east-1
+port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+set +e
+"$BIN/drover" --server "127.0.0.1:$port" driver list >/dev/null 2>"$T/.err"
+RC=$?
+set -e
+[[ $RC == 3 ]] || fail "unreachable TCP server: exit $RC, expected 3"
+grep -q "127.0.0.1:$port" "$T/.err" || fail "the unreachable TCP address is not named"
+
+# A socket that accepts but a missing token file: a usage problem (2), named.
+/usr/bin/python3 -c '
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(8); time.sleep(30)' "$T/listen.sock" &
+BG_PIDS+=($!)
+wait_for 5 "[[ -S $T/listen.sock ]]" || fail "helper socket did not appear"
+set +e
+"$BIN/drover" --server "unix:$T/listen.sock" --token-file "$T/missing.token" driver list >/dev/null 2>"$T/.err"
+RC=$?
+set -e
+[[ $RC == 2 ]] || fail "missing token file: exit $RC, expected 2"
+grep -q "$T/missing.token" "$T/.err" || fail "the missing token file is not named"
+
+# gen-certs.sh: a chain that verifies, SANs for the compose service, private keys 0600.
+"$SRC/scripts/gen-certs.sh" "$T/certs" 2>/dev/null
+openssl verify -CAfile "$T/certs/ca.pem" "$T/certs/driver.pem" "$T/certs/client.pem" >/dev/null ||
+	fail "gen-certs.sh certificates do not verify against its CA"
+san=$(openssl x509 -in "$T/certs/driver.pem" -noout -ext subjectAltName)
+for n in DNS:sim-driver DNS:localhost "IP Address:127.0.0.1"; do
+	contains "$san" "$n" "driver certificate SANs"
+done
+for k in ca-key.pem driver-key.pem client-key.pem; do
+	[[ $(stat -c %a "$T/certs/$k") == 600 ]] || fail "$k is not 0600"
+done
+"$SRC/scripts/gen-certs.sh" 2>/dev/null && fail "gen-certs.sh without OUTDIR succeeded"
+log "ok"

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# docker-compose.yml is valid for Debian's docker-compose (no engine needed),
+# and wires what the newcomer's path promises: droverd plus a sim driver in
+# standalone mutual-TLS mode, droverd configured to reach it by address, both
+# images on Debian 12.
+. "$(dirname "$0")/lib.sh"
+
+command -v docker-compose >/dev/null || fail "docker-compose is not installed (scripts/install-deps.sh installs it)"
+cd "$SRC"
+
+docker-compose -f docker-compose.yml config -q || fail "docker-compose config -q rejected docker-compose.yml"
+
+# The validator itself must be able to say no: a broken copy is refused.
+sed 's/^services:/servicez:/' docker-compose.yml >"$T/broken.yml"
+if docker-compose -f "$T/broken.yml" config -q 2>/dev/null; then
+	fail "docker-compose accepted a file without services: the check proves nothing"
+fi
+
+cfg=$(docker-compose -f docker-compose.yml config)
+for svc in droverd sim-driver; do
+	printf '%s\n' "$cfg" | grep -q "^  $svc:" || fail "no service $svc in docker-compose.yml"
+done
+sim=$(printf '%s\n' "$cfg" | sed -n '/^  sim-driver:/,/^  [a-z]/p')
+for flag in --listen 0.0.0.0:4100 --tls-cert --tls-key --client-ca; do
+	printf '%s\n' "$sim" | grep -q -- "- $flag" || fail "service sim-driver does not run with $flag"
+done
+
+# droverd's config in the image uses the sim driver by address, with client certificates.
+y=docker/droverd.yaml
+/usr/bin/python3 - "$y" <<'PY' || fail "$y does not configure the remote sim driver"
+import sys, yaml
+c = yaml.safe_load(open(sys.argv[1]))
+r = c["drivers"]["remote"]
+assert any(d["address"] == "sim-driver:4100" and d["type"] == "sim" and d["ca"] and d["cert"] and d["key"]
+           for d in r), r
+assert c["projects"][0]["backends"][0]["type"] == "sim"
+PY
+
+# Every stage of the Dockerfile starts from Debian 12.
+froms=$(grep -E '^FROM ' docker/Dockerfile | grep -v ' AS build$' | awk '{print $2}' | sort -u)
+grep -q '^FROM debian:12 AS build' docker/Dockerfile || fail "the build stage is not debian:12"
+for f in $froms; do
+	[[ $f == debian:12 || $f == runtime ]] || fail "docker/Dockerfile has a stage FROM $f (not Debian 12)"
+done
+
+# The certificates the services expect are the ones gen-certs.sh makes.
+"$SRC/scripts/gen-certs.sh" "$T/certs" 2>/dev/null
+for f in ca.pem driver.pem driver-key.pem client.pem client-key.pem; do
+	[[ -f $T/certs/$f ]] || fail "gen-certs.sh did not make $f"
+	grep -q "/certs/$f" docker-compose.yml docker/droverd.yaml || fail "nothing uses /certs/$f"
+done
+log "ok"
