@@ -151,6 +151,11 @@ int drv__serve_register(struct drv_rpc_server *srv, const struct drv_driver *dri
                         size_t errlen);
 /* Computes the cached identity answers (schema etc.); idempotent and thread-safe. */
 void drv__serve_warm(void);
+/*
+ * Waits up to timeout_ms until no call is being handled on a worker; returns
+ * the milliseconds left of the timeout (0 if it ran out).
+ */
+int drv__serve_wait_idle(int timeout_ms);
 /* Waits for deferred identity calls still running on the SDK's own threads. */
 void drv__serve_drain(void);
 

@@ -1,0 +1,515 @@
+/*
+ * drv_main(): the process around a driver. Parses the command line, checks
+ * the driver's declaration, then serves either spawned (unix socket,
+ * handshake on stdout, exit on stdin EOF) or standalone (--listen over TCP,
+ * mutual TLS or loopback/--insecure), until SIGTERM/SIGINT.
+ *
+ * Nothing slow runs before the handshake line: the host measures spawn to
+ * first RPC, so schemas and other cached answers are built after it.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "drover/host.h"
+#include "drover/rpc.h"
+#include "drv_internal.h"
+
+#define DEFAULT_GRACE_MS 5000
+#define DEFAULT_WORKERS 4
+#define MAX_WORKERS 256
+#define UNIX_PATH_MAX 107
+/* Time for replies already being written when shutdown cuts connections. */
+#define SETTLE_MS 50
+
+struct options {
+	const char *listen;
+	const char *tls_cert;
+	const char *tls_key;
+	const char *client_ca;
+	bool insecure;
+	int workers;
+	int grace_ms;
+	bool help, version, info;
+};
+
+static const char *prog_name(const char *argv0)
+{
+	const char *slash = argv0 ? strrchr(argv0, '/') : NULL;
+	return slash ? slash + 1 : (argv0 ? argv0 : "drover-driver");
+}
+
+static void usage(FILE *out, const char *prog, const struct drv_driver *d)
+{
+	fprintf(out,
+	        "Usage: %s [OPTIONS]\n"
+	        "\n"
+	        "drover driver for backend type \"%s\" (version %s): %s\n"
+	        "\n"
+	        "Without --listen this program is a plugin: droverd or drover-conformance start\n"
+	        "it, read the handshake line it prints, and talk gRPC over a private unix socket.\n"
+	        "\n"
+	        "Options:\n"
+	        "  --help               show this help and exit\n"
+	        "  --version            print the driver version and exit\n"
+	        "  --info               print GetInfo (type, version, features, config schema) as JSON\n"
+	        "  --listen HOST:PORT   serve standalone over TCP (port 0 picks one)\n"
+	        "  --tls-cert FILE      server certificate (PEM) for mutual TLS\n"
+	        "  --tls-key FILE       private key (PEM) of --tls-cert\n"
+	        "  --client-ca FILE     CA (PEM) that client certificates must chain to\n"
+	        "  --insecure           allow plain TCP on a non-loopback address\n"
+	        "  --workers N          handler threads (1..%d, default %d)\n"
+	        "  --grace-ms N         on SIGTERM, let calls finish for N ms (default %d)\n"
+	        "\n"
+	        "Environment: DROVER_SOCKET_DIR (socket directory in spawned mode),\n"
+	        "DROVER_LOG_LEVEL (debug, info, warn, error).\n",
+	        prog, d->type, d->driver_version ? d->driver_version : "?",
+	        d->description ? d->description : "", MAX_WORKERS, DEFAULT_WORKERS, DEFAULT_GRACE_MS);
+}
+
+static int usage_error(const char *prog, const char *fmt, const char *a, const char *b)
+{
+	fprintf(stderr, "%s: ", prog);
+	fprintf(stderr, fmt, a, b);
+	fprintf(stderr, "\nTry '%s --help' for more information.\n", prog);
+	return 2;
+}
+
+static bool parse_int(const char *s, long lo, long hi, int *out)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi)
+		return false;
+	*out = (int)v;
+	return true;
+}
+
+/* Returns -1 to go on serving, or an exit code. */
+static int parse_args(int argc, char **argv, const char *prog, struct options *o)
+{
+	static const char *const with_value[] = {"--listen",    "--tls-cert", "--tls-key",
+	                                         "--client-ca", "--workers",  "--grace-ms"};
+	memset(o, 0, sizeof(*o));
+	o->workers = DEFAULT_WORKERS;
+	o->grace_ms = DEFAULT_GRACE_MS;
+
+	for (int i = 1; i < argc; i++) {
+		const char *arg = argv[i];
+		const char *val = NULL;
+		char name[32];
+		const char *eq = strchr(arg, '=');
+
+		if (strncmp(arg, "--", 2) == 0 && eq && (size_t)(eq - arg) < sizeof(name)) {
+			memcpy(name, arg, (size_t)(eq - arg));
+			name[eq - arg] = '\0';
+			val = eq + 1;
+		} else {
+			snprintf(name, sizeof(name), "%s", arg);
+		}
+		bool needs = false;
+		for (size_t k = 0; k < sizeof(with_value) / sizeof(with_value[0]); k++)
+			if (strcmp(name, with_value[k]) == 0)
+				needs = true;
+		if (needs && !val) {
+			if (i + 1 >= argc)
+				return usage_error(prog, "option %s needs a value%s", name, "");
+			val = argv[++i];
+		} else if (!needs && val) {
+			return usage_error(prog, "option %s takes no value%s", name, "");
+		}
+
+		if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
+			o->help = true;
+		} else if (strcmp(name, "--version") == 0) {
+			o->version = true;
+		} else if (strcmp(name, "--info") == 0) {
+			o->info = true;
+		} else if (strcmp(name, "--insecure") == 0) {
+			o->insecure = true;
+		} else if (strcmp(name, "--listen") == 0) {
+			o->listen = val;
+		} else if (strcmp(name, "--tls-cert") == 0) {
+			o->tls_cert = val;
+		} else if (strcmp(name, "--tls-key") == 0) {
+			o->tls_key = val;
+		} else if (strcmp(name, "--client-ca") == 0) {
+			o->client_ca = val;
+		} else if (strcmp(name, "--workers") == 0) {
+			if (!parse_int(val, 1, MAX_WORKERS, &o->workers))
+				return usage_error(
+				    prog, "--workers: expected an integer from 1 to 256, got \"%.40s\"%s",
+				    val, "");
+		} else if (strcmp(name, "--grace-ms") == 0) {
+			if (!parse_int(val, 0, 3600000, &o->grace_ms))
+				return usage_error(
+				    prog,
+				    "--grace-ms: expected milliseconds from 0 to 3600000, got \"%.40s\"%s",
+				    val, "");
+		} else {
+			return usage_error(prog, "unknown argument \"%.80s\"%s", arg, "");
+		}
+	}
+	return -1;
+}
+
+/* Splits "HOST:PORT" ("[::1]:4100" for IPv6); false if malformed. */
+static bool split_host_port(const char *addr, char *host, size_t hostlen, int *port)
+{
+	const char *colon = strrchr(addr, ':');
+	if (!colon || colon == addr)
+		return false;
+	size_t hl = (size_t)(colon - addr);
+	if (addr[0] == '[') {
+		if (hl < 3 || addr[hl - 1] != ']')
+			return false;
+		addr++, hl -= 2;
+	} else if (memchr(addr, ':', hl)) {
+		return false; /* bare IPv6 needs brackets */
+	}
+	if (hl == 0 || hl >= hostlen)
+		return false;
+	memcpy(host, addr, hl);
+	host[hl] = '\0';
+	return parse_int(colon + 1, 0, 65535, port);
+}
+
+static bool is_loopback(const char *host)
+{
+	return strcmp(host, "localhost") == 0 || strcmp(host, "::1") == 0 || strncmp(host, "127.", 4) == 0;
+}
+
+static int check_listen(const char *prog, const struct options *o)
+{
+	char host[256];
+	int port;
+	bool any_tls = o->tls_cert || o->tls_key || o->client_ca;
+
+	if (!o->listen) {
+		if (any_tls || o->insecure)
+			return usage_error(prog, "%s needs --listen HOST:PORT%s",
+			                   o->insecure ? "--insecure" : "TLS options", "");
+		return -1;
+	}
+	if (!split_host_port(o->listen, host, sizeof(host), &port))
+		return usage_error(prog,
+		                   "--listen: expected HOST:PORT (e.g. 127.0.0.1:4100), got \"%.80s\"%s",
+		                   o->listen, "");
+	if (any_tls) {
+		const char *missing = !o->tls_cert    ? "--tls-cert"
+		                      : !o->tls_key   ? "--tls-key"
+		                      : !o->client_ca ? "--client-ca"
+		                                      : NULL;
+		if (missing)
+			return usage_error(
+			    prog,
+			    "mutual TLS needs --tls-cert, --tls-key and --client-ca together; %s is "
+			    "missing%s",
+			    missing, "");
+		if (o->insecure)
+			return usage_error(prog, "--insecure cannot be combined with TLS options%s%s", "",
+			                   "");
+		const char *files[] = {o->tls_cert, o->tls_key, o->client_ca};
+		const char *names[] = {"--tls-cert", "--tls-key", "--client-ca"};
+		for (int i = 0; i < 3; i++)
+			if (access(files[i], R_OK) != 0)
+				return usage_error(prog, "%s: cannot read \"%.200s\"", names[i], files[i]);
+	} else if (!is_loopback(host) && !o->insecure) {
+		return usage_error(
+		    prog,
+		    "refusing plain TCP on non-loopback address \"%.80s\": use --tls-cert, --tls-key "
+		    "and --client-ca for mutual TLS, or --insecure%s",
+		    host, "");
+	}
+	return -1;
+}
+
+static enum drv_log_level level_from_env(void)
+{
+	const char *v = getenv("DROVER_LOG_LEVEL");
+	if (!v)
+		return DRV_LOG_INFO;
+	if (strcmp(v, "debug") == 0)
+		return DRV_LOG_DEBUG;
+	if (strcmp(v, "warn") == 0)
+		return DRV_LOG_WARN;
+	if (strcmp(v, "error") == 0)
+		return DRV_LOG_ERROR;
+	return DRV_LOG_INFO;
+}
+
+static int print_info(const struct drv_driver *d)
+{
+	json_t *o = drv__info_json(d);
+	if (!o) {
+		fprintf(stderr, "%s: cannot build GetInfo\n", d->type);
+		return 1;
+	}
+	char *text = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	if (!text)
+		return 1;
+	puts(text);
+	free(text);
+	return fflush(stdout) == 0 ? 0 : 1;
+}
+
+/* Socket path of spawned mode: $DROVER_SOCKET_DIR/<type>.sock, or in a fresh private directory. */
+static int make_socket_path(const struct drv_driver *d, char *path, size_t len, char *own_dir, size_t dirlen)
+{
+	const char *dir = getenv("DROVER_SOCKET_DIR");
+	own_dir[0] = '\0';
+	if (dir && dir[0]) {
+		struct stat st;
+		if (dir[0] != '/') {
+			drv_log(DRV_LOG_ERROR, "DROVER_SOCKET_DIR \"%.200s\" is not an absolute path", dir);
+			return DRV_EINVAL;
+		}
+		if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+			drv_log(DRV_LOG_ERROR, "DROVER_SOCKET_DIR \"%.200s\" is not a directory", dir);
+			return DRV_EINVAL;
+		}
+	} else {
+		const char *tmp = getenv("TMPDIR");
+		if (!tmp || tmp[0] != '/')
+			tmp = "/tmp";
+		int n = snprintf(own_dir, dirlen, "%s/drover-%s-XXXXXX", tmp, d->type);
+		if (n < 0 || (size_t)n >= dirlen || !mkdtemp(own_dir)) {
+			drv_log(DRV_LOG_ERROR, "cannot create a socket directory in %s: %s", tmp,
+			        strerror(errno));
+			own_dir[0] = '\0';
+			return DRV_ESYSTEM;
+		}
+		dir = own_dir;
+	}
+	int n = snprintf(path, len, "%s/%s.sock", dir, d->type);
+	if (n < 0 || (size_t)n >= len || (size_t)n > UNIX_PATH_MAX) {
+		drv_log(DRV_LOG_ERROR,
+		        "socket path \"%s/%s.sock\" is longer than %d bytes; use a shorter "
+		        "DROVER_SOCKET_DIR",
+		        dir, d->type, UNIX_PATH_MAX);
+		if (own_dir[0])
+			rmdir(own_dir);
+		own_dir[0] = '\0';
+		return DRV_EINVAL;
+	}
+	return 0;
+}
+
+/*
+ * Waits for SIGTERM/SIGINT (signalfd: the signals are blocked in every
+ * thread, so they queue there) or, when spawned, EOF on stdin. Polling both in
+ * the main thread costs no extra thread, which keeps an idle driver small.
+ */
+static void wait_for_stop(int sigfd, bool watch_stdin)
+{
+	char buf[512];
+	for (;;) {
+		struct pollfd fds[2] = {{.fd = sigfd, .events = POLLIN},
+		                        {.fd = STDIN_FILENO, .events = POLLIN}};
+		int n = poll(fds, watch_stdin ? 2 : 1, -1);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			drv_log(DRV_LOG_ERROR, "poll failed: %s; stopping", strerror(errno));
+			return;
+		}
+		if (fds[0].revents) {
+			struct signalfd_siginfo si;
+			if (read(sigfd, &si, sizeof(si)) == (ssize_t)sizeof(si))
+				drv_log(DRV_LOG_INFO, "received %s; stopping",
+				        si.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM");
+			return;
+		}
+		if (watch_stdin && fds[1].revents) {
+			if (fds[1].revents & POLLNVAL) {
+				drv_log(DRV_LOG_INFO, "stdin is closed; stopping");
+				return;
+			}
+			ssize_t r = read(STDIN_FILENO, buf, sizeof(buf));
+			if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN)) {
+				drv_log(DRV_LOG_INFO, "stdin reached EOF (host gone); stopping");
+				return;
+			}
+		}
+	}
+}
+
+int drv_main(int argc, char **argv, const struct drv_driver *driver)
+{
+	const char *prog = prog_name(argc > 0 ? argv[0] : NULL);
+	struct options o;
+	char err[512];
+	int rc;
+
+	if (!driver || !driver->type) {
+		fprintf(stderr, "%s: drv_main called without a driver\n", prog);
+		return 1;
+	}
+	rc = parse_args(argc, argv, prog, &o);
+	if (rc >= 0)
+		return rc;
+	if (o.help) {
+		usage(stdout, prog, driver);
+		return 0;
+	}
+	if (o.version) {
+		printf("%s %s (drover protocol %d)\n", driver->type,
+		       driver->driver_version ? driver->driver_version : "", DRV_PROTOCOL_VERSION);
+		return 0;
+	}
+	if (drv_driver_check(driver, err, sizeof(err)) != 0) {
+		fprintf(stderr, "%s: %s\n", prog, err);
+		return 1;
+	}
+	if (o.info)
+		return print_info(driver);
+	rc = check_listen(prog, &o);
+	if (rc >= 0)
+		return rc;
+
+	bool spawned = o.listen == NULL;
+	if (spawned) {
+		const char *cookie = getenv(DRV_MAGIC_COOKIE_KEY);
+		if (!cookie || strcmp(cookie, DRV_MAGIC_COOKIE_VALUE) != 0) {
+			fprintf(
+			    stderr,
+			    "%s: this is a drover driver plugin (backend type \"%s\"); it is not meant to be "
+			    "run directly.\n"
+			    "Run it through droverd or drover-conformance, or serve it standalone with "
+			    "--listen HOST:PORT (see --help).\n",
+			    prog, driver->type);
+			return 1;
+		}
+	}
+
+	drv__log_set_driver(driver->type);
+	drv__log_set_level(level_from_env());
+
+	/*
+	 * Block the stop signals before any gRPC thread exists so every thread
+	 * inherits the mask and the signals wait for us on the signalfd.
+	 */
+	sigset_t stop_set;
+	sigemptyset(&stop_set);
+	sigaddset(&stop_set, SIGTERM);
+	sigaddset(&stop_set, SIGINT);
+	signal(SIGPIPE, SIG_IGN);
+	pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
+	int sigfd = signalfd(-1, &stop_set, SFD_CLOEXEC);
+	if (sigfd < 0) {
+		drv_log(DRV_LOG_ERROR, "signalfd: %s", strerror(errno));
+		return 1;
+	}
+
+	char sock_path[PATH_MAX] = "";
+	char own_dir[PATH_MAX] = "";
+	char address[PATH_MAX + 8];
+	struct drv_rpc_server *srv = NULL;
+	bool started = false;
+	int exit_code = 1;
+
+	if (spawned) {
+		if (make_socket_path(driver, sock_path, sizeof(sock_path), own_dir, sizeof(own_dir)) != 0)
+			goto out_sigfd;
+		snprintf(address, sizeof(address), "unix:%s", sock_path);
+	} else {
+		snprintf(address, sizeof(address), "%s", o.listen);
+	}
+
+	if (driver->start) {
+		rc = driver->start();
+		if (rc != 0) {
+			drv_log(DRV_LOG_ERROR, "driver start-up failed (%d: %s)", rc, drv_strerror(rc));
+			goto out_dir;
+		}
+	}
+	started = true;
+
+	struct drv_rpc_server_opts so = {
+	    .address = address,
+	    .tls_cert_file = o.tls_cert,
+	    .tls_key_file = o.tls_key,
+	    .client_ca_file = o.client_ca,
+	    .workers = o.workers,
+	};
+	rc = drv_rpc_server_new(&so, &srv, err, sizeof(err));
+	if (rc == 0)
+		rc = drv__serve_register(srv, driver, err, sizeof(err));
+	int port = 0;
+	if (rc == 0)
+		rc = drv_rpc_server_start(srv, &port, err, sizeof(err));
+	if (rc != 0) {
+		drv_log(DRV_LOG_ERROR, "cannot serve on %s: %s", address, err);
+		goto out_server;
+	}
+
+	struct drv_handshake hs = {.core_version = 1, .protocol_version = DRV_PROTOCOL_VERSION};
+	snprintf(hs.protocol, sizeof(hs.protocol), "grpc");
+	if (spawned) {
+		snprintf(hs.network, sizeof(hs.network), "unix");
+		snprintf(hs.address, sizeof(hs.address), "%.*s", (int)sizeof(hs.address) - 1, sock_path);
+	} else {
+		char host[256];
+		int ignored;
+		split_host_port(o.listen, host, sizeof(host), &ignored);
+		snprintf(hs.network, sizeof(hs.network), "tcp");
+		snprintf(hs.address, sizeof(hs.address), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+	}
+	char line[400];
+	if (drv_handshake_format(&hs, line, sizeof(line)) < 0) {
+		drv_log(DRV_LOG_ERROR, "cannot format the handshake line for %s", hs.address);
+		goto out_server;
+	}
+	if (printf("%s\n", line) < 0 || fflush(stdout) != 0) {
+		drv_log(DRV_LOG_ERROR, "cannot write the handshake line: %s", strerror(errno));
+		goto out_server;
+	}
+	/* Nothing may follow the handshake on stdout: stray output goes nowhere. */
+	int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	if (devnull >= 0) {
+		dup2(devnull, STDOUT_FILENO);
+		close(devnull);
+	}
+
+	drv__serve_warm();
+	drv_log(DRV_LOG_INFO, "serving %s on %s (%s)", driver->type, hs.address,
+	        spawned ? "spawned" : (o.tls_cert ? "mutual TLS" : "plain TCP"));
+
+	wait_for_stop(sigfd, spawned);
+	exit_code = 0;
+
+out_server:
+	if (srv) {
+		/*
+		 * Let in-flight calls finish first, then give replies being
+		 * written a moment before gRPC cuts the connections (see
+		 * drv__serve_wait_idle for why not just grace_ms here).
+		 */
+		int left = exit_code == 0 ? drv__serve_wait_idle(o.grace_ms) : 0;
+		drv_rpc_server_shutdown(srv, left < SETTLE_MS ? left : SETTLE_MS);
+		drv_log(DRV_LOG_DEBUG, "server stopped; waiting for deferred calls");
+		drv__serve_drain();
+		drv_rpc_server_free(srv);
+		drv_log(DRV_LOG_DEBUG, "server freed");
+	}
+	if (started && driver->stop)
+		driver->stop();
+out_dir:
+	if (sock_path[0])
+		unlink(sock_path);
+	if (own_dir[0])
+		rmdir(own_dir);
+out_sigfd:
+	close(sigfd);
+	return exit_code;
+}
