@@ -1,0 +1,266 @@
+/*
+ * drv_host_connect against a driver run standalone (--listen 127.0.0.1:0):
+ * mutual TLS with certificates made at test time, a client certificate of
+ * another CA refused with an error that says TLS, the insecure rules, and
+ * reconnection when the driver comes back on the same port.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include "sdk_test.h"
+
+#ifndef STANDALONE_BIN
+#error STANDALONE_BIN must name a driver binary that supports --listen
+#endif
+#ifndef GEN_CERTS
+#error GEN_CERTS must name gen-certs.sh
+#endif
+
+#define CALL_MS 5000
+
+static char certs[256];
+
+struct standalone {
+	pid_t pid;
+	char address[256];
+};
+
+static const char *cert(const char *name)
+{
+	/* Enough slots that every path one test holds stays valid. */
+	static char buf[16][512];
+	static int i;
+
+	i = (i + 1) % 16;
+	snprintf(buf[i], sizeof(buf[i]), "%s/%s", certs, name);
+	return buf[i];
+}
+
+/*
+ * Starts the driver standalone and reads the address from its handshake
+ * line. PR_SET_PDEATHSIG: if this test dies, the driver dies with it.
+ */
+static void start_standalone(struct standalone *s, const char *listen, bool tls)
+{
+	int out[2];
+	char line[512] = "", err[256];
+	struct drv_handshake hs;
+
+	assert_int_equal(pipe(out), 0);
+	s->pid = fork();
+	assert_true(s->pid >= 0);
+	if (s->pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(out[1], 1);
+		close(out[0]);
+		close(out[1]);
+		if (tls)
+			execl(STANDALONE_BIN, STANDALONE_BIN, "--listen", listen, "--tls-cert",
+			      cert("server.pem"), "--tls-key", cert("server.key"), "--client-ca",
+			      cert("ca.pem"), (char *)NULL);
+		else
+			execl(STANDALONE_BIN, STANDALONE_BIN, "--listen", listen, (char *)NULL);
+		_exit(127);
+	}
+	close(out[1]);
+	FILE *f = fdopen(out[0], "r");
+	assert_non_null(f);
+	if (!fgets(line, sizeof(line), f))
+		fail_msg("standalone driver printed no handshake line");
+	fclose(f);
+	line[strcspn(line, "\n")] = '\0';
+	assert_rc(drv_handshake_parse(line, &hs, err, sizeof(err)), 0, err);
+	assert_string_equal(hs.network, "tcp");
+	snprintf(s->address, sizeof(s->address), "%s", hs.address);
+}
+
+static void stop_standalone(struct standalone *s)
+{
+	int status;
+
+	kill(s->pid, SIGTERM);
+	assert_int_equal(waitpid(s->pid, &status, 0), s->pid);
+}
+
+static int setup(void **state)
+{
+	char cmd[600];
+
+	make_tmpdir(certs, sizeof(certs), "certs");
+	snprintf(cmd, sizeof(cmd), "%s %s >/dev/null 2>&1", GEN_CERTS, certs);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	rm_rf(certs);
+	return 0;
+}
+
+static void test_mutual_tls(void **state)
+{
+	struct standalone s;
+	struct drv_host *h = NULL;
+	struct drv_status st;
+	char err[1024];
+
+	start_standalone(&s, "127.0.0.1:0", true);
+	struct drv_connect_opts o = {
+	    .address = s.address,
+	    .name = "remote",
+	    .ca_file = cert("ca.pem"),
+	    .cert_file = cert("client.pem"),
+	    .key_file = cert("client.key"),
+	    .connect_timeout_ms = 5000,
+	};
+	assert_rc(drv_host_connect(&o, &h, err, sizeof(err)), 0, err);
+	assert_string_equal(drv_host_name(h), "remote");
+	assert_string_equal(drv_host_target(h), s.address);
+	assert_string_equal(drv_host_handshake(h), "");
+	assert_int_equal(drv_host_pid(h), 0);
+	assert_true(drv_host_alive(h));
+
+	drv_get_info_request req = DROVER__COMPUTE__V1__GET_INFO_REQUEST__INIT;
+	drv_get_info_response *info = NULL;
+	assert_rc(drv_host_get_info(h, &req, &info, CALL_MS, &st), 0, st.message);
+	assert_true(info->type[0] != '\0');
+	protobuf_c_message_free_unpacked(&info->base, NULL);
+
+	/* Stopping a remote host only closes our side; calls then fail at once. */
+	int status = -1;
+	assert_rc(drv_host_stop(h, 1000, &status), 0, "stop remote");
+	assert_false(drv_host_alive(h));
+	assert_rc(drv_host_get_info(h, &req, &info, CALL_MS, &st), DRV_EUNAVAILABLE, st.message);
+	drv_host_free(h);
+
+	/* A client certificate from another CA is refused, and the error says TLS. */
+	h = NULL;
+	o.cert_file = cert("rogue.pem");
+	o.key_file = cert("rogue.key");
+	o.connect_timeout_ms = 1000;
+	assert_rc(drv_host_connect(&o, &h, err, sizeof(err)), DRV_EUNAVAILABLE, err);
+	assert_null(h);
+	assert_contains(err, "TLS");
+	assert_contains(err, "driver 'remote'");
+	print_message("rogue client: %s\n", err);
+
+	/* A driver certificate we do not trust is refused too. */
+	o.ca_file = cert("rogue-ca.pem");
+	o.cert_file = cert("client.pem");
+	o.key_file = cert("client.key");
+	assert_rc(drv_host_connect(&o, &h, err, sizeof(err)), DRV_EUNAVAILABLE, err);
+	assert_contains(err, "TLS");
+
+	/* Plain text to a TLS port never becomes SERVING. */
+	struct drv_connect_opts plain = {.address = s.address, .insecure = true, .connect_timeout_ms = 500};
+	assert_rc(drv_host_connect(&plain, &h, err, sizeof(err)), DRV_EUNAVAILABLE, err);
+	assert_contains(err, s.address);
+	stop_standalone(&s);
+}
+
+static void test_connect_options(void **state)
+{
+	struct drv_host *h = NULL;
+	char err[1024];
+
+	struct drv_connect_opts o = {.address = "10.1.2.3:4000", .insecure = true};
+	assert_rc(drv_host_connect(&o, &h, err, sizeof(err)), DRV_EINVAL, err);
+	assert_contains(err, "refusing plain TCP to non-loopback address 10.1.2.3:4000");
+	assert_contains(err, "allow_remote_insecure");
+
+	/* With the explicit flag it is allowed (no wait, so nothing is dialled here). */
+	o.allow_remote_insecure = true;
+	o.connect_timeout_ms = 0;
+	assert_rc(drv_host_connect(&o, &h, err, sizeof(err)), 0, err);
+	drv_host_free(h);
+	h = NULL;
+
+	struct drv_connect_opts none = {.address = "127.0.0.1:4000"};
+	assert_rc(drv_host_connect(&none, &h, err, sizeof(err)), DRV_EINVAL, err);
+	assert_contains(err, "no TLS files given");
+
+	struct drv_connect_opts partial = {
+	    .address = "127.0.0.1:4000", .ca_file = cert("ca.pem"), .cert_file = cert("client.pem")};
+	assert_rc(drv_host_connect(&partial, &h, err, sizeof(err)), DRV_EINVAL, err);
+	assert_contains(err, "key_file is missing");
+
+	partial.key_file = "/nonexistent/client.key";
+	assert_rc(drv_host_connect(&partial, &h, err, sizeof(err)), DRV_EINVAL, err);
+	assert_contains(err, "TLS key file /nonexistent/client.key");
+
+	struct drv_connect_opts bad = {.address = "no-port-here", .insecure = true};
+	assert_rc(drv_host_connect(&bad, &h, err, sizeof(err)), DRV_EINVAL, err);
+	assert_contains(err, "\"no-port-here\"");
+	assert_null(h);
+}
+
+static void test_unreachable(void **state)
+{
+	struct drv_host *h = NULL;
+	char err[1024];
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t sl = sizeof(sa);
+	char addr[64];
+
+	/* A port that was free a moment ago: bound, not listening, then closed. */
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+	close(fd);
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", ntohs(sa.sin_port));
+	struct drv_connect_opts o = {.address = addr, .insecure = true, .connect_timeout_ms = 300};
+	double t0 = now_ms();
+	assert_rc(drv_host_connect(&o, &h, err, sizeof(err)), DRV_EUNAVAILABLE, err);
+	assert_true(now_ms() - t0 < 2000);
+	assert_contains(err, "unreachable");
+	assert_contains(err, addr);
+}
+
+/* The channel reconnects by itself when the driver comes back on the same address. */
+static void test_reconnect(void **state)
+{
+	struct standalone s;
+	struct drv_host *h = NULL;
+	struct drv_status st;
+	char err[1024];
+
+	start_standalone(&s, "127.0.0.1:0", false);
+	struct drv_connect_opts o = {.address = s.address, .insecure = true, .connect_timeout_ms = 5000};
+	assert_rc(drv_host_connect(&o, &h, err, sizeof(err)), 0, err);
+	assert_rc(drv_host_health(h, CALL_MS, &st), 0, st.message);
+
+	stop_standalone(&s);
+	assert_rc(drv_host_health(h, 1000, &st), DRV_EUNAVAILABLE, st.message);
+
+	char again[256];
+	snprintf(again, sizeof(again), "%s", s.address);
+	start_standalone(&s, again, false);
+	assert_string_equal(s.address, again);
+	int rc = -1;
+	for (int i = 0; i < 200 && rc != 0; i++) {
+		rc = drv_host_health(h, 1000, &st);
+		if (rc != 0)
+			usleep(50 * 1000);
+	}
+	assert_rc(rc, 0, st.message);
+	drv_host_free(h);
+	stop_standalone(&s);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_mutual_tls),
+	    cmocka_unit_test(test_connect_options),
+	    cmocka_unit_test(test_unreachable),
+	    cmocka_unit_test(test_reconnect),
+	};
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
