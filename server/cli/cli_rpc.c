@@ -142,6 +142,19 @@ static int read_token(struct cli_ctx *c)
 		c->token[--n] = '\0';
 	if (!n)
 		return cli_usage_error("the token file %s is empty", c->token_file);
+	/*
+	 * A token is one line of printable ASCII. Checked here because gRPC rejects
+	 * other bytes in metadata by logging the whole value, which must not happen
+	 * to something that may be a secret.
+	 */
+	for (size_t i = 0; i < n; i++) {
+		if (c->token[i] <= ' ' || c->token[i] > '~') {
+			memset(c->token, 0, sizeof(c->token));
+			return cli_usage_error(
+			    "the token file %s does not hold a token (one line of printable characters)",
+			    c->token_file);
+		}
+	}
 	return 0;
 }
 

@@ -68,6 +68,12 @@ int main(int argc, char **argv)
 	int opt;
 	uint64_t secs;
 
+	/*
+	 * gRPC's own log lines would interleave with the CLI's output; errors reach
+	 * the user through the call status instead. GRPC_VERBOSITY=debug in the
+	 * environment still turns them on.
+	 */
+	setenv("GRPC_VERBOSITY", "NONE", 0);
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
 		switch (opt) {
