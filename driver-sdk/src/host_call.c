@@ -12,7 +12,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
-#include <sys/wait.h>
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -61,22 +60,43 @@ static int check_usable(struct drv_host *h, struct drv_status *st)
 }
 
 /*
- * After an UNAVAILABLE on a spawned driver: did the process die under the
- * call? waitid(WNOWAIT) peeks without reaping (libuv reaps on the I/O
- * thread); when the driver is gone we wait briefly for the exit callback so
- * the message can say how it died instead of gRPC's "Socket closed".
+ * True when the process is exiting or exited. A dying process closes its
+ * sockets only after the kernel marked it exiting (PF_EXITING in
+ * /proc/<pid>/stat), so when gRPC reports the connection lost this check is
+ * already conclusive, without waiting. libuv may also have reaped it already.
+ */
+static bool process_gone(pid_t pid)
+{
+	char path[64], buf[1024];
+	unsigned long flags = 0;
+	char state = 0;
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return true;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return true;
+	buf[n] = '\0';
+	/* The command name may hold spaces and parentheses: fields start after the last ')'. */
+	const char *p = strrchr(buf, ')');
+	if (!p || sscanf(p + 1, " %c %*d %*d %*d %*d %*d %lu", &state, &flags) != 2)
+		return false;
+	return state == 'Z' || state == 'X' || (flags & 0x4 /* PF_EXITING */) != 0;
+}
+
+/*
+ * After an UNAVAILABLE on a spawned driver: if the process died under the
+ * call, wait briefly for libuv's exit callback so the message can say how it
+ * died instead of gRPC's "Socket closed".
  */
 static void explain_death(struct drv_host *h, const char *method, struct drv_status *st)
 {
-	siginfo_t si;
-	bool gone;
-
-	memset(&si, 0, sizeof(si));
-	if (waitid(P_PID, (id_t)h->pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0)
-		gone = si.si_pid != 0;
-	else
-		gone = errno == ECHILD; /* already reaped by libuv */
-	if (!gone)
+	if (!process_gone(h->pid))
 		return;
 	pthread_mutex_lock(&h->mu);
 	if (drv__host_wait_exit_locked(h, drv__host_now_ns() + 1000000000u) && st) {

@@ -504,7 +504,8 @@ static void test_crash_during_call(void **state)
 	int rc = drv_host_get_offers(h, &req, &resp, CALL_MS, &st);
 	assert_rc(rc, DRV_EUNAVAILABLE, st.message);
 	/* The message says the driver died, not just that a socket closed. */
-	assert_contains(st.message, "driver sim");
+	assert_contains(st.message, "driver sim was killed by signal 6");
+	assert_contains(st.message, "during GetOffers");
 	assert_false(drv_host_alive(h));
 	double t0 = now_ms();
 	set_config(&c, "{}");
