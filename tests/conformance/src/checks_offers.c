@@ -380,31 +380,38 @@ void check_offers_filter_gpu_memory(struct conf_ctx *c)
 	range_filter(c, &f);
 }
 
-/* The most frequent string among the offers, by `get`; NULL when none. Borrowed from `all`. */
+/*
+ * The most frequent string among the offers, by `get` (case-insensitive);
+ * NULL when none. Candidates are the first distinct values met, which is
+ * plenty for any catalog. Borrowed from `all`.
+ */
 static const char *most_common(const drv_get_offers_response *all,
                                const char *(*get)(const drv_offer *, size_t), size_t per_offer)
 {
-	const char *best = NULL;
-	size_t best_n = 0;
+	enum { MAX_CANDIDATES = 64 };
+	const char *cand[MAX_CANDIDATES];
+	size_t count[MAX_CANDIDATES] = {0}, n = 0;
 	for (size_t i = 0; i < all->n_offers; i++) {
 		for (size_t k = 0; k < per_offer; k++) {
 			const char *s = get(all->offers[i], k);
 			if (!s || !*s)
 				continue;
-			size_t n = 0;
-			for (size_t j = 0; j < all->n_offers; j++)
-				for (size_t m = 0; m < per_offer; m++) {
-					const char *t = get(all->offers[j], m);
-					n += t && strcasecmp(s, t) == 0;
-				}
-			if (n > best_n) {
-				best = s;
-				best_n = n;
-			}
+			size_t j = 0;
+			while (j < n && strcasecmp(cand[j], s))
+				j++;
+			if (j == n && n < MAX_CANDIDATES)
+				cand[n++] = s;
+			if (j < n)
+				count[j]++;
 		}
-		if (i > 200)
-			break; /* enough candidates for a large catalog */
 	}
+	const char *best = NULL;
+	size_t best_n = 0;
+	for (size_t j = 0; j < n; j++)
+		if (count[j] > best_n) {
+			best = cand[j];
+			best_n = count[j];
+		}
 	return best;
 }
 
@@ -429,7 +436,7 @@ static void string_filter(struct conf_ctx *c, const char *name, const char *(*ge
 		return;
 	const char *v = most_common(all, get, per_offer);
 	if (!v) {
-		conf_skip(c, "none of the driver's offers has a %s to filter by", name);
+		conf_skip(c, "none of the driver's offers has a value for the %s filter", name);
 	} else {
 		char value[200];
 		snprintf(value, sizeof(value), "%s", v);

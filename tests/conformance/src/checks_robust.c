@@ -57,9 +57,20 @@ void check_robustness_deadline(struct conf_ctx *c)
 	char ans[700];
 	const char *what;
 	int dl = c->o->short_deadline_ms;
-	double t0 = conf_now_ms();
-	int rc = provider_call(c, c->host, &slow.msg, dl, &what, &st);
-	double ms = conf_now_ms() - t0;
+	double t0, ms;
+	int rc;
+	/*
+	 * A driver that notices the cancellation and answers OK right at the
+	 * deadline can win the race with the client's timer; only an OK in
+	 * every one of three tries is a failure.
+	 */
+	for (int attempt = 0;; attempt++) {
+		t0 = conf_now_ms();
+		rc = provider_call(c, c->host, &slow.msg, dl, &what, &st);
+		ms = conf_now_ms() - t0;
+		if (rc != 0 || ms < dl * 0.9 || attempt == 2)
+			break;
+	}
 	conf_bc_free(&slow);
 	if (rc != DRV_EDEADLINE) {
 		conf_fail(c,
