@@ -24,8 +24,8 @@ if [[ ! -x $bin/droverd ]]; then
 	echo "run.sh: $bin/droverd is not built yet; running the sim driver standalone instead," >&2
 	echo "run.sh: on 127.0.0.1:4100 (plain gRPC, loopback only). Stop it with Ctrl-C." >&2
 	if [[ -x $bin/drover-conformance ]]; then
-		echo "run.sh: calling it with $bin/drover-conformance --address 127.0.0.1:4100 in 1 s" >&2
-		(sleep 1 && "$bin/drover-conformance" --address 127.0.0.1:4100 || true) &
+		echo "run.sh: calling it with $bin/drover-conformance --address 127.0.0.1:4100 --insecure in 1 s" >&2
+		(sleep 1 && "$bin/drover-conformance" --address 127.0.0.1:4100 --insecure || true) &
 	fi
 	exec "$sim" --listen 127.0.0.1:4100
 fi

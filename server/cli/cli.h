@@ -37,6 +37,7 @@ struct cli_ctx {
 	char token[512];
 	struct drv_rpc_channel *ch;
 	int last_code; /* the drv_error of the last cli_call(), 0 on success */
+	bool quiet;    /* cli_call() prints no error (the caller reports it) */
 };
 
 /*

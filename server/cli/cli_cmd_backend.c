@@ -158,7 +158,10 @@ static int backend_add(struct cli_ctx *c, Drover__Api__V1__AddBackendRequest *re
 		 */
 		req->validate_only = true;
 		Drover__Api__V1__AddBackendResponse *v;
-		if (cli_call(c, "AddBackend", &req->base, (ProtobufCMessage **)&v) == 0) {
+		c->quiet = true;
+		int vrc = cli_call(c, "AddBackend", &req->base, (ProtobufCMessage **)&v);
+		c->quiet = false;
+		if (vrc == 0) {
 			if (c->json)
 				cli_print_json(&v->base);
 			else if (v->n_diagnostics) {

@@ -211,8 +211,9 @@ int cli_call(struct cli_ctx *c, const char *method, const ProtobufCMessage *req,
 		        st.message[0] ? st.message : "UNAVAILABLE");
 		return CLI_EXIT_UNREACHABLE;
 	}
-	fprintf(stderr, "drover: %s: %s: %s\n", method, drv_error_name(rc),
-	        st.message[0] ? st.message : drv_strerror(rc));
+	if (!c->quiet)
+		fprintf(stderr, "drover: %s: %s: %s\n", method, drv_error_name(rc),
+		        st.message[0] ? st.message : drv_strerror(rc));
 	return CLI_EXIT_REFUSED;
 }
 
