@@ -339,7 +339,7 @@ void drv__config_check(const struct drv_config_field *fields, const drv_backend_
 	if (only_space(text)) {
 		root = json_object();
 	} else {
-		root = json_loads(text, JSON_REJECT_DUPLICATES, &je);
+		root = json_loads(text, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
 		if (!root) {
 			drv__diags_add(d, SEV_ERROR, "", "config is not valid JSON", "line %d, column %d: %s",
 			               je.line, je.column, je.text);
