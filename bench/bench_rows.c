@@ -1,0 +1,711 @@
+/*
+ * The measurements (see bench_rows.h). Every comparison runs its contenders
+ * in the same process, alternating rounds where a run is long, so a noisy
+ * neighbour slows both sides rather than one.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "drover/host.h"
+
+#include "bench_echo.h"
+#include "bench_rows.h"
+
+#define CALL_TIMEOUT_MS 10000
+#define OFFERS_WANTED 1000
+
+struct ctx {
+	const struct bench_opts *o;
+	struct drv_host *sim, *py, *echo;
+	struct bench_echo_client *ec;
+	char sim_err[256], py_err[256], echo_err[256];
+	bool sim_ok, py_ok; /* the driver could be spawned at the start of the run */
+	size_t features_bytes;
+};
+
+static double now_us(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec * 1e6 + (double)t.tv_nsec / 1e3;
+}
+
+static void drop_line(void *ud, const char *driver_name, const char *line)
+{
+	(void)ud;
+	(void)driver_name;
+	(void)line;
+}
+
+static int spawn(const struct ctx *c, const char *path, const char *const *args, struct drv_host **h,
+                 char *err, size_t errlen)
+{
+	struct drv_spawn_opts so = {
+	    .path = path,
+	    .args = args,
+	    .handshake_timeout_ms = 10000,
+	    .on_stderr = c->o->verbose ? NULL : drop_line,
+	};
+
+	if (access(path, X_OK) != 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	return drv_host_spawn(&so, h, err, errlen);
+}
+
+static int spawn_echo(const struct ctx *c, struct drv_host **h, char *err, size_t errlen)
+{
+	char bytes[32];
+	const char *args[] = {"--echo-server", "--reply-bytes", bytes, NULL};
+
+	snprintf(bytes, sizeof(bytes), "%zu", c->features_bytes);
+	return spawn(c, c->o->self, args, h, err, errlen);
+}
+
+static void free_msg(void *m)
+{
+	if (m)
+		protobuf_c_message_free_unpacked(m, NULL);
+}
+
+/* One GetFeatures; 0 or the error, with the driver's message in st. */
+static int get_features(struct drv_host *h, struct drv_status *st)
+{
+	drv_get_features_request req = DROVER__COMPUTE__V1__GET_FEATURES_REQUEST__INIT;
+	drv_get_features_response *resp = NULL;
+	int rc = drv_host_get_features(h, &req, &resp, CALL_TIMEOUT_MS, st);
+
+	free_msg(resp);
+	return rc;
+}
+
+/* Latencies of n sequential GetFeatures calls, in microseconds. */
+static int lat_features(struct drv_host *h, double *out, size_t n, char *err, size_t errlen)
+{
+	struct drv_status st;
+
+	for (size_t i = 0; i < n; i++) {
+		double t0 = now_us();
+		int rc = get_features(h, &st);
+
+		out[i] = now_us() - t0;
+		if (rc != 0) {
+			snprintf(err, errlen, "GetFeatures failed: %s: %.160s", drv_error_name(rc),
+			         st.message);
+			return rc;
+		}
+	}
+	return 0;
+}
+
+static int lat_echo(struct bench_echo_client *ec, double *out, size_t n, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < n; i++) {
+		double t0 = now_us();
+		int rc = bench_echo_call(ec);
+
+		out[i] = now_us() - t0;
+		if (rc != 0) {
+			snprintf(err, errlen, "echo call failed");
+			return rc;
+		}
+	}
+	return 0;
+}
+
+static double ratio(double a, double b)
+{
+	return b > 0 ? a / b : 0;
+}
+
+/* ---- 1: GetFeatures latency ---- */
+
+static void row_latency(struct ctx *c, struct bench_row *r)
+{
+	size_t n = c->o->quick ? 300 : 20000, npy = c->o->quick ? 100 : 2000, rounds = 5;
+	double *sim = calloc(n, sizeof(double)), *echo = calloc(n, sizeof(double)),
+	       *py = calloc(npy, sizeof(double));
+	char err[256];
+	size_t per = n / rounds;
+
+	if (!sim || !echo || !py) {
+		bench_row_error(r, "out of memory");
+		goto done;
+	}
+	if (!c->sim || !c->echo || !c->ec) {
+		bench_row_error(r, "%s", !c->sim ? c->sim_err : c->echo_err);
+		goto done;
+	}
+	/* Warm up both connections and both servers' caches first. */
+	if (lat_features(c->sim, sim, 200, err, sizeof(err)) ||
+	    lat_echo(c->ec, echo, 200, err, sizeof(err))) {
+		bench_row_error(r, "%s", err);
+		goto done;
+	}
+	for (size_t k = 0; k < rounds; k++) {
+		if (lat_echo(c->ec, echo + k * per, per, err, sizeof(err)) ||
+		    lat_features(c->sim, sim + k * per, per, err, sizeof(err))) {
+			bench_row_error(r, "%s", err);
+			goto done;
+		}
+	}
+	n = per * rounds;
+	double s50 = bench_percentile(sim, n, 50), s99 = bench_percentile(sim, n, 99);
+	double e50 = bench_percentile(echo, n, 50), e99 = bench_percentile(echo, n, 99);
+	double p50 = 0, p99 = 0;
+	bool have_py = c->py && lat_features(c->py, py, 20, err, sizeof(err)) == 0 &&
+	               lat_features(c->py, py, npy, err, sizeof(err)) == 0;
+	if (have_py) {
+		p50 = bench_percentile(py, npy, 50);
+		p99 = bench_percentile(py, npy, 99);
+	}
+
+	snprintf(r->drover, sizeof(r->drover), "%.1f / %.1f us", s50, s99);
+	if (have_py)
+		snprintf(r->baselines, sizeof(r->baselines), "echo %.1f / %.1f us; python %.0f / %.0f us",
+		         e50, e99, p50, p99);
+	else
+		snprintf(r->baselines, sizeof(r->baselines), "echo %.1f / %.1f us; python n/a", e50, e99);
+	snprintf(r->ratio, sizeof(r->ratio), "%.2fx echo; python %.1fx slower", ratio(s50, e50),
+	         ratio(p50, s50));
+	bench_row_num(r, "sim_p50_us", s50);
+	bench_row_num(r, "sim_p99_us", s99);
+	bench_row_num(r, "echo_p50_us", e50);
+	bench_row_num(r, "echo_p99_us", e99);
+	bench_row_num(r, "python_p50_us", p50);
+	bench_row_num(r, "python_p99_us", p99);
+	bench_row_num(r, "samples", (double)n);
+	bench_row_num(r, "echo_reply_bytes", (double)c->features_bytes);
+	if (!have_py)
+		bench_row_error(r, "python driver: %s", c->py ? err : c->py_err);
+	else
+		r->verdict = s50 <= 1.15 * e50 && p50 >= 5 * s50 ? BENCH_PASS : BENCH_FAIL;
+done:
+	free(sim);
+	free(echo);
+	free(py);
+}
+
+/* ---- 2: calls/s with 8 in flight ---- */
+
+struct flight {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct drv_host *h;
+	drv_get_features_request req;
+	long total, started, done, failed;
+	char msg[256];
+};
+
+static void flight_start(struct flight *f);
+
+static void flight_done(struct flight *f, int code, const char *message)
+{
+	bool more;
+
+	pthread_mutex_lock(&f->mu);
+	f->done++;
+	if (code != 0) {
+		f->failed++;
+		snprintf(f->msg, sizeof(f->msg), "%s: %s", drv_error_name(code), message ? message : "");
+	}
+	more = f->started < f->total && f->failed == 0;
+	if (more)
+		f->started++;
+	else if (f->done == f->started)
+		pthread_cond_signal(&f->cv);
+	pthread_mutex_unlock(&f->mu);
+	if (more)
+		flight_start(f);
+}
+
+static void flight_cb(void *ud, int code, const char *message, ProtobufCMessage *resp)
+{
+	free_msg(resp);
+	flight_done(ud, code, message);
+}
+
+static void flight_start(struct flight *f)
+{
+	int rc = drv_host_call_async(f->h, "GetFeatures", &f->req.base, CALL_TIMEOUT_MS, flight_cb, f);
+
+	if (rc != 0)
+		flight_done(f, rc, "drv_host_call_async refused the call");
+}
+
+/* Calls/s of `total` GetFeatures with `inflight` outstanding; < 0 on failure (message in err). */
+static double sdk_throughput(struct drv_host *h, int inflight, long total, char *err, size_t errlen)
+{
+	struct flight f = {.h = h, .total = total};
+	double t0, secs;
+	long first;
+
+	drover__compute__v1__get_features_request__init(&f.req);
+	pthread_mutex_init(&f.mu, NULL);
+	pthread_cond_init(&f.cv, NULL);
+	t0 = now_us();
+	first = total < inflight ? total : inflight;
+	pthread_mutex_lock(&f.mu);
+	f.started = first;
+	pthread_mutex_unlock(&f.mu);
+	for (long i = 0; i < first; i++)
+		flight_start(&f);
+	pthread_mutex_lock(&f.mu);
+	while (f.done < f.started || (f.started < f.total && f.failed == 0))
+		pthread_cond_wait(&f.cv, &f.mu);
+	pthread_mutex_unlock(&f.mu);
+	secs = (now_us() - t0) / 1e6;
+	pthread_mutex_destroy(&f.mu);
+	pthread_cond_destroy(&f.cv);
+	if (f.failed) {
+		snprintf(err, errlen, "%ld of %ld calls failed, last: %.160s", f.failed, f.done, f.msg);
+		return -1;
+	}
+	return (double)total / secs;
+}
+
+static void row_throughput(struct ctx *c, struct bench_row *r)
+{
+	long n = c->o->quick ? 3000 : 150000, npy = c->o->quick ? 200 : 5000;
+	int rounds = c->o->quick ? 1 : 3;
+	double sim_best = 0, echo_best = 0, py = -1;
+	char err[256] = "";
+
+	if (!c->sim || !c->ec) {
+		bench_row_error(r, "%s", !c->sim ? c->sim_err : c->echo_err);
+		return;
+	}
+	/* The best of a few alternating rounds: noise only ever slows a run down. */
+	for (int k = 0; k < rounds; k++) {
+		double secs, s;
+		long failed = bench_echo_run_inflight(c->ec, 8, n / rounds, &secs);
+
+		if (failed != 0) {
+			bench_row_error(r, "echo with 8 in flight: %ld calls failed", failed);
+			return;
+		}
+		if ((double)(n / rounds) / secs > echo_best)
+			echo_best = (double)(n / rounds) / secs;
+		s = sdk_throughput(c->sim, 8, n / rounds, err, sizeof(err));
+		if (s < 0) {
+			bench_row_error(r, "sim with 8 in flight: %s", err);
+			return;
+		}
+		if (s > sim_best)
+			sim_best = s;
+	}
+	if (c->py)
+		py = sdk_throughput(c->py, 8, npy, err, sizeof(err));
+	snprintf(r->drover, sizeof(r->drover), "%.0f calls/s", sim_best);
+	if (py > 0)
+		snprintf(r->baselines, sizeof(r->baselines), "echo %.0f calls/s; python %.0f calls/s",
+		         echo_best, py);
+	else
+		snprintf(r->baselines, sizeof(r->baselines), "echo %.0f calls/s; python n/a", echo_best);
+	snprintf(r->ratio, sizeof(r->ratio), "%.2fx echo; %.1fx python", ratio(sim_best, echo_best),
+	         ratio(sim_best, py));
+	bench_row_num(r, "sim_calls_per_s", sim_best);
+	bench_row_num(r, "echo_calls_per_s", echo_best);
+	bench_row_num(r, "python_calls_per_s", py);
+	r->verdict = sim_best >= 100000 ? BENCH_PASS : BENCH_FAIL;
+}
+
+/* ---- 3: GetOffers returning exactly 1,000 offers ---- */
+
+static int offers_call(struct drv_host *h, const char *cfg, size_t *count, drv_get_offers_response **keep,
+                       char *err, size_t errlen)
+{
+	drv_backend_config bc = DROVER__COMPUTE__V1__BACKEND_CONFIG__INIT;
+	drv_get_offers_request req = DROVER__COMPUTE__V1__GET_OFFERS_REQUEST__INIT;
+	drv_get_offers_response *resp = NULL;
+	struct drv_status st;
+	int rc;
+
+	bc.config_json = (char *)cfg;
+	req.config = &bc;
+	rc = drv_host_get_offers(h, &req, &resp, CALL_TIMEOUT_MS, &st);
+	if (rc != 0) {
+		snprintf(err, errlen, "GetOffers with %.60s failed: %s: %.120s", cfg, drv_error_name(rc),
+		         st.message);
+		return rc;
+	}
+	*count = resp->n_offers;
+	if (keep)
+		*keep = resp;
+	else
+		free_msg(resp);
+	return 0;
+}
+
+/*
+ * The region with the most offers, if the catalog alone has more than
+ * OFFERS_WANTED; writes the "regions" part of the config into base.
+ */
+static void busiest_region(const drv_get_offers_response *all, char *base, size_t baselen, size_t *count)
+{
+	const char *best = NULL;
+	size_t best_n = 0;
+
+	for (size_t i = 0; i < all->n_offers; i++) {
+		const char *r = all->offers[i]->region;
+		size_t n = 0;
+
+		if (!r || (best && strcmp(r, best) == 0))
+			continue;
+		for (size_t j = 0; j < all->n_offers; j++)
+			n += all->offers[j]->region && strcmp(all->offers[j]->region, r) == 0;
+		if (n <= OFFERS_WANTED && n > best_n) {
+			best = r;
+			best_n = n;
+		}
+	}
+	if (best)
+		snprintf(base, baselen, "\"regions\": [\"%.100s\"], ", best);
+	*count = best_n;
+}
+
+/*
+ * Finds a config for which the driver answers exactly OFFERS_WANTED offers:
+ * its own catalog (limited to its busiest region when the whole catalog is
+ * larger) topped up with "synthetic_offers". Synthetic offer i depends only
+ * on i, so the count grows by at most one per extra synthetic offer and a
+ * search always lands on exactly OFFERS_WANTED.
+ */
+static int offers_config(struct drv_host *h, char *cfg, size_t cfglen, char *err, size_t errlen)
+{
+	drv_get_offers_response *all = NULL;
+	char base[160] = "";
+	size_t c0, count = 0;
+	long lo = 0, hi = -1, n;
+	size_t clo;
+
+	if (offers_call(h, "{}", &c0, &all, err, errlen))
+		return -1;
+	if (c0 > OFFERS_WANTED) {
+		busiest_region(all, base, sizeof(base), &c0);
+		if (!base[0]) {
+			free_msg(all);
+			snprintf(err, errlen, "every region has more than %d offers", OFFERS_WANTED);
+			return -1;
+		}
+	}
+	free_msg(all);
+	clo = c0;
+	n = OFFERS_WANTED - (long)c0;
+	for (int probe = 0; probe < 40; probe++) {
+		snprintf(cfg, cfglen, "{%s\"synthetic_offers\": %ld}", base, n);
+		if (offers_call(h, cfg, &count, NULL, err, errlen))
+			return -1;
+		if (count == OFFERS_WANTED)
+			return 0;
+		if (count < OFFERS_WANTED) {
+			lo = n;
+			clo = count;
+		} else {
+			hi = n;
+		}
+		if (hi < 0) {
+			/* Extrapolate from the share of synthetic offers that pass the region filter so far.
+			 */
+			double share = lo > 0 && clo > c0 ? (double)(clo - c0) / (double)lo : 0.01;
+			n = lo + (long)((double)(OFFERS_WANTED - clo) / share) + 1;
+			if (n > 100000)
+				n = 100000;
+		} else if (hi - lo > 1) {
+			n = lo + (hi - lo) / 2;
+		} else {
+			break;
+		}
+	}
+	snprintf(err, errlen, "could not make the driver return exactly %d offers (last: %zu with %.80s)",
+	         OFFERS_WANTED, count, cfg);
+	return -1;
+}
+
+static int lat_offers(struct drv_host *h, const char *cfg, double *out, size_t n, char *err, size_t errlen)
+{
+	drv_backend_config bc = DROVER__COMPUTE__V1__BACKEND_CONFIG__INIT;
+	drv_get_offers_request req = DROVER__COMPUTE__V1__GET_OFFERS_REQUEST__INIT;
+	struct drv_status st;
+
+	bc.config_json = (char *)cfg;
+	req.config = &bc;
+	for (size_t i = 0; i < n; i++) {
+		drv_get_offers_response *resp = NULL;
+		double t0 = now_us();
+		int rc = drv_host_get_offers(h, &req, &resp, CALL_TIMEOUT_MS, &st);
+
+		out[i] = now_us() - t0;
+		if (rc != 0) {
+			snprintf(err, errlen, "GetOffers failed: %s: %.160s", drv_error_name(rc), st.message);
+			return rc;
+		}
+		if (resp->n_offers != OFFERS_WANTED) {
+			snprintf(err, errlen, "GetOffers returned %zu offers, not %d", resp->n_offers,
+			         OFFERS_WANTED);
+			free_msg(resp);
+			return -1;
+		}
+		free_msg(resp);
+	}
+	return 0;
+}
+
+static void row_offers(struct ctx *c, struct bench_row *r)
+{
+	size_t n = c->o->quick ? 20 : 500, npy = c->o->quick ? 5 : 60;
+	double *sim = calloc(n, sizeof(double)), *py = calloc(npy, sizeof(double));
+	char cfg_sim[256], cfg_py[256], err[256];
+	double s50, s99, p50 = 0;
+	bool have_py = false;
+
+	if (!sim || !py) {
+		bench_row_error(r, "out of memory");
+		goto done;
+	}
+	if (!c->sim) {
+		bench_row_error(r, "%s", c->sim_err);
+		goto done;
+	}
+	if (offers_config(c->sim, cfg_sim, sizeof(cfg_sim), err, sizeof(err)) ||
+	    lat_offers(c->sim, cfg_sim, sim, n < 10 ? n : 10, err, sizeof(err)) ||
+	    lat_offers(c->sim, cfg_sim, sim, n, err, sizeof(err))) {
+		bench_row_error(r, "sim: %s", err);
+		goto done;
+	}
+	s50 = bench_percentile(sim, n, 50);
+	s99 = bench_percentile(sim, n, 99);
+	if (c->py && offers_config(c->py, cfg_py, sizeof(cfg_py), err, sizeof(err)) == 0 &&
+	    lat_offers(c->py, cfg_py, py, 3, err, sizeof(err)) == 0 &&
+	    lat_offers(c->py, cfg_py, py, npy, err, sizeof(err)) == 0) {
+		have_py = true;
+		p50 = bench_percentile(py, npy, 50);
+	}
+	snprintf(r->drover, sizeof(r->drover), "p50 %.3f ms (p99 %.3f)", s50 / 1e3, s99 / 1e3);
+	if (have_py)
+		snprintf(r->baselines, sizeof(r->baselines), "python p50 %.3f ms", p50 / 1e3);
+	else
+		snprintf(r->baselines, sizeof(r->baselines), "python n/a");
+	snprintf(r->ratio, sizeof(r->ratio), "python %.1fx slower", ratio(p50, s50));
+	bench_row_num(r, "offers", OFFERS_WANTED);
+	bench_row_num(r, "sim_p50_ms", s50 / 1e3);
+	bench_row_num(r, "sim_p99_ms", s99 / 1e3);
+	bench_row_num(r, "python_p50_ms", p50 / 1e3);
+	if (!have_py)
+		bench_row_error(r, "python driver: %s", c->py ? err : c->py_err);
+	else
+		r->verdict = s50 <= 1000 && p50 >= 5 * s50 ? BENCH_PASS : BENCH_FAIL;
+done:
+	free(sim);
+	free(py);
+}
+
+/* ---- 4: spawn -> first successful RPC ---- */
+
+enum contender { SIM, PYTHON, ECHO };
+
+static int spawn_once(struct ctx *c, enum contender who, double *ms, char *err, size_t errlen)
+{
+	struct drv_host *h = NULL;
+	struct bench_echo_client *ec = NULL;
+	struct drv_status st;
+	double t0 = now_us();
+	int rc;
+
+	if (who == ECHO)
+		rc = spawn_echo(c, &h, err, errlen);
+	else
+		rc = spawn(c, who == SIM ? c->o->sim : c->o->python, NULL, &h, err, errlen);
+	if (rc != 0)
+		return -1;
+	if (who == ECHO) {
+		rc = bench_echo_client_new(drv_host_target(h), 0, &ec, err, errlen);
+		if (rc == 0)
+			rc = bench_echo_call(ec);
+	} else {
+		rc = get_features(h, &st);
+		if (rc != 0)
+			snprintf(err, errlen, "first GetFeatures failed: %s: %.160s", drv_error_name(rc),
+			         st.message);
+	}
+	*ms = (now_us() - t0) / 1e3;
+	bench_echo_client_free(ec);
+	drv_host_stop(h, 5000, NULL);
+	drv_host_free(h);
+	return rc == 0 ? 0 : -1;
+}
+
+static int spawn_median(struct ctx *c, enum contender who, int n, double *median, char *err, size_t errlen)
+{
+	double v[64];
+
+	for (int i = 0; i < n && i < 64; i++)
+		if (spawn_once(c, who, &v[i], err, errlen) != 0)
+			return -1;
+	*median = bench_percentile(v, (size_t)(n < 64 ? n : 64), 50);
+	return 0;
+}
+
+static void row_spawn(struct ctx *c, struct bench_row *r)
+{
+	int n = c->o->quick ? 3 : 30, npy = c->o->quick ? 2 : 10;
+	double sim, echo = 0, py = 0;
+	char err[256];
+	bool have_echo, have_py;
+
+	if (!c->sim_ok) {
+		bench_row_error(r, "%s", c->sim_err);
+		return;
+	}
+	if (spawn_median(c, SIM, n, &sim, err, sizeof(err)) != 0) {
+		bench_row_error(r, "sim: %s", err);
+		return;
+	}
+	have_echo = spawn_median(c, ECHO, n, &echo, err, sizeof(err)) == 0;
+	have_py = c->py_ok && spawn_median(c, PYTHON, npy, &py, err, sizeof(err)) == 0;
+	snprintf(r->drover, sizeof(r->drover), "median %.2f ms", sim);
+	snprintf(r->baselines, sizeof(r->baselines), "bare echo %s%.2f ms; python %s%.1f ms",
+	         have_echo ? "" : "n/a ", echo, have_py ? "" : "n/a ", py);
+	snprintf(r->ratio, sizeof(r->ratio), "%.2fx echo; python %.1fx slower", ratio(sim, echo),
+	         ratio(py, sim));
+	bench_row_num(r, "sim_median_ms", sim);
+	bench_row_num(r, "echo_median_ms", echo);
+	bench_row_num(r, "python_median_ms", py);
+	bench_row_num(r, "spawns", n);
+	r->verdict = sim <= 3.5 ? BENCH_PASS : BENCH_FAIL;
+}
+
+/* ---- 5: idle RSS and threads ---- */
+
+static int proc_status(pid_t pid, long *rss_kb, long *threads)
+{
+	char path[64], line[256];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	*rss_kb = *threads = -1;
+	while (fgets(line, sizeof(line), f)) {
+		sscanf(line, "VmRSS: %ld", rss_kb);
+		sscanf(line, "Threads: %ld", threads);
+	}
+	fclose(f);
+	return *rss_kb >= 0 && *threads >= 0 ? 0 : -1;
+}
+
+static void row_rss(struct ctx *c, struct bench_row *r)
+{
+	struct drv_host *sim = NULL, *py = NULL, *echo = NULL;
+	struct bench_echo_client *ec = NULL;
+	struct drv_status st;
+	char err[256];
+	long s_rss, s_thr, p_rss = 0, p_thr = 0, e_rss = 0, e_thr = 0;
+	bool have_py = false, have_echo = false;
+
+	if (spawn(c, c->o->sim, NULL, &sim, err, sizeof(err)) != 0) {
+		bench_row_error(r, "sim: %s", err);
+		return;
+	}
+	if (c->py_ok && spawn(c, c->o->python, NULL, &py, err, sizeof(err)) != 0)
+		py = NULL;
+	if (spawn_echo(c, &echo, err, sizeof(err)) == 0 &&
+	    bench_echo_client_new(drv_host_target(echo), 0, &ec, err, sizeof(err)) == 0)
+		have_echo = bench_echo_call(ec) == 0 && bench_echo_call(ec) == 0;
+	/* "A few calls": what a server makes when it adds a backend and lists its offers. */
+	for (struct drv_host **h = (struct drv_host *[]){sim, py, NULL}; *h; h++) {
+		drv_get_info_request ireq = DROVER__COMPUTE__V1__GET_INFO_REQUEST__INIT;
+		drv_get_info_response *iresp = NULL;
+
+		drv_host_get_info(*h, &ireq, &iresp, CALL_TIMEOUT_MS, &st);
+		free_msg(iresp);
+		get_features(*h, &st);
+		drv_host_health(*h, CALL_TIMEOUT_MS, &st);
+		size_t count;
+
+		offers_call(*h, "{}", &count, NULL, err, sizeof(err));
+	}
+	usleep(c->o->quick ? 300000 : 1000000);
+	if (proc_status(drv_host_pid(sim), &s_rss, &s_thr) != 0) {
+		bench_row_error(r, "cannot read /proc/%d/status of the sim driver", (int)drv_host_pid(sim));
+		goto done;
+	}
+	have_py = py && proc_status(drv_host_pid(py), &p_rss, &p_thr) == 0;
+	have_echo = have_echo && proc_status(drv_host_pid(echo), &e_rss, &e_thr) == 0;
+	snprintf(r->drover, sizeof(r->drover), "%.1f MB, %ld threads", (double)s_rss / 1024, s_thr);
+	snprintf(r->baselines, sizeof(r->baselines), "bare echo %.1f MB, %ld thr; python %.1f MB, %ld thr",
+	         (double)e_rss / 1024, e_thr, (double)p_rss / 1024, p_thr);
+	snprintf(r->ratio, sizeof(r->ratio), "%.2fx echo; python %.1fx larger",
+	         ratio((double)s_rss, (double)e_rss), ratio((double)p_rss, (double)s_rss));
+	if (!have_py || !have_echo)
+		snprintf(r->ratio, sizeof(r->ratio), "%s", "baseline missing");
+	bench_row_num(r, "sim_rss_kb", (double)s_rss);
+	bench_row_num(r, "sim_threads", (double)s_thr);
+	bench_row_num(r, "echo_rss_kb", (double)e_rss);
+	bench_row_num(r, "echo_threads", (double)e_thr);
+	bench_row_num(r, "python_rss_kb", (double)p_rss);
+	bench_row_num(r, "python_threads", (double)p_thr);
+	r->verdict = s_rss <= 10 * 1024 ? BENCH_PASS : BENCH_FAIL;
+done:
+	bench_echo_client_free(ec);
+	drv_host_free(echo);
+	drv_host_free(py);
+	drv_host_free(sim);
+}
+
+void bench_rows_run(const struct bench_opts *o, struct bench_row *rows)
+{
+	struct ctx c = {.o = o};
+	struct drv_status st;
+
+	bench_row_init(&rows[0], 1, "GetFeatures latency p50 / p99",
+	               "p50 <= 1.15x echo; >= 5x faster than py");
+	bench_row_init(&rows[1], 2, "GetFeatures calls/s, 8 in flight", ">= 100,000 calls/s");
+	bench_row_init(&rows[2], 3, "GetOffers (exactly 1,000 offers)",
+	               "p50 <= 1.0 ms; >= 5x faster than py");
+	bench_row_init(&rows[3], 4, "spawn -> first successful RPC", "median <= 3.5 ms");
+	bench_row_init(&rows[4], 5, "idle driver RSS (1 s idle), threads", "RSS <= 10 MB");
+
+	c.sim_ok = spawn(&c, o->sim, NULL, &c.sim, c.sim_err, sizeof(c.sim_err)) == 0;
+	if (!c.sim_ok)
+		c.sim = NULL;
+	c.py_ok = spawn(&c, o->python, NULL, &c.py, c.py_err, sizeof(c.py_err)) == 0;
+	if (!c.py_ok)
+		c.py = NULL;
+	/* The echo answers with as many bytes as the sim's real GetFeatures answer. */
+	if (c.sim) {
+		drv_get_features_request req = DROVER__COMPUTE__V1__GET_FEATURES_REQUEST__INIT;
+		drv_get_features_response *resp = NULL;
+
+		if (drv_host_get_features(c.sim, &req, &resp, CALL_TIMEOUT_MS, &st) == 0)
+			c.features_bytes = protobuf_c_message_get_packed_size(&resp->base);
+		free_msg(resp);
+	}
+	if (spawn_echo(&c, &c.echo, c.echo_err, sizeof(c.echo_err)) != 0)
+		c.echo = NULL;
+	else if (bench_echo_client_new(drv_host_target(c.echo), 0, &c.ec, c.echo_err, sizeof(c.echo_err)) !=
+	         0)
+		c.ec = NULL;
+
+	row_latency(&c, &rows[0]);
+	row_throughput(&c, &rows[1]);
+	row_offers(&c, &rows[2]);
+
+	/* The long-lived drivers go before the spawn and memory rows, so they do not compete. */
+	bench_echo_client_free(c.ec);
+	drv_host_free(c.echo);
+	drv_host_free(c.py);
+	drv_host_free(c.sim);
+	c.ec = NULL;
+	c.echo = c.py = c.sim = NULL;
+	row_spawn(&c, &rows[3]);
+	row_rss(&c, &rows[4]);
+}
