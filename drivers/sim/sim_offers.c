@@ -58,7 +58,8 @@ static int count_pools(struct sim_state *st, struct sim_arena *a, struct pool_co
 		}
 	}
 	pthread_mutex_unlock(&st->mu);
-	qsort(pools, n, sizeof(*pools), cmp_pool);
+	if (n)
+		qsort(pools, n, sizeof(*pools), cmp_pool);
 	size_t u = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (u && pools[u - 1].slot == pools[i].slot)
