@@ -12,6 +12,7 @@ ones so benchmarks and the conformance suite can ask for 1,000 or 10,000.
 
 import functools
 import sys
+import time
 
 import grpc
 
@@ -92,6 +93,9 @@ class ExamplePython(dd.Provider):
         dd.Field("synthetic_offers", dd.INTEGER,
                  "number of extra generated offers, for benchmarks and large-response tests",
                  default=0, minimum=0, maximum=100000),
+        dd.Field("latency_ms", dd.INTEGER,
+                 "simulated provider latency added to every GetOffers, for deadline tests",
+                 default=0, minimum=0, maximum=600000),
         dd.Field("api_key", dd.STRING, "credentials; the value \"invalid\" is rejected", secret=True),
     ]
 
@@ -105,15 +109,32 @@ class ExamplePython(dd.Provider):
                         "the provider refused this api_key")
 
     def get_offers(self, call, request):
+        self._simulate_latency(call)
         regions = tuple(call.config.get("regions") or REGIONS)
         candidates = [o for o in STATIC_OFFERS if o.region in regions]
         candidates += _synthetic_offers(call.config.get("synthetic_offers"), regions)
         req = request.requirements if request.HasField("requirements") else None
         matching = [o for o in candidates if dd.offer_matches(o, req)]
         matching.sort(key=lambda o: o.price_per_hour)
-        if call.cancelled():
-            raise dd.DriverError(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed while listing offers")
+        self._check_cancelled(call)
         return pb.GetOffersResponse(offers=matching)
+
+    @staticmethod
+    def _check_cancelled(call):
+        if call.cancelled():
+            left = call.time_left()
+            code = grpc.StatusCode.DEADLINE_EXCEEDED if left is not None and left <= 0 else grpc.StatusCode.CANCELLED
+            raise dd.DriverError(code, "the caller gave up while offers were being listed")
+
+    def _simulate_latency(self, call):
+        # Sleep in short steps so a cancelled or expired call frees its thread at once.
+        end = time.monotonic() + call.config.get("latency_ms") / 1000.0
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self._check_cancelled(call)
+            time.sleep(min(left, 0.01))
 
 
 if __name__ == "__main__":

@@ -182,6 +182,18 @@ class SpawnedDriver(unittest.TestCase):
             self.assertGreaterEqual(o.resources.cpus, 4)
             self.assertEqual([g.name for g in o.resources.gpus], ["L4"])
 
+    def test_deadline_frees_the_driver(self):
+        stub = self.drv.stub()
+        slow = pb.GetOffersRequest(config=pb.BackendConfig(config_json='{"latency_ms": 3000}'))
+        t0 = time.monotonic()
+        with self.assertRaises(grpc.RpcError) as cm:
+            stub.GetOffers(slow, timeout=0.1)
+        self.assertEqual(cm.exception.code(), grpc.StatusCode.DEADLINE_EXCEEDED)
+        # A slow call that was given up on must not hold the driver up.
+        self.drv.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.drv.proc.wait(timeout=10), 0)
+        self.assertLess(time.monotonic() - t0, 2.5)
+
     def test_stdin_eof_exits_and_stdout_stays_quiet(self):
         self.drv.stub().GetInfo(pb.GetInfoRequest(), timeout=5)
         self.drv.proc.stdin.close()
