@@ -207,15 +207,23 @@ struct sim_vec {
 	size_t n, cap;
 };
 
+/* One version of the state file: every save renames a new inode into place. */
+struct sim_file_stamp {
+	bool exists;
+	uint64_t dev, ino, size;
+	int64_t mtime_ns;
+};
+
 struct sim_state {
-	char *path; /* "" for the in-memory state */
+	char *path; /* canonical; "" for the in-memory state */
 	pthread_mutex_t mu;
-	uint64_t next_serial;     /* for ids and made-up addresses */
-	struct sim_vec instances; /* struct sim_instance * */
-	struct sim_vec volumes;   /* struct sim_volume * */
-	struct sim_vec groups;    /* struct sim_placement_group * */
-	struct sim_vec gateways;  /* struct sim_gateway * */
-	struct sim_state *next;   /* registry list */
+	struct sim_file_stamp stamp; /* of the file as last loaded or saved */
+	uint64_t next_serial;        /* for ids and made-up addresses */
+	struct sim_vec instances;    /* struct sim_instance * */
+	struct sim_vec volumes;      /* struct sim_volume * */
+	struct sim_vec groups;       /* struct sim_placement_group * */
+	struct sim_vec gateways;     /* struct sim_gateway * */
+	struct sim_state *next;      /* registry list */
 };
 
 /*
@@ -228,14 +236,24 @@ int sim_state_get(const char *path, struct sim_state **out, struct sim_err *e);
 void sim_state_registry_clear(void);
 
 /*
+ * Takes st->mu and, if the file changed under us since we last read or wrote
+ * it (another driver process, e.g. one still shutting down while its
+ * successor runs, or an operator deleting it), reads it again first. A file
+ * that cannot be read keeps the contents we have. Every operation runs
+ * between sim_state_lock() and sim_state_unlock().
+ */
+void sim_state_lock(struct sim_state *st);
+void sim_state_unlock(struct sim_state *st);
+
+/*
  * Writes the state to its file atomically: a temp file next to it, fsync,
- * rename, fsync of the directory. Called with st->mu held. On failure the old
+ * rename, fsync of the directory. Called with the state locked. On failure the old
  * file is untouched and DRV_EUNAVAILABLE comes back with the reason.
  */
 int sim_state_save(struct sim_state *st, struct sim_err *e);
 /*
  * Replaces the in-memory contents with the file's (empty if there is none).
- * Called with st->mu held; used to undo a mutation whose save failed.
+ * Called with the state locked; used to undo a mutation whose save failed.
  */
 int sim_state_reload(struct sim_state *st, struct sim_err *e);
 /*
@@ -244,7 +262,7 @@ int sim_state_reload(struct sim_state *st, struct sim_err *e);
  */
 int sim_state_commit(struct sim_state *st, struct sim_err *e);
 
-/* Takes a new serial number (st->mu held). */
+/* Takes a new serial number (state locked). */
 uint64_t sim_state_serial(struct sim_state *st);
 
 int sim_vec_push(struct sim_vec *v, void *item);

@@ -37,7 +37,7 @@ static struct sim_instance *find_by_id(struct sim_state *st, const char *id)
 	return NULL;
 }
 
-/* Builds the protocol's view of an instance in the arena (st->mu held). */
+/* Builds the protocol's view of an instance in the arena (state locked). */
 static drv_provisioning_data *instance_data(const struct sim_instance *in, struct sim_arena *a)
 {
 	drv_provisioning_data *d = sim_new(a, provisioning_data);
@@ -186,7 +186,7 @@ int sim_instance_create(const struct sim_catalog *cat, struct sim_state *st, con
 	const char *type = req->offer->instance_type, *region = req->offer->region;
 	bool spot = req->offer->resources && req->offer->resources->spot;
 
-	pthread_mutex_lock(&st->mu);
+	sim_state_lock(st);
 	struct sim_instance *in = find_by_key(st, req->instance->idempotency_key);
 	if (in) {
 		if (strcmp(in->instance_type, type) != 0 || strcmp(in->region, region) != 0 ||
@@ -221,7 +221,7 @@ reply:
 	if (!*out)
 		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
 done:
-	pthread_mutex_unlock(&st->mu);
+	sim_state_unlock(st);
 	return rc;
 }
 
@@ -230,14 +230,14 @@ int sim_instance_get(struct sim_state *st, const char *instance_id, struct sim_a
 {
 	if (!instance_id || !*instance_id)
 		return sim_fail(e, DRV_EINVAL, "instance_id is empty");
-	pthread_mutex_lock(&st->mu);
+	sim_state_lock(st);
 	int rc = 0;
 	struct sim_instance *in = find_by_id(st, instance_id);
 	if (!in)
 		rc = sim_fail(e, DRV_ENOTFOUND, "instance %s does not exist", instance_id);
 	else if (!(*out = instance_data(in, a)))
 		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
-	pthread_mutex_unlock(&st->mu);
+	sim_state_unlock(st);
 	return rc;
 }
 
@@ -245,7 +245,7 @@ int sim_instance_terminate(struct sim_state *st, const char *instance_id, struct
 {
 	if (!instance_id || !*instance_id)
 		return sim_fail(e, DRV_EINVAL, "instance_id is empty");
-	pthread_mutex_lock(&st->mu);
+	sim_state_lock(st);
 	int rc = 0;
 	struct sim_instance *in = find_by_id(st, instance_id);
 	if (in && !in->terminated) {
@@ -262,7 +262,7 @@ int sim_instance_terminate(struct sim_state *st, const char *instance_id, struct
 		}
 		rc = sim_state_commit(st, e);
 	}
-	pthread_mutex_unlock(&st->mu);
+	sim_state_unlock(st);
 	return rc;
 }
 
@@ -283,7 +283,7 @@ static bool has_tags(const struct sim_instance *in, const drv_list_instances_req
 int sim_instance_list(struct sim_state *st, const drv_list_instances_request *req, struct sim_arena *a,
                       drv_list_instances_response *resp, struct sim_err *e)
 {
-	pthread_mutex_lock(&st->mu);
+	sim_state_lock(st);
 	int rc = 0;
 	size_t n = 0;
 	for (size_t i = 0; i < st->instances.n; i++) {
@@ -323,6 +323,6 @@ int sim_instance_list(struct sim_state *st, const drv_list_instances_request *re
 	resp->instances = list;
 	resp->n_instances = k;
 done:
-	pthread_mutex_unlock(&st->mu);
+	sim_state_unlock(st);
 	return rc;
 }

@@ -38,7 +38,7 @@ int sim_config_check_regions(const struct sim_catalog *cat, const struct sim_con
  */
 static int count_pools(struct sim_state *st, struct sim_arena *a, struct pool_count **out, size_t *n_out)
 {
-	pthread_mutex_lock(&st->mu);
+	sim_state_lock(st);
 	size_t live = 0;
 	for (size_t i = 0; i < st->instances.n; i++)
 		live += !((struct sim_instance *)st->instances.items[i])->terminated;
@@ -47,7 +47,7 @@ static int count_pools(struct sim_state *st, struct sim_arena *a, struct pool_co
 	if (live) {
 		pools = sim_arena_alloc(a, live * sizeof(*pools));
 		if (!pools) {
-			pthread_mutex_unlock(&st->mu);
+			sim_state_unlock(st);
 			return DRV_ENOMEM;
 		}
 		for (size_t i = 0; i < st->instances.n; i++) {
@@ -57,7 +57,7 @@ static int count_pools(struct sim_state *st, struct sim_arena *a, struct pool_co
 				    (struct pool_count){sim_slot_hash(in->instance_type, in->region), 1};
 		}
 	}
-	pthread_mutex_unlock(&st->mu);
+	sim_state_unlock(st);
 	if (n)
 		qsort(pools, n, sizeof(*pools), cmp_pool);
 	size_t u = 0;

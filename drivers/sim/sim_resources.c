@@ -68,7 +68,7 @@ int sim_group_create(const struct sim_catalog *cat, struct sim_state *st, const 
 	int rc = check_region(cat, cfg, "region", req->region, e);
 	if (rc)
 		return rc;
-	pthread_mutex_lock(&st->mu);
+	sim_state_lock(st);
 	struct sim_placement_group *g = NULL;
 	for (size_t i = 0; i < st->groups.n && !g; i++)
 		if (strcmp(((struct sim_placement_group *)st->groups.items[i])->name, req->name) == 0)
@@ -106,7 +106,7 @@ reply:
 	if (!(*out = group_msg(g, a)))
 		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
 done:
-	pthread_mutex_unlock(&st->mu);
+	sim_state_unlock(st);
 	return rc;
 }
 
@@ -114,7 +114,7 @@ int sim_group_delete(struct sim_state *st, const drv_placement_group *group, str
 {
 	if (!group || (!*nz(group->name) && !*nz(group->group_id)))
 		return sim_fail(e, DRV_EINVAL, "group.name and group.group_id are both empty");
-	pthread_mutex_lock(&st->mu);
+	sim_state_lock(st);
 	int rc = 0;
 	for (size_t i = 0; i < st->groups.n; i++) {
 		struct sim_placement_group *g = st->groups.items[i];
@@ -126,7 +126,7 @@ int sim_group_delete(struct sim_state *st, const drv_placement_group *group, str
 			break;
 		}
 	}
-	pthread_mutex_unlock(&st->mu);
+	sim_state_unlock(st);
 	return rc;
 }
 
@@ -169,7 +169,7 @@ int sim_volume_create(const struct sim_catalog *cat, struct sim_state *st, const
 	int rc = check_region(cat, cfg, "volume.region", conf->region, e);
 	if (rc)
 		return rc;
-	pthread_mutex_lock(&st->mu);
+	sim_state_lock(st);
 	struct sim_volume *v = NULL;
 	for (size_t i = 0; i < st->volumes.n && !v; i++)
 		if (strcmp(((struct sim_volume *)st->volumes.items[i])->idempotency_key,
@@ -223,7 +223,7 @@ reply:
 	if (!(*out = volume_msg(v, a)))
 		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
 done:
-	pthread_mutex_unlock(&st->mu);
+	sim_state_unlock(st);
 	return rc;
 }
 
@@ -232,14 +232,14 @@ int sim_volume_register(struct sim_state *st, const char *volume_id, struct sim_
 {
 	if (!*nz(volume_id))
 		return sim_fail(e, DRV_EINVAL, "volume_id is empty");
-	pthread_mutex_lock(&st->mu);
+	sim_state_lock(st);
 	int rc = 0;
 	struct sim_volume *v = volume_by_id(st, volume_id, NULL);
 	if (!v)
 		rc = sim_fail(e, DRV_ENOTFOUND, "volume %s does not exist", volume_id);
 	else if (!(*out = volume_msg(v, a)))
 		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
-	pthread_mutex_unlock(&st->mu);
+	sim_state_unlock(st);
 	return rc;
 }
 
@@ -247,7 +247,7 @@ int sim_volume_delete(struct sim_state *st, const char *volume_id, struct sim_er
 {
 	if (!*nz(volume_id))
 		return sim_fail(e, DRV_EINVAL, "volume_id is empty");
-	pthread_mutex_lock(&st->mu);
+	sim_state_lock(st);
 	int rc = 0;
 	size_t i;
 	struct sim_volume *v = volume_by_id(st, volume_id, &i);
@@ -259,7 +259,7 @@ int sim_volume_delete(struct sim_state *st, const char *volume_id, struct sim_er
 		sim_volume_free(v);
 		rc = sim_state_commit(st, e);
 	}
-	pthread_mutex_unlock(&st->mu);
+	sim_state_unlock(st);
 	return rc;
 }
 
@@ -268,7 +268,7 @@ int sim_volume_attach(struct sim_state *st, const char *volume_id, const char *i
 {
 	if (!*nz(volume_id) || !*nz(instance_id))
 		return sim_fail(e, DRV_EINVAL, "volume_id and instance_id are required");
-	pthread_mutex_lock(&st->mu);
+	sim_state_lock(st);
 	int rc = 0;
 	struct sim_volume *v = volume_by_id(st, volume_id, NULL);
 	struct sim_instance *in = NULL;
@@ -331,7 +331,7 @@ reply:
 	if (!rc && !(*device_name = sim_arena_strdup(a, v->device_name)))
 		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
 done:
-	pthread_mutex_unlock(&st->mu);
+	sim_state_unlock(st);
 	return rc;
 }
 
@@ -339,7 +339,7 @@ int sim_volume_detach(struct sim_state *st, const char *volume_id, const char *i
 {
 	if (!*nz(volume_id) || !*nz(instance_id))
 		return sim_fail(e, DRV_EINVAL, "volume_id and instance_id are required");
-	pthread_mutex_lock(&st->mu);
+	sim_state_lock(st);
 	int rc = 0;
 	struct sim_volume *v = volume_by_id(st, volume_id, NULL);
 	if (!v) {
@@ -350,7 +350,7 @@ int sim_volume_detach(struct sim_state *st, const char *volume_id, const char *i
 		v->attached_instance_id = v->device_name = NULL;
 		rc = sim_state_commit(st, e);
 	}
-	pthread_mutex_unlock(&st->mu);
+	sim_state_unlock(st);
 	return rc;
 }
 
@@ -378,7 +378,7 @@ int sim_gateway_create(const struct sim_catalog *cat, struct sim_state *st, cons
 	int rc = check_region(cat, cfg, "gateway.region", conf->region, e);
 	if (rc)
 		return rc;
-	pthread_mutex_lock(&st->mu);
+	sim_state_lock(st);
 	struct sim_gateway *g = NULL;
 	for (size_t i = 0; i < st->gateways.n && !g; i++)
 		if (strcmp(((struct sim_gateway *)st->gateways.items[i])->idempotency_key,
@@ -430,7 +430,7 @@ reply:
 	if (!(*out = gateway_msg(g, a)))
 		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
 done:
-	pthread_mutex_unlock(&st->mu);
+	sim_state_unlock(st);
 	return rc;
 }
 
@@ -438,7 +438,7 @@ int sim_gateway_terminate(struct sim_state *st, const char *gateway_id, struct s
 {
 	if (!*nz(gateway_id))
 		return sim_fail(e, DRV_EINVAL, "instance_id is empty");
-	pthread_mutex_lock(&st->mu);
+	sim_state_lock(st);
 	int rc = 0;
 	for (size_t i = 0; i < st->gateways.n; i++) {
 		struct sim_gateway *g = st->gateways.items[i];
@@ -450,6 +450,6 @@ int sim_gateway_terminate(struct sim_state *st, const char *gateway_id, struct s
 			break;
 		}
 	}
-	pthread_mutex_unlock(&st->mu);
+	sim_state_unlock(st);
 	return rc;
 }

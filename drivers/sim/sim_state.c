@@ -417,17 +417,47 @@ bad:
 	                what);
 }
 
+static void stamp_of(const struct stat *sb, struct sim_file_stamp *out)
+{
+	*out = (struct sim_file_stamp){
+	    .exists = true,
+	    .dev = (uint64_t)sb->st_dev,
+	    .ino = (uint64_t)sb->st_ino,
+	    .size = (uint64_t)sb->st_size,
+	    .mtime_ns = (int64_t)sb->st_mtim.tv_sec * 1000000000 + sb->st_mtim.tv_nsec,
+	};
+}
+
+static void stamp_take(const char *path, struct sim_file_stamp *out)
+{
+	struct stat sb;
+	if (stat(path, &sb) == 0)
+		stamp_of(&sb, out);
+	else
+		*out = (struct sim_file_stamp){.exists = false};
+}
+
+static bool stamp_equal(const struct sim_file_stamp *a, const struct sim_file_stamp *b)
+{
+	if (!a->exists || !b->exists)
+		return a->exists == b->exists;
+	return a->dev == b->dev && a->ino == b->ino && a->size == b->size && a->mtime_ns == b->mtime_ns;
+}
+
 static int state_load(struct sim_state *st, struct sim_err *e)
 {
 	state_clear(st);
+	st->stamp = (struct sim_file_stamp){.exists = false};
 	if (!*st->path)
 		return 0;
+	/* Stamped before reading: a file replaced meanwhile only causes one more reload later. */
 	struct stat sb;
 	if (stat(st->path, &sb) != 0) {
 		if (errno == ENOENT)
 			return 0; /* a fresh cloud: the file appears with the first mutation */
 		return sim_fail(e, DRV_EINVAL, "state_file %s: %s", st->path, strerror(errno));
 	}
+	stamp_of(&sb, &st->stamp);
 	if (!S_ISREG(sb.st_mode))
 		return sim_fail(e, DRV_EINVAL, "state_file %s: not a regular file", st->path);
 	json_error_t jerr;
@@ -441,6 +471,48 @@ static int state_load(struct sim_state *st, struct sim_err *e)
 	if (rc)
 		state_clear(st);
 	return rc;
+}
+
+/* Moves the records of `from` (a loaded temporary) into `to`, freeing `to`'s. */
+static void state_take_contents(struct sim_state *to, struct sim_state *from)
+{
+	state_clear(to);
+	free(to->instances.items);
+	free(to->volumes.items);
+	free(to->groups.items);
+	free(to->gateways.items);
+	to->instances = from->instances;
+	to->volumes = from->volumes;
+	to->groups = from->groups;
+	to->gateways = from->gateways;
+	to->next_serial = from->next_serial;
+	to->stamp = from->stamp;
+	from->instances = from->volumes = from->groups = from->gateways = (struct sim_vec){0};
+}
+
+void sim_state_lock(struct sim_state *st)
+{
+	pthread_mutex_lock(&st->mu);
+	if (!*st->path)
+		return;
+	struct sim_file_stamp now;
+	stamp_take(st->path, &now);
+	if (stamp_equal(&now, &st->stamp))
+		return;
+	struct sim_state tmp = {.path = st->path, .next_serial = 1};
+	struct sim_err ignored;
+	if (state_load(&tmp, &ignored) == 0)
+		state_take_contents(st, &tmp);
+	state_clear(&tmp);
+	free(tmp.instances.items);
+	free(tmp.volumes.items);
+	free(tmp.groups.items);
+	free(tmp.gateways.items);
+}
+
+void sim_state_unlock(struct sim_state *st)
+{
+	pthread_mutex_unlock(&st->mu);
 }
 
 int sim_state_reload(struct sim_state *st, struct sim_err *e)
@@ -504,6 +576,7 @@ int sim_state_save(struct sim_state *st, struct sim_err *e)
 		              strerror(errno));
 		goto done;
 	}
+	stamp_take(st->path, &st->stamp);
 	/* The rename itself is durable only once the directory is synced. */
 	dir_copy = strdup(st->path);
 	if (dir_copy) {
@@ -535,10 +608,37 @@ int sim_state_commit(struct sim_state *st, struct sim_err *e)
 	return rc;
 }
 
+/*
+ * The registry's key for a path: its directory resolved, so "./s.json" and
+ * "/abs/s.json" share one state (two states on one file would lose updates).
+ */
+static char *canonical_path(const char *path)
+{
+	if (!*path)
+		return strdup("");
+	char *d = strdup(path), *b = strdup(path), *out = NULL;
+	if (d && b) {
+		char *real = realpath(dirname(d), NULL);
+		const char *base = basename(b);
+		if (real && strcmp(base, "/") != 0 && strcmp(base, ".") != 0 && strcmp(base, "..") != 0) {
+			if (asprintf(&out, "%s/%s", strcmp(real, "/") == 0 ? "" : real, base) < 0)
+				out = NULL;
+		} else {
+			out = strdup(path);
+		}
+		free(real);
+	}
+	free(d);
+	free(b);
+	return out;
+}
+
 int sim_state_get(const char *path, struct sim_state **out, struct sim_err *e)
 {
-	if (!path)
-		path = "";
+	char *canon = canonical_path(path ? path : "");
+	if (!canon)
+		return sim_fail(e, DRV_ENOMEM, "out of memory");
+	path = canon;
 	pthread_mutex_lock(&registry_mu);
 	struct sim_state *st;
 	for (st = registry; st; st = st->next)
@@ -566,6 +666,7 @@ int sim_state_get(const char *path, struct sim_state **out, struct sim_err *e)
 	*out = st;
 done:
 	pthread_mutex_unlock(&registry_mu);
+	free(canon);
 	return rc;
 }
 

@@ -312,6 +312,45 @@ static void test_two_clouds_one_process(void **state)
 	free(dir);
 }
 
+/* Two driver processes on one state file (e.g. a restart overlapping a slow shutdown) see each other's
+ * changes. */
+static void test_two_processes_one_file(void **state)
+{
+	struct drv_host *h1 = spawn_sim(), *h2 = spawn_sim();
+	char *dir = make_temp_dir();
+	char json[512];
+	snprintf(json, sizeof(json), "{\"state_file\": \"%s/shared.json\"}", dir);
+	struct config cf;
+	drv_backend_config *c = config(&cf, json, NULL);
+	assert_int_equal(list_count(h2, c), 0);
+
+	drv_offer offer = DROVER__COMPUTE__V1__OFFER__INIT;
+	drv_resources res = DROVER__COMPUTE__V1__RESOURCES__INIT;
+	offer.instance_type = "m7i.2xlarge";
+	offer.region = "eu-central-1";
+	offer.resources = &res;
+	drv_instance_configuration ic = DROVER__COMPUTE__V1__INSTANCE_CONFIGURATION__INIT;
+	ic.idempotency_key = "shared-1";
+	drv_create_instance_request cr = DROVER__COMPUTE__V1__CREATE_INSTANCE_REQUEST__INIT;
+	cr.config = c;
+	cr.offer = &offer;
+	cr.instance = &ic;
+	drv_create_instance_response *r1 = NULL, *r2 = NULL;
+	struct drv_status st;
+	if (drv_host_create_instance(h1, &cr, &r1, CALL_MS, &st) != 0)
+		fail_msg("CreateInstance: %s", st.message);
+	assert_int_equal(list_count(h2, c), 1);
+	/* The key is known to the other process too: no second machine. */
+	assert_int_equal(drv_host_create_instance(h2, &cr, &r2, CALL_MS, &st), 0);
+	assert_string_equal(r1->data->instance_id, r2->data->instance_id);
+	FREE(r1);
+	FREE(r2);
+	drv_host_free(h1);
+	drv_host_free(h2);
+	rm_rf(dir);
+	free(dir);
+}
+
 static long rss_kib(pid_t pid)
 {
 	char path[64], line[256];
@@ -356,7 +395,10 @@ static void test_memory_and_big_offers(void **state)
 	print_message("GetOffers(%zu offers) round trip best of 10: %.2f ms; driver RssAnon %ld KiB\n", n,
 	              best, anon);
 	assert_true(anon > 0);
+#ifndef __SANITIZE_ADDRESS__
+	/* Sanitizer builds carry shadow memory; the figure means nothing there. */
 	assert_true(anon < 6 * 1024);
+#endif
 	drv_host_free(h);
 }
 
@@ -386,9 +428,10 @@ static void test_command_line(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_validate_hook),         cmocka_unit_test(test_credentials_and_faults),
-	    cmocka_unit_test(test_latency_and_deadline),  cmocka_unit_test(test_two_clouds_one_process),
-	    cmocka_unit_test(test_memory_and_big_offers), cmocka_unit_test(test_command_line),
+	    cmocka_unit_test(test_validate_hook),          cmocka_unit_test(test_credentials_and_faults),
+	    cmocka_unit_test(test_latency_and_deadline),   cmocka_unit_test(test_two_clouds_one_process),
+	    cmocka_unit_test(test_two_processes_one_file), cmocka_unit_test(test_memory_and_big_offers),
+	    cmocka_unit_test(test_command_line),
 	};
 	return cmocka_run_group_tests_name("sim_driver", tests, NULL, NULL);
 }

@@ -317,6 +317,54 @@ static void test_atomic_write_unwritable(void **state)
 	free(before);
 }
 
+/* The file is the truth: changes made behind our back (another process) are picked up. */
+static void test_external_changes(void **state)
+{
+	struct fixture *f = *state;
+	int rc;
+	create(f, "g6.xlarge", "us-west-2", "ex-1", &rc);
+	assert_int_equal(rc, 0);
+	char *one = read_file(f->path);
+	create(f, "g6.xlarge", "us-west-2", "ex-2", &rc);
+	assert_int_equal(rc, 0);
+
+	/* Another writer puts the one-instance version back (atomically, as we do). */
+	char *tmp;
+	assert_true(asprintf(&tmp, "%s.other", f->path) > 0);
+	write_file(tmp, one);
+	assert_int_equal(rename(tmp, f->path), 0);
+	drv_list_instances_request lr = DROVER__COMPUTE__V1__LIST_INSTANCES_REQUEST__INIT;
+	drv_list_instances_response *resp = sim_new(&f->t.a, list_instances_response);
+	assert_int_equal(sim_instance_list(state_of(f), &lr, &f->t.a, resp, &f->e), 0);
+	assert_int_equal(resp->n_instances, 1);
+	assert_string_equal(resp->instances[0]->idempotency_key, "ex-1");
+
+	/* A deleted file is an empty cloud. */
+	assert_int_equal(unlink(f->path), 0);
+	resp = sim_new(&f->t.a, list_instances_response);
+	assert_int_equal(sim_instance_list(state_of(f), &lr, &f->t.a, resp, &f->e), 0);
+	assert_int_equal(resp->n_instances, 0);
+
+	/* A file broken behind our back does not wipe what we know. */
+	create(f, "g6.xlarge", "us-west-2", "ex-3", &rc);
+	assert_int_equal(rc, 0);
+	write_file(f->path, "garbage");
+	resp = sim_new(&f->t.a, list_instances_response);
+	assert_int_equal(sim_instance_list(state_of(f), &lr, &f->t.a, resp, &f->e), 0);
+	assert_int_equal(resp->n_instances, 1);
+
+	/* Two spellings of one path are one state. */
+	char *dotted;
+	assert_true(asprintf(&dotted, "%s/./sim-state.json", f->dir) > 0);
+	struct sim_state *a, *b;
+	assert_int_equal(sim_state_get(f->path, &a, &f->e), 0);
+	assert_int_equal(sim_state_get(dotted, &b, &f->e), 0);
+	assert_ptr_equal(a, b);
+	free(dotted);
+	free(tmp);
+	free(one);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -324,6 +372,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_corrupt_file, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_atomic_write_size_limit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_atomic_write_unwritable, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_external_changes, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("sim_state", tests, NULL, NULL);
 }
