@@ -18,7 +18,11 @@
 
 struct drv_host;
 
-/* Callbacks run on the host's own I/O thread; they must not block or call drv_host_free(). */
+/*
+ * Callbacks run on the hosting half's I/O thread (one libuv loop thread shared
+ * by every spawned host of the process); they must not block or call
+ * drv_host_free().
+ */
 typedef void (*drv_host_line_cb)(void *ud, const char *driver_name, const char *line);
 typedef void (*drv_host_exit_cb)(void *ud, const char *driver_name, int64_t exit_status, int term_signal);
 
@@ -40,7 +44,7 @@ struct drv_spawn_opts {
 	const char *const *env_extra;
 	int handshake_timeout_ms;      /* default 5000 */
 	drv_host_line_cb on_stderr;    /* each stderr line; NULL: written to our stderr prefixed with the name */
-	drv_host_exit_cb on_exit;      /* once, when the process exits; may be NULL */
+	drv_host_exit_cb on_exit;      /* once, when the process exits; never for a failed spawn; may be NULL */
 	void *ud;
 };
 
@@ -65,7 +69,7 @@ struct drv_connect_opts {
 	const char *server_name; /* name to verify in the driver's certificate; default: host part */
 	bool insecure;
 	bool allow_remote_insecure;
-	int connect_timeout_ms; /* wait for the first health check; default 5000; 0 = do not wait */
+	int connect_timeout_ms; /* wait for the first health check: 0 = do not wait, negative = 5000 */
 };
 
 /*
@@ -119,6 +123,8 @@ int drv_host_call(struct drv_host *h, const char *method, const ProtobufCMessage
 /*
  * Asynchronous form: `cb` runs once on the SDK's completion thread with the
  * result (resp owned by the callback, NULL on error). Must not block.
+ * Returns 0 when the call started; otherwise (DRV_EINVAL: unknown method or
+ * wrong request type; DRV_EUNAVAILABLE: the driver exited) `cb` never runs.
  */
 typedef void (*drv_host_done_cb)(void *ud, int code, const char *message, ProtobufCMessage *resp);
 int drv_host_call_async(struct drv_host *h, const char *method, const ProtobufCMessage *req, int timeout_ms,
