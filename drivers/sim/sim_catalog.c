@@ -52,12 +52,10 @@ static int cmp_str(const void *a, const void *b)
 	return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static const struct sim_catalog *sort_cat; /* qsort has no context argument; guarded by parse_mu */
-static pthread_mutex_t parse_mu = PTHREAD_MUTEX_INITIALIZER;
-
-static int cmp_type_name(const void *a, const void *b)
+static int cmp_type_name(const void *a, const void *b, void *cat)
 {
-	return strcmp(sort_cat->types[*(const size_t *)a].name, sort_cat->types[*(const size_t *)b].name);
+	const struct sim_type *types = ((const struct sim_catalog *)cat)->types;
+	return strcmp(types[*(const size_t *)a].name, types[*(const size_t *)b].name);
 }
 
 static int cmp_offer(const void *a, const void *b)
@@ -360,11 +358,7 @@ int sim_catalog_parse(const char *text, size_t len, struct sim_catalog **out, st
 	}
 	for (size_t i = 0; i < cat->n_types; i++)
 		cat->by_name[i] = i;
-	pthread_mutex_lock(&parse_mu);
-	sort_cat = cat;
-	qsort(cat->by_name, cat->n_types, sizeof(*cat->by_name), cmp_type_name);
-	sort_cat = NULL;
-	pthread_mutex_unlock(&parse_mu);
+	qsort_r(cat->by_name, cat->n_types, sizeof(*cat->by_name), cmp_type_name, cat);
 	for (size_t i = 1; i < cat->n_types; i++)
 		if (strcmp(cat->types[cat->by_name[i - 1]].name, cat->types[cat->by_name[i]].name) == 0) {
 			rc = sim_fail(e, DRV_EINVAL, "instance type %s is listed twice",

@@ -351,6 +351,61 @@ static void test_two_processes_one_file(void **state)
 	free(dir);
 }
 
+/*
+ * crash_rate 1: the driver aborts during every provider call, sometimes before
+ * and sometimes after the call's effect. After a crash "after", the machine
+ * exists though nobody was told: the orphan ListInstances must reveal.
+ */
+static void test_injected_crash(void **state)
+{
+	char *dir = make_temp_dir();
+	char crashing[512], calm[512];
+	int before = 0, after = 0;
+	for (int seed = 1; seed <= 12 && !(before && after); seed++) {
+		snprintf(crashing, sizeof(crashing),
+		         "{\"state_file\": \"%s/c.json\", \"crash_rate\": 1, \"seed\": %d}", dir, seed);
+		snprintf(calm, sizeof(calm), "{\"state_file\": \"%s/c.json\"}", dir);
+		struct config cc, ck;
+		struct drv_host *h = spawn_sim();
+		size_t had = list_count(h, config(&ck, calm, NULL));
+
+		drv_offer offer = DROVER__COMPUTE__V1__OFFER__INIT;
+		drv_resources res = DROVER__COMPUTE__V1__RESOURCES__INIT;
+		offer.instance_type = "m7i.2xlarge";
+		offer.region = "eu-central-1";
+		offer.resources = &res;
+		drv_instance_configuration ic = DROVER__COMPUTE__V1__INSTANCE_CONFIGURATION__INIT;
+		char key[32];
+		snprintf(key, sizeof(key), "crash-%d", seed);
+		ic.idempotency_key = key;
+		drv_create_instance_request cr = DROVER__COMPUTE__V1__CREATE_INSTANCE_REQUEST__INIT;
+		cr.config = config(&cc, crashing, NULL);
+		cr.offer = &offer;
+		cr.instance = &ic;
+		drv_create_instance_response *resp = NULL;
+		struct drv_status st;
+		assert_int_equal(drv_host_create_instance(h, &cr, &resp, CALL_MS, &st), DRV_EUNAVAILABLE);
+		int status = 0;
+		assert_int_equal(drv_host_wait(h, 3000, &status), 0);
+		assert_int_equal(status, 128 + 6); /* SIGABRT */
+		drv_host_free(h);
+
+		h = spawn_sim();
+		size_t now = list_count(h, config(&ck, calm, NULL));
+		drv_host_free(h);
+		if (now == had + 1)
+			after++;
+		else if (now == had)
+			before++;
+		else
+			fail_msg("%zu instances after a crash, %zu before", now, had);
+	}
+	assert_true(before > 0);
+	assert_true(after > 0);
+	rm_rf(dir);
+	free(dir);
+}
+
 static long rss_kib(pid_t pid)
 {
 	char path[64], line[256];
@@ -430,8 +485,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_validate_hook),          cmocka_unit_test(test_credentials_and_faults),
 	    cmocka_unit_test(test_latency_and_deadline),   cmocka_unit_test(test_two_clouds_one_process),
-	    cmocka_unit_test(test_two_processes_one_file), cmocka_unit_test(test_memory_and_big_offers),
-	    cmocka_unit_test(test_command_line),
+	    cmocka_unit_test(test_two_processes_one_file), cmocka_unit_test(test_injected_crash),
+	    cmocka_unit_test(test_memory_and_big_offers),  cmocka_unit_test(test_command_line),
 	};
 	return cmocka_run_group_tests_name("sim_driver", tests, NULL, NULL);
 }
