@@ -1,0 +1,339 @@
+/*
+ * conformance-expect: runs drover-conformance as a child process and checks
+ * its exit status, its closing line and which checks it reports as passed or
+ * failed, so a broken driver that fails for the wrong reason does not count.
+ *
+ * usage: conformance-expect --exit N [--fail CHECK]... [--pass CHECK]...
+ *            [--output TEXT]... [--file PATH --file-contains TEXT]...
+ *            [--listen-driver PATH] [--timeout SEC] [--no-summary] -- HARNESS ARGS...
+ *
+ * --no-summary: the run prints no closing line (--help, --list).
+ * --listen-driver starts PATH --listen 127.0.0.1:0 --insecure first (a
+ * standalone driver), reads its handshake line and replaces @ADDRESS@ in the
+ * harness arguments with the address it bound.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <regex.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define MAX_LIST 32
+
+static struct {
+	int exit_code;
+	const char *fail[MAX_LIST], *pass[MAX_LIST], *output[MAX_LIST];
+	size_t n_fail, n_pass, n_output;
+	const char *file[MAX_LIST], *file_contains[MAX_LIST];
+	size_t n_file;
+	const char *listen_driver;
+	int timeout_s;
+	bool no_summary;
+	char **argv;
+} opt = {.exit_code = -1, .timeout_s = 120};
+
+struct buf {
+	char *data;
+	size_t len, cap;
+};
+
+static void buf_add(struct buf *b, const char *p, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		b->cap = (b->len + n + 1) * 2;
+		b->data = realloc(b->data, b->cap);
+		assert_non_null(b->data);
+	}
+	memcpy(b->data + b->len, p, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Starts a standalone driver; returns its pid and writes its bound address. */
+static pid_t start_listener(const char *path, char *addr, size_t addrlen, int *out_fd)
+{
+	int p[2];
+	assert_int_equal(pipe(p), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_RDONLY);
+		dup2(devnull, 0);
+		dup2(p[1], 1);
+		close(p[0]);
+		close(p[1]);
+		setenv("DROVER_MAGIC_COOKIE", "6b1d4c0e-drover-driver-v1", 1);
+		execl(path, path, "--listen", "127.0.0.1:0", "--insecure", (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	char line[512];
+	size_t n = 0;
+	double deadline = now_s() + 10;
+	while (n < sizeof(line) - 1 && now_s() < deadline) {
+		struct pollfd pfd = {p[0], POLLIN, 0};
+		if (poll(&pfd, 1, 100) <= 0)
+			continue;
+		ssize_t r = read(p[0], line + n, 1);
+		if (r <= 0)
+			break;
+		if (line[n] == '\n')
+			break;
+		n++;
+	}
+	line[n] = '\0';
+	/* "1|1|tcp|127.0.0.1:PORT|grpc" */
+	char *f = line;
+	for (int i = 0; i < 3 && f; i++) {
+		f = strchr(f, '|');
+		if (f)
+			f++;
+	}
+	assert_non_null(f);
+	char *end = strchr(f, '|');
+	assert_non_null(end);
+	snprintf(addr, addrlen, "%.*s", (int)(end - f), f);
+	*out_fd = p[0];
+	return pid;
+}
+
+static bool has_line_prefix(const char *text, const char *prefix)
+{
+	size_t n = strlen(prefix);
+	for (const char *l = text; l && *l;) {
+		if (strncmp(l, prefix, n) == 0)
+			return true;
+		l = strchr(l, '\n');
+		if (l)
+			l++;
+	}
+	return false;
+}
+
+static void test_harness_run(void **state)
+{
+	(void)state;
+	char addr[300] = "";
+	int listener_fd = -1;
+	pid_t listener = 0;
+	if (opt.listen_driver)
+		listener = start_listener(opt.listen_driver, addr, sizeof(addr), &listener_fd);
+
+	size_t argc = 0;
+	while (opt.argv[argc])
+		argc++;
+	char **args = calloc(argc + 1, sizeof(char *));
+	assert_non_null(args);
+	for (size_t i = 0; i < argc; i++)
+		args[i] = strcmp(opt.argv[i], "@ADDRESS@") == 0 ? addr : opt.argv[i];
+
+	int out[2], err[2];
+	assert_int_equal(pipe(out), 0);
+	assert_int_equal(pipe(err), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		setpgid(0, 0);
+		dup2(out[1], 1);
+		dup2(err[1], 2);
+		close(out[0]);
+		close(err[0]);
+		execv(args[0], args);
+		_exit(127);
+	}
+	close(out[1]);
+	close(err[1]);
+	struct buf so = {0}, se = {0};
+	buf_add(&so, "", 0);
+	buf_add(&se, "", 0);
+	double deadline = now_s() + opt.timeout_s;
+	bool open_out = true, open_err = true, timed_out = false;
+	while (open_out || open_err) {
+		if (now_s() > deadline) {
+			timed_out = true;
+			kill(-pid, SIGKILL);
+			break;
+		}
+		struct pollfd pfd[2] = {{open_out ? out[0] : -1, POLLIN, 0},
+		                        {open_err ? err[0] : -1, POLLIN, 0}};
+		if (poll(pfd, 2, 200) <= 0)
+			continue;
+		char chunk[4096];
+		for (int i = 0; i < 2; i++) {
+			if (!(pfd[i].revents & (POLLIN | POLLHUP)))
+				continue;
+			ssize_t r = read(pfd[i].fd, chunk, sizeof(chunk));
+			if (r <= 0) {
+				if (i == 0)
+					open_out = false;
+				else
+					open_err = false;
+			} else {
+				buf_add(i == 0 ? &so : &se, chunk, (size_t)r);
+			}
+		}
+	}
+	int status = 0;
+	waitpid(pid, &status, 0);
+	close(out[0]);
+	close(err[0]);
+	if (listener) {
+		kill(listener, SIGTERM);
+		waitpid(listener, NULL, 0);
+		close(listener_fd);
+	}
+
+	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	bool ok = !timed_out && code == opt.exit_code;
+	char why[600] = "";
+	if (timed_out)
+		snprintf(why, sizeof(why), "the harness ran longer than %d s", opt.timeout_s);
+	else if (code != opt.exit_code)
+		snprintf(why, sizeof(why), "exit status %d, expected %d", code, opt.exit_code);
+
+	/* The closing line: the last line of stdout, alone. */
+	regex_t re;
+	assert_int_equal(
+	    regcomp(&re, "(^|\n)([0-9]+) passed, ([0-9]+) failed, ([0-9]+) skipped\n$", REG_EXTENDED), 0);
+	regmatch_t m[5];
+	if (ok && opt.exit_code <= 1 && !opt.no_summary) {
+		if (regexec(&re, so.data, 5, m, 0) != 0) {
+			ok = false;
+			snprintf(why, sizeof(why),
+			         "no closing line \"N passed, N failed, N skipped\" at the end of stdout");
+		} else {
+			long failed = strtol(so.data + m[3].rm_so, NULL, 10);
+			if ((opt.exit_code == 0) != (failed == 0)) {
+				ok = false;
+				snprintf(why, sizeof(why),
+				         "closing line says %ld failed but the exit status is %d", failed,
+				         code);
+			}
+		}
+	}
+	regfree(&re);
+	for (size_t i = 0; ok && i < opt.n_fail; i++) {
+		char prefix[200];
+		snprintf(prefix, sizeof(prefix), "FAIL %s: ", opt.fail[i]);
+		if (!has_line_prefix(so.data, prefix)) {
+			ok = false;
+			snprintf(why, sizeof(why),
+			         "no line \"FAIL %s: <message>\": the expected check did not fail",
+			         opt.fail[i]);
+		}
+	}
+	for (size_t i = 0; ok && i < opt.n_pass; i++) {
+		char prefix[200];
+		snprintf(prefix, sizeof(prefix), "PASS %s (", opt.pass[i]);
+		if (!has_line_prefix(so.data, prefix)) {
+			ok = false;
+			snprintf(why, sizeof(why), "no line \"PASS %s\"", opt.pass[i]);
+		}
+	}
+	for (size_t i = 0; ok && i < opt.n_output; i++) {
+		if (!strstr(so.data, opt.output[i]) && !strstr(se.data, opt.output[i])) {
+			ok = false;
+			snprintf(why, sizeof(why), "the output does not contain \"%s\"", opt.output[i]);
+		}
+	}
+	for (size_t i = 0; ok && i < opt.n_file; i++) {
+		FILE *f = fopen(opt.file[i], "r");
+		struct buf fb = {0};
+		buf_add(&fb, "", 0);
+		char chunk[4096];
+		size_t r;
+		while (f && (r = fread(chunk, 1, sizeof(chunk), f)) > 0)
+			buf_add(&fb, chunk, r);
+		if (f)
+			fclose(f);
+		if (!f || !strstr(fb.data, opt.file_contains[i])) {
+			ok = false;
+			snprintf(why, sizeof(why), "%s %s \"%s\"", opt.file[i],
+			         f ? "does not contain" : "cannot be read, expected", opt.file_contains[i]);
+		}
+		free(fb.data);
+	}
+	if (!ok) {
+		fprintf(stderr,
+		        "---- harness stdout ----\n%s---- harness stderr ----\n%s------------------------\n",
+		        so.data, se.data);
+		fail_msg("%s", why);
+	}
+	free(so.data);
+	free(se.data);
+	free(args);
+}
+
+static int usage(void)
+{
+	fprintf(stderr,
+	        "usage: conformance-expect --exit N [--fail CHECK]... [--pass CHECK]... [--output TEXT]...\n"
+	        "         [--file PATH --file-contains TEXT]... [--listen-driver PATH] [--timeout SEC]\n"
+	        "         -- HARNESS ARGS...\n");
+	return 2;
+}
+
+int main(int argc, char **argv)
+{
+	int i;
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--") == 0) {
+			i++;
+			break;
+		}
+		if (strcmp(a, "--no-summary") == 0) {
+			opt.no_summary = true;
+			continue;
+		}
+		if (strcmp(a, "--help") == 0) {
+			usage();
+			return 0;
+		}
+		if (i + 1 >= argc)
+			return usage();
+		const char *v = argv[++i];
+		if (strcmp(a, "--exit") == 0)
+			opt.exit_code = atoi(v);
+		else if (strcmp(a, "--fail") == 0 && opt.n_fail < MAX_LIST)
+			opt.fail[opt.n_fail++] = v;
+		else if (strcmp(a, "--pass") == 0 && opt.n_pass < MAX_LIST)
+			opt.pass[opt.n_pass++] = v;
+		else if (strcmp(a, "--output") == 0 && opt.n_output < MAX_LIST)
+			opt.output[opt.n_output++] = v;
+		else if (strcmp(a, "--file") == 0 && opt.n_file < MAX_LIST)
+			opt.file[opt.n_file] = v;
+		else if (strcmp(a, "--file-contains") == 0 && opt.n_file < MAX_LIST)
+			opt.file_contains[opt.n_file++] = v;
+		else if (strcmp(a, "--listen-driver") == 0)
+			opt.listen_driver = v;
+		else if (strcmp(a, "--timeout") == 0)
+			opt.timeout_s = atoi(v);
+		else
+			return usage();
+	}
+	if (i >= argc || opt.exit_code < 0)
+		return usage();
+	opt.argv = &argv[i];
+	const struct CMUnitTest tests[] = {cmocka_unit_test(test_harness_run)};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
