@@ -15,6 +15,8 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include <grpc/grpc.h>
+
 #include "host_internal.h"
 
 struct io_cmd {
@@ -89,9 +91,16 @@ static void io_init(void)
 		io.start_err = DRV_ESYSTEM;
 		return;
 	}
-	/* The thread must not steal SIGTERM/SIGINT meant for the program's own handler. */
+	/* The threads started here must not steal SIGTERM/SIGINT meant for the program's own handler. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
+	/*
+	 * One gRPC reference for the life of the process: every channel takes and
+	 * drops its own, and without this a program that spawns, calls and frees
+	 * drivers one at a time (a benchmark, a CLI) would pay gRPC's full
+	 * start-up on every spawn.
+	 */
+	grpc_init();
 	rc = pthread_create(&io.thread, NULL, io_main, NULL);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (rc != 0) {
