@@ -739,6 +739,63 @@ static void test_listen_tcp(void **state)
 	drv_host_free(h);
 }
 
+static void test_listen_mutual_tls(void **state)
+{
+	char dir[] = "/tmp/drover-rtest-certs-XXXXXX";
+	char cmd[512], path[4][300];
+	assert_non_null(mkdtemp(dir));
+	snprintf(cmd, sizeof(cmd), "sh '%s' '%s' >/dev/null 2>&1", GEN_CERTS, dir);
+	assert_int_equal(system(cmd), 0);
+	const char *names[] = {"server.pem", "server.key", "ca.pem", "other-client.pem"};
+	for (int i = 0; i < 4; i++)
+		snprintf(path[i], sizeof(path[i]), "%s/%s", dir, names[i]);
+
+	/* Mutual TLS is allowed on any address; the handshake names the bound port. */
+	struct proc p;
+	char line[512];
+	const char *args[] = {"--listen", "127.0.0.1:0", "--tls-cert", path[0], "--tls-key",
+	                      path[1],    "--client-ca", path[2],      NULL};
+	proc_start(&p, args, no_env);
+	read_all(p.out, line, sizeof(line), 5000, true);
+	struct drv_handshake hs;
+	char err[512];
+	if (drv_handshake_parse(line, &hs, err, sizeof(err)) != 0)
+		fail_msg("handshake \"%s\": %s", line, err);
+
+	char client_pem[300], client_key[300], other_key[300];
+	snprintf(client_pem, sizeof(client_pem), "%s/client.pem", dir);
+	snprintf(client_key, sizeof(client_key), "%s/client.key", dir);
+	snprintf(other_key, sizeof(other_key), "%s/other-client.key", dir);
+	struct drv_host *h = NULL;
+	struct drv_connect_opts co = {.address = hs.address,
+	                              .ca_file = path[2],
+	                              .cert_file = client_pem,
+	                              .key_file = client_key,
+	                              .connect_timeout_ms = 3000};
+	if (drv_host_connect(&co, &h, err, sizeof(err)) != 0)
+		fail_msg("connect: %s", err);
+	struct drv_status st;
+	drv_get_info_request ireq = DROVER__COMPUTE__V1__GET_INFO_REQUEST__INIT;
+	drv_get_info_response *info;
+	assert_int_equal(drv_host_get_info(h, &ireq, &info, CALL_MS, &st), 0);
+	assert_string_equal(info->type, "rtest");
+	protobuf_c_message_free_unpacked(&info->base, NULL);
+	drv_host_free(h);
+
+	/* A client certificate from another CA is refused. */
+	co.cert_file = path[3];
+	co.key_file = other_key;
+	co.connect_timeout_ms = 1000;
+	h = NULL;
+	assert_int_not_equal(drv_host_connect(&co, &h, err, sizeof(err)), 0);
+	drv_host_free(h);
+
+	kill(p.pid, SIGTERM);
+	assert_int_equal(proc_wait(&p, 3000), 0);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+}
+
 struct worker_arg {
 	struct drv_host *h;
 	int failures;
@@ -841,6 +898,7 @@ int main(void)
 	    cmocka_unit_test(test_stdin_eof),
 	    cmocka_unit_test(test_own_socket_dir_and_stdout),
 	    cmocka_unit_test(test_listen_tcp),
+	    cmocka_unit_test(test_listen_mutual_tls),
 	    cmocka_unit_test(test_concurrent_calls),
 	    cmocka_unit_test(test_timing_figures),
 	};
