@@ -117,6 +117,7 @@ struct srv_supervisor {
 	srv_supervisor_event_cb event_cb;
 	void *event_ud;
 	bool stopping;
+	bool handles_closed; /* under mu */
 	int live_works;
 };
 
@@ -128,13 +129,26 @@ static void restart_timer_cb(uv_timer_t *t);
 static void post(struct srv_supervisor *sup, struct sup_ev *ev)
 {
 	pthread_mutex_lock(&sup->mu);
+	if (sup->handles_closed) {
+		/* After shutdown: nobody is waiting; a late completion is only freed. */
+		pthread_mutex_unlock(&sup->mu);
+		if (ev->resp)
+			protobuf_c_message_free_unpacked(ev->resp, NULL);
+		if (ev->kind == EV_DONE && ev->call) {
+			free(ev->call->req_buf);
+			free(ev->call);
+		}
+		free(ev->message);
+		free(ev);
+		return;
+	}
 	if (sup->ev_tail)
 		sup->ev_tail->next = ev;
 	else
 		sup->ev_head = ev;
 	sup->ev_tail = ev;
-	pthread_mutex_unlock(&sup->mu);
 	uv_async_send(&sup->async);
+	pthread_mutex_unlock(&sup->mu);
 }
 
 static void emit(struct srv_supervisor *sup, const char *type, int level, const char *kind, const char *fmt,
@@ -974,6 +988,10 @@ void srv_supervisor_stop(struct srv_supervisor *sup)
 		drv_host_free(e->host);
 		e->host = NULL;
 	}
+	/* The handles close next; events from here on are dropped by post(). */
+	pthread_mutex_lock(&sup->mu);
+	sup->handles_closed = true;
+	pthread_mutex_unlock(&sup->mu);
 }
 
 void srv_supervisor_close_handles(struct srv_supervisor *sup)

@@ -1,0 +1,1188 @@
+#include "srv_api.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "drover/api/v1/api.pb-c.h"
+#include "drover/rpc.h"
+#include "srv_config.h"
+#include "srv_engine.h"
+#include "srv_log.h"
+#include "srv_store.h"
+#include "srv_supervisor.h"
+
+typedef Drover__Api__V1__Instance api_instance;
+
+struct api_call {
+	struct api_call *next;
+	struct srv_api *api;
+	struct drv_rpc_call *call;
+	const ProtobufCMessage *req;
+};
+
+struct srv_api {
+	uv_loop_t *loop;
+	struct srv_store *st;
+	struct srv_supervisor *sup;
+	struct srv_engine *eng;
+	const struct srv_config *cfg;
+	struct drv_rpc_server *unix_srv;
+	struct drv_rpc_server *tcp_srv;
+	int tcp_port;
+	char token[128];
+	size_t token_len;
+	uv_async_t async;
+	pthread_mutex_t mu;
+	struct api_call *head, *tail; /* under mu */
+	bool closed;                  /* under mu: the loop no longer takes calls */
+};
+
+/* ---- a per-reply garbage list: everything built for one response ---- */
+
+struct gc {
+	void **ptrs;
+	size_t n, cap;
+	ProtobufCMessage **msgs;
+	size_t n_msgs, cap_msgs;
+};
+
+static void *gc_add(struct gc *g, void *p)
+{
+	if (g->n == g->cap) {
+		g->cap = g->cap ? g->cap * 2 : 32;
+		g->ptrs = realloc(g->ptrs, g->cap * sizeof(void *));
+	}
+	g->ptrs[g->n++] = p;
+	return p;
+}
+
+static void *gc_alloc(struct gc *g, size_t size)
+{
+	return gc_add(g, calloc(1, size ? size : 1));
+}
+
+static char *gc_strdup(struct gc *g, const char *s)
+{
+	return gc_add(g, strdup(s ? s : ""));
+}
+
+static void *gc_msg(struct gc *g, ProtobufCMessage *m)
+{
+	if (!m)
+		return NULL;
+	if (g->n_msgs == g->cap_msgs) {
+		g->cap_msgs = g->cap_msgs ? g->cap_msgs * 2 : 16;
+		g->msgs = realloc(g->msgs, g->cap_msgs * sizeof(*g->msgs));
+	}
+	g->msgs[g->n_msgs++] = m;
+	return m;
+}
+
+static void gc_free(struct gc *g)
+{
+	for (size_t i = 0; i < g->n; i++)
+		free(g->ptrs[i]);
+	for (size_t i = 0; i < g->n_msgs; i++)
+		protobuf_c_message_free_unpacked(g->msgs[i], NULL);
+	free(g->ptrs);
+	free(g->msgs);
+	memset(g, 0, sizeof(*g));
+}
+
+static void reply_err(struct api_call *c, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void finish(struct api_call *c)
+{
+	free(c);
+}
+
+static void reply_ok(struct api_call *c, const ProtobufCMessage *resp)
+{
+	drv_rpc_reply(c->call, 0, NULL, resp);
+	finish(c);
+}
+
+static void reply_err(struct api_call *c, int code, const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	drv_rpc_reply(c->call, code, msg, NULL);
+	finish(c);
+}
+
+/* ---- names and conversions ---- */
+
+static bool valid_name(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	if (n == 0 || n > 63 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+			return false;
+	return true;
+}
+
+static int parse_features(char **names, size_t n, drv_features *out, char *bad, size_t badlen)
+{
+	*out = 0;
+	for (size_t i = 0; i < n; i++) {
+		int f = drv_feature_from_name(names[i]);
+		if (f <= 0 || f >= 64) {
+			snprintf(bad, badlen, "%s", names[i]);
+			return -1;
+		}
+		*out |= DRV_FEATURE_BIT(f);
+	}
+	return 0;
+}
+
+static void features_to_list(struct gc *g, drv_features f, size_t *n, Drover__Compute__V1__Feature **out)
+{
+	size_t cnt = 0;
+	Drover__Compute__V1__Feature *list = gc_alloc(g, 64 * sizeof(*list));
+	for (int i = 1; i < 64; i++)
+		if (f & DRV_FEATURE_BIT(i))
+			list[cnt++] = (Drover__Compute__V1__Feature)i;
+	*n = cnt;
+	*out = list;
+}
+
+static Drover__Api__V1__InstanceStatus status_of(const struct srv_instance *in)
+{
+	const char *s = in->status;
+	if (strcmp(s, SRV_ST_PENDING) == 0)
+		return DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_PENDING;
+	if (strcmp(s, SRV_ST_CREATING) == 0)
+		return DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_CREATING;
+	if (strcmp(s, SRV_ST_PROVISIONING) == 0)
+		return DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_PROVISIONING;
+	if (strcmp(s, SRV_ST_RUNNING) == 0)
+		return DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_RUNNING;
+	if (strcmp(s, SRV_ST_TERMINATING) == 0)
+		return in->termination_failures >= SRV_TERMINATION_FAILING_AFTER
+		           ? DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_TERMINATION_FAILING
+		           : DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_TERMINATING;
+	if (strcmp(s, SRV_ST_TERMINATED) == 0)
+		return DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_TERMINATED;
+	if (strcmp(s, SRV_ST_FAILED) == 0)
+		return DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_FAILED;
+	return DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_UNSPECIFIED;
+}
+
+static api_instance *instance_msg(struct gc *g, const struct srv_instance *in)
+{
+	api_instance *m = gc_alloc(g, sizeof(*m));
+	drover__api__v1__instance__init(m);
+	m->id = gc_strdup(g, in->id);
+	m->project = gc_strdup(g, in->project);
+	m->name = gc_strdup(g, in->name);
+	m->backend = gc_strdup(g, in->backend);
+	m->backend_type = gc_strdup(g, in->backend_type);
+	m->status = status_of(in);
+	if (in->offer)
+		m->offer =
+		    gc_msg(g, &drover__compute__v1__offer__unpack(NULL, in->offer_len, in->offer)->base);
+	if (in->provisioning)
+		m->provisioning_data = gc_msg(g, &drover__compute__v1__provisioning_data__unpack(
+		                                      NULL, in->provisioning_len, in->provisioning)
+		                                      ->base);
+	m->idempotency_key = gc_strdup(g, in->idempotency_key);
+	m->last_error = gc_strdup(g, in->last_error);
+	m->created_unix_ms = in->created_at;
+	m->updated_unix_ms = in->updated_at;
+	m->terminated_unix_ms = in->terminated_at;
+	m->termination_tries = (uint32_t)in->termination_failures;
+	json_t *arr = json_loads(in->attempts_json ? in->attempts_json : "[]", 0, NULL);
+	size_t na = json_is_array(arr) ? json_array_size(arr) : 0;
+	m->attempts = gc_alloc(g, (na + 1) * sizeof(*m->attempts));
+	for (size_t i = 0; i < na; i++) {
+		json_t *a = json_array_get(arr, i);
+		Drover__Api__V1__Attempt *at = gc_alloc(g, sizeof(*at));
+		drover__api__v1__attempt__init(at);
+		at->number = (uint32_t)json_integer_value(json_object_get(a, "number"));
+		at->backend = gc_strdup(g, json_string_value(json_object_get(a, "backend")));
+		at->instance_type = gc_strdup(g, json_string_value(json_object_get(a, "instance_type")));
+		at->region = gc_strdup(g, json_string_value(json_object_get(a, "region")));
+		at->price_per_hour = json_number_value(json_object_get(a, "price_per_hour"));
+		at->code = gc_strdup(g, json_string_value(json_object_get(a, "code")));
+		at->message = gc_strdup(g, json_string_value(json_object_get(a, "message")));
+		at->started_unix_ms = json_integer_value(json_object_get(a, "started_unix_ms"));
+		at->finished_unix_ms = json_integer_value(json_object_get(a, "finished_unix_ms"));
+		m->attempts[m->n_attempts++] = at;
+	}
+	json_decref(arr);
+	json_t *keys = json_loads(in->ssh_keys_json ? in->ssh_keys_json : "[]", 0, NULL);
+	size_t nk = json_is_array(keys) ? json_array_size(keys) : 0;
+	m->ssh_public_keys = gc_alloc(g, (nk + 1) * sizeof(char *));
+	for (size_t i = 0; i < nk; i++)
+		m->ssh_public_keys[m->n_ssh_public_keys++] =
+		    gc_strdup(g, json_string_value(json_array_get(keys, i)));
+	json_decref(keys);
+	return m;
+}
+
+static Drover__Api__V1__Backend *backend_msg(struct gc *g, struct srv_store *st, const struct srv_backend *b)
+{
+	Drover__Api__V1__Backend *m = gc_alloc(g, sizeof(*m));
+	drover__api__v1__backend__init(m);
+	m->project = gc_strdup(g, b->project);
+	m->name = gc_strdup(g, b->name);
+	m->type = gc_strdup(g, b->type);
+	m->config_json = gc_strdup(g, b->config_json);
+	m->source = gc_strdup(g, b->source);
+	m->created_unix_ms = b->created_at;
+	/* Names only, sorted: values never leave the server. */
+	m->secret_names = gc_alloc(g, (b->n_secrets + 1) * sizeof(char *));
+	for (size_t i = 0; i < b->n_secrets; i++)
+		m->secret_names[i] = gc_strdup(g, b->secrets[i].name);
+	m->n_secret_names = b->n_secrets;
+	for (size_t i = 1; i < b->n_secrets; i++)
+		for (size_t j = i; j > 0 && strcmp(m->secret_names[j - 1], m->secret_names[j]) > 0; j--) {
+			char *t = m->secret_names[j];
+			m->secret_names[j] = m->secret_names[j - 1];
+			m->secret_names[j - 1] = t;
+		}
+	int64_t live = 0;
+	srv_store_backend_live_instances(st, b->project, b->name, &live);
+	m->live_instance_count = (uint32_t)live;
+	m->features_error = "";
+	return m;
+}
+
+static int need_project(struct api_call *c, const char *project)
+{
+	int rc = srv_store_project_exists(c->api->st, project);
+	if (rc == 1)
+		return 0;
+	if (rc < 0)
+		reply_err(c, DRV_EINTERNAL, "store: %s", srv_store_errmsg(c->api->st));
+	else
+		reply_err(c, DRV_ENOTFOUND, "no project named \"%s\"", project);
+	return -1;
+}
+
+/* ---- drivers and projects ---- */
+
+static Drover__Api__V1__DriverState driver_state(enum srv_driver_state s)
+{
+	switch (s) {
+	case SRV_DRIVER_STARTING:
+		return DROVER__API__V1__DRIVER_STATE__DRIVER_STATE_STARTING;
+	case SRV_DRIVER_READY:
+		return DROVER__API__V1__DRIVER_STATE__DRIVER_STATE_READY;
+	case SRV_DRIVER_BACKOFF:
+		return DROVER__API__V1__DRIVER_STATE__DRIVER_STATE_BACKOFF;
+	case SRV_DRIVER_STOPPED:
+		return DROVER__API__V1__DRIVER_STATE__DRIVER_STATE_STOPPED;
+	default:
+		/* Known but not started yet: shown as STOPPED until first use starts it. */
+		return DROVER__API__V1__DRIVER_STATE__DRIVER_STATE_STOPPED;
+	}
+}
+
+static void h_list_drivers(struct api_call *c)
+{
+	struct srv_driver_info *list;
+	size_t n;
+	struct gc g = {0};
+	if (srv_supervisor_list(c->api->sup, &list, &n) < 0) {
+		reply_err(c, DRV_EINTERNAL, "out of memory");
+		return;
+	}
+	Drover__Api__V1__ListDriversResponse resp = DROVER__API__V1__LIST_DRIVERS_RESPONSE__INIT;
+	resp.drivers = gc_alloc(&g, (n + 1) * sizeof(*resp.drivers));
+	for (size_t i = 0; i < n; i++) {
+		const struct srv_driver_info *d = &list[i];
+		Drover__Api__V1__Driver *m = gc_alloc(&g, sizeof(*m));
+		drover__api__v1__driver__init(m);
+		m->type = (char *)d->type;
+		m->name = (char *)d->name;
+		m->kind = d->remote ? DROVER__API__V1__DRIVER_KIND__DRIVER_KIND_REMOTE
+		                    : DROVER__API__V1__DRIVER_KIND__DRIVER_KIND_SPAWNED;
+		m->pid = d->pid;
+		m->address = (char *)d->address;
+		size_t nc = 0;
+		if (d->command)
+			while (d->command[nc])
+				nc++;
+		m->n_command = nc;
+		m->command = (char **)d->command;
+		m->state = driver_state(d->state);
+		m->restarts = d->restarts;
+		m->backoff_ms = d->backoff_ms;
+		m->next_restart_unix_ms = d->next_restart_ms;
+		m->last_error = (char *)d->last_error;
+		m->last_error_unix_ms = d->last_error_ms;
+		m->reported_type = (char *)d->reported_type;
+		m->version = (char *)d->version;
+		m->protocol_version = d->protocol_version;
+		features_to_list(&g, d->features, &m->n_features, &m->features);
+		m->started_unix_ms = d->started_ms;
+		resp.drivers[resp.n_drivers++] = m;
+	}
+	reply_ok(c, &resp.base);
+	free(list);
+	gc_free(&g);
+}
+
+static Drover__Api__V1__Project *project_msg(struct gc *g, struct srv_store *st, const char *name)
+{
+	Drover__Api__V1__Project *m = gc_alloc(g, sizeof(*m));
+	drover__api__v1__project__init(m);
+	m->name = gc_strdup(g, name);
+	struct srv_backend **bes;
+	size_t nb;
+	if (srv_store_backend_list(st, name, &bes, &nb) == 0) {
+		m->backend_count = (uint32_t)nb;
+		srv_backend_list_free(bes, nb);
+	}
+	int64_t live = 0;
+	srv_store_instance_count_live(st, name, &live);
+	m->live_instance_count = (uint32_t)live;
+	return m;
+}
+
+static void h_list_projects(struct api_call *c)
+{
+	char **names;
+	size_t n;
+	struct gc g = {0};
+	if (srv_store_project_list(c->api->st, &names, &n) < 0) {
+		reply_err(c, DRV_EINTERNAL, "store: %s", srv_store_errmsg(c->api->st));
+		return;
+	}
+	Drover__Api__V1__ListProjectsResponse resp = DROVER__API__V1__LIST_PROJECTS_RESPONSE__INIT;
+	resp.projects = gc_alloc(&g, (n + 1) * sizeof(*resp.projects));
+	for (size_t i = 0; i < n; i++) {
+		resp.projects[resp.n_projects++] = project_msg(&g, c->api->st, names[i]);
+		free(names[i]);
+	}
+	free(names);
+	reply_ok(c, &resp.base);
+	gc_free(&g);
+}
+
+static void h_create_project(struct api_call *c)
+{
+	const Drover__Api__V1__CreateProjectRequest *req = (const void *)c->req;
+	struct gc g = {0};
+	if (!valid_name(req->name)) {
+		reply_err(c, DRV_EINVAL,
+		          "name: \"%s\" is not a valid project name ([a-z0-9][a-z0-9-]*, at most 63)",
+		          req->name);
+		return;
+	}
+	if (srv_store_project_exists(c->api->st, req->name) == 1) {
+		reply_err(c, DRV_EEXIST, "project \"%s\" already exists", req->name);
+		return;
+	}
+	if (srv_store_project_put(c->api->st, req->name) < 0) {
+		reply_err(c, DRV_EINTERNAL, "store: %s", srv_store_errmsg(c->api->st));
+		return;
+	}
+	srv_engine_event(c->api->eng, SRV_EVENT_INFO, "project.created", req->name, NULL, NULL, NULL,
+	                 "project %s created", req->name);
+	Drover__Api__V1__CreateProjectResponse resp = DROVER__API__V1__CREATE_PROJECT_RESPONSE__INIT;
+	resp.project = project_msg(&g, c->api->st, req->name);
+	reply_ok(c, &resp.base);
+	gc_free(&g);
+}
+
+/* ---- backends ---- */
+
+struct add_ctx {
+	struct api_call *c;
+	struct srv_backend *be;
+	drv_validate_config_response *vresp;
+};
+
+static void add_ctx_free(struct add_ctx *a)
+{
+	srv_backend_free(a->be);
+	if (a->vresp)
+		protobuf_c_message_free_unpacked(&a->vresp->base, NULL);
+	free(a);
+}
+
+static void add_features_done(void *ud, int code, const char *message, drv_features features)
+{
+	struct add_ctx *a = ud;
+	struct gc g = {0};
+	Drover__Api__V1__AddBackendResponse resp = DROVER__API__V1__ADD_BACKEND_RESPONSE__INIT;
+	resp.backend = backend_msg(&g, a->c->api->st, a->be);
+	if (code == 0)
+		features_to_list(&g, features, &resp.backend->n_features, &resp.backend->features);
+	else
+		resp.backend->features_error = gc_strdup(&g, message);
+	resp.valid = true;
+	resp.n_diagnostics = a->vresp->n_diagnostics;
+	resp.diagnostics = a->vresp->diagnostics;
+	reply_ok(a->c, &resp.base);
+	gc_free(&g);
+	add_ctx_free(a);
+}
+
+static void add_validate_done(void *ud, int code, const char *message, ProtobufCMessage *resp)
+{
+	struct add_ctx *a = ud;
+	struct api_call *c = a->c;
+	const Drover__Api__V1__AddBackendRequest *req = (const void *)c->req;
+	if (code != 0) {
+		reply_err(c, code, "driver of type \"%s\": ValidateConfig: %s", a->be->type, message);
+		add_ctx_free(a);
+		return;
+	}
+	a->vresp = (drv_validate_config_response *)resp;
+	bool has_error = false;
+	for (size_t i = 0; i < a->vresp->n_diagnostics; i++)
+		if (a->vresp->diagnostics[i]->severity == DROVER__COMPUTE__V1__SEVERITY__SEVERITY_ERROR)
+			has_error = true;
+	bool valid = a->vresp->valid && !has_error;
+	if (req->validate_only) {
+		Drover__Api__V1__AddBackendResponse r = DROVER__API__V1__ADD_BACKEND_RESPONSE__INIT;
+		r.valid = valid;
+		r.n_diagnostics = a->vresp->n_diagnostics;
+		r.diagnostics = a->vresp->diagnostics;
+		reply_ok(c, &r.base);
+		add_ctx_free(a);
+		return;
+	}
+	if (!valid) {
+		char msg[2000];
+		size_t l = (size_t)snprintf(msg, sizeof(msg), "backend config is invalid: ");
+		bool first = true;
+		for (size_t i = 0; i < a->vresp->n_diagnostics && l < sizeof(msg); i++) {
+			drv_diagnostic *d = a->vresp->diagnostics[i];
+			if (d->severity != DROVER__COMPUTE__V1__SEVERITY__SEVERITY_ERROR)
+				continue;
+			l += (size_t)snprintf(msg + l, sizeof(msg) - l, "%s%s: %s", first ? "" : "; ",
+			                      d->field_path && d->field_path[0] ? d->field_path : "(config)",
+			                      d->summary);
+			first = false;
+		}
+		if (first)
+			snprintf(msg + l, sizeof(msg) - l, "(config): the driver says it is not valid");
+		reply_err(c, DRV_EINVAL, "%s", msg);
+		add_ctx_free(a);
+		return;
+	}
+	/* Checked again: another AddBackend of the same name may have won while the driver validated. */
+	struct srv_backend *other;
+	if (srv_store_backend_get(c->api->st, a->be->project, a->be->name, &other) == 0) {
+		srv_backend_free(other);
+		reply_err(c, DRV_EEXIST, "backend \"%s\" already exists in project %s", a->be->name,
+		          a->be->project);
+		add_ctx_free(a);
+		return;
+	}
+	a->be->created_at = srv_now_ms();
+	if (srv_store_backend_put(c->api->st, a->be) < 0) {
+		reply_err(c, DRV_EINTERNAL, "store: %s", srv_store_errmsg(c->api->st));
+		add_ctx_free(a);
+		return;
+	}
+	srv_engine_event(c->api->eng, SRV_EVENT_INFO, "backend.added", a->be->project, NULL, a->be->name,
+	                 a->be->type, "backend %s of type %s added", a->be->name, a->be->type);
+	struct srv_bcfg bc;
+	srv_bcfg_init(&bc, a->be);
+	srv_supervisor_features(c->api->sup, a->be->type, &bc.cfg, add_features_done, a);
+	srv_bcfg_clear(&bc);
+}
+
+static void h_add_backend(struct api_call *c)
+{
+	const Drover__Api__V1__AddBackendRequest *req = (const void *)c->req;
+	if (need_project(c, req->project) < 0)
+		return;
+	if (!valid_name(req->name)) {
+		reply_err(c, DRV_EINVAL,
+		          "name: \"%s\" is not a valid backend name ([a-z0-9][a-z0-9-]*, at most 63)",
+		          req->name);
+		return;
+	}
+	if (!req->type || !req->type[0]) {
+		reply_err(c, DRV_EINVAL, "type: a backend type is required");
+		return;
+	}
+	const char *cfg_text = req->config_json && req->config_json[0] ? req->config_json : "{}";
+	json_error_t jerr;
+	json_t *cfg = json_loads(cfg_text, 0, &jerr);
+	if (!json_is_object(cfg)) {
+		json_decref(cfg);
+		reply_err(c, DRV_EINVAL, "config_json: %s", cfg ? "must be a JSON object" : jerr.text);
+		return;
+	}
+	char *canon = json_dumps(cfg, JSON_COMPACT | JSON_SORT_KEYS);
+	json_decref(cfg);
+	struct srv_backend *existing;
+	if (!req->validate_only &&
+	    srv_store_backend_get(c->api->st, req->project, req->name, &existing) == 0) {
+		srv_backend_free(existing);
+		free(canon);
+		reply_err(c, DRV_EEXIST, "backend \"%s\" already exists in project %s", req->name,
+		          req->project);
+		return;
+	}
+	if (!srv_supervisor_has_type(c->api->sup, req->type)) {
+		free(canon);
+		reply_err(c, DRV_ENOTFOUND,
+		          "no driver for backend type \"%s\": put a drover-driver-%s binary into a driver "
+		          "directory, or "
+		          "name a command or address of that type in the config",
+		          req->type, req->type);
+		return;
+	}
+	struct add_ctx *a = calloc(1, sizeof(*a));
+	a->c = c;
+	a->be = calloc(1, sizeof(*a->be));
+	a->be->project = strdup(req->project);
+	a->be->name = strdup(req->name);
+	a->be->type = strdup(req->type);
+	a->be->config_json = canon;
+	a->be->source = strdup("api");
+	a->be->secrets = calloc(req->n_secrets + 1, sizeof(*a->be->secrets));
+	for (size_t i = 0; i < req->n_secrets; i++) {
+		a->be->secrets[i].name = strdup(req->secrets[i]->key);
+		a->be->secrets[i].value = strdup(req->secrets[i]->value ? req->secrets[i]->value : "");
+	}
+	a->be->n_secrets = req->n_secrets;
+	struct srv_bcfg bc;
+	srv_bcfg_init(&bc, a->be);
+	drv_validate_config_request vreq = DROVER__COMPUTE__V1__VALIDATE_CONFIG_REQUEST__INIT;
+	vreq.config = &bc.cfg;
+	srv_supervisor_call(c->api->sup, a->be->type, "ValidateConfig", &vreq.base, 0, add_validate_done, a);
+	srv_bcfg_clear(&bc);
+}
+
+struct list_backends_ctx {
+	struct api_call *c;
+	struct gc g;
+	struct srv_backend **bes;
+	size_t n;
+	size_t pending;
+	Drover__Api__V1__ListBackendsResponse resp;
+};
+
+struct lb_slot {
+	struct list_backends_ctx *lb;
+	Drover__Api__V1__Backend *m;
+};
+
+static void lb_features_done(void *ud, int code, const char *message, drv_features features)
+{
+	struct lb_slot *s = ud;
+	struct list_backends_ctx *lb = s->lb;
+	if (code == 0)
+		features_to_list(&lb->g, features, &s->m->n_features, &s->m->features);
+	else
+		s->m->features_error = gc_strdup(&lb->g, message);
+	if (--lb->pending > 0)
+		return;
+	reply_ok(lb->c, &lb->resp.base);
+	gc_free(&lb->g);
+	srv_backend_list_free(lb->bes, lb->n);
+	free(lb);
+}
+
+static void h_list_backends(struct api_call *c)
+{
+	const Drover__Api__V1__ListBackendsRequest *req = (const void *)c->req;
+	const char *project = req->project && req->project[0] ? req->project : NULL;
+	if (project && need_project(c, project) < 0)
+		return;
+	struct list_backends_ctx *lb = calloc(1, sizeof(*lb));
+	lb->c = c;
+	drover__api__v1__list_backends_response__init(&lb->resp);
+	if (srv_store_backend_list(c->api->st, project, &lb->bes, &lb->n) < 0) {
+		reply_err(c, DRV_EINTERNAL, "store: %s", srv_store_errmsg(c->api->st));
+		free(lb);
+		return;
+	}
+	lb->resp.backends = gc_alloc(&lb->g, (lb->n + 1) * sizeof(*lb->resp.backends));
+	struct lb_slot *slots = gc_alloc(&lb->g, (lb->n + 1) * sizeof(*slots));
+	for (size_t i = 0; i < lb->n; i++) {
+		slots[i].lb = lb;
+		slots[i].m = backend_msg(&lb->g, c->api->st, lb->bes[i]);
+		lb->resp.backends[lb->resp.n_backends++] = slots[i].m;
+	}
+	if (lb->n == 0) {
+		reply_ok(c, &lb->resp.base);
+		gc_free(&lb->g);
+		srv_backend_list_free(lb->bes, lb->n);
+		free(lb);
+		return;
+	}
+	/* Features come from the per-(driver, config) cache, or the drivers, all at once. */
+	lb->pending = lb->n;
+	for (size_t i = 0; i < lb->n; i++) {
+		struct srv_bcfg bc;
+		srv_bcfg_init(&bc, lb->bes[i]);
+		srv_supervisor_features(c->api->sup, lb->bes[i]->type, &bc.cfg, lb_features_done, &slots[i]);
+		srv_bcfg_clear(&bc);
+	}
+}
+
+static void h_remove_backend(struct api_call *c)
+{
+	const Drover__Api__V1__RemoveBackendRequest *req = (const void *)c->req;
+	struct srv_store *st = c->api->st;
+	struct gc g = {0};
+	if (need_project(c, req->project) < 0)
+		return;
+	struct srv_backend *be;
+	int rc = srv_store_backend_get(st, req->project, req->name, &be);
+	if (rc != 0) {
+		if (rc < 0)
+			reply_err(c, DRV_EINTERNAL, "store: %s", srv_store_errmsg(st));
+		else
+			reply_err(c, DRV_ENOTFOUND, "no backend named \"%s\" in project %s", req->name,
+			          req->project);
+		return;
+	}
+	srv_backend_free(be);
+	struct srv_instance **live;
+	size_t n;
+	struct srv_instance_filter f = {.project = req->project, .backend = req->name, .live_only = true};
+	if (srv_store_instance_list(st, &f, &live, &n) < 0) {
+		reply_err(c, DRV_EINTERNAL, "store: %s", srv_store_errmsg(st));
+		return;
+	}
+	if (n > 0 && !req->force) {
+		char ids[800] = "";
+		size_t l = 0;
+		for (size_t i = 0; i < n && i < 10 && l < sizeof(ids); i++)
+			l += (size_t)snprintf(ids + l, sizeof(ids) - l, "%s%s", i ? ", " : "", live[i]->id);
+		if (n > 10 && l < sizeof(ids))
+			snprintf(ids + l, sizeof(ids) - l, ", ...");
+		reply_err(
+		    c, DRV_EPRECONDITION,
+		    "backend %s has %zu live instance%s (%s): terminate them first or remove with force",
+		    req->name, n, n == 1 ? "" : "s", ids);
+		srv_instance_list_free(live, n);
+		return;
+	}
+	if (srv_store_backend_detach(st, req->project, req->name) < 0) {
+		srv_instance_list_free(live, n);
+		reply_err(c, DRV_EINTERNAL, "store: %s", srv_store_errmsg(st));
+		return;
+	}
+	srv_engine_event(c->api->eng, n ? SRV_EVENT_WARNING : SRV_EVENT_INFO, "backend.removed", req->project,
+	                 NULL, req->name, NULL, "backend %s removed%s", req->name,
+	                 n ? " with force; its live instances keep its config for termination" : "");
+	Drover__Api__V1__RemoveBackendResponse resp = DROVER__API__V1__REMOVE_BACKEND_RESPONSE__INIT;
+	resp.live_instance_ids = gc_alloc(&g, (n + 1) * sizeof(char *));
+	for (size_t i = 0; i < n; i++)
+		resp.live_instance_ids[resp.n_live_instance_ids++] = gc_strdup(&g, live[i]->id);
+	srv_instance_list_free(live, n);
+	reply_ok(c, &resp.base);
+	gc_free(&g);
+}
+
+/* ---- offers ---- */
+
+struct offers_ctx {
+	struct api_call *c;
+	uint32_t limit;
+};
+
+static void offers_done(void *ud, int code, const char *message, struct srv_offers_result *res)
+{
+	struct offers_ctx *o = ud;
+	struct api_call *c = o->c;
+	struct gc g = {0};
+	if (code != 0) {
+		reply_err(c, code, "%s", message);
+		free(o);
+		return;
+	}
+	Drover__Api__V1__GetOffersResponse resp = DROVER__API__V1__GET_OFFERS_RESPONSE__INIT;
+	size_t n = res->n_items;
+	if (o->limit && n > o->limit)
+		n = o->limit;
+	resp.total_offers = (uint32_t)res->n_items;
+	/* One allocation for all offer wrappers: 16,000 offers must stay cheap. */
+	Drover__Api__V1__BackendOffer *bos = gc_alloc(&g, (n + 1) * sizeof(*bos));
+	resp.offers = gc_alloc(&g, (n + 1) * sizeof(*resp.offers));
+	for (size_t i = 0; i < n; i++) {
+		drover__api__v1__backend_offer__init(&bos[i]);
+		bos[i].backend = (char *)res->items[i].backend;
+		bos[i].offer = (drv_offer *)res->items[i].offer;
+		resp.offers[i] = &bos[i];
+	}
+	resp.n_offers = n;
+	Drover__Api__V1__BackendResult *brs = gc_alloc(&g, (res->n_backends + 1) * sizeof(*brs));
+	resp.backends = gc_alloc(&g, (res->n_backends + 1) * sizeof(*resp.backends));
+	for (size_t i = 0; i < res->n_backends; i++) {
+		struct srv_backend_result *b = &res->backends[i];
+		drover__api__v1__backend_result__init(&brs[i]);
+		brs[i].backend = b->backend;
+		brs[i].type = b->type;
+		brs[i].code = (char *)drv_error_name(b->code);
+		brs[i].message = b->message ? b->message : "";
+		brs[i].offer_count = b->offer_count;
+		brs[i].elapsed_ms = b->elapsed_ms;
+		resp.backends[i] = &brs[i];
+	}
+	resp.n_backends = res->n_backends;
+	reply_ok(c, &resp.base);
+	gc_free(&g);
+	srv_offers_result_free(res);
+	free(o);
+}
+
+static void h_get_offers(struct api_call *c)
+{
+	const Drover__Api__V1__GetOffersRequest *req = (const void *)c->req;
+	if (need_project(c, req->project) < 0)
+		return;
+	drv_features required;
+	char bad[200];
+	if (parse_features(req->required_features, req->n_required_features, &required, bad, sizeof(bad)) <
+	    0) {
+		reply_err(c, DRV_EINVAL, "required_features: unknown feature \"%s\"", bad);
+		return;
+	}
+	struct offers_ctx *o = calloc(1, sizeof(*o));
+	o->c = c;
+	o->limit = req->limit;
+	struct srv_offers_query q = {
+	    .project = req->project, .requirements = req->requirements, .required_features = required};
+	srv_engine_offers(c->api->eng, &q, offers_done, o);
+}
+
+/* ---- instances ---- */
+
+static void create_done(void *ud, int code, const char *message, const struct srv_instance *in)
+{
+	struct api_call *c = ud;
+	struct gc g = {0};
+	if (code != 0) {
+		reply_err(c, code, "%s", message);
+		return;
+	}
+	Drover__Api__V1__CreateInstanceResponse resp = DROVER__API__V1__CREATE_INSTANCE_RESPONSE__INIT;
+	resp.instance = instance_msg(&g, in);
+	reply_ok(c, &resp.base);
+	gc_free(&g);
+}
+
+static void h_create_instance(struct api_call *c)
+{
+	const Drover__Api__V1__CreateInstanceRequest *req = (const void *)c->req;
+	if (need_project(c, req->project) < 0)
+		return;
+	if (req->name && req->name[0] && !valid_name(req->name)) {
+		reply_err(c, DRV_EINVAL,
+		          "name: \"%s\" is not a valid instance name ([a-z0-9][a-z0-9-]*, at most 63)",
+		          req->name);
+		return;
+	}
+	drv_features required;
+	char bad[200];
+	if (parse_features(req->required_features, req->n_required_features, &required, bad, sizeof(bad)) <
+	    0) {
+		reply_err(c, DRV_EINVAL, "required_features: unknown feature \"%s\"", bad);
+		return;
+	}
+	for (size_t i = 0; i < req->n_backends; i++) {
+		struct srv_backend *be;
+		if (srv_store_backend_get(c->api->st, req->project, req->backends[i], &be) != 0) {
+			reply_err(c, DRV_ENOTFOUND, "backends: no backend named \"%s\" in project %s",
+			          req->backends[i], req->project);
+			return;
+		}
+		srv_backend_free(be);
+	}
+	struct srv_create_request r = {.project = req->project,
+	                               .name = req->name,
+	                               .requirements = req->requirements,
+	                               .required_features = required,
+	                               .max_tries = req->max_tries,
+	                               .ssh_keys = (const char *const *)req->ssh_public_keys,
+	                               .n_ssh_keys = req->n_ssh_public_keys,
+	                               .backends = (const char *const *)req->backends,
+	                               .n_backends = req->n_backends,
+	                               .idempotency_key = req->idempotency_key};
+	srv_engine_create(c->api->eng, &r, create_done, c);
+}
+
+static void h_list_instances(struct api_call *c)
+{
+	const Drover__Api__V1__ListInstancesRequest *req = (const void *)c->req;
+	const char *project = req->project && req->project[0] ? req->project : NULL;
+	struct gc g = {0};
+	if (project && need_project(c, project) < 0)
+		return;
+	struct srv_instance **list;
+	size_t n;
+	struct srv_instance_filter f = {.project = project};
+	if (srv_store_instance_list(c->api->st, &f, &list, &n) < 0) {
+		reply_err(c, DRV_EINTERNAL, "store: %s", srv_store_errmsg(c->api->st));
+		return;
+	}
+	Drover__Api__V1__ListInstancesResponse resp = DROVER__API__V1__LIST_INSTANCES_RESPONSE__INIT;
+	resp.instances = gc_alloc(&g, (n + 1) * sizeof(*resp.instances));
+	/* The store gives newest first; the API lists by creation time, oldest first. */
+	for (size_t k = n; k-- > 0;) {
+		bool keep = req->n_statuses == 0;
+		Drover__Api__V1__InstanceStatus s = status_of(list[k]);
+		for (size_t j = 0; j < req->n_statuses && !keep; j++)
+			keep = req->statuses[j] == s;
+		if (keep)
+			resp.instances[resp.n_instances++] = instance_msg(&g, list[k]);
+	}
+	srv_instance_list_free(list, n);
+	reply_ok(c, &resp.base);
+	gc_free(&g);
+}
+
+/* The instance by id, or by name within a project. Replies NOT_FOUND itself. */
+static struct srv_instance *find_instance(struct api_call *c, const char *id, const char *project)
+{
+	struct srv_instance *in = NULL;
+	int rc;
+	if (project && project[0])
+		rc = srv_store_instance_by_name(c->api->st, project, id, false, &in);
+	else
+		rc = 1;
+	if (rc == 1)
+		rc = srv_store_instance_get(c->api->st, id, &in);
+	if (rc == 0)
+		return in;
+	if (rc < 0)
+		reply_err(c, DRV_EINTERNAL, "store: %s", srv_store_errmsg(c->api->st));
+	else
+		reply_err(c, DRV_ENOTFOUND, "no instance \"%s\"%s%s", id,
+		          project && project[0] ? " in project " : "", project && project[0] ? project : "");
+	return NULL;
+}
+
+static void h_get_instance(struct api_call *c)
+{
+	const Drover__Api__V1__GetInstanceRequest *req = (const void *)c->req;
+	struct gc g = {0};
+	struct srv_instance *in = find_instance(c, req->id, req->project);
+	if (!in)
+		return;
+	Drover__Api__V1__GetInstanceResponse resp = DROVER__API__V1__GET_INSTANCE_RESPONSE__INIT;
+	resp.instance = instance_msg(&g, in);
+	reply_ok(c, &resp.base);
+	srv_instance_free(in);
+	gc_free(&g);
+}
+
+static void h_terminate_instance(struct api_call *c)
+{
+	const Drover__Api__V1__TerminateInstanceRequest *req = (const void *)c->req;
+	struct gc g = {0};
+	struct srv_instance *in = find_instance(c, req->id, req->project);
+	if (!in)
+		return;
+	struct srv_instance *upd = NULL;
+	int rc = srv_engine_terminate(c->api->eng, in->id, &upd);
+	srv_instance_free(in);
+	if (rc != 0) {
+		reply_err(c, rc < 0 ? DRV_EINTERNAL : DRV_ENOTFOUND, "%s",
+		          rc < 0 ? srv_store_errmsg(c->api->st) : "instance vanished");
+		return;
+	}
+	Drover__Api__V1__TerminateInstanceResponse resp = DROVER__API__V1__TERMINATE_INSTANCE_RESPONSE__INIT;
+	resp.instance = instance_msg(&g, upd);
+	reply_ok(c, &resp.base);
+	srv_instance_free(upd);
+	gc_free(&g);
+}
+
+/* ---- events ---- */
+
+static void h_list_events(struct api_call *c)
+{
+	const Drover__Api__V1__ListEventsRequest *req = (const void *)c->req;
+	const char *project = req->project && req->project[0] ? req->project : NULL;
+	struct gc g = {0};
+	if (project && need_project(c, project) < 0)
+		return;
+	struct srv_event_filter f = {.project = project,
+	                             .instance =
+	                                 req->instance_id && req->instance_id[0] ? req->instance_id : NULL,
+	                             .after_id = (int64_t)req->after_id,
+	                             .limit = req->limit ? req->limit : 100};
+	struct srv_event *ev;
+	size_t n;
+	if (srv_store_event_list(c->api->st, &f, &ev, &n) < 0) {
+		reply_err(c, DRV_EINTERNAL, "store: %s", srv_store_errmsg(c->api->st));
+		return;
+	}
+	Drover__Api__V1__ListEventsResponse resp = DROVER__API__V1__LIST_EVENTS_RESPONSE__INIT;
+	Drover__Api__V1__Event *ms = gc_alloc(&g, (n + 1) * sizeof(*ms));
+	resp.events = gc_alloc(&g, (n + 1) * sizeof(*resp.events));
+	for (size_t i = 0; i < n; i++) {
+		drover__api__v1__event__init(&ms[i]);
+		ms[i].id = (uint64_t)ev[i].id;
+		ms[i].at_unix_ms = ev[i].ts;
+		ms[i].level = (Drover__Api__V1__EventLevel)ev[i].level;
+		ms[i].kind = ev[i].kind ? ev[i].kind : "";
+		ms[i].project = ev[i].project ? ev[i].project : "";
+		ms[i].instance_id = ev[i].instance ? ev[i].instance : "";
+		ms[i].backend = ev[i].backend ? ev[i].backend : "";
+		ms[i].driver = ev[i].driver ? ev[i].driver : "";
+		ms[i].message = ev[i].message ? ev[i].message : "";
+		resp.events[i] = &ms[i];
+	}
+	resp.n_events = n;
+	reply_ok(c, &resp.base);
+	srv_event_list_free(ev, n);
+	gc_free(&g);
+}
+
+/* ---- dispatch ---- */
+
+static const struct {
+	const char *method;
+	void (*fn)(struct api_call *c);
+} handlers[] = {
+    {"ListDrivers", h_list_drivers},
+    {"ListProjects", h_list_projects},
+    {"CreateProject", h_create_project},
+    {"AddBackend", h_add_backend},
+    {"ListBackends", h_list_backends},
+    {"RemoveBackend", h_remove_backend},
+    {"GetOffers", h_get_offers},
+    {"CreateInstance", h_create_instance},
+    {"ListInstances", h_list_instances},
+    {"GetInstance", h_get_instance},
+    {"TerminateInstance", h_terminate_instance},
+    {"ListEvents", h_list_events},
+};
+
+static void async_cb(uv_async_t *a)
+{
+	struct srv_api *api = a->data;
+	pthread_mutex_lock(&api->mu);
+	struct api_call *c = api->head;
+	api->head = api->tail = NULL;
+	pthread_mutex_unlock(&api->mu);
+	while (c) {
+		struct api_call *next = c->next;
+		const char *m = drv_rpc_call_method(c->call);
+		size_t i;
+		for (i = 0; i < sizeof(handlers) / sizeof(handlers[0]); i++)
+			if (strcmp(handlers[i].method, m) == 0)
+				break;
+		if (i == sizeof(handlers) / sizeof(handlers[0]))
+			reply_err(c, DRV_EUNIMPLEMENTED, "method %s is not implemented by this droverd", m);
+		else
+			handlers[i].fn(c);
+		c = next;
+	}
+}
+
+/* Runs on the transport's thread: auth here, everything else on the loop. */
+static void on_call(void *ud, struct drv_rpc_call *call, const ProtobufCMessage *req)
+{
+	struct srv_api *api = ud;
+	const char *auth = drv_rpc_call_metadata(call, "authorization");
+	const char *prefix = "Bearer ";
+	bool ok = false;
+	if (auth && strncmp(auth, prefix, strlen(prefix)) == 0) {
+		const char *tok = auth + strlen(prefix);
+		/* Constant time: the comparison must not tell how much of a guess was right. */
+		ok = strlen(tok) == api->token_len && CRYPTO_memcmp(tok, api->token, api->token_len) == 0;
+	}
+	if (!ok) {
+		drv_rpc_reply(call, DRV_EUNAUTHENTICATED,
+		              auth ? "the bearer token is wrong"
+		                   : "missing \"authorization: Bearer <token>\" metadata",
+		              NULL);
+		return;
+	}
+	struct api_call *c = calloc(1, sizeof(*c));
+	if (!c) {
+		drv_rpc_reply(call, DRV_EINTERNAL, "out of memory", NULL);
+		return;
+	}
+	c->api = api;
+	c->call = call;
+	c->req = req;
+	pthread_mutex_lock(&api->mu);
+	if (api->closed) {
+		pthread_mutex_unlock(&api->mu);
+		free(c);
+		drv_rpc_reply(call, DRV_EUNAVAILABLE, "the server is shutting down", NULL);
+		return;
+	}
+	if (api->tail)
+		api->tail->next = c;
+	else
+		api->head = c;
+	api->tail = c;
+	/* Sent under the lock: once srv_api_stop set `closed`, the handle may be closing. */
+	uv_async_send(&api->async);
+	pthread_mutex_unlock(&api->mu);
+}
+
+static int add_methods(struct srv_api *api, struct drv_rpc_server *srv)
+{
+	const ProtobufCServiceDescriptor *svc = &drover__api__v1__drover__descriptor;
+	for (unsigned i = 0; i < svc->n_methods; i++)
+		if (drv_rpc_server_add(srv, svc, i, on_call, api, DRV_RPC_INLINE) != 0)
+			return -1;
+	return 0;
+}
+
+int srv_api_start(const struct srv_api_opts *o, struct srv_api **out, char *err, size_t errlen)
+{
+	struct srv_api *api = calloc(1, sizeof(*api));
+	char addr[4200];
+	char e2[512];
+	api->loop = o->loop;
+	api->st = o->store;
+	api->sup = o->sup;
+	api->eng = o->engine;
+	api->cfg = o->cfg;
+	snprintf(api->token, sizeof(api->token), "%s", o->token);
+	api->token_len = strlen(api->token);
+	pthread_mutex_init(&api->mu, NULL);
+	uv_async_init(o->loop, &api->async, async_cb);
+	api->async.data = api;
+	if (o->unix_path) {
+		struct drv_rpc_server_opts so = {.address = addr};
+		snprintf(addr, sizeof(addr), "unix:%s", o->unix_path);
+		if (drv_rpc_server_new(&so, &api->unix_srv, e2, sizeof(e2)) != 0 ||
+		    add_methods(api, api->unix_srv) < 0 ||
+		    drv_rpc_server_start(api->unix_srv, NULL, e2, sizeof(e2)) != 0) {
+			snprintf(err, errlen, "cannot serve the API on %s: %s", o->unix_path, e2);
+			goto fail;
+		}
+		/* Only the owner may talk to the server through the socket. */
+		if (chmod(o->unix_path, 0600) < 0) {
+			snprintf(err, errlen, "chmod 0600 %s: %s", o->unix_path, strerror(errno));
+			goto fail;
+		}
+	}
+	if (o->cfg->listen_tcp) {
+		struct drv_rpc_server_opts so = {.address = o->cfg->listen_tcp,
+		                                 .tls_cert_file = o->cfg->tcp_cert,
+		                                 .tls_key_file = o->cfg->tcp_key,
+		                                 .client_ca_file = o->cfg->tcp_client_ca};
+		if (drv_rpc_server_new(&so, &api->tcp_srv, e2, sizeof(e2)) != 0 ||
+		    add_methods(api, api->tcp_srv) < 0 ||
+		    drv_rpc_server_start(api->tcp_srv, &api->tcp_port, e2, sizeof(e2)) != 0) {
+			snprintf(err, errlen, "cannot serve the API on %s: %s", o->cfg->listen_tcp, e2);
+			goto fail;
+		}
+		if (!o->cfg->tcp_cert)
+			srv_warn("api", "serving the API on %s WITHOUT TLS (no cert/key in listen.tcp)",
+			         o->cfg->listen_tcp);
+	}
+	*out = api;
+	return 0;
+fail:
+	srv_api_stop(api);
+	srv_api_close_handles(api);
+	uv_run(o->loop, UV_RUN_NOWAIT);
+	srv_api_free(api);
+	return -1;
+}
+
+int srv_api_tcp_port(const struct srv_api *api)
+{
+	return api->tcp_port;
+}
+
+void srv_api_stop(struct srv_api *api)
+{
+	pthread_mutex_lock(&api->mu);
+	api->closed = true;
+	struct api_call *c = api->head;
+	api->head = api->tail = NULL;
+	pthread_mutex_unlock(&api->mu);
+	while (c) {
+		struct api_call *next = c->next;
+		reply_err(c, DRV_EUNAVAILABLE, "the server is shutting down");
+		c = next;
+	}
+	/* Calls still being worked on by the loop are answered by the shutdown of the transport. */
+	if (api->unix_srv)
+		drv_rpc_server_shutdown(api->unix_srv, 500);
+	if (api->tcp_srv)
+		drv_rpc_server_shutdown(api->tcp_srv, 500);
+}
+
+void srv_api_close_handles(struct srv_api *api)
+{
+	uv_close((uv_handle_t *)&api->async, NULL);
+}
+
+void srv_api_free(struct srv_api *api)
+{
+	if (!api)
+		return;
+	drv_rpc_server_free(api->unix_srv);
+	drv_rpc_server_free(api->tcp_srv);
+	pthread_mutex_destroy(&api->mu);
+	explicit_bzero(api->token, sizeof(api->token));
+	free(api);
+}
+
+int srv_api_load_token(const char *path, char *buf, size_t buflen, char *err, size_t errlen)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd >= 0) {
+		unsigned char rnd[32];
+		char hex[65];
+		if (RAND_bytes(rnd, sizeof(rnd)) != 1) {
+			close(fd);
+			unlink(path);
+			snprintf(err, errlen, "%s: no randomness for a token", path);
+			return -1;
+		}
+		for (int i = 0; i < 32; i++)
+			snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
+		ssize_t w = write(fd, hex, 64);
+		ssize_t w2 = write(fd, "\n", 1);
+		close(fd);
+		if (w != 64 || w2 != 1) {
+			unlink(path);
+			snprintf(err, errlen, "%s: cannot write the admin token", path);
+			return -1;
+		}
+		snprintf(buf, buflen, "%s", hex);
+		explicit_bzero(hex, sizeof(hex));
+		return 0;
+	}
+	if (errno != EEXIST) {
+		snprintf(err, errlen, "%s: cannot create: %s", path, strerror(errno));
+		return -1;
+	}
+	FILE *f = fopen(path, "r");
+	if (!f || !fgets(buf, (int)buflen, f)) {
+		if (f)
+			fclose(f);
+		snprintf(err, errlen, "%s: cannot read the admin token", path);
+		return -1;
+	}
+	fclose(f);
+	buf[strcspn(buf, "\r\n")] = 0;
+	if (strlen(buf) < 16) {
+		snprintf(err, errlen, "%s: the admin token is too short (at least 16 characters)", path);
+		return -1;
+	}
+	return 0;
+}

@@ -1,0 +1,151 @@
+/*
+ * srv_engine — offers and provisioning.
+ *
+ * Offers fan out to every backend of a project at once, each with a
+ * per-driver deadline; the answers are merged, filtered by the requirements
+ * and the backends' features, and sorted by price. A slow or failing backend
+ * is reported beside the results and never fails the query.
+ *
+ * Provisioning tries offers in price order and falls back to the next offer
+ * when one is refused (RESOURCE_EXHAUSTED and other definite refusals). Every
+ * attempt is written to the store before and after its driver call, with an
+ * idempotency key derived from the instance's, so a crash at any point never
+ * makes a second machine and never forgets one: on start, instances left in
+ * "creating" are resumed with the same key. A reconciliation loop on a timer
+ * polls GetInstance until an instance has an address, retries
+ * TerminateInstance with backoff, never marks an instance terminated without
+ * the driver's confirmation, and finds orphans through ListInstances and the
+ * server's tags.
+ *
+ * Threads: the loop thread only; callbacks run there.
+ */
+#ifndef SRV_ENGINE_H
+#define SRV_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "drover/types.h"
+
+struct srv_engine;
+struct srv_store;
+struct srv_supervisor;
+struct srv_config;
+struct srv_backend;
+struct srv_instance;
+
+/* A backend's config and secrets as the protocol's BackendConfig, borrowing the backend's strings. */
+struct srv_bcfg {
+	drv_backend_config cfg;
+	drv_secret_entry *entries;
+	drv_secret_entry **ptrs;
+};
+void srv_bcfg_init(struct srv_bcfg *b, const struct srv_backend *be);
+void srv_bcfg_clear(struct srv_bcfg *b);
+
+int srv_engine_new(uv_loop_t *loop, struct srv_store *st, struct srv_supervisor *sup,
+                   const struct srv_config *cfg, const char *server_id, struct srv_engine **out);
+/* Resumes interrupted work (instances left "creating") and starts the reconciliation timer. */
+void srv_engine_start(struct srv_engine *eng);
+/* Stops accepting work: the timer stops; replies of calls still in flight are dropped safely. */
+void srv_engine_stop(struct srv_engine *eng);
+void srv_engine_close_handles(struct srv_engine *eng);
+void srv_engine_free(struct srv_engine *eng);
+
+/* ---- offers ---- */
+
+struct srv_offers_query {
+	const char *project;
+	const drv_requirements *requirements; /* may be NULL */
+	drv_features required_features;
+	const char *const *backends; /* only these backends; NULL: all of the project's */
+	size_t n_backends;
+	int timeout_ms; /* per backend; 0: the config's offers_timeout_ms */
+};
+
+struct srv_offer_item {
+	const char *backend; /* borrowed from the result */
+	const char *backend_type;
+	const drv_offer *offer;
+};
+
+struct srv_backend_result {
+	char *backend;
+	char *type;
+	int code; /* 0 or a drv_error */
+	char *message;
+	unsigned offer_count; /* before filtering */
+	unsigned elapsed_ms;
+};
+
+struct srv_offers_result {
+	struct srv_offer_item *items; /* filtered, sorted by price */
+	size_t n_items;
+	struct srv_backend_result *backends; /* one per backend, sorted by name */
+	size_t n_backends;
+	/* private: the responses the items point into */
+	ProtobufCMessage **resps;
+	size_t n_resps;
+	struct srv_backend **bes;
+	size_t n_bes;
+};
+
+/*
+ * code is 0 (even if every backend failed) or DRV_ENOTFOUND (no project)
+ * or another error from the store; `res` belongs to the callback (free with
+ * srv_offers_result_free) and is NULL on error.
+ */
+typedef void (*srv_offers_cb)(void *ud, int code, const char *message, struct srv_offers_result *res);
+void srv_engine_offers(struct srv_engine *eng, const struct srv_offers_query *q, srv_offers_cb cb, void *ud);
+void srv_offers_result_free(struct srv_offers_result *res);
+
+/* ---- instances ---- */
+
+struct srv_create_request {
+	const char *project;
+	const char *name;                     /* "" or NULL: the server picks one */
+	const drv_requirements *requirements; /* may be NULL */
+	drv_features required_features;
+	unsigned max_tries; /* 0: the config's */
+	const char *const *ssh_keys;
+	size_t n_ssh_keys;
+	const char *const *backends;
+	size_t n_backends;
+	const char *idempotency_key; /* "" or NULL: the server makes one */
+};
+
+/*
+ * code 0: `inst` is the instance (PROVISIONING/RUNNING, FAILED, or CREATING
+ * when the outcome is still unknown and reconciliation carries on). Errors:
+ * DRV_ENOCAPACITY (no offer matches; nothing recorded), DRV_EEXIST (a live
+ * instance of that name), DRV_ENOTFOUND, DRV_EINTERNAL. `inst` belongs to the
+ * engine; copy what you need.
+ */
+typedef void (*srv_instance_cb)(void *ud, int code, const char *message, const struct srv_instance *inst);
+void srv_engine_create(struct srv_engine *eng, const struct srv_create_request *req, srv_instance_cb cb,
+                       void *ud);
+
+/*
+ * Marks an instance "terminating" (written before any driver call) and kicks
+ * the reconciliation loop, which calls the driver. Already terminating,
+ * terminated or failed: no change. Returns 0 (and the updated row in *out,
+ * caller frees), 1 when there is no such instance, -1 on store errors.
+ */
+int srv_engine_terminate(struct srv_engine *eng, const char *id, struct srv_instance **out);
+
+/* Appends an event to the store (and the log at WARN/ERROR). */
+void srv_engine_event(struct srv_engine *eng, int level, const char *kind, const char *project,
+                      const char *instance, const char *backend, const char *driver, const char *fmt, ...)
+    __attribute__((format(printf, 8, 9)));
+
+/* For tests: runs one reconciliation pass now. */
+void srv_engine_reconcile_now(struct srv_engine *eng);
+/* Operations (creates, reconciliation calls) still in flight. */
+unsigned srv_engine_busy(const struct srv_engine *eng);
+
+/* Instances that have failed termination this many times are shown as TERMINATION_FAILING. */
+#define SRV_TERMINATION_FAILING_AFTER 2
+
+#endif
