@@ -97,12 +97,36 @@ char *drv__arena_strdup(struct drv__arena *a, const char *s)
 
 char *drv__arena_vprintf(struct drv__arena *a, const char *fmt, va_list ap)
 {
+	struct drv__arena_chunk *c = a->head;
 	va_list ap2;
-	va_copy(ap2, ap);
-	int n = vsnprintf(NULL, 0, fmt, ap2);
-	va_end(ap2);
-	if (n < 0)
-		return NULL;
+	int n;
+
+	/*
+	 * Format straight into the free tail of the current chunk: handlers
+	 * printf thousands of short names, and a second formatting pass to
+	 * measure first would double the cost.
+	 */
+	if (c && c->size - c->used > 1) {
+		char *p = (char *)c->data + c->used;
+		size_t room = c->size - c->used;
+		va_copy(ap2, ap);
+		n = vsnprintf(p, room, fmt, ap2);
+		va_end(ap2);
+		if (n < 0)
+			return NULL;
+		if ((size_t)n < room) {
+			c->used += round_up((size_t)n + 1);
+			if (c->used > c->size)
+				c->used = c->size;
+			return p;
+		}
+	} else {
+		va_copy(ap2, ap);
+		n = vsnprintf(NULL, 0, fmt, ap2);
+		va_end(ap2);
+		if (n < 0)
+			return NULL;
+	}
 	char *p = drv__arena_alloc(a, (size_t)n + 1);
 	if (p)
 		vsnprintf(p, (size_t)n + 1, fmt, ap);

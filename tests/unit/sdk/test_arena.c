@@ -83,6 +83,17 @@ static void test_strings(void **state)
 {
 	struct drv__arena a;
 	drv__arena_init(&a);
+	/* printf into an empty arena, then one that just fits the chunk's tail, then one that does not. */
+	assert_string_equal(vp(&a, "%d", 7), "7");
+	char fill[5000];
+	memset(fill, 'f', sizeof(fill));
+	fill[4096 - 32 - 1] = '\0';
+	char *tail = vp(&a, "%s", fill);
+	assert_string_equal(tail, fill);
+	char *after = vp(&a, "%s-%s", "next", "chunk");
+	assert_string_equal(after, "next-chunk");
+	assert_string_equal(tail, fill);
+	assert_int_equal((uintptr_t)after % _Alignof(max_align_t), 0);
 	assert_string_equal(drv__arena_strdup(&a, "hello"), "hello");
 	assert_null(drv__arena_strdup(&a, NULL));
 	char *s = vp(&a, "%s-%d-%05.1f", "x", 42, 3.14159);
