@@ -515,15 +515,31 @@ static void test_crash_during_call(void **state)
 	drv_host_free(h);
 }
 
+static int make_statedir(void **state)
+{
+	char *dir = malloc(256);
+
+	make_tmpdir(dir, 256, "simstate");
+	*state = dir;
+	return 0;
+}
+
+static int remove_statedir(void **state)
+{
+	rm_rf(*state);
+	free(*state);
+	return 0;
+}
+
 static void test_state_survives_restart(void **state)
 {
-	char dir[256], json[512], id[256];
+	const char *dir = *state;
+	char json[512], id[256];
 	struct drv_status st;
 	drv_backend_config c;
 	drv_create_instance_response *a = NULL;
 	int status = -1;
 
-	make_tmpdir(dir, sizeof(dir), "simstate");
 	snprintf(json, sizeof(json), "{\"state_file\": \"%s/sim.json\"}", dir);
 	set_config(&c, json);
 
@@ -547,7 +563,6 @@ static void test_state_survives_restart(void **state)
 	assert_rc(terminate(h, &c, id, &st), 0, st.message);
 	FREE(offers);
 	drv_host_free(h);
-	rm_rf(dir);
 }
 
 static void test_generic_call_checks(void **state)
@@ -620,7 +635,7 @@ int main(void)
 	    cmocka_unit_test(test_sigterm_with_call_in_flight),
 	    cmocka_unit_test(test_stdin_eof_exits),
 	    cmocka_unit_test(test_crash_during_call),
-	    cmocka_unit_test(test_state_survives_restart),
+	    cmocka_unit_test_setup_teardown(test_state_survives_restart, make_statedir, remove_statedir),
 	    cmocka_unit_test(test_generic_call_checks),
 	    cmocka_unit_test(test_concurrent_calls),
 	};

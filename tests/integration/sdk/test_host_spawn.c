@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <dirent.h>
 
 #include "sdk_test.h"
 
@@ -41,6 +42,21 @@ static int count_children(void)
 	return n;
 }
 
+/* Entries in our private TMPDIR, where the host makes socket directories. */
+static int count_tmp_entries(void)
+{
+	DIR *d = opendir(getenv("TMPDIR"));
+	struct dirent *e;
+	int n = 0;
+
+	assert_non_null(d);
+	while ((e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+			n++;
+	closedir(d);
+	return n;
+}
+
 /* Spawns a fixture that must fail; checks code, driver name and that nothing is left behind. */
 static void spawn_fails(const char *name, int timeout_ms, int want, const char *want_text, char *err,
                         size_t errlen)
@@ -65,6 +81,8 @@ static void spawn_fails(const char *name, int timeout_ms, int want, const char *
 	assert_contains(err, fixture_path);
 	assert_contains(err, want_text);
 	assert_int_equal(count_children(), before);
+	/* The socket directory made for it is gone too. */
+	assert_int_equal(count_tmp_entries(), 0);
 	/* The caller never saw the host, so it gets no exit callback for it. */
 	assert_int_equal(l.exits, 0);
 	lines_free(&l);
@@ -323,6 +341,19 @@ int main(void)
 	    cmocka_unit_test(test_default_stderr_prefix),
 	};
 	/* A test that dies must not leave fixture drivers behind: they exit on stdin EOF. */
+	char tmp[] = "/tmp/drover-test-spawn-XXXXXX";
+
 	signal(SIGPIPE, SIG_IGN);
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	/* A private TMPDIR, so the test can see that every socket directory is removed. */
+	if (!mkdtemp(tmp))
+		return 2;
+	setenv("TMPDIR", tmp, 1);
+	int rc = cmocka_run_group_tests(tests, NULL, NULL);
+	int left = count_tmp_entries();
+	rm_rf(tmp);
+	if (left != 0) {
+		fprintf(stderr, "%d socket directories were left in TMPDIR\n", left);
+		return 1;
+	}
+	return rc;
 }
