@@ -209,16 +209,15 @@ static void reply_call(struct drv_call *call, int code, const ProtobufCMessage *
 {
 	const char *msg = NULL;
 	if (code > 0) {
-		drv_call_log(call, DRV_LOG_ERROR,
-		             "handler returned %d, which is not a drv_error; answering INTERNAL", code);
-		call->fail_message = NULL;
+		msg = drv_call_printf(call, "driver bug: handler of %s returned %d, which is not a drv_error",
+		                      call->method, code);
 		code = DRV_EINTERNAL;
-	}
-	if (code != 0) {
+	} else if (code != 0) {
 		msg = call->fail_message && call->fail_message[0] ? call->fail_message : drv_strerror(code);
-		if (drv_error_to_grpc(code) == 13)
-			drv_call_log(call, DRV_LOG_ERROR, "%s: %s", drv_error_name(code), msg);
 	}
+	/* INTERNAL and UNKNOWN mean a driver bug: worth a line in the host's log. */
+	if (code != 0 && (drv_error_to_grpc(code) == 13 || code == DRV_EUNKNOWN))
+		drv_call_log(call, DRV_LOG_ERROR, "%s: %s", drv_error_name(code), msg ? msg : "");
 	drv_rpc_reply(call->rpc, code, msg, code == 0 ? resp : NULL);
 }
 
