@@ -283,7 +283,8 @@ int cli_cmd_backend(struct cli_ctx *c, int argc, char **argv)
 	                                  {NULL, 0, NULL, 0}};
 	Drover__Api__V1__AddBackendRequest req = DROVER__API__V1__ADD_BACKEND_REQUEST__INIT;
 	struct secrets sec = {0};
-	const char *config = NULL, *config_file = NULL;
+	/* Not req.name: generated messages start with "" rather than NULL. */
+	const char *name = NULL, *config = NULL, *config_file = NULL;
 	char *config_buf = NULL;
 	bool force = false, all = false, add_only = false, have_secret = false;
 	int opt, rc = 0;
@@ -302,7 +303,7 @@ int cli_cmd_backend(struct cli_ctx *c, int argc, char **argv)
 			rc = 0;
 			goto out;
 		case O_NAME:
-			req.name = optarg;
+			name = optarg;
 			break;
 		case O_TYPE:
 			req.type = optarg;
@@ -341,13 +342,15 @@ int cli_cmd_backend(struct cli_ctx *c, int argc, char **argv)
 	int nargs = argc - optind;
 	const char *sub = nargs > 0 ? argv[optind] : "";
 	if (strcmp(sub, "add") == 0) {
-		if (nargs == 2 && !req.name)
-			req.name = argv[optind + 1];
+		if (nargs == 2 && !name)
+			name = argv[optind + 1];
 		else if (nargs != 1) {
 			rc = cli_usage_error("backend add: unexpected argument '%s'", argv[optind + 1]);
 			goto out;
 		}
-		if (!req.name || !*req.name || !req.type || !*req.type) {
+		if (name)
+			req.name = (char *)name;
+		if (!*req.name || !*req.type) {
 			rc = cli_usage_error(
 			    "backend add: --name and --type are required (see drover backend --help)");
 			goto out;
@@ -384,10 +387,9 @@ int cli_cmd_backend(struct cli_ctx *c, int argc, char **argv)
 			req.config_json = (char *)config;
 		}
 		rc = backend_add(c, &req, &sec);
-	} else if (strcmp(sub, "list") == 0 && nargs == 1 && !add_only && !have_secret && !req.name) {
+	} else if (strcmp(sub, "list") == 0 && nargs == 1 && !add_only && !have_secret && !name) {
 		rc = backend_list(c, all);
 	} else if (strcmp(sub, "remove") == 0 && !add_only && !have_secret) {
-		const char *name = req.name;
 		if (nargs == 2 && !name)
 			name = argv[optind + 1];
 		else if (nargs != 1 || !name) {
