@@ -326,7 +326,8 @@ int main(int argc, char **argv)
 	}
 	explicit_bzero(token, sizeof(token));
 
-	/* Drivers that serve configured backends start now, not at the first request. */
+	/* Every driver starts now, not at the first request: `driver list` shows what each can do. */
+	srv_supervisor_start_all(a.sup);
 	struct srv_backend **bes;
 	size_t nb;
 	if (srv_store_backend_list(a.st, NULL, &bes, &nb) == 0) {

@@ -169,14 +169,19 @@ static int cmp_items(const void *a, const void *b)
 		return -1;
 	if (x->offer->price_per_hour > y->offer->price_per_hour)
 		return 1;
-	int c = strcmp(x->backend, y->backend);
+	/*
+	 * Ties: the same offer (type, region) of several backends sits together,
+	 * by backend name, so a refused offer falls back to the same machine
+	 * elsewhere before a different one.
+	 */
+	int c = strcmp(x->offer->instance_type ? x->offer->instance_type : "",
+	               y->offer->instance_type ? y->offer->instance_type : "");
 	if (c)
 		return c;
-	c = strcmp(x->offer->instance_type ? x->offer->instance_type : "",
-	           y->offer->instance_type ? y->offer->instance_type : "");
+	c = strcmp(x->offer->region ? x->offer->region : "", y->offer->region ? y->offer->region : "");
 	if (c)
 		return c;
-	return strcmp(x->offer->region ? x->offer->region : "", y->offer->region ? y->offer->region : "");
+	return strcmp(x->backend, y->backend);
 }
 
 static void deadline_closed(uv_handle_t *h)
@@ -738,13 +743,14 @@ static void create_offers_cb(void *ud, int code, const char *message, struct srv
 		create_op_free(op);
 		return;
 	}
-	/* Candidates: offers that can be had now, cheapest first. */
+	/*
+	 * Candidates: the cheapest offers, whatever their availability says. An
+	 * offer's availability is a hint that may be stale either way; the
+	 * driver's answer (RESOURCE_EXHAUSTED) is what decides, and is recorded.
+	 */
 	op->cands = calloc(op->max_tries + 1, sizeof(*op->cands));
 	for (size_t i = 0; i < res->n_items && op->n_cands < op->max_tries; i++) {
 		const drv_offer *o = res->items[i].offer;
-		if (o->availability != DROVER__COMPUTE__V1__AVAILABILITY__AVAILABILITY_AVAILABLE &&
-		    o->availability != DROVER__COMPUTE__V1__AVAILABILITY__AVAILABILITY_UNKNOWN)
-			continue;
 		struct cand *c = &op->cands[op->n_cands++];
 		size_t len;
 		void *buf = pack(&o->base, &len);
@@ -755,7 +761,7 @@ static void create_offers_cb(void *ud, int code, const char *message, struct srv
 	}
 	if (op->n_cands == 0) {
 		char msg[1500];
-		size_t l = (size_t)snprintf(msg, sizeof(msg), "no available offer matches the requirements");
+		size_t l = (size_t)snprintf(msg, sizeof(msg), "no offer matches the requirements");
 		for (size_t i = 0; i < res->n_backends && l < sizeof(msg); i++)
 			if (res->backends[i].code)
 				l += (size_t)snprintf(

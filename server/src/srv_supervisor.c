@@ -117,6 +117,7 @@ struct srv_supervisor {
 	srv_supervisor_event_cb event_cb;
 	void *event_ud;
 	bool stopping;
+	bool auto_start;     /* drivers found later in a directory start at once too */
 	bool handles_closed; /* under mu */
 	int live_works;
 };
@@ -685,6 +686,8 @@ static void scan_dirs(struct srv_supervisor *sup)
 			char *abs = realpath(path, NULL);
 			e->argv[0] = abs ? abs : strdup(path);
 			srv_debug("supervisor", "found driver %s: %s", type, e->argv[0]);
+			if (sup->auto_start)
+				start_driver(e);
 		}
 		closedir(dh);
 	}
@@ -755,6 +758,14 @@ bool srv_supervisor_has_type(struct srv_supervisor *sup, const char *type)
 	/* A binary dropped into a driver directory after start is picked up here. */
 	scan_dirs(sup);
 	return find(sup, type) != NULL;
+}
+
+void srv_supervisor_start_all(struct srv_supervisor *sup)
+{
+	sup->auto_start = true;
+	for (size_t i = 0; i < sup->n_entries; i++)
+		if (sup->entries[i]->state == SRV_DRIVER_IDLE)
+			start_driver(sup->entries[i]);
 }
 
 int srv_supervisor_ensure(struct srv_supervisor *sup, const char *type)

@@ -80,6 +80,12 @@ void srv_supervisor_close_handles(struct srv_supervisor *sup);
 /* True when a driver of this type is known (rescanning the directories if not). */
 bool srv_supervisor_has_type(struct srv_supervisor *sup, const char *type);
 
+/*
+ * Starts every known driver now (so `driver list` shows versions and
+ * features at once), and from then on each one found later in a directory.
+ */
+void srv_supervisor_start_all(struct srv_supervisor *sup);
+
 /* Starts the driver of `type` if it is idle. 0, or DRV_ENOTFOUND for an unknown type. */
 int srv_supervisor_ensure(struct srv_supervisor *sup, const char *type);
 
