@@ -102,8 +102,11 @@ static json_t *schema_object(struct conf_ctx *c, const char *what, const char *t
 		    c,
 		    "GetInfo %s is not a JSON Schema of an object (needs \"type\": \"object\"): \"%.120s\"",
 		    what, text);
-	} else if (props && !json_is_object(props)) {
-		conf_fail(c, "GetInfo %s: \"properties\" must be an object", what);
+	} else if (!json_is_object(props)) {
+		conf_fail(c,
+		          "GetInfo %s has no \"properties\" object; the protocol requires a JSON Schema of "
+		          "the config's fields",
+		          what);
 	} else {
 		const char *k;
 		json_t *v;

@@ -178,6 +178,12 @@ void conf_untrack(struct conf_ctx *c, enum conf_kind kind, const char *id);
  * could not be removed; describes the first in err.
  */
 int conf_cleanup(struct conf_ctx *c, char *err, size_t errlen);
+/*
+ * After the cleanup: asks ListInstances (when CREATE_INSTANCE is advertised)
+ * for the run's tag, which must list nothing live. Returns the number of
+ * instances still listed, described in err.
+ */
+int conf_cleanup_verify(struct conf_ctx *c, char *err, size_t errlen);
 void conf_track_free(struct conf_ctx *c);
 
 /* ---- helpers shared by checks (conf_util.c) ---- */

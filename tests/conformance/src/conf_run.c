@@ -177,6 +177,8 @@ void conf_run_all(struct conf_ctx *c, struct conf_report *r)
 		char err[1024] = "";
 		double t0 = conf_now_ms();
 		int left = conf_cleanup(c, err, sizeof(err));
+		if (!left)
+			left = conf_cleanup_verify(c, err, sizeof(err));
 		if (selected(c->o, "cleanup"))
 			record(r, "cleanup", left ? CONF_FAIL : CONF_PASS, err, conf_now_ms() - t0);
 	}

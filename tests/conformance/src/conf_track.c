@@ -187,6 +187,41 @@ int conf_cleanup(struct conf_ctx *c, char *err, size_t errlen)
 	return left;
 }
 
+int conf_cleanup_verify(struct conf_ctx *c, char *err, size_t errlen)
+{
+	if (!c->features_ok || !(c->features & DRV_FEATURE_BIT(DRV_FEATURE_CREATE_INSTANCE)))
+		return 0;
+	drv_list_instances_request rq = DROVER__COMPUTE__V1__LIST_INSTANCES_REQUEST__INIT;
+	Drover__Compute__V1__ListInstancesRequest__TagsEntry e =
+	    DROVER__COMPUTE__V1__LIST_INSTANCES_REQUEST__TAGS_ENTRY__INIT;
+	Drover__Compute__V1__ListInstancesRequest__TagsEntry *ep = &e;
+	e.key = (char *)CONF_RUN_TAG;
+	e.value = c->run_id;
+	rq.config = &c->bc.msg;
+	rq.n_tags = 1;
+	rq.tags = &ep;
+	drv_list_instances_response *rs = NULL;
+	struct drv_status st = {0};
+	char ans[700];
+	int rc = drv_host_list_instances(c->host, &rq, &rs, c->o->call_timeout_ms, &st);
+	int left = 0;
+	if (rc) {
+		snprintf(err, errlen, "ListInstances(tag %s=%s) after the cleanup answered %s", CONF_RUN_TAG,
+		         c->run_id, conf_answer(rc, &st, ans, sizeof(ans)));
+		left = 1;
+	} else if (rs->n_instances) {
+		left = (int)rs->n_instances;
+		snprintf(err, errlen,
+		         "ListInstances(tag %s=%s) still lists %zu instance(s) (first \"%s\") after every "
+		         "TerminateInstance answered OK",
+		         CONF_RUN_TAG, c->run_id, rs->n_instances,
+		         rs->instances[0]->data ? rs->instances[0]->data->instance_id : "?");
+	}
+	if (rs)
+		protobuf_c_message_free_unpacked(&rs->base, NULL);
+	return left;
+}
+
 void conf_track_free(struct conf_ctx *c)
 {
 	for (size_t i = 0; i < c->n_tracked; i++) {
