@@ -170,6 +170,7 @@ struct sim_tag {
 
 struct sim_instance {
 	char *id, *idempotency_key, *name, *project;
+	char *reservation; /* "" or the capacity reservation it was launched into */
 	char *instance_type, *region, *zone;
 	char *hostname, *internal_ip;
 	bool spot;

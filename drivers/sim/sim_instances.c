@@ -111,13 +111,19 @@ static int resolve_offer(const struct sim_catalog *cat, const struct sim_config 
 	                type_name, region, spot ? ", spot" : "");
 }
 
-static int64_t live_in_pool(struct sim_state *st, const char *type, const char *region)
+/*
+ * Live instances in a capacity pool: (type, region) for ordinary launches;
+ * a capacity reservation is a pool of its own of the same size, so launches
+ * into it succeed while the shared pool is full (the RESERVATION marker).
+ */
+static int64_t live_in_pool(struct sim_state *st, const char *type, const char *region,
+                            const char *reservation)
 {
 	int64_t n = 0;
 	for (size_t i = 0; i < st->instances.n; i++) {
 		const struct sim_instance *in = st->instances.items[i];
 		n += !in->terminated && strcmp(in->instance_type, type) == 0 &&
-		     strcmp(in->region, region) == 0;
+		     strcmp(in->region, region) == 0 && strcmp(in->reservation, reservation) == 0;
 	}
 	return n;
 }
@@ -139,6 +145,7 @@ static struct sim_instance *instance_new(struct sim_state *st, const struct sim_
 	in->idempotency_key = xstrdup(conf->idempotency_key, &oom);
 	in->name = xstrdup(conf->name, &oom);
 	in->project = xstrdup(conf->project, &oom);
+	in->reservation = xstrdup(conf->reservation, &oom);
 	in->instance_type = xstrdup(offer->instance_type, &oom);
 	in->region = xstrdup(offer->region, &oom);
 	snprintf(buf, sizeof(buf), "%s%c", offer->region, (int)('a' + s % 3));
@@ -184,13 +191,14 @@ int sim_instance_create(const struct sim_catalog *cat, struct sim_state *st, con
 	if (rc)
 		return rc;
 	const char *type = req->offer->instance_type, *region = req->offer->region;
+	const char *reservation = req->instance->reservation ? req->instance->reservation : "";
 	bool spot = req->offer->resources && req->offer->resources->spot;
 
 	sim_state_lock(st);
 	struct sim_instance *in = find_by_key(st, req->instance->idempotency_key);
 	if (in) {
 		if (strcmp(in->instance_type, type) != 0 || strcmp(in->region, region) != 0 ||
-		    in->spot != spot) {
+		    in->spot != spot || strcmp(in->reservation, reservation) != 0) {
 			rc = sim_fail(e, DRV_EEXIST,
 			              "idempotency key \"%s\" was already used for %s%s in %s (instance %s)",
 			              in->idempotency_key, in->instance_type, in->spot ? " (spot)" : "",
@@ -199,11 +207,16 @@ int sim_instance_create(const struct sim_catalog *cat, struct sim_state *st, con
 		}
 		goto reply;
 	}
-	if (sim_slot_no_quota(sim_slot_hash(type, region))) {
+	if (*reservation) {
+		if (live_in_pool(st, type, region, reservation) >= cfg->capacity) {
+			rc = sim_fail(e, DRV_ENOCAPACITY, "reservation %s is full for %s in %s", reservation,
+			              type, region);
+			goto done;
+		}
+	} else if (sim_slot_no_quota(sim_slot_hash(type, region))) {
 		rc = sim_fail(e, DRV_ENOCAPACITY, "no quota for %s in %s", type, region);
 		goto done;
-	}
-	if (live_in_pool(st, type, region) >= cfg->capacity) {
+	} else if (live_in_pool(st, type, region, "") >= cfg->capacity) {
 		rc = sim_fail(e, DRV_ENOCAPACITY, "no capacity for %s in %s", type, region);
 		goto done;
 	}

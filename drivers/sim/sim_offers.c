@@ -40,8 +40,11 @@ static int count_pools(struct sim_state *st, struct sim_arena *a, struct pool_co
 {
 	sim_state_lock(st);
 	size_t live = 0;
-	for (size_t i = 0; i < st->instances.n; i++)
-		live += !((struct sim_instance *)st->instances.items[i])->terminated;
+	/* Instances in a reservation use reserved capacity, not the pools offers describe. */
+	for (size_t i = 0; i < st->instances.n; i++) {
+		const struct sim_instance *in = st->instances.items[i];
+		live += !in->terminated && !*in->reservation;
+	}
 	struct pool_count *pools = NULL;
 	size_t n = 0;
 	if (live) {
@@ -52,7 +55,7 @@ static int count_pools(struct sim_state *st, struct sim_arena *a, struct pool_co
 		}
 		for (size_t i = 0; i < st->instances.n; i++) {
 			const struct sim_instance *in = st->instances.items[i];
-			if (!in->terminated)
+			if (!in->terminated && !*in->reservation)
 				pools[n++] =
 				    (struct pool_count){sim_slot_hash(in->instance_type, in->region), 1};
 		}

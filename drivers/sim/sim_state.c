@@ -62,6 +62,7 @@ void sim_instance_free(struct sim_instance *in)
 	free(in->idempotency_key);
 	free(in->name);
 	free(in->project);
+	free(in->reservation);
 	free(in->instance_type);
 	free(in->region);
 	free(in->zone);
@@ -170,13 +171,13 @@ static json_t *state_to_json(const struct sim_state *st)
 	for (size_t i = 0; i < st->instances.n; i++) {
 		const struct sim_instance *in = st->instances.items[i];
 		json_t *o = json_pack(
-		    "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:f, s:I, s:I, s:I, s:b, s:o}", "id",
-		    in->id, "idempotency_key", in->idempotency_key, "name", in->name, "project", in->project,
-		    "instance_type", in->instance_type, "region", in->region, "zone", in->zone, "hostname",
-		    in->hostname, "internal_ip", in->internal_ip, "spot", in->spot, "price_per_hour",
-		    in->price, "created_ms", (json_int_t)in->created_ms, "ready_ms", (json_int_t)in->ready_ms,
-		    "terminated_ms", (json_int_t)in->terminated_ms, "terminated", in->terminated, "tags",
-		    tags_to_json(in->tags, in->n_tags));
+		    "{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:f, s:I, s:I, s:I, s:b, s:o}",
+		    "id", in->id, "idempotency_key", in->idempotency_key, "name", in->name, "project",
+		    in->project, "reservation", in->reservation, "instance_type", in->instance_type, "region",
+		    in->region, "zone", in->zone, "hostname", in->hostname, "internal_ip", in->internal_ip,
+		    "spot", in->spot, "price_per_hour", in->price, "created_ms", (json_int_t)in->created_ms,
+		    "ready_ms", (json_int_t)in->ready_ms, "terminated_ms", (json_int_t)in->terminated_ms,
+		    "terminated", in->terminated, "tags", tags_to_json(in->tags, in->n_tags));
 		if (!o || json_array_append_new(ins, o))
 			goto fail;
 	}
@@ -334,6 +335,7 @@ static int state_from_json(struct sim_state *st, json_t *root, struct sim_err *e
 		in->idempotency_key = get_str(o, "idempotency_key", &bad);
 		in->name = get_str(o, "name", &bad);
 		in->project = get_str(o, "project", &bad);
+		in->reservation = get_str(o, "reservation", &bad);
 		in->instance_type = get_str(o, "instance_type", &bad);
 		in->region = get_str(o, "region", &bad);
 		in->zone = get_str(o, "zone", &bad);

@@ -181,6 +181,39 @@ static void test_capacity(void **state)
 	                 DRV_ENOCAPACITY);
 }
 
+static int create_reserved(struct fixture *f, const char *type, const char *region, const char *key,
+                           const char *reservation)
+{
+	drv_create_instance_request *req = make_create(&f->t, type, region, false, key);
+	req->instance->reservation = (char *)reservation;
+	drv_provisioning_data *d = NULL;
+	return sim_instance_create(f->cat, f->st, &f->cfg, req, &f->t.a, &d, &f->e);
+}
+
+/* A capacity reservation is a pool of its own: launches into it work while the shared pool is full. */
+static void test_reservation(void **state)
+{
+	struct fixture *f = *state;
+	const char *type = "g6e.xlarge";
+	const char *region = quota_region(f, type);
+	f->cfg.capacity = 2;
+	assert_int_equal(create_reserved(f, type, region, "r0", ""), 0);
+	assert_int_equal(create_reserved(f, type, region, "r1", "cr-a"), 0);
+	assert_int_equal(create_reserved(f, type, region, "r2", "cr-a"), 0);
+	assert_int_equal(create_reserved(f, type, region, "r3", "cr-a"), DRV_ENOCAPACITY);
+	assert_msg(f, "reservation cr-a is full");
+	/* Reserved machines do not use the shared pool the offers describe. */
+	assert_int_equal(availability_of(f, type, region),
+	                 DROVER__COMPUTE__V1__AVAILABILITY__AVAILABILITY_AVAILABLE);
+	assert_int_equal(create_reserved(f, type, region, "r4", ""), 0);
+	assert_int_equal(availability_of(f, type, region),
+	                 DROVER__COMPUTE__V1__AVAILABILITY__AVAILABILITY_NOT_AVAILABLE);
+	assert_int_equal(create_reserved(f, type, region, "r5", ""), DRV_ENOCAPACITY);
+	assert_int_equal(create_reserved(f, type, region, "r5", "cr-b"), 0);
+	/* A key used with one reservation cannot be reused with another. */
+	assert_int_equal(create_reserved(f, type, region, "r5", "cr-c"), DRV_EEXIST);
+}
+
 static void test_no_quota(void **state)
 {
 	struct fixture *f = *state;
@@ -517,6 +550,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_create_validation, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_create_idempotent, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_capacity, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_reservation, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_no_quota, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_provisioning_delay, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_terminate_and_get, setup, teardown),
