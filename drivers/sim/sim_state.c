@@ -335,7 +335,10 @@ static int state_from_json(struct sim_state *st, json_t *root, struct sim_err *e
 		in->idempotency_key = get_str(o, "idempotency_key", &bad);
 		in->name = get_str(o, "name", &bad);
 		in->project = get_str(o, "project", &bad);
-		in->reservation = get_str(o, "reservation", &bad);
+		/* Optional: files written before reservations were modelled lack it. */
+		in->reservation = get_opt_str(o, "reservation", &bad);
+		if (!in->reservation && !(in->reservation = strdup("")))
+			bad = true;
 		in->instance_type = get_str(o, "instance_type", &bad);
 		in->region = get_str(o, "region", &bad);
 		in->zone = get_str(o, "zone", &bad);
