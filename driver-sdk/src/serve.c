@@ -261,7 +261,9 @@ static void on_provider(void *ud, struct drv_rpc_call *rc, const ProtobufCMessag
 	flight_begin();
 	drv__call_init(call, drv, rc, p->m->name);
 	const drv_backend_config *bc = request_config(p, req);
+	/* No config is checked as {} (required fields still apply) but stays "no config" for the handler. */
 	code = drv__call_set_config(call, bc ? bc : &empty_config, NULL);
+	call->config = bc;
 	if (code == 0 && drv->narrow_features &&
 	    !(drv__features_for_call(drv, call) & DRV_FEATURE_BIT(p->m->feature))) {
 		code = drv_call_fail(
@@ -367,6 +369,7 @@ static void on_validate_config(void *ud, struct drv_rpc_call *rc, const Protobuf
 	drv__call_init(&call, drv, rc, "ValidateConfig");
 	drv__diags_init(&diags, &call.arena);
 	drv__call_set_config(&call, r->config ? r->config : &empty_config, &diags);
+	call.config = r->config;
 	call.fail_code = 0;
 	call.fail_message = NULL;
 	if (diags.n_errors == 0 && drv->validate_config)
