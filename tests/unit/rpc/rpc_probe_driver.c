@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "drover/rpc.h"
@@ -21,12 +22,20 @@ static void check(void *ud, struct drv_rpc_call *call, const ProtobufCMessage *r
 	drv_rpc_reply(call, 0, NULL, &r.base);
 }
 
+static long long now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 int main(int argc, char **argv)
 {
+	long long t_main = now_ns();
 	if (argc < 2 || strcmp(argv[1], "--help") == 0) {
 		printf("usage: %s ADDRESS [CERT KEY CLIENT_CA]\n"
 		       "Serves grpc.health.v1.Health on ADDRESS (unix:/path or host:port), prints\n"
-		       "\"ready|<port>\" and exits when stdin reaches EOF.\n",
+		       "\"ready|<port>|<times>\" and exits when stdin reaches EOF.\n",
 		       argv[0]);
 		return argc < 2 ? 2 : 0;
 	}
@@ -50,6 +59,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "probe: %s\n", err);
 		return 1;
 	}
+	long long t_new = now_ns();
 	drv_rpc_server_add(srv, &grpc__health__v1__health__descriptor, 0, check, NULL, DRV_RPC_INLINE);
 	int port = 0;
 	if (drv_rpc_server_start(srv, &port, err, sizeof(err)) != 0) {
@@ -57,7 +67,8 @@ int main(int argc, char **argv)
 		drv_rpc_server_free(srv);
 		return 1;
 	}
-	printf("ready|%d\n", port);
+	/* The monotonic times of main(), after drv_rpc_server_new() and after start, for rpc_bench. */
+	printf("ready|%d|%lld|%lld|%lld\n", port, t_main, t_new, now_ns());
 	fflush(stdout);
 	char buf[64];
 	while (read(0, buf, sizeof(buf)) > 0)
