@@ -1,0 +1,394 @@
+/*
+ * srv_engine with real sim driver processes: offers merged, filtered and
+ * sorted across backends with one too slow and one failing; provisioning with
+ * fallback; an interrupted create resumed with the same key (one machine).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+#include <uv.h>
+
+#include "drover/driver.h"
+#include "srv_config.h"
+#include "srv_engine.h"
+#include "srv_secrets.h"
+#include "srv_store.h"
+#include "srv_supervisor.h"
+#include "testutil.h"
+
+struct fx {
+	char *dir;
+	uv_loop_t loop;
+	struct srv_config *cfg;
+	struct srv_secrets *sec;
+	struct srv_store *st;
+	struct srv_supervisor *sup;
+	struct srv_engine *eng;
+};
+
+static void add_backend(struct fx *f, const char *name, const char *type, const char *cfg_fmt)
+{
+	char cfg[1024];
+	snprintf(cfg, sizeof(cfg), cfg_fmt, f->dir);
+	struct srv_backend b = {
+	    .project = "p", .name = (char *)name, .type = (char *)type, .config_json = cfg, .source = "api"};
+	assert_int_equal(srv_store_backend_put(f->st, &b), 0);
+}
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	char err[512];
+	f->dir = tu_tempdir();
+	char *key = tu_join(f->dir, "k"), *db = tu_join(f->dir, "db");
+	assert_int_equal(srv_secrets_open(key, &f->sec, err, sizeof(err)), 0);
+	assert_int_equal(srv_store_open(db, f->sec, &f->st, err, sizeof(err)), 0);
+	free(key);
+	free(db);
+	uv_loop_init(&f->loop);
+	f->cfg = srv_config_new_default();
+	f->cfg->driver_dirs = calloc(2, sizeof(char *));
+	f->cfg->driver_dirs[0] = strdup(DROVER_BIN_DIR);
+	f->cfg->n_driver_dirs = 1;
+	f->cfg->offers_timeout_ms = 700;
+	f->cfg->reconcile_interval_ms = 100;
+	f->cfg->shutdown_grace_ms = 1000;
+	assert_int_equal(srv_supervisor_new(&f->loop, f->cfg, &f->sup, err, sizeof(err)), 0);
+	assert_int_equal(srv_engine_new(&f->loop, f->st, f->sup, f->cfg, "s-test", &f->eng), 0);
+	assert_int_equal(srv_store_project_put(f->st, "p"), 0);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+	srv_engine_stop(f->eng);
+	srv_supervisor_stop(f->sup);
+	srv_engine_close_handles(f->eng);
+	srv_supervisor_close_handles(f->sup);
+	uv_run(&f->loop, UV_RUN_DEFAULT);
+	srv_supervisor_free(f->sup);
+	srv_engine_free(f->eng);
+	uv_loop_close(&f->loop);
+	srv_store_close(f->st);
+	srv_secrets_free(f->sec);
+	srv_config_free(f->cfg);
+	tu_rmrf(f->dir);
+	free(f->dir);
+	free(f);
+	return 0;
+}
+
+static bool run_until(uv_loop_t *loop, bool *flag, int timeout_ms)
+{
+	int64_t end = srv_now_ms() + timeout_ms;
+	while (!*flag && srv_now_ms() < end) {
+		uv_run(loop, UV_RUN_NOWAIT);
+		usleep(500);
+	}
+	return *flag;
+}
+
+struct offers_out {
+	bool done;
+	int code;
+	struct srv_offers_result *res;
+};
+
+static void offers_cb(void *ud, int code, const char *message, struct srv_offers_result *res)
+{
+	struct offers_out *o = ud;
+	o->done = true;
+	o->code = code;
+	o->res = res;
+}
+
+static const struct srv_backend_result *result_of(const struct srv_offers_result *r, const char *name)
+{
+	for (size_t i = 0; i < r->n_backends; i++)
+		if (strcmp(r->backends[i].backend, name) == 0)
+			return &r->backends[i];
+	return NULL;
+}
+
+static void test_offers_merge_filter_sort(void **state)
+{
+	struct fx *f = *state;
+	add_backend(f, "a-fast", "sim", "{\"state_file\": \"%s/a.json\"}");
+	add_backend(f, "b-fast", "sim", "{\"state_file\": \"%s/b.json\", \"synthetic_offers\": 500}");
+	add_backend(f, "c-slow", "sim", "{\"state_file\": \"%s/c.json\", \"latency_ms\": 3000}");
+	add_backend(f, "d-failing", "sim", "{\"state_file\": \"%s/d.json\", \"error_rate\": 1.0}");
+	add_backend(f, "e-nodriver", "no-such-driver", "{}");
+
+	/* Any GPU with at least 40 GiB, at most $10/h. */
+	drv_requirements req = DROVER__COMPUTE__V1__REQUIREMENTS__INIT;
+	drv_uint_range gcount = DROVER__COMPUTE__V1__UINT_RANGE__INIT,
+	               gmem = DROVER__COMPUTE__V1__UINT_RANGE__INIT;
+	gcount._min_case = DROVER__COMPUTE__V1__UINT_RANGE___MIN_MIN;
+	gcount.min = 1;
+	gmem._min_case = DROVER__COMPUTE__V1__UINT_RANGE___MIN_MIN;
+	gmem.min = 40 * 1024;
+	req.gpu_count = &gcount;
+	req.gpu_memory_mib = &gmem;
+	req._max_price_case = DROVER__COMPUTE__V1__REQUIREMENTS___MAX_PRICE_MAX_PRICE;
+	req.max_price = 10.0;
+
+	struct offers_out o = {0};
+	struct srv_offers_query q = {.project = "p", .requirements = &req};
+	int64_t t0 = srv_now_ms();
+	srv_engine_offers(f->eng, &q, offers_cb, &o);
+	assert_true(run_until(&f->loop, &o.done, 10000));
+	int64_t took = srv_now_ms() - t0;
+	assert_int_equal(o.code, 0);
+	struct srv_offers_result *r = o.res;
+	/* The slow backend did not hold the query up past its deadline (plus the drivers' start). */
+	assert_true(took < 700 + 3000);
+	assert_int_equal(r->n_backends, 5);
+	assert_int_equal(result_of(r, "a-fast")->code, 0);
+	assert_int_equal(result_of(r, "b-fast")->code, 0);
+	assert_true(result_of(r, "b-fast")->offer_count > result_of(r, "a-fast")->offer_count);
+	assert_int_equal(result_of(r, "c-slow")->code, DRV_EDEADLINE);
+	assert_int_equal(result_of(r, "d-failing")->code, DRV_EUNAVAILABLE);
+	assert_non_null(strstr(result_of(r, "d-failing")->message, "injected"));
+	assert_int_equal(result_of(r, "e-nodriver")->code, DRV_ENOTFOUND);
+	assert_true(r->n_items > 0);
+	bool seen_a = false, seen_b = false;
+	for (size_t i = 0; i < r->n_items; i++) {
+		const drv_offer *off = r->items[i].offer;
+		assert_true(drv_offer_matches(off, &req));
+		assert_true(off->price_per_hour <= 10.0);
+		assert_true(off->resources->n_gpus > 0);
+		if (i > 0)
+			assert_true(r->items[i - 1].offer->price_per_hour <= off->price_per_hour);
+		seen_a |= strcmp(r->items[i].backend, "a-fast") == 0;
+		seen_b |= strcmp(r->items[i].backend, "b-fast") == 0;
+		assert_true(strcmp(r->items[i].backend, "c-slow") != 0);
+	}
+	assert_true(seen_a && seen_b);
+	srv_offers_result_free(r);
+
+	/* A required feature the example driver lacks: it is skipped and says why; sims still answer. */
+	add_backend(f, "f-example", "example", "{}");
+	memset(&o, 0, sizeof(o));
+	q.required_features = DRV_FEATURE_BIT(DRV_FEATURE_VOLUMES);
+	srv_engine_offers(f->eng, &q, offers_cb, &o);
+	assert_true(run_until(&f->loop, &o.done, 10000));
+	const struct srv_backend_result *ex = result_of(o.res, "f-example");
+	assert_int_equal(ex->code, DRV_EUNIMPLEMENTED);
+	assert_non_null(strstr(ex->message, "VOLUMES"));
+	assert_int_equal(result_of(o.res, "a-fast")->code, 0);
+	srv_offers_result_free(o.res);
+}
+
+struct inst_out {
+	bool done;
+	int code;
+	char message[1024];
+	struct srv_instance copy;
+	char status[32], backend[64], attempts[4096], key[128];
+	unsigned char prov[4096];
+	size_t prov_len;
+};
+
+static void inst_cb(void *ud, int code, const char *message, const struct srv_instance *in)
+{
+	struct inst_out *o = ud;
+	o->done = true;
+	o->code = code;
+	snprintf(o->message, sizeof(o->message), "%s", message);
+	if (in) {
+		snprintf(o->status, sizeof(o->status), "%s", in->status);
+		snprintf(o->backend, sizeof(o->backend), "%s", in->backend);
+		snprintf(o->attempts, sizeof(o->attempts), "%s", in->attempts_json);
+		snprintf(o->key, sizeof(o->key), "%s", in->id);
+	}
+}
+
+static size_t live_in_sim(const char *path)
+{
+	json_t *j = json_load_file(path, 0, NULL);
+	size_t n = 0, idx;
+	json_t *v;
+	json_array_foreach(json_object_get(j, "instances"), idx, v)
+	{
+		if (!json_is_true(json_object_get(v, "terminated")))
+			n++;
+	}
+	json_decref(j);
+	return n;
+}
+
+static void test_create_fallback_and_terminate(void **state)
+{
+	struct fx *f = *state;
+	add_backend(f, "a-empty", "sim", "{\"state_file\": \"%s/a.json\", \"capacity\": 0}");
+	add_backend(f, "b-room", "sim", "{\"state_file\": \"%s/b.json\", \"capacity\": 2}");
+	drv_requirements req = DROVER__COMPUTE__V1__REQUIREMENTS__INIT;
+	char *names[] = {"H100"};
+	req.n_gpu_names = 1;
+	req.gpu_names = names;
+	struct inst_out o = {0};
+	struct srv_create_request cr = {.project = "p", .name = "web", .requirements = &req, .max_tries = 3};
+	srv_engine_create(f->eng, &cr, inst_cb, &o);
+	assert_true(run_until(&f->loop, &o.done, 10000));
+	assert_int_equal(o.code, 0);
+	assert_true(strcmp(o.status, SRV_ST_RUNNING) == 0 || strcmp(o.status, SRV_ST_PROVISIONING) == 0);
+	assert_string_equal(o.backend, "b-room");
+	json_t *att = json_loads(o.attempts, 0, NULL);
+	assert_int_equal(json_array_size(att), 2);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(att, 0), "code")),
+	                    "RESOURCE_EXHAUSTED");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(att, 0), "backend")), "a-empty");
+	assert_string_equal(json_string_value(json_object_get(json_array_get(att, 1), "code")), "OK");
+	json_decref(att);
+	char *bstate = tu_join(f->dir, "b.json");
+	assert_int_equal(live_in_sim(bstate), 1);
+
+	/* The same name again while it lives: refused. */
+	struct inst_out o2 = {0};
+	srv_engine_create(f->eng, &cr, inst_cb, &o2);
+	assert_true(run_until(&f->loop, &o2.done, 5000));
+	assert_int_equal(o2.code, DRV_EEXIST);
+
+	/* Terminate: written first, confirmed by the driver, then terminated. */
+	struct srv_instance *in;
+	assert_int_equal(srv_engine_terminate(f->eng, o.key, &in), 0);
+	assert_string_equal(in->status, SRV_ST_TERMINATING);
+	srv_instance_free(in);
+	bool gone = false;
+	for (int i = 0; i < 500 && !gone; i++) {
+		uv_run(&f->loop, UV_RUN_NOWAIT);
+		usleep(2000);
+		assert_int_equal(srv_store_instance_get(f->st, o.key, &in), 0);
+		gone = strcmp(in->status, SRV_ST_TERMINATED) == 0;
+		srv_instance_free(in);
+	}
+	assert_true(gone);
+	assert_int_equal(live_in_sim(bstate), 0);
+	free(bstate);
+}
+
+static void test_termination_failing_is_kept(void **state)
+{
+	struct fx *f = *state;
+	add_backend(f, "stuck", "sim", "{\"state_file\": \"%s/s.json\", \"fail_termination\": true}");
+	/* The reconciliation timer drives the retries. */
+	srv_engine_start(f->eng);
+	struct inst_out o = {0};
+	struct srv_create_request cr = {.project = "p", .name = "sticky"};
+	srv_engine_create(f->eng, &cr, inst_cb, &o);
+	assert_true(run_until(&f->loop, &o.done, 10000));
+	assert_int_equal(o.code, 0);
+	struct srv_instance *in;
+	assert_int_equal(srv_engine_terminate(f->eng, o.key, &in), 0);
+	srv_instance_free(in);
+	int64_t failures = 0;
+	for (int i = 0; i < 1500 && failures < 2; i++) {
+		uv_run(&f->loop, UV_RUN_NOWAIT);
+		usleep(2000);
+		assert_int_equal(srv_store_instance_get(f->st, o.key, &in), 0);
+		/* Never marked terminated without the driver's OK. */
+		assert_string_equal(in->status, SRV_ST_TERMINATING);
+		failures = in->termination_failures;
+		if (failures >= 2)
+			assert_non_null(strstr(in->last_error, "UNAVAILABLE"));
+		srv_instance_free(in);
+	}
+	assert_true(failures >= 2);
+}
+
+static void done_cb(void *ud, int code, const char *message, ProtobufCMessage *resp)
+{
+	assert_int_equal(code, 0);
+	*(bool *)ud = true;
+	if (resp)
+		protobuf_c_message_free_unpacked(resp, NULL);
+}
+
+static void test_resume_creating_makes_one_machine(void **state)
+{
+	struct fx *f = *state;
+	add_backend(f, "r", "sim", "{\"state_file\": \"%s/r.json\"}");
+	char *rstate = tu_join(f->dir, "r.json");
+	/* Get an offer, then play the crash: the driver made the machine, the server never recorded it. */
+	struct offers_out oo = {0};
+	struct srv_offers_query q = {.project = "p"};
+	srv_engine_offers(f->eng, &q, offers_cb, &oo);
+	assert_true(run_until(&f->loop, &oo.done, 10000));
+	assert_true(oo.res->n_items > 0);
+	const drv_offer *offer = oo.res->items[0].offer;
+	struct srv_backend *be;
+	assert_int_equal(srv_store_backend_get(f->st, "p", "r", &be), 0);
+	struct srv_bcfg bc;
+	srv_bcfg_init(&bc, be);
+	drv_create_instance_request creq = DROVER__COMPUTE__V1__CREATE_INSTANCE_REQUEST__INIT;
+	drv_instance_configuration ic = DROVER__COMPUTE__V1__INSTANCE_CONFIGURATION__INIT;
+	ic.name = "crashy";
+	ic.project = "p";
+	ic.idempotency_key = "key-1/1";
+	creq.config = &bc.cfg;
+	creq.offer = (drv_offer *)offer;
+	creq.instance = &ic;
+	bool made = false;
+	srv_supervisor_call(f->sup, "sim", "CreateInstance", &creq.base, 5000, done_cb, &made);
+	assert_true(run_until(&f->loop, &made, 5000));
+	srv_bcfg_clear(&bc);
+	srv_backend_free(be);
+	assert_int_equal(live_in_sim(rstate), 1);
+
+	size_t len = protobuf_c_message_get_packed_size(&offer->base);
+	unsigned char *buf = malloc(len);
+	protobuf_c_message_pack(&offer->base, buf);
+	struct srv_instance in = {.id = "i-crash",
+	                          .project = "p",
+	                          .backend = "r",
+	                          .backend_type = "sim",
+	                          .name = "crashy",
+	                          .status = SRV_ST_CREATING,
+	                          .offer = buf,
+	                          .offer_len = len,
+	                          .idempotency_key = "key-1",
+	                          .attempts_json = "[{\"number\":1,\"code\":\"\"}]"};
+	assert_int_equal(srv_store_instance_put(f->st, &in), 0);
+	free(buf);
+	srv_offers_result_free(oo.res);
+
+	/* The restart: engine start resumes it with the same key. */
+	srv_engine_start(f->eng);
+	bool done = false;
+	for (int i = 0; i < 2500 && !done; i++) {
+		uv_run(&f->loop, UV_RUN_NOWAIT);
+		usleep(2000);
+		struct srv_instance *got;
+		assert_int_equal(srv_store_instance_get(f->st, "i-crash", &got), 0);
+		done =
+		    strcmp(got->status, SRV_ST_RUNNING) == 0 || strcmp(got->status, SRV_ST_PROVISIONING) == 0;
+		srv_instance_free(got);
+	}
+	assert_true(done);
+	/* Exactly one machine: the resumed attempt got the same one back. */
+	assert_int_equal(live_in_sim(rstate), 1);
+	free(rstate);
+}
+
+int main(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_offers_merge_filter_sort, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_create_fallback_and_terminate, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_termination_failing_is_kept, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_resume_creating_makes_one_machine, setup, teardown),
+	};
+	return cmocka_run_group_tests_name("server_engine", tests, NULL, NULL);
+}
