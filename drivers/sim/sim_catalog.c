@@ -41,10 +41,16 @@ uint64_t sim_slot_hash(const char *type, const char *region)
 	return mix64(h);
 }
 
-bool sim_slot_no_quota(uint64_t slot)
+bool sim_type_no_quota(const struct sim_catalog *cat, const struct sim_type *type, int r)
 {
-	/* About one pool in 29: "a few", and stable across releases of the catalog's other rows. */
-	return slot % 29 == 0;
+	/*
+	 * About one pool in 29: "a few", stable when other rows change. A type's
+	 * first region always has quota, so the obvious pick (p5.48xlarge or
+	 * g6.xlarge in us-east-1) works in tests and demos.
+	 */
+	if (type->n_regions == 0 || type->regions[0] == r)
+		return false;
+	return sim_slot_hash(type->name, cat->regions[r]) % 29 == 0;
 }
 
 static int cmp_str(const void *a, const void *b)
@@ -217,11 +223,11 @@ static int build_offers(struct sim_catalog *cat, struct sim_err *e)
 		for (size_t j = 0; j < t->n_regions; j++) {
 			struct sim_offer *o = &cat->offers[k++];
 			offer_fill(o, cat, t, t->name, t->regions[j], false, t->price);
-			o->no_quota = sim_slot_no_quota(o->slot);
+			o->no_quota = sim_type_no_quota(cat, t, t->regions[j]);
 			if (t->spot_price > 0) {
 				o = &cat->offers[k++];
 				offer_fill(o, cat, t, t->name, t->regions[j], true, t->spot_price);
-				o->no_quota = sim_slot_no_quota(o->slot);
+				o->no_quota = sim_type_no_quota(cat, t, t->regions[j]);
 			}
 		}
 	}

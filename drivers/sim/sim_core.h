@@ -140,8 +140,9 @@ int sim_catalog_find_region(const struct sim_catalog *cat, const char *name);
 bool sim_type_in_region(const struct sim_type *type, int r);
 /* The capacity pool hash of (type name, region name). */
 uint64_t sim_slot_hash(const char *type, const char *region);
-/* True if (type, region) is one of the deterministic no-quota pools. */
-bool sim_slot_no_quota(uint64_t slot);
+/* True if (type, region index r) is one of the deterministic no-quota pools (never the type's first region).
+ */
+bool sim_type_no_quota(const struct sim_catalog *cat, const struct sim_type *type, int r);
 
 /*
  * Synthetic offers (config "synthetic_offers"): `n` extra offers that depend

@@ -69,7 +69,7 @@ static drv_provisioning_data *instance_data(const struct sim_instance *in, struc
 
 /* Resolves a requested offer against the catalog (and the config's synthetic offers). */
 static int resolve_offer(const struct sim_catalog *cat, const struct sim_config *cfg, const drv_offer *offer,
-                         double *price, struct sim_err *e)
+                         double *price, bool *no_quota, struct sim_err *e)
 {
 	const char *type_name = offer->instance_type ? offer->instance_type : "";
 	const char *region = offer->region ? offer->region : "";
@@ -97,6 +97,7 @@ static int resolve_offer(const struct sim_catalog *cat, const struct sim_config 
 			return sim_fail(e, DRV_EINVAL, "offer: instance type %s has no spot offers",
 			                type_name);
 		*price = spot ? t->spot_price : t->price;
+		*no_quota = sim_type_no_quota(cat, t, r);
 		return 0;
 	}
 	if (cfg->synthetic_offers > 0) {
@@ -104,6 +105,7 @@ static int resolve_offer(const struct sim_catalog *cat, const struct sim_config 
 		const struct sim_offer *o = sim_synth_find(syn, type_name, region, spot);
 		if (o) {
 			*price = o->offer.price_per_hour;
+			*no_quota = o->no_quota;
 			return 0;
 		}
 	}
@@ -187,7 +189,8 @@ int sim_instance_create(const struct sim_catalog *cat, struct sim_state *st, con
 	if (!req->offer)
 		return sim_fail(e, DRV_EINVAL, "offer is required");
 	double price = 0;
-	int rc = resolve_offer(cat, cfg, req->offer, &price, e);
+	bool no_quota = false;
+	int rc = resolve_offer(cat, cfg, req->offer, &price, &no_quota, e);
 	if (rc)
 		return rc;
 	const char *type = req->offer->instance_type, *region = req->offer->region;
@@ -213,7 +216,7 @@ int sim_instance_create(const struct sim_catalog *cat, struct sim_state *st, con
 			              type, region);
 			goto done;
 		}
-	} else if (sim_slot_no_quota(sim_slot_hash(type, region))) {
+	} else if (no_quota) {
 		rc = sim_fail(e, DRV_ENOCAPACITY, "no quota for %s in %s", type, region);
 		goto done;
 	} else if (live_in_pool(st, type, region, "") >= cfg->capacity) {

@@ -123,9 +123,14 @@ static void test_catalog_offers_precomputed(void **state)
 			assert_ptr_equal(o->resources->gpus[0], &c->offers[i].gpu);
 		no_quota += c->offers[i].no_quota;
 	}
-	/* "A few" pools are deterministically out of quota, not none and not many. */
+	/* "A few" pools are deterministically out of quota, not none and not many, never a type's first
+	 * region. */
 	assert_true(no_quota >= 2);
 	assert_true(no_quota < c->n_offers / 10);
+	for (size_t i = 0; i < c->n_types; i++)
+		assert_false(sim_type_no_quota(c, &c->types[i], c->types[i].regions[0]));
+	const struct sim_type *g6 = sim_catalog_find_type(c, "g6.xlarge");
+	assert_false(sim_type_no_quota(c, g6, sim_catalog_find_region(c, "us-east-1")));
 }
 
 static void expect_parse_error(const char *text, const char *needle)

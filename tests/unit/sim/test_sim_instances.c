@@ -130,7 +130,7 @@ static const char *quota_region(struct fixture *f, const char *type)
 	const struct sim_type *t = sim_catalog_find_type(f->cat, type);
 	for (size_t i = 0; i < t->n_regions; i++) {
 		const char *r = f->cat->regions[t->regions[i]];
-		if (!sim_slot_no_quota(sim_slot_hash(type, r)))
+		if (!sim_type_no_quota(f->cat, t, t->regions[i]))
 			return r;
 	}
 	fail_msg("every pool of %s is out of quota", type);
