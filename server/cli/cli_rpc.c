@@ -15,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -127,6 +128,29 @@ static int probe(const struct cli_ctx *c, char *err, size_t errlen)
 	return rc;
 }
 
+static bool transport_error(int rc)
+{
+	return rc == DRV_EUNAVAILABLE || rc == DRV_EUNKNOWN || rc == DRV_EINTERNAL || rc == DRV_ECANCELLED;
+}
+
+/*
+ * True when the server still accepts connections. A dying process closes its
+ * connections before its listening socket, so one successful connect() right
+ * after a dropped call proves little: probe three times, 50 ms apart.
+ */
+static bool still_there(const struct cli_ctx *c, char *err, size_t errlen)
+{
+	for (int i = 0; i < 3; i++) {
+		if (i) {
+			struct timespec ts = {.tv_sec = 0, .tv_nsec = 50 * 1000000L};
+			nanosleep(&ts, NULL);
+		}
+		if (probe(c, err, errlen))
+			return false;
+	}
+	return true;
+}
+
 static int read_token(struct cli_ctx *c)
 {
 	FILE *f = fopen(c->token_file, "r");
@@ -206,9 +230,14 @@ int cli_call(struct cli_ctx *c, const char *method, const ProtobufCMessage *req,
 		return CLI_EXIT_OK;
 	*resp = NULL;
 	char err[256];
-	if (rc == DRV_EUNAVAILABLE && probe(c, err, sizeof(err))) {
-		fprintf(stderr, "drover: %s: lost droverd at %s: %s (%s)\n", method, c->target, err,
-		        st.message[0] ? st.message : "UNAVAILABLE");
+	/*
+	 * A server that dies mid-call shows up as UNAVAILABLE, UNKNOWN, INTERNAL
+	 * or CANCELLED depending on where gRPC noticed; whether it is still there
+	 * decides between "refused" and "cannot reach".
+	 */
+	if (transport_error(rc) && !still_there(c, err, sizeof(err))) {
+		fprintf(stderr, "drover: %s: lost droverd at %s: %s (%s: %s)\n", method, c->target, err,
+		        drv_error_name(rc), st.message[0] ? st.message : drv_strerror(rc));
 		return CLI_EXIT_UNREACHABLE;
 	}
 	if (!c->quiet)

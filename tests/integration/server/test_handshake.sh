@@ -22,6 +22,9 @@ projects:
       - name: sim
         type: sim
         config: {state_file: $T/sim.json}
+      # Drivers are started for the backends that need them.
+      - {name: g1, type: garbage}
+      - {name: s1, type: silent}
 YAML
 start_droverd
 
