@@ -24,12 +24,16 @@ import sys
 import tempfile
 import threading
 
-import grpc
+# gRPC core writes its own plain-text lines to stderr; this driver logs JSON
+# lines only, and reports the errors that matter itself.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
-import compute_pb2 as pb
-import compute_pb2_grpc as pb_grpc
-import health_pb2
-import health_pb2_grpc
+import grpc  # noqa: E402
+
+import compute_pb2 as pb  # noqa: E402
+import compute_pb2_grpc as pb_grpc  # noqa: E402
+import health_pb2  # noqa: E402
+import health_pb2_grpc  # noqa: E402
 
 MAGIC_COOKIE_KEY = "DROVER_MAGIC_COOKIE"
 MAGIC_COOKIE_VALUE = "6b1d4c0e-drover-driver-v1"
@@ -624,6 +628,8 @@ def main(provider, argv=None):
     try:
         if spawned:
             sock_dir = os.environ.get("DROVER_SOCKET_DIR")
+            if sock_dir and not os.path.isdir(sock_dir):
+                raise RuntimeError("DROVER_SOCKET_DIR=%s is not a directory" % sock_dir)
             if not sock_dir:
                 own_dir = sock_dir = tempfile.mkdtemp(prefix="drover-%s-" % provider.TYPE)
             sock_path = os.path.join(os.path.abspath(sock_dir), "%s-%d.sock" % (provider.TYPE, os.getpid()))
