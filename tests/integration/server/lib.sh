@@ -160,10 +160,8 @@ run() {
 	set -e
 	OUT=$(cat "$o")
 	ERR=$(cat "$e")
-	{
-		echo "\$ drover $*"
-		cat "$o" "$e"
-	} >>"$CLI_LOG"
+	# Outputs only: the command line may carry a secret on purpose (--secret).
+	cat "$o" "$e" >>"$CLI_LOG"
 	if [[ $want != any && $RC != "$want" ]]; then
 		fail "drover $* exited $RC, expected $want"
 	fi

@@ -28,8 +28,6 @@ version_before=$(sqlite3 "$db" 'PRAGMA user_version')
 
 run 0 --json driver list
 [[ $(jout '[.drivers[] | select(.type == "brandnew")] | length') == 1 ]] || fail "no driver of type brandnew"
-[[ $(jout '.drivers[] | select(.type == "brandnew") | .reported_type') == sim ]] ||
-	fail "the GetInfo type of the copied driver is not recorded"
 
 run 0 backend add --name fresh --type brandnew --config "{\"state_file\": \"$T/fresh.json\"}"
 run 0 --json backend list
@@ -39,11 +37,15 @@ run 0 --json offer --gpu H100
 (($(jout '[.offers[] | select(.backend == "fresh")] | length') > 0)) || fail "no offers from the brandnew backend"
 run 0 --json instance create --backend fresh --gpu H100 --name novel
 [[ $(jout '.instance.backend_type') == brandnew ]] || fail "the instance does not record its backend type brandnew"
+run 0 --json driver list
+[[ $(jout '.drivers[] | select(.type == "brandnew") | .state') == DRIVER_STATE_READY ]] || fail "driver brandnew is not READY"
+[[ $(jout '.drivers[] | select(.type == "brandnew") | .reported_type') == sim ]] ||
+	fail "the GetInfo type of the copied driver is not recorded"
 
 # No migration happened and nothing in the schema knows type names.
 [[ $(sqlite3 "$db" 'PRAGMA user_version') == "$version_before" ]] || fail "adding a new type changed the schema version"
 schema=$(sqlite3 "$db" .schema)
 [[ ${schema,,} != *brandnew* && ${schema,,} != *"'sim'"* ]] || fail "the schema names backend types"
-sqlite3 "$db" "SELECT sql FROM sqlite_master WHERE sql LIKE '%type%'" | grep -iq 'check' &&
+sqlite3 "$db" "SELECT sql FROM sqlite_master WHERE sql LIKE '%type%'" | grep -iqE '(^|[^_a-z])check *\(' &&
 	fail "the schema has a CHECK on a type column"
 log "ok"

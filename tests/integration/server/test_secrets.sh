@@ -23,18 +23,24 @@ projects:
       - name: fromcfg
         type: sim
         config: {state_file: $T/a.json}
-        secrets: {api_token: $S1}
+        secrets: {api_key: $S1}
 provisioning: {reconcile_interval_ms: 200}
 YAML
 start_droverd
 
-run 0 backend add --name fromcli --type sim --config "{\"state_file\": \"$T/b.json\"}" --secret "token=$S2" --secret-file "key=$T/s3"
-run 1 backend add --name invalid --type sim --config '{"capacity": "many"}' --secret "token=$S2"
+run 0 backend add --name fromcli --type sim --config "{\"state_file\": \"$T/b.json\"}" --secret "api_key=$S2"
+run 0 backend add --name fromfile --type sim --config "{\"state_file\": \"$T/c.json\"}" --secret-file "api_key=$T/s3"
+# Refused adds must not echo the secret either: a bad config, an unknown secret name.
+run 1 backend add --name invalid --type sim --config '{"capacity": "many"}' --secret "api_key=$S2"
+run 1 backend add --name invalid2 --type sim --config '{}' --secret "nosuchsecret=$S3"
+contains "$ERR" "/secrets/nosuchsecret" "unknown secret diagnostic"
 run 0 backend list
-contains "$OUT" "api_token" "backend list shows secret names"
-contains "$OUT" "token" "backend list shows secret names"
+contains "$OUT" "api_key" "backend list shows secret names"
 run 0 --json backend list
-jout '.backends[] | select(.name == "fromcli") | .secret_names[]' | grep -qx key || fail "secret name 'key' not listed"
+for b in fromcfg fromcli fromfile; do
+	jout --arg b "$b" '.backends[] | select(.name == $b) | .secret_names[]' | grep -qx api_key ||
+		fail "secret name api_key of backend $b not listed"
+done
 run 0 --json offer --gpu H100
 run 0 offer --gpu H100
 run 0 --json instance create --backend fromcfg --gpu H100 --name s1
@@ -64,6 +70,6 @@ done
 grep -qF -- "$token" "$LOG" && fail "the admin token appears in droverd's log"
 grep -qF -- "$token" "$CLI_LOG" && fail "the admin token appears in CLI output"
 # The test can fail: the secret did reach the server (the names are listed).
-grep -q api_token "$CLI_LOG" || fail "the CLI log does not hold the listings this test greps"
+grep -q api_key "$CLI_LOG" || fail "the CLI log does not hold the listings this test greps"
 [[ $(stat -c %a "$DATA/admin.token") == 600 ]] || fail "the admin token file is not 0600"
 log "ok"
