@@ -23,6 +23,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 
 # gRPC core writes its own plain-text lines to stderr; this driver logs JSON
 # lines only, and reports the errors that matter itself.
@@ -384,10 +385,13 @@ class Call:
         log(level, msg, method=self.method, **fields)
 
 
-class _InFlight:
-    """Counts running handlers. grpcio's server.stop(grace) waits the whole
-    grace period while any client keeps an idle connection open, so shutdown
-    waits for this count instead and then stops at once."""
+class _InFlight(grpc.ServerInterceptor):
+    """Counts calls from their arrival until their status is sent. grpcio's
+    server.stop(grace) waits the whole grace period while any client keeps
+    an idle connection open, so shutdown waits for this count instead and
+    then stops at once. The interceptor runs when the server thread takes the
+    call, before it queues for a handler thread, so a call that arrived just
+    before SIGTERM is counted too."""
 
     def __init__(self):
         self._cond = threading.Condition()
@@ -398,21 +402,25 @@ class _InFlight:
             self._n -= 1
             self._cond.notify_all()
 
-    def track(self, fn):
-        # A call ends when its status is sent, not when the handler returns
-        # (a large response is still being written then): count until the
-        # RPC terminates.
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        behavior = handler.unary_unary
+        with self._cond:
+            self._n += 1
+
         def tracked(request, context):
-            with self._cond:
-                self._n += 1
+            # The callback runs when the RPC ends, after a large response was written.
             if not context.add_callback(self._done):
                 self._done()
-            return fn(request, context)
-        return tracked
+            return behavior(request, context)
+
+        return handler._replace(unary_unary=tracked)
 
     def wait_idle(self, timeout):
         with self._cond:
-            return self._cond.wait_for(lambda: self._n == 0, timeout)
+            return self._cond.wait_for(lambda: self._n <= 0, timeout)
 
 
 class _Service:
@@ -488,22 +496,19 @@ class _Service:
 
         return handler
 
-    def servicer(self, inflight):
+    def servicer(self):
         s = pb_grpc.ComputeServicer()
-        s.GetInfo = inflight.track(self.GetInfo)
-        s.GetFeatures = inflight.track(self.GetFeatures)
-        s.ValidateConfig = inflight.track(self.ValidateConfig)
+        s.GetInfo = self.GetInfo
+        s.GetFeatures = self.GetFeatures
+        s.ValidateConfig = self.ValidateConfig
         for feature, handlers in FEATURE_GROUPS:
             for rpc, method in handlers:
-                setattr(s, rpc, inflight.track(self.make_handler(feature, rpc, method)))
+                setattr(s, rpc, self.make_handler(feature, rpc, method))
         return s
 
 
 class _Health(health_pb2_grpc.HealthServicer):
-    def __init__(self, inflight):
-        self.Check = inflight.track(self._check)
-
-    def _check(self, request, context):
+    def Check(self, request, context):
         if request.service in ("", COMPUTE_SERVICE):
             return health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.SERVING)
         context.abort(grpc.StatusCode.NOT_FOUND, "unknown service %r" % request.service)
@@ -618,10 +623,11 @@ def main(provider, argv=None):
     options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                ("grpc.so_reuseport", 0)]
-    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=args.workers), options=options)
     inflight = _InFlight()
-    pb_grpc.add_ComputeServicer_to_server(service.servicer(inflight), server)
-    health_pb2_grpc.add_HealthServicer_to_server(_Health(inflight), server)
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=args.workers), options=options,
+                         interceptors=[inflight])
+    pb_grpc.add_ComputeServicer_to_server(service.servicer(), server)
+    health_pb2_grpc.add_HealthServicer_to_server(_Health(), server)
 
     own_dir = None
     sock_path = None
@@ -677,6 +683,9 @@ def main(provider, argv=None):
     # stop() refuses new calls at once; calls still running after the grace
     # period are cancelled by the second stop().
     server.stop(GRACE_SECONDS)
+    # A call whose arrival the server thread is handling right now is not
+    # counted yet: give it a moment to be.
+    time.sleep(0.05)
     if not inflight.wait_idle(GRACE_SECONDS):
         log("warn", "calls still running after the grace period; cancelling them")
     server.stop(0).wait()

@@ -208,13 +208,14 @@ class SpawnedDriver(unittest.TestCase):
         self.assertEqual(self.drv.proc.wait(timeout=10), 0)
 
     def test_sigterm_lets_call_in_flight_finish(self):
-        # 100,000 synthetic offers take the Python driver well over 100 ms to build.
+        # The call sleeps 1.5 s in the driver and then sends a large answer:
+        # SIGTERM arrives while it runs, within the 5 s grace period.
         stub = self.drv.stub()
         fut = stub.GetOffers.future(pb.GetOffersRequest(
-            config=pb.BackendConfig(config_json='{"synthetic_offers": 100000}')), timeout=30)
-        time.sleep(0.1)
+            config=pb.BackendConfig(config_json='{"synthetic_offers": 20000, "latency_ms": 1500}')), timeout=30)
+        time.sleep(0.5)
         self.drv.proc.send_signal(signal.SIGTERM)
-        self.assertGreaterEqual(len(fut.result().offers), 100000)
+        self.assertGreaterEqual(len(fut.result().offers), 20000)
         self.assertEqual(self.drv.proc.wait(timeout=10), 0)
 
 
