@@ -5,12 +5,14 @@
  *
  * usage: conformance-expect --exit N [--fail CHECK]... [--pass CHECK]...
  *            [--output TEXT]... [--file PATH --file-contains TEXT]...
- *            [--listen-driver PATH] [--timeout SEC] [--no-summary] -- HARNESS ARGS...
+ *            [--listen-driver PATH [--listen-arg ARG]...] [--timeout SEC] [--no-summary]
+ *            -- HARNESS ARGS...
  *
  * --no-summary: the run prints no closing line (--help, --list).
- * --listen-driver starts PATH --listen 127.0.0.1:0 --insecure first (a
- * standalone driver), reads its handshake line and replaces @ADDRESS@ in the
- * harness arguments with the address it bound.
+ * --listen-driver starts PATH --listen 127.0.0.1:0 first (a standalone
+ * driver; with each --listen-arg ARG appended, else --insecure), reads its
+ * handshake line and replaces @ADDRESS@ in the harness arguments with the
+ * address it bound.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,6 +41,8 @@ static struct {
 	const char *file[MAX_LIST], *file_contains[MAX_LIST];
 	size_t n_file;
 	const char *listen_driver;
+	const char *listen_args[MAX_LIST];
+	size_t n_listen_args;
 	int timeout_s;
 	bool no_summary;
 	char **argv;
@@ -82,7 +86,14 @@ static pid_t start_listener(const char *path, char *addr, size_t addrlen, int *o
 		close(p[0]);
 		close(p[1]);
 		setenv("DROVER_MAGIC_COOKIE", "6b1d4c0e-drover-driver-v1", 1);
-		execl(path, path, "--listen", "127.0.0.1:0", "--insecure", (char *)NULL);
+		const char *args[MAX_LIST + 5] = {path, "--listen", "127.0.0.1:0"};
+		size_t n = 3;
+		for (size_t i = 0; i < opt.n_listen_args; i++)
+			args[n++] = opt.listen_args[i];
+		if (!opt.n_listen_args)
+			args[n++] = "--insecure";
+		args[n] = NULL;
+		execv(path, (char *const *)args);
 		_exit(127);
 	}
 	close(p[1]);
@@ -326,6 +337,8 @@ int main(int argc, char **argv)
 			opt.file_contains[opt.n_file++] = v;
 		else if (strcmp(a, "--listen-driver") == 0)
 			opt.listen_driver = v;
+		else if (strcmp(a, "--listen-arg") == 0 && opt.n_listen_args < MAX_LIST)
+			opt.listen_args[opt.n_listen_args++] = v;
 		else if (strcmp(a, "--timeout") == 0)
 			opt.timeout_s = atoi(v);
 		else

@@ -5,6 +5,7 @@
 #include "conf.h"
 
 /* checks_identity.c */
+void check_transport_connect(struct conf_ctx *c);
 void check_handshake_format(struct conf_ctx *c);
 void check_handshake_timing(struct conf_ctx *c);
 void check_health_serving(struct conf_ctx *c);

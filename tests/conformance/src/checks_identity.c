@@ -9,6 +9,16 @@
 #include "checks.h"
 #include "rpc_table.h"
 
+void check_transport_connect(struct conf_ctx *c)
+{
+	if (c->o->driver_path && c->start_code) {
+		conf_skip(c, "the spawned driver did not start (see handshake.format and handshake.timing)");
+		return;
+	}
+	if (c->start_code)
+		conf_fail(c, "could not connect to %s: %s", c->o->address, c->start_error);
+}
+
 void check_handshake_format(struct conf_ctx *c)
 {
 	if (c->start_code == DRV_EDEADLINE) {

@@ -8,6 +8,8 @@
 #define F(x) DRV_FEATURE_##x
 
 const struct conf_test conf_tests[] = {
+    {"transport.connect", 0, 0, check_transport_connect,
+     "the driver is reachable: spawned and connected, or at --address (with TLS as given)"},
     {"handshake.format", 0, CONF_NEEDS_SPAWN, check_handshake_format,
      "a spawned driver prints one line \"1|1|unix|<path>|grpc\" on stdout"},
     {"handshake.timing", 0, CONF_NEEDS_SPAWN, check_handshake_timing,

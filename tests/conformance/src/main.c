@@ -78,7 +78,7 @@ static void start_driver(struct conf_ctx *c)
 		    .key_file = o->key_file,
 		    .server_name = o->server_name,
 		    .insecure = o->insecure,
-		    .connect_timeout_ms = o->call_timeout_ms,
+		    .connect_timeout_ms = o->handshake_timeout_ms,
 		};
 		c->start_code = drv_host_connect(&co, &c->host, c->start_error, sizeof(c->start_error));
 	}
