@@ -175,6 +175,8 @@ static void call_free_unarrived(struct drv_rpc_call *c)
 
 static void call_free(struct drv_rpc_call *c)
 {
+	if (!c->m)
+		grpc_call_details_destroy(&c->details);
 	if (c->payload)
 		grpc_byte_buffer_destroy(c->payload);
 	if (c->req)
