@@ -54,15 +54,22 @@ static void now_utc(char *buf, size_t len)
 	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-void bench_report_print(const struct bench_row *rows, size_t n, bool quick)
+double bench_loadavg(void)
+{
+	double l;
+
+	return getloadavg(&l, 1) == 1 ? l : -1;
+}
+
+void bench_report_print(const struct bench_row *rows, size_t n, bool quick, double load_start)
 {
 	char when[32];
 
 	now_utc(when, sizeof(when));
-	printf("drover-bench, %s, %ld CPUs, %s. Baselines are measured in the same run; "
-	       "compare the ratios, not the absolute figures.\n\n",
+	printf("drover-bench, %s, %ld CPUs, %s, load average %.1f at start and %.1f at end.\n"
+	       "Baselines are measured in the same run; compare the ratios, not the absolute figures.\n\n",
 	       quick ? "quick mode (few iterations: the figures are rough)" : "full mode",
-	       sysconf(_SC_NPROCESSORS_ONLN), when);
+	       sysconf(_SC_NPROCESSORS_ONLN), when, load_start, bench_loadavg());
 	printf("%-2s  %-36s  %-24s  %-50s  %-34s  %-34s  %s\n", "#", "measure", "drover (C sim)",
 	       "baselines (same run)", "ratio", "target", "result");
 	for (size_t i = 0; i < n; i++) {
@@ -79,7 +86,7 @@ void bench_report_print(const struct bench_row *rows, size_t n, bool quick)
 	fflush(stdout);
 }
 
-int bench_report_json(const struct bench_row *rows, size_t n, bool quick, const char *path)
+int bench_report_json(const struct bench_row *rows, size_t n, bool quick, double load_start, const char *path)
 {
 	json_t *root = json_object(), *arr = json_array();
 	char when[32];
@@ -90,6 +97,8 @@ int bench_report_json(const struct bench_row *rows, size_t n, bool quick, const 
 	json_object_set_new(root, "mode", json_string(quick ? "quick" : "full"));
 	json_object_set_new(root, "time", json_string(when));
 	json_object_set_new(root, "cpus", json_integer(sysconf(_SC_NPROCESSORS_ONLN)));
+	json_object_set_new(root, "loadavg_start", json_real(load_start));
+	json_object_set_new(root, "loadavg_end", json_real(bench_loadavg()));
 	for (size_t i = 0; i < n; i++) {
 		const struct bench_row *r = &rows[i];
 		json_t *o = json_object();

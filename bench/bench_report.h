@@ -33,10 +33,18 @@ void bench_row_error(struct bench_row *r, const char *fmt, ...) __attribute__((f
 void bench_row_num(struct bench_row *r, const char *key, double value);
 void bench_row_free(struct bench_row *r);
 
-/* Prints the table on stdout. */
-void bench_report_print(const struct bench_row *rows, size_t n, bool quick);
+/*
+ * Prints the table on stdout. `load_start` is the 1-minute load average when
+ * the run began (the end's is read here): figures from a loaded machine are
+ * only good for their ratios, and the reader should see that.
+ */
+void bench_report_print(const struct bench_row *rows, size_t n, bool quick, double load_start);
 /* Writes the rows as JSON to `path`; 0 or -1 (message on stderr). */
-int bench_report_json(const struct bench_row *rows, size_t n, bool quick, const char *path);
+int bench_report_json(const struct bench_row *rows, size_t n, bool quick, double load_start,
+                      const char *path);
+
+/* The 1-minute load average, or -1. */
+double bench_loadavg(void);
 
 /* p-th percentile (0..100) of `v` (sorted in place); 0 for n == 0. */
 double bench_percentile(double *v, size_t n, double p);

@@ -83,6 +83,7 @@ int main(int argc, char **argv)
 	struct bench_row rows[BENCH_ROWS];
 	const char *json = NULL;
 	bool strict = false;
+	double load;
 	int rc = 0;
 
 	if (argc > 1 && strcmp(argv[1], "--echo-server") == 0)
@@ -125,9 +126,10 @@ int main(int argc, char **argv)
 		}
 	}
 
+	load = bench_loadavg();
 	bench_rows_run(&o, rows);
-	bench_report_print(rows, BENCH_ROWS, o.quick);
-	if (json && bench_report_json(rows, BENCH_ROWS, o.quick, json) != 0)
+	bench_report_print(rows, BENCH_ROWS, o.quick, load);
+	if (json && bench_report_json(rows, BENCH_ROWS, o.quick, load, json) != 0)
 		rc = 1;
 	for (int i = 0; i < BENCH_ROWS; i++) {
 		if (rows[i].verdict == BENCH_ERROR || (strict && rows[i].verdict == BENCH_FAIL))
