@@ -493,6 +493,10 @@ class _Service:
                 return fn(Call(rpc, config, context), request)
             except DriverError as e:
                 context.abort(e.code, e.message)
+            except Exception as e:  # a driver bug: report it as one, in our own log format
+                log("error", "handler raised an exception", method=rpc, error=type(e).__name__)
+                context.abort(grpc.StatusCode.INTERNAL, "%s failed: internal error in driver %s (%s)" % (
+                    rpc, name, type(e).__name__))
 
         return handler
 
