@@ -12,6 +12,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,10 +76,14 @@ static void usage(FILE *out, const char *prog, const struct drv_driver *d)
 	        d->description ? d->description : "", MAX_WORKERS, DEFAULT_WORKERS, DEFAULT_GRACE_MS);
 }
 
-static int usage_error(const char *prog, const char *fmt, const char *a, const char *b)
+/* Prints "<prog>: <message>" and the --help hint; returns exit code 2. */
+static int __attribute__((format(printf, 2, 3))) usage_error(const char *prog, const char *fmt, ...)
 {
+	va_list ap;
 	fprintf(stderr, "%s: ", prog);
-	fprintf(stderr, fmt, a, b);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
 	fprintf(stderr, "\nTry '%s --help' for more information.\n", prog);
 	return 2;
 }
@@ -122,10 +127,10 @@ static int parse_args(int argc, char **argv, const char *prog, struct options *o
 				needs = true;
 		if (needs && !val) {
 			if (i + 1 >= argc)
-				return usage_error(prog, "option %s needs a value%s", name, "");
+				return usage_error(prog, "option %s needs a value", name);
 			val = argv[++i];
 		} else if (!needs && val) {
-			return usage_error(prog, "option %s takes no value%s", name, "");
+			return usage_error(prog, "option %s takes no value", name);
 		}
 
 		if (strcmp(name, "--help") == 0 || strcmp(name, "-h") == 0) {
@@ -156,7 +161,7 @@ static int parse_args(int argc, char **argv, const char *prog, struct options *o
 				    "--grace-ms: expected milliseconds from 0 to 3600000, got \"%.40s\"%s",
 				    val, "");
 		} else {
-			return usage_error(prog, "unknown argument \"%.80s\"%s", arg, "");
+			return usage_error(prog, "unknown argument \"%.80s\"", arg);
 		}
 	}
 	return -1;
@@ -196,14 +201,13 @@ static int check_listen(const char *prog, const struct options *o)
 
 	if (!o->listen) {
 		if (any_tls || o->insecure)
-			return usage_error(prog, "%s needs --listen HOST:PORT%s",
-			                   o->insecure ? "--insecure" : "TLS options", "");
+			return usage_error(prog, "%s needs --listen HOST:PORT",
+			                   o->insecure ? "--insecure" : "TLS options");
 		return -1;
 	}
 	if (!split_host_port(o->listen, host, sizeof(host), &port))
-		return usage_error(prog,
-		                   "--listen: expected HOST:PORT (e.g. 127.0.0.1:4100), got \"%.80s\"%s",
-		                   o->listen, "");
+		return usage_error(prog, "--listen: expected HOST:PORT (e.g. 127.0.0.1:4100), got \"%.80s\"",
+		                   o->listen);
 	if (any_tls) {
 		const char *missing = !o->tls_cert    ? "--tls-cert"
 		                      : !o->tls_key   ? "--tls-key"
@@ -216,8 +220,7 @@ static int check_listen(const char *prog, const struct options *o)
 			    "missing%s",
 			    missing, "");
 		if (o->insecure)
-			return usage_error(prog, "--insecure cannot be combined with TLS options%s%s", "",
-			                   "");
+			return usage_error(prog, "--insecure cannot be combined with TLS options");
 		const char *files[] = {o->tls_cert, o->tls_key, o->client_ca};
 		const char *names[] = {"--tls-cert", "--tls-key", "--client-ca"};
 		for (int i = 0; i < 3; i++)

@@ -215,6 +215,13 @@ static void reply_call(struct drv_call *call, int code, const ProtobufCMessage *
 	} else if (code != 0) {
 		msg = call->fail_message && call->fail_message[0] ? call->fail_message : drv_strerror(code);
 	}
+	/*
+	 * A handler that stops because drv_call_cancelled() turned true when
+	 * the deadline passed says CANCELLED; the caller's table wants
+	 * DEADLINE_EXCEEDED (outcome unknown, retry with the same key).
+	 */
+	if (code == DRV_ECANCELLED && call->rpc && drv_rpc_call_time_left_ms(call->rpc) <= 0)
+		code = DRV_EDEADLINE;
 	/* INTERNAL and UNKNOWN mean a driver bug: worth a line in the host's log. */
 	if (code != 0 && (drv_error_to_grpc(code) == 13 || code == DRV_EUNKNOWN))
 		drv_call_log(call, DRV_LOG_ERROR, "%s: %s", drv_error_name(code), msg ? msg : "");
