@@ -284,9 +284,10 @@ int sim_offers_get(const struct sim_catalog *cat, struct sim_state *st, const st
                    const drv_requirements *req, struct sim_arena *a, drv_get_offers_response *resp,
                    struct sim_err *e);
 
+/* *created (may be NULL) tells a new machine from the repeat of a key. */
 int sim_instance_create(const struct sim_catalog *cat, struct sim_state *st, const struct sim_config *cfg,
                         const drv_create_instance_request *req, struct sim_arena *a,
-                        drv_provisioning_data **out, struct sim_err *e);
+                        drv_provisioning_data **out, bool *created, struct sim_err *e);
 int sim_instance_get(struct sim_state *st, const char *instance_id, struct sim_arena *a,
                      drv_provisioning_data **out, struct sim_err *e);
 int sim_instance_terminate(struct sim_state *st, const char *instance_id, struct sim_err *e);

@@ -190,9 +190,10 @@ static int create_instance(struct drv_call *call, const drv_create_instance_requ
 	int rc = begin(call, &c);
 	if (rc)
 		return rc;
-	rc = sim_instance_create(c.cat, c.st, &c.cfg, req, &c.arena, &resp->data, &c.err);
-	if (!rc)
-		drv_call_log(call, DRV_LOG_INFO, "instance %s (%s in %s)", resp->data->instance_id,
+	bool created;
+	rc = sim_instance_create(c.cat, c.st, &c.cfg, req, &c.arena, &resp->data, &created, &c.err);
+	if (!rc && created)
+		drv_call_log(call, DRV_LOG_INFO, "created instance %s (%s in %s)", resp->data->instance_id,
 		             resp->data->instance_type, resp->data->region);
 	return finish(&c, rc);
 }

@@ -182,8 +182,10 @@ static struct sim_instance *instance_new(struct sim_state *st, const struct sim_
 
 int sim_instance_create(const struct sim_catalog *cat, struct sim_state *st, const struct sim_config *cfg,
                         const drv_create_instance_request *req, struct sim_arena *a,
-                        drv_provisioning_data **out, struct sim_err *e)
+                        drv_provisioning_data **out, bool *created, struct sim_err *e)
 {
+	if (created)
+		*created = false;
 	if (!req->instance || !req->instance->idempotency_key || !*req->instance->idempotency_key)
 		return sim_fail(e, DRV_EINVAL, "instance.idempotency_key is required");
 	if (!req->offer)
@@ -232,6 +234,8 @@ int sim_instance_create(const struct sim_catalog *cat, struct sim_state *st, con
 	rc = sim_state_commit(st, e);
 	if (rc)
 		goto done; /* the reload freed `in` */
+	if (created)
+		*created = true;
 reply:
 	*out = instance_data(in, a);
 	if (!*out)

@@ -48,7 +48,7 @@ static int create(struct fixture *f, const char *type, const char *region, bool 
 	drv_create_instance_request *req = make_create(&f->t, type, region, spot, key);
 	drv_provisioning_data *d = NULL;
 	memset(&f->e, 0, sizeof(f->e));
-	int rc = sim_instance_create(f->cat, f->st, &f->cfg, req, &f->t.a, &d, &f->e);
+	int rc = sim_instance_create(f->cat, f->st, &f->cfg, req, &f->t.a, &d, NULL, &f->e);
 	if (out)
 		*out = d;
 	return rc;
@@ -86,7 +86,8 @@ static void test_create_validation(void **state)
 	drv_create_instance_request *req = make_create(&f->t, "g5.xlarge", "us-east-1", false, "k1");
 	req->offer = NULL;
 	drv_provisioning_data *d;
-	assert_int_equal(sim_instance_create(f->cat, f->st, &f->cfg, req, &f->t.a, &d, &f->e), DRV_EINVAL);
+	assert_int_equal(sim_instance_create(f->cat, f->st, &f->cfg, req, &f->t.a, &d, NULL, &f->e),
+	                 DRV_EINVAL);
 	assert_int_equal(f->st->instances.n, 0);
 }
 
@@ -107,7 +108,16 @@ static void test_create_idempotent(void **state)
 
 	assert_int_equal(create(f, "g5.xlarge", "us-east-1", false, "key-1", &b), 0);
 	assert_string_equal(a->instance_id, b->instance_id);
-	assert_int_equal(f->st->instances.n, 1);
+	bool created = true;
+	drv_create_instance_request *req = make_create(&f->t, "g5.xlarge", "us-east-1", false, "key-1");
+	assert_int_equal(sim_instance_create(f->cat, f->st, &f->cfg, req, &f->t.a, &b, &created, &f->e), 0);
+	assert_false(created);
+	req = make_create(&f->t, "g5.xlarge", "us-east-1", false, "key-0");
+	assert_int_equal(sim_instance_create(f->cat, f->st, &f->cfg, req, &f->t.a, &b, &created, &f->e), 0);
+	assert_true(created);
+	assert_int_equal(sim_instance_terminate(f->st, b->instance_id, &f->e), 0);
+	assert_int_equal(f->st->instances.n, 2); /* key-1 and the terminated key-0 */
+	;
 
 	/* The same key with another offer is refused, naming what the key made. */
 	assert_int_equal(create(f, "g5.2xlarge", "us-east-1", false, "key-1", NULL), DRV_EEXIST);
@@ -117,7 +127,7 @@ static void test_create_idempotent(void **state)
 	assert_int_equal(create(f, "g5.xlarge", "us-east-1", false, "key-2", &c), 0);
 	assert_string_not_equal(a->instance_id, c->instance_id);
 	assert_string_not_equal(a->internal_ip, c->internal_ip);
-	assert_int_equal(f->st->instances.n, 2);
+	assert_int_equal(f->st->instances.n, 3);
 
 	/* Spot instances are charged the spot price. */
 	assert_int_equal(create(f, "g5.xlarge", "us-east-1", true, "key-3", &c), 0);
@@ -187,7 +197,7 @@ static int create_reserved(struct fixture *f, const char *type, const char *regi
 	drv_create_instance_request *req = make_create(&f->t, type, region, false, key);
 	req->instance->reservation = (char *)reservation;
 	drv_provisioning_data *d = NULL;
-	return sim_instance_create(f->cat, f->st, &f->cfg, req, &f->t.a, &d, &f->e);
+	return sim_instance_create(f->cat, f->st, &f->cfg, req, &f->t.a, &d, NULL, &f->e);
 }
 
 /* A capacity reservation is a pool of its own: launches into it work while the shared pool is full. */
@@ -308,7 +318,8 @@ static void test_list_by_tags(void **state)
 		add_tag(&f->t, req->instance, "drover-server", servers[i]);
 		add_tag(&f->t, req->instance, "drover-instance", keys[i]);
 		drv_provisioning_data *d;
-		assert_int_equal(sim_instance_create(f->cat, f->st, &f->cfg, req, &f->t.a, &d, &f->e), 0);
+		assert_int_equal(sim_instance_create(f->cat, f->st, &f->cfg, req, &f->t.a, &d, NULL, &f->e),
+		                 0);
 		ids[i] = strdup(d->instance_id);
 	}
 	assert_int_equal(list(f, NULL, NULL, NULL, NULL)->n_instances, 3);

@@ -101,7 +101,7 @@ static drv_provisioning_data *create(struct fixture *f, const char *type, const 
 	drv_create_instance_request *req = make_create(&f->t, type, region, false, key);
 	add_tag(&f->t, req->instance, "drover-server", "s1");
 	drv_provisioning_data *d = NULL;
-	*rc = sim_instance_create(f->cat, state_of(f), &f->cfg, req, &f->t.a, &d, &f->e);
+	*rc = sim_instance_create(f->cat, state_of(f), &f->cfg, req, &f->t.a, &d, NULL, &f->e);
 	return d;
 }
 
