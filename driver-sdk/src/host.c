@@ -86,6 +86,7 @@ static struct drv_host *host_new(void)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&h->cv, &ca);
 	pthread_condattr_destroy(&ca);
+	h->pidfd = -1;
 	return h;
 }
 

@@ -41,7 +41,12 @@ struct drv_host {
 	void *ud;
 
 	/* I/O thread only. */
-	uv_process_t proc;
+	bool use_pidfd;    /* spawned with posix_spawn and watched through a pidfd (else uv_spawn) */
+	uv_process_t proc; /* uv_spawn path */
+	bool proc_inited;
+	uv_poll_t pidpoll; /* pidfd path */
+	bool poll_inited;
+	int pidfd;
 	uv_pipe_t in, out, err;
 	bool in_open;
 	char outbuf[DRV_HOST_HANDSHAKE_MAX];
@@ -87,6 +92,9 @@ int drv__host_io_start(void);
 int drv__host_io_submit(void (*fn)(struct drv_host *h, int arg), struct drv_host *h, int arg);
 
 uv_loop_t *drv__host_io_loop(void);
+
+/* Tests: spawn with libuv's uv_spawn (the fallback for kernels without pidfd) even where pidfd works. */
+void drv__host_force_uv_spawn(bool on);
 
 /* I/O-thread functions (host_io.c), run through drv__host_io_submit. */
 void drv__host_io_spawn(struct drv_host *h, int unused);

@@ -1,19 +1,25 @@
 /*
  * The hosting half's one I/O thread: a private libuv loop that owns every
- * spawned driver's process handle and its stdin/stdout/stderr pipes.
+ * spawned driver's exit watch (a pidfd poll, or libuv's process handle on old
+ * kernels) and its stdin/stdout/stderr pipes.
  *
  * Other threads never touch a uv handle; they queue a function with
  * drv__host_io_submit() and wait on the host's condition variable. Results
  * flow back as fields of struct drv_host under its mutex.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <spawn.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/pidfd.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <grpc/grpc.h>
 
@@ -261,9 +267,8 @@ static void on_stdout_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	pthread_mutex_unlock(&h->mu);
 }
 
-static void on_exit_cb(uv_process_t *p, int64_t exit_status, int term_signal)
+static void record_exit(struct drv_host *h, int64_t exit_status, int term_signal)
 {
-	struct drv_host *h = p->data;
 	bool quiet;
 
 	pthread_mutex_lock(&h->mu);
@@ -279,23 +284,144 @@ static void on_exit_cb(uv_process_t *p, int64_t exit_status, int term_signal)
 		h->on_exit(h->ud, h->name, exit_status, term_signal);
 }
 
-/* ---- commands (I/O thread) ---- */
-
-void drv__host_io_spawn(struct drv_host *h, int unused)
+static void on_exit_cb(uv_process_t *p, int64_t exit_status, int term_signal)
 {
-	uv_loop_t *loop = &io.loop;
+	record_exit(p->data, exit_status, term_signal);
+}
+
+/* The pidfd became readable: the child exited. Reap exactly it (no pid reuse race) and report. */
+static void on_pidfd(uv_poll_t *poll, int status, int events)
+{
+	struct drv_host *h = poll->data;
+	siginfo_t si;
+
+	memset(&si, 0, sizeof(si));
+	if (waitid(P_PIDFD, (id_t)h->pidfd, &si, WEXITED | WNOHANG) != 0 || si.si_pid == 0)
+		return; /* spurious wake-up: not exited yet */
+	uv_poll_stop(poll);
+	if (si.si_code == CLD_EXITED)
+		record_exit(h, si.si_status, 0);
+	else
+		record_exit(h, 0, si.si_status);
+}
+
+static void on_poll_closed(uv_handle_t *handle)
+{
+	struct drv_host *h = handle->data;
+
+	close(h->pidfd);
+	h->pidfd = -1;
+	on_closed(handle);
+}
+
+static _Atomic bool force_uv_spawn;
+
+void drv__host_force_uv_spawn(bool on)
+{
+	force_uv_spawn = on;
+}
+
+static bool have_pidfd(void)
+{
+	static int ok = -1;
+
+	if (force_uv_spawn)
+		return false;
+	if (ok < 0) {
+		int fd = pidfd_open(getpid(), 0);
+
+		ok = fd >= 0;
+		if (fd >= 0)
+			close(fd);
+	}
+	return ok;
+}
+
+/*
+ * The fast path: posix_spawn (glibc's clone(CLONE_VM|CLONE_VFORK), so no
+ * page-table copy of a large host process) plus a pidfd watched by the loop.
+ * Measured in a gRPC-linked parent, uv_spawn (fork) took 7 ms against 2.5 ms
+ * here, for the same child; spawn-to-first-RPC is budgeted at 3.5 ms. The
+ * pidfd also makes kill and reap immune to pid reuse. Returns 0 or a libuv
+ * error code; on error nothing is left running.
+ */
+static int spawn_posix(struct drv_host *h)
+{
+	int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t at;
+	sigset_t none, all;
+	pid_t pid;
+	int rc;
+
+	if (pipe2(in, O_CLOEXEC) != 0 || pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+		rc = uv_translate_sys_error(errno);
+		goto fail_pipes;
+	}
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, in[0], 0);
+	posix_spawn_file_actions_adddup2(&fa, out[1], 1);
+	posix_spawn_file_actions_adddup2(&fa, err[1], 2);
+	/* The driver starts with default signal handling, whatever the host blocked or ignored. */
+	posix_spawnattr_init(&at);
+	sigemptyset(&none);
+	sigfillset(&all);
+	posix_spawnattr_setsigmask(&at, &none);
+	posix_spawnattr_setsigdefault(&at, &all);
+	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	if (strchr(h->path, '/'))
+		rc = posix_spawn(&pid, h->path, &fa, &at, h->argv, h->envp);
+	else
+		rc = posix_spawnp(&pid, h->path, &fa, &at, h->argv, h->envp);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&at);
+	close(in[0]);
+	close(out[1]);
+	close(err[1]);
+	in[0] = out[1] = err[1] = -1;
+	if (rc != 0) {
+		rc = uv_translate_sys_error(rc);
+		goto fail_pipes;
+	}
+	h->pidfd = pidfd_open(pid, 0);
+	if (h->pidfd < 0) {
+		/* Cannot watch it: do not leave it running unwatched. */
+		rc = uv_translate_sys_error(errno);
+		kill(pid, SIGKILL);
+		waitpid(pid, NULL, 0);
+		goto fail_pipes;
+	}
+	uv_pipe_open(&h->in, in[1]);
+	uv_pipe_open(&h->out, out[0]);
+	uv_pipe_open(&h->err, err[0]);
+	uv_poll_init(&io.loop, &h->pidpoll, h->pidfd);
+	h->pidpoll.data = h;
+	h->poll_inited = true;
+	pthread_mutex_lock(&h->mu);
+	h->open_handles++;
+	h->pid = pid;
+	pthread_mutex_unlock(&h->mu);
+	uv_poll_start(&h->pidpoll, UV_READABLE, on_pidfd);
+	return 0;
+
+fail_pipes:
+	for (int i = 0; i < 2; i++) {
+		if (in[i] >= 0)
+			close(in[i]);
+		if (out[i] >= 0)
+			close(out[i]);
+		if (err[i] >= 0)
+			close(err[i]);
+	}
+	return rc;
+}
+
+/* The fallback for kernels without pidfd_open (before 5.3): libuv's fork-based spawn. */
+static int spawn_uv(struct drv_host *h)
+{
 	uv_stdio_container_t stdio[3];
 	uv_process_options_t o;
 	int rc;
-
-	uv_pipe_init(loop, &h->in, 0);
-	uv_pipe_init(loop, &h->out, 0);
-	uv_pipe_init(loop, &h->err, 0);
-	h->in.data = h->out.data = h->err.data = h->proc.data = h;
-	pthread_mutex_lock(&h->mu);
-	h->open_handles = 3;
-	pthread_mutex_unlock(&h->mu);
-	h->in_open = true;
 
 	memset(stdio, 0, sizeof(stdio));
 	stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
@@ -304,10 +430,6 @@ void drv__host_io_spawn(struct drv_host *h, int unused)
 	stdio[1].data.stream = (uv_stream_t *)&h->out;
 	stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
 	stdio[2].data.stream = (uv_stream_t *)&h->err;
-
-	pthread_mutex_lock(&h->mu);
-	h->quiet = true;
-	pthread_mutex_unlock(&h->mu);
 	memset(&o, 0, sizeof(o));
 	o.file = h->path;
 	o.args = h->argv;
@@ -315,15 +437,38 @@ void drv__host_io_spawn(struct drv_host *h, int unused)
 	o.exit_cb = on_exit_cb;
 	o.stdio = stdio;
 	o.stdio_count = 3;
-
-	pthread_mutex_lock(&h->mu);
-	h->t_spawn_ns = drv__host_now_ns();
-	pthread_mutex_unlock(&h->mu);
-	rc = uv_spawn(loop, &h->proc, &o);
+	h->proc.data = h;
+	rc = uv_spawn(&io.loop, &h->proc, &o);
 	/* libuv initialises the process handle even when the spawn fails, so it is closed either way. */
+	h->proc_inited = true;
 	pthread_mutex_lock(&h->mu);
 	h->open_handles++;
+	if (rc == 0)
+		h->pid = h->proc.pid;
 	pthread_mutex_unlock(&h->mu);
+	return rc;
+}
+
+/* ---- commands (I/O thread) ---- */
+
+void drv__host_io_spawn(struct drv_host *h, int unused)
+{
+	uv_loop_t *loop = &io.loop;
+	int rc;
+
+	uv_pipe_init(loop, &h->in, 0);
+	uv_pipe_init(loop, &h->out, 0);
+	uv_pipe_init(loop, &h->err, 0);
+	h->in.data = h->out.data = h->err.data = h;
+	h->in_open = true;
+	h->use_pidfd = have_pidfd();
+	pthread_mutex_lock(&h->mu);
+	h->open_handles = 3;
+	h->quiet = true;
+	h->t_spawn_ns = drv__host_now_ns();
+	pthread_mutex_unlock(&h->mu);
+
+	rc = h->use_pidfd ? spawn_posix(h) : spawn_uv(h);
 	if (rc == 0) {
 		uv_read_start((uv_stream_t *)&h->out, on_alloc, on_stdout_read);
 		uv_read_start((uv_stream_t *)&h->err, on_alloc, on_stderr_read);
@@ -331,7 +476,6 @@ void drv__host_io_spawn(struct drv_host *h, int unused)
 	pthread_mutex_lock(&h->mu);
 	h->spawn_done = true;
 	h->spawn_errno = rc;
-	h->pid = rc == 0 ? h->proc.pid : 0;
 	if (rc != 0)
 		h->stdout_eof = h->stderr_eof = true;
 	pthread_cond_broadcast(&h->cv);
@@ -349,7 +493,11 @@ void drv__host_io_kill(struct drv_host *h, int signum)
 	pthread_mutex_lock(&h->mu);
 	running = h->spawn_done && h->spawn_errno == 0 && !h->exited;
 	pthread_mutex_unlock(&h->mu);
-	if (running)
+	if (!running)
+		return;
+	if (h->use_pidfd)
+		pidfd_send_signal(h->pidfd, signum, NULL, 0);
+	else
 		uv_process_kill(&h->proc, signum);
 }
 
@@ -372,5 +520,8 @@ void drv__host_io_close_all(struct drv_host *h, int unused)
 	drv__host_io_close_stdin(h, 0);
 	close_handle(h, (uv_handle_t *)&h->out);
 	close_handle(h, (uv_handle_t *)&h->err);
-	close_handle(h, (uv_handle_t *)&h->proc);
+	if (h->proc_inited)
+		close_handle(h, (uv_handle_t *)&h->proc);
+	if (h->poll_inited && !uv_is_closing((uv_handle_t *)&h->pidpoll))
+		uv_close((uv_handle_t *)&h->pidpoll, on_poll_closed);
 }

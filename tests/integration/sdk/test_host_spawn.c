@@ -13,6 +13,9 @@
 
 #include "sdk_test.h"
 
+/* Internal: the test switch between the two spawn paths. */
+void drv__host_force_uv_spawn(bool on);
+
 #ifndef FIXTURE_DIR
 #error FIXTURE_DIR must name the directory of the fixture-driver-* programs
 #endif
@@ -348,7 +351,11 @@ int main(void)
 	if (!mkdtemp(tmp))
 		return 2;
 	setenv("TMPDIR", tmp, 1);
-	int rc = cmocka_run_group_tests(tests, NULL, NULL);
+	int rc = cmocka_run_group_tests_name("posix_spawn+pidfd", tests, NULL, NULL);
+	/* The same faults through the fallback used on kernels without pidfd_open. */
+	drv__host_force_uv_spawn(true);
+	rc |= cmocka_run_group_tests_name("uv_spawn fallback", tests, NULL, NULL);
+	drv__host_force_uv_spawn(false);
 	int left = count_tmp_entries();
 	rm_rf(tmp);
 	if (left != 0) {
