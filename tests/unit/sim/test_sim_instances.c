@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -501,6 +502,57 @@ static void test_gateways(void **state)
 	assert_int_equal(sim_gateway_terminate(f->st, "", &f->e), DRV_EINVAL);
 }
 
+struct racer {
+	struct fixture *f;
+	const char *region;
+	int id;
+	int ok, full;
+};
+
+static void *race(void *arg)
+{
+	struct racer *r = arg;
+	struct test_arena t;
+	test_arena_init(&t);
+	for (int i = 0; i < 25; i++) {
+		char key[32];
+		snprintf(key, sizeof(key), "race-%d-%d", r->id, i);
+		drv_create_instance_request *req = make_create(&t, "p5.48xlarge", r->region, false, key);
+		drv_provisioning_data *d;
+		struct sim_err e;
+		int rc = sim_instance_create(r->f->cat, r->f->st, &r->f->cfg, req, &t.a, &d, NULL, &e);
+		r->ok += rc == 0;
+		r->full += rc == DRV_ENOCAPACITY;
+		/* Readers run alongside the writers. */
+		drv_get_offers_response *resp = sim_new(&t.a, get_offers_response);
+		sim_offers_get(r->f->cat, r->f->st, &r->f->cfg, NULL, &t.a, resp, &e);
+	}
+	test_arena_free(&t);
+	return NULL;
+}
+
+/* Handlers run on several threads: a pool never holds more than its capacity. */
+static void test_concurrent_creates(void **state)
+{
+	struct fixture *f = *state;
+	f->cfg.capacity = 5;
+	pthread_t th[8];
+	struct racer r[8];
+	for (int i = 0; i < 8; i++) {
+		r[i] = (struct racer){.f = f, .region = "us-east-1", .id = i};
+		assert_int_equal(pthread_create(&th[i], NULL, race, &r[i]), 0);
+	}
+	int ok = 0, full = 0;
+	for (int i = 0; i < 8; i++) {
+		pthread_join(th[i], NULL);
+		ok += r[i].ok;
+		full += r[i].full;
+	}
+	assert_int_equal(ok, 5);
+	assert_int_equal(full, 8 * 25 - 5);
+	assert_int_equal(f->st->instances.n, 5);
+}
+
 static void test_fault_draws(void **state)
 {
 	struct sim_config cfg;
@@ -570,6 +622,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_placement_groups, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_volumes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gateways, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_concurrent_creates, setup, teardown),
 	    cmocka_unit_test(test_fault_draws),
 	    cmocka_unit_test(test_fault_latency),
 	};
