@@ -9,6 +9,11 @@
  * the server's worker pool. A handler may also keep the call and reply later
  * from any thread (deferred reply), which is how droverd hands calls to its
  * libuv loop.
+ *
+ * Signals: block the signals you handle yourself (SIGTERM, SIGINT) and
+ * SIGPIPE before the first drv_rpc_server_new() or drv_rpc_channel_new():
+ * those start gRPC's threads (and the transport's own threads follow), and
+ * every thread inherits the mask of the thread that creates it.
  */
 #ifndef DROVER_RPC_H
 #define DROVER_RPC_H
@@ -63,6 +68,10 @@ int drv_rpc_server_start(struct drv_rpc_server *srv, int *bound_port, char *err,
 /*
  * Stops accepting calls, lets in-flight calls finish for up to grace_ms,
  * cancels the rest, and waits for the threads. Thread-safe; idempotent.
+ * Calls still unanswered when the grace ends are answered CANCELLED by the
+ * server and drv_rpc_call_cancelled() turns true for them; the handler still
+ * owns such a call and must still call drv_rpc_reply(), which then only frees
+ * it. Never call from a handler running on the server's own threads.
  */
 void drv_rpc_server_shutdown(struct drv_rpc_server *srv, int grace_ms);
 void drv_rpc_server_free(struct drv_rpc_server *srv);
@@ -104,6 +113,10 @@ struct drv_rpc_channel_opts {
 
 int drv_rpc_channel_new(const struct drv_rpc_channel_opts *opts, struct drv_rpc_channel **out, char *err,
                         size_t errlen);
+/*
+ * Asynchronous calls still in flight are cancelled and their callbacks run
+ * (with DRV_ECANCELLED) before this returns; never call it from a callback.
+ */
 void drv_rpc_channel_free(struct drv_rpc_channel *ch);
 
 /*
@@ -131,6 +144,7 @@ int drv_rpc_call(struct drv_rpc_channel *ch, const ProtobufCServiceDescriptor *s
 /*
  * Asynchronous form: `cb` runs once on the client's completion thread; `resp`
  * belongs to the callback (NULL on error). The callback must not block.
+ * On a non-zero return `cb` is never called. `md` is copied.
  */
 typedef void (*drv_rpc_done)(void *ud, int code, const char *message, ProtobufCMessage *resp);
 int drv_rpc_call_async(struct drv_rpc_channel *ch, const ProtobufCServiceDescriptor *service,

@@ -429,6 +429,7 @@ struct async_state {
 	int done;
 	int ok;
 	int not_found;
+	int last_code;
 };
 
 static void async_done(void *ud, int code, const char *message, ProtobufCMessage *resp)
@@ -439,6 +440,7 @@ static void async_done(void *ud, int code, const char *message, ProtobufCMessage
 		a->ok++;
 	if (code == DRV_ENOTFOUND && strcmp(message, "no such service: err") == 0)
 		a->not_found++;
+	a->last_code = code;
 	a->done++;
 	pthread_cond_signal(&a->cond);
 	pthread_mutex_unlock(&a->lock);
@@ -464,6 +466,35 @@ static void test_async(void **state)
 	pthread_mutex_unlock(&a.lock);
 	assert_int_equal(a.ok, 16);
 	assert_int_equal(a.not_found, 1);
+}
+
+static void test_channel_free_cancels(void **state)
+{
+	struct fixture *f = *state;
+	struct async_state a = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+	struct drv_rpc_channel *ch;
+	char err[256];
+	struct drv_rpc_channel_opts co = {.target = f->target};
+	assert_int_equal(drv_rpc_channel_new(&co, &ch, err, sizeof(err)), 0);
+	hc_req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
+	req.service = "hang";
+	assert_int_equal(drv_rpc_call_async(ch, health, 0, &req.base, 10000, NULL, async_done, &a), 0);
+	int64_t until = now_ms() + 2000;
+	for (;;) {
+		pthread_mutex_lock(&hung_lock);
+		bool there = hung_call != NULL;
+		pthread_mutex_unlock(&hung_lock);
+		if (there || now_ms() > until)
+			break;
+		sleep_ms(1);
+	}
+	int64_t t0 = now_ms();
+	drv_rpc_channel_free(ch);
+	/* The callback ran, with CANCELLED, before free returned, and free did not wait for the deadline. */
+	assert_true(now_ms() - t0 < 1000);
+	assert_int_equal(a.done, 1);
+	assert_int_equal(a.ok, 0);
+	assert_int_equal(a.last_code, DRV_ECANCELLED);
 }
 
 static void test_large(void **state)
@@ -739,6 +770,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_concurrent, setup_unix, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent, setup_tcp, teardown),
 	    cmocka_unit_test_setup_teardown(test_async, setup_unix, teardown),
+	    cmocka_unit_test_setup_teardown(test_channel_free_cancels, setup_unix, teardown),
 	    cmocka_unit_test_setup_teardown(test_large, setup_unix, teardown),
 	    cmocka_unit_test_setup_teardown(test_large, setup_tcp, teardown),
 	    cmocka_unit_test_setup_teardown(test_shutdown_grace, setup_unix, teardown),
