@@ -48,6 +48,7 @@ void check_instances_list(struct conf_ctx *c);
 void check_errors_create_without_key(struct conf_ctx *c);
 void check_errors_config_not_json(struct conf_ctx *c);
 void check_volumes_lifecycle(struct conf_ctx *c);
+void check_volumes_register(struct conf_ctx *c);
 void check_volumes_attach_unknown(struct conf_ctx *c);
 void check_placement_lifecycle(struct conf_ctx *c);
 void check_gateways_lifecycle(struct conf_ctx *c);

@@ -564,6 +564,60 @@ out:
 	maker_free(&m);
 }
 
+void check_volumes_register(struct conf_ctx *c)
+{
+	char key[200], name[200], region[128] = "", vol[256], ans[700];
+	struct drv_status st = {0};
+	drv_offer *o = NULL;
+	drv_get_offers_response *offers = conf_has(c, DRV_FEATURE_OFFERS) ? conf_pick_offer(c, &o) : NULL;
+	if (c->failed || c->skipped)
+		return;
+	if (offers) {
+		snprintf(region, sizeof(region), "%s", o->region);
+		protobuf_c_message_free_unpacked(&offers->base, NULL);
+	}
+	conf_name(c, "vkey", key, sizeof(key));
+	conf_name(c, "vol", name, sizeof(name));
+	int rc = create_volume(c, key, name, region, vol, sizeof(vol), &st);
+	if (rc) {
+		conf_fail(c, "CreateVolume(key \"%s\", region %s) answered %s; the protocol requires OK", key,
+		          region, conf_answer(rc, &st, ans, sizeof(ans)));
+		return;
+	}
+	drv_register_volume_request rq = DROVER__COMPUTE__V1__REGISTER_VOLUME_REQUEST__INIT;
+	drv_register_volume_response *rs = NULL;
+	rq.config = &c->bc.msg;
+	rq.volume_id = vol;
+	rq.region = region;
+	rc = drv_host_register_volume(c->host, &rq, &rs, c->o->call_timeout_ms, &st);
+	if (rc)
+		conf_fail(
+		    c,
+		    "RegisterVolume(id=\"%s\") of an existing volume answered %s; the protocol requires OK",
+		    vol, conf_answer(rc, &st, ans, sizeof(ans)));
+	else if (!rs->volume || strcmp(rs->volume->volume_id, vol))
+		conf_fail(
+		    c,
+		    "RegisterVolume(id=\"%s\") answered volume \"%s\"; it must describe the volume asked for",
+		    vol, rs->volume ? rs->volume->volume_id : "(none)");
+	if (rs)
+		protobuf_c_message_free_unpacked(&rs->base, NULL);
+	if (c->failed)
+		return;
+	char missing[200];
+	conf_name(c, "missing-vol", missing, sizeof(missing));
+	rs = NULL;
+	rq.volume_id = missing;
+	rc = drv_host_register_volume(c->host, &rq, &rs, c->o->call_timeout_ms, &st);
+	if (rc != DRV_ENOTFOUND)
+		conf_fail(c,
+		          "RegisterVolume(id=\"%s\") of an unknown volume answered %s; the protocol requires "
+		          "NOT_FOUND",
+		          missing, conf_answer(rc, &st, ans, sizeof(ans)));
+	if (rs)
+		protobuf_c_message_free_unpacked(&rs->base, NULL);
+}
+
 void check_volumes_attach_unknown(struct conf_ctx *c)
 {
 	char vol[200], inst[200], ans[700];

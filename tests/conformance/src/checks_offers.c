@@ -551,6 +551,10 @@ void check_offers_large_response(struct conf_ctx *c)
 
 drv_get_offers_response *conf_pick_offer(struct conf_ctx *c, drv_offer **offer)
 {
+	if (!conf_has(c, DRV_FEATURE_OFFERS)) {
+		conf_skip(c, "driver does not advertise OFFERS, needed to choose the offer to create from");
+		return NULL;
+	}
 	drv_requirements req;
 	char err[300];
 	if (conf_requirements_from_json(c->o->offer_requirements ? c->o->offer_requirements : json_object(),

@@ -75,6 +75,8 @@ const struct conf_test conf_tests[] = {
      "a provider call with config_json \"not json\" answers INVALID_ARGUMENT"},
     {"volumes.lifecycle", F(VOLUMES), 0, check_volumes_lifecycle,
      "create (idempotent), attach, detach, delete, delete again OK"},
+    {"volumes.register", F(VOLUMES), 0, check_volumes_register,
+     "RegisterVolume of an existing volume answers it; of an unknown id NOT_FOUND"},
     {"volumes.attach_unknown", F(VOLUMES), 0, check_volumes_attach_unknown,
      "AttachVolume of an unknown volume answers NOT_FOUND"},
     {"placement.lifecycle", F(PLACEMENT_GROUPS), 0, check_placement_lifecycle,
