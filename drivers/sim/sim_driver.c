@@ -129,6 +129,9 @@ static _Noreturn void crash(struct ctx *c, const char *when)
 {
 	drv_call_log(c->call, DRV_LOG_ERROR, "injected crash (crash_rate %.3f) %s the call's effect",
 	             c->cfg.crash_rate, when);
+	/* A deliberate crash should not leave a core file in whatever directory the driver runs in. */
+	struct rlimit no_core = {0, 0};
+	setrlimit(RLIMIT_CORE, &no_core);
 	abort();
 }
 
