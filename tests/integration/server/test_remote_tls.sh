@@ -40,6 +40,7 @@ drivers:
       server_name: localhost
   restart_backoff_ms: 200
   restart_backoff_max_ms: 1000
+  health_interval_ms: 300
 projects:
   - name: main
     backends:
