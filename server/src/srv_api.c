@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -740,9 +741,16 @@ static void offers_done(void *ud, int code, const char *message, struct srv_offe
 		resp.backends[i] = &brs[i];
 	}
 	resp.n_backends = res->n_backends;
+	int64_t t0 = srv_now_ms();
 	reply_ok(c, &resp.base);
+	int64_t t1 = srv_now_ms();
 	gc_free(&g);
 	srv_offers_result_free(res);
+	srv_debug("api", "GetOffers: %zu offers replied in %lld ms, freed in %lld ms", n,
+	          (long long)(t1 - t0), (long long)(srv_now_ms() - t1));
+	/* A big answer leaves megabytes in malloc's free lists; give them back so idle RSS stays small. */
+	if (n > 1000)
+		malloc_trim(0);
 	free(o);
 }
 
@@ -850,6 +858,8 @@ static void h_list_instances(struct api_call *c)
 	srv_instance_list_free(list, n);
 	reply_ok(c, &resp.base);
 	gc_free(&g);
+	if (n > 1000)
+		malloc_trim(0);
 }
 
 /* The instance by id, or by name within a project. Replies NOT_FOUND itself. */

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <jansson.h>
 #include <openssl/rand.h>
@@ -36,6 +37,36 @@ struct srv_engine {
 	unsigned reconcile_inflight;
 	bool stopped;
 	int64_t last_orphan_scan;
+	struct offers_cache *cache; /* offers for creates, shared for a moment */
+};
+
+/*
+ * Creates in bulk ask for the same offers again and again. For creates only
+ * (never for GetOffers), one fan-out's answer serves every create with the
+ * same query for CREATE_OFFERS_TTL_MS, and creates arriving while it runs wait
+ * for it. Offers are hints anyway: the driver's answer to CreateInstance
+ * decides, and a refusal falls back to the next offer.
+ */
+#define CREATE_OFFERS_TTL_MS 1000
+
+struct create_op;
+
+struct offers_waiter {
+	struct offers_waiter *next;
+	struct create_op *op;
+};
+
+struct offers_cache {
+	struct offers_cache *next;
+	struct srv_engine *eng;
+	char *key;
+	size_t key_len;
+	bool ready;
+	int64_t expires;
+	int code;
+	char *message;
+	struct srv_offers_result *res;
+	struct offers_waiter *waiters;
 };
 
 /* ---- small helpers ---- */
@@ -150,6 +181,7 @@ struct fanout {
 	size_t answered;    /* slots done (answered or timed out) */
 	bool finished;
 	uv_timer_t *deadline;
+	int64_t t_start, t_done;
 };
 
 static void fanout_maybe_free(struct fanout *fo)
@@ -162,22 +194,37 @@ static void fanout_maybe_free(struct fanout *fo)
 	free(fo);
 }
 
+/* The first 8 bytes of s, big-endian: orders like strcmp on those bytes. */
+static uint64_t prefix_key(const char *s)
+{
+	uint64_t k = 0;
+	for (int i = 0; i < 8; i++) {
+		k <<= 8;
+		if (s && *s)
+			k |= (unsigned char)*s++;
+	}
+	return k;
+}
+
 static int cmp_items(const void *a, const void *b)
 {
 	const struct srv_offer_item *x = a, *y = b;
-	if (x->offer->price_per_hour < y->offer->price_per_hour)
-		return -1;
-	if (x->offer->price_per_hour > y->offer->price_per_hour)
-		return 1;
+	/* Keys copied into the items: most comparisons never touch the scattered offers. */
+	if (x->price != y->price)
+		return x->price < y->price ? -1 : 1;
 	/*
 	 * Ties: the same offer (type, region) of several backends sits together,
 	 * by backend name, so a refused offer falls back to the same machine
 	 * elsewhere before a different one.
 	 */
+	if (x->type_key != y->type_key)
+		return x->type_key < y->type_key ? -1 : 1;
 	int c = strcmp(x->offer->instance_type ? x->offer->instance_type : "",
 	               y->offer->instance_type ? y->offer->instance_type : "");
 	if (c)
 		return c;
+	if (x->region_key != y->region_key)
+		return x->region_key < y->region_key ? -1 : 1;
 	c = strcmp(x->offer->region ? x->offer->region : "", y->offer->region ? y->offer->region : "");
 	if (c)
 		return c;
@@ -195,6 +242,9 @@ static void fanout_finish(struct fanout *fo)
 	if (fo->finished)
 		return;
 	fo->finished = true;
+	fo->t_done = srv_now_ms();
+	srv_debug("engine", "offers: every backend answered after %lld ms",
+	          (long long)(fo->t_done - fo->t_start));
 	if (fo->deadline) {
 		uv_timer_stop(fo->deadline);
 		uv_close((uv_handle_t *)fo->deadline, deadline_closed);
@@ -231,11 +281,16 @@ static void fanout_finish(struct fanout *fo)
 			res->items[n].backend = res->backends[i].backend;
 			res->items[n].backend_type = res->backends[i].type;
 			res->items[n].offer = o;
+			res->items[n].price = o->price_per_hour;
+			res->items[n].type_key = prefix_key(o->instance_type);
+			res->items[n].region_key = prefix_key(o->region);
 			n++;
 		}
 	}
 	res->n_items = n;
 	qsort(res->items, n, sizeof(*res->items), cmp_items);
+	srv_debug("engine", "offers: %zu backends, %zu of %zu offers kept, merged and sorted in %lld ms",
+	          fo->n, n, total, (long long)(srv_now_ms() - fo->t_done));
 	fo->res = NULL;
 	fo->cb(fo->ud, 0, "", res);
 	fanout_maybe_free(fo);
@@ -364,6 +419,7 @@ void srv_engine_offers(struct srv_engine *eng, const struct srv_offers_query *q,
 	}
 	fo->res = res;
 	fo->n = n;
+	fo->t_start = srv_now_ms();
 	fo->slots = calloc(n + 1, sizeof(*fo->slots));
 	res->bes = bes;
 	res->n_bes = n;
@@ -571,10 +627,13 @@ static void create_done(void *ud, int code, const char *message, ProtobufCMessag
 		in->next_check_at = has_addr ? 0 : srv_now_ms() + eng->cfg->reconcile_interval_ms;
 		set_str(&in->last_error, NULL);
 		attempt_end(in, "OK", "");
+		/* State and event in one commit. */
+		srv_store_begin(eng->st);
 		put_or_log(eng, in);
 		srv_engine_event(eng, SRV_EVENT_INFO, "instance.created", in->project, in->id, in->backend,
 		                 in->backend_type, "created on %s as %s (attempt %u)", in->backend,
 		                 pd && pd->instance_id ? pd->instance_id : "?", op->attempt_no);
+		srv_store_commit(eng->st);
 		if (resp)
 			protobuf_c_message_free_unpacked(resp, NULL);
 		create_reply(op, 0, "");
@@ -734,9 +793,10 @@ static char *new_id(const char *prefix)
 	return id;
 }
 
-static void create_offers_cb(void *ud, int code, const char *message, struct srv_offers_result *res)
+/* `res` is borrowed (shared through the cache). */
+static void create_with_offers(struct create_op *op, int code, const char *message,
+                               const struct srv_offers_result *res)
 {
-	struct create_op *op = ud;
 	struct srv_engine *eng = op->eng;
 	if (code != 0) {
 		create_reply(op, code, message);
@@ -768,20 +828,120 @@ static void create_offers_cb(void *ud, int code, const char *message, struct srv
 				    msg + l, sizeof(msg) - l, "; backend %s: %s: %s",
 				    res->backends[i].backend, drv_error_name(res->backends[i].code),
 				    res->backends[i].message ? res->backends[i].message : "");
-		srv_offers_result_free(res);
 		create_reply(op, DRV_ENOCAPACITY, msg);
 		create_op_free(op);
 		return;
+	} /*
+	   * The first write records the instance already "creating" with its first
+	   * attempt, before any provisioning call: a separate "pending" write
+	   * would only repeat it in the same loop turn.
+	   */
+	(void)eng;
+	create_attempt(op);
+}
+
+static void cache_free(struct offers_cache *c)
+{
+	srv_offers_result_free(c->res);
+	free(c->key);
+	free(c->message);
+	free(c);
+}
+
+static void cache_drop_expired(struct srv_engine *eng, int64_t now)
+{
+	struct offers_cache **pp = &eng->cache;
+	while (*pp) {
+		struct offers_cache *c = *pp;
+		if (c->ready && c->expires <= now) {
+			*pp = c->next;
+			cache_free(c);
+		} else {
+			pp = &c->next;
+		}
 	}
-	srv_offers_result_free(res);
-	/* Recorded before any provisioning call. */
-	set_str(&op->in->status, SRV_ST_PENDING);
-	if (srv_store_instance_put(eng->st, op->in) < 0) {
-		create_reply(op, DRV_EINTERNAL, srv_store_errmsg(eng->st));
-		create_op_free(op);
+}
+
+static void cache_filled(void *ud, int code, const char *message, struct srv_offers_result *res)
+{
+	struct offers_cache *c = ud;
+	c->ready = true;
+	c->code = code;
+	c->message = strdup(message ? message : "");
+	c->res = res;
+	c->expires = srv_now_ms() + CREATE_OFFERS_TTL_MS;
+	struct offers_waiter *w = c->waiters;
+	c->waiters = NULL;
+	/* Waiters in arrival order. */
+	struct offers_waiter *rev = NULL;
+	while (w) {
+		struct offers_waiter *n = w->next;
+		w->next = rev;
+		rev = w;
+		w = n;
+	}
+	while (rev) {
+		struct offers_waiter *n = rev->next;
+		create_with_offers(rev->op, c->code, c->message, c->res);
+		free(rev);
+		rev = n;
+	}
+	/* A failed fan-out is not kept. */
+	if (code != 0 && !c->eng->stopped) {
+		c->expires = 0;
+		cache_drop_expired(c->eng, srv_now_ms());
+	}
+}
+
+static void create_get_offers(struct create_op *op, const struct srv_offers_query *q)
+{
+	struct srv_engine *eng = op->eng;
+	/* The key: everything that shapes the answer. */
+	size_t rlen = 0;
+	unsigned char *rbuf = q->requirements ? pack(&q->requirements->base, &rlen) : NULL;
+	size_t klen = strlen(q->project) + 1 + sizeof(q->required_features) + rlen;
+	for (size_t i = 0; i < q->n_backends; i++)
+		klen += strlen(q->backends[i]) + 1;
+	char *key = malloc(klen + 1);
+	size_t off = 0;
+	memcpy(key + off, q->project, strlen(q->project) + 1);
+	off += strlen(q->project) + 1;
+	memcpy(key + off, &q->required_features, sizeof(q->required_features));
+	off += sizeof(q->required_features);
+	if (rlen)
+		memcpy(key + off, rbuf, rlen);
+	off += rlen;
+	for (size_t i = 0; i < q->n_backends; i++) {
+		memcpy(key + off, q->backends[i], strlen(q->backends[i]) + 1);
+		off += strlen(q->backends[i]) + 1;
+	}
+	free(rbuf);
+	int64_t now = srv_now_ms();
+	cache_drop_expired(eng, now);
+	for (struct offers_cache *c = eng->cache; c; c = c->next) {
+		if (c->key_len != klen || memcmp(c->key, key, klen) != 0)
+			continue;
+		free(key);
+		if (c->ready) {
+			create_with_offers(op, c->code, c->message, c->res);
+		} else {
+			struct offers_waiter *w = calloc(1, sizeof(*w));
+			w->op = op;
+			w->next = c->waiters;
+			c->waiters = w;
+		}
 		return;
 	}
-	create_attempt(op);
+	struct offers_cache *c = calloc(1, sizeof(*c));
+	c->eng = eng;
+	c->key = key;
+	c->key_len = klen;
+	c->next = eng->cache;
+	eng->cache = c;
+	struct offers_waiter *w = calloc(1, sizeof(*w));
+	w->op = op;
+	c->waiters = w;
+	srv_engine_offers(eng, q, cache_filled, c);
 }
 
 void srv_engine_create(struct srv_engine *eng, const struct srv_create_request *r, srv_instance_cb cb,
@@ -838,7 +998,7 @@ void srv_engine_create(struct srv_engine *eng, const struct srv_create_request *
 	                             .required_features = r->required_features,
 	                             .backends = (const char *const *)op->only_backends,
 	                             .n_backends = op->n_only};
-	srv_engine_offers(eng, &q, create_offers_cb, op);
+	create_get_offers(op, &q);
 }
 
 /* Resumes an instance left "creating": the same offer, the same attempt number, the same key. */
@@ -958,9 +1118,11 @@ static void terminate_done(void *ud, int code, const char *message, ProtobufCMes
 		in->terminated_at = srv_now_ms();
 		in->next_check_at = 0;
 		set_str(&in->last_error, NULL);
+		srv_store_begin(eng->st);
 		put_or_log(eng, in);
 		srv_engine_event(eng, SRV_EVENT_INFO, "instance.terminated", in->project, in->id, in->backend,
 		                 in->backend_type, "the driver confirmed termination");
+		srv_store_commit(eng->st);
 	} else {
 		char msg[1200];
 		in->termination_failures++;
@@ -1205,12 +1367,15 @@ int srv_engine_terminate(struct srv_engine *eng, const char *id, struct srv_inst
 		set_str(&in->status, SRV_ST_TERMINATING);
 		in->next_check_at = srv_now_ms();
 		in->termination_failures = 0;
+		srv_store_begin(eng->st);
 		if (srv_store_instance_put(eng->st, in) < 0) {
+			srv_store_commit(eng->st);
 			srv_instance_free(in);
 			return -1;
 		}
 		srv_engine_event(eng, SRV_EVENT_INFO, "instance.terminating", in->project, in->id,
 		                 in->backend, in->backend_type, "termination requested");
+		srv_store_commit(eng->st);
 		kick(eng);
 	}
 	*out = in;
@@ -1285,6 +1450,11 @@ void srv_engine_free(struct srv_engine *eng)
 {
 	if (!eng)
 		return;
+	while (eng->cache) {
+		struct offers_cache *c = eng->cache;
+		eng->cache = c->next;
+		cache_free(c);
+	}
 	free(eng->server_id);
 	free(eng);
 }

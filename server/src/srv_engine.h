@@ -69,6 +69,9 @@ struct srv_offer_item {
 	const char *backend; /* borrowed from the result */
 	const char *backend_type;
 	const drv_offer *offer;
+	/* private: sort keys (the first bytes of type and region), so most comparisons need no strcmp */
+	double price;
+	uint64_t type_key, region_key;
 };
 
 struct srv_backend_result {
