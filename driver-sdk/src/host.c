@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,7 +87,7 @@ static struct drv_host *host_new(void)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&h->cv, &ca);
 	pthread_condattr_destroy(&ca);
-	h->pidfd = -1;
+	h->pidfd = h->fd_in = h->fd_out = h->fd_err = -1;
 	return h;
 }
 
@@ -124,6 +125,12 @@ static void remove_sockdir(struct drv_host *h)
 
 void drv__host_release(struct drv_host *h)
 {
+	int fds[] = {h->fd_in, h->fd_out, h->fd_err};
+
+	/* Pipe ends the loop never took over (a spawn that failed during its handshake). */
+	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+		if (fds[i] >= 0)
+			close(fds[i]);
 	drv_rpc_channel_free(h->ch);
 	remove_sockdir(h);
 	free_strv(h->argv);
@@ -409,10 +416,10 @@ static int finish_handshake(struct drv_host *h, const char *line, char *err, siz
  * Waits for the handshake line, the process's death, or the deadline.
  * Returns 0 with the line copied into `line`, or an error.
  */
-static int wait_handshake(struct drv_host *h, int timeout_ms, char *line, size_t linelen, char *err,
-                          size_t errlen)
+static int wait_handshake(struct drv_host *h, int wait_ms, int timeout_ms, char *line, size_t linelen,
+                          char *err, size_t errlen)
 {
-	uint64_t deadline = deadline_after_ms(timeout_ms);
+	uint64_t deadline = deadline_after_ms(wait_ms);
 	int rc = 0;
 
 	pthread_mutex_lock(&h->mu);
@@ -470,6 +477,76 @@ static int wait_handshake(struct drv_host *h, int timeout_ms, char *line, size_t
 	}
 	pthread_mutex_unlock(&h->mu);
 	return rc;
+}
+
+/*
+ * Reads the handshake line straight from the child's stdout on the calling
+ * thread (posix_spawn path): no hand-off through the I/O thread sits between
+ * the driver's write and our parse. Ends when the line is complete, stdout
+ * closes, the process exits (pidfd readable) or the deadline passes; the last
+ * three cases are then explained by wait_handshake, which sees the exit and
+ * the stderr lines the I/O thread collected.
+ */
+static int read_handshake_direct(struct drv_host *h, int timeout_ms, char *line, size_t linelen, char *err,
+                                 size_t errlen)
+{
+	uint64_t deadline = deadline_after_ms(timeout_ms);
+	size_t len = 0, cap = sizeof(h->outbuf) - 1;
+	bool done = false, too_long = false, gone = false, exited = false;
+
+	while (!done && !gone) {
+		uint64_t now = drv__host_now_ns();
+		struct pollfd p[2] = {{.fd = h->fd_out, .events = POLLIN},
+		                      {.fd = h->pidfd, .events = POLLIN}};
+		int left = now >= deadline ? 0 : (int)((deadline - now + 999999) / 1000000);
+
+		if (left == 0 && !exited)
+			break;
+		/* Once the process is gone, only what stdout still holds counts. */
+		int n = poll(p, exited ? 1 : 2, exited ? 0 : left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0 || (exited && n == 0)) {
+			gone = true;
+			break;
+		}
+		if (!exited && (p[1].revents & POLLIN))
+			exited = true;
+		if (!(p[0].revents & (POLLIN | POLLHUP | POLLERR)))
+			continue;
+		ssize_t r = read(h->fd_out, h->outbuf + len, cap - len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			gone = true;
+			break;
+		}
+		char *nl = memchr(h->outbuf + len, '\n', (size_t)r);
+		len += (size_t)r;
+		if (nl) {
+			*nl = '\0';
+			if (nl > h->outbuf && nl[-1] == '\r')
+				nl[-1] = '\0';
+			done = true;
+		} else if (len == cap) {
+			h->outbuf[len] = '\0';
+			done = too_long = true;
+		}
+	}
+	pthread_mutex_lock(&h->mu);
+	if (done) {
+		memcpy(h->handshake, h->outbuf, sizeof(h->handshake));
+		h->handshake[sizeof(h->handshake) - 1] = '\0';
+		h->line_ready = true;
+		h->line_too_long = too_long;
+		h->t_line_ns = drv__host_now_ns();
+	} else if (gone) {
+		h->stdout_eof = true;
+	}
+	pthread_mutex_unlock(&h->mu);
+	uint64_t now = drv__host_now_ns();
+	int rest = now >= deadline ? 0 : (int)((deadline - now) / 1000000);
+	return wait_handshake(h, rest, timeout_ms, line, linelen, err, errlen);
 }
 
 /* Kills (if needed), reaps and closes everything of a host on the failure path or in free. */
@@ -535,13 +612,39 @@ int drv_host_spawn(const struct drv_spawn_opts *opts, struct drv_host **out, cha
 	if (rc != 0)
 		goto fail_prepare;
 	rc = drv__host_io_start();
-	if (rc == 0)
-		rc = drv__host_io_submit(drv__host_io_spawn, h, 0);
 	if (rc != 0) {
 		set_err(err, errlen, "driver '%s': cannot start the host I/O thread", h->name);
 		goto fail_prepare;
 	}
-	rc = wait_handshake(h, timeout_ms, line, sizeof(line), err, errlen);
+	if (drv__host_have_pidfd()) {
+		h->use_pidfd = true;
+		pthread_mutex_lock(&h->mu);
+		h->quiet = true;
+		h->t_spawn_ns = drv__host_now_ns();
+		pthread_mutex_unlock(&h->mu);
+		rc = drv__host_spawn_posix(h);
+		if (rc != 0) {
+			set_err(err, errlen, "driver '%s' (%s): cannot start: %s", h->name, h->path,
+			        uv_strerror(rc));
+			rc = DRV_ESYSTEM;
+			goto fail_prepare;
+		}
+		pthread_mutex_lock(&h->mu);
+		h->spawn_done = true;
+		/* Counted before the loop opens them, so a teardown can never see zero too early. */
+		h->open_handles = 4;
+		pthread_mutex_unlock(&h->mu);
+		while (drv__host_io_submit(drv__host_io_adopt, h, 0) != 0)
+			usleep(1000);
+		rc = read_handshake_direct(h, timeout_ms, line, sizeof(line), err, errlen);
+	} else {
+		rc = drv__host_io_submit(drv__host_io_spawn, h, 0);
+		if (rc != 0) {
+			set_err(err, errlen, "driver '%s': out of memory", h->name);
+			goto fail_prepare;
+		}
+		rc = wait_handshake(h, timeout_ms, timeout_ms, line, sizeof(line), err, errlen);
+	}
 	if (rc == 0)
 		rc = finish_handshake(h, line, err, errlen);
 	if (rc != 0)
@@ -550,6 +653,9 @@ int drv_host_spawn(const struct drv_spawn_opts *opts, struct drv_host **out, cha
 	h->quiet = false;
 	bool late = h->exit_held;
 	pthread_mutex_unlock(&h->mu);
+	if (h->use_pidfd)
+		while (drv__host_io_submit(drv__host_io_adopt_stdout, h, 0) != 0)
+			usleep(1000);
 	/* It died right after a good handshake: the exit callback still runs, on the I/O thread as promised.
 	 */
 	if (late)

@@ -47,6 +47,7 @@ struct drv_host {
 	uv_poll_t pidpoll; /* pidfd path */
 	bool poll_inited;
 	int pidfd;
+	int fd_in, fd_out, fd_err; /* pipe ends not (yet) handed to the loop, or -1 */
 	uv_pipe_t in, out, err;
 	bool in_open;
 	char outbuf[DRV_HOST_HANDSHAKE_MAX];
@@ -97,7 +98,14 @@ uv_loop_t *drv__host_io_loop(void);
 void drv__host_force_uv_spawn(bool on);
 
 /* I/O-thread functions (host_io.c), run through drv__host_io_submit. */
-void drv__host_io_spawn(struct drv_host *h, int unused);
+void drv__host_io_spawn(struct drv_host *h, int unused); /* the uv_spawn fallback */
+void drv__host_io_adopt(struct drv_host *h, int unused);
+void drv__host_io_adopt_stdout(struct drv_host *h, int unused);
+
+/* True when this kernel has pidfd_open (and the test switch is off): the posix_spawn path. */
+bool drv__host_have_pidfd(void);
+/* Caller thread: starts the child with posix_spawn; fills pid, pidfd, fd_in/out/err. 0 or a libuv error. */
+int drv__host_spawn_posix(struct drv_host *h);
 void drv__host_io_kill(struct drv_host *h, int signum);
 void drv__host_io_close_stdin(struct drv_host *h, int unused);
 void drv__host_io_close_all(struct drv_host *h, int unused);

@@ -321,7 +321,7 @@ void drv__host_force_uv_spawn(bool on)
 	force_uv_spawn = on;
 }
 
-static bool have_pidfd(void)
+bool drv__host_have_pidfd(void)
 {
 	static int ok = -1;
 
@@ -338,14 +338,15 @@ static bool have_pidfd(void)
 }
 
 /*
- * The fast path: posix_spawn (glibc's clone(CLONE_VM|CLONE_VFORK), so no
- * page-table copy of a large host process) plus a pidfd watched by the loop.
- * Measured in a gRPC-linked parent, uv_spawn (fork) took 7 ms against 2.5 ms
- * here, for the same child; spawn-to-first-RPC is budgeted at 3.5 ms. The
- * pidfd also makes kill and reap immune to pid reuse. Returns 0 or a libuv
- * error code; on error nothing is left running.
+ * The fast path, run on the caller's thread: posix_spawn (glibc's
+ * clone(CLONE_VM|CLONE_VFORK), so no page-table copy of a large host process)
+ * plus a pidfd. Measured in a gRPC-linked parent, uv_spawn (fork) took 7 ms
+ * against 2.5 ms here for the same child; spawn-to-first-RPC is budgeted at
+ * 3.5 ms. The pidfd also makes kill and reap immune to pid reuse. Fills pid,
+ * pidfd and the parent's ends of the three pipes; returns 0 or a libuv error
+ * code, and then nothing is left open or running.
  */
-static int spawn_posix(struct drv_host *h)
+int drv__host_spawn_posix(struct drv_host *h)
 {
 	int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1};
 	posix_spawn_file_actions_t fa;
@@ -391,17 +392,12 @@ static int spawn_posix(struct drv_host *h)
 		waitpid(pid, NULL, 0);
 		goto fail_pipes;
 	}
-	uv_pipe_open(&h->in, in[1]);
-	uv_pipe_open(&h->out, out[0]);
-	uv_pipe_open(&h->err, err[0]);
-	uv_poll_init(&io.loop, &h->pidpoll, h->pidfd);
-	h->pidpoll.data = h;
-	h->poll_inited = true;
 	pthread_mutex_lock(&h->mu);
-	h->open_handles++;
 	h->pid = pid;
 	pthread_mutex_unlock(&h->mu);
-	uv_poll_start(&h->pidpoll, UV_READABLE, on_pidfd);
+	h->fd_in = in[1];
+	h->fd_out = out[0];
+	h->fd_err = err[0];
 	return 0;
 
 fail_pipes:
@@ -414,6 +410,39 @@ fail_pipes:
 			close(err[i]);
 	}
 	return rc;
+}
+
+/*
+ * Takes over a child started by drv__host_spawn_posix: stdin (held), stderr
+ * (read line by line) and the pidfd (exit). stdout stays with the caller
+ * until the handshake is read; see drv__host_io_adopt_stdout.
+ */
+void drv__host_io_adopt(struct drv_host *h, int unused)
+{
+	uv_loop_t *loop = &io.loop;
+
+	uv_pipe_init(loop, &h->in, 0);
+	uv_pipe_init(loop, &h->out, 0);
+	uv_pipe_init(loop, &h->err, 0);
+	h->in.data = h->out.data = h->err.data = h;
+	uv_pipe_open(&h->in, h->fd_in);
+	h->fd_in = -1;
+	h->in_open = true;
+	uv_pipe_open(&h->err, h->fd_err);
+	h->fd_err = -1;
+	uv_poll_init(loop, &h->pidpoll, h->pidfd);
+	h->pidpoll.data = h;
+	h->poll_inited = true;
+	uv_read_start((uv_stream_t *)&h->err, on_alloc, on_stderr_read);
+	uv_poll_start(&h->pidpoll, UV_READABLE, on_pidfd);
+}
+
+/* After the handshake: stdout is drained (and dropped) so a chatty driver never blocks on it. */
+void drv__host_io_adopt_stdout(struct drv_host *h, int unused)
+{
+	uv_pipe_open(&h->out, h->fd_out);
+	h->fd_out = -1;
+	uv_read_start((uv_stream_t *)&h->out, on_alloc, on_stdout_read);
 }
 
 /* The fallback for kernels without pidfd_open (before 5.3): libuv's fork-based spawn. */
@@ -461,14 +490,13 @@ void drv__host_io_spawn(struct drv_host *h, int unused)
 	uv_pipe_init(loop, &h->err, 0);
 	h->in.data = h->out.data = h->err.data = h;
 	h->in_open = true;
-	h->use_pidfd = have_pidfd();
 	pthread_mutex_lock(&h->mu);
 	h->open_handles = 3;
 	h->quiet = true;
 	h->t_spawn_ns = drv__host_now_ns();
 	pthread_mutex_unlock(&h->mu);
 
-	rc = h->use_pidfd ? spawn_posix(h) : spawn_uv(h);
+	rc = spawn_uv(h);
 	if (rc == 0) {
 		uv_read_start((uv_stream_t *)&h->out, on_alloc, on_stdout_read);
 		uv_read_start((uv_stream_t *)&h->err, on_alloc, on_stderr_read);
