@@ -29,7 +29,9 @@ struct drv_rpc_channel;
 struct cli_ctx {
 	const char *server; /* as given: "unix:./var/droverd.sock" or "host:port" */
 	const char *token_file;
-	const char *ca_file; /* TLS for a TCP server; NULL: plain */
+	const char *ca_file;   /* TLS for a TCP server; NULL: plain */
+	const char *cert_file; /* client certificate, when the server asks for one */
+	const char *key_file;
 	const char *project; /* default project of the commands that take one */
 	bool json;
 	int timeout_ms;

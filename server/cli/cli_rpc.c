@@ -197,7 +197,12 @@ static int connect_lazily(struct cli_ctx *c)
 	}
 	if ((rc = read_token(c)))
 		return rc;
-	struct drv_rpc_channel_opts o = {.target = c->target, .ca_file = c->ca_file};
+	if (c->cert_file && !c->ca_file)
+		return cli_usage_error("--cert-file needs --ca-file (client certificates are for TLS)");
+	if (!c->cert_file != !c->key_file)
+		return cli_usage_error("--cert-file and --key-file go together");
+	struct drv_rpc_channel_opts o = {
+	    .target = c->target, .ca_file = c->ca_file, .cert_file = c->cert_file, .key_file = c->key_file};
 	if (drv_rpc_channel_new(&o, &c->ch, err, sizeof(err))) {
 		fprintf(stderr, "drover: cannot connect to %s: %s\n", c->target, err);
 		return CLI_EXIT_UNREACHABLE;

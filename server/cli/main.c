@@ -25,6 +25,8 @@ static const char usage[] =
     "  --token-file FILE   file holding the bearer token (default ./var/admin.token,\n"
     "                      or $DROVER_TOKEN_FILE); the token is never printed\n"
     "  --ca-file FILE      CA of the server's TLS certificate (TCP with TLS)\n"
+    "  --cert-file FILE    client certificate, with --key-file, when the server\n"
+    "                      requires one (mutual TLS)\n"
     "  --project NAME      default project (default main, or $DROVER_PROJECT)\n"
     "  --json              print results as JSON (proto field names) for scripts\n"
     "  --timeout SECONDS   per-call deadline (default 60)\n"
@@ -38,12 +40,23 @@ static const char usage[] =
     "  2  usage error: bad command line or unreadable local file\n"
     "  3  cannot reach the server\n";
 
-enum { OPT_SERVER = 256, OPT_TOKEN_FILE, OPT_CA_FILE, OPT_PROJECT, OPT_JSON, OPT_TIMEOUT };
+enum {
+	OPT_SERVER = 256,
+	OPT_TOKEN_FILE,
+	OPT_CA_FILE,
+	OPT_CERT_FILE,
+	OPT_KEY_FILE,
+	OPT_PROJECT,
+	OPT_JSON,
+	OPT_TIMEOUT
+};
 
 static const struct option opts[] = {
     {"server", required_argument, NULL, OPT_SERVER},
     {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
     {"ca-file", required_argument, NULL, OPT_CA_FILE},
+    {"cert-file", required_argument, NULL, OPT_CERT_FILE},
+    {"key-file", required_argument, NULL, OPT_KEY_FILE},
     {"project", required_argument, NULL, OPT_PROJECT},
     {"json", no_argument, NULL, OPT_JSON},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
@@ -85,6 +98,12 @@ int main(int argc, char **argv)
 			break;
 		case OPT_CA_FILE:
 			c.ca_file = optarg;
+			break;
+		case OPT_CERT_FILE:
+			c.cert_file = optarg;
+			break;
+		case OPT_KEY_FILE:
+			c.key_file = optarg;
 			break;
 		case OPT_PROJECT:
 			c.project = optarg;
