@@ -114,10 +114,9 @@ int main(int argc, char **argv)
 {
 	struct conf_opts o = {0};
 	conf_config_defaults(&o);
-	const char **focus = calloc((size_t)argc + 1, sizeof(char *));
-	const char **skip = calloc((size_t)argc + 1, sizeof(char *));
-	if (!focus || !skip)
-		return CONF_EXIT_USAGE;
+	/* Patterns are few; a fixed table keeps the early usage-error returns leak-free. */
+	enum { MAX_PATTERNS = 64 };
+	static const char *focus[MAX_PATTERNS + 1], *skip[MAX_PATTERNS + 1];
 	size_t nfocus = 0, nskip = 0;
 	o.focus = focus;
 	o.skip = skip;
@@ -169,9 +168,13 @@ int main(int argc, char **argv)
 			o.repeat = (int)n;
 		} else if (strcmp(a, "--focus") == 0) {
 			VALUE();
+			if (nfocus == MAX_PATTERNS)
+				return usage_error("%s: at most 64 patterns", a);
 			focus[nfocus++] = argv[++i];
 		} else if (strcmp(a, "--skip") == 0) {
 			VALUE();
+			if (nskip == MAX_PATTERNS)
+				return usage_error("%s: at most 64 patterns", a);
 			skip[nskip++] = argv[++i];
 		} else if (strcmp(a, "--list") == 0) {
 			o.list = true;
@@ -241,7 +244,5 @@ int main(int argc, char **argv)
 	conf_track_free(&c);
 	conf_bc_free(&c.bc);
 	conf_config_free(&o);
-	free(focus);
-	free(skip);
 	return rc;
 }
