@@ -49,4 +49,20 @@ for f in ca.pem driver.pem driver-key.pem client.pem client-key.pem; do
 	[[ -f $T/certs/$f ]] || fail "gen-certs.sh did not make $f"
 	grep -q "/certs/$f" docker-compose.yml docker/droverd.yaml || fail "nothing uses /certs/$f"
 done
+# droverd itself accepts docker/droverd.yaml (paths moved into the temp dir):
+# it starts, knows the remote sim driver by its compose address, and syncs
+# the backend. The name sim-driver does not resolve here, so the driver is
+# simply not ready.
+need droverd drover
+mkdir -p "$DATA"
+sed -e "s|/var/lib/drover/|$DATA/|g; s|/var/lib/drover\$|$DATA|; s|data_dir: /var/lib/drover|data_dir: $DATA|" \
+	-e "s|/certs/|$T/certs/|g" docker/droverd.yaml >"$CONFIG"
+grep -q "$T/certs/client.pem" "$CONFIG" || fail "docker/droverd.yaml does not use /certs/client.pem"
+start_droverd
+run 0 --json driver list
+[[ $(jout '[.drivers[] | select(.type == "sim" and .kind == "DRIVER_KIND_REMOTE" and .address == "sim-driver:4100")] | length') == 1 ]] ||
+	fail "droverd with docker/droverd.yaml does not know the remote sim driver at sim-driver:4100"
+run 0 --json backend list
+[[ $(jout '[.backends[] | select(.project == "main" and .type == "sim")] | length') == 1 ]] ||
+	fail "droverd with docker/droverd.yaml has no sim backend in project main"
 log "ok"
