@@ -233,9 +233,12 @@ static void test_bad_handshakes(void **state)
 	assert_non_null(strstr(r2.message, "timed out"));
 	struct srv_driver_info *list;
 	const struct srv_driver_info *d = info_of(f->sup, "garbage", &list);
-	assert_int_equal(d->state, SRV_DRIVER_BACKOFF);
-	assert_non_null(strstr(d->last_error, "garbage handshake"));
+	/* It keeps being retried: between two tries it may be starting again. */
+	bool retrying = d->state == SRV_DRIVER_BACKOFF || d->state == SRV_DRIVER_STARTING;
+	bool named = strstr(d->last_error, "garbage handshake") != NULL;
 	free(list);
+	assert_true(retrying);
+	assert_true(named);
 	fx_free(f);
 }
 
