@@ -28,20 +28,32 @@ static const char *fixture(const char *name)
 	return fixture_path;
 }
 
-/* Number of our children that are still around (zombies included): spawn failures must reap. */
+/*
+ * Number of our children that are still around (zombies included): spawn
+ * failures must reap. Summed over every thread, since a child belongs to the
+ * thread that started it (the caller or the host's I/O thread).
+ */
 static int count_children(void)
 {
-	char path[64], buf[4096];
+	char path[300], buf[64];
+	struct dirent *e;
 	int n = 0;
-	FILE *f;
+	DIR *d = opendir("/proc/self/task");
 
-	snprintf(path, sizeof(path), "/proc/self/task/%d/children", (int)getpid());
-	f = fopen(path, "r");
-	if (!f)
+	if (!d)
 		return -1;
-	while (fscanf(f, "%4095s", buf) == 1)
-		n++;
-	fclose(f);
+	while ((e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/proc/self/task/%s/children", e->d_name);
+		FILE *f = fopen(path, "r");
+		if (!f)
+			continue;
+		while (fscanf(f, "%63s", buf) == 1)
+			n++;
+		fclose(f);
+	}
+	closedir(d);
 	return n;
 }
 
