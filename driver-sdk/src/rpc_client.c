@@ -3,10 +3,12 @@
  * C core, for any ProtobufCServiceDescriptor.
  *
  * Each method is registered with the channel once, on first use, and cached
- * per channel (lock-free to read). A blocking call runs on its own pluck
- * queue, so the calling thread drives gRPC's poller itself and no thread
- * hand-off sits in the round trip; one queue per call also stays clear of
- * the pluck queue's limit of 6 concurrent pluckers. Asynchronous calls share
+ * per channel (lock-free to read). A blocking call runs on a pluck queue of
+ * its own, so the calling thread drives gRPC's poller itself and no thread
+ * hand-off sits in the round trip; one queue per call in flight also stays
+ * clear of the pluck queue's limit of 6 concurrent pluckers. The queues are
+ * kept in a per-channel pool rather than made per call: a queue's creation
+ * and shutdown cost about as much as our whole protobuf work for a small call. Asynchronous calls share
  * one `next` queue per channel whose thread is created on the first such
  * call, so a driver that never makes one pays no thread for it.
  *
@@ -40,7 +42,9 @@ struct drv_rpc_channel {
 	int max_message;
 	_Atomic(struct svc_cache *) services;
 
-	pthread_mutex_t lock;      /* guards registration and everything below */
+	pthread_mutex_t lock;             /* guards registration and everything below */
+	grpc_completion_queue **idle_cqs; /* pluck queues not in use */
+	size_t n_idle_cqs, cap_idle_cqs;
 	grpc_completion_queue *cq; /* asynchronous calls; NULL until the first */
 	pthread_t thread;
 	bool thread_started;
@@ -159,7 +163,7 @@ int drv_rpc_channel_new(const struct drv_rpc_channel_opts *opts, struct drv_rpc_
 	pthread_mutex_init(&ch->lock, NULL);
 	atomic_init(&ch->services, NULL);
 
-	grpc_init();
+	drv__rpc_grpc_init();
 	grpc_channel_credentials *creds = NULL;
 	int rc = make_creds(opts, &creds, err, errlen);
 	if (rc != 0) {
@@ -382,6 +386,40 @@ static int ccall_finish(struct ccall *cc, bool batch_ok, char *msg, size_t msgle
 	return 0;
 }
 
+/* A pluck queue from the pool, or a new one. */
+static grpc_completion_queue *cq_get(struct drv_rpc_channel *ch)
+{
+	grpc_completion_queue *cq = NULL;
+	pthread_mutex_lock(&ch->lock);
+	if (ch->n_idle_cqs > 0)
+		cq = ch->idle_cqs[--ch->n_idle_cqs];
+	pthread_mutex_unlock(&ch->lock);
+	return cq ? cq : grpc_completion_queue_create_for_pluck(NULL);
+}
+
+/* Back to the pool; the pool keeps as many queues as there were blocking calls at once, at most 64. */
+static void cq_put(struct drv_rpc_channel *ch, grpc_completion_queue *cq)
+{
+	pthread_mutex_lock(&ch->lock);
+	if (ch->n_idle_cqs == ch->cap_idle_cqs && ch->cap_idle_cqs < 64) {
+		size_t cap = ch->cap_idle_cqs ? ch->cap_idle_cqs * 2 : 4;
+		grpc_completion_queue **v = realloc(ch->idle_cqs, cap * sizeof(*v));
+		if (v) {
+			ch->idle_cqs = v;
+			ch->cap_idle_cqs = cap;
+		}
+	}
+	if (ch->n_idle_cqs < ch->cap_idle_cqs) {
+		ch->idle_cqs[ch->n_idle_cqs++] = cq;
+		cq = NULL;
+	}
+	pthread_mutex_unlock(&ch->lock);
+	if (cq) {
+		grpc_completion_queue_shutdown(cq);
+		grpc_completion_queue_destroy(cq);
+	}
+}
+
 int drv_rpc_call(struct drv_rpc_channel *ch, const ProtobufCServiceDescriptor *service, unsigned method_index,
                  const ProtobufCMessage *req, ProtobufCMessage **resp, int timeout_ms,
                  const struct drv_rpc_metadata *md, struct drv_status *st)
@@ -393,7 +431,7 @@ int drv_rpc_call(struct drv_rpc_channel *ch, const ProtobufCServiceDescriptor *s
 	}
 	struct ccall cc;
 	memset(&cc, 0, sizeof(cc));
-	grpc_completion_queue *cq = grpc_completion_queue_create_for_pluck(NULL);
+	grpc_completion_queue *cq = cq_get(ch);
 	int rc = ccall_start(ch, cq, &cc, service, method_index, req, timeout_ms, md, false, st);
 	if (rc == 0) {
 		grpc_event ev =
@@ -406,8 +444,8 @@ int drv_rpc_call(struct drv_rpc_channel *ch, const ProtobufCServiceDescriptor *s
 		}
 	}
 	ccall_release(&cc);
-	grpc_completion_queue_shutdown(cq);
-	grpc_completion_queue_destroy(cq);
+	/* The call's one event was plucked (or its batch never started), so the queue is empty again. */
+	cq_put(ch, cq);
 	return rc;
 }
 
@@ -509,6 +547,11 @@ void drv_rpc_channel_free(struct drv_rpc_channel *ch)
 		pthread_join(ch->thread, NULL);
 		grpc_completion_queue_destroy(ch->cq);
 	}
+	for (size_t i = 0; i < ch->n_idle_cqs; i++) {
+		grpc_completion_queue_shutdown(ch->idle_cqs[i]);
+		grpc_completion_queue_destroy(ch->idle_cqs[i]);
+	}
+	free(ch->idle_cqs);
 	grpc_channel_destroy(ch->ch);
 	struct svc_cache *s = atomic_load(&ch->services);
 	while (s) {

@@ -181,10 +181,6 @@ static void call_free(struct drv_rpc_call *c)
 		grpc_byte_buffer_destroy(c->payload);
 	if (c->req)
 		protobuf_c_message_free_unpacked(c->req, NULL);
-	for (size_t i = 0; i < c->n_mds; i++) {
-		free(c->mds[i].key);
-		free(c->mds[i].value);
-	}
 	free(c->mds);
 	free(c->peer);
 	free(c);
@@ -218,35 +214,34 @@ static void call_grpc_unref(struct drv_rpc_call *c)
 
 /*
  * Copies the request metadata out of gRPC's array so that it stays valid for
- * the handler even after a shutdown released the gRPC call. Requests carry
- * few headers, so one pass with small copies is cheap.
+ * the handler even after a shutdown released the gRPC call. One allocation
+ * holds the table and every string: a request carries only a few headers.
  */
 static int copy_metadata(struct drv_rpc_call *c)
 {
-	size_t n = c->md.count;
-	if (n == 0)
-		goto done;
-	c->mds = calloc(n, sizeof(*c->mds));
-	if (!c->mds)
-		return DRV_ENOMEM;
-	for (size_t i = 0; i < n; i++) {
-		const grpc_metadata *e = &c->md.metadata[i];
-		size_t kl = GRPC_SLICE_LENGTH(e->key), vl = GRPC_SLICE_LENGTH(e->value);
-		char *k = malloc(kl + 1), *v = malloc(vl + 1);
-		if (!k || !v) {
-			free(k);
-			free(v);
+	size_t n = c->md.count, bytes = n * sizeof(struct md_pair);
+	for (size_t i = 0; i < n; i++)
+		bytes +=
+		    GRPC_SLICE_LENGTH(c->md.metadata[i].key) + GRPC_SLICE_LENGTH(c->md.metadata[i].value) + 2;
+	if (n > 0) {
+		c->mds = malloc(bytes);
+		if (!c->mds)
 			return DRV_ENOMEM;
+		char *p = (char *)(c->mds + n);
+		for (size_t i = 0; i < n; i++) {
+			const grpc_metadata *e = &c->md.metadata[i];
+			size_t kl = GRPC_SLICE_LENGTH(e->key), vl = GRPC_SLICE_LENGTH(e->value);
+			c->mds[i].key = p;
+			memcpy(p, GRPC_SLICE_START_PTR(e->key), kl);
+			p[kl] = '\0';
+			p += kl + 1;
+			c->mds[i].value = p;
+			memcpy(p, GRPC_SLICE_START_PTR(e->value), vl);
+			p[vl] = '\0';
+			p += vl + 1;
 		}
-		memcpy(k, GRPC_SLICE_START_PTR(e->key), kl);
-		k[kl] = '\0';
-		memcpy(v, GRPC_SLICE_START_PTR(e->value), vl);
-		v[vl] = '\0';
-		c->mds[c->n_mds].key = k;
-		c->mds[c->n_mds].value = v;
-		c->n_mds++;
+		c->n_mds = n;
 	}
-done:
 	grpc_metadata_array_destroy(&c->md);
 	grpc_metadata_array_init(&c->md);
 	return 0;
@@ -700,7 +695,7 @@ int drv_rpc_server_new(const struct drv_rpc_server_opts *opts, struct drv_rpc_se
 	pthread_cond_init(&srv->cond, NULL);
 	atomic_init(&srv->stopping, false);
 
-	grpc_init();
+	drv__rpc_grpc_init();
 	int rc = make_creds(srv, opts, err, errlen);
 	if (rc != 0) {
 		grpc_shutdown();
