@@ -45,6 +45,7 @@ void check_instances_terminate_unknown(struct conf_ctx *c);
 void check_instances_get_unknown(struct conf_ctx *c);
 void check_instances_idempotent_create(struct conf_ctx *c);
 void check_instances_list(struct conf_ctx *c);
+void check_instances_key_reuse(struct conf_ctx *c);
 void check_errors_create_without_key(struct conf_ctx *c);
 void check_errors_config_not_json(struct conf_ctx *c);
 void check_volumes_lifecycle(struct conf_ctx *c);

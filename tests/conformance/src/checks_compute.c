@@ -285,6 +285,49 @@ void check_instances_idempotent_create(struct conf_ctx *c)
 	maker_free(&m);
 }
 
+void check_instances_key_reuse(struct conf_ctx *c)
+{
+	struct maker m;
+	if (!maker_init(c, &m, "reuse"))
+		return;
+	/* A second AVAILABLE offer that differs from the chosen one. */
+	drv_offer *other = NULL;
+	for (size_t i = 0; i < m.offers->n_offers && !other; i++) {
+		drv_offer *o = m.offers->offers[i];
+		if (o->availability == DROVER__COMPUTE__V1__AVAILABILITY__AVAILABILITY_AVAILABLE &&
+		    (strcmp(o->instance_type, m.offer->instance_type) || strcmp(o->region, m.offer->region)))
+			other = o;
+	}
+	if (!other) {
+		conf_skip(c, "params.offer_requirements matches only one AVAILABLE offer; two different ones "
+		             "are needed");
+		maker_free(&m);
+		return;
+	}
+	char key[200], id[256], id2[256] = "", ans[700];
+	struct drv_status st = {0};
+	conf_name(c, "key", key, sizeof(key));
+	int rc = create_instance(c, &m, key, id, sizeof(id), &st);
+	if (rc) {
+		conf_fail(c, "CreateInstance(key \"%s\") answered %s; the protocol requires OK", key,
+		          conf_answer(rc, &st, ans, sizeof(ans)));
+		goto out;
+	}
+	drv_offer *first = m.offer;
+	m.offer = other;
+	rc = create_instance(c, &m, key, id2, sizeof(id2), &st);
+	m.offer = first;
+	if (rc != DRV_EEXIST)
+		conf_fail(c,
+		          "CreateInstance(key \"%s\" again, with offer \"%s\" in %s instead of \"%s\" in %s) "
+		          "answered %s%s%s; the protocol requires ALREADY_EXISTS",
+		          key, other->instance_type, other->region, first->instance_type, first->region,
+		          conf_answer(rc, &st, ans, sizeof(ans)), rc == 0 ? " with instance " : "",
+		          rc == 0 ? id2 : "");
+out:
+	maker_free(&m);
+}
+
 static bool listed(const drv_list_instances_response *ls, const char *id)
 {
 	for (size_t i = 0; i < ls->n_instances; i++)

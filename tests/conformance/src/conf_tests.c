@@ -67,6 +67,8 @@ const struct conf_test conf_tests[] = {
      "GetInstance of an unknown id answers NOT_FOUND"},
     {"instances.idempotent_create", F(CREATE_INSTANCE), 0, check_instances_idempotent_create,
      "--repeat CreateInstance calls with one idempotency key make exactly one instance"},
+    {"instances.key_reuse", F(CREATE_INSTANCE), 0, check_instances_key_reuse,
+     "an idempotency key reused with another offer answers ALREADY_EXISTS"},
     {"instances.list", F(CREATE_INSTANCE), 0, check_instances_list,
      "ListInstances by tag lists what exists, not what was terminated"},
     {"errors.create_without_key", F(CREATE_INSTANCE), 0, check_errors_create_without_key,
