@@ -347,10 +347,13 @@ static void test_deadline(void **state)
 	int64_t until = now_ms() + 2000;
 	while (!drv_rpc_call_cancelled(h) && now_ms() < until)
 		sleep_ms(2);
-	assert_true(drv_rpc_call_cancelled(h));
-	assert_true(drv_rpc_call_time_left_ms(h) <= 0);
+	bool cancelled = drv_rpc_call_cancelled(h);
+	/* The server's deadline runs from the call's arrival, a transit time after the client's. */
+	int64_t left = drv_rpc_call_time_left_ms(h);
 	/* Replying to a call the client gave up on is harmless. */
 	reply_serving(h);
+	assert_true(cancelled);
+	assert_true(left <= 20);
 	assert_int_equal(check(f->ch, "", 5000, NULL, &st), 0);
 }
 
