@@ -512,6 +512,12 @@ static void test_crash_during_call(void **state)
 	assert_rc(drv_host_get_offers(h, &req, &resp, CALL_MS, &st), DRV_EUNAVAILABLE, st.message);
 	assert_true(now_ms() - t0 < 50);
 	assert_contains(st.message, "driver sim");
+	/* The asynchronous form refuses at once too, and then never runs its callback. */
+	struct async_result r = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+	assert_rc(drv_host_call_async(h, "GetOffers", &req.base, CALL_MS, async_done, &r), DRV_EUNAVAILABLE,
+	          "async call on a dead driver");
+	usleep(20 * 1000);
+	assert_false(r.done);
 	drv_host_free(h);
 }
 
@@ -624,6 +630,49 @@ static void test_concurrent_calls(void **state)
 	drv_host_free(h);
 }
 
+/* Several threads spawn, call and free drivers at once through the one shared I/O thread. */
+static void *spawner_main(void *arg)
+{
+	int *failures = arg;
+
+	for (int i = 0; i < 3; i++) {
+		struct drv_host *h = NULL;
+		char err[1024];
+		struct drv_status st;
+		struct drv_spawn_opts o = {.path = SIM_BIN, .name = "sim"};
+		drv_get_info_request req = DROVER__COMPUTE__V1__GET_INFO_REQUEST__INIT;
+		drv_get_info_response *info = NULL;
+
+		if (drv_host_spawn(&o, &h, err, sizeof(err)) != 0) {
+			fprintf(stderr, "parallel spawn: %s\n", err);
+			(*failures)++;
+			continue;
+		}
+		if (drv_host_get_info(h, &req, &info, CALL_MS, &st) != 0) {
+			fprintf(stderr, "parallel call: %s\n", st.message);
+			(*failures)++;
+		}
+		FREE(info);
+		if (i == 1)
+			drv_host_close_stdin(h); /* mix in drivers that leave by themselves */
+		drv_host_free(h);
+	}
+	return NULL;
+}
+
+static void test_parallel_spawns(void **state)
+{
+	pthread_t t[4];
+	int failures[4] = {0};
+
+	for (int i = 0; i < 4; i++)
+		pthread_create(&t[i], NULL, spawner_main, &failures[i]);
+	for (int i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(failures[i], 0);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -638,6 +687,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_state_survives_restart, make_statedir, remove_statedir),
 	    cmocka_unit_test(test_generic_call_checks),
 	    cmocka_unit_test(test_concurrent_calls),
+	    cmocka_unit_test(test_parallel_spawns),
 	};
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests(tests, NULL, NULL);
