@@ -347,6 +347,29 @@ static void wait_for_stop(int sigfd, bool watch_stdin)
 	}
 }
 
+/*
+ * Finds which of fds 0..2 the process did not inherit. A descriptor that was
+ * closed at exec is taken by the first open() of the process, and gRPC's
+ * static initialisers open an eventfd before main() runs: such a descriptor
+ * is close-on-exec, which an inherited standard stream never is. The stdin
+ * watch, the handshake and log lines must then leave it alone. Descriptors
+ * still closed get /dev/null so no later socket lands on them.
+ */
+static void std_fds_check(bool closed[3])
+{
+	for (int fd = 0; fd <= 2; fd++) {
+		int flags = fcntl(fd, F_GETFD);
+		closed[fd] = flags == -1 || (flags & FD_CLOEXEC);
+		if (flags == -1 && errno == EBADF) {
+			int nfd = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+			if (nfd >= 0 && nfd != fd) {
+				dup2(nfd, fd);
+				close(nfd);
+			}
+		}
+	}
+}
+
 int drv_main(int argc, char **argv, const struct drv_driver *driver)
 {
 	const char *prog = prog_name(argc > 0 ? argv[0] : NULL);
@@ -397,6 +420,18 @@ int drv_main(int argc, char **argv, const struct drv_driver *driver)
 
 	drv__log_set_driver(driver->type);
 	drv__log_set_level(level_from_env());
+
+	bool std_closed[3];
+	std_fds_check(std_closed);
+	if (std_closed[2])
+		drv__log_set_fd(-1);
+	if (spawned && (std_closed[0] || std_closed[1])) {
+		drv_log(DRV_LOG_ERROR,
+		        "std%s is closed: a spawned driver prints its handshake on stdout and stops "
+		        "when its host closes stdin, so the host must hold both open",
+		        std_closed[0] ? "in" : "out");
+		return 1;
+	}
 
 	/*
 	 * Block the stop signals before any gRPC thread exists so every thread
@@ -473,12 +508,14 @@ int drv_main(int argc, char **argv, const struct drv_driver *driver)
 		drv_log(DRV_LOG_ERROR, "cannot format the handshake line for %s", hs.address);
 		goto out_server;
 	}
-	if (printf("%s\n", line) < 0 || fflush(stdout) != 0) {
+	if (std_closed[1]) {
+		drv_log(DRV_LOG_INFO, "stdout is closed; handshake not printed: %s", line);
+	} else if (printf("%s\n", line) < 0 || fflush(stdout) != 0) {
 		drv_log(DRV_LOG_ERROR, "cannot write the handshake line: %s", strerror(errno));
 		goto out_server;
 	}
 	/* Nothing may follow the handshake on stdout: stray output goes nowhere. */
-	int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	int devnull = std_closed[1] ? -1 : open("/dev/null", O_WRONLY | O_CLOEXEC);
 	if (devnull >= 0) {
 		dup2(devnull, STDOUT_FILENO);
 		close(devnull);

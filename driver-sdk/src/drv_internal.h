@@ -45,6 +45,8 @@ void drv__arena_release(struct drv__arena *a);
 
 /* The driver type written in every log line ("driver":"..."). Borrowed. */
 void drv__log_set_driver(const char *type);
+/* Where lines go (default 2); -1 drops them, for a process whose stderr was closed. */
+void drv__log_set_fd(int fd);
 /* Lines below this level are dropped (DROVER_LOG_LEVEL=debug|info|warn|error). */
 void drv__log_set_level(enum drv_log_level level);
 /*

@@ -19,12 +19,18 @@
 static const char *log_driver = "driver";
 static enum drv_log_level log_min = DRV_LOG_INFO;
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
+static int log_fd = STDERR_FILENO;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 void drv__log_set_driver(const char *type)
 {
 	log_driver = type ? type : "driver";
+}
+
+void drv__log_set_fd(int fd)
+{
+	log_fd = fd;
 }
 
 void drv__log_set_level(enum drv_log_level level)
@@ -144,13 +150,13 @@ size_t drv__log_format(char *buf, size_t buflen, enum drv_log_level level, const
 void drv__vlog(enum drv_log_level level, const char *method, const char *fmt, va_list ap)
 {
 	char line[LINE_MAX_BYTES + 512];
-	if (level < log_min)
+	if (level < log_min || log_fd < 0)
 		return;
 	size_t n = drv__log_format(line, sizeof(line), level, method, fmt, ap);
 	pthread_mutex_lock(&log_lock);
 	size_t off = 0;
 	while (off < n) {
-		ssize_t w = write(STDERR_FILENO, line + off, n - off);
+		ssize_t w = write(log_fd, line + off, n - off);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0)

@@ -44,6 +44,9 @@ struct proc {
 	int in, out, err; /* our ends: child's stdin, stdout, stderr */
 };
 
+/* Standard fds (bit 0: stdin, 1: stdout) the next proc_start closes in the child before exec. */
+static int child_close_mask;
+
 static void proc_start(struct proc *p, const char *const *args, const char *const *env)
 {
 	int pin[2], pout[2], perr[2];
@@ -61,6 +64,9 @@ static void proc_start(struct proc *p, const char *const *args, const char *cons
 		dup2(pin[0], 0);
 		dup2(pout[1], 1);
 		dup2(perr[1], 2);
+		for (int fd = 0; fd <= 1; fd++)
+			if (child_close_mask & (1 << fd))
+				close(fd);
 		execve(RUNTIME_DRIVER, (char **)argv, (char **)env);
 		_exit(127);
 	}
@@ -797,6 +803,47 @@ static void test_listen_mutual_tls(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+static void test_closed_std_fds(void **state)
+{
+	/*
+	 * gRPC's static initialisers open a descriptor before main(), which
+	 * takes fd 0 when stdin was closed: the driver must notice and not
+	 * treat that descriptor as its stdin.
+	 */
+	char out[256], err[2048];
+	struct proc p;
+	child_close_mask = 1;
+	proc_start(&p, NULL, cookie_env);
+	child_close_mask = 0;
+	read_all(p.err, err, sizeof(err), 5000, false);
+	read_all(p.out, out, sizeof(out), 1000, false);
+	assert_int_equal(proc_wait(&p, 5000), 1);
+	assert_non_null(strstr(err, "stdin is closed"));
+	assert_string_equal(out, "");
+
+	/* Standalone does not need stdin; it serves and stops on SIGTERM. */
+	const char *args[] = {"--listen", "127.0.0.1:0", NULL};
+	child_close_mask = 1;
+	proc_start(&p, args, no_env);
+	child_close_mask = 0;
+	char line[256];
+	read_all(p.out, line, sizeof(line), 5000, true);
+	struct drv_handshake hs;
+	char e[256];
+	if (drv_handshake_parse(line, &hs, e, sizeof(e)) != 0)
+		fail_msg("handshake \"%s\": %s", line, e);
+	struct drv_host *h = NULL;
+	struct drv_connect_opts co = {.address = hs.address, .insecure = true, .connect_timeout_ms = 3000};
+	if (drv_host_connect(&co, &h, e, sizeof(e)) != 0)
+		fail_msg("connect: %s", e);
+	struct drv_status st;
+	for (int i = 0; i < 20; i++)
+		assert_int_equal(drv_host_health(h, CALL_MS, &st), 0);
+	kill(p.pid, SIGTERM);
+	assert_int_equal(proc_wait(&p, 3000), 0);
+	drv_host_free(h);
+}
+
 struct worker_arg {
 	struct drv_host *h;
 	int failures;
@@ -900,6 +947,7 @@ int main(void)
 	    cmocka_unit_test(test_own_socket_dir_and_stdout),
 	    cmocka_unit_test(test_listen_tcp),
 	    cmocka_unit_test(test_listen_mutual_tls),
+	    cmocka_unit_test(test_closed_std_fds),
 	    cmocka_unit_test(test_concurrent_calls),
 	    cmocka_unit_test(test_timing_figures),
 	};
