@@ -535,6 +535,7 @@ out_server:
 		 * written a moment before gRPC cuts the connections (see
 		 * drv__serve_wait_idle for why not just grace_ms here).
 		 */
+		drv__serve_stop_accepting();
 		int left = exit_code == 0 ? drv__serve_wait_idle(o.grace_ms) : 0;
 		drv_rpc_server_shutdown(srv, left < SETTLE_MS ? left : SETTLE_MS);
 		drv_log(DRV_LOG_DEBUG, "server stopped; waiting for deferred calls");

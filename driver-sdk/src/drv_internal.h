@@ -154,6 +154,11 @@ int drv__serve_register(struct drv_rpc_server *srv, const struct drv_driver *dri
 /* Computes the cached identity answers (schema etc.); idempotent and thread-safe. */
 void drv__serve_warm(void);
 /*
+ * From now on worker calls are answered UNAVAILABLE and health checks
+ * NOT_SERVING; calls already running go on.
+ */
+void drv__serve_stop_accepting(void);
+/*
  * Waits up to timeout_ms until no call is being handled on a worker; returns
  * the milliseconds left of the timeout (0 if it ran out).
  */

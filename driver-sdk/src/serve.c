@@ -48,6 +48,7 @@ static struct {
 	Drover__Compute__V1__Feature feature_list[64];
 	drv_get_features_response features_resp;
 	Grpc__Health__V1__HealthCheckResponse health_serving;
+	Grpc__Health__V1__HealthCheckResponse health_not_serving;
 
 	pthread_once_t info_once;
 	drv_get_info_response info;
@@ -64,6 +65,7 @@ static const drv_backend_config empty_config = DROVER__COMPUTE__V1__BACKEND_CONF
  * never does, so waiting on it alone would always cost the full grace period.
  */
 static atomic_int in_flight;
+static atomic_bool stopping;
 static pthread_mutex_t idle_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t idle_cond = PTHREAD_COND_INITIALIZER;
 
@@ -79,6 +81,26 @@ static void flight_end(void)
 		pthread_cond_broadcast(&idle_cond);
 		pthread_mutex_unlock(&idle_lock);
 	}
+}
+
+/*
+ * Begins a worker call. Returns false (and the caller must answer
+ * UNAVAILABLE) once shutdown began. The count goes up before the flag is
+ * read, so drv__serve_wait_idle either sees this call or the call sees the
+ * flag.
+ */
+static bool flight_enter(void)
+{
+	flight_begin();
+	if (!atomic_load(&stopping))
+		return true;
+	flight_end();
+	return false;
+}
+
+void drv__serve_stop_accepting(void)
+{
+	atomic_store(&stopping, true);
 }
 
 int drv__serve_wait_idle(int timeout_ms)
@@ -235,6 +257,13 @@ static void reply_unimplemented(struct drv_rpc_call *rc, const char *method, con
 	drv_rpc_reply(rc, DRV_EUNIMPLEMENTED, msg, NULL);
 }
 
+static void reply_stopping(struct drv_rpc_call *rc)
+{
+	char msg[160];
+	snprintf(msg, sizeof(msg), "driver \"%s\" is shutting down", S.driver->type);
+	drv_rpc_reply(rc, DRV_EUNAVAILABLE, msg, NULL);
+}
+
 static const drv_backend_config *request_config(const struct provider *p, const ProtobufCMessage *req)
 {
 	if (!p->has_config)
@@ -260,12 +289,16 @@ static void on_provider(void *ud, struct drv_rpc_call *rc, const ProtobufCMessag
 		drv_rpc_reply(rc, DRV_EDEADLINE, "deadline passed before the handler started", NULL);
 		return;
 	}
+	if (!flight_enter()) {
+		reply_stopping(rc);
+		return;
+	}
 	call = malloc(sizeof(*call));
 	if (!call) {
 		drv_rpc_reply(rc, DRV_ENOMEM, "out of memory", NULL);
+		flight_end();
 		return;
 	}
-	flight_begin();
 	drv__call_init(call, drv, rc, p->m->name);
 	const drv_backend_config *bc = request_config(p, req);
 	/* No config is checked as {} (required fields still apply) but stays "no config" for the handler. */
@@ -354,7 +387,11 @@ static void on_get_features(void *ud, struct drv_rpc_call *rc, const ProtobufCMe
 	}
 	df->rc = rc;
 	df->req = r;
-	flight_begin();
+	if (!flight_enter()) {
+		free(df);
+		reply_stopping(rc);
+		return;
+	}
 	int code = pool_submit(features_with_config, df);
 	if (code) {
 		flight_end();
@@ -372,7 +409,10 @@ static void on_validate_config(void *ud, struct drv_rpc_call *rc, const Protobuf
 	struct drv_diags diags;
 	int code = 0;
 
-	flight_begin();
+	if (!flight_enter()) {
+		reply_stopping(rc);
+		return;
+	}
 	drv__call_init(&call, drv, rc, "ValidateConfig");
 	drv__diags_init(&diags, &call.arena);
 	drv__call_set_config(&call, r->config ? r->config : &empty_config, &diags);
@@ -409,7 +449,8 @@ static void on_health_check(void *ud, struct drv_rpc_call *rc, const ProtobufCMe
 	const Grpc__Health__V1__HealthCheckRequest *r = (const Grpc__Health__V1__HealthCheckRequest *)req;
 	const char *svc = r->service ? r->service : "";
 	if (svc[0] == '\0' || strcmp(svc, DRV_COMPUTE_SERVICE) == 0) {
-		drv_rpc_reply(rc, 0, NULL, &S.health_serving.base);
+		drv_rpc_reply(rc, 0, NULL,
+		              atomic_load(&stopping) ? &S.health_not_serving.base : &S.health_serving.base);
 		return;
 	}
 	/* The health protocol answers NOT_FOUND for a service the server does not know. */
@@ -442,6 +483,8 @@ int drv__serve_register(struct drv_rpc_server *srv, const struct drv_driver *dri
 	S.features_resp.features = S.feature_list;
 	grpc__health__v1__health_check_response__init(&S.health_serving);
 	S.health_serving.status = SERVING;
+	grpc__health__v1__health_check_response__init(&S.health_not_serving);
+	S.health_not_serving.status = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
 	S.n_providers = 0;
 
 	for (unsigned i = 0; i < svc->n_methods; i++) {

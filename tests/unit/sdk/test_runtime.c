@@ -631,7 +631,15 @@ static void test_sigterm_lets_calls_finish(void **state)
 	usleep(100 * 1000);
 	double t0 = now_ms();
 	int status = -1;
-	assert_int_equal(drv_host_stop(h, 5000, &status), 0);
+	assert_int_equal(kill(drv_host_pid(h), SIGTERM), 0);
+	usleep(50 * 1000);
+	/* While the call in flight finishes, new work is refused and health says NOT_SERVING. */
+	struct drv_status st;
+	drv_get_offers_response *offers;
+	assert_int_equal(drv_host_get_offers(h, &oreq, &offers, CALL_MS, &st), DRV_EUNAVAILABLE);
+	assert_non_null(strstr(st.message, "shutting down"));
+	assert_int_not_equal(drv_host_health(h, CALL_MS, &st), 0);
+	assert_int_equal(drv_host_wait(h, 5000, &status), 0);
 	double took = now_ms() - t0;
 	assert_int_equal(status, 0);
 	async_wait(&r);
