@@ -106,6 +106,40 @@ static void test_config_loads(void **state)
 	conf_config_free(&o);
 }
 
+static void test_yaml_config_equals_json(void **state)
+{
+	(void)state;
+	struct conf_opts y = {0}, j = {0};
+	conf_config_defaults(&y);
+	conf_config_defaults(&j);
+	char err[1024] = "";
+	const char *yp =
+	    write_file("c.yaml", "config:\n  capacity: 2\n  regions: [us-east-1, \"eu-west-1\"]\n"
+	                         "  label: \"42\"\n  spot: true\n  rate: 0.5\n"
+	                         "params:\n  name_prefix: y-\n  slow_config: {latency_ms: 400}\n");
+	assert_int_equal(conf_config_load(&y, yp, err, sizeof(err)), 0);
+	const char *jp = write_file(
+	    "c.json", "{\"config\": {\"capacity\": 2, \"regions\": [\"us-east-1\", \"eu-west-1\"],"
+	              " \"label\": \"42\", \"spot\": true, \"rate\": 0.5},"
+	              " \"params\": {\"name_prefix\": \"y-\", \"slow_config\": {\"latency_ms\": 400}}}");
+	assert_int_equal(conf_config_load(&j, jp, err, sizeof(err)), 0);
+	assert_true(json_equal(y.config, j.config));
+	assert_true(json_equal(y.slow_config, j.slow_config));
+	assert_string_equal(y.name_prefix, "y-");
+	conf_config_free(&y);
+	conf_config_free(&j);
+
+	struct conf_opts b = {0};
+	conf_config_defaults(&b);
+	const char *bp = write_file("bad.yaml", "config:\n  a: [1, 2\nparams: {}\n");
+	assert_int_equal(conf_config_load(&b, bp, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "bad.yaml: "));
+	bp = write_file("dup.yml", "config: {}\nconfig: {}\n");
+	assert_int_equal(conf_config_load(&b, bp, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "duplicate key \"config\""));
+	conf_config_free(&b);
+}
+
 static void test_requirements_from_json(void **state)
 {
 	(void)state;
@@ -192,9 +226,13 @@ int main(void)
 		return 1;
 	}
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_pattern_match), cmocka_unit_test(test_config_errors_name_the_field),
-	    cmocka_unit_test(test_config_loads),  cmocka_unit_test(test_requirements_from_json),
-	    cmocka_unit_test(test_answer_text),   cmocka_unit_test(test_junit),
+	    cmocka_unit_test(test_pattern_match),
+	    cmocka_unit_test(test_config_errors_name_the_field),
+	    cmocka_unit_test(test_config_loads),
+	    cmocka_unit_test(test_yaml_config_equals_json),
+	    cmocka_unit_test(test_requirements_from_json),
+	    cmocka_unit_test(test_answer_text),
+	    cmocka_unit_test(test_junit),
 	    cmocka_unit_test(test_table_is_sane),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);

@@ -61,7 +61,11 @@ struct conf_opts {
 	uint64_t volume_size_mib;
 };
 
-/* Loads `path` (JSON) into `o`. Returns 0, or -1 with a message naming the field at fault in err. */
+/* Parses a YAML file into a JSON tree (conf_yaml.c); NULL with a message (line:column) in err. */
+json_t *conf_yaml_load(const char *path, char *err, size_t errlen);
+
+/* Loads `path` (JSON, or YAML when it ends in .yaml/.yml) into `o`. Returns 0, or -1 with a message naming
+ * the field at fault in err. */
 int conf_config_load(struct conf_opts *o, const char *path, char *err, size_t errlen);
 void conf_config_defaults(struct conf_opts *o);
 void conf_config_free(struct conf_opts *o);

@@ -1,7 +1,8 @@
 /*
  * The harness's config file: the backend config and secrets handed to the
- * driver, plus the test parameters (see docs/CONFORMANCE.md). JSON, read with
- * jansson; every error names the field at fault.
+ * driver, plus the test parameters (see docs/CONFORMANCE.md). JSON read with
+ * jansson, or YAML turned into the same tree; every error names the field at
+ * fault.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,10 +147,22 @@ static int load_params(struct conf_opts *o, json_t *params, char *err, size_t er
 int conf_config_load(struct conf_opts *o, const char *path, char *err, size_t errlen)
 {
 	json_error_t je;
-	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-	if (!root) {
-		snprintf(err, errlen, "%s:%d:%d: %s", path, je.line, je.column, je.text);
-		return -1;
+	json_t *root;
+	size_t len = strlen(path);
+	if ((len > 5 && strcmp(path + len - 5, ".yaml") == 0) ||
+	    (len > 4 && strcmp(path + len - 4, ".yml") == 0)) {
+		char yerr[400];
+		root = conf_yaml_load(path, yerr, sizeof(yerr));
+		if (!root) {
+			snprintf(err, errlen, "%s: %s", path, yerr);
+			return -1;
+		}
+	} else {
+		root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+		if (!root) {
+			snprintf(err, errlen, "%s:%d:%d: %s", path, je.line, je.column, je.text);
+			return -1;
+		}
 	}
 	int rc = -1;
 	if (!json_is_object(root)) {
