@@ -7,7 +7,7 @@ PACKAGES=(
 	build-essential cmake ninja-build pkg-config clang-format
 	libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
 	libuv1-dev libsqlite3-dev libcmocka-dev libyaml-dev libjansson-dev libssl-dev
-	openssl sqlite3 procps
+	openssl sqlite3 procps jq
 	# the Python driver, the benchmark's Python baseline and the proto→Python generation
 	python3 python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc
 	# validating docker-compose.yml without an engine
