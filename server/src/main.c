@@ -233,6 +233,12 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	/*
+	 * libuv's pool runs the blocking work: spawns waiting for a handshake,
+	 * connects, health checks. Four threads would let a few hung drivers
+	 * starve the rest.
+	 */
+	setenv("UV_THREADPOOL_SIZE", "16", 0);
 	/* Everything droverd creates (store, key, token, socket) is private to its user. */
 	umask(077);
 

@@ -139,6 +139,36 @@ static bool valid_name(const char *s)
 	return true;
 }
 
+/* A range whose min is above its max can match nothing: a mistake, said so. */
+static int check_requirements(const drv_requirements *r, char *bad, size_t badlen)
+{
+	if (!r)
+		return 0;
+	const struct {
+		const char *name;
+		const drv_uint_range *range;
+	} ranges[] = {{"cpus", r->cpus},
+	              {"memory_mib", r->memory_mib},
+	              {"disk_mib", r->disk_mib},
+	              {"gpu_count", r->gpu_count},
+	              {"gpu_memory_mib", r->gpu_memory_mib}};
+	for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++) {
+		const drv_uint_range *u = ranges[i].range;
+		if (u && u->_min_case == DROVER__COMPUTE__V1__UINT_RANGE___MIN_MIN &&
+		    u->_max_case == DROVER__COMPUTE__V1__UINT_RANGE___MAX_MAX && u->min > u->max) {
+			snprintf(bad, badlen, "requirements.%s: min %llu is above max %llu", ranges[i].name,
+			         (unsigned long long)u->min, (unsigned long long)u->max);
+			return -1;
+		}
+	}
+	if (r->_max_price_case == DROVER__COMPUTE__V1__REQUIREMENTS___MAX_PRICE_MAX_PRICE &&
+	    !(r->max_price >= 0)) {
+		snprintf(bad, badlen, "requirements.max_price: must be a number >= 0");
+		return -1;
+	}
+	return 0;
+}
+
 static int parse_features(char **names, size_t n, drv_features *out, char *bad, size_t badlen)
 {
 	*out = 0;
@@ -766,6 +796,10 @@ static void h_get_offers(struct api_call *c)
 		reply_err(c, DRV_EINVAL, "required_features: unknown feature \"%s\"", bad);
 		return;
 	}
+	if (check_requirements(req->requirements, bad, sizeof(bad)) < 0) {
+		reply_err(c, DRV_EINVAL, "%s", bad);
+		return;
+	}
 	struct offers_ctx *o = calloc(1, sizeof(*o));
 	o->c = c;
 	o->limit = req->limit;
@@ -806,6 +840,10 @@ static void h_create_instance(struct api_call *c)
 	if (parse_features(req->required_features, req->n_required_features, &required, bad, sizeof(bad)) <
 	    0) {
 		reply_err(c, DRV_EINVAL, "required_features: unknown feature \"%s\"", bad);
+		return;
+	}
+	if (check_requirements(req->requirements, bad, sizeof(bad)) < 0) {
+		reply_err(c, DRV_EINVAL, "%s", bad);
 		return;
 	}
 	for (size_t i = 0; i < req->n_backends; i++) {

@@ -798,6 +798,12 @@ static void create_with_offers(struct create_op *op, int code, const char *messa
                                const struct srv_offers_result *res)
 {
 	struct srv_engine *eng = op->eng;
+	if (eng->stopped) {
+		/* Nothing recorded yet, and nothing will be: the caller may simply ask again later. */
+		create_reply(op, DRV_EUNAVAILABLE, "the server is shutting down");
+		create_op_free(op);
+		return;
+	}
 	if (code != 0) {
 		create_reply(op, code, message);
 		create_op_free(op);
