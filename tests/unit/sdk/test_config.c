@@ -295,6 +295,47 @@ static void test_diag_api(void **state)
 	drv__arena_release(&a);
 }
 
+/* Random config texts: every outcome is either a checked root or at least one error diagnostic. */
+static void test_random_configs(void **state)
+{
+	static const char *const atoms[] = {
+	    "{",          "}",          "[",        "]",           ",",
+	    ":",          "\"region\"", "\"tier\"", "\"pro\"",     "\"capacity\"",
+	    "5",          "-1",         "2.5",      "1e400",       "true",
+	    "null",       "\"zones\"",  "\"a/b\"",  "\"\\u0000\"", " ",
+	    "\"api_key\""};
+	unsigned seed = 99;
+	const char *const secrets[] = {"api_key", "k", NULL};
+	for (int iter = 0; iter < 20000; iter++) {
+		char text[256] = "";
+		size_t len = 0;
+		int n = rand_r(&seed) % 14;
+		if (iter % 3 == 0)
+			len = (size_t)snprintf(text, sizeof(text), "{\"region\": \"eu\", ");
+		for (int i = 0; i < n; i++) {
+			const char *a = atoms[rand_r(&seed) % (sizeof(atoms) / sizeof(atoms[0]))];
+			size_t al = strlen(a);
+			if (len + al + 1 >= sizeof(text))
+				break;
+			memcpy(text + len, a, al + 1);
+			len += al;
+		}
+		struct checked c;
+		check(&c, text, secrets);
+		if (c.root) {
+			assert_int_equal(c.d.n_errors, 0);
+			assert_true(json_is_object(c.root));
+		} else {
+			assert_true(c.d.n_errors > 0);
+		}
+		for (size_t i = 0; i < c.d.n; i++) {
+			assert_true(c.d.items[i].field_path[0] == '\0' || c.d.items[i].field_path[0] == '/');
+			assert_true(c.d.items[i].summary[0] != '\0');
+		}
+		done(&c);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -305,6 +346,7 @@ int main(void)
 	    cmocka_unit_test(test_valid_with_defaults_and_getters),
 	    cmocka_unit_test(test_invalid_config_message),
 	    cmocka_unit_test(test_diag_api),
+	    cmocka_unit_test(test_random_configs),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

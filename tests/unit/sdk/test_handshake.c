@@ -2,6 +2,8 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -133,6 +135,38 @@ static void test_format_round_trip(void **state)
 	assert_true(drv_handshake_format(&hs, buf, sizeof(buf)) < 0);
 }
 
+/* Random lines from the handshake's own alphabet: never a crash, never an unclean message. */
+static void test_random_lines(void **state)
+{
+	static const char alphabet[] = "0112|||||unixtcpgrpc/:.[]- \x01\x7f\xff";
+	unsigned seed = 12345;
+	int accepted = 0;
+	for (int iter = 0; iter < 200000; iter++) {
+		char line[48];
+		size_t n = (size_t)(rand_r(&seed) % (sizeof(line) - 1));
+		for (size_t i = 0; i < n; i++)
+			line[i] = alphabet[rand_r(&seed) % (sizeof(alphabet) - 1)];
+		line[n] = '\0';
+		/* A quarter of the runs are nearly valid, so the deeper checks are reached too. */
+		if (iter % 4 == 1)
+			snprintf(line, sizeof(line), "1|1|unix|/%.*s|grpc", (int)(n % 20),
+			         "abc/def.sock\x01|xyz.s/k");
+		struct drv_handshake hs;
+		char err[128];
+		int rc = drv_handshake_parse(line, &hs, err, sizeof(err));
+		if (rc == 0) {
+			accepted++;
+			char back[400];
+			assert_true(drv_handshake_format(&hs, back, sizeof(back)) > 0);
+			continue;
+		}
+		assert_true(rc == DRV_EHANDSHAKE || rc == DRV_EPROTOCOL);
+		for (const char *p = err; *p; p++)
+			assert_true((unsigned char)*p >= 0x20 && (unsigned char)*p != 0x7f);
+	}
+	assert_true(accepted > 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -140,6 +174,7 @@ int main(void)
 	    cmocka_unit_test(test_bad_lines),
 	    cmocka_unit_test(test_quotes_are_truncated_and_clean),
 	    cmocka_unit_test(test_format_round_trip),
+	    cmocka_unit_test(test_random_lines),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
