@@ -630,6 +630,31 @@ static void test_concurrent_calls(void **state)
 	drv_host_free(h);
 }
 
+/* drv_host_connect also takes a unix socket address: here the socket of a spawned sim. */
+static void test_connect_unix(void **state)
+{
+	struct drv_host *h = spawn_sim(NULL), *r = NULL;
+	struct drv_status st;
+	char err[1024];
+
+	struct drv_connect_opts o = {.address = drv_host_target(h),
+	                             .name = "sim-by-socket",
+	                             .insecure = true,
+	                             .connect_timeout_ms = 3000};
+	assert_rc(drv_host_connect(&o, &r, err, sizeof(err)), 0, err);
+	assert_rc(drv_host_health(r, CALL_MS, &st), 0, st.message);
+	drv_get_info_request req = DROVER__COMPUTE__V1__GET_INFO_REQUEST__INIT;
+	drv_get_info_response *info = NULL;
+	assert_rc(drv_host_get_info(r, &req, &info, CALL_MS, &st), 0, st.message);
+	assert_string_equal(info->type, "sim");
+	FREE(info);
+	/* The driver goes away: the remote host notices on its next call. */
+	assert_rc(drv_host_stop(h, 3000, NULL), 0, "stop");
+	assert_rc(drv_host_health(r, 1000, &st), DRV_EUNAVAILABLE, st.message);
+	drv_host_free(r);
+	drv_host_free(h);
+}
+
 /* Several threads spawn, call and free drivers at once through the one shared I/O thread. */
 static void *spawner_main(void *arg)
 {
@@ -688,6 +713,7 @@ int main(void)
 	    cmocka_unit_test(test_generic_call_checks),
 	    cmocka_unit_test(test_concurrent_calls),
 	    cmocka_unit_test(test_parallel_spawns),
+	    cmocka_unit_test(test_connect_unix),
 	};
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests(tests, NULL, NULL);
