@@ -5,7 +5,10 @@
  *
  * Other threads never touch a uv handle; they queue a function with
  * drv__host_io_submit() and wait on the host's condition variable. Results
- * flow back as fields of struct drv_host under its mutex.
+ * flow back as fields of struct drv_host under its mutex. The one exception
+ * is the start of a spawn on the posix_spawn path: the caller starts the
+ * child and reads its handshake line itself (no thread hand-off on the
+ * critical path), then hands the descriptors over.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -49,11 +52,6 @@ uint64_t drv__host_now_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-uv_loop_t *drv__host_io_loop(void)
-{
-	return &io.loop;
-}
-
 static void on_wake(uv_async_t *a)
 {
 	struct io_cmd *c;
@@ -75,8 +73,8 @@ static void *io_main(void *arg)
 	sigset_t set;
 
 	/*
-	 * libuv learns of child exits through SIGCHLD; make sure this thread can
-	 * take it even when the embedding program blocked it elsewhere.
+	 * The uv_spawn fallback learns of child exits through SIGCHLD; make sure
+	 * this thread can take it even when the embedding program blocked it.
 	 */
 	sigemptyset(&set);
 	sigaddset(&set, SIGCHLD);
