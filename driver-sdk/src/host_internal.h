@@ -8,7 +8,9 @@
  * thread hand work to it with drv__host_io_submit() and then wait on the
  * host's condition variable for the state it changes. Everything below the
  * "state" comment is guarded by `mu`; the uv handles are touched only on the
- * I/O thread.
+ * I/O thread. On the posix_spawn path the spawning thread owns fd_out and
+ * outbuf until it hands stdout over (drv__host_io_adopt_stdout); the queue's
+ * mutex orders that hand-over.
  */
 #ifndef DRV_HOST_INTERNAL_H
 #define DRV_HOST_INTERNAL_H
