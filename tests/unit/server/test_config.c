@@ -153,6 +153,17 @@ static void test_shipped_config(void **state)
 	assert_true(c->n_projects >= 1);
 	assert_string_equal(c->projects[0].name, "main");
 	srv_config_free(c);
+	/* The examples in the repository parse too, and mean what they say. */
+	if (srv_config_load(DROVER_SOURCE_DIR "/config/examples/full.yaml", &c, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_string_equal(c->listen_tcp, "127.0.0.1:7443");
+	assert_int_equal(c->n_remotes, 1);
+	assert_int_equal(c->projects[0].n_backends, 2);
+	srv_config_free(c);
+	if (srv_config_load(DROVER_SOURCE_DIR "/config/examples/remote-tls.yaml", &c, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_string_equal(c->remotes[0].name, "remote-sim");
+	srv_config_free(c);
 }
 
 int main(void)
