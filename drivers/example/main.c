@@ -34,13 +34,14 @@ static int get_offers(struct drv_call *call, const drv_get_offers_request *req, 
 	const char *only_region = drv_call_config_string(call, "region", NULL);
 	size_t n = sizeof(catalog) / sizeof(catalog[0]);
 
+	/* Memory from the call's arena is freed after the reply is sent. */
 	resp->offers = drv_call_ptrs(call, n);
 	for (size_t i = 0; i < n; i++) {
 		const struct entry *e = &catalog[i];
 		if (only_region && strcmp(only_region, e->region) != 0)
 			continue;
 
-		drv_offer *o = drv_new(call, offer);
+		drv_offer *o = drv_new(call, offer); /* the protobuf message itself */
 		o->backend_type = "example";
 		o->instance_type = (char *)e->instance_type;
 		o->region = (char *)e->region;
@@ -66,7 +67,7 @@ static int get_offers(struct drv_call *call, const drv_get_offers_request *req, 
 		if (drv_offer_matches(o, req->requirements))
 			resp->offers[resp->n_offers++] = o;
 	}
-	return 0;
+	return 0; /* or: return drv_call_fail(call, DRV_ENOCAPACITY, "no capacity in %s", region); */
 }
 
 static const struct drv_compute_ops ops = {
