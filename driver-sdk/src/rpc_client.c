@@ -124,6 +124,12 @@ static int make_creds(const struct drv_rpc_channel_opts *o, grpc_channel_credent
 		rc = drv__rpc_read_file("cert_file", o->cert_file, &cert, err, errlen);
 	if (rc == 0 && o->key_file)
 		rc = drv__rpc_read_file("key_file", o->key_file, &key, err, errlen);
+	if (rc == 0)
+		rc = drv__rpc_check_pem("ca_file", o->ca_file, ca, "CERTIFICATE", err, errlen);
+	if (rc == 0 && cert)
+		rc = drv__rpc_check_pem("cert_file", o->cert_file, cert, "CERTIFICATE", err, errlen);
+	if (rc == 0 && key)
+		rc = drv__rpc_check_pem("key_file", o->key_file, key, "PRIVATE KEY", err, errlen);
 	if (rc == 0) {
 		grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
 		*out = grpc_ssl_credentials_create(ca, cert ? &pair : NULL, NULL, NULL);

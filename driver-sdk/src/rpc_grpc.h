@@ -166,4 +166,25 @@ static inline int drv__rpc_read_file(const char *what, const char *path, char **
 	return 0;
 }
 
+/*
+ * A cheap check that a PEM file holds what its option says, so that a wrong
+ * or swapped path gets an error naming the file (gRPC only fails later, with
+ * no word on which file). `kind` is "CERTIFICATE" or "PRIVATE KEY".
+ */
+static inline int drv__rpc_check_pem(const char *what, const char *path, const char *pem, const char *kind,
+                                     char *err, size_t errlen)
+{
+	const char *begin = strstr(pem, "-----BEGIN ");
+	int ok;
+	if (strcmp(kind, "CERTIFICATE") == 0)
+		ok = strstr(pem, "-----BEGIN CERTIFICATE-----") != NULL;
+	else
+		ok = begin && strstr(begin, "PRIVATE KEY-----") != NULL;
+	if (!ok) {
+		drv__rpc_seterr(err, errlen, "%s '%s' holds no PEM %s", what, path, kind);
+		return DRV_EINVAL;
+	}
+	return 0;
+}
+
 #endif

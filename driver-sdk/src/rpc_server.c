@@ -119,6 +119,7 @@ struct drv_rpc_server {
 	int workers;
 	int max_message;
 	grpc_server_credentials *creds;
+	bool tls;
 
 	struct method **methods;
 	size_t n_methods;
@@ -631,6 +632,12 @@ static int make_creds(struct drv_rpc_server *srv, const struct drv_rpc_server_op
 		rc = drv__rpc_read_file("tls_key_file", o->tls_key_file, &key, err, errlen);
 	if (rc == 0 && o->client_ca_file)
 		rc = drv__rpc_read_file("client_ca_file", o->client_ca_file, &ca, err, errlen);
+	if (rc == 0)
+		rc = drv__rpc_check_pem("tls_cert_file", o->tls_cert_file, cert, "CERTIFICATE", err, errlen);
+	if (rc == 0)
+		rc = drv__rpc_check_pem("tls_key_file", o->tls_key_file, key, "PRIVATE KEY", err, errlen);
+	if (rc == 0 && ca)
+		rc = drv__rpc_check_pem("client_ca_file", o->client_ca_file, ca, "CERTIFICATE", err, errlen);
 	if (rc == 0) {
 		grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
 		srv->creds = grpc_ssl_server_credentials_create_ex(
@@ -638,6 +645,7 @@ static int make_creds(struct drv_rpc_server *srv, const struct drv_rpc_server_op
 		    ca ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
 		       : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE,
 		    NULL);
+		srv->tls = true;
 		if (!srv->creds) {
 			drv__rpc_seterr(err, errlen, "cannot use TLS certificate '%s' with key '%s'",
 			                o->tls_cert_file, o->tls_key_file);
@@ -775,7 +783,15 @@ static void explain_bind_failure(const struct drv_rpc_server *srv, char *err, si
 		                srv->address);
 		return;
 	}
-	drv__rpc_seterr(err, errlen, "cannot listen on '%s' (address in use or not local?)", srv->address);
+	if (srv->tls)
+		drv__rpc_seterr(
+		    err, errlen,
+		    "cannot listen on '%s' (address in use or not local, or the TLS certificate and "
+		    "key do not match)",
+		    srv->address);
+	else
+		drv__rpc_seterr(err, errlen, "cannot listen on '%s' (address in use or not local?)",
+		                srv->address);
 }
 
 int drv_rpc_server_start(struct drv_rpc_server *srv, int *bound_port, char *err, size_t errlen)

@@ -138,6 +138,11 @@ static void health_check(void *ud, struct drv_rpc_call *call, const ProtobufCMes
 	} else if (strncmp(s, "slow:", 5) == 0) {
 		sleep_ms(atoi(s + 5));
 		reply_serving(call);
+	} else if (strcmp(s, "wrongtype") == 0) {
+		/* A handler bug: the request type where the response type belongs. */
+		drv_rpc_reply(call, 0, NULL, msg);
+	} else if (strcmp(s, "noresp") == 0) {
+		drv_rpc_reply(call, 0, NULL, NULL);
 	} else if (strcmp(s, "md") == 0) {
 		const char *a = drv_rpc_call_metadata(call, "authorization");
 		const char *x = drv_rpc_call_metadata(call, "x-request-id");
@@ -295,6 +300,62 @@ static void test_error_reaches_client(void **state)
 	assert_int_equal(check(f->ch, "err", 5000, NULL, &st), DRV_ENOTFOUND);
 	assert_int_equal(st.code, DRV_ENOTFOUND);
 	assert_string_equal(st.message, "no such service: err");
+}
+
+static void test_handler_bugs(void **state)
+{
+	struct fixture *f = *state;
+	struct drv_status st;
+	/* A reply of the wrong type or none at all is INTERNAL with a message, not a crash. */
+	assert_int_equal(check(f->ch, "wrongtype", 5000, NULL, &st), DRV_EINTERNAL);
+	assert_non_null(strstr(st.message, "grpc.health.v1.HealthCheckResponse"));
+	assert_int_equal(check(f->ch, "noresp", 5000, NULL, &st), DRV_EINTERNAL);
+	assert_non_null(strstr(st.message, "no message"));
+	assert_int_equal(check(f->ch, "", 5000, NULL, &st), 0);
+}
+
+static char certdir[300];
+
+static void test_garbage_tls_files(void **state)
+{
+	char cert[300], err[256] = "";
+	snprintf(cert, sizeof(cert), "%s/garbage.pem", tmpdir);
+	FILE *fp = fopen(cert, "w");
+	assert_non_null(fp);
+	fputs("not a certificate\n", fp);
+	fclose(fp);
+	struct drv_rpc_server *srv = NULL;
+	struct drv_rpc_server_opts o = {
+	    .address = "127.0.0.1:0", .tls_cert_file = cert, .tls_key_file = cert};
+	int rc = drv_rpc_server_new(&o, &srv, err, sizeof(err));
+	if (rc == 0) {
+		assert_int_equal(drv_rpc_server_add(srv, health, 0, health_check, NULL, 0), 0);
+		rc = drv_rpc_server_start(srv, NULL, err, sizeof(err));
+		drv_rpc_server_free(srv);
+	}
+	/* Refused, with the file named, at new or at start. */
+	assert_int_not_equal(rc, 0);
+	assert_non_null(strstr(err, "garbage.pem"));
+
+	/* A certificate and a key that do not belong together pass the check but not gRPC. */
+	char ocert[400], skey[400];
+	snprintf(ocert, sizeof(ocert), "%s/other-ca.pem", certdir);
+	snprintf(skey, sizeof(skey), "%s/server.key", certdir);
+	o = (struct drv_rpc_server_opts){
+	    .address = "127.0.0.1:0", .tls_cert_file = ocert, .tls_key_file = skey};
+	rc = drv_rpc_server_new(&o, &srv, err, sizeof(err));
+	if (rc == 0) {
+		rc = drv_rpc_server_start(srv, NULL, err, sizeof(err));
+		drv_rpc_server_free(srv);
+	}
+	assert_int_not_equal(rc, 0);
+	assert_non_null(strstr(err, "TLS"));
+
+	/* The client side checks its files the same way. */
+	struct drv_rpc_channel *ch;
+	struct drv_rpc_channel_opts co = {.target = "127.0.0.1:1", .ca_file = skey};
+	assert_int_equal(drv_rpc_channel_new(&co, &ch, err, sizeof(err)), DRV_EINVAL);
+	assert_non_null(strstr(err, "server.key"));
 }
 
 static void test_unknown_method(void **state)
@@ -644,8 +705,6 @@ static void test_bad_options(void **state)
 
 /* ---- mutual TLS ---- */
 
-static char certdir[300];
-
 static void tls_paths(char *buf, size_t n, const char *name)
 {
 	snprintf(buf, n, "%s/%s", certdir, name);
@@ -760,6 +819,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_ok, setup_tcp, teardown),
 	    cmocka_unit_test_setup_teardown(test_error_reaches_client, setup_unix, teardown),
 	    cmocka_unit_test_setup_teardown(test_error_reaches_client, setup_tcp, teardown),
+	    cmocka_unit_test_setup_teardown(test_handler_bugs, setup_unix, teardown),
+	    cmocka_unit_test_setup_teardown(test_handler_bugs, setup_tcp, teardown),
+	    cmocka_unit_test(test_garbage_tls_files),
 	    cmocka_unit_test_setup_teardown(test_unknown_method, setup_unix, teardown),
 	    cmocka_unit_test_setup_teardown(test_unknown_method, setup_tcp, teardown),
 	    cmocka_unit_test_setup_teardown(test_unparsable_request, setup_unix, teardown),
