@@ -326,6 +326,13 @@ static void stderr_tail_locked(const struct drv_host *h, char *buf, size_t len)
 		snprintf(buf, len, "(nothing)");
 }
 
+/* True for "127.x.y.z:port", "localhost:port" and "[::1]:port". */
+static bool loopback_address(const char *addr)
+{
+	return strncmp(addr, "127.", 4) == 0 || strncmp(addr, "localhost:", 10) == 0 ||
+	       strncmp(addr, "[::1]:", 6) == 0;
+}
+
 /*
  * A spawned driver announces a socket it already listens on. One connect()
  * (tens of microseconds on a unix socket) turns "nobody listens there" into a
@@ -395,6 +402,19 @@ static int finish_handshake(struct drv_host *h, const char *line, char *err, siz
 		if (asprintf(&h->target, "unix:%s", hs.address) < 0)
 			h->target = NULL;
 	} else {
+		/*
+		 * A spawned driver talks to us over plain text: a TCP address is only
+		 * acceptable on loopback, else a driver could route our calls (and the
+		 * secrets in them) over the network.
+		 */
+		if (!loopback_address(hs.address)) {
+			set_err(
+			    err, errlen,
+			    "driver '%s' (%s): handshake \"%s\" names a non-loopback TCP address; a spawned "
+			    "driver must listen on a unix socket or on loopback",
+			    h->name, h->path, q);
+			return DRV_EHANDSHAKE;
+		}
 		h->target = strdup(hs.address);
 	}
 	if (!h->target) {

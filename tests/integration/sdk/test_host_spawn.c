@@ -152,6 +152,14 @@ static void test_no_listener(void **state)
 	assert_contains(err, "nobody.sock");
 }
 
+static void test_remote_tcp_refused(void **state)
+{
+	char err[1024];
+
+	spawn_fails("hs-remote-tcp", 2000, DRV_EHANDSHAKE, "non-loopback TCP address", err, sizeof(err));
+	assert_contains(err, "192.0.2.1:4000");
+}
+
 static void test_missing_binary(void **state)
 {
 	struct drv_host *h = NULL;
@@ -349,6 +357,7 @@ int main(void)
 	    cmocka_unit_test(test_early_exit),
 	    cmocka_unit_test(test_wrong_protocol),
 	    cmocka_unit_test(test_no_listener),
+	    cmocka_unit_test(test_remote_tcp_refused),
 	    cmocka_unit_test(test_missing_binary),
 	    cmocka_unit_test(test_bad_options),
 	    cmocka_unit_test(test_env_allowlist),
