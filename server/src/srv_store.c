@@ -75,14 +75,24 @@ struct srv_store {
 };
 
 static const char *const stmt_sql[S_COUNT] = {
+    /*
+     * An upsert, not INSERT OR REPLACE: a replace deletes the row (and every
+     * index entry) first, and would drop the columns this statement does not
+     * set (a removed backend's config kept for termination).
+     */
     [S_INSTANCE_PUT] =
-        "INSERT OR REPLACE INTO instances(id, project, backend, backend_type, name, status, offer,"
+        "INSERT INTO instances(id, project, backend, backend_type, name, status, offer,"
         " provisioning, idempotency_key, attempts, last_error, created_at, updated_at,"
-        " termination_failures, next_check_at, requirements, ssh_keys, terminated_at, backend_config,"
-        " backend_secrets)"
-        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,"
-        " (SELECT backend_config FROM instances WHERE id = ?1),"
-        " (SELECT backend_secrets FROM instances WHERE id = ?1))",
+        " termination_failures, next_check_at, requirements, ssh_keys, terminated_at)"
+        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"
+        " ON CONFLICT(id) DO UPDATE SET project=excluded.project, backend=excluded.backend,"
+        " backend_type=excluded.backend_type, name=excluded.name, status=excluded.status,"
+        " offer=excluded.offer, provisioning=excluded.provisioning,"
+        " idempotency_key=excluded.idempotency_key, attempts=excluded.attempts,"
+        " last_error=excluded.last_error, updated_at=excluded.updated_at,"
+        " termination_failures=excluded.termination_failures, next_check_at=excluded.next_check_at,"
+        " requirements=excluded.requirements, ssh_keys=excluded.ssh_keys,"
+        " terminated_at=excluded.terminated_at",
     [S_INSTANCE_GET] = "SELECT " INSTANCE_COLS " FROM instances WHERE id = ?1",
     [S_EVENT_ADD] = "INSERT INTO events(ts, project, instance, kind, message, level, backend, driver)"
                     " VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
@@ -239,7 +249,14 @@ int srv_store_commit(struct srv_store *st)
 {
 	if (st->tx_depth == 0 || --st->tx_depth > 0)
 		return 0;
-	return exec(st, "COMMIT");
+	if (exec(st, "COMMIT") == 0)
+		return 0;
+	/* A failed commit must not leave the transaction open for every later write. */
+	char *msg = strdup(st->err);
+	exec(st, "ROLLBACK");
+	set_err(st, "commit failed: %s", msg ? msg : "?");
+	free(msg);
+	return -1;
 }
 
 static char *col_str(sqlite3_stmt *s, int i)
