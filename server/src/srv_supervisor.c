@@ -802,6 +802,17 @@ void srv_supervisor_call(struct srv_supervisor *sup, const char *type, const cha
 		fail_later(c, DRV_EUNAVAILABLE, "the server is shutting down");
 		return;
 	}
+	/*
+	 * A driver that failed and is being restarted (or reconnected) answers
+	 * nothing for a while: calls fail fast rather than wait for the attempt.
+	 * Only a first start is waited for.
+	 */
+	if (e->state == SRV_DRIVER_STARTING && e->consecutive_failures > 0) {
+		snprintf(msg, sizeof(msg), "driver %s is unavailable (%s now): %s", e->name,
+		         e->remote ? "reconnecting" : "restarting", e->last_error);
+		fail_later(c, DRV_EUNAVAILABLE, msg);
+		return;
+	}
 	if (e->state == SRV_DRIVER_BACKOFF) {
 		int64_t left = e->next_restart_ms - srv_now_ms();
 		snprintf(msg, sizeof(msg), "driver %s is unavailable (%s; next %s in %lld ms): %s", e->name,
