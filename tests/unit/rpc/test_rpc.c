@@ -113,7 +113,7 @@ static void reply_serving(struct drv_rpc_call *call)
 
 static void *defer_thread(void *arg)
 {
-	sleep_ms(20);
+	sleep_ms(50);
 	reply_serving(arg);
 	return NULL;
 }
@@ -400,12 +400,19 @@ static void test_deadline(void **state)
 	assert_true(took < 300);
 	/* The server learns the call is over and keeps serving others. */
 	assert_int_equal(check(f->ch, "", 5000, NULL, &st), 0);
-	pthread_mutex_lock(&hung_lock);
-	struct drv_rpc_call *h = hung_call;
-	hung_call = NULL;
-	pthread_mutex_unlock(&hung_lock);
-	assert_non_null(h);
+	/* On a loaded machine the handler may run only after the client gave up. */
+	struct drv_rpc_call *h = NULL;
 	int64_t until = now_ms() + 2000;
+	while (!h && now_ms() < until) {
+		pthread_mutex_lock(&hung_lock);
+		h = hung_call;
+		hung_call = NULL;
+		pthread_mutex_unlock(&hung_lock);
+		if (!h)
+			sleep_ms(2);
+	}
+	assert_non_null(h);
+	until = now_ms() + 2000;
 	while (!drv_rpc_call_cancelled(h) && now_ms() < until)
 		sleep_ms(2);
 	bool cancelled = drv_rpc_call_cancelled(h);
@@ -466,7 +473,7 @@ static void test_concurrent(void **state)
 	struct fixture *f = *state;
 	pthread_t t[16];
 	struct worker_arg w[16];
-	/* 16 calls answered 20 ms later each, all at once: one after another would take 320 ms. */
+	/* 16 calls answered 50 ms later each, all at once: one after another would take 800 ms. */
 	int64_t t0 = now_ms();
 	for (int i = 0; i < 16; i++) {
 		w[i] = (struct worker_arg){.ch = f->ch, .service = "defer", .calls = 1};
@@ -476,7 +483,7 @@ static void test_concurrent(void **state)
 		pthread_join(t[i], NULL);
 		assert_int_equal(w[i].ok, 1);
 	}
-	assert_true(now_ms() - t0 < 250);
+	assert_true(now_ms() - t0 < 600);
 	for (int i = 0; i < 16; i++) {
 		w[i] = (struct worker_arg){.ch = f->ch, .service = "", .calls = 200};
 		assert_int_equal(pthread_create(&t[i], NULL, call_loop, &w[i]), 0);
@@ -609,9 +616,9 @@ static void test_shutdown_grace(void **state)
 	drv_rpc_server_shutdown(f->srv, 3000);
 	int64_t took = now_ms() - t0;
 	pthread_join(t, NULL);
-	/* The call in flight finished normally, well within the grace. */
+	/* The call in flight finished normally, and shutdown did not sit out the whole grace. */
 	assert_int_equal(w.ok, 1);
-	assert_true(took < 1500);
+	assert_true(took < 2500);
 	/* Idempotent, and new calls fail fast. */
 	drv_rpc_server_shutdown(f->srv, 3000);
 	struct drv_status st;
@@ -639,7 +646,7 @@ static void test_shutdown_cancels_after_grace(void **state)
 	pthread_join(t, NULL);
 	assert_int_equal(w.ok, 0);
 	assert_true(took >= 90);
-	assert_true(took < 1500);
+	assert_true(took < 2500);
 	/* The handler still holds its call; it sees the cancellation and may reply late. */
 	pthread_mutex_lock(&hung_lock);
 	struct drv_rpc_call *h = hung_call;
