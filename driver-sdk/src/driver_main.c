@@ -377,6 +377,22 @@ int drv_main(int argc, char **argv, const struct drv_driver *driver)
 	char err[512];
 	int rc;
 
+	/*
+	 * First of all, so that no printf below can write into a descriptor
+	 * gRPC owns: a stream that is not ours is pointed at /dev/null.
+	 */
+	bool std_closed[3];
+	std_fds_check(std_closed);
+	for (int fd = 1; fd <= 2; fd++) {
+		FILE *devnull = std_closed[fd] ? fopen("/dev/null", "we") : NULL;
+		if (devnull && fd == 1)
+			stdout = devnull;
+		else if (devnull)
+			stderr = devnull;
+	}
+	if (std_closed[2])
+		drv__log_set_fd(-1);
+
 	if (!driver || !driver->type) {
 		fprintf(stderr, "%s: drv_main called without a driver\n", prog);
 		return 1;
@@ -421,10 +437,6 @@ int drv_main(int argc, char **argv, const struct drv_driver *driver)
 	drv__log_set_driver(driver->type);
 	drv__log_set_level(level_from_env());
 
-	bool std_closed[3];
-	std_fds_check(std_closed);
-	if (std_closed[2])
-		drv__log_set_fd(-1);
 	if (spawned && (std_closed[0] || std_closed[1])) {
 		drv_log(DRV_LOG_ERROR,
 		        "std%s is closed: a spawned driver prints its handshake on stdout and stops "
