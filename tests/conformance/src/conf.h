@@ -101,6 +101,7 @@ typedef void (*conf_test_fn)(struct conf_ctx *c);
 enum {
 	CONF_NEEDS_SPAWN = 0x1, /* starts or inspects a driver process: not with --address */
 	CONF_LATE = 0x2,        /* runs after the others (it stops driver processes) */
+	CONF_STARTUP = 0x4, /* judges the start-up itself, so it runs even when the driver did not start */
 };
 
 struct conf_test {
@@ -190,16 +191,21 @@ int conf_cleanup(struct conf_ctx *c, char *err, size_t errlen);
 int conf_cleanup_verify(struct conf_ctx *c, char *err, size_t errlen);
 void conf_track_free(struct conf_ctx *c);
 
-/* ---- helpers shared by checks (conf_util.c) ---- */
+/* ---- helpers shared by checks (conf_run.c) ---- */
 
 /* Monotonic milliseconds. */
 double conf_now_ms(void);
 /* Glob (fnmatch) when the pattern has * ? or [, else substring. */
 bool conf_pattern_match(const char *pattern, const char *name);
-/* Adds a run tag (key "drover-conformance-run") to tag arrays; see conf_util.c. */
+
+/* The tag key every instance and volume of a run carries, with the run id as value. */
 #define CONF_RUN_TAG "drover-conformance-run"
 
-/* Picks the cheapest AVAILABLE offer matching params.offer_requirements; NULL with a failure recorded. */
+/*
+ * Picks the cheapest AVAILABLE offer matching params.offer_requirements
+ * (checks_offers.c). Returns the response that owns *offer (caller frees), or
+ * NULL after conf_fail/conf_skip.
+ */
 drv_get_offers_response *conf_pick_offer(struct conf_ctx *c, drv_offer **offer);
 
 #endif

@@ -90,8 +90,8 @@ static const char *skip_reason(const struct conf_ctx *c, const struct conf_test 
 {
 	if ((t->flags & CONF_NEEDS_SPAWN) && !c->o->driver_path)
 		return snprintf(buf, len, "the harness did not spawn the driver (--address)"), buf;
-	if (strncmp(t->name, "handshake.", 10) == 0 || strcmp(t->name, "transport.connect") == 0)
-		return NULL; /* reports the start-up itself */
+	if (t->flags & CONF_STARTUP)
+		return NULL;
 	if (!c->host)
 		return snprintf(buf, len, "the driver did not start"), buf;
 	if (t->feature) {

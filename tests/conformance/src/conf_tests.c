@@ -8,11 +8,11 @@
 #define F(x) DRV_FEATURE_##x
 
 const struct conf_test conf_tests[] = {
-    {"transport.connect", 0, 0, check_transport_connect,
+    {"transport.connect", 0, CONF_STARTUP, check_transport_connect,
      "the driver is reachable: spawned and connected, or at --address (with TLS as given)"},
-    {"handshake.format", 0, CONF_NEEDS_SPAWN, check_handshake_format,
+    {"handshake.format", 0, CONF_NEEDS_SPAWN | CONF_STARTUP, check_handshake_format,
      "a spawned driver prints one line \"1|1|unix|<path>|grpc\" on stdout"},
-    {"handshake.timing", 0, CONF_NEEDS_SPAWN, check_handshake_timing,
+    {"handshake.timing", 0, CONF_NEEDS_SPAWN | CONF_STARTUP, check_handshake_timing,
      "the handshake arrives within params.handshake_timeout_ms"},
     {"health.serving", 0, 0, check_health_serving, "grpc.health.v1 Check answers SERVING"},
     {"info.well_formed", 0, 0, check_info_well_formed,
