@@ -1,0 +1,347 @@
+/*
+ * srv_api end to end in one process: the loop (store, supervisor, engine,
+ * API) runs on its own thread as in droverd; the test calls the API over a
+ * real unix socket with the SDK's generic client, as the CLI does.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <uv.h>
+
+#include "drover/api/v1/api.pb-c.h"
+#include "drover/rpc.h"
+#include "srv_api.h"
+#include "srv_config.h"
+#include "srv_engine.h"
+#include "srv_secrets.h"
+#include "srv_store.h"
+#include "srv_supervisor.h"
+#include "testutil.h"
+
+static const ProtobufCServiceDescriptor *svc = &drover__api__v1__drover__descriptor;
+
+struct fx {
+	char *dir;
+	char *sock;
+	char token[128];
+	char auth[160];
+	uv_loop_t loop;
+	uv_async_t stop;
+	pthread_t th;
+	struct srv_config *cfg;
+	struct srv_secrets *sec;
+	struct srv_store *st;
+	struct srv_supervisor *sup;
+	struct srv_engine *eng;
+	struct srv_api *api;
+	struct drv_rpc_channel *ch;
+};
+
+static void walk_close(uv_handle_t *h, void *arg)
+{
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+static void stop_cb(uv_async_t *a)
+{
+	struct fx *f = a->data;
+	srv_engine_stop(f->eng);
+	srv_supervisor_stop(f->sup);
+	srv_api_stop(f->api);
+	uv_walk(&f->loop, walk_close, NULL);
+}
+
+static void *loop_thread(void *arg)
+{
+	struct fx *f = arg;
+	uv_run(&f->loop, UV_RUN_DEFAULT);
+	return NULL;
+}
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	char err[1024];
+	f->dir = tu_tempdir();
+	f->sock = tu_join(f->dir, "api.sock");
+	char *key = tu_join(f->dir, "secret.key"), *db = tu_join(f->dir, "drover.db"),
+	     *tok = tu_join(f->dir, "admin.token");
+	assert_int_equal(srv_secrets_open(key, &f->sec, err, sizeof(err)), 0);
+	assert_int_equal(srv_store_open(db, f->sec, &f->st, err, sizeof(err)), 0);
+	assert_int_equal(srv_api_load_token(tok, f->token, sizeof(f->token), err, sizeof(err)), 0);
+	struct stat stt;
+	assert_int_equal(stat(tok, &stt), 0);
+	assert_int_equal(stt.st_mode & 0777, 0600);
+	assert_int_equal(strlen(f->token), 64);
+	/* A second start reads the same token. */
+	char again[128];
+	assert_int_equal(srv_api_load_token(tok, again, sizeof(again), err, sizeof(err)), 0);
+	assert_string_equal(again, f->token);
+	free(key);
+	free(db);
+	free(tok);
+	snprintf(f->auth, sizeof(f->auth), "Bearer %s", f->token);
+	f->cfg = srv_config_new_default();
+	f->cfg->driver_dirs = calloc(2, sizeof(char *));
+	f->cfg->driver_dirs[0] = strdup(DROVER_BIN_DIR);
+	f->cfg->n_driver_dirs = 1;
+	f->cfg->reconcile_interval_ms = 100;
+	f->cfg->shutdown_grace_ms = 1000;
+	uv_loop_init(&f->loop);
+	assert_int_equal(srv_supervisor_new(&f->loop, f->cfg, &f->sup, err, sizeof(err)), 0);
+	assert_int_equal(srv_engine_new(&f->loop, f->st, f->sup, f->cfg, "s-api-test", &f->eng), 0);
+	struct srv_api_opts ao = {.loop = &f->loop,
+	                          .store = f->st,
+	                          .sup = f->sup,
+	                          .engine = f->eng,
+	                          .cfg = f->cfg,
+	                          .unix_path = f->sock,
+	                          .token = f->token};
+	if (srv_api_start(&ao, &f->api, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_int_equal(stat(f->sock, &stt), 0);
+	assert_int_equal(stt.st_mode & 0777, 0600);
+	srv_engine_start(f->eng);
+	uv_async_init(&f->loop, &f->stop, stop_cb);
+	f->stop.data = f;
+	pthread_create(&f->th, NULL, loop_thread, f);
+	char target[4200];
+	snprintf(target, sizeof(target), "unix:%s", f->sock);
+	struct drv_rpc_channel_opts co = {.target = target};
+	assert_int_equal(drv_rpc_channel_new(&co, &f->ch, err, sizeof(err)), 0);
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+	drv_rpc_channel_free(f->ch);
+	uv_async_send(&f->stop);
+	pthread_join(f->th, NULL);
+	uv_run(&f->loop, UV_RUN_DEFAULT);
+	srv_api_free(f->api);
+	srv_supervisor_free(f->sup);
+	srv_engine_free(f->eng);
+	uv_loop_close(&f->loop);
+	srv_store_close(f->st);
+	srv_secrets_free(f->sec);
+	srv_config_free(f->cfg);
+	tu_rmrf(f->dir);
+	free(f->dir);
+	free(f->sock);
+	free(f);
+	return 0;
+}
+
+/* One call; *resp must be freed by the caller when 0 is returned. */
+static int call(struct fx *f, const char *method, const ProtobufCMessage *req, ProtobufCMessage **resp,
+                struct drv_status *st, const char *auth)
+{
+	struct drv_rpc_metadata md[] = {{"authorization", auth}, {NULL, NULL}};
+	return drv_rpc_call(f->ch, svc, (unsigned)drv_rpc_method_index(svc, method), req, resp, 20000,
+	                    auth ? md : NULL, st);
+}
+
+#define CALL(f, m, req, resp, st) call((f), (m), &(req).base, (ProtobufCMessage **)(resp), (st), (f)->auth)
+
+static void test_auth(void **state)
+{
+	struct fx *f = *state;
+	Drover__Api__V1__ListProjectsRequest req = DROVER__API__V1__LIST_PROJECTS_REQUEST__INIT;
+	ProtobufCMessage *resp = NULL;
+	struct drv_status st;
+	assert_int_equal(call(f, "ListProjects", &req.base, &resp, &st, NULL), DRV_EUNAUTHENTICATED);
+	assert_int_equal(call(f, "ListProjects", &req.base, &resp, &st, "Bearer nope"), DRV_EUNAUTHENTICATED);
+	/* The message never echoes a token. */
+	assert_null(strstr(st.message, f->token));
+	char almost[160];
+	snprintf(almost, sizeof(almost), "Bearer %.*sX", 63, f->token);
+	assert_int_equal(call(f, "ListProjects", &req.base, &resp, &st, almost), DRV_EUNAUTHENTICATED);
+	assert_int_equal(call(f, "ListProjects", &req.base, &resp, &st, f->auth), 0);
+	protobuf_c_message_free_unpacked(resp, NULL);
+}
+
+static void create_project(struct fx *f, const char *name, int expect)
+{
+	Drover__Api__V1__CreateProjectRequest req = DROVER__API__V1__CREATE_PROJECT_REQUEST__INIT;
+	Drover__Api__V1__CreateProjectResponse *resp = NULL;
+	struct drv_status st;
+	req.name = (char *)name;
+	int rc = CALL(f, "CreateProject", req, &resp, &st);
+	if (rc != expect)
+		fail_msg("CreateProject %s: %d %s", name, rc, st.message);
+	if (resp)
+		protobuf_c_message_free_unpacked(&resp->base, NULL);
+}
+
+static void test_backends_offers_instances(void **state)
+{
+	struct fx *f = *state;
+	struct drv_status st;
+	char cfg[1200];
+	create_project(f, "Bad Name", DRV_EINVAL);
+	create_project(f, "main", 0);
+	create_project(f, "main", DRV_EEXIST);
+
+	/* A bad config: the driver's diagnostic with its field path, nothing added. */
+	Drover__Api__V1__AddBackendRequest add = DROVER__API__V1__ADD_BACKEND_REQUEST__INIT;
+	Drover__Api__V1__AddBackendResponse *addr = NULL;
+	add.project = "main";
+	add.name = "sim1";
+	add.type = "sim";
+	add.config_json = "{\"capacity\": \"lots\"}";
+	assert_int_equal(CALL(f, "AddBackend", add, &addr, &st), DRV_EINVAL);
+	assert_non_null(strstr(st.message, "/capacity"));
+	add.type = "no-such-type";
+	assert_int_equal(CALL(f, "AddBackend", add, &addr, &st), DRV_ENOTFOUND);
+	assert_non_null(strstr(st.message, "no-such-type"));
+
+	/* A good one, with a secret that must never come back. */
+	Drover__Api__V1__AddBackendRequest__SecretsEntry se =
+	    DROVER__API__V1__ADD_BACKEND_REQUEST__SECRETS_ENTRY__INIT;
+	Drover__Api__V1__AddBackendRequest__SecretsEntry *sep = &se;
+	se.key = "api_key";
+	se.value = "super-secret-value-31337";
+	snprintf(cfg, sizeof(cfg), "{\"capacity\": 2, \"state_file\": \"%s/sim1.json\"}", f->dir);
+	add.type = "sim";
+	add.config_json = cfg;
+	add.n_secrets = 1;
+	add.secrets = &sep;
+	if (CALL(f, "AddBackend", add, &addr, &st) != 0)
+		fail_msg("AddBackend: %s", st.message);
+	assert_true(addr->valid);
+	assert_string_equal(addr->backend->type, "sim");
+	assert_int_equal(addr->backend->n_secret_names, 1);
+	assert_true(addr->backend->n_features > 0);
+	protobuf_c_message_free_unpacked(&addr->base, NULL);
+	assert_int_equal(CALL(f, "AddBackend", add, &addr, &st), DRV_EEXIST);
+
+	Drover__Api__V1__ListBackendsRequest lb = DROVER__API__V1__LIST_BACKENDS_REQUEST__INIT;
+	Drover__Api__V1__ListBackendsResponse *lbr = NULL;
+	lb.project = "main";
+	assert_int_equal(CALL(f, "ListBackends", lb, &lbr, &st), 0);
+	assert_int_equal(lbr->n_backends, 1);
+	assert_string_equal(lbr->backends[0]->secret_names[0], "api_key");
+	size_t len = protobuf_c_message_get_packed_size(&lbr->base);
+	unsigned char *buf = malloc(len);
+	protobuf_c_message_pack(&lbr->base, buf);
+	assert_false(tu_contains(buf, len, "super-secret-value-31337", 24));
+	free(buf);
+	protobuf_c_message_free_unpacked(&lbr->base, NULL);
+
+	/* Offers: sorted by price; a limit keeps the cheapest; the total says how many matched. */
+	Drover__Api__V1__GetOffersRequest go = DROVER__API__V1__GET_OFFERS_REQUEST__INIT;
+	Drover__Api__V1__GetOffersResponse *gor = NULL;
+	go.project = "main";
+	go.limit = 5;
+	assert_int_equal(CALL(f, "GetOffers", go, &gor, &st), 0);
+	assert_int_equal(gor->n_offers, 5);
+	assert_true(gor->total_offers > 5);
+	for (size_t i = 1; i < gor->n_offers; i++)
+		assert_true(gor->offers[i - 1]->offer->price_per_hour <=
+		            gor->offers[i]->offer->price_per_hour);
+	assert_string_equal(gor->backends[0]->code, "OK");
+	protobuf_c_message_free_unpacked(&gor->base, NULL);
+	char *bad_feature = "TELEPORT";
+	go.n_required_features = 1;
+	go.required_features = &bad_feature;
+	assert_int_equal(CALL(f, "GetOffers", go, &gor, &st), DRV_EINVAL);
+	assert_non_null(strstr(st.message, "TELEPORT"));
+	go.n_required_features = 0;
+	go.project = "nope";
+	assert_int_equal(CALL(f, "GetOffers", go, &gor, &st), DRV_ENOTFOUND);
+
+	/* An instance: created, found by name, refused removal of its backend, terminated. */
+	Drover__Api__V1__CreateInstanceRequest ci = DROVER__API__V1__CREATE_INSTANCE_REQUEST__INIT;
+	Drover__Api__V1__CreateInstanceResponse *cir = NULL;
+	ci.project = "main";
+	ci.name = "web";
+	ci.idempotency_key = "req-1";
+	assert_int_equal(CALL(f, "CreateInstance", ci, &cir, &st), 0);
+	assert_int_equal(cir->instance->status, DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_RUNNING);
+	assert_int_equal(cir->instance->n_attempts, 1);
+	char id[64];
+	snprintf(id, sizeof(id), "%s", cir->instance->id);
+	protobuf_c_message_free_unpacked(&cir->base, NULL);
+	/* The same request key again: the same instance, no second machine. */
+	assert_int_equal(CALL(f, "CreateInstance", ci, &cir, &st), 0);
+	assert_string_equal(cir->instance->id, id);
+	protobuf_c_message_free_unpacked(&cir->base, NULL);
+
+	Drover__Api__V1__RemoveBackendRequest rb = DROVER__API__V1__REMOVE_BACKEND_REQUEST__INIT;
+	Drover__Api__V1__RemoveBackendResponse *rbr = NULL;
+	rb.project = "main";
+	rb.name = "sim1";
+	assert_int_equal(CALL(f, "RemoveBackend", rb, &rbr, &st), DRV_EPRECONDITION);
+	assert_non_null(strstr(st.message, id));
+
+	Drover__Api__V1__TerminateInstanceRequest ti = DROVER__API__V1__TERMINATE_INSTANCE_REQUEST__INIT;
+	Drover__Api__V1__TerminateInstanceResponse *tir = NULL;
+	ti.id = "web";
+	ti.project = "main";
+	assert_int_equal(CALL(f, "TerminateInstance", ti, &tir, &st), 0);
+	assert_int_equal(tir->instance->status,
+	                 DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_TERMINATING);
+	protobuf_c_message_free_unpacked(&tir->base, NULL);
+	Drover__Api__V1__GetInstanceRequest gi = DROVER__API__V1__GET_INSTANCE_REQUEST__INIT;
+	Drover__Api__V1__GetInstanceResponse *gir = NULL;
+	gi.id = id;
+	bool terminated = false;
+	for (int i = 0; i < 200 && !terminated; i++) {
+		assert_int_equal(CALL(f, "GetInstance", gi, &gir, &st), 0);
+		terminated =
+		    gir->instance->status == DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_TERMINATED;
+		if (terminated)
+			assert_true(gir->instance->terminated_unix_ms > 0);
+		protobuf_c_message_free_unpacked(&gir->base, NULL);
+		usleep(20000);
+	}
+	assert_true(terminated);
+	gi.id = "ghost";
+	assert_int_equal(CALL(f, "GetInstance", gi, &gir, &st), DRV_ENOTFOUND);
+
+	assert_int_equal(CALL(f, "RemoveBackend", rb, &rbr, &st), 0);
+	protobuf_c_message_free_unpacked(&rbr->base, NULL);
+
+	Drover__Api__V1__ListEventsRequest le = DROVER__API__V1__LIST_EVENTS_REQUEST__INIT;
+	Drover__Api__V1__ListEventsResponse *ler = NULL;
+	le.instance_id = id;
+	assert_int_equal(CALL(f, "ListEvents", le, &ler, &st), 0);
+	assert_true(ler->n_events >= 3);
+	assert_string_equal(ler->events[ler->n_events - 1]->kind, "instance.terminated");
+	protobuf_c_message_free_unpacked(&ler->base, NULL);
+
+	Drover__Api__V1__ListDriversRequest ld = DROVER__API__V1__LIST_DRIVERS_REQUEST__INIT;
+	Drover__Api__V1__ListDriversResponse *ldr = NULL;
+	assert_int_equal(CALL(f, "ListDrivers", ld, &ldr, &st), 0);
+	bool sim_ready = false;
+	for (size_t i = 0; i < ldr->n_drivers; i++)
+		if (strcmp(ldr->drivers[i]->type, "sim") == 0)
+			sim_ready =
+			    ldr->drivers[i]->state == DROVER__API__V1__DRIVER_STATE__DRIVER_STATE_READY &&
+			    ldr->drivers[i]->pid > 0;
+	assert_true(sim_ready);
+	protobuf_c_message_free_unpacked(&ldr->base, NULL);
+}
+
+int main(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_setup_teardown(test_auth, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_backends_offers_instances, setup, teardown),
+	};
+	return cmocka_run_group_tests_name("server_api", tests, NULL, NULL);
+}
