@@ -1289,7 +1289,7 @@ static void list_done(void *ud, int code, const char *message, ProtobufCMessage 
 	free(op);
 }
 
-static void orphan_scan(struct srv_engine *eng)
+void srv_engine_find_orphans(struct srv_engine *eng)
 {
 	struct srv_backend **bes;
 	size_t n;
@@ -1349,7 +1349,7 @@ void srv_engine_reconcile_now(struct srv_engine *eng)
 	if (n == room)
 		kick(eng);
 	if (srv_now_ms() - eng->last_orphan_scan >= ORPHAN_SCAN_EVERY_MS)
-		orphan_scan(eng);
+		srv_engine_find_orphans(eng);
 }
 
 static void timer_cb(uv_timer_t *t)

@@ -143,6 +143,13 @@ void srv_engine_event(struct srv_engine *eng, int level, const char *kind, const
                       const char *instance, const char *backend, const char *driver, const char *fmt, ...)
     __attribute__((format(printf, 8, 9)));
 
+/*
+ * Asks every backend whose driver is up for the machines carrying this
+ * server's tag, and adopts (as "running", with a warning event) any the store
+ * does not know. Runs by itself a few seconds after start and every minute.
+ */
+void srv_engine_find_orphans(struct srv_engine *eng);
+
 /* For tests: runs one reconciliation pass now. */
 void srv_engine_reconcile_now(struct srv_engine *eng);
 /* Operations (creates, reconciliation calls) still in flight. */

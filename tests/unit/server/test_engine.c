@@ -381,6 +381,72 @@ static void test_resume_creating_makes_one_machine(void **state)
 	free(rstate);
 }
 
+static void test_orphan_adopted(void **state)
+{
+	struct fx *f = *state;
+	add_backend(f, "o", "sim", "{\"state_file\": \"%s/o.json\"}");
+	/* A machine made with this server's tags that the store never heard of (a lost database, say). */
+	struct offers_out oo = {0};
+	struct srv_offers_query q = {.project = "p"};
+	srv_engine_offers(f->eng, &q, offers_cb, &oo);
+	assert_true(run_until(&f->loop, &oo.done, 10000));
+	struct srv_backend *be;
+	assert_int_equal(srv_store_backend_get(f->st, "p", "o", &be), 0);
+	struct srv_bcfg bc;
+	srv_bcfg_init(&bc, be);
+	drv_create_instance_request creq = DROVER__COMPUTE__V1__CREATE_INSTANCE_REQUEST__INIT;
+	drv_instance_configuration ic = DROVER__COMPUTE__V1__INSTANCE_CONFIGURATION__INIT;
+	drv_tag_entry t0 = DROVER__COMPUTE__V1__INSTANCE_CONFIGURATION__TAGS_ENTRY__INIT, t1 = t0, t2 = t0;
+	drv_tag_entry *tags[] = {&t0, &t1};
+	t0.key = "drover-server";
+	t0.value = "s-test";
+	t1.key = "drover-instance";
+	t1.value = "i-lost";
+	ic.name = "lost";
+	ic.project = "p";
+	ic.idempotency_key = "lost/1";
+	ic.n_tags = 2;
+	ic.tags = tags;
+	creq.config = &bc.cfg;
+	creq.offer = (drv_offer *)oo.res->items[0].offer;
+	creq.instance = &ic;
+	bool made = false;
+	srv_supervisor_call(f->sup, "sim", "CreateInstance", &creq.base, 5000, done_cb, &made);
+	assert_true(run_until(&f->loop, &made, 5000));
+	/* Another server's machine on the same backend: not ours, never adopted. */
+	drv_tag_entry *tags2[] = {&t2};
+	t2.key = "drover-server";
+	t2.value = "s-someone-else";
+	ic.name = "theirs";
+	ic.idempotency_key = "theirs/1";
+	ic.n_tags = 1;
+	ic.tags = tags2;
+	made = false;
+	srv_supervisor_call(f->sup, "sim", "CreateInstance", &creq.base, 5000, done_cb, &made);
+	assert_true(run_until(&f->loop, &made, 5000));
+	srv_bcfg_clear(&bc);
+	srv_backend_free(be);
+	srv_offers_result_free(oo.res);
+
+	srv_engine_find_orphans(f->eng);
+	struct srv_instance *in = NULL;
+	bool adopted = false;
+	for (int i = 0; i < 2500 && !adopted; i++) {
+		uv_run(&f->loop, UV_RUN_NOWAIT);
+		usleep(2000);
+		adopted = srv_store_instance_get(f->st, "i-lost", &in) == 0;
+	}
+	assert_true(adopted);
+	assert_string_equal(in->status, SRV_ST_RUNNING);
+	assert_string_equal(in->backend, "o");
+	assert_non_null(strstr(in->last_error, "orphan"));
+	assert_non_null(in->provisioning);
+	srv_instance_free(in);
+	int64_t n;
+	assert_int_equal(srv_store_instance_count(f->st, NULL, &n), 0);
+	assert_int_equal(n, 1);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -389,6 +455,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_create_fallback_and_terminate, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_termination_failing_is_kept, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resume_creating_makes_one_machine, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_orphan_adopted, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("server_engine", tests, NULL, NULL);
 }
