@@ -4,7 +4,7 @@
  * failed, so a broken driver that fails for the wrong reason does not count.
  *
  * usage: conformance-expect --exit N [--fail CHECK]... [--pass CHECK]...
- *            [--output TEXT]... [--file PATH --file-contains TEXT]...
+ *            [--output TEXT]... [--no-output TEXT]... [--file PATH --file-contains TEXT]...
  *            [--listen-driver PATH [--listen-arg ARG]...] [--timeout SEC] [--no-summary]
  *            -- HARNESS ARGS...
  *
@@ -36,8 +36,8 @@
 
 static struct {
 	int exit_code;
-	const char *fail[MAX_LIST], *pass[MAX_LIST], *output[MAX_LIST];
-	size_t n_fail, n_pass, n_output;
+	const char *fail[MAX_LIST], *pass[MAX_LIST], *output[MAX_LIST], *no_output[MAX_LIST];
+	size_t n_fail, n_pass, n_output, n_no_output;
 	const char *file[MAX_LIST], *file_contains[MAX_LIST];
 	size_t n_file;
 	const char *listen_driver;
@@ -266,6 +266,13 @@ static void test_harness_run(void **state)
 			snprintf(why, sizeof(why), "the output does not contain \"%s\"", opt.output[i]);
 		}
 	}
+	for (size_t i = 0; ok && i < opt.n_no_output; i++) {
+		if (strstr(so.data, opt.no_output[i])) {
+			ok = false;
+			snprintf(why, sizeof(why), "stdout contains \"%s\", which it must not",
+			         opt.no_output[i]);
+		}
+	}
 	for (size_t i = 0; ok && i < opt.n_file; i++) {
 		FILE *f = fopen(opt.file[i], "r");
 		struct buf fb = {0};
@@ -297,7 +304,8 @@ static void test_harness_run(void **state)
 static int usage(void)
 {
 	fprintf(stderr,
-	        "usage: conformance-expect --exit N [--fail CHECK]... [--pass CHECK]... [--output TEXT]...\n"
+	        "usage: conformance-expect --exit N [--fail CHECK]... [--pass CHECK]... [--output TEXT]... "
+	        "[--no-output TEXT]...\n"
 	        "         [--file PATH --file-contains TEXT]... [--listen-driver PATH] [--timeout SEC]\n"
 	        "         -- HARNESS ARGS...\n");
 	return 2;
@@ -331,6 +339,8 @@ int main(int argc, char **argv)
 			opt.pass[opt.n_pass++] = v;
 		else if (strcmp(a, "--output") == 0 && opt.n_output < MAX_LIST)
 			opt.output[opt.n_output++] = v;
+		else if (strcmp(a, "--no-output") == 0 && opt.n_no_output < MAX_LIST)
+			opt.no_output[opt.n_no_output++] = v;
 		else if (strcmp(a, "--file") == 0 && opt.n_file < MAX_LIST)
 			opt.file[opt.n_file] = v;
 		else if (strcmp(a, "--file-contains") == 0 && opt.n_file < MAX_LIST)
