@@ -44,6 +44,40 @@ struct proc {
 	int in, out, err; /* our ends: child's stdin, stdout, stderr */
 };
 
+/*
+ * Children started by proc_start and not yet reaped: a failing assertion
+ * leaves its test early, and the group teardown kills what is left so no
+ * standalone driver (which ignores stdin EOF) outlives the test.
+ */
+static pid_t live[32];
+
+static void live_add(pid_t pid)
+{
+	for (size_t i = 0; i < sizeof(live) / sizeof(live[0]); i++)
+		if (live[i] == 0) {
+			live[i] = pid;
+			return;
+		}
+}
+
+static void live_remove(pid_t pid)
+{
+	for (size_t i = 0; i < sizeof(live) / sizeof(live[0]); i++)
+		if (live[i] == pid)
+			live[i] = 0;
+}
+
+static int kill_leftovers(void **state)
+{
+	for (size_t i = 0; i < sizeof(live) / sizeof(live[0]); i++)
+		if (live[i] > 0) {
+			kill(live[i], SIGKILL);
+			waitpid(live[i], NULL, 0);
+			live[i] = 0;
+		}
+	return 0;
+}
+
 /* Standard fds (bit 0: stdin, 1: stdout) the next proc_start closes in the child before exec. */
 static int child_close_mask;
 
@@ -70,6 +104,7 @@ static void proc_start(struct proc *p, const char *const *args, const char *cons
 		execve(RUNTIME_DRIVER, (char **)argv, (char **)env);
 		_exit(127);
 	}
+	live_add(p->pid);
 	close(pin[0]);
 	close(pout[1]);
 	close(perr[1]);
@@ -116,6 +151,7 @@ static int proc_wait(struct proc *p, int timeout_ms)
 		}
 		usleep(2000);
 	}
+	live_remove(p->pid);
 	close(p->in);
 	close(p->out);
 	close(p->err);
@@ -975,5 +1011,5 @@ int main(void)
 	    cmocka_unit_test(test_concurrent_calls),
 	    cmocka_unit_test(test_timing_figures),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests(tests, NULL, kill_leftovers);
 }
