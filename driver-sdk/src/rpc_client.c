@@ -40,6 +40,7 @@ struct drv_rpc_channel {
 	grpc_channel *ch;
 	char *target;
 	int max_message;
+	bool wait_for_ready;
 	_Atomic(struct svc_cache *) services;
 
 	pthread_mutex_t lock;             /* guards registration and everything below */
@@ -166,6 +167,7 @@ int drv_rpc_channel_new(const struct drv_rpc_channel_opts *opts, struct drv_rpc_
 		return DRV_ENOMEM;
 	}
 	ch->max_message = drv__rpc_max_message(opts->max_message_bytes);
+	ch->wait_for_ready = opts->wait_for_ready;
 	pthread_mutex_init(&ch->lock, NULL);
 	atomic_init(&ch->services, NULL);
 
@@ -179,7 +181,7 @@ int drv_rpc_channel_new(const struct drv_rpc_channel_opts *opts, struct drv_rpc_
 		free(ch);
 		return rc;
 	}
-	grpc_arg args[4];
+	grpc_arg args[7];
 	size_t n = 0;
 	memset(args, 0, sizeof(args));
 	args[n].type = GRPC_ARG_INTEGER;
@@ -192,6 +194,20 @@ int drv_rpc_channel_new(const struct drv_rpc_channel_opts *opts, struct drv_rpc_
 	args[n].type = GRPC_ARG_INTEGER;
 	args[n].key = GRPC_ARG_ENABLE_RETRIES;
 	args[n++].value.integer = 0;
+	/*
+	 * gRPC's default reconnect backoff grows to 120 s, far too long for a
+	 * driver that restarts or a network that comes back: cap it at 5 s and
+	 * start at 250 ms. The caller's own retry policy sits on top.
+	 */
+	args[n].type = GRPC_ARG_INTEGER;
+	args[n].key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
+	args[n++].value.integer = 250;
+	args[n].type = GRPC_ARG_INTEGER;
+	args[n].key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
+	args[n++].value.integer = 250;
+	args[n].type = GRPC_ARG_INTEGER;
+	args[n].key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;
+	args[n++].value.integer = 5000;
 	if (opts->server_name && opts->ca_file) {
 		args[n].type = GRPC_ARG_STRING;
 		args[n].key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
@@ -339,6 +355,7 @@ static int ccall_start(struct drv_rpc_channel *ch, grpc_completion_queue *cq, st
 	grpc_op ops[6];
 	memset(ops, 0, sizeof(ops));
 	ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+	ops[0].flags = ch->wait_for_ready ? GRPC_INITIAL_METADATA_WAIT_FOR_READY : 0;
 	ops[0].data.send_initial_metadata.count = n_md;
 	ops[0].data.send_initial_metadata.metadata = n_md ? cc->md : NULL;
 	ops[1].op = GRPC_OP_SEND_MESSAGE;
@@ -430,6 +447,10 @@ int drv_rpc_call(struct drv_rpc_channel *ch, const ProtobufCServiceDescriptor *s
                  const ProtobufCMessage *req, ProtobufCMessage **resp, int timeout_ms,
                  const struct drv_rpc_metadata *md, struct drv_status *st)
 {
+	if (!resp) {
+		set_status(st, DRV_EINVAL, "drv_rpc_call: resp is required");
+		return DRV_EINVAL;
+	}
 	*resp = NULL;
 	if (!ch || !service || !req || method_index >= service->n_methods) {
 		set_status(st, DRV_EINVAL, "drv_rpc_call: bad arguments");

@@ -109,6 +109,12 @@ struct drv_rpc_channel_opts {
 	const char *key_file;
 	const char *server_name; /* override of the name checked in the server's certificate */
 	size_t max_message_bytes; /* 0 means 64 MiB */
+	/*
+	 * Calls wait (up to their timeout) for the connection instead of failing
+	 * at once with DRV_EUNAVAILABLE while the peer is unreachable. Added after
+	 * the fields above; false by default.
+	 */
+	bool wait_for_ready;
 };
 
 int drv_rpc_channel_new(const struct drv_rpc_channel_opts *opts, struct drv_rpc_channel **out, char *err,

@@ -669,6 +669,84 @@ static void test_no_server(void **state)
 	drv_rpc_channel_free(ch);
 }
 
+/* Serves health on `addr` after `delay_ms`, from another thread. */
+struct late_server {
+	const char *addr;
+	int delay_ms;
+	struct drv_rpc_server *srv;
+	int rc;
+};
+
+static void *start_late(void *arg)
+{
+	struct late_server *l = arg;
+	char err[256];
+	sleep_ms(l->delay_ms);
+	struct drv_rpc_server_opts o = {.address = l->addr};
+	l->rc = drv_rpc_server_new(&o, &l->srv, err, sizeof(err));
+	if (l->rc == 0 &&
+	    (l->rc = drv_rpc_server_add(l->srv, health, 0, health_check, NULL, DRV_RPC_INLINE)) == 0)
+		l->rc = drv_rpc_server_start(l->srv, NULL, err, sizeof(err));
+	return NULL;
+}
+
+static void test_wait_for_ready(void **state)
+{
+	char err[256], addr[300];
+	snprintf(addr, sizeof(addr), "unix:%s/late.sock", tmpdir);
+	struct drv_rpc_channel *ch;
+	struct drv_rpc_channel_opts co = {.target = addr, .wait_for_ready = true};
+	assert_int_equal(drv_rpc_channel_new(&co, &ch, err, sizeof(err)), 0);
+	struct late_server l = {.addr = addr, .delay_ms = 200};
+	pthread_t t;
+	int64_t t0 = now_ms();
+	assert_int_equal(pthread_create(&t, NULL, start_late, &l), 0);
+	struct drv_status st;
+	/* Waits for the server that comes up 200 ms later instead of failing at once. */
+	int rc = check(ch, "", 5000, NULL, &st);
+	int64_t took = now_ms() - t0;
+	pthread_join(t, NULL);
+	assert_int_equal(l.rc, 0);
+	if (rc != 0)
+		fail_msg("wait_for_ready call: %s", st.message);
+	assert_true(took >= 150);
+	assert_true(took < 3000);
+	drv_rpc_channel_free(ch);
+	drv_rpc_server_free(l.srv);
+}
+
+static void test_reconnect(void **state)
+{
+	char err[256], addr[300];
+	snprintf(addr, sizeof(addr), "unix:%s/re.sock", tmpdir);
+	struct late_server a = {.addr = addr};
+	start_late(&a);
+	assert_int_equal(a.rc, 0);
+	struct drv_rpc_channel *ch;
+	struct drv_rpc_channel_opts co = {.target = addr};
+	assert_int_equal(drv_rpc_channel_new(&co, &ch, err, sizeof(err)), 0);
+	struct drv_status st;
+	assert_int_equal(check(ch, "", 5000, NULL, &st), 0);
+	drv_rpc_server_free(a.srv);
+	/* Down for ~600 ms while the client keeps trying: failed connects grow the backoff. */
+	int64_t t0 = now_ms();
+	while (now_ms() - t0 < 600) {
+		assert_int_equal(check(ch, "", 5000, NULL, &st), DRV_EUNAVAILABLE);
+		sleep_ms(50);
+	}
+	struct late_server b = {.addr = addr};
+	start_late(&b);
+	assert_int_equal(b.rc, 0);
+	int64_t up = now_ms();
+	while (check(ch, "", 5000, NULL, &st) != 0 && now_ms() - up < 10000)
+		sleep_ms(20);
+	int64_t took = now_ms() - up;
+	/* The same channel recovers by itself once the server is back (backoff 250 ms growing to 5 s). */
+	assert_true(took < 3000);
+	drv_rpc_channel_free(ch);
+	drv_rpc_server_free(b.srv);
+}
+
 static void test_bad_options(void **state)
 {
 	char err[256] = "", path[300], addr[320];
@@ -850,6 +928,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_shutdown_cancels_after_grace, setup_unix, teardown),
 	    cmocka_unit_test_setup_teardown(test_shutdown_cancels_after_grace, setup_tcp, teardown),
 	    cmocka_unit_test(test_no_server),
+	    cmocka_unit_test(test_wait_for_ready),
+	    cmocka_unit_test(test_reconnect),
 	    cmocka_unit_test(test_bad_options),
 	    cmocka_unit_test(test_mtls),
 	};
