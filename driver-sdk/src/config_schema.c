@@ -375,11 +375,13 @@ void drv__config_check(const struct drv_config_field *fields, const drv_backend_
 	{
 		const char *key;
 		json_t *v;
-		known_names(fields, false, names, sizeof(names));
+		names[0] = '\0';
 		json_object_foreach(root, key, v)
 		{
 			if (field_find(fields, key, false))
 				continue;
+			if (!names[0]) /* only on the error path: it costs a printf per field */
+				known_names(fields, false, names, sizeof(names));
 			pointer(path, sizeof(path), NULL, key);
 			if (field_find(fields, key, true))
 				drv__diags_add(
@@ -396,11 +398,13 @@ void drv__config_check(const struct drv_config_field *fields, const drv_backend_
 	}
 
 secrets:
-	known_names(fields, true, names, sizeof(names));
+	names[0] = '\0';
 	for (size_t i = 0; bc && i < bc->n_secrets; i++) {
 		const char *key = bc->secrets[i] && bc->secrets[i]->key ? bc->secrets[i]->key : "";
 		if (field_find(fields, key, true))
 			continue;
+		if (!names[0])
+			known_names(fields, true, names, sizeof(names));
 		pointer(path, sizeof(path), "/secrets", key);
 		drv__diags_add(d, SEV_ERROR, path, "unknown secret",
 		               "\"%.100s\" is not a secret of this driver; known secrets: %s", key, names);
