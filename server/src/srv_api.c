@@ -877,7 +877,27 @@ static void h_list_instances(struct api_call *c)
 		return;
 	struct srv_instance **list;
 	size_t n;
-	struct srv_instance_filter f = {.project = project};
+	/* The store filters by its own states; TERMINATING and TERMINATION_FAILING share one. */
+	char states[200] = ",";
+	for (size_t j = 0; j < req->n_statuses; j++) {
+		static const char *const names[] = {
+		    [DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_PENDING] = SRV_ST_PENDING,
+		    [DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_CREATING] = SRV_ST_CREATING,
+		    [DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_PROVISIONING] = SRV_ST_PROVISIONING,
+		    [DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_RUNNING] = SRV_ST_RUNNING,
+		    [DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_TERMINATING] = SRV_ST_TERMINATING,
+		    [DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_TERMINATED] = SRV_ST_TERMINATED,
+		    [DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_FAILED] = SRV_ST_FAILED,
+		    [DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_TERMINATION_FAILING] =
+		        SRV_ST_TERMINATING,
+		};
+		unsigned v = (unsigned)req->statuses[j];
+		if (v < sizeof(names) / sizeof(names[0]) && names[v]) {
+			size_t l = strlen(states);
+			snprintf(states + l, sizeof(states) - l, "%s,", names[v]);
+		}
+	}
+	struct srv_instance_filter f = {.project = project, .statuses = req->n_statuses ? states : NULL};
 	if (srv_store_instance_list(c->api->st, &f, &list, &n) < 0) {
 		reply_err(c, DRV_EINTERNAL, "store: %s", srv_store_errmsg(c->api->st));
 		return;

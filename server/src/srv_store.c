@@ -70,6 +70,12 @@ struct srv_store {
 	sqlite3 *db;
 	struct srv_secrets *secrets;
 	sqlite3_stmt *stmts[S_COUNT];
+	/* Every other statement, prepared once and kept: keyed by its SQL literal's address. */
+	struct {
+		const char *sql;
+		sqlite3_stmt *stmt;
+	} cache[48];
+	size_t n_cache;
 	int tx_depth;
 	char err[512];
 };
@@ -142,6 +148,38 @@ static sqlite3_stmt *stmt(struct srv_store *st, enum stmt_id id)
 	sqlite3_reset(s);
 	sqlite3_clear_bindings(s);
 	return s;
+}
+
+/* Same contract as sqlite3_prepare_v2 on a string literal, but prepared once per store. */
+static int prep(struct srv_store *st, const char *sql, int len, sqlite3_stmt **out, const char **tail)
+{
+	for (size_t i = 0; i < st->n_cache; i++) {
+		if (st->cache[i].sql == sql) {
+			sqlite3_reset(st->cache[i].stmt);
+			sqlite3_clear_bindings(st->cache[i].stmt);
+			*out = st->cache[i].stmt;
+			return SQLITE_OK;
+		}
+	}
+	int rc = sqlite3_prepare_v3(st->db, sql, len, SQLITE_PREPARE_PERSISTENT, out, tail);
+	if (rc == SQLITE_OK && st->n_cache < sizeof(st->cache) / sizeof(st->cache[0])) {
+		st->cache[st->n_cache].sql = sql;
+		st->cache[st->n_cache].stmt = *out;
+		st->n_cache++;
+	}
+	return rc;
+}
+
+/* The end of a use of a statement from prep(): kept if cached, finalized if not. */
+static void unprep(struct srv_store *st, sqlite3_stmt *s)
+{
+	for (size_t i = 0; i < st->n_cache; i++) {
+		if (st->cache[i].stmt == s) {
+			sqlite3_reset(s);
+			return;
+		}
+	}
+	sqlite3_finalize(s);
 }
 
 static int exec(struct srv_store *st, const char *sql)
@@ -230,6 +268,8 @@ void srv_store_close(struct srv_store *st)
 		return;
 	for (int i = 0; i < S_COUNT; i++)
 		sqlite3_finalize(st->stmts[i]);
+	for (size_t i = 0; i < st->n_cache; i++)
+		sqlite3_finalize(st->cache[i].stmt);
 	sqlite3_close(st->db);
 	free(st);
 }
@@ -286,26 +326,25 @@ int srv_store_meta_get(struct srv_store *st, const char *key, char **value)
 {
 	sqlite3_stmt *s;
 	*value = NULL;
-	if (sqlite3_prepare_v2(st->db, "SELECT value FROM meta WHERE key = ?1", -1, &s, NULL) != SQLITE_OK)
+	if (prep(st, "SELECT value FROM meta WHERE key = ?1", -1, &s, NULL) != SQLITE_OK)
 		return db_err(st, "meta get");
 	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW)
 		*value = col_str(s, 0);
-	sqlite3_finalize(s);
+	unprep(st, s);
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_err(st, "meta get");
 }
 
 int srv_store_meta_set(struct srv_store *st, const char *key, const char *value)
 {
 	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(st->db, "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)", -1, &s,
-	                       NULL) != SQLITE_OK)
+	if (prep(st, "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)", -1, &s, NULL) != SQLITE_OK)
 		return db_err(st, "meta set");
 	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
+	unprep(st, s);
 	return rc == SQLITE_DONE ? 0 : db_err(st, "meta set");
 }
 
@@ -314,24 +353,24 @@ int srv_store_meta_set(struct srv_store *st, const char *key, const char *value)
 int srv_store_project_put(struct srv_store *st, const char *name)
 {
 	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(st->db, "INSERT OR IGNORE INTO projects(name, created_at) VALUES(?1, ?2)", -1,
-	                       &s, NULL) != SQLITE_OK)
+	if (prep(st, "INSERT OR IGNORE INTO projects(name, created_at) VALUES(?1, ?2)", -1, &s, NULL) !=
+	    SQLITE_OK)
 		return db_err(st, "project put");
 	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 2, srv_now_ms());
 	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
+	unprep(st, s);
 	return rc == SQLITE_DONE ? 0 : db_err(st, "project put");
 }
 
 int srv_store_project_exists(struct srv_store *st, const char *name)
 {
 	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(st->db, "SELECT 1 FROM projects WHERE name = ?1", -1, &s, NULL) != SQLITE_OK)
+	if (prep(st, "SELECT 1 FROM projects WHERE name = ?1", -1, &s, NULL) != SQLITE_OK)
 		return db_err(st, "project get");
 	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
+	unprep(st, s);
 	if (rc == SQLITE_ROW)
 		return 1;
 	return rc == SQLITE_DONE ? 0 : db_err(st, "project get");
@@ -342,8 +381,7 @@ int srv_store_project_list(struct srv_store *st, char ***names, size_t *n)
 	sqlite3_stmt *s;
 	size_t cnt = 0, cap = 8;
 	char **list = malloc(cap * sizeof(char *));
-	if (!list || sqlite3_prepare_v2(st->db, "SELECT name FROM projects ORDER BY name", -1, &s, NULL) !=
-	                 SQLITE_OK) {
+	if (!list || prep(st, "SELECT name FROM projects ORDER BY name", -1, &s, NULL) != SQLITE_OK) {
 		free(list);
 		return db_err(st, "project list");
 	}
@@ -354,7 +392,7 @@ int srv_store_project_list(struct srv_store *st, char ***names, size_t *n)
 		}
 		list[cnt++] = col_str(s, 0);
 	}
-	sqlite3_finalize(s);
+	unprep(st, s);
 	*names = list;
 	*n = cnt;
 	return 0;
@@ -446,7 +484,7 @@ int srv_store_backend_put(struct srv_store *st, const struct srv_backend *b)
 	sqlite3_bind_text(s, 6, b->source ? b->source : "api", -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 7, b->created_at ? b->created_at : srv_now_ms());
 	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
+	unprep(st, s);
 	free(blob);
 	return rc == SQLITE_DONE ? 0 : db_err(st, "backend put");
 }
@@ -492,11 +530,10 @@ int srv_store_backend_list(struct srv_store *st, const char *project, struct srv
 	sqlite3_stmt *s;
 	size_t cnt = 0, cap = 8;
 	struct srv_backend **list = malloc(cap * sizeof(*list));
-	if (!list ||
-	    sqlite3_prepare_v2(st->db,
-	                       "SELECT project, name, type, config_json, secrets, source, created_at"
-	                       " FROM backends WHERE ?1 IS NULL OR project = ?1 ORDER BY project, name",
-	                       -1, &s, NULL) != SQLITE_OK) {
+	if (!list || prep(st,
+	                  "SELECT project, name, type, config_json, secrets, source, created_at"
+	                  " FROM backends WHERE ?1 IS NULL OR project = ?1 ORDER BY project, name",
+	                  -1, &s, NULL) != SQLITE_OK) {
 		free(list);
 		return db_err(st, "backend list");
 	}
@@ -504,7 +541,7 @@ int srv_store_backend_list(struct srv_store *st, const char *project, struct srv
 	while (sqlite3_step(s) == SQLITE_ROW) {
 		struct srv_backend *b = backend_row(st, s);
 		if (!b) {
-			sqlite3_finalize(s);
+			unprep(st, s);
 			srv_backend_list_free(list, cnt);
 			return -1;
 		}
@@ -514,7 +551,7 @@ int srv_store_backend_list(struct srv_store *st, const char *project, struct srv
 		}
 		list[cnt++] = b;
 	}
-	sqlite3_finalize(s);
+	unprep(st, s);
 	*out = list;
 	*n = cnt;
 	return 0;
@@ -523,13 +560,12 @@ int srv_store_backend_list(struct srv_store *st, const char *project, struct srv
 int srv_store_backend_delete(struct srv_store *st, const char *project, const char *name)
 {
 	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(st->db, "DELETE FROM backends WHERE project = ?1 AND name = ?2", -1, &s,
-	                       NULL) != SQLITE_OK)
+	if (prep(st, "DELETE FROM backends WHERE project = ?1 AND name = ?2", -1, &s, NULL) != SQLITE_OK)
 		return db_err(st, "backend delete");
 	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
+	unprep(st, s);
 	if (rc != SQLITE_DONE)
 		return db_err(st, "backend delete");
 	return sqlite3_changes(st->db) ? 0 : 1;
@@ -538,16 +574,16 @@ int srv_store_backend_delete(struct srv_store *st, const char *project, const ch
 int srv_store_backend_live_instances(struct srv_store *st, const char *project, const char *name, int64_t *n)
 {
 	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(st->db,
-	                       "SELECT count(*) FROM instances WHERE project = ?1 AND backend = ?2"
-	                       " AND status NOT IN ('terminated', 'failed')",
-	                       -1, &s, NULL) != SQLITE_OK)
+	if (prep(st,
+	         "SELECT count(*) FROM instances WHERE project = ?1 AND backend = ?2"
+	         " AND status NOT IN ('terminated', 'failed')",
+	         -1, &s, NULL) != SQLITE_OK)
 		return db_err(st, "count instances");
 	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(s);
 	*n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-	sqlite3_finalize(s);
+	unprep(st, s);
 	return rc == SQLITE_ROW ? 0 : db_err(st, "count instances");
 }
 
@@ -700,7 +736,7 @@ static int instance_query(struct srv_store *st, sqlite3_stmt *s, struct srv_inst
 		}
 		list[cnt++] = instance_row(s);
 	}
-	sqlite3_finalize(s);
+	unprep(st, s);
 	if (rc != SQLITE_DONE) {
 		srv_instance_list_free(list, cnt);
 		return db_err(st, "instance list");
@@ -714,18 +750,20 @@ int srv_store_instance_list(struct srv_store *st, const struct srv_instance_filt
                             struct srv_instance ***out, size_t *n)
 {
 	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(st->db,
-	                       "SELECT " INSTANCE_COLS " FROM instances WHERE (?1 IS NULL OR project = ?1)"
-	                       " AND (?2 IS NULL OR backend = ?2)"
-	                       " AND (?3 = 0 OR status NOT IN ('terminated', 'failed'))"
-	                       " ORDER BY created_at DESC, id DESC LIMIT ?4 OFFSET ?5",
-	                       -1, &s, NULL) != SQLITE_OK)
+	if (prep(st,
+	         "SELECT " INSTANCE_COLS " FROM instances WHERE (?1 IS NULL OR project = ?1)"
+	         " AND (?2 IS NULL OR backend = ?2)"
+	         " AND (?3 = 0 OR status NOT IN ('terminated', 'failed'))"
+	         " AND (?6 IS NULL OR instr(?6, ',' || status || ',') > 0)"
+	         " ORDER BY created_at DESC, id DESC LIMIT ?4 OFFSET ?5",
+	         -1, &s, NULL) != SQLITE_OK)
 		return db_err(st, "instance list");
 	sqlite3_bind_text(s, 1, f ? f->project : NULL, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, f ? f->backend : NULL, -1, SQLITE_STATIC);
 	sqlite3_bind_int(s, 3, f && f->live_only);
 	sqlite3_bind_int64(s, 4, f && f->limit > 0 ? f->limit : -1);
 	sqlite3_bind_int64(s, 5, f ? f->offset : 0);
+	sqlite3_bind_text(s, 6, f ? f->statuses : NULL, -1, SQLITE_STATIC);
 	return instance_query(st, s, out, n);
 }
 
@@ -733,10 +771,10 @@ int srv_store_instance_due(struct srv_store *st, int64_t now_ms, int64_t limit, 
                            size_t *n)
 {
 	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(st->db,
-	                       "SELECT " INSTANCE_COLS " FROM instances WHERE next_check_at > 0 AND"
-	                       " next_check_at <= ?1 ORDER BY next_check_at LIMIT ?2",
-	                       -1, &s, NULL) != SQLITE_OK)
+	if (prep(st,
+	         "SELECT " INSTANCE_COLS " FROM instances WHERE next_check_at > 0 AND"
+	         " next_check_at <= ?1 ORDER BY next_check_at LIMIT ?2",
+	         -1, &s, NULL) != SQLITE_OK)
 		return db_err(st, "instance due");
 	sqlite3_bind_int64(s, 1, now_ms);
 	sqlite3_bind_int64(s, 2, limit > 0 ? limit : -1);
@@ -771,13 +809,13 @@ int srv_store_instance_has_key(struct srv_store *st, const char *key)
 int srv_store_instance_count(struct srv_store *st, const char *status, int64_t *n)
 {
 	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(st->db, "SELECT count(*) FROM instances WHERE ?1 IS NULL OR status = ?1", -1,
-	                       &s, NULL) != SQLITE_OK)
+	if (prep(st, "SELECT count(*) FROM instances WHERE ?1 IS NULL OR status = ?1", -1, &s, NULL) !=
+	    SQLITE_OK)
 		return db_err(st, "instance count");
 	sqlite3_bind_text(s, 1, status, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(s);
 	*n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-	sqlite3_finalize(s);
+	unprep(st, s);
 	return rc == SQLITE_ROW ? 0 : db_err(st, "instance count");
 }
 
@@ -835,13 +873,12 @@ int srv_store_event_list(struct srv_store *st, const struct srv_event_filter *f,
 	size_t cnt = 0, cap = 16;
 	struct srv_event *ev = calloc(cap, sizeof(*ev));
 	/* The latest `limit` events after after_id, returned oldest first. */
-	if (!ev ||
-	    sqlite3_prepare_v2(st->db,
-	                       "SELECT * FROM (SELECT id, ts, project, instance, kind, message, level,"
-	                       " backend, driver FROM events WHERE (?1 IS NULL OR project = ?1)"
-	                       " AND (?2 IS NULL OR instance = ?2) AND id > ?3 ORDER BY id DESC LIMIT ?4)"
-	                       " ORDER BY id",
-	                       -1, &s, NULL) != SQLITE_OK) {
+	if (!ev || prep(st,
+	                "SELECT * FROM (SELECT id, ts, project, instance, kind, message, level,"
+	                " backend, driver FROM events WHERE (?1 IS NULL OR project = ?1)"
+	                " AND (?2 IS NULL OR instance = ?2) AND id > ?3 ORDER BY id DESC LIMIT ?4)"
+	                " ORDER BY id",
+	                -1, &s, NULL) != SQLITE_OK) {
 		free(ev);
 		return db_err(st, "event list");
 	}
@@ -866,7 +903,7 @@ int srv_store_event_list(struct srv_store *st, const struct srv_event_filter *f,
 		ev[cnt].driver = col_str(s, 8);
 		cnt++;
 	}
-	sqlite3_finalize(s);
+	unprep(st, s);
 	*out = ev;
 	*n = cnt;
 	return 0;
@@ -903,7 +940,7 @@ int srv_store_backend_detach(struct srv_store *st, const char *project, const ch
 	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(s);
-	sqlite3_finalize(s);
+	unprep(st, s);
 	if (rc != SQLITE_DONE) {
 		db_err(st, "backend detach");
 		goto fail;
@@ -921,8 +958,8 @@ fail:
 int srv_store_instance_backend(struct srv_store *st, const struct srv_instance *in, struct srv_backend **out)
 {
 	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(st->db, "SELECT backend_config, backend_secrets FROM instances WHERE id = ?1",
-	                       -1, &s, NULL) != SQLITE_OK)
+	if (prep(st, "SELECT backend_config, backend_secrets FROM instances WHERE id = ?1", -1, &s, NULL) !=
+	    SQLITE_OK)
 		return db_err(st, "instance backend");
 	sqlite3_bind_text(s, 1, in->id, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(s);
@@ -934,15 +971,15 @@ int srv_store_instance_backend(struct srv_store *st, const struct srv_instance *
 		b->config_json = col_str(s, 0);
 		b->source = strdup("removed");
 		if (open_secrets(st, b, sqlite3_column_blob(s, 1), (size_t)sqlite3_column_bytes(s, 1)) < 0) {
-			sqlite3_finalize(s);
+			unprep(st, s);
 			srv_backend_free(b);
 			return -1;
 		}
-		sqlite3_finalize(s);
+		unprep(st, s);
 		*out = b;
 		return 0;
 	}
-	sqlite3_finalize(s);
+	unprep(st, s);
 	return srv_store_backend_get(st, in->project, in->backend, out);
 }
 
@@ -952,11 +989,11 @@ int srv_store_instance_by_name(struct srv_store *st, const char *project, const 
 	sqlite3_stmt *s;
 	struct srv_instance **list;
 	size_t n;
-	if (sqlite3_prepare_v2(st->db,
-	                       "SELECT " INSTANCE_COLS " FROM instances WHERE project = ?1 AND name = ?2"
-	                       " AND (?3 = 0 OR status NOT IN ('terminated', 'failed'))"
-	                       " ORDER BY created_at DESC LIMIT 1",
-	                       -1, &s, NULL) != SQLITE_OK)
+	if (prep(st,
+	         "SELECT " INSTANCE_COLS " FROM instances WHERE project = ?1 AND name = ?2"
+	         " AND (?3 = 0 OR status NOT IN ('terminated', 'failed'))"
+	         " ORDER BY created_at DESC LIMIT 1",
+	         -1, &s, NULL) != SQLITE_OK)
 		return db_err(st, "instance by name");
 	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
@@ -978,11 +1015,10 @@ int srv_store_instance_by_key(struct srv_store *st, const char *project, const c
 	sqlite3_stmt *s;
 	struct srv_instance **list;
 	size_t n;
-	if (sqlite3_prepare_v2(st->db,
-	                       "SELECT " INSTANCE_COLS
-	                       " FROM instances WHERE idempotency_key = ?2 AND project = ?1"
-	                       " LIMIT 1",
-	                       -1, &s, NULL) != SQLITE_OK)
+	if (prep(st,
+	         "SELECT " INSTANCE_COLS " FROM instances WHERE idempotency_key = ?2 AND project = ?1"
+	         " LIMIT 1",
+	         -1, &s, NULL) != SQLITE_OK)
 		return db_err(st, "instance by key");
 	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, key, -1, SQLITE_STATIC);
@@ -1000,14 +1036,14 @@ int srv_store_instance_by_key(struct srv_store *st, const char *project, const c
 int srv_store_instance_count_live(struct srv_store *st, const char *project, int64_t *n)
 {
 	sqlite3_stmt *s;
-	if (sqlite3_prepare_v2(st->db,
-	                       "SELECT count(*) FROM instances WHERE project = ?1"
-	                       " AND status NOT IN ('terminated', 'failed')",
-	                       -1, &s, NULL) != SQLITE_OK)
+	if (prep(st,
+	         "SELECT count(*) FROM instances WHERE project = ?1"
+	         " AND status NOT IN ('terminated', 'failed')",
+	         -1, &s, NULL) != SQLITE_OK)
 		return db_err(st, "instance count");
 	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(s);
 	*n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-	sqlite3_finalize(s);
+	unprep(st, s);
 	return rc == SQLITE_ROW ? 0 : db_err(st, "instance count");
 }

@@ -130,10 +130,11 @@ int srv_store_instance_put(struct srv_store *st, struct srv_instance *inst);
 int srv_store_instance_get(struct srv_store *st, const char *id, struct srv_instance **out);
 
 struct srv_instance_filter {
-	const char *project; /* NULL: any */
-	const char *backend; /* NULL: any */
-	bool live_only;      /* skip terminated and failed */
-	int64_t limit;       /* 0: no limit */
+	const char *project;  /* NULL: any */
+	const char *backend;  /* NULL: any */
+	bool live_only;       /* skip terminated and failed */
+	const char *statuses; /* ",running,terminating,": only these states; NULL: any */
+	int64_t limit;        /* 0: no limit */
 	int64_t offset;
 };
 /* Newest first. */
