@@ -466,6 +466,7 @@ int drv_main(int argc, char **argv, const struct drv_driver *driver)
 	char address[PATH_MAX + 8];
 	struct drv_rpc_server *srv = NULL;
 	bool started = false;
+	bool bound = false;
 	int exit_code = 1;
 
 	if (spawned) {
@@ -502,6 +503,7 @@ int drv_main(int argc, char **argv, const struct drv_driver *driver)
 		drv_log(DRV_LOG_ERROR, "cannot serve on %s: %s", address, err);
 		goto out_server;
 	}
+	bound = true;
 
 	struct drv_handshake hs = {.core_version = 1, .protocol_version = DRV_PROTOCOL_VERSION};
 	snprintf(hs.protocol, sizeof(hs.protocol), "grpc");
@@ -558,7 +560,8 @@ out_server:
 	if (started && driver->stop)
 		driver->stop();
 out_dir:
-	if (sock_path[0])
+	/* Only a socket we bound is ours to remove; whatever else was there stays. */
+	if (bound && sock_path[0])
 		unlink(sock_path);
 	if (own_dir[0])
 		rmdir(own_dir);

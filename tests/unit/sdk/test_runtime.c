@@ -763,6 +763,24 @@ static void test_own_socket_dir_and_stdout(void **state)
 	assert_int_equal(proc_wait(&p, 3000), 0);
 	assert_int_not_equal(stat(dir, &sb), 0);
 
+	/* A regular file where the socket goes: a clear error naming the address, no handshake. */
+	char sdir[] = "/tmp/drover-rtest-sd-XXXXXX";
+	assert_non_null(mkdtemp(sdir));
+	char sfile[300], sdir_env[340];
+	snprintf(sfile, sizeof(sfile), "%s/rtest.sock", sdir);
+	snprintf(sdir_env, sizeof(sdir_env), "DROVER_SOCKET_DIR=%s", sdir);
+	int sfd = open(sfile, O_WRONLY | O_CREAT, 0600);
+	assert_true(sfd >= 0);
+	close(sfd);
+	const char *fenv[] = {"PATH=/usr/bin:/bin", COOKIE, sdir_env, NULL};
+	char fout[1024], ferr[4096];
+	assert_int_equal(run(NULL, fenv, fout, sizeof(fout), ferr, sizeof(ferr)), 1);
+	assert_string_equal(fout, "");
+	assert_non_null(strstr(ferr, "cannot serve on unix:"));
+	assert_int_equal(access(sfile, F_OK), 0); /* not the driver's to delete */
+	unlink(sfile);
+	rmdir(sdir);
+
 	/* A socket directory that does not exist is a clear error. */
 	const char *env[] = {"PATH=/usr/bin:/bin", COOKIE, "DROVER_SOCKET_DIR=/nonexistent/dir", NULL};
 	char out[1024], errs[2048];
