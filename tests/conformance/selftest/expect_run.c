@@ -6,9 +6,11 @@
  * usage: conformance-expect --exit N [--fail CHECK]... [--pass CHECK]...
  *            [--output TEXT]... [--no-output TEXT]... [--file PATH --file-contains TEXT]...
  *            [--listen-driver PATH [--listen-arg ARG]...] [--timeout SEC] [--no-summary]
+ *            [--signal-after-ms MS]
  *            -- HARNESS ARGS...
  *
  * --no-summary: the run prints no closing line (--help, --list).
+ * --signal-after-ms MS: sends the harness SIGTERM MS after its start.
  * --listen-driver starts PATH --listen 127.0.0.1:0 first (a standalone
  * driver; with each --listen-arg ARG appended, else --insecure), reads its
  * handshake line and replaces @ADDRESS@ in the harness arguments with the
@@ -44,6 +46,7 @@ static struct {
 	const char *listen_args[MAX_LIST];
 	size_t n_listen_args;
 	int timeout_s;
+	int signal_after_ms; /* SIGTERM to the harness this long after its start; 0: never */
 	bool no_summary;
 	char **argv;
 } opt = {.exit_code = -1, .timeout_s = 120};
@@ -177,8 +180,13 @@ static void test_harness_run(void **state)
 	buf_add(&so, "", 0);
 	buf_add(&se, "", 0);
 	double deadline = now_s() + opt.timeout_s;
-	bool open_out = true, open_err = true, timed_out = false;
+	bool open_out = true, open_err = true, timed_out = false, signalled = false;
+	double signal_at = now_s() + opt.signal_after_ms / 1000.0;
 	while (open_out || open_err) {
+		if (opt.signal_after_ms && !signalled && now_s() >= signal_at) {
+			kill(pid, SIGTERM);
+			signalled = true;
+		}
 		if (now_s() > deadline) {
 			timed_out = true;
 			kill(-pid, SIGKILL);
@@ -303,11 +311,13 @@ static void test_harness_run(void **state)
 
 static int usage(void)
 {
-	fprintf(stderr,
-	        "usage: conformance-expect --exit N [--fail CHECK]... [--pass CHECK]... [--output TEXT]... "
-	        "[--no-output TEXT]...\n"
-	        "         [--file PATH --file-contains TEXT]... [--listen-driver PATH] [--timeout SEC]\n"
-	        "         -- HARNESS ARGS...\n");
+	fprintf(
+	    stderr,
+	    "usage: conformance-expect --exit N [--fail CHECK]... [--pass CHECK]... [--output TEXT]... "
+	    "[--no-output TEXT]...\n"
+	    "         [--file PATH --file-contains TEXT]... [--listen-driver PATH [--listen-arg ARG]...]\n"
+	    "         [--timeout SEC] [--no-summary] [--signal-after-ms MS]\n"
+	    "         -- HARNESS ARGS...\n");
 	return 2;
 }
 
@@ -351,6 +361,8 @@ int main(int argc, char **argv)
 			opt.listen_args[opt.n_listen_args++] = v;
 		else if (strcmp(a, "--timeout") == 0)
 			opt.timeout_s = atoi(v);
+		else if (strcmp(a, "--signal-after-ms") == 0)
+			opt.signal_after_ms = atoi(v);
 		else
 			return usage();
 	}

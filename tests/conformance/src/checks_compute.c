@@ -151,6 +151,10 @@ static bool wait_for_address(struct conf_ctx *c, const char *id)
 				return false;
 			}
 		}
+		if (conf_interrupted) {
+			conf_fail(c, "interrupted while waiting for instance \"%s\" to get an address", id);
+			return false;
+		}
 		if (conf_now_ms() > deadline) {
 			conf_fail(c,
 			          "GetInstance(id=\"%s\") shows no hostname or internal_ip after %d ms "

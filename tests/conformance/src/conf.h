@@ -13,6 +13,7 @@
 #ifndef CONF_H
 #define CONF_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -192,6 +193,12 @@ int conf_cleanup_verify(struct conf_ctx *c, char *err, size_t errlen);
 void conf_track_free(struct conf_ctx *c);
 
 /* ---- helpers shared by checks (conf_run.c) ---- */
+
+/*
+ * Set by SIGINT/SIGTERM: the run stops after the current check, still cleans
+ * up what it created, and reports the rest as skipped.
+ */
+extern volatile sig_atomic_t conf_interrupted;
 
 /* Monotonic milliseconds. */
 double conf_now_ms(void);

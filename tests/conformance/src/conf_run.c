@@ -13,6 +13,8 @@
 #include "conf.h"
 #include "conf_run.h"
 
+volatile sig_atomic_t conf_interrupted;
+
 double conf_now_ms(void)
 {
 	struct timespec ts;
@@ -90,6 +92,8 @@ static const char *skip_reason(const struct conf_ctx *c, const struct conf_test 
 {
 	if ((t->flags & CONF_NEEDS_SPAWN) && !c->o->driver_path)
 		return snprintf(buf, len, "the harness did not spawn the driver (--address)"), buf;
+	if (conf_interrupted)
+		return snprintf(buf, len, "the run was interrupted"), buf;
 	if (t->flags & CONF_STARTUP)
 		return NULL;
 	if (!c->host)

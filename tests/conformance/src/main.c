@@ -2,6 +2,7 @@
  * drover-conformance: checks that a driver keeps the drover driver protocol.
  * main only parses arguments and wires the run together.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,12 @@ static void list_tests(void)
 	}
 	printf("%-40s %-18s %s\n", "cleanup", "-",
 	       "everything the harness created can be removed at the end (Terminate*/Delete* answer OK)");
+}
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	conf_interrupted = 1;
 }
 
 static void start_driver(struct conf_ctx *c)
@@ -206,6 +213,12 @@ int main(int argc, char **argv)
 		return CONF_EXIT_USAGE;
 	}
 
+	/* Ctrl-C or a CI timeout's SIGTERM still gets the cleanup (a real cloud bills what is left). */
+	struct sigaction sa = {.sa_handler = on_signal};
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+
 	struct conf_ctx c = {.o = &o};
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -225,7 +238,9 @@ int main(int argc, char **argv)
 
 	int passed, failed, skipped;
 	conf_report_summary(&report, &passed, &failed, &skipped);
-	int rc = failed ? CONF_EXIT_FAILED : CONF_EXIT_OK;
+	int rc = failed || conf_interrupted ? CONF_EXIT_FAILED : CONF_EXIT_OK;
+	if (conf_interrupted)
+		fprintf(stderr, "drover-conformance: interrupted; the checks after the signal did not run\n");
 	if (o.junit_file) {
 		char suite[300];
 		snprintf(suite, sizeof(suite), "drover-conformance %s",
