@@ -77,6 +77,8 @@ struct drv_rpc_call {
 	struct tag t_close;
 	struct drv_rpc_server *srv;
 	struct method *m; /* NULL for a generic (unknown method) call */
+	/* m->desc, kept here because a handler may hold the call after the server (and m) is freed. */
+	const ProtobufCMethodDescriptor *desc;
 	grpc_call *gcall;
 	gpr_timespec deadline;
 	grpc_metadata_array md;
@@ -157,6 +159,7 @@ static struct drv_rpc_call *call_alloc(struct drv_rpc_server *srv, struct method
 	c->t_close.kind = TAG_CLOSE;
 	c->srv = srv;
 	c->m = m;
+	c->desc = m ? m->desc : NULL;
 	grpc_metadata_array_init(&c->md);
 	if (!m)
 		grpc_call_details_init(&c->details);
@@ -333,10 +336,10 @@ void drv_rpc_reply(struct drv_rpc_call *call, int code, const char *message, con
 	grpc_byte_buffer *bb = NULL;
 	char buf[256];
 	if (code == 0) {
-		const ProtobufCMessageDescriptor *want = call->m ? call->m->desc->output : NULL;
+		const ProtobufCMessageDescriptor *want = call->desc ? call->desc->output : NULL;
 		if (!resp || (want && resp->descriptor != want)) {
 			snprintf(buf, sizeof(buf), "handler of %s replied with %s instead of %s",
-			         call->m ? call->m->desc->name : "?",
+			         call->desc ? call->desc->name : "?",
 			         resp ? resp->descriptor->name : "no message", want ? want->name : "?");
 			code = DRV_EINTERNAL;
 			message = buf;
@@ -371,6 +374,8 @@ static void force_close(struct drv_rpc_call *c)
 	int expected = CALL_PENDING;
 	if (!atomic_compare_exchange_strong(&c->state, &expected, CALL_FORCE_CLOSED))
 		return;
+	/* Set on the call itself so the handler can ask even after the server is freed. */
+	atomic_store(&c->cancelled, true);
 	send_reply(c, GRPC_STATUS_CANCELLED, "server shutting down", NULL);
 }
 
@@ -394,12 +399,12 @@ bool drv_rpc_call_cancelled(const struct drv_rpc_call *call)
 
 const char *drv_rpc_call_method(const struct drv_rpc_call *call)
 {
-	return call->m ? call->m->desc->name : NULL;
+	return call->desc ? call->desc->name : NULL;
 }
 
 const ProtobufCMethodDescriptor *drv_rpc_call_method_desc(const struct drv_rpc_call *call)
 {
-	return call->m ? call->m->desc : NULL;
+	return call->desc;
 }
 
 const char *drv_rpc_call_metadata(const struct drv_rpc_call *call, const char *key)
@@ -416,6 +421,9 @@ const char *drv_rpc_call_peer(const struct drv_rpc_call *call)
 {
 	struct drv_rpc_call *c = (struct drv_rpc_call *)call;
 	struct drv_rpc_server *srv = c->srv;
+	/* A call the shutdown answered may outlive its server: no server lock then. */
+	if (atomic_load(&c->state) == CALL_FORCE_CLOSED)
+		return c->peer ? c->peer : "";
 	pthread_mutex_lock(&srv->lock);
 	if (!c->peer && c->gcall) {
 		char *p = grpc_call_get_peer(c->gcall);
@@ -443,7 +451,7 @@ void *drv_rpc_call_data(const struct drv_rpc_call *call)
 /* Unpacks the request and runs the handler; on the CQ thread (inline) or a worker. */
 static void run_handler(struct drv_rpc_call *c)
 {
-	const ProtobufCMessageDescriptor *in = c->m->desc->input;
+	const ProtobufCMessageDescriptor *in = c->desc->input;
 	c->req = drv__rpc_unpack(in, c->payload);
 	if (c->payload)
 		grpc_byte_buffer_destroy(c->payload);
@@ -451,11 +459,11 @@ static void run_handler(struct drv_rpc_call *c)
 	c->payload = NULL;
 	if (!c->req) {
 		char buf[256];
-		snprintf(buf, sizeof(buf), "%s: request is not a valid %s message", c->m->desc->name,
+		snprintf(buf, sizeof(buf), "%s: request is not a valid %s message", c->desc->name,
 		         had_payload ? in->name : "(missing)");
 		if (!had_payload)
-			snprintf(buf, sizeof(buf), "%s: request message missing, expected %s",
-			         c->m->desc->name, in->name);
+			snprintf(buf, sizeof(buf), "%s: request message missing, expected %s", c->desc->name,
+			         in->name);
 		drv_rpc_reply(c, DRV_EINVAL, buf, NULL);
 		return;
 	}

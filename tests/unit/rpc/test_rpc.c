@@ -647,12 +647,26 @@ static void test_shutdown_cancels_after_grace(void **state)
 	assert_int_equal(w.ok, 0);
 	assert_true(took >= 90);
 	assert_true(took < 2500);
-	/* The handler still holds its call; it sees the cancellation and may reply late. */
+	/*
+	 * The handler still holds its call, even past the server's free: it sees
+	 * the cancellation, can still read the call, and replies late.
+	 */
+	drv_rpc_server_free(f->srv);
+	f->srv = NULL;
 	pthread_mutex_lock(&hung_lock);
 	struct drv_rpc_call *h = hung_call;
+	hung_call = NULL;
 	pthread_mutex_unlock(&hung_lock);
 	assert_non_null(h);
-	assert_true(drv_rpc_call_cancelled(h));
+	bool cancelled = drv_rpc_call_cancelled(h);
+	const char *method = drv_rpc_call_method(h);
+	bool same_method = method && strcmp(method, "Check") == 0;
+	const char *peer = drv_rpc_call_peer(h);
+	bool have_peer = peer != NULL;
+	drv_rpc_reply(h, DRV_ECANCELLED, "too late", NULL);
+	assert_true(cancelled);
+	assert_true(same_method);
+	assert_true(have_peer);
 }
 
 static void test_no_server(void **state)
