@@ -20,6 +20,7 @@ void check_features_well_formed(struct conf_ctx *c);
 void check_features_stable(struct conf_ctx *c);
 void check_features_advertised_implemented(struct conf_ctx *c);
 void check_features_unadvertised_unimplemented(struct conf_ctx *c);
+void check_errors_codes_in_table(struct conf_ctx *c);
 /* GetInfo's config schema, checked; new reference or NULL after conf_fail. */
 json_t *conf_config_schema(struct conf_ctx *c);
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "checks.h"
+#include "conf_codes.h"
 #include "rpc_table.h"
 
 void check_transport_connect(struct conf_ctx *c)
@@ -462,10 +463,13 @@ static const struct rpc_entry rpcs[] = {DRV_RPC_TABLE(X)};
  * driver follows the protocol (unknown ids, missing idempotency keys).
  * Whatever a driver does create anyway is tracked for cleanup.
  */
-static int probe(struct conf_ctx *c, const char *method, char *desc, size_t desclen, struct drv_status *st)
+static int probe(struct conf_ctx *c, const char *method, bool empty_ids, char *desc, size_t desclen,
+                 struct drv_status *st)
 {
-	char missing[160];
-	conf_name(c, "missing", missing, sizeof(missing));
+	char missing[160] = "";
+	/* empty_ids: the malformed variant, every id and name "" (INVALID_ARGUMENT territory). */
+	if (!empty_ids)
+		conf_name(c, "missing", missing, sizeof(missing));
 	int to = c->o->call_timeout_ms;
 	drv_backend_config *cfg = &c->bc.msg;
 	ProtobufCMessage *resp = NULL;
@@ -587,7 +591,7 @@ void check_features_advertised_implemented(struct conf_ctx *c)
 			continue;
 		char desc[300], ans[700];
 		struct drv_status st = {0};
-		int rc = probe(c, rpcs[i].method, desc, sizeof(desc), &st);
+		int rc = probe(c, rpcs[i].method, false, desc, sizeof(desc), &st);
 		probed++;
 		if (rc == DRV_EUNIMPLEMENTED)
 			conf_fail(c,
@@ -610,7 +614,7 @@ void check_features_unadvertised_unimplemented(struct conf_ctx *c)
 			continue;
 		char desc[300], ans[700];
 		struct drv_status st = {0};
-		int rc = probe(c, rpcs[i].method, desc, sizeof(desc), &st);
+		int rc = probe(c, rpcs[i].method, false, desc, sizeof(desc), &st);
 		probed++;
 		if (rc != DRV_EUNIMPLEMENTED)
 			conf_fail(c,
@@ -621,4 +625,69 @@ void check_features_unadvertised_unimplemented(struct conf_ctx *c)
 	}
 	if (!probed && !c->failed)
 		conf_skip(c, "driver advertises every operation feature; no RPC must answer UNIMPLEMENTED");
+}
+
+/* ---- status codes against the normative table ---- */
+
+#define X(method, codes) {method, codes},
+static const struct {
+	const char *method;
+	const char *codes; /* space-separated status names, from compute.proto's "Codes:" comments */
+} rpc_codes[] = {CONF_RPC_CODES(X)};
+#undef X
+
+/* Codes the general table allows for any call: a passed deadline, transient failure, credentials. */
+static const char *const any_call_codes = "DEADLINE_EXCEEDED UNAVAILABLE UNAUTHENTICATED PERMISSION_DENIED";
+
+static bool code_listed(const char *list, int rc)
+{
+	const char *name = drv_error_name(rc);
+	size_t n = strlen(name);
+	for (const char *p = strstr(list, name); p; p = strstr(p + 1, name))
+		if ((p == list || p[-1] == ' ') && (p[n] == ' ' || p[n] == '\0'))
+			return true;
+	return false;
+}
+
+/* Fails the check when `rc` is not a code compute.proto allows for `method`. */
+static void expect_code_allowed(struct conf_ctx *c, const char *method, const char *desc, int rc,
+                                const struct drv_status *st)
+{
+	const char *codes = NULL;
+	for (size_t i = 0; i < sizeof(rpc_codes) / sizeof(rpc_codes[0]); i++)
+		if (strcmp(rpc_codes[i].method, method) == 0)
+			codes = rpc_codes[i].codes;
+	char ans[700];
+	conf_note(c, "%s answered %s", desc, conf_answer(rc, st, ans, sizeof(ans)));
+	if (!codes || code_listed(codes, rc) || code_listed(any_call_codes, rc))
+		return;
+	conf_fail(c, "%s answered %s; compute.proto allows %s only %s (and %s for any call)", desc, ans,
+	          method, codes, any_call_codes);
+}
+
+void check_errors_codes_in_table(struct conf_ctx *c)
+{
+	/* ValidateConfig answers OK for a bad config: the diagnostics are the answer. */
+	struct conf_bc bad;
+	conf_bc_init(&bad, NULL, NULL, c->o->secrets, "not json");
+	drv_validate_config_request vq = DROVER__COMPUTE__V1__VALIDATE_CONFIG_REQUEST__INIT;
+	drv_validate_config_response *vs = NULL;
+	struct drv_status st = {0};
+	vq.config = &bad.msg;
+	int rc = drv_host_validate_config(c->host, &vq, &vs, c->o->call_timeout_ms, &st);
+	expect_code_allowed(c, "ValidateConfig", "ValidateConfig(config_json \"not json\")", rc, &st);
+	if (vs)
+		protobuf_c_message_free_unpacked(&vs->base, NULL);
+	conf_bc_free(&bad);
+
+	for (size_t i = 0; i < sizeof(rpcs) / sizeof(rpcs[0]) && !c->failed; i++) {
+		if (!conf_has(c, rpcs[i].feature))
+			continue; /* features.unadvertised_unimplemented covers those */
+		for (int empty = 0; empty < 2 && !c->failed; empty++) {
+			char desc[300];
+			memset(&st, 0, sizeof(st));
+			rc = probe(c, rpcs[i].method, empty, desc, sizeof(desc), &st);
+			expect_code_allowed(c, rpcs[i].method, desc, rc, &st);
+		}
+	}
 }
