@@ -100,9 +100,8 @@ static const char *skip_reason(const struct conf_ctx *c, const struct conf_test 
 		return snprintf(buf, len, "the driver did not start"), buf;
 	if (t->feature) {
 		if (!c->features_ok)
-			return snprintf(buf, len,
-			                "GetFeatures failed, so %s cannot be known to be advertised",
-			                drv_feature_name(t->feature)),
+			return snprintf(buf, len, "%s, so whether %s is advertised is unknown",
+			                c->features_error, drv_feature_name(t->feature)),
 			       buf;
 		if (!conf_has(c, t->feature))
 			return snprintf(buf, len, "driver does not advertise %s",
@@ -152,7 +151,7 @@ static void record(struct conf_report *r, const char *name, enum conf_result res
 
 static void run_one(struct conf_ctx *c, struct conf_report *r, const struct conf_test *t)
 {
-	char why[256];
+	char why[1024];
 	if (!selected(c->o, t->name))
 		return;
 	const char *reason = skip_reason(c, t, why, sizeof(why));
