@@ -33,6 +33,7 @@ struct srv_engine {
 	char *server_id;
 	uv_timer_t timer;
 	uv_timer_t kick;
+	uv_prepare_t flush; /* commits the batch of writes at the end of a loop iteration */
 	unsigned busy;
 	unsigned reconcile_inflight;
 	bool stopped;
@@ -1390,6 +1391,28 @@ int srv_engine_terminate(struct srv_engine *eng, const char *id, struct srv_inst
 
 /* ---- life cycle ---- */
 
+/*
+ * Group commit: every store write of one loop iteration joins one
+ * transaction, committed just before the loop waits again. Driver calls made
+ * meanwhile are held by the supervisor and sent right after the commit, so
+ * each call still goes out only once the state written before it is durable.
+ */
+static void flush_cb(uv_prepare_t *p)
+{
+	struct srv_engine *eng = p->data;
+	uv_prepare_stop(p);
+	if (srv_store_batch_commit(eng->st) < 0)
+		srv_error("engine", "committing a batch of state: %s", srv_store_errmsg(eng->st));
+	srv_supervisor_hold(eng->sup, false);
+}
+
+static void on_batch(void *ud)
+{
+	struct srv_engine *eng = ud;
+	srv_supervisor_hold(eng->sup, true);
+	uv_prepare_start(&eng->flush, flush_cb);
+}
+
 int srv_engine_new(uv_loop_t *loop, struct srv_store *st, struct srv_supervisor *sup,
                    const struct srv_config *cfg, const char *server_id, struct srv_engine **out)
 {
@@ -1405,6 +1428,9 @@ int srv_engine_new(uv_loop_t *loop, struct srv_store *st, struct srv_supervisor 
 	eng->timer.data = eng;
 	uv_timer_init(loop, &eng->kick);
 	eng->kick.data = eng;
+	uv_prepare_init(loop, &eng->flush);
+	eng->flush.data = eng;
+	srv_store_set_batch_hook(st, on_batch, eng);
 	eng->last_orphan_scan = srv_now_ms() - ORPHAN_SCAN_EVERY_MS + 5000;
 	*out = eng;
 	return 0;
@@ -1442,6 +1468,12 @@ void srv_engine_start(struct srv_engine *eng)
 void srv_engine_stop(struct srv_engine *eng)
 {
 	eng->stopped = true;
+	/* What was written so far is committed, and no later write waits for a loop turn. */
+	uv_prepare_stop(&eng->flush);
+	srv_store_set_batch_hook(eng->st, NULL, NULL);
+	if (srv_store_batch_commit(eng->st) < 0)
+		srv_error("engine", "committing a batch of state: %s", srv_store_errmsg(eng->st));
+	srv_supervisor_hold(eng->sup, false);
 	uv_timer_stop(&eng->timer);
 	uv_timer_stop(&eng->kick);
 }
@@ -1450,6 +1482,7 @@ void srv_engine_close_handles(struct srv_engine *eng)
 {
 	uv_close((uv_handle_t *)&eng->timer, NULL);
 	uv_close((uv_handle_t *)&eng->kick, NULL);
+	uv_close((uv_handle_t *)&eng->flush, NULL);
 }
 
 void srv_engine_free(struct srv_engine *eng)

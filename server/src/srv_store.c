@@ -77,6 +77,9 @@ struct srv_store {
 	} cache[48];
 	size_t n_cache;
 	int tx_depth;
+	bool in_batch; /* the outermost transaction is a batch (holds one level of tx_depth) */
+	srv_store_batch_cb batch_cb;
+	void *batch_ud;
 	char err[512];
 };
 
@@ -266,6 +269,8 @@ void srv_store_close(struct srv_store *st)
 {
 	if (!st)
 		return;
+	/* Writes still in an open batch are kept, not rolled back by the close. */
+	srv_store_batch_commit(st);
 	for (int i = 0; i < S_COUNT; i++)
 		sqlite3_finalize(st->stmts[i]);
 	for (size_t i = 0; i < st->n_cache; i++)
@@ -274,8 +279,38 @@ void srv_store_close(struct srv_store *st)
 	free(st);
 }
 
+void srv_store_set_batch_hook(struct srv_store *st, srv_store_batch_cb cb, void *ud)
+{
+	st->batch_cb = cb;
+	st->batch_ud = ud;
+}
+
+/* Before every write: join the open transaction, or open a batch when batching. */
+static int write_begin(struct srv_store *st)
+{
+	if (st->tx_depth > 0 || !st->batch_cb)
+		return 0;
+	if (exec(st, "BEGIN IMMEDIATE") < 0)
+		return -1;
+	st->tx_depth = 1;
+	st->in_batch = true;
+	st->batch_cb(st->batch_ud);
+	return 0;
+}
+
+int srv_store_batch_commit(struct srv_store *st)
+{
+	if (!st->in_batch)
+		return 0;
+	st->in_batch = false;
+	st->tx_depth = 1;
+	return srv_store_commit(st);
+}
+
 int srv_store_begin(struct srv_store *st)
 {
+	if (write_begin(st) < 0)
+		return -1;
 	if (st->tx_depth++ > 0)
 		return 0;
 	if (exec(st, "BEGIN IMMEDIATE") < 0) {
@@ -293,6 +328,7 @@ int srv_store_commit(struct srv_store *st)
 		return 0;
 	/* A failed commit must not leave the transaction open for every later write. */
 	char *msg = strdup(st->err);
+	st->in_batch = false;
 	exec(st, "ROLLBACK");
 	set_err(st, "commit failed: %s", msg ? msg : "?");
 	free(msg);
@@ -338,6 +374,8 @@ int srv_store_meta_get(struct srv_store *st, const char *key, char **value)
 
 int srv_store_meta_set(struct srv_store *st, const char *key, const char *value)
 {
+	if (write_begin(st) < 0)
+		return -1;
 	sqlite3_stmt *s;
 	if (prep(st, "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)", -1, &s, NULL) != SQLITE_OK)
 		return db_err(st, "meta set");
@@ -352,6 +390,8 @@ int srv_store_meta_set(struct srv_store *st, const char *key, const char *value)
 
 int srv_store_project_put(struct srv_store *st, const char *name)
 {
+	if (write_begin(st) < 0)
+		return -1;
 	sqlite3_stmt *s;
 	if (prep(st, "INSERT OR IGNORE INTO projects(name, created_at) VALUES(?1, ?2)", -1, &s, NULL) !=
 	    SQLITE_OK)
@@ -457,6 +497,8 @@ static int open_secrets(struct srv_store *st, struct srv_backend *b, const unsig
 
 int srv_store_backend_put(struct srv_store *st, const struct srv_backend *b)
 {
+	if (write_begin(st) < 0)
+		return -1;
 	unsigned char *blob;
 	size_t blen;
 	sqlite3_stmt *s;
@@ -559,6 +601,8 @@ int srv_store_backend_list(struct srv_store *st, const char *project, struct srv
 
 int srv_store_backend_delete(struct srv_store *st, const char *project, const char *name)
 {
+	if (write_begin(st) < 0)
+		return -1;
 	sqlite3_stmt *s;
 	if (prep(st, "DELETE FROM backends WHERE project = ?1 AND name = ?2", -1, &s, NULL) != SQLITE_OK)
 		return db_err(st, "backend delete");
@@ -650,6 +694,8 @@ static void bind_blob_or_null(sqlite3_stmt *s, int i, const void *b, size_t len)
 
 int srv_store_instance_put(struct srv_store *st, struct srv_instance *in)
 {
+	if (write_begin(st) < 0)
+		return -1;
 	sqlite3_stmt *s = stmt(st, S_INSTANCE_PUT);
 	if (!s)
 		return -1;
@@ -850,6 +896,8 @@ void srv_instance_list_free(struct srv_instance **list, size_t n)
 
 int srv_store_event_add(struct srv_store *st, const struct srv_event *ev)
 {
+	if (write_begin(st) < 0)
+		return -1;
 	sqlite3_stmt *s = stmt(st, S_EVENT_ADD);
 	if (!s)
 		return -1;

@@ -39,6 +39,17 @@ int srv_store_schema_version(struct srv_store *st);
 int srv_store_begin(struct srv_store *st);
 int srv_store_commit(struct srv_store *st);
 
+/*
+ * Batching: with a hook set, the first write outside a transaction opens a
+ * "batch" transaction and calls the hook (which arranges for
+ * srv_store_batch_commit soon, e.g. at the end of the loop iteration). Every
+ * write until then joins that one commit.
+ */
+typedef void (*srv_store_batch_cb)(void *ud);
+void srv_store_set_batch_hook(struct srv_store *st, srv_store_batch_cb cb, void *ud);
+/* Commits the open batch, if any. 0 or -1. */
+int srv_store_batch_commit(struct srv_store *st);
+
 /* Server facts ("server_id"). *value is malloc'ed, NULL when absent. */
 int srv_store_meta_get(struct srv_store *st, const char *key, char **value);
 int srv_store_meta_set(struct srv_store *st, const char *key, const char *value);

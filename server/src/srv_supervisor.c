@@ -102,6 +102,7 @@ struct sup_call {
 	void *ud;
 	bool delivered;
 	bool sdk_outstanding;
+	char *held_type; /* while held: the driver type it is for */
 };
 
 struct srv_supervisor {
@@ -119,6 +120,8 @@ struct srv_supervisor {
 	bool stopping;
 	bool auto_start;     /* drivers found later in a directory start at once too */
 	bool handles_closed; /* under mu */
+	bool hold;           /* calls wait in held_* until released */
+	struct sup_call *held_head, *held_tail;
 	int live_works;
 };
 
@@ -192,6 +195,7 @@ static void list_del(struct sup_call *c)
 
 static void call_free(struct sup_call *c)
 {
+	free(c->held_type);
 	free(c->req_buf);
 	free(c);
 }
@@ -778,16 +782,11 @@ int srv_supervisor_ensure(struct srv_supervisor *sup, const char *type)
 	return 0;
 }
 
-void srv_supervisor_call(struct srv_supervisor *sup, const char *type, const char *method,
-                         const ProtobufCMessage *req, int timeout_ms, srv_call_cb cb, void *ud)
+/* Sends a call on its way: now, after a start, or to a failure. */
+static void route(struct sup_call *c, const char *type, const ProtobufCMessage *req)
 {
-	struct sup_call *c = calloc(1, sizeof(*c));
+	struct srv_supervisor *sup = c->sup;
 	char msg[1400];
-	c->sup = sup;
-	c->cb = cb;
-	c->ud = ud;
-	snprintf(c->method, sizeof(c->method), "%s", method);
-	c->timeout_ms = timeout_ms > 0 ? timeout_ms : sup->cfg->call_timeout_ms;
 	struct drv_entry *e = srv_supervisor_has_type(sup, type) ? find(sup, type) : NULL;
 	c->e = e;
 	if (!e) {
@@ -834,6 +833,59 @@ void srv_supervisor_call(struct srv_supervisor *sup, const char *type, const cha
 	list_add(&e->pending, c);
 	if (e->state == SRV_DRIVER_IDLE)
 		start_driver(e);
+}
+
+void srv_supervisor_call(struct srv_supervisor *sup, const char *type, const char *method,
+                         const ProtobufCMessage *req, int timeout_ms, srv_call_cb cb, void *ud)
+{
+	struct sup_call *c = calloc(1, sizeof(*c));
+	c->sup = sup;
+	c->cb = cb;
+	c->ud = ud;
+	snprintf(c->method, sizeof(c->method), "%s", method);
+	c->timeout_ms = timeout_ms > 0 ? timeout_ms : sup->cfg->call_timeout_ms;
+	if (!sup->hold) {
+		route(c, type, req);
+		return;
+	}
+	/* Held until the state written before it is committed (srv_supervisor_hold). */
+	c->held_type = strdup(type);
+	c->req_desc = req->descriptor;
+	c->req_len = protobuf_c_message_get_packed_size(req);
+	c->req_buf = malloc(c->req_len ? c->req_len : 1);
+	protobuf_c_message_pack(req, c->req_buf);
+	if (sup->held_tail)
+		sup->held_tail->next = c;
+	else
+		sup->held_head = c;
+	sup->held_tail = c;
+}
+
+void srv_supervisor_hold(struct srv_supervisor *sup, bool hold)
+{
+	sup->hold = hold;
+	if (hold)
+		return;
+	struct sup_call *c = sup->held_head;
+	sup->held_head = sup->held_tail = NULL;
+	while (c) {
+		struct sup_call *next = c->next;
+		char *type = c->held_type;
+		unsigned char *buf = c->req_buf;
+		c->next = NULL;
+		c->held_type = NULL;
+		c->req_buf = NULL;
+		ProtobufCMessage *req = protobuf_c_message_unpack(c->req_desc, NULL, c->req_len, buf);
+		if (req) {
+			route(c, type, req);
+			protobuf_c_message_free_unpacked(req, NULL);
+		} else {
+			fail_later(c, DRV_EINTERNAL, "cannot re-read a held request");
+		}
+		free(buf);
+		free(type);
+		c = next;
+	}
 }
 
 /* ---- features, cached per (driver, config) ---- */
@@ -979,6 +1031,14 @@ void srv_supervisor_stop(struct srv_supervisor *sup)
 	if (sup->stopping)
 		return;
 	sup->stopping = true;
+	sup->hold = false;
+	while (sup->held_head) {
+		struct sup_call *c = sup->held_head;
+		sup->held_head = c->next;
+		deliver(c, DRV_EUNAVAILABLE, "the server is shutting down", NULL);
+		call_free(c);
+	}
+	sup->held_tail = NULL;
 	uv_timer_stop(&sup->health_timer);
 	struct stop_job *jobs = calloc(sup->n_entries + 1, sizeof(*jobs));
 	size_t nj = 0;

@@ -108,6 +108,14 @@ void srv_supervisor_call(struct srv_supervisor *sup, const char *type, const cha
                          const ProtobufCMessage *req, int timeout_ms, srv_call_cb cb, void *ud);
 
 /*
+ * While held, calls are kept (their requests copied) instead of sent; the
+ * release sends them in order. droverd holds calls while a batch of store
+ * writes is open, so a driver call never goes out before the state written
+ * ahead of it is committed.
+ */
+void srv_supervisor_hold(struct srv_supervisor *sup, bool hold);
+
+/*
  * Features of the driver of `type` for a backend config, cached per (driver,
  * config) and dropped when the driver restarts. `cb` runs later on the loop
  * thread with 0 and the feature bits, or an error and a message.
