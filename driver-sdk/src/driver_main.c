@@ -561,8 +561,18 @@ out_server:
 		driver->stop();
 out_dir:
 	/* Only a socket we bound is ours to remove; whatever else was there stays. */
-	if (bound && sock_path[0])
+	if (bound && sock_path[0]) {
 		unlink(sock_path);
+		/*
+		 * The host's socket directory too, when it is empty: a host that was
+		 * killed cannot remove it, and rmdir() never removes anything else.
+		 */
+		char *slash = strrchr(sock_path, '/');
+		if (!own_dir[0] && slash && slash != sock_path) {
+			*slash = '\0';
+			rmdir(sock_path);
+		}
+	}
 	if (own_dir[0])
 		rmdir(own_dir);
 out_sigfd:
