@@ -217,8 +217,15 @@ static void test_table_is_sane(void **state)
 	}
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+	if (argc > 1 && strcmp(argv[1], "--help") == 0) {
+		printf("usage: test_conformance_core\nUnit tests of drover-conformance's own pieces "
+		       "(config loader, patterns, requirements, JUnit). Scratch files go under "
+		       "$CONF_TEST_TMP or /tmp.\n");
+		return 0;
+	}
+
 	const char *base = getenv("CONF_TEST_TMP");
 	snprintf(tmpdir, sizeof(tmpdir), "%s/conf-core-XXXXXX", base ? base : "/tmp");
 	if (!mkdtemp(tmpdir)) {
