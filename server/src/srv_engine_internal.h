@@ -1,0 +1,61 @@
+/*
+ * What the engine's files (srv_engine, srv_offers, srv_provision,
+ * srv_reconcile) share: the engine itself and a few helpers. Not for other
+ * modules.
+ */
+#ifndef SRV_ENGINE_INTERNAL_H
+#define SRV_ENGINE_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "srv_engine.h"
+
+struct srv_store;
+struct srv_supervisor;
+struct srv_config;
+struct srv_instance;
+struct offers_cache;
+
+/* How often the store's tagged machines are compared with every backend's. */
+#define ORPHAN_SCAN_EVERY_MS 60000
+
+struct srv_engine {
+	uv_loop_t *loop;
+	struct srv_store *st;
+	struct srv_supervisor *sup;
+	const struct srv_config *cfg;
+	char *server_id;
+	uv_timer_t timer;
+	uv_timer_t kick;
+	uv_prepare_t flush; /* commits the batch of writes at the end of a loop iteration */
+	unsigned busy;
+	unsigned reconcile_inflight;
+	bool stopped;
+	int64_t last_orphan_scan;
+	struct offers_cache *cache; /* offers for creates, shared for a moment */
+};
+
+/* UNAVAILABLE, DEADLINE_EXCEEDED and the like: the driver may or may not have acted. */
+bool srv__is_uncertain(int code);
+/* A message packed into a new malloc'ed buffer of *len bytes. */
+void *srv__pack(const ProtobufCMessage *m, size_t *len);
+/* Replaces *dst by a copy of src (NULL allowed). */
+void srv__set_str(char **dst, const char *src);
+/* Replaces *dst by m packed (NULL: no blob). */
+void srv__set_blob(unsigned char **dst, size_t *dlen, const ProtobufCMessage *m);
+/* Writes the instance; a failure is logged (the loop goes on). */
+void srv__put_or_log(struct srv_engine *eng, struct srv_instance *in);
+
+/* srv_provision.c: resumes an instance left "creating" (takes `in`). */
+void srv__create_resume(struct srv_engine *eng, struct srv_instance *in);
+/* srv_provision.c: drops the offers shared between creates. */
+void srv__offers_cache_clear(struct srv_engine *eng);
+/* srv_reconcile.c: a reconciliation pass on the next loop turn; the timer's callback. */
+void srv__engine_kick(struct srv_engine *eng);
+void srv__reconcile_timer_cb(uv_timer_t *t);
+
+#endif

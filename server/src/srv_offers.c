@@ -1,0 +1,370 @@
+/* The offers fan-out of srv_engine: every backend at once, merged, filtered, sorted. */
+#include "srv_engine.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <openssl/rand.h>
+
+#include "drover/driver.h"
+#include "srv_config.h"
+#include "srv_engine.h"
+#include "srv_engine_internal.h"
+#include "srv_log.h"
+#include "srv_store.h"
+#include "srv_supervisor.h"
+
+/* ---- small helpers ---- */
+
+void srv_bcfg_init(struct srv_bcfg *b, const struct srv_backend *be)
+{
+	drover__compute__v1__backend_config__init(&b->cfg);
+	b->cfg.config_json = be->config_json ? be->config_json : "{}";
+	b->entries = calloc(be->n_secrets + 1, sizeof(*b->entries));
+	b->ptrs = calloc(be->n_secrets + 1, sizeof(*b->ptrs));
+	for (size_t i = 0; i < be->n_secrets; i++) {
+		drover__compute__v1__backend_config__secrets_entry__init(&b->entries[i]);
+		b->entries[i].key = be->secrets[i].name;
+		b->entries[i].value = be->secrets[i].value;
+		b->ptrs[i] = &b->entries[i];
+	}
+	b->cfg.n_secrets = be->n_secrets;
+	b->cfg.secrets = b->ptrs;
+}
+
+void srv_bcfg_clear(struct srv_bcfg *b)
+{
+	free(b->entries);
+	free(b->ptrs);
+	b->entries = NULL;
+	b->ptrs = NULL;
+}
+
+/* ---- offers ---- */
+
+struct fanout;
+
+struct fan_slot {
+	struct fanout *fo;
+	size_t idx;
+	int64_t started;
+	bool done;
+	bool features_ok;
+};
+
+struct fanout {
+	struct srv_engine *eng;
+	srv_offers_cb cb;
+	void *ud;
+	drv_requirements *req; /* own copy */
+	drv_features required;
+	int timeout_ms;
+	struct srv_offers_result *res;
+	struct fan_slot *slots;
+	size_t n;
+	size_t outstanding; /* callbacks not yet arrived */
+	size_t answered;    /* slots done (answered or timed out) */
+	bool finished;
+	uv_timer_t *deadline;
+	int64_t t_start, t_done;
+};
+
+static void fanout_maybe_free(struct fanout *fo)
+{
+	if (!fo->finished || fo->outstanding > 0)
+		return;
+	if (fo->req)
+		protobuf_c_message_free_unpacked(&fo->req->base, NULL);
+	free(fo->slots);
+	free(fo);
+}
+
+/* The first 8 bytes of s, big-endian: orders like strcmp on those bytes. */
+static uint64_t prefix_key(const char *s)
+{
+	uint64_t k = 0;
+	for (int i = 0; i < 8; i++) {
+		k <<= 8;
+		if (s && *s)
+			k |= (unsigned char)*s++;
+	}
+	return k;
+}
+
+static int cmp_items(const void *a, const void *b)
+{
+	const struct srv_offer_item *x = a, *y = b;
+	/* Keys copied into the items: most comparisons never touch the scattered offers. */
+	if (x->price != y->price)
+		return x->price < y->price ? -1 : 1;
+	/*
+	 * Ties: the same offer (type, region) of several backends sits together,
+	 * by backend name, so a refused offer falls back to the same machine
+	 * elsewhere before a different one.
+	 */
+	if (x->type_key != y->type_key)
+		return x->type_key < y->type_key ? -1 : 1;
+	int c = strcmp(x->offer->instance_type ? x->offer->instance_type : "",
+	               y->offer->instance_type ? y->offer->instance_type : "");
+	if (c)
+		return c;
+	if (x->region_key != y->region_key)
+		return x->region_key < y->region_key ? -1 : 1;
+	c = strcmp(x->offer->region ? x->offer->region : "", y->offer->region ? y->offer->region : "");
+	if (c)
+		return c;
+	return strcmp(x->backend, y->backend);
+}
+
+static void deadline_closed(uv_handle_t *h)
+{
+	free(h);
+}
+
+static void fanout_finish(struct fanout *fo)
+{
+	struct srv_offers_result *res = fo->res;
+	if (fo->finished)
+		return;
+	fo->finished = true;
+	fo->t_done = srv_now_ms();
+	srv_debug("engine", "offers: every backend answered after %lld ms",
+	          (long long)(fo->t_done - fo->t_start));
+	if (fo->deadline) {
+		uv_timer_stop(fo->deadline);
+		uv_close((uv_handle_t *)fo->deadline, deadline_closed);
+		fo->deadline = NULL;
+	}
+	for (size_t i = 0; i < fo->n; i++) {
+		struct srv_backend_result *br = &res->backends[i];
+		if (!fo->slots[i].done) {
+			char msg[200];
+			br->code = DRV_EDEADLINE;
+			br->elapsed_ms = (unsigned)fo->timeout_ms;
+			snprintf(msg, sizeof(msg), "no answer within the %d ms per-backend deadline",
+			         fo->timeout_ms);
+			srv__set_str(&br->message, msg);
+		}
+	}
+	/* Merge: every offer of every answering backend that passes the filters. */
+	size_t total = 0;
+	for (size_t i = 0; i < res->n_resps; i++)
+		if (res->resps[i])
+			total += ((drv_get_offers_response *)res->resps[i])->n_offers;
+	res->items = calloc(total + 1, sizeof(*res->items));
+	size_t n = 0;
+	for (size_t i = 0; i < fo->n; i++) {
+		drv_get_offers_response *r = (drv_get_offers_response *)res->resps[i];
+		if (!r)
+			continue;
+		for (size_t k = 0; k < r->n_offers; k++) {
+			const drv_offer *o = r->offers[k];
+			/* Drivers filter too; the server checks again so one sloppy driver cannot widen a
+			 * query. */
+			if (!o || !drv_offer_matches(o, fo->req))
+				continue;
+			res->items[n].backend = res->backends[i].backend;
+			res->items[n].backend_type = res->backends[i].type;
+			res->items[n].offer = o;
+			res->items[n].price = o->price_per_hour;
+			res->items[n].type_key = prefix_key(o->instance_type);
+			res->items[n].region_key = prefix_key(o->region);
+			n++;
+		}
+	}
+	res->n_items = n;
+	qsort(res->items, n, sizeof(*res->items), cmp_items);
+	srv_debug("engine", "offers: %zu backends, %zu of %zu offers kept, merged and sorted in %lld ms",
+	          fo->n, n, total, (long long)(srv_now_ms() - fo->t_done));
+	fo->res = NULL;
+	fo->cb(fo->ud, 0, "", res);
+	fanout_maybe_free(fo);
+}
+
+static void deadline_cb(uv_timer_t *t)
+{
+	fanout_finish(t->data);
+}
+
+static void slot_done(struct fan_slot *s)
+{
+	struct fanout *fo = s->fo;
+	s->done = true;
+	if (++fo->answered == fo->n)
+		fanout_finish(fo);
+}
+
+static void offers_done(void *ud, int code, const char *message, ProtobufCMessage *resp)
+{
+	struct fan_slot *s = ud;
+	struct fanout *fo = s->fo;
+	fo->outstanding--;
+	if (fo->finished) {
+		/* Too late: already reported as DEADLINE_EXCEEDED. */
+		if (resp)
+			protobuf_c_message_free_unpacked(resp, NULL);
+		fanout_maybe_free(fo);
+		return;
+	}
+	struct srv_backend_result *br = &fo->res->backends[s->idx];
+	br->code = code;
+	br->elapsed_ms = (unsigned)(srv_now_ms() - s->started);
+	srv__set_str(&br->message, code ? message : "");
+	if (code == 0 && resp) {
+		fo->res->resps[s->idx] = resp;
+		br->offer_count = (unsigned)((drv_get_offers_response *)resp)->n_offers;
+	} else if (resp) {
+		protobuf_c_message_free_unpacked(resp, NULL);
+	}
+	slot_done(s);
+}
+
+static void send_get_offers(struct fan_slot *s)
+{
+	struct fanout *fo = s->fo;
+	struct srv_backend *be = fo->res->bes[s->idx];
+	struct srv_bcfg bc;
+	drv_get_offers_request req = DROVER__COMPUTE__V1__GET_OFFERS_REQUEST__INIT;
+	srv_bcfg_init(&bc, be);
+	req.config = &bc.cfg;
+	req.requirements = fo->req;
+	fo->outstanding++;
+	srv_supervisor_call(fo->eng->sup, be->type, "GetOffers", &req.base, fo->timeout_ms, offers_done, s);
+	srv_bcfg_clear(&bc);
+}
+
+static void features_done(void *ud, int code, const char *message, drv_features features)
+{
+	struct fan_slot *s = ud;
+	struct fanout *fo = s->fo;
+	fo->outstanding--;
+	if (fo->finished) {
+		fanout_maybe_free(fo);
+		return;
+	}
+	struct srv_backend_result *br = &fo->res->backends[s->idx];
+	if (code != 0) {
+		br->code = code;
+		br->elapsed_ms = (unsigned)(srv_now_ms() - s->started);
+		srv__set_str(&br->message, message);
+		slot_done(s);
+		return;
+	}
+	drv_features missing = fo->required & ~features;
+	if (missing) {
+		char names[300] = "";
+		for (int f = 1; f < 64; f++) {
+			if (!(missing & DRV_FEATURE_BIT(f)))
+				continue;
+			const char *nm = drv_feature_name(f);
+			size_t l = strlen(names);
+			snprintf(names + l, sizeof(names) - l, "%s%s", l ? ", " : "", nm ? nm : "?");
+		}
+		char msg[400];
+		snprintf(msg, sizeof(msg), "skipped: lacks required feature(s) %s", names);
+		br->code = DRV_EUNIMPLEMENTED;
+		srv__set_str(&br->message, msg);
+		slot_done(s);
+		return;
+	}
+	send_get_offers(s);
+}
+
+void srv_engine_offers(struct srv_engine *eng, const struct srv_offers_query *q, srv_offers_cb cb, void *ud)
+{
+	struct srv_backend **bes = NULL;
+	size_t n_all = 0;
+	if (srv_store_backend_list(eng->st, q->project, &bes, &n_all) < 0) {
+		cb(ud, DRV_EINTERNAL, srv_store_errmsg(eng->st), NULL);
+		return;
+	}
+	/* Keep only the named backends, if any; sorted by name already (the store's order). */
+	size_t n = 0;
+	for (size_t i = 0; i < n_all; i++) {
+		bool keep = q->n_backends == 0;
+		for (size_t k = 0; k < q->n_backends && !keep; k++)
+			keep = strcmp(bes[i]->name, q->backends[k]) == 0;
+		if (keep)
+			bes[n++] = bes[i];
+		else
+			srv_backend_free(bes[i]);
+	}
+	struct fanout *fo = calloc(1, sizeof(*fo));
+	struct srv_offers_result *res = calloc(1, sizeof(*res));
+	fo->eng = eng;
+	fo->cb = cb;
+	fo->ud = ud;
+	fo->required = q->required_features;
+	fo->timeout_ms = q->timeout_ms > 0 ? q->timeout_ms : eng->cfg->offers_timeout_ms;
+	if (q->requirements) {
+		size_t len;
+		void *buf = srv__pack(&q->requirements->base, &len);
+		fo->req = drover__compute__v1__requirements__unpack(NULL, len, buf);
+		free(buf);
+	}
+	fo->res = res;
+	fo->n = n;
+	fo->t_start = srv_now_ms();
+	fo->slots = calloc(n + 1, sizeof(*fo->slots));
+	res->bes = bes;
+	res->n_bes = n;
+	res->backends = calloc(n + 1, sizeof(*res->backends));
+	res->n_backends = n;
+	res->resps = calloc(n + 1, sizeof(*res->resps));
+	res->n_resps = n;
+	if (n == 0) {
+		fanout_finish(fo);
+		return;
+	}
+	fo->deadline = malloc(sizeof(*fo->deadline));
+	uv_timer_init(eng->loop, fo->deadline);
+	fo->deadline->data = fo;
+	/* A little slack over the per-call deadline so a driver's own DEADLINE_EXCEEDED usually arrives
+	 * first. */
+	uv_timer_start(fo->deadline, deadline_cb, (uint64_t)fo->timeout_ms + 50, 0);
+	int64_t now = srv_now_ms();
+	for (size_t i = 0; i < n; i++) {
+		struct fan_slot *s = &fo->slots[i];
+		s->fo = fo;
+		s->idx = i;
+		s->started = now;
+		res->backends[i].backend = strdup(bes[i]->name);
+		res->backends[i].type = strdup(bes[i]->type);
+	}
+	/* Every backend asked at once; each slot finishes on its own. */
+	for (size_t i = 0; i < n && !fo->finished; i++) {
+		struct fan_slot *s = &fo->slots[i];
+		if (fo->required) {
+			struct srv_bcfg bc;
+			srv_bcfg_init(&bc, bes[i]);
+			fo->outstanding++;
+			srv_supervisor_features(eng->sup, bes[i]->type, &bc.cfg, features_done, s);
+			srv_bcfg_clear(&bc);
+		} else {
+			send_get_offers(s);
+		}
+	}
+}
+
+void srv_offers_result_free(struct srv_offers_result *res)
+{
+	if (!res)
+		return;
+	for (size_t i = 0; i < res->n_resps; i++)
+		if (res->resps[i])
+			protobuf_c_message_free_unpacked(res->resps[i], NULL);
+	free(res->resps);
+	for (size_t i = 0; i < res->n_backends; i++) {
+		free(res->backends[i].backend);
+		free(res->backends[i].type);
+		free(res->backends[i].message);
+	}
+	free(res->backends);
+	srv_backend_list_free(res->bes, res->n_bes);
+	free(res->items);
+	free(res);
+}

@@ -1,0 +1,617 @@
+/* Provisioning for srv_engine: offers in price order, fallback, crash-safe attempts. */
+#include "srv_engine.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <openssl/rand.h>
+
+#include "drover/driver.h"
+#include "srv_config.h"
+#include "srv_engine.h"
+#include "srv_engine_internal.h"
+#include "srv_log.h"
+#include "srv_store.h"
+#include "srv_supervisor.h"
+
+/* Uncertain create outcomes (UNAVAILABLE, DEADLINE_EXCEEDED) retried inline before reconciliation takes over.
+ */
+#define CREATE_INLINE_RETRIES 3
+#define CREATE_RETRY_BASE_MS 200
+
+/*
+ * Creates in bulk ask for the same offers again and again. For creates only
+ * (never for GetOffers), one fan-out's answer serves every create with the
+ * same query for CREATE_OFFERS_TTL_MS, and creates arriving while it runs wait
+ * for it. Offers are hints anyway: the driver's answer to CreateInstance
+ * decides, and a refusal falls back to the next offer.
+ */
+#define CREATE_OFFERS_TTL_MS 1000
+
+struct create_op;
+
+struct offers_waiter {
+	struct offers_waiter *next;
+	struct create_op *op;
+};
+
+struct offers_cache {
+	struct offers_cache *next;
+	struct srv_engine *eng;
+	char *key;
+	size_t key_len;
+	bool ready;
+	int64_t expires;
+	int code;
+	char *message;
+	struct srv_offers_result *res;
+	struct offers_waiter *waiters;
+};
+
+/* ---- attempts, as a JSON array in the instance row ---- */
+
+static void attempt_begin(struct srv_instance *in, unsigned number, const char *backend, const drv_offer *o)
+{
+	json_t *arr = json_loads(in->attempts_json ? in->attempts_json : "[]", 0, NULL);
+	if (!json_is_array(arr)) {
+		json_decref(arr);
+		arr = json_array();
+	}
+	json_t *a =
+	    json_pack("{s:i, s:s, s:s, s:s, s:f, s:s, s:s, s:I, s:I}", "number", (int)number, "backend",
+	              backend, "instance_type", o->instance_type ? o->instance_type : "", "region",
+	              o->region ? o->region : "", "price_per_hour", o->price_per_hour, "code", "", "message",
+	              "", "started_unix_ms", (json_int_t)srv_now_ms(), "finished_unix_ms", (json_int_t)0);
+	json_array_append_new(arr, a);
+	free(in->attempts_json);
+	in->attempts_json = json_dumps(arr, JSON_COMPACT);
+	json_decref(arr);
+}
+
+/* Sets the outcome of the last attempt; code "" means in flight again. */
+static void attempt_end(struct srv_instance *in, const char *code, const char *message)
+{
+	json_t *arr = json_loads(in->attempts_json ? in->attempts_json : "[]", 0, NULL);
+	size_t n = json_is_array(arr) ? json_array_size(arr) : 0;
+	if (n == 0) {
+		json_decref(arr);
+		return;
+	}
+	json_t *a = json_array_get(arr, n - 1);
+	json_object_set_new(a, "code", json_string(code));
+	json_object_set_new(a, "message", json_string(message ? message : ""));
+	json_object_set_new(a, "finished_unix_ms", json_integer(code[0] ? srv_now_ms() : 0));
+	free(in->attempts_json);
+	in->attempts_json = json_dumps(arr, JSON_COMPACT);
+	json_decref(arr);
+}
+
+static unsigned attempt_count(const struct srv_instance *in)
+{
+	json_t *arr = json_loads(in->attempts_json ? in->attempts_json : "[]", 0, NULL);
+	unsigned n = json_is_array(arr) ? (unsigned)json_array_size(arr) : 0;
+	json_decref(arr);
+	return n;
+}
+
+/* ---- creating ---- */
+
+struct cand {
+	char *backend;
+	char *type;
+	drv_offer *offer;
+};
+
+struct create_op {
+	struct srv_engine *eng;
+	srv_instance_cb cb;
+	void *ud;
+	struct srv_instance *in;
+	struct cand *cands;
+	size_t n_cands;
+	unsigned tries;      /* attempts made by this op (numbering continues the row's) */
+	unsigned uncertain;  /* uncertain outcomes of the current attempt */
+	unsigned attempt_no; /* the number of the attempt in flight */
+	char **ssh_keys;
+	size_t n_ssh;
+	drv_features required;
+	drv_requirements *req;
+	char **only_backends;
+	size_t n_only;
+	unsigned max_tries;
+	uv_timer_t *retry_timer;
+	drv_offer *cur_offer; /* owned when resuming */
+	bool resumed;
+};
+
+static void create_attempt(struct create_op *op);
+static void create_send(struct create_op *op);
+static void retry_timer_cb(uv_timer_t *t);
+
+static void timer_closed(uv_handle_t *h)
+{
+	free(h);
+}
+
+static void create_op_free(struct create_op *op)
+{
+	for (size_t i = 0; i < op->n_cands; i++) {
+		free(op->cands[i].backend);
+		free(op->cands[i].type);
+		if (op->cands[i].offer)
+			protobuf_c_message_free_unpacked(&op->cands[i].offer->base, NULL);
+	}
+	free(op->cands);
+	for (size_t i = 0; i < op->n_ssh; i++)
+		free(op->ssh_keys[i]);
+	free(op->ssh_keys);
+	for (size_t i = 0; i < op->n_only; i++)
+		free(op->only_backends[i]);
+	free(op->only_backends);
+	if (op->req)
+		protobuf_c_message_free_unpacked(&op->req->base, NULL);
+	if (op->resumed && op->cur_offer)
+		protobuf_c_message_free_unpacked(&op->cur_offer->base, NULL);
+	if (op->retry_timer)
+		uv_close((uv_handle_t *)op->retry_timer, timer_closed);
+	srv_instance_free(op->in);
+	op->eng->busy--;
+	free(op);
+}
+
+static void create_reply(struct create_op *op, int code, const char *message)
+{
+	if (op->cb) {
+		op->cb(op->ud, code, message, code == 0 ? op->in : NULL);
+		op->cb = NULL;
+	}
+}
+
+static void create_done(void *ud, int code, const char *message, ProtobufCMessage *resp)
+{
+	struct create_op *op = ud;
+	struct srv_engine *eng = op->eng;
+	struct srv_instance *in = op->in;
+	char msg[1500];
+
+	if (eng->stopped) {
+		/* Shutting down: the row stays "creating" and the next start resumes it with the same key. */
+		if (resp)
+			protobuf_c_message_free_unpacked(resp, NULL);
+		create_reply(op, DRV_EUNAVAILABLE,
+		             "the server is shutting down; the instance is resumed at the next start");
+		create_op_free(op);
+		return;
+	}
+	if (code == 0) {
+		drv_create_instance_response *r = (drv_create_instance_response *)resp;
+		drv_provisioning_data *pd = r ? r->data : NULL;
+		bool has_addr =
+		    pd && ((pd->hostname && pd->hostname[0]) || (pd->internal_ip && pd->internal_ip[0]));
+		srv__set_blob(&in->provisioning, &in->provisioning_len, pd ? &pd->base : NULL);
+		srv__set_str(&in->status, has_addr ? SRV_ST_RUNNING : SRV_ST_PROVISIONING);
+		/* Without an address, reconciliation polls GetInstance. */
+		in->next_check_at = has_addr ? 0 : srv_now_ms() + eng->cfg->reconcile_interval_ms;
+		srv__set_str(&in->last_error, NULL);
+		attempt_end(in, "OK", "");
+		/* State and event in one commit. */
+		srv_store_begin(eng->st);
+		srv__put_or_log(eng, in);
+		srv_engine_event(eng, SRV_EVENT_INFO, "instance.created", in->project, in->id, in->backend,
+		                 in->backend_type, "created on %s as %s (attempt %u)", in->backend,
+		                 pd && pd->instance_id ? pd->instance_id : "?", op->attempt_no);
+		srv_store_commit(eng->st);
+		if (resp)
+			protobuf_c_message_free_unpacked(resp, NULL);
+		create_reply(op, 0, "");
+		create_op_free(op);
+		return;
+	}
+	if (resp)
+		protobuf_c_message_free_unpacked(resp, NULL);
+	snprintf(msg, sizeof(msg), "%s: %s", drv_error_name(code), message);
+	if (srv__is_uncertain(code)) {
+		/* Maybe made, maybe not: ask again with the same key, which never makes a second machine. */
+		attempt_end(in, drv_error_name(code), message);
+		srv__set_str(&in->last_error, msg);
+		if (op->uncertain < CREATE_INLINE_RETRIES && !op->resumed) {
+			uint64_t delay = (uint64_t)CREATE_RETRY_BASE_MS << op->uncertain;
+			op->uncertain++;
+			srv__put_or_log(eng, in);
+			srv_engine_event(eng, SRV_EVENT_WARNING, "instance.attempt_uncertain", in->project,
+			                 in->id, in->backend, in->backend_type,
+			                 "attempt %u on %s: %s; retrying with the same key in %llu ms",
+			                 op->attempt_no, in->backend, msg, (unsigned long long)delay);
+			if (!op->retry_timer) {
+				op->retry_timer = malloc(sizeof(*op->retry_timer));
+				uv_timer_init(eng->loop, op->retry_timer);
+				op->retry_timer->data = op;
+			}
+			uv_timer_start(op->retry_timer, retry_timer_cb, delay, 0);
+			return;
+		}
+		/* Reconciliation takes over; the caller sees "creating" with the error. */
+		in->next_check_at = srv_now_ms() + 5000;
+		srv__put_or_log(eng, in);
+		srv_engine_event(eng, SRV_EVENT_WARNING, "instance.attempt_uncertain", in->project, in->id,
+		                 in->backend, in->backend_type,
+		                 "attempt %u on %s: %s; reconciliation will retry with the same key",
+		                 op->attempt_no, in->backend, msg);
+		create_reply(op, 0, "");
+		create_op_free(op);
+		return;
+	}
+	/* A definite refusal: no machine was made. Try the next offer. */
+	attempt_end(in, drv_error_name(code), message);
+	srv_engine_event(eng, SRV_EVENT_WARNING, "instance.attempt_failed", in->project, in->id, in->backend,
+	                 in->backend_type, "attempt %u on %s (%s): %s", op->attempt_no, in->backend,
+	                 op->cur_offer && op->cur_offer->instance_type ? op->cur_offer->instance_type : "?",
+	                 msg);
+	if (!op->resumed && op->tries < op->n_cands && op->tries < op->max_tries) {
+		srv__put_or_log(eng, in);
+		create_attempt(op);
+		return;
+	}
+	srv__set_str(&in->status, SRV_ST_FAILED);
+	char fmsg[1700];
+	snprintf(fmsg, sizeof(fmsg), "%u attempt(s) failed; last: %s", attempt_count(in), msg);
+	srv__set_str(&in->last_error, fmsg);
+	in->next_check_at = 0;
+	srv__put_or_log(eng, in);
+	srv_engine_event(eng, SRV_EVENT_ERROR, "instance.failed", in->project, in->id, in->backend,
+	                 in->backend_type, "%s", fmsg);
+	create_reply(op, 0, "");
+	create_op_free(op);
+}
+
+static void retry_timer_cb(uv_timer_t *t)
+{
+	struct create_op *op = t->data;
+	if (op->eng->stopped) {
+		create_reply(op, DRV_EUNAVAILABLE,
+		             "the server is shutting down; the instance is resumed at the next start");
+		create_op_free(op);
+		return;
+	}
+	attempt_end(op->in, "", "");
+	srv__put_or_log(op->eng, op->in);
+	create_send(op);
+}
+
+/* Sends CreateInstance for the current attempt; the state is already written. */
+static void create_send(struct create_op *op)
+{
+	struct srv_engine *eng = op->eng;
+	struct srv_instance *in = op->in;
+	struct srv_backend *be = NULL;
+	char key[300];
+
+	int rc = srv_store_instance_backend(eng->st, in, &be);
+	if (rc != 0) {
+		char msg[600];
+		snprintf(msg, sizeof(msg), "backend %s of project %s is gone: %s", in->backend, in->project,
+		         rc < 0 ? srv_store_errmsg(eng->st) : "removed");
+		/* No driver call was made for this attempt: a definite refusal. */
+		create_done(op, DRV_EPRECONDITION, msg, NULL);
+		return;
+	}
+	snprintf(key, sizeof(key), "%s/%u", in->idempotency_key, op->attempt_no);
+	struct srv_bcfg bc;
+	srv_bcfg_init(&bc, be);
+	drv_create_instance_request req = DROVER__COMPUTE__V1__CREATE_INSTANCE_REQUEST__INIT;
+	drv_instance_configuration ic = DROVER__COMPUTE__V1__INSTANCE_CONFIGURATION__INIT;
+	drv_tag_entry tags[2], *tagp[2];
+	for (int i = 0; i < 2; i++) {
+		drover__compute__v1__instance_configuration__tags_entry__init(&tags[i]);
+		tagp[i] = &tags[i];
+	}
+	/* The server's tags let ListInstances find machines the store forgot (orphans). */
+	tags[0].key = "drover-server";
+	tags[0].value = eng->server_id;
+	tags[1].key = "drover-instance";
+	tags[1].value = in->id;
+	ic.name = in->name;
+	ic.project = in->project;
+	ic.idempotency_key = key;
+	ic.n_tags = 2;
+	ic.tags = tagp;
+	ic.n_ssh_public_keys = op->n_ssh;
+	ic.ssh_public_keys = op->ssh_keys;
+	req.config = &bc.cfg;
+	req.offer = op->cur_offer;
+	req.instance = &ic;
+	srv_supervisor_call(eng->sup, be->type, "CreateInstance", &req.base, eng->cfg->call_timeout_ms,
+	                    create_done, op);
+	srv_bcfg_clear(&bc);
+	srv_backend_free(be);
+}
+
+static void create_attempt(struct create_op *op)
+{
+	struct srv_instance *in = op->in;
+	struct cand *c = &op->cands[op->tries++];
+	op->uncertain = 0;
+	op->attempt_no = attempt_count(in) + 1;
+	op->cur_offer = c->offer;
+	srv__set_str(&in->backend, c->backend);
+	srv__set_str(&in->backend_type, c->type);
+	srv__set_blob(&in->offer, &in->offer_len, &c->offer->base);
+	srv__set_str(&in->status, SRV_ST_CREATING);
+	in->next_check_at = 0;
+	attempt_begin(in, op->attempt_no, c->backend, c->offer);
+	/* Written before the call: a crash from here on resumes this attempt with the same key. */
+	if (srv_store_instance_put(op->eng->st, in) < 0) {
+		char msg[600];
+		snprintf(msg, sizeof(msg), "cannot record the attempt: %s", srv_store_errmsg(op->eng->st));
+		create_reply(op, DRV_EINTERNAL, msg);
+		create_op_free(op);
+		return;
+	}
+	create_send(op);
+}
+
+static char *new_id(const char *prefix)
+{
+	unsigned char rnd[8];
+	char *id = malloc(40);
+	RAND_bytes(rnd, sizeof(rnd));
+	snprintf(id, 40, "%s%02x%02x%02x%02x%02x%02x%02x%02x", prefix, rnd[0], rnd[1], rnd[2], rnd[3], rnd[4],
+	         rnd[5], rnd[6], rnd[7]);
+	return id;
+}
+
+/* `res` is borrowed (shared through the cache). */
+static void create_with_offers(struct create_op *op, int code, const char *message,
+                               const struct srv_offers_result *res)
+{
+	struct srv_engine *eng = op->eng;
+	if (eng->stopped) {
+		/* Nothing recorded yet, and nothing will be: the caller may simply ask again later. */
+		create_reply(op, DRV_EUNAVAILABLE, "the server is shutting down");
+		create_op_free(op);
+		return;
+	}
+	if (code != 0) {
+		create_reply(op, code, message);
+		create_op_free(op);
+		return;
+	}
+	/*
+	 * Candidates: the cheapest offers, whatever their availability says. An
+	 * offer's availability is a hint that may be stale either way; the
+	 * driver's answer (RESOURCE_EXHAUSTED) is what decides, and is recorded.
+	 */
+	op->cands = calloc(op->max_tries + 1, sizeof(*op->cands));
+	for (size_t i = 0; i < res->n_items && op->n_cands < op->max_tries; i++) {
+		const drv_offer *o = res->items[i].offer;
+		struct cand *c = &op->cands[op->n_cands++];
+		size_t len;
+		void *buf = srv__pack(&o->base, &len);
+		c->offer = drover__compute__v1__offer__unpack(NULL, len, buf);
+		free(buf);
+		c->backend = strdup(res->items[i].backend);
+		c->type = strdup(res->items[i].backend_type);
+	}
+	if (op->n_cands == 0) {
+		char msg[1500];
+		size_t l = (size_t)snprintf(msg, sizeof(msg), "no offer matches the requirements");
+		for (size_t i = 0; i < res->n_backends && l < sizeof(msg); i++)
+			if (res->backends[i].code)
+				l += (size_t)snprintf(
+				    msg + l, sizeof(msg) - l, "; backend %s: %s: %s",
+				    res->backends[i].backend, drv_error_name(res->backends[i].code),
+				    res->backends[i].message ? res->backends[i].message : "");
+		create_reply(op, DRV_ENOCAPACITY, msg);
+		create_op_free(op);
+		return;
+	} /*
+	   * The first write records the instance already "creating" with its first
+	   * attempt, before any provisioning call: a separate "pending" write
+	   * would only repeat it in the same loop turn.
+	   */
+	(void)eng;
+	create_attempt(op);
+}
+
+static void cache_free(struct offers_cache *c)
+{
+	srv_offers_result_free(c->res);
+	free(c->key);
+	free(c->message);
+	free(c);
+}
+
+static void cache_drop_expired(struct srv_engine *eng, int64_t now)
+{
+	struct offers_cache **pp = &eng->cache;
+	while (*pp) {
+		struct offers_cache *c = *pp;
+		if (c->ready && c->expires <= now) {
+			*pp = c->next;
+			cache_free(c);
+		} else {
+			pp = &c->next;
+		}
+	}
+}
+
+static void cache_filled(void *ud, int code, const char *message, struct srv_offers_result *res)
+{
+	struct offers_cache *c = ud;
+	c->ready = true;
+	c->code = code;
+	c->message = strdup(message ? message : "");
+	c->res = res;
+	c->expires = srv_now_ms() + CREATE_OFFERS_TTL_MS;
+	struct offers_waiter *w = c->waiters;
+	c->waiters = NULL;
+	/* Waiters in arrival order. */
+	struct offers_waiter *rev = NULL;
+	while (w) {
+		struct offers_waiter *n = w->next;
+		w->next = rev;
+		rev = w;
+		w = n;
+	}
+	while (rev) {
+		struct offers_waiter *n = rev->next;
+		create_with_offers(rev->op, c->code, c->message, c->res);
+		free(rev);
+		rev = n;
+	}
+	/* A failed fan-out is not kept. */
+	if (code != 0 && !c->eng->stopped) {
+		c->expires = 0;
+		cache_drop_expired(c->eng, srv_now_ms());
+	}
+}
+
+static void create_get_offers(struct create_op *op, const struct srv_offers_query *q)
+{
+	struct srv_engine *eng = op->eng;
+	/* The key: everything that shapes the answer. */
+	size_t rlen = 0;
+	unsigned char *rbuf = q->requirements ? srv__pack(&q->requirements->base, &rlen) : NULL;
+	size_t klen = strlen(q->project) + 1 + sizeof(q->required_features) + rlen;
+	for (size_t i = 0; i < q->n_backends; i++)
+		klen += strlen(q->backends[i]) + 1;
+	char *key = malloc(klen + 1);
+	size_t off = 0;
+	memcpy(key + off, q->project, strlen(q->project) + 1);
+	off += strlen(q->project) + 1;
+	memcpy(key + off, &q->required_features, sizeof(q->required_features));
+	off += sizeof(q->required_features);
+	if (rlen)
+		memcpy(key + off, rbuf, rlen);
+	off += rlen;
+	for (size_t i = 0; i < q->n_backends; i++) {
+		memcpy(key + off, q->backends[i], strlen(q->backends[i]) + 1);
+		off += strlen(q->backends[i]) + 1;
+	}
+	free(rbuf);
+	int64_t now = srv_now_ms();
+	cache_drop_expired(eng, now);
+	for (struct offers_cache *c = eng->cache; c; c = c->next) {
+		if (c->key_len != klen || memcmp(c->key, key, klen) != 0)
+			continue;
+		free(key);
+		if (c->ready) {
+			create_with_offers(op, c->code, c->message, c->res);
+		} else {
+			struct offers_waiter *w = calloc(1, sizeof(*w));
+			w->op = op;
+			w->next = c->waiters;
+			c->waiters = w;
+		}
+		return;
+	}
+	struct offers_cache *c = calloc(1, sizeof(*c));
+	c->eng = eng;
+	c->key = key;
+	c->key_len = klen;
+	c->next = eng->cache;
+	eng->cache = c;
+	struct offers_waiter *w = calloc(1, sizeof(*w));
+	w->op = op;
+	c->waiters = w;
+	srv_engine_offers(eng, q, cache_filled, c);
+}
+
+void srv_engine_create(struct srv_engine *eng, const struct srv_create_request *r, srv_instance_cb cb,
+                       void *ud)
+{
+	struct srv_instance *existing = NULL;
+	char msg[600];
+	if (r->idempotency_key && r->idempotency_key[0] &&
+	    srv_store_instance_by_key(eng->st, r->project, r->idempotency_key, &existing) == 0) {
+		/* The same request again: the first one's instance, whatever its state. */
+		cb(ud, 0, "", existing);
+		srv_instance_free(existing);
+		return;
+	}
+	if (r->name && r->name[0] &&
+	    srv_store_instance_by_name(eng->st, r->project, r->name, true, &existing) == 0) {
+		snprintf(msg, sizeof(msg), "instance \"%s\" already exists in project %s (%s, %s)", r->name,
+		         r->project, existing->id, existing->status);
+		srv_instance_free(existing);
+		cb(ud, DRV_EEXIST, msg, NULL);
+		return;
+	}
+	struct create_op *op = calloc(1, sizeof(*op));
+	struct srv_instance *in = calloc(1, sizeof(*in));
+	eng->busy++;
+	op->eng = eng;
+	op->cb = cb;
+	op->ud = ud;
+	op->in = in;
+	op->max_tries = r->max_tries ? r->max_tries : (unsigned)eng->cfg->max_tries;
+	in->id = new_id("i-");
+	in->project = strdup(r->project);
+	in->name = strdup(r->name && r->name[0] ? r->name : in->id);
+	in->idempotency_key =
+	    strdup(r->idempotency_key && r->idempotency_key[0] ? r->idempotency_key : in->id);
+	in->attempts_json = strdup("[]");
+	json_t *keys = json_array();
+	op->ssh_keys = calloc(r->n_ssh_keys + 1, sizeof(char *));
+	for (size_t i = 0; i < r->n_ssh_keys; i++) {
+		op->ssh_keys[i] = strdup(r->ssh_keys[i]);
+		json_array_append_new(keys, json_string(r->ssh_keys[i]));
+	}
+	op->n_ssh = r->n_ssh_keys;
+	in->ssh_keys_json = json_dumps(keys, JSON_COMPACT);
+	json_decref(keys);
+	if (r->requirements)
+		in->requirements = srv__pack(&r->requirements->base, &in->requirements_len);
+	op->only_backends = calloc(r->n_backends + 1, sizeof(char *));
+	for (size_t i = 0; i < r->n_backends; i++)
+		op->only_backends[i] = strdup(r->backends[i]);
+	op->n_only = r->n_backends;
+	struct srv_offers_query q = {.project = r->project,
+	                             .requirements = r->requirements,
+	                             .required_features = r->required_features,
+	                             .backends = (const char *const *)op->only_backends,
+	                             .n_backends = op->n_only};
+	create_get_offers(op, &q);
+}
+
+/* Resumes an instance left "creating": the same offer, the same attempt number, the same key. */
+void srv__create_resume(struct srv_engine *eng, struct srv_instance *in)
+{
+	struct create_op *op = calloc(1, sizeof(*op));
+	eng->busy++;
+	op->eng = eng;
+	op->in = in;
+	op->resumed = true;
+	op->attempt_no = attempt_count(in);
+	if (op->attempt_no == 0)
+		op->attempt_no = 1;
+	op->cur_offer = in->offer ? drover__compute__v1__offer__unpack(NULL, in->offer_len, in->offer) : NULL;
+	json_t *keys = json_loads(in->ssh_keys_json ? in->ssh_keys_json : "[]", 0, NULL);
+	size_t nk = json_is_array(keys) ? json_array_size(keys) : 0;
+	op->ssh_keys = calloc(nk + 1, sizeof(char *));
+	for (size_t i = 0; i < nk; i++) {
+		const char *k = json_string_value(json_array_get(keys, i));
+		op->ssh_keys[op->n_ssh++] = strdup(k ? k : "");
+	}
+	json_decref(keys);
+	if (!op->cur_offer) {
+		create_done(op, DRV_EPRECONDITION, "the stored offer is missing or damaged", NULL);
+		return;
+	}
+	srv_info("engine", "instance %s: resuming attempt %u on %s with the same idempotency key", in->id,
+	         op->attempt_no, in->backend);
+	create_send(op);
+}
+
+void srv__offers_cache_clear(struct srv_engine *eng)
+{
+	while (eng->cache) {
+		struct offers_cache *c = eng->cache;
+		eng->cache = c->next;
+		cache_free(c);
+	}
+}

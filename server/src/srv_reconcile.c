@@ -1,0 +1,376 @@
+/* Reconciliation for srv_engine: addresses, termination retries, orphans. */
+#include "srv_engine.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <jansson.h>
+#include <openssl/rand.h>
+
+#include "drover/driver.h"
+#include "srv_config.h"
+#include "srv_engine.h"
+#include "srv_engine_internal.h"
+#include "srv_log.h"
+#include "srv_store.h"
+#include "srv_supervisor.h"
+
+/* At most this many driver calls in flight for reconciliation, and per pass. */
+#define RECONCILE_MAX_INFLIGHT 64
+#define TERMINATE_BACKOFF_BASE_MS 500
+#define TERMINATE_BACKOFF_MAX_MS 60000
+
+/* ---- reconciliation ---- */
+
+struct rec_op {
+	struct srv_engine *eng;
+	struct srv_instance *in;
+};
+
+static void rec_op_free(struct rec_op *op)
+{
+	op->eng->busy--;
+	op->eng->reconcile_inflight--;
+	srv_instance_free(op->in);
+	free(op);
+}
+
+void srv__engine_kick(struct srv_engine *eng)
+{
+	if (!eng->stopped)
+		uv_timer_start(&eng->kick, srv__reconcile_timer_cb, 0, 0);
+}
+
+static void get_instance_done(void *ud, int code, const char *message, ProtobufCMessage *resp)
+{
+	struct rec_op *op = ud;
+	struct srv_engine *eng = op->eng;
+	struct srv_instance *cur = NULL;
+	if (eng->stopped || srv_store_instance_get(eng->st, op->in->id, &cur) != 0) {
+		if (resp)
+			protobuf_c_message_free_unpacked(resp, NULL);
+		rec_op_free(op);
+		return;
+	}
+	/* The row may have moved on meanwhile (a terminate request): only a still-provisioning row is
+	 * updated. */
+	if (strcmp(cur->status, SRV_ST_PROVISIONING) != 0) {
+		srv_instance_free(cur);
+		if (resp)
+			protobuf_c_message_free_unpacked(resp, NULL);
+		rec_op_free(op);
+		return;
+	}
+	if (code == 0 && resp) {
+		drv_provisioning_data *pd = ((drv_get_instance_response *)resp)->data;
+		bool has_addr =
+		    pd && ((pd->hostname && pd->hostname[0]) || (pd->internal_ip && pd->internal_ip[0]));
+		if (pd)
+			srv__set_blob(&cur->provisioning, &cur->provisioning_len, &pd->base);
+		if (has_addr) {
+			srv__set_str(&cur->status, SRV_ST_RUNNING);
+			cur->next_check_at = 0;
+			srv__set_str(&cur->last_error, NULL);
+			srv_engine_event(eng, SRV_EVENT_INFO, "instance.running", cur->project, cur->id,
+			                 cur->backend, cur->backend_type, "has an address: %s",
+			                 pd->hostname && pd->hostname[0] ? pd->hostname : pd->internal_ip);
+		} else {
+			cur->next_check_at = srv_now_ms() + eng->cfg->reconcile_interval_ms;
+		}
+	} else {
+		char msg[1200];
+		snprintf(msg, sizeof(msg), "GetInstance: %s: %s", drv_error_name(code), message);
+		srv__set_str(&cur->last_error, msg);
+		/* Polling goes on with a slower pace; it never decides the machine is gone on its own. */
+		cur->next_check_at = srv_now_ms() + 5 * (int64_t)eng->cfg->reconcile_interval_ms;
+	}
+	srv__put_or_log(eng, cur);
+	srv_instance_free(cur);
+	if (resp)
+		protobuf_c_message_free_unpacked(resp, NULL);
+	rec_op_free(op);
+}
+
+static void terminate_done(void *ud, int code, const char *message, ProtobufCMessage *resp)
+{
+	struct rec_op *op = ud;
+	struct srv_engine *eng = op->eng;
+	struct srv_instance *in = op->in;
+	if (resp)
+		protobuf_c_message_free_unpacked(resp, NULL);
+	if (eng->stopped) {
+		/* Still "terminating" in the store: the next start retries. */
+		rec_op_free(op);
+		return;
+	}
+	if (code == 0) {
+		srv__set_str(&in->status, SRV_ST_TERMINATED);
+		in->terminated_at = srv_now_ms();
+		in->next_check_at = 0;
+		srv__set_str(&in->last_error, NULL);
+		srv_store_begin(eng->st);
+		srv__put_or_log(eng, in);
+		srv_engine_event(eng, SRV_EVENT_INFO, "instance.terminated", in->project, in->id, in->backend,
+		                 in->backend_type, "the driver confirmed termination");
+		srv_store_commit(eng->st);
+	} else {
+		char msg[1200];
+		in->termination_failures++;
+		int64_t delay = TERMINATE_BACKOFF_BASE_MS;
+		for (int64_t i = 1; i < in->termination_failures && delay < TERMINATE_BACKOFF_MAX_MS; i++)
+			delay *= 2;
+		if (delay > TERMINATE_BACKOFF_MAX_MS)
+			delay = TERMINATE_BACKOFF_MAX_MS;
+		snprintf(msg, sizeof(msg), "TerminateInstance failed %lld time(s): %s: %s",
+		         (long long)in->termination_failures, drv_error_name(code), message);
+		srv__set_str(&in->last_error, msg);
+		in->next_check_at = srv_now_ms() + delay;
+		srv__put_or_log(eng, in);
+		srv_engine_event(eng, SRV_EVENT_ERROR, "instance.termination_failed", in->project, in->id,
+		                 in->backend, in->backend_type, "%s; retrying in %lld ms", msg,
+		                 (long long)delay);
+	}
+	rec_op_free(op);
+}
+
+static void reconcile_one(struct srv_engine *eng, struct srv_instance *in)
+{
+	int64_t now = srv_now_ms();
+	if (strcmp(in->status, SRV_ST_CREATING) == 0) {
+		/* A lease: the row is not picked again while this call is out. */
+		in->next_check_at = now + eng->cfg->call_timeout_ms + 5000;
+		srv__put_or_log(eng, in);
+		srv__create_resume(eng, in);
+		return;
+	}
+	bool prov = strcmp(in->status, SRV_ST_PROVISIONING) == 0;
+	bool term = strcmp(in->status, SRV_ST_TERMINATING) == 0;
+	if (!prov && !term) {
+		in->next_check_at = 0;
+		srv__put_or_log(eng, in);
+		srv_instance_free(in);
+		return;
+	}
+	drv_provisioning_data *pd =
+	    in->provisioning
+	        ? drover__compute__v1__provisioning_data__unpack(NULL, in->provisioning_len, in->provisioning)
+	        : NULL;
+	if (!pd) {
+		if (term) {
+			/* No driver call ever made a machine for it (no provisioning data): nothing to
+			 * terminate. */
+			srv__set_str(&in->status, SRV_ST_TERMINATED);
+			in->terminated_at = now;
+			in->next_check_at = 0;
+			srv__put_or_log(eng, in);
+			srv_engine_event(eng, SRV_EVENT_INFO, "instance.terminated", in->project, in->id,
+			                 in->backend, in->backend_type, "no machine was ever made for it");
+		} else {
+			in->next_check_at = 0;
+			srv__set_str(&in->last_error, "provisioning data missing or damaged");
+			srv__put_or_log(eng, in);
+		}
+		srv_instance_free(in);
+		return;
+	}
+	struct srv_backend *be = NULL;
+	int rc = srv_store_instance_backend(eng->st, in, &be);
+	if (rc != 0) {
+		char msg[600];
+		snprintf(msg, sizeof(msg), "backend %s is gone (%s); cannot reach the driver", in->backend,
+		         rc < 0 ? srv_store_errmsg(eng->st) : "removed");
+		srv__set_str(&in->last_error, msg);
+		in->next_check_at = now + 60000;
+		srv__put_or_log(eng, in);
+		protobuf_c_message_free_unpacked(&pd->base, NULL);
+		srv_instance_free(in);
+		return;
+	}
+	in->next_check_at = now + eng->cfg->call_timeout_ms + 5000;
+	srv__put_or_log(eng, in);
+	struct rec_op *op = calloc(1, sizeof(*op));
+	op->eng = eng;
+	op->in = in;
+	eng->busy++;
+	eng->reconcile_inflight++;
+	struct srv_bcfg bc;
+	srv_bcfg_init(&bc, be);
+	if (prov) {
+		drv_get_instance_request req = DROVER__COMPUTE__V1__GET_INSTANCE_REQUEST__INIT;
+		req.config = &bc.cfg;
+		req.instance_id = pd->instance_id;
+		req.region = pd->region;
+		req.backend_data = pd->backend_data;
+		srv_supervisor_call(eng->sup, be->type, "GetInstance", &req.base, eng->cfg->call_timeout_ms,
+		                    get_instance_done, op);
+	} else {
+		drv_terminate_instance_request req = DROVER__COMPUTE__V1__TERMINATE_INSTANCE_REQUEST__INIT;
+		req.config = &bc.cfg;
+		req.instance_id = pd->instance_id;
+		req.region = pd->region;
+		req.backend_data = pd->backend_data;
+		srv_supervisor_call(eng->sup, be->type, "TerminateInstance", &req.base,
+		                    eng->cfg->call_timeout_ms, terminate_done, op);
+	}
+	srv_bcfg_clear(&bc);
+	srv_backend_free(be);
+	protobuf_c_message_free_unpacked(&pd->base, NULL);
+}
+
+/* ---- orphans: machines with our tag that the store does not know ---- */
+
+struct orphan_op {
+	struct srv_engine *eng;
+	char *project, *backend, *type;
+};
+
+static void list_done(void *ud, int code, const char *message, ProtobufCMessage *resp)
+{
+	struct orphan_op *op = ud;
+	struct srv_engine *eng = op->eng;
+	if (code == 0 && resp && !eng->stopped) {
+		drv_list_instances_response *r = (drv_list_instances_response *)resp;
+		for (size_t i = 0; i < r->n_instances; i++) {
+			drv_listed_instance *li = r->instances[i];
+			const char *iid = NULL;
+			for (size_t t = 0; t < li->n_tags; t++)
+				if (strcmp(li->tags[t]->key, "drover-instance") == 0)
+					iid = li->tags[t]->value;
+			struct srv_instance *known = NULL;
+			if (!iid || srv_store_instance_get(eng->st, iid, &known) == 0) {
+				srv_instance_free(known);
+				continue;
+			}
+			/* Adopted and shown, never silently dropped: it may be billed. */
+			struct srv_instance in = {
+			    .id = (char *)iid,
+			    .project = op->project,
+			    .backend = op->backend,
+			    .backend_type = op->type,
+			    .name = li->name && li->name[0] ? li->name : (char *)iid,
+			    .status = SRV_ST_RUNNING,
+			    .idempotency_key = li->idempotency_key ? li->idempotency_key : "",
+			    .last_error = "orphan: found by ListInstances with this server's tag "
+			                  "but missing from the store; adopted"};
+			size_t len = 0;
+			if (li->data)
+				in.provisioning = srv__pack(&li->data->base, &len);
+			in.provisioning_len = len;
+			srv__put_or_log(eng, &in);
+			free(in.provisioning);
+			srv_engine_event(
+			    eng, SRV_EVENT_WARNING, "instance.orphan_adopted", op->project, iid, op->backend,
+			    op->type, "machine %s on backend %s was not in the store; adopted",
+			    li->data && li->data->instance_id ? li->data->instance_id : "?", op->backend);
+		}
+	}
+	if (resp)
+		protobuf_c_message_free_unpacked(resp, NULL);
+	eng->busy--;
+	free(op->project);
+	free(op->backend);
+	free(op->type);
+	free(op);
+}
+
+void srv_engine_find_orphans(struct srv_engine *eng)
+{
+	struct srv_backend **bes;
+	size_t n;
+	eng->last_orphan_scan = srv_now_ms();
+	if (srv_store_backend_list(eng->st, NULL, &bes, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		/* Only drivers that are up: an orphan scan never starts a driver by itself. */
+		if (srv_supervisor_state(eng->sup, bes[i]->type) != SRV_DRIVER_READY)
+			continue;
+		struct orphan_op *op = calloc(1, sizeof(*op));
+		op->eng = eng;
+		op->project = strdup(bes[i]->project);
+		op->backend = strdup(bes[i]->name);
+		op->type = strdup(bes[i]->type);
+		struct srv_bcfg bc;
+		srv_bcfg_init(&bc, bes[i]);
+		drv_list_instances_request req = DROVER__COMPUTE__V1__LIST_INSTANCES_REQUEST__INIT;
+		Drover__Compute__V1__ListInstancesRequest__TagsEntry tag =
+		    DROVER__COMPUTE__V1__LIST_INSTANCES_REQUEST__TAGS_ENTRY__INIT;
+		Drover__Compute__V1__ListInstancesRequest__TagsEntry *tagp = &tag;
+		tag.key = "drover-server";
+		tag.value = eng->server_id;
+		req.config = &bc.cfg;
+		req.n_tags = 1;
+		req.tags = &tagp;
+		eng->busy++;
+		srv_supervisor_call(eng->sup, bes[i]->type, "ListInstances", &req.base,
+		                    eng->cfg->call_timeout_ms, list_done, op);
+		srv_bcfg_clear(&bc);
+	}
+	srv_backend_list_free(bes, n);
+}
+
+void srv_engine_reconcile_now(struct srv_engine *eng)
+{
+	if (eng->stopped)
+		return;
+	unsigned room = RECONCILE_MAX_INFLIGHT > eng->reconcile_inflight
+	                    ? RECONCILE_MAX_INFLIGHT - eng->reconcile_inflight
+	                    : 0;
+	if (room == 0)
+		return;
+	struct srv_instance **due;
+	size_t n;
+	if (srv_store_instance_due(eng->st, srv_now_ms(), room, &due, &n) < 0) {
+		srv_error("engine", "reconciliation: %s", srv_store_errmsg(eng->st));
+		return;
+	}
+	/* The leases of one pass are written in one transaction. */
+	srv_store_begin(eng->st);
+	for (size_t i = 0; i < n; i++)
+		reconcile_one(eng, due[i]);
+	srv_store_commit(eng->st);
+	free(due);
+	/* A full batch means more may be due: go again on the next loop turn. */
+	if (n == room)
+		srv__engine_kick(eng);
+	if (srv_now_ms() - eng->last_orphan_scan >= ORPHAN_SCAN_EVERY_MS)
+		srv_engine_find_orphans(eng);
+}
+
+void srv__reconcile_timer_cb(uv_timer_t *t)
+{
+	srv_engine_reconcile_now(t->data);
+}
+
+int srv_engine_terminate(struct srv_engine *eng, const char *id, struct srv_instance **out)
+{
+	struct srv_instance *in = NULL;
+	int rc = srv_store_instance_get(eng->st, id, &in);
+	if (rc != 0)
+		return rc;
+	if (strcmp(in->status, SRV_ST_PENDING) == 0) {
+		/* No driver call was ever made for it. */
+		srv__set_str(&in->status, SRV_ST_FAILED);
+		srv__set_str(&in->last_error, "terminated before any attempt");
+		srv__put_or_log(eng, in);
+	} else if (strcmp(in->status, SRV_ST_PROVISIONING) == 0 || strcmp(in->status, SRV_ST_RUNNING) == 0 ||
+	           (strcmp(in->status, SRV_ST_CREATING) == 0 && in->provisioning)) {
+		srv__set_str(&in->status, SRV_ST_TERMINATING);
+		in->next_check_at = srv_now_ms();
+		in->termination_failures = 0;
+		srv_store_begin(eng->st);
+		if (srv_store_instance_put(eng->st, in) < 0) {
+			srv_store_commit(eng->st);
+			srv_instance_free(in);
+			return -1;
+		}
+		srv_engine_event(eng, SRV_EVENT_INFO, "instance.terminating", in->project, in->id,
+		                 in->backend, in->backend_type, "termination requested");
+		srv_store_commit(eng->st);
+		srv__engine_kick(eng);
+	}
+	*out = in;
+	return 0;
+}
