@@ -669,6 +669,61 @@ static void test_shutdown_cancels_after_grace(void **state)
 	assert_true(have_peer);
 }
 
+struct storm_arg {
+	struct drv_rpc_channel *ch;
+	atomic_bool *stop;
+	int ok, failed, odd;
+};
+
+static void *storm_thread(void *arg)
+{
+	struct storm_arg *a = arg;
+	struct drv_status st;
+	static const char *kinds[] = {"", "defer", "slow:5", "err"};
+	for (unsigned i = 0; !atomic_load(a->stop); i++) {
+		int rc = check(a->ch, kinds[i % 4], 5000, NULL, &st);
+		if (rc == 0 || rc == DRV_ENOTFOUND)
+			a->ok++;
+		else if (rc == DRV_ECANCELLED || rc == DRV_EUNAVAILABLE)
+			a->failed++;
+		else
+			a->odd++;
+	}
+	return NULL;
+}
+
+/* Shutdown in the middle of a storm of inline, worker and deferred calls: every call ends cleanly. */
+static void test_shutdown_storm(void **state)
+{
+	struct fixture *f = *state;
+	atomic_bool stop = false;
+	pthread_t t[8];
+	struct storm_arg a[8];
+	for (int i = 0; i < 8; i++) {
+		a[i] = (struct storm_arg){.ch = f->ch, .stop = &stop};
+		assert_int_equal(pthread_create(&t[i], NULL, storm_thread, &a[i]), 0);
+	}
+	sleep_ms(150);
+	int64_t t0 = now_ms();
+	drv_rpc_server_shutdown(f->srv, 10);
+	int64_t took = now_ms() - t0;
+	sleep_ms(50);
+	atomic_store(&stop, true);
+	int ok = 0, odd = 0;
+	for (int i = 0; i < 8; i++) {
+		pthread_join(t[i], NULL);
+		ok += a[i].ok;
+		odd += a[i].odd;
+	}
+	assert_true(ok > 0);
+	assert_int_equal(odd, 0);
+	assert_true(took < 2000);
+	/* Deferred replies may still arrive after the free; they only release their calls. */
+	drv_rpc_server_free(f->srv);
+	f->srv = NULL;
+	sleep_ms(80);
+}
+
 static void test_no_server(void **state)
 {
 	char err[256], target[300];
@@ -941,6 +996,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_shutdown_grace, setup_tcp, teardown),
 	    cmocka_unit_test_setup_teardown(test_shutdown_cancels_after_grace, setup_unix, teardown),
 	    cmocka_unit_test_setup_teardown(test_shutdown_cancels_after_grace, setup_tcp, teardown),
+	    cmocka_unit_test_setup_teardown(test_shutdown_storm, setup_unix, teardown),
+	    cmocka_unit_test_setup_teardown(test_shutdown_storm, setup_tcp, teardown),
 	    cmocka_unit_test(test_no_server),
 	    cmocka_unit_test(test_wait_for_ready),
 	    cmocka_unit_test(test_reconnect),
