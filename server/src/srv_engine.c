@@ -89,8 +89,12 @@ static void flush_cb(uv_prepare_t *p)
 {
 	struct srv_engine *eng = p->data;
 	uv_prepare_stop(p);
-	if (srv_store_batch_commit(eng->st) < 0)
+	if (srv_store_batch_commit(eng->st) < 0) {
+		/* The state these calls depend on is not on disk: they must not go out. */
 		srv_error("engine", "committing a batch of state: %s", srv_store_errmsg(eng->st));
+		srv_supervisor_fail_held(eng->sup, DRV_EINTERNAL,
+		                         "the server could not record the state this call depends on");
+	}
 	srv_supervisor_hold(eng->sup, false);
 }
 

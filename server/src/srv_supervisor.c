@@ -861,6 +861,18 @@ void srv_supervisor_call(struct srv_supervisor *sup, const char *type, const cha
 	sup->held_tail = c;
 }
 
+void srv_supervisor_fail_held(struct srv_supervisor *sup, int code, const char *message)
+{
+	struct sup_call *c = sup->held_head;
+	sup->held_head = sup->held_tail = NULL;
+	while (c) {
+		struct sup_call *next = c->next;
+		c->next = NULL;
+		fail_later(c, code, message);
+		c = next;
+	}
+}
+
 void srv_supervisor_hold(struct srv_supervisor *sup, bool hold)
 {
 	sup->hold = hold;

@@ -114,6 +114,8 @@ void srv_supervisor_call(struct srv_supervisor *sup, const char *type, const cha
  * ahead of it is committed.
  */
 void srv_supervisor_hold(struct srv_supervisor *sup, bool hold);
+/* Fails every held call (later, through its callback) instead of sending it. */
+void srv_supervisor_fail_held(struct srv_supervisor *sup, int code, const char *message);
 
 /*
  * Features of the driver of `type` for a backend config, cached per (driver,
