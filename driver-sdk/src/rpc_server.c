@@ -133,7 +133,9 @@ struct drv_rpc_server {
 	bool started;
 
 	pthread_mutex_t lock; /* guards everything below */
-	pthread_cond_t cond;
+	pthread_cond_t cond;  /* shutdown progress */
+	pthread_cond_t
+	    work_cond; /* the worker queue; apart from `cond` so a signal always reaches a worker */
 	struct drv_rpc_call *q_head, *q_tail;
 	bool workers_stop;
 	struct drv_rpc_call *live; /* calls not yet released by gRPC */
@@ -459,9 +461,10 @@ static void run_handler(struct drv_rpc_call *c)
 	c->payload = NULL;
 	if (!c->req) {
 		char buf[256];
-		snprintf(buf, sizeof(buf), "%s: request is not a valid %s message", c->desc->name,
-		         had_payload ? in->name : "(missing)");
-		if (!had_payload)
+		if (had_payload)
+			snprintf(buf, sizeof(buf), "%s: request is not a valid %s message", c->desc->name,
+			         in->name);
+		else
 			snprintf(buf, sizeof(buf), "%s: request message missing, expected %s", c->desc->name,
 			         in->name);
 		drv_rpc_reply(c, DRV_EINVAL, buf, NULL);
@@ -480,7 +483,7 @@ static void enqueue_worker(struct drv_rpc_call *c)
 	else
 		srv->q_head = c;
 	srv->q_tail = c;
-	pthread_cond_signal(&srv->cond);
+	pthread_cond_signal(&srv->work_cond);
 	pthread_mutex_unlock(&srv->lock);
 }
 
@@ -490,7 +493,7 @@ static void *worker_main(void *arg)
 	pthread_mutex_lock(&srv->lock);
 	for (;;) {
 		while (!srv->q_head && !srv->workers_stop)
-			pthread_cond_wait(&srv->cond, &srv->lock);
+			pthread_cond_wait(&srv->work_cond, &srv->lock);
 		struct drv_rpc_call *c = srv->q_head;
 		if (!c)
 			break;
@@ -709,6 +712,7 @@ int drv_rpc_server_new(const struct drv_rpc_server_opts *opts, struct drv_rpc_se
 	srv->t_shutdown.kind = TAG_SHUTDOWN;
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_cond_init(&srv->cond, NULL);
+	pthread_cond_init(&srv->work_cond, NULL);
 	atomic_init(&srv->stopping, false);
 
 	drv__rpc_grpc_init();
@@ -717,6 +721,7 @@ int drv_rpc_server_new(const struct drv_rpc_server_opts *opts, struct drv_rpc_se
 		grpc_shutdown();
 		pthread_mutex_destroy(&srv->lock);
 		pthread_cond_destroy(&srv->cond);
+		pthread_cond_destroy(&srv->work_cond);
 		free(srv->address);
 		free(srv);
 		return rc;
@@ -930,7 +935,7 @@ void drv_rpc_server_shutdown(struct drv_rpc_server *srv, int grace_ms)
 	/* Workers drop calls still queued: they were all answered above. */
 	pthread_mutex_lock(&srv->lock);
 	srv->workers_stop = true;
-	pthread_cond_broadcast(&srv->cond);
+	pthread_cond_broadcast(&srv->work_cond);
 	pthread_mutex_unlock(&srv->lock);
 	for (int i = 0; i < srv->n_workers_started; i++)
 		pthread_join(srv->worker_threads[i], NULL);
@@ -978,6 +983,7 @@ void drv_rpc_server_free(struct drv_rpc_server *srv)
 	free(srv->address);
 	pthread_mutex_destroy(&srv->lock);
 	pthread_cond_destroy(&srv->cond);
+	pthread_cond_destroy(&srv->work_cond);
 	free(srv);
 	grpc_shutdown();
 }
