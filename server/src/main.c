@@ -3,6 +3,7 @@
  * engine and API on one libuv loop; SIGTERM/SIGINT stop it gracefully.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -261,6 +263,18 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	char path[PATH_MAX];
+	/*
+	 * One droverd per data directory: a second one would take over the API
+	 * socket and drive the same machines. The lock goes with the process.
+	 */
+	snprintf(path, sizeof(path), "%s/droverd.lock", data_dir);
+	int lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (lock_fd < 0 || flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		srv_error("droverd", "%s: %s", path,
+		          lock_fd < 0 ? strerror(errno)
+		                      : "another droverd is running on this data directory");
+		goto out;
+	}
 	snprintf(path, sizeof(path), "%s/secret.key", data_dir);
 	if (srv_secrets_open(path, &a.sec, err, sizeof(err)) < 0) {
 		srv_error("droverd", "%s", err);
