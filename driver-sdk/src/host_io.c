@@ -367,7 +367,13 @@ int drv__host_spawn_posix(struct drv_host *h)
 	sigfillset(&all);
 	posix_spawnattr_setsigmask(&at, &none);
 	posix_spawnattr_setsigdefault(&at, &all);
-	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	/*
+	 * Its own process group, so a terminal's Ctrl-C reaches only the host,
+	 * which then stops its drivers in order (SIGTERM, grace, SIGKILL) and can
+	 * still clean up through them; stdin EOF still ends a driver whose host died.
+	 */
+	posix_spawnattr_setpgroup(&at, 0);
+	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
 	if (strchr(h->path, '/'))
 		rc = posix_spawn(&pid, h->path, &fa, &at, h->argv, h->envp);
 	else
@@ -462,6 +468,7 @@ static int spawn_uv(struct drv_host *h)
 	o.args = h->argv;
 	o.env = h->envp;
 	o.exit_cb = on_exit_cb;
+	o.flags = UV_PROCESS_DETACHED; /* own session and process group, as in the posix_spawn path */
 	o.stdio = stdio;
 	o.stdio_count = 3;
 	h->proc.data = h;
