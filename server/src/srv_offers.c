@@ -49,6 +49,8 @@ void srv_bcfg_clear(struct srv_bcfg *b)
 struct fanout;
 
 struct fan_slot {
+	struct srv_offer_item *run; /* this backend's kept offers, sorted as they arrive */
+	size_t n_run;
 	struct fanout *fo;
 	size_t idx;
 	int64_t started;
@@ -79,6 +81,8 @@ static void fanout_maybe_free(struct fanout *fo)
 		return;
 	if (fo->req)
 		protobuf_c_message_free_unpacked(&fo->req->base, NULL);
+	for (size_t i = 0; i < fo->n; i++)
+		free(fo->slots[i].run);
 	free(fo->slots);
 	free(fo);
 }
@@ -150,34 +154,65 @@ static void fanout_finish(struct fanout *fo)
 			srv__set_str(&br->message, msg);
 		}
 	}
-	/* Merge: every offer of every answering backend that passes the filters. */
-	size_t total = 0;
-	for (size_t i = 0; i < res->n_resps; i++)
+	/*
+	 * Each answering backend's offers were filtered and sorted when they
+	 * arrived (while the others were still working); here the sorted runs
+	 * are merged, always taking the smallest head.
+	 */
+	size_t total = 0, n = 0;
+	for (size_t i = 0; i < fo->n; i++) {
 		if (res->resps[i])
 			total += ((drv_get_offers_response *)res->resps[i])->n_offers;
-	res->items = calloc(total + 1, sizeof(*res->items));
-	size_t n = 0;
+		n += fo->slots[i].n_run;
+	}
+	res->items = malloc((n + 1) * sizeof(*res->items));
+	/* A binary min-heap of run heads: n log k comparisons. */
+	struct fan_slot **heap = calloc(fo->n + 1, sizeof(*heap));
+	size_t *pos = calloc(fo->n + 1, sizeof(size_t));
+	size_t hn = 0;
 	for (size_t i = 0; i < fo->n; i++) {
-		drv_get_offers_response *r = (drv_get_offers_response *)res->resps[i];
-		if (!r)
+		if (fo->slots[i].n_run == 0)
 			continue;
-		for (size_t k = 0; k < r->n_offers; k++) {
-			const drv_offer *o = r->offers[k];
-			/* Drivers filter too; the server checks again so one sloppy driver cannot widen a
-			 * query. */
-			if (!o || !drv_offer_matches(o, fo->req))
-				continue;
-			res->items[n].backend = res->backends[i].backend;
-			res->items[n].backend_type = res->backends[i].type;
-			res->items[n].offer = o;
-			res->items[n].price = o->price_per_hour;
-			res->items[n].type_key = prefix_key(o->instance_type);
-			res->items[n].region_key = prefix_key(o->region);
-			n++;
+		/* Sift up. */
+		size_t c = hn++;
+		heap[c] = &fo->slots[i];
+		while (c > 0) {
+			size_t p = (c - 1) / 2;
+			if (cmp_items(&heap[p]->run[0], &heap[c]->run[0]) <= 0)
+				break;
+			struct fan_slot *t = heap[p];
+			heap[p] = heap[c];
+			heap[c] = t;
+			c = p;
 		}
 	}
+	for (size_t k = 0; k < n; k++) {
+		struct fan_slot *top = heap[0];
+		size_t ti = (size_t)(top - fo->slots);
+		res->items[k] = top->run[pos[ti]++];
+		if (pos[ti] == top->n_run)
+			heap[0] = heap[--hn];
+		/* Sift down the (new) root. */
+		size_t c = 0;
+		for (;;) {
+			size_t l = 2 * c + 1, r = l + 1, m = c;
+			if (l < hn && cmp_items(&heap[l]->run[pos[heap[l] - fo->slots]],
+			                        &heap[m]->run[pos[heap[m] - fo->slots]]) < 0)
+				m = l;
+			if (r < hn && cmp_items(&heap[r]->run[pos[heap[r] - fo->slots]],
+			                        &heap[m]->run[pos[heap[m] - fo->slots]]) < 0)
+				m = r;
+			if (m == c)
+				break;
+			struct fan_slot *t = heap[m];
+			heap[m] = heap[c];
+			heap[c] = t;
+			c = m;
+		}
+	}
+	free(heap);
+	free(pos);
 	res->n_items = n;
-	qsort(res->items, n, sizeof(*res->items), cmp_items);
 	srv_debug("engine", "offers: %zu backends, %zu of %zu offers kept, merged and sorted in %lld ms",
 	          fo->n, n, total, (long long)(srv_now_ms() - fo->t_done));
 	fo->res = NULL;
@@ -215,8 +250,25 @@ static void offers_done(void *ud, int code, const char *message, ProtobufCMessag
 	br->elapsed_ms = (unsigned)(srv_now_ms() - s->started);
 	srv__set_str(&br->message, code ? message : "");
 	if (code == 0 && resp) {
+		drv_get_offers_response *r = (drv_get_offers_response *)resp;
 		fo->res->resps[s->idx] = resp;
-		br->offer_count = (unsigned)((drv_get_offers_response *)resp)->n_offers;
+		br->offer_count = (unsigned)r->n_offers;
+		s->run = malloc((r->n_offers + 1) * sizeof(*s->run));
+		for (size_t k = 0; k < r->n_offers; k++) {
+			const drv_offer *o = r->offers[k];
+			/* Drivers filter too; the server checks again so one sloppy driver cannot widen a
+			 * query. */
+			if (!o || !drv_offer_matches(o, fo->req))
+				continue;
+			struct srv_offer_item *it = &s->run[s->n_run++];
+			it->backend = br->backend;
+			it->backend_type = br->type;
+			it->offer = o;
+			it->price = o->price_per_hour;
+			it->type_key = prefix_key(o->instance_type);
+			it->region_key = prefix_key(o->region);
+		}
+		qsort(s->run, s->n_run, sizeof(*s->run), cmp_items);
 	} else if (resp) {
 		protobuf_c_message_free_unpacked(resp, NULL);
 	}
