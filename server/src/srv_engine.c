@@ -63,7 +63,9 @@ void srv_engine_event(struct srv_engine *eng, int level, const char *kind, const
 	                       .message = msg};
 	if (srv_store_event_add(eng->st, &ev) < 0)
 		srv_error("engine", "cannot record event %s: %s", kind, srv_store_errmsg(eng->st));
-	if (level >= SRV_EVENT_WARNING)
+	/* Driver events come from the supervisor, which logged them already. */
+	bool logged_elsewhere = strncmp(kind, "driver.", 7) == 0;
+	if (level >= SRV_EVENT_WARNING && !logged_elsewhere)
 		srv_log(level == SRV_EVENT_ERROR ? SRV_LOG_ERROR : SRV_LOG_WARN, "engine", "%s%s%s: %s", kind,
 		        instance ? " " : "", instance ? instance : "", msg);
 	else
