@@ -113,7 +113,7 @@ static void reply_serving(struct drv_rpc_call *call)
 
 static void *defer_thread(void *arg)
 {
-	sleep_ms(50);
+	sleep_ms(100);
 	reply_serving(arg);
 	return NULL;
 }
@@ -396,8 +396,9 @@ static void test_deadline(void **state)
 	int64_t t0 = now_ms();
 	assert_int_equal(check(f->ch, "hang", 50, NULL, &st), DRV_EDEADLINE);
 	int64_t took = now_ms() - t0;
+	/* At the deadline, not at a later timer (the call itself would wait forever). */
 	assert_true(took >= 45);
-	assert_true(took < 300);
+	assert_true(took < 1000);
 	/* The server learns the call is over and keeps serving others. */
 	assert_int_equal(check(f->ch, "", 5000, NULL, &st), 0);
 	/* On a loaded machine the handler may run only after the client gave up. */
@@ -473,7 +474,7 @@ static void test_concurrent(void **state)
 	struct fixture *f = *state;
 	pthread_t t[16];
 	struct worker_arg w[16];
-	/* 16 calls answered 50 ms later each, all at once: one after another would take 800 ms. */
+	/* 16 calls answered 100 ms later each, all at once: one after another would take 1.6 s. */
 	int64_t t0 = now_ms();
 	for (int i = 0; i < 16; i++) {
 		w[i] = (struct worker_arg){.ch = f->ch, .service = "defer", .calls = 1};
@@ -483,7 +484,7 @@ static void test_concurrent(void **state)
 		pthread_join(t[i], NULL);
 		assert_int_equal(w[i].ok, 1);
 	}
-	assert_true(now_ms() - t0 < 600);
+	assert_true(now_ms() - t0 < 1200);
 	for (int i = 0; i < 16; i++) {
 		w[i] = (struct worker_arg){.ch = f->ch, .service = "", .calls = 200};
 		assert_int_equal(pthread_create(&t[i], NULL, call_loop, &w[i]), 0);
@@ -562,7 +563,7 @@ static void test_channel_free_cancels(void **state)
 	int64_t t0 = now_ms();
 	drv_rpc_channel_free(ch);
 	/* The callback ran, with CANCELLED, before free returned, and free did not wait for the deadline. */
-	assert_true(now_ms() - t0 < 1000);
+	assert_true(now_ms() - t0 < 2000);
 	assert_int_equal(a.done, 1);
 	assert_int_equal(a.ok, 0);
 	assert_int_equal(a.last_code, DRV_ECANCELLED);
@@ -717,11 +718,11 @@ static void test_shutdown_storm(void **state)
 	}
 	assert_true(ok > 0);
 	assert_int_equal(odd, 0);
-	assert_true(took < 2000);
+	assert_true(took < 3000);
 	/* Deferred replies may still arrive after the free; they only release their calls. */
 	drv_rpc_server_free(f->srv);
 	f->srv = NULL;
-	sleep_ms(80);
+	sleep_ms(150);
 }
 
 static void test_no_server(void **state)
