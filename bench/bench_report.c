@@ -70,17 +70,17 @@ void bench_report_print(const struct bench_row *rows, size_t n, bool quick, doub
 	       "Baselines are measured in the same run; compare the ratios, not the absolute figures.\n\n",
 	       quick ? "quick mode (few iterations: the figures are rough)" : "full mode",
 	       sysconf(_SC_NPROCESSORS_ONLN), when, load_start, bench_loadavg());
-	printf("%-2s  %-36s  %-24s  %-50s  %-34s  %-34s  %s\n", "#", "measure", "drover (C sim)",
+	printf("%-2s  %-36s  %-24s  %-64s  %-34s  %-34s  %s\n", "#", "measure", "drover (C sim)",
 	       "baselines (same run)", "ratio", "target", "result");
 	for (size_t i = 0; i < n; i++) {
 		const struct bench_row *r = &rows[i];
 
 		if (r->verdict == BENCH_ERROR) {
-			printf("%-2d  %-36s  %-24s  %-50s  %-34s  %-34s  %s: %s\n", r->id, r->name, "-", "-",
+			printf("%-2d  %-36s  %-24s  %-64s  %-34s  %-34s  %s: %s\n", r->id, r->name, "-", "-",
 			       "-", r->target, verdict_name(r->verdict), r->error);
 			continue;
 		}
-		printf("%-2d  %-36s  %-24s  %-50s  %-34s  %-34s  %s\n", r->id, r->name, r->drover,
+		printf("%-2d  %-36s  %-24s  %-64s  %-34s  %-34s  %s\n", r->id, r->name, r->drover,
 		       r->baselines, r->ratio, r->target, verdict_name(r->verdict));
 	}
 	fflush(stdout);

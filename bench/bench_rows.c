@@ -60,12 +60,13 @@ static int spawn(const struct ctx *c, const char *path, const char *const *args,
 	return drv_host_spawn(&so, h, err, errlen);
 }
 
-static int spawn_echo(const struct ctx *c, struct drv_host **h, char *err, size_t errlen)
+/* Starts the bare echo server answering every call with `reply_bytes` bytes. */
+static int spawn_echo(const struct ctx *c, size_t reply_bytes, struct drv_host **h, char *err, size_t errlen)
 {
 	char bytes[32];
 	const char *args[] = {"--echo-server", "--reply-bytes", bytes, NULL};
 
-	snprintf(bytes, sizeof(bytes), "%zu", c->features_bytes);
+	snprintf(bytes, sizeof(bytes), "%zu", reply_bytes);
 	return spawn(c, c->o->self, args, h, err, errlen);
 }
 
@@ -458,12 +459,60 @@ static int lat_offers(struct drv_host *h, const char *cfg, double *out, size_t n
 	return 0;
 }
 
+/*
+ * The bare echo answering with as many bytes as the sim's 1,000-offer
+ * answer: what moving those bytes costs without protobuf or the SDK.
+ * Returns the p50 in microseconds, or -1.
+ */
+static double offers_echo_p50(struct ctx *c, size_t reply_bytes, size_t n)
+{
+	struct drv_host *h = NULL;
+	struct bench_echo_client *ec = NULL;
+	double *v = calloc(n, sizeof(double)), p50 = -1;
+	char err[256];
+
+	if (v && spawn_echo(c, reply_bytes, &h, err, sizeof(err)) == 0 &&
+	    bench_echo_client_new(drv_host_target(h), 0, &ec, err, sizeof(err)) == 0 &&
+	    lat_echo(ec, v, n < 10 ? n : 10, err, sizeof(err)) == 0 &&
+	    lat_echo(ec, v, n, err, sizeof(err)) == 0)
+		p50 = bench_percentile(v, n, 50);
+	bench_echo_client_free(ec);
+	drv_host_free(h);
+	free(v);
+	return p50;
+}
+
+/*
+ * Median microseconds to pack `m` and unpack and free the bytes again in
+ * this process: the protobuf-c work any C implementation of the call must do.
+ */
+static double codec_us(const ProtobufCMessage *m, size_t bytes, int reps)
+{
+	uint8_t *buf = malloc(bytes ? bytes : 1);
+	double v[64];
+
+	if (!buf)
+		return -1;
+	if (reps > 64)
+		reps = 64;
+	for (int i = 0; i < reps; i++) {
+		double t0 = now_us();
+
+		protobuf_c_message_pack(m, buf);
+		free_msg(protobuf_c_message_unpack(m->descriptor, NULL, bytes, buf));
+		v[i] = now_us() - t0;
+	}
+	free(buf);
+	return bench_percentile(v, (size_t)reps, 50);
+}
+
 static void row_offers(struct ctx *c, struct bench_row *r)
 {
-	size_t n = c->o->quick ? 20 : 500, npy = c->o->quick ? 5 : 60;
+	size_t n = c->o->quick ? 20 : 500, npy = c->o->quick ? 5 : 60, count, bytes;
 	double *sim = calloc(n, sizeof(double)), *py = calloc(npy, sizeof(double));
+	drv_get_offers_response *one = NULL;
 	char cfg_sim[256], cfg_py[256], err[256];
-	double s50, s99, p50 = 0;
+	double s50, s99, p50 = 0, e50, codec = -1;
 	bool have_py = false;
 
 	if (!sim || !py) {
@@ -475,13 +524,18 @@ static void row_offers(struct ctx *c, struct bench_row *r)
 		goto done;
 	}
 	if (offers_config(c->sim, cfg_sim, sizeof(cfg_sim), err, sizeof(err)) ||
+	    offers_call(c->sim, cfg_sim, &count, &one, err, sizeof(err)) ||
 	    lat_offers(c->sim, cfg_sim, sim, n < 10 ? n : 10, err, sizeof(err)) ||
 	    lat_offers(c->sim, cfg_sim, sim, n, err, sizeof(err))) {
 		bench_row_error(r, "sim: %s", err);
 		goto done;
 	}
+	bytes = protobuf_c_message_get_packed_size(&one->base);
+	codec = codec_us(&one->base, bytes, c->o->quick ? 5 : 50);
+	free_msg(one);
 	s50 = bench_percentile(sim, n, 50);
 	s99 = bench_percentile(sim, n, 99);
+	e50 = offers_echo_p50(c, bytes, n);
 	if (c->py && offers_config(c->py, cfg_py, sizeof(cfg_py), err, sizeof(err)) == 0 &&
 	    lat_offers(c->py, cfg_py, py, 3, err, sizeof(err)) == 0 &&
 	    lat_offers(c->py, cfg_py, py, npy, err, sizeof(err)) == 0) {
@@ -489,15 +543,18 @@ static void row_offers(struct ctx *c, struct bench_row *r)
 		p50 = bench_percentile(py, npy, 50);
 	}
 	snprintf(r->drover, sizeof(r->drover), "p50 %.3f ms (p99 %.3f)", s50 / 1e3, s99 / 1e3);
-	if (have_py)
-		snprintf(r->baselines, sizeof(r->baselines), "python p50 %.3f ms", p50 / 1e3);
-	else
-		snprintf(r->baselines, sizeof(r->baselines), "python n/a");
-	snprintf(r->ratio, sizeof(r->ratio), "python %.1fx slower", ratio(p50, s50));
+	snprintf(r->baselines, sizeof(r->baselines),
+	         "python p50 %.3f ms; echo of %zu KB %.3f ms + pack/unpack %.3f ms",
+	         have_py ? p50 / 1e3 : 0.0, bytes / 1024, e50 / 1e3, codec / 1e3);
+	snprintf(r->ratio, sizeof(r->ratio), "python %.1fx slower; %.2fx echo", ratio(p50, s50),
+	         ratio(s50, e50));
 	bench_row_num(r, "offers", OFFERS_WANTED);
+	bench_row_num(r, "response_bytes", (double)bytes);
 	bench_row_num(r, "sim_p50_ms", s50 / 1e3);
 	bench_row_num(r, "sim_p99_ms", s99 / 1e3);
 	bench_row_num(r, "python_p50_ms", p50 / 1e3);
+	bench_row_num(r, "echo_same_bytes_p50_ms", e50 / 1e3);
+	bench_row_num(r, "pack_unpack_free_ms", codec / 1e3);
 	if (!have_py)
 		bench_row_error(r, "python driver: %s", c->py ? err : c->py_err);
 	else
@@ -520,7 +577,7 @@ static int spawn_once(struct ctx *c, enum contender who, double *ms, char *err, 
 	int rc;
 
 	if (who == ECHO)
-		rc = spawn_echo(c, &h, err, errlen);
+		rc = spawn_echo(c, c->features_bytes, &h, err, errlen);
 	else
 		rc = spawn(c, who == SIM ? c->o->sim : c->o->python, NULL, &h, err, errlen);
 	if (rc != 0)
@@ -628,7 +685,7 @@ static void row_rss(struct ctx *c, struct bench_row *r)
 	}
 	if (c->py_ok && spawn(c, c->o->python, NULL, &py, err, sizeof(err)) != 0)
 		py = NULL;
-	if (spawn_echo(c, &echo, err, sizeof(err)) == 0 &&
+	if (spawn_echo(c, c->features_bytes, &echo, err, sizeof(err)) == 0 &&
 	    bench_echo_client_new(drv_host_target(echo), 0, &ec, err, sizeof(err)) == 0)
 		have_echo = bench_echo_call(ec) == 0 && bench_echo_call(ec) == 0;
 	/* "A few calls": what a server makes when it adds a backend and lists its offers. */
@@ -700,7 +757,7 @@ void bench_rows_run(const struct bench_opts *o, struct bench_row *rows)
 			c.features_bytes = protobuf_c_message_get_packed_size(&resp->base);
 		free_msg(resp);
 	}
-	if (spawn_echo(&c, &c.echo, c.echo_err, sizeof(c.echo_err)) != 0)
+	if (spawn_echo(&c, c.features_bytes, &c.echo, c.echo_err, sizeof(c.echo_err)) != 0)
 		c.echo = NULL;
 	else if (bench_echo_client_new(drv_host_target(c.echo), 0, &c.ec, c.echo_err, sizeof(c.echo_err)) !=
 	         0)
