@@ -368,7 +368,7 @@ int bench_echo_client_new(const char *target, size_t request_bytes, struct bench
 {
 	struct bench_echo_client *c = calloc(1, sizeof(*c));
 	grpc_channel_credentials *creds;
-	grpc_arg arg;
+	grpc_arg chargs[2];
 	grpc_channel_args args;
 	char *buf;
 
@@ -377,11 +377,15 @@ int bench_echo_client_new(const char *target, size_t request_bytes, struct bench
 		return -1;
 	}
 	grpc_init();
-	arg.type = GRPC_ARG_INTEGER;
-	arg.key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
-	arg.value.integer = MAX_MESSAGE;
-	args.num_args = 1;
-	args.args = &arg;
+	/* Retries off, as the SDK's channel has them: the retry filter buffers every call. */
+	chargs[0].type = GRPC_ARG_INTEGER;
+	chargs[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+	chargs[0].value.integer = MAX_MESSAGE;
+	chargs[1].type = GRPC_ARG_INTEGER;
+	chargs[1].key = GRPC_ARG_ENABLE_RETRIES;
+	chargs[1].value.integer = 0;
+	args.num_args = 2;
+	args.args = chargs;
 	creds = grpc_insecure_credentials_create();
 	c->ch = grpc_channel_create(target, creds, &args);
 	grpc_channel_credentials_release(creds);
