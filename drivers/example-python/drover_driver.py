@@ -581,15 +581,15 @@ def _read_file(path, what):
         raise SystemExit("drover-driver: cannot read %s %s: %s" % (what, path, e.strerror))
 
 
-def _watch_stdin(stop):
+def _watch_stdin(reasons, wake_fd):
     # The host holds our stdin; EOF means it is gone, so we must go too.
     try:
         while os.read(0, 4096):
             pass
     except OSError:
         pass
-    log("info", "stdin closed, shutting down")
-    stop.set()
+    reasons.append("stdin closed")
+    os.write(wake_fd, b"\0")
 
 
 def main(provider, argv=None):
@@ -664,12 +664,15 @@ def main(provider, argv=None):
             shutil.rmtree(own_dir, ignore_errors=True)
         return 1
 
-    stop = threading.Event()
-    # A signal handler must not take the Event's lock (the main thread may hold
-    # it while waiting), so it only sets a flag the main loop polls.
-    signalled = []
-    signal.signal(signal.SIGTERM, lambda signo, _: signalled.append(signo))
-    signal.signal(signal.SIGINT, lambda signo, _: signalled.append(signo))
+    # The main thread sleeps in read() on a pipe until a signal (through
+    # Python's wakeup fd) or the stdin watcher writes to it: no polling, and
+    # the signal handler itself takes no lock.
+    reasons = []
+    wake_r, wake_w = os.pipe()
+    os.set_blocking(wake_w, False)
+    signal.set_wakeup_fd(wake_w)
+    signal.signal(signal.SIGTERM, lambda signo, _: reasons.append("signal %d" % signo))
+    signal.signal(signal.SIGINT, lambda signo, _: reasons.append("signal %d" % signo))
     server.start()
     sys.stdout.write("%d|%d|%s|%s|grpc\n" % (CORE_VERSION, PROTOCOL_VERSION, network, address))
     sys.stdout.flush()
@@ -678,12 +681,11 @@ def main(provider, argv=None):
     log("info", "serving", network=network, address=address,
         features=[pb.Feature.Name(f) for f in service.features])
     if spawned:
-        threading.Thread(target=_watch_stdin, args=(stop,), daemon=True, name="stdin").start()
+        threading.Thread(target=_watch_stdin, args=(reasons, wake_w), daemon=True, name="stdin").start()
 
-    while not signalled and not stop.wait(0.05):
-        pass
-    log("info", "stopping", reason="signal %d" % signalled[0] if signalled else "stdin closed",
-        grace_s=GRACE_SECONDS)
+    while not reasons:
+        os.read(wake_r, 64)
+    log("info", "stopping", reason=reasons[0], grace_s=GRACE_SECONDS)
     # stop() refuses new calls at once; calls still running after the grace
     # period are cancelled by the second stop().
     server.stop(GRACE_SECONDS)
