@@ -54,6 +54,7 @@ struct opts {
 	const char *json;
 	char bin[PATH_MAX];
 	bool keep;
+	const char *log_level; /* droverd's */
 };
 
 /* What each phase measures, and how many times. */
@@ -351,7 +352,8 @@ static int write_config(const struct opts *o, const long *synthetic, char *err, 
 		snprintf(err, errlen, "%.300s: %s", path, strerror(errno));
 		return -1;
 	}
-	fprintf(f, "listen: {unix: %s/droverd.sock}\ndata_dir: %s/data\nlog_level: warn\n", g_dir, g_dir);
+	fprintf(f, "listen: {unix: %s/droverd.sock}\ndata_dir: %s/data\nlog_level: %s\n", g_dir, g_dir,
+	        o->log_level ? o->log_level : "warn");
 	fprintf(f, "drivers:\n  commands:\n    - {type: sim, path: %s/drover-driver-sim, args: []}\n",
 	        o->bin);
 	fprintf(f, "projects:\n  - name: offers\n    backends:\n");
@@ -942,7 +944,7 @@ static void usage(FILE *f)
 {
 	fprintf(
 	    f,
-	    "usage: drover-bench-server [--quick] [--json FILE] [--bin DIR] [--keep]\n"
+	    "usage: drover-bench-server [--quick] [--json FILE] [--bin DIR] [--keep] [--log-level L]\n"
 	    "\n"
 	    "Benchmarks droverd: GetOffers over %d sim backends of %d offers each, instances\n"
 	    "created and terminated per second, and droverd's RSS idle and with %d instances\n"
@@ -961,10 +963,13 @@ static void usage(FILE *f)
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-	static const struct option lo[] = {
-	    {"quick", no_argument, NULL, 'q'},     {"json", required_argument, NULL, 'j'},
-	    {"bin", required_argument, NULL, 'b'}, {"keep", no_argument, NULL, 'k'},
-	    {"help", no_argument, NULL, 'h'},      {NULL, 0, NULL, 0}};
+	static const struct option lo[] = {{"quick", no_argument, NULL, 'q'},
+	                                   {"json", required_argument, NULL, 'j'},
+	                                   {"bin", required_argument, NULL, 'b'},
+	                                   {"keep", no_argument, NULL, 'k'},
+	                                   {"log-level", required_argument, NULL, 'l'},
+	                                   {"help", no_argument, NULL, 'h'},
+	                                   {NULL, 0, NULL, 0}};
 	int c;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -980,6 +985,17 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			break;
 		case 'k':
 			o->keep = true;
+			break;
+		case 'l':
+			if (strcmp(optarg, "debug") && strcmp(optarg, "info") && strcmp(optarg, "warn") &&
+			    strcmp(optarg, "error")) {
+				fprintf(stderr,
+				        "drover-bench-server: --log-level: expected debug, info, warn or "
+				        "error, got \"%.40s\"\n",
+				        optarg);
+				return -1;
+			}
+			o->log_level = optarg;
 			break;
 		case 'h':
 			usage(stdout);
