@@ -302,7 +302,7 @@ static double sdk_throughput(struct drv_host *h, int inflight, long total, char 
 static void row_throughput(struct ctx *c, struct bench_row *r)
 {
 	long n = c->o->quick ? 3000 : 150000, npy = c->o->quick ? 200 : 5000;
-	int rounds = c->o->quick ? 1 : 3;
+	int rounds = c->o->quick ? 1 : 6;
 	double sim_best = 0, echo_best = 0, py = -1;
 	char err[256] = "";
 
