@@ -55,7 +55,7 @@ void drv__host_describe_exit_locked(const struct drv_host *h, char *buf, size_t 
 
 static struct timespec abs_realtime_from_mono(uint64_t deadline_ns)
 {
-	/* Condition variables here use CLOCK_MONOTONIC (see host_new). */
+	/* Condition variables here use CLOCK_MONOTONIC (see drv__host_new). */
 	struct timespec ts = {.tv_sec = (time_t)(deadline_ns / 1000000000u),
 	                      .tv_nsec = (long)(deadline_ns % 1000000000u)};
 	return ts;
@@ -75,7 +75,7 @@ static uint64_t deadline_after_ms(int ms)
 	return drv__host_now_ns() + (uint64_t)(ms < 0 ? 0 : ms) * 1000000u;
 }
 
-static struct drv_host *host_new(void)
+struct drv_host *drv__host_new(void)
 {
 	struct drv_host *h = calloc(1, sizeof(*h));
 	pthread_condattr_t ca;
@@ -606,7 +606,7 @@ int drv_host_spawn(const struct drv_spawn_opts *opts, struct drv_host **out, cha
 		set_err(err, errlen, "drv_host_spawn: a driver path is required");
 		return DRV_EINVAL;
 	}
-	h = host_new();
+	h = drv__host_new();
 	if (!h) {
 		set_err(err, errlen, "drv_host_spawn: out of memory");
 		return DRV_ENOMEM;

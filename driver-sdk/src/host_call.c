@@ -406,17 +406,12 @@ int drv_host_connect(const struct drv_connect_opts *opts, struct drv_host **out,
 	if (rc != 0)
 		return rc;
 
-	pthread_condattr_t ca;
-	h = calloc(1, sizeof(*h));
+	/* Not a bare calloc: a zero pipe end would make drv__host_release close fd 0, whoever owns it now. */
+	h = drv__host_new();
 	if (!h) {
 		set_err(err, errlen, "drv_host_connect: out of memory");
 		return DRV_ENOMEM;
 	}
-	pthread_mutex_init(&h->mu, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&h->cv, &ca);
-	pthread_condattr_destroy(&ca);
 	h->name = strdup(name);
 	h->target = strdup(opts->address);
 	if (!h->name || !h->target) {

@@ -126,6 +126,13 @@ bool drv__host_wait_exit_locked(struct drv_host *h, uint64_t deadline_ns);
 
 uint64_t drv__host_now_ns(void);
 
+/*
+ * The one constructor for spawned and connected hosts: zeroed, mu and a
+ * CLOCK_MONOTONIC cv ready, and pidfd and the pipe ends -1 (none), because
+ * drv__host_release closes every pipe end that is not -1. NULL when out of memory.
+ */
+struct drv_host *drv__host_new(void);
+
 /* Frees a host that has no live handles left (close_all done). */
 void drv__host_release(struct drv_host *h);
 

@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "sdk_test.h"
@@ -200,6 +201,41 @@ static void test_connect_options(void **state)
 	assert_null(h);
 }
 
+/*
+ * Connecting, failing to connect and freeing close nothing the host does not
+ * own. A remote host once had its pipe ends zeroed instead of -1, so
+ * drv__host_release closed fd 0 three times: stdin first, then whatever took
+ * the number next, such as gRPC's epoll fd (an abort about one run in three).
+ */
+static void test_connect_closes_no_stranger_fd(void **state)
+{
+	struct drv_host *h = NULL;
+	struct stat before, after;
+	char err[1024];
+	int fd = open("/dev/null", O_RDONLY);
+
+	/* Give fd 0 a known owner: this test, not whatever ctest passed as stdin. */
+	assert_true(fd >= 0);
+	assert_int_equal(dup2(fd, 0), 0);
+	if (fd != 0)
+		close(fd);
+	assert_int_equal(fstat(0, &before), 0);
+
+	struct drv_connect_opts o = {
+	    .address = "10.1.2.3:4000", .insecure = true, .allow_remote_insecure = true};
+	assert_rc(drv_host_connect(&o, &h, err, sizeof(err)), 0, err);
+	drv_host_free(h);
+	h = NULL;
+	/* The failure path releases the half-built host too. */
+	struct drv_connect_opts bad = {
+	    .address = "unix:/nonexistent/drover.sock", .connect_timeout_ms = 50, .insecure = true};
+	assert_int_not_equal(drv_host_connect(&bad, &h, err, sizeof(err)), 0);
+	assert_null(h);
+
+	assert_int_equal(fstat(0, &after), 0);
+	assert_true(after.st_dev == before.st_dev && after.st_ino == before.st_ino);
+}
+
 static void test_unreachable(void **state)
 {
 	struct drv_host *h = NULL;
@@ -258,6 +294,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_mutual_tls),
 	    cmocka_unit_test(test_connect_options),
+	    cmocka_unit_test(test_connect_closes_no_stranger_fd),
 	    cmocka_unit_test(test_unreachable),
 	    cmocka_unit_test(test_reconnect),
 	};
