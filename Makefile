@@ -34,6 +34,7 @@ test-asan: deps
 
 bench: build
 	@$(BUILD)/bin/drover-bench
+	@if [ -x $(BUILD)/bin/drover-bench-server ]; then $(BUILD)/bin/drover-bench-server; fi
 
 format:
 	@git ls-files '*.c' '*.h' | xargs clang-format -i
