@@ -16,6 +16,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -157,6 +158,57 @@ static long rss_kb(pid_t pid)
 		}
 	fclose(f);
 	return kb;
+}
+
+/* CPU time (user + system) of pid so far, in ms: a figure the machine's load barely moves. */
+static double cpu_ms(pid_t pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	/* Fields after the command name, which may hold spaces: state is field 3, utime 14, stime 15. */
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return -1;
+	unsigned long long ut = 0, st = 0;
+	if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+		return -1;
+	return (double)(ut + st) * 1000.0 / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Summed CPU ms of pid's child processes (droverd's drivers). */
+static double children_cpu_ms(pid_t pid)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+	double sum = 0;
+	DIR *d = opendir(path);
+	if (!d)
+		return -1;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		char cp[300];
+		snprintf(cp, sizeof(cp), "/proc/%d/task/%s/children", (int)pid, e->d_name);
+		FILE *f = fopen(cp, "r");
+		if (!f)
+			continue;
+		int child;
+		while (fscanf(f, "%d", &child) == 1) {
+			double c = cpu_ms(child);
+			if (c > 0)
+				sum += c;
+		}
+		fclose(f);
+	}
+	closedir(d);
+	return sum;
 }
 
 static double loadavg1(void)
@@ -541,7 +593,12 @@ static void row_offers(const struct opts *o, const struct sizes *sz, const long 
 	drv_host_free(h);
 
 	size_t n = 0;
+	double cpu0 = 0, kids0 = 0;
 	for (int i = -3; i < sz->offers_iters; i++) {
+		if (i == 0) {
+			cpu0 = cpu_ms(g_droverd);
+			kids0 = children_cpu_ms(g_droverd);
+		}
 		double ms;
 		if (server_offers(&n, err, sizeof(err), &ms)) {
 			row_error(r, "%s", err);
@@ -551,6 +608,8 @@ static void row_offers(const struct opts *o, const struct sizes *sz, const long 
 		if (i >= 0)
 			t[i] = ms;
 	}
+	double cpu = (cpu_ms(g_droverd) - cpu0) / sz->offers_iters;
+	double kids = (children_cpu_ms(g_droverd) - kids0) / sz->offers_iters;
 	double p50 = pct(t, (size_t)sz->offers_iters, 50), p99 = pct(t, (size_t)sz->offers_iters, 99);
 	free(t);
 	long total = 0, mn = LONG_MAX, mx = 0;
@@ -574,10 +633,14 @@ static void row_offers(const struct opts *o, const struct sizes *sz, const long 
 	json_object_set_new(r->data, "offers_per_backend_max", json_integer(mx));
 	json_object_set_new(r->data, "offers_returned", json_integer((json_int_t)n));
 	json_object_set_new(r->data, "iterations", json_integer(sz->offers_iters));
+	json_object_set_new(r->data, "droverd_cpu_ms_per_call", json_real(cpu));
+	json_object_set_new(r->data, "drivers_cpu_ms_per_call", json_real(kids));
 	printf(
 	    "   offers: %d backends x %ld..%ld offers (%ld in all; sim regions %s, requirements cpus >= 2); "
-	    "droverd returned %zu; %d timed calls after 3 warm-ups\n",
-	    N_BACKENDS, mn, mx, total, OFFER_REGIONS, n, sz->offers_iters);
+	    "droverd returned %zu; %d timed calls after 3 warm-ups;\n          CPU per call: droverd %.1f "
+	    "ms, its sim "
+	    "driver %.1f ms (load-independent, unlike the latencies)\n",
+	    N_BACKENDS, mn, mx, total, OFFER_REGIONS, n, sz->offers_iters, cpu, kids);
 }
 
 /* ---- row 2: create + terminate ---- */
@@ -870,7 +933,8 @@ static void row_rss_store(const struct sizes *sz, long idle_kb, struct row *r)
 		row_error(r, "%s", err);
 		return;
 	}
-	usleep(300 * 1000);
+	/* Idle: past droverd's 1 s delayed malloc_trim after big replies. */
+	usleep(1500 * 1000);
 	long kb = rss_kb(g_droverd);
 	if (kb < 0) {
 		row_error(r, "cannot read /proc/%d/status", (int)g_droverd);

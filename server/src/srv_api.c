@@ -44,6 +44,7 @@ struct srv_api {
 	char token[128];
 	size_t token_len;
 	uv_async_t async;
+	uv_timer_t trim; /* gives malloc's free memory back once big replies stop coming */
 	pthread_mutex_t mu;
 	struct api_call *head, *tail; /* under mu */
 	bool closed;                  /* under mu: the loop no longer takes calls */
@@ -725,6 +726,25 @@ static void h_remove_backend(struct api_call *c)
 	gc_free(&g);
 }
 
+/*
+ * A big reply (16,000 offers, 10,000 instances) leaves megabytes in malloc's
+ * free lists. Giving them back after every such reply made the next one
+ * fault every page in again (a sixth of droverd's time in a burst of
+ * GetOffers), so the trim waits until a second passes without one.
+ */
+#define TRIM_AFTER_MS 1000
+
+static void trim_cb(uv_timer_t *t)
+{
+	(void)t;
+	malloc_trim(0);
+}
+
+static void trim_later(struct srv_api *api)
+{
+	uv_timer_start(&api->trim, trim_cb, TRIM_AFTER_MS, 0);
+}
+
 /* ---- offers ---- */
 
 struct offers_ctx {
@@ -771,6 +791,7 @@ static void offers_done(void *ud, int code, const char *message, struct srv_offe
 		resp.backends[i] = &brs[i];
 	}
 	resp.n_backends = res->n_backends;
+	struct srv_api *api = c->api; /* c is gone after the reply */
 	int64_t t0 = srv_now_ms();
 	reply_ok(c, &resp.base);
 	int64_t t1 = srv_now_ms();
@@ -778,9 +799,8 @@ static void offers_done(void *ud, int code, const char *message, struct srv_offe
 	srv_offers_result_free(res);
 	srv_debug("api", "GetOffers: %zu offers replied in %lld ms, freed in %lld ms", n,
 	          (long long)(t1 - t0), (long long)(srv_now_ms() - t1));
-	/* A big answer leaves megabytes in malloc's free lists; give them back so idle RSS stays small. */
 	if (n > 1000)
-		malloc_trim(0);
+		trim_later(api);
 	free(o);
 }
 
@@ -914,10 +934,11 @@ static void h_list_instances(struct api_call *c)
 			resp.instances[resp.n_instances++] = instance_msg(&g, list[k]);
 	}
 	srv_instance_list_free(list, n);
+	struct srv_api *api = c->api; /* c is gone after the reply */
 	reply_ok(c, &resp.base);
 	gc_free(&g);
 	if (n > 1000)
-		malloc_trim(0);
+		trim_later(api);
 }
 
 /* The instance by id, or by name within a project. Replies NOT_FOUND itself. */
@@ -1129,6 +1150,8 @@ int srv_api_start(const struct srv_api_opts *o, struct srv_api **out, char *err,
 	pthread_mutex_init(&api->mu, NULL);
 	uv_async_init(o->loop, &api->async, async_cb);
 	api->async.data = api;
+	uv_timer_init(o->loop, &api->trim);
+	api->trim.data = api;
 	if (o->unix_path) {
 		struct drv_rpc_server_opts so = {.address = addr};
 		snprintf(addr, sizeof(addr), "unix:%s", o->unix_path);
@@ -1196,6 +1219,8 @@ void srv_api_stop(struct srv_api *api)
 void srv_api_close_handles(struct srv_api *api)
 {
 	uv_close((uv_handle_t *)&api->async, NULL);
+	uv_timer_stop(&api->trim);
+	uv_close((uv_handle_t *)&api->trim, NULL);
 }
 
 void srv_api_free(struct srv_api *api)
