@@ -770,10 +770,26 @@ static void offers_done(void *ud, int code, const char *message, struct srv_offe
 	/* One allocation for all offer wrappers: 16,000 offers must stay cheap. */
 	Drover__Api__V1__BackendOffer *bos = gc_alloc(&g, (n + 1) * sizeof(*bos));
 	resp.offers = gc_alloc(&g, (n + 1) * sizeof(*resp.offers));
+	/*
+	 * Offers the engine packed already (as each backend answered) go out as
+	 * their bytes: field 2 (offer) of BackendOffer, carried as an unknown
+	 * field, which protobuf-c copies verbatim. Same bytes on the wire.
+	 */
+	ProtobufCMessageUnknownField *ufs = gc_alloc(&g, (n + 1) * sizeof(*ufs));
 	for (size_t i = 0; i < n; i++) {
+		const struct srv_offer_item *it = &res->items[i];
 		drover__api__v1__backend_offer__init(&bos[i]);
-		bos[i].backend = (char *)res->items[i].backend;
-		bos[i].offer = (drv_offer *)res->items[i].offer;
+		bos[i].backend = (char *)it->backend;
+		if (it->wire) {
+			ufs[i].tag = 2;
+			ufs[i].wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED;
+			ufs[i].len = it->wire_len;
+			ufs[i].data = (uint8_t *)it->wire;
+			bos[i].base.n_unknown_fields = 1;
+			bos[i].base.unknown_fields = &ufs[i];
+		} else {
+			bos[i].offer = (drv_offer *)it->offer;
+		}
 		resp.offers[i] = &bos[i];
 	}
 	resp.n_offers = n;
@@ -823,8 +839,10 @@ static void h_get_offers(struct api_call *c)
 	struct offers_ctx *o = calloc(1, sizeof(*o));
 	o->c = c;
 	o->limit = req->limit;
-	struct srv_offers_query q = {
-	    .project = req->project, .requirements = req->requirements, .required_features = required};
+	struct srv_offers_query q = {.project = req->project,
+	                             .requirements = req->requirements,
+	                             .required_features = required,
+	                             .packed_offers = true};
 	srv_engine_offers(c->api->eng, &q, offers_done, o);
 }
 

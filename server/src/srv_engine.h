@@ -63,12 +63,22 @@ struct srv_offers_query {
 	const char *const *backends; /* only these backends; NULL: all of the project's */
 	size_t n_backends;
 	int timeout_ms; /* per backend; 0: the config's offers_timeout_ms */
+	/*
+	 * Also pack each kept offer (srv_offer_item.wire) as its backend's
+	 * answer arrives, while the others are still working: a 16,000-offer
+	 * reply then only copies bytes once the last backend answered.
+	 */
+	bool packed_offers;
 };
 
 struct srv_offer_item {
 	const char *backend; /* borrowed from the result */
 	const char *backend_type;
 	const drv_offer *offer;
+	/* With packed_offers: the packed offer preceded by its length (varint), as a length-delimited field's
+	 * value. */
+	const uint8_t *wire;
+	size_t wire_len;
 	/* private: sort keys (the first bytes of type and region), so most comparisons need no strcmp */
 	double price;
 	uint64_t type_key, region_key;
@@ -90,6 +100,7 @@ struct srv_offers_result {
 	size_t n_backends;
 	/* private: the responses the items point into */
 	ProtobufCMessage **resps;
+	uint8_t **wires; /* per response: the buffer of its items' wire bytes */
 	size_t n_resps;
 	struct srv_backend **bes;
 	size_t n_bes;

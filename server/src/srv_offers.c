@@ -64,6 +64,7 @@ struct fanout {
 	void *ud;
 	drv_requirements *req; /* own copy */
 	drv_features required;
+	bool packed_offers;
 	int timeout_ms;
 	struct srv_offers_result *res;
 	struct fan_slot *slots;
@@ -122,6 +123,48 @@ static int cmp_items(const void *a, const void *b)
 	if (c)
 		return c;
 	return strcmp(x->backend, y->backend);
+}
+
+static size_t varint_len(size_t v)
+{
+	size_t n = 1;
+	while (v >= 0x80) {
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+/* Packs each kept offer of slot `s` into one buffer (res->wires[idx]), each behind its length. */
+static void pack_run(struct fanout *fo, struct fan_slot *s)
+{
+	size_t total = 0;
+	for (size_t k = 0; k < s->n_run; k++) {
+		size_t body = drover__compute__v1__offer__get_packed_size(s->run[k].offer);
+		s->run[k].wire_len = body; /* the body's size until the second pass */
+		total += varint_len(body) + body;
+	}
+	uint8_t *buf = malloc(total + 1);
+	if (!buf) {
+		/* Without the bytes the reply packs the offers itself: slower, same answer. */
+		for (size_t k = 0; k < s->n_run; k++)
+			s->run[k].wire_len = 0;
+		return;
+	}
+	uint8_t *p = buf;
+	for (size_t k = 0; k < s->n_run; k++) {
+		struct srv_offer_item *it = &s->run[k];
+		size_t body = it->wire_len, v = body;
+		it->wire = p;
+		while (v >= 0x80) {
+			*p++ = (uint8_t)(v | 0x80);
+			v >>= 7;
+		}
+		*p++ = (uint8_t)v;
+		p += drover__compute__v1__offer__pack(it->offer, p);
+		it->wire_len = (size_t)(p - it->wire);
+	}
+	fo->res->wires[s->idx] = buf;
 }
 
 static void deadline_closed(uv_handle_t *h)
@@ -267,8 +310,12 @@ static void offers_done(void *ud, int code, const char *message, ProtobufCMessag
 			it->price = o->price_per_hour;
 			it->type_key = prefix_key(o->instance_type);
 			it->region_key = prefix_key(o->region);
+			it->wire = NULL;
+			it->wire_len = 0;
 		}
 		qsort(s->run, s->n_run, sizeof(*s->run), cmp_items);
+		if (fo->packed_offers)
+			pack_run(fo, s);
 	} else if (resp) {
 		protobuf_c_message_free_unpacked(resp, NULL);
 	}
@@ -351,6 +398,7 @@ void srv_engine_offers(struct srv_engine *eng, const struct srv_offers_query *q,
 	fo->cb = cb;
 	fo->ud = ud;
 	fo->required = q->required_features;
+	fo->packed_offers = q->packed_offers;
 	fo->timeout_ms = q->timeout_ms > 0 ? q->timeout_ms : eng->cfg->offers_timeout_ms;
 	if (q->requirements) {
 		size_t len;
@@ -367,6 +415,7 @@ void srv_engine_offers(struct srv_engine *eng, const struct srv_offers_query *q,
 	res->backends = calloc(n + 1, sizeof(*res->backends));
 	res->n_backends = n;
 	res->resps = calloc(n + 1, sizeof(*res->resps));
+	res->wires = calloc(n + 1, sizeof(*res->wires));
 	res->n_resps = n;
 	if (n == 0) {
 		fanout_finish(fo);
@@ -410,6 +459,9 @@ void srv_offers_result_free(struct srv_offers_result *res)
 		if (res->resps[i])
 			protobuf_c_message_free_unpacked(res->resps[i], NULL);
 	free(res->resps);
+	for (size_t i = 0; i < res->n_resps; i++)
+		free(res->wires[i]);
+	free(res->wires);
 	for (size_t i = 0; i < res->n_backends; i++) {
 		free(res->backends[i].backend);
 		free(res->backends[i].type);
