@@ -122,10 +122,16 @@ int cli_req_opt(struct cli_req *r, int opt, const char *arg)
 		return push(&r->archs, &r->n_archs, arg, false);
 	case CLI_OPT_FEATURE:
 		if (drv_feature_from_name(arg) < 0) {
-			snprintf(err, sizeof(err),
-			         "unknown feature '%s' (known: OFFERS, CREATE_INSTANCE, PLACEMENT_GROUPS, "
-			         "VOLUMES, GATEWAYS, MULTINODE, RESERVATION, PRIVILEGED, PRIVATE_GATEWAYS)",
-			         arg);
+			/* The known names come from the protocol's enum, not from a list here. */
+			char known[180] = "";
+			const ProtobufCEnumDescriptor *d = &drover__compute__v1__feature__descriptor;
+			for (unsigned i = 0; i < d->n_values; i++) {
+				const char *name = drv_feature_name(d->values[i].value);
+				if (name)
+					snprintf(known + strlen(known), sizeof(known) - strlen(known), "%s%s",
+					         known[0] ? ", " : "", name);
+			}
+			snprintf(err, sizeof(err), "unknown feature '%.40s' (known: %s)", arg, known);
 			return fail("feature", err);
 		}
 		return push(&r->features, &r->n_features, arg, false);
