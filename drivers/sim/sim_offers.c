@@ -98,17 +98,19 @@ struct filter {
 	int64_t capacity;
 };
 
-/* Appends `o` to `dst` if it passes the filters, with its availability for this state. */
-static bool take(const struct filter *f, const struct sim_offer *o, drv_offer *dst)
+static bool keep(const struct filter *f, const struct sim_offer *o)
 {
-	if (!f->region_ok[o->region_idx] || !drv_offer_matches(&o->offer, f->req))
-		return false;
+	return f->region_ok[o->region_idx] && drv_offer_matches(&o->offer, f->req);
+}
+
+/* The offer as answered, with its availability for this state. */
+static void fill(const struct filter *f, const struct sim_offer *o, drv_offer *dst)
+{
 	*dst = o->offer;
 	if (o->no_quota)
 		dst->availability = DROVER__COMPUTE__V1__AVAILABILITY__AVAILABILITY_NO_QUOTA;
 	else if (pool_live(f->pools, f->n_pools, o->slot) >= f->capacity)
 		dst->availability = DROVER__COMPUTE__V1__AVAILABILITY__AVAILABILITY_NOT_AVAILABLE;
-	return true;
 }
 
 int sim_offers_get(const struct sim_catalog *cat, struct sim_state *st, const struct sim_config *cfg,
@@ -141,9 +143,14 @@ int sim_offers_get(const struct sim_catalog *cat, struct sim_state *st, const st
 
 	size_t n_syn = syn ? syn->n_offers : 0;
 	size_t max = cat->n_offers + n_syn;
-	drv_offer *block = sim_arena_alloc(a, (max ? max : 1) * sizeof(*block));
-	drv_offer **ptrs = sim_arena_alloc(a, (max ? max : 1) * sizeof(*ptrs));
-	if (!block || !ptrs)
+	/*
+	 * The kept offers are collected first (pointers in a scratch array) and
+	 * copied into an arena block of exactly their number: the arena zeroes
+	 * what it gives, and sizing the block for every candidate (catalog plus
+	 * synthetic, ~10x the answer) spent more time in memset than in the filter.
+	 */
+	const struct sim_offer **kept = malloc((max ? max : 1) * sizeof(*kept));
+	if (!kept)
 		return sim_fail(e, DRV_ENOMEM, "out of memory for %zu offers", max);
 
 	/* Merge of two price-sorted lists keeps the whole answer sorted by price. */
@@ -155,11 +162,20 @@ int sim_offers_get(const struct sim_catalog *cat, struct sim_state *st, const st
 			o = &cat->offers[i++];
 		else
 			o = &syn->offers[j++];
-		if (take(&f, o, &block[n])) {
-			ptrs[n] = &block[n];
-			n++;
-		}
+		if (keep(&f, o))
+			kept[n++] = o;
 	}
+	drv_offer *block = sim_arena_alloc(a, (n ? n : 1) * sizeof(*block));
+	drv_offer **ptrs = sim_arena_alloc(a, (n ? n : 1) * sizeof(*ptrs));
+	if (!block || !ptrs) {
+		free(kept);
+		return sim_fail(e, DRV_ENOMEM, "out of memory for %zu offers", n);
+	}
+	for (size_t k = 0; k < n; k++) {
+		fill(&f, kept[k], &block[k]);
+		ptrs[k] = &block[k];
+	}
+	free(kept);
 	resp->offers = ptrs;
 	resp->n_offers = n;
 	return 0;

@@ -313,7 +313,12 @@ static void offers_done(void *ud, int code, const char *message, ProtobufCMessag
 			it->wire = NULL;
 			it->wire_len = 0;
 		}
-		qsort(s->run, s->n_run, sizeof(*s->run), cmp_items);
+		/* Drivers usually answer sorted by price already: then one pass instead of a sort. */
+		size_t k = 1;
+		while (k < s->n_run && cmp_items(&s->run[k - 1], &s->run[k]) <= 0)
+			k++;
+		if (k < s->n_run)
+			qsort(s->run, s->n_run, sizeof(*s->run), cmp_items);
 		if (fo->packed_offers)
 			pack_run(fo, s);
 	} else if (resp) {
