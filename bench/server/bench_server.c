@@ -461,7 +461,7 @@ static int start_droverd(const struct opts *o, char *err, size_t errlen)
 		int status;
 		if (waitpid(pid, &status, WNOHANG) == pid) {
 			g_droverd = 0;
-			snprintf(err, errlen, "droverd exited (status %d) before serving its API; see %s",
+			snprintf(err, errlen, "droverd exited (status %d) before serving its API; see %.300s",
 			         status, log);
 			return -1;
 		}
@@ -496,7 +496,7 @@ static int start_droverd(const struct opts *o, char *err, size_t errlen)
 		}
 		usleep(20 * 1000);
 	}
-	snprintf(err, errlen, "droverd did not serve its API within 15 s; see %s", log);
+	snprintf(err, errlen, "droverd did not serve its API within 15 s; see %.300s", log);
 	return -1;
 }
 
@@ -513,7 +513,7 @@ static int few_calls(char *err, size_t errlen)
 		const char *names[] = {"ListProjects", "ListDrivers", "ListBackends"};
 		for (int k = 0; k < 3; k++) {
 			if (api(names[k], reqs[k], &resp, 10000, &st)) {
-				snprintf(err, errlen, "%s: %s", names[k], st.message);
+				snprintf(err, errlen, "%s: %.300s", names[k], st.message);
 				return -1;
 			}
 			protobuf_c_message_free_unpacked(resp, NULL);
@@ -524,7 +524,30 @@ static int few_calls(char *err, size_t errlen)
 
 /* ---- row 1: offers ---- */
 
-static int server_offers(size_t *n_offers, char *err, size_t errlen, double *ms)
+/* Unpack time of the answer droverd sent, measured by packing it again (0 when not asked). */
+static double g_unpack_ms;
+
+static void measure_unpack(const ProtobufCMessage *m)
+{
+	size_t len = protobuf_c_message_get_packed_size(m);
+	uint8_t *buf = malloc(len ? len : 1);
+	if (!buf)
+		return;
+	protobuf_c_message_pack(m, buf);
+	double best = 1e9;
+	for (int i = 0; i < 5; i++) {
+		double t0 = now_ms();
+		ProtobufCMessage *u = protobuf_c_message_unpack(m->descriptor, NULL, len, buf);
+		double ms = now_ms() - t0;
+		if (u)
+			protobuf_c_message_free_unpacked(u, NULL);
+		best = ms < best ? ms : best;
+	}
+	g_unpack_ms = best;
+	free(buf);
+}
+
+static int server_offers(size_t *n_offers, char *err, size_t errlen, double *ms, bool unpack)
 {
 	Drover__Api__V1__GetOffersRequest req = DROVER__API__V1__GET_OFFERS_REQUEST__INIT;
 	drv_requirements rq;
@@ -562,6 +585,8 @@ static int server_offers(size_t *n_offers, char *err, size_t errlen, double *ms)
 			bad = 1;
 		}
 	}
+	if (unpack && !bad)
+		measure_unpack(resp);
 	*n_offers = r->n_offers;
 	protobuf_c_message_free_unpacked(resp, NULL);
 	return bad ? -1 : 0;
@@ -613,7 +638,7 @@ static void row_offers(const struct opts *o, const struct sizes *sz, const long 
 			kids0 = children_cpu_ms(g_droverd);
 		}
 		double ms;
-		if (server_offers(&n, err, sizeof(err), &ms)) {
+		if (server_offers(&n, err, sizeof(err), &ms, i == sz->offers_iters - 1)) {
 			row_error(r, "%s", err);
 			free(t);
 			return;
@@ -647,13 +672,15 @@ static void row_offers(const struct opts *o, const struct sizes *sz, const long 
 	json_object_set_new(r->data, "offers_returned", json_integer((json_int_t)n));
 	json_object_set_new(r->data, "iterations", json_integer(sz->offers_iters));
 	json_object_set_new(r->data, "droverd_cpu_ms_per_call", json_real(cpu));
+	json_object_set_new(r->data, "client_unpack_ms", json_real(g_unpack_ms));
 	json_object_set_new(r->data, "drivers_cpu_ms_per_call", json_real(kids));
 	printf(
 	    "   offers: %d backends x %ld..%ld offers (%ld in all; sim regions %s, requirements cpus >= 2); "
 	    "droverd returned %zu; %d timed calls after 3 warm-ups;\n          CPU per call: droverd %.1f "
 	    "ms, its sim "
-	    "driver %.1f ms (load-independent, unlike the latencies)\n",
-	    N_BACKENDS, mn, mx, total, OFFER_REGIONS, n, sz->offers_iters, cpu, kids);
+	    "driver %.1f ms (load-independent, unlike the latencies);\n          the client's own unpack of "
+	    "the answer (in every latency above): %.1f ms\n",
+	    N_BACKENDS, mn, mx, total, OFFER_REGIONS, n, sz->offers_iters, cpu, kids, g_unpack_ms);
 }
 
 /* ---- row 2: create + terminate ---- */
