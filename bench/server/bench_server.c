@@ -5,7 +5,8 @@
  * drivers), calls its API through the SDK transport as the CLI does, and
  * prints one row per figure beside a baseline measured in the same run:
  *
- *   1. GetOffers over 16 sim backends of ~1,000 offers each (p50, p99),
+ *   1. GetOffers over 16 sim backends of exactly 1,000 offers each (their
+ *      synthetic_offers calibrated at start; p50, p99),
  *      against the slowest backend's own GetOffers (the sim called directly).
  *   2. Instances created and terminated through the server, per second,
  *      against the same create+terminate made on the sim directly.
