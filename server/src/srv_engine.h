@@ -82,6 +82,7 @@ struct srv_offer_item {
 	/* private: sort keys (the first bytes of type and region), so most comparisons need no strcmp */
 	double price;
 	uint64_t type_key, region_key;
+	uint32_t rank; /* the backend's place in the query's backends, which are sorted by name */
 };
 
 struct srv_backend_result {

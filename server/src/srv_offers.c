@@ -122,7 +122,8 @@ static int cmp_items(const void *a, const void *b)
 	c = strcmp(x->offer->region ? x->offer->region : "", y->offer->region ? y->offer->region : "");
 	if (c)
 		return c;
-	return strcmp(x->backend, y->backend);
+	/* The slots are in backend name order (the store's), so the rank orders like the names. */
+	return x->rank < y->rank ? -1 : x->rank > y->rank;
 }
 
 static size_t varint_len(size_t v)
@@ -312,6 +313,7 @@ static void offers_done(void *ud, int code, const char *message, ProtobufCMessag
 			it->region_key = prefix_key(o->region);
 			it->wire = NULL;
 			it->wire_len = 0;
+			it->rank = (uint32_t)s->idx;
 		}
 		/* Drivers usually answer sorted by price already: then one pass instead of a sort. */
 		size_t k = 1;
