@@ -94,7 +94,6 @@ int drv__host_io_start(void);
  */
 int drv__host_io_submit(void (*fn)(struct drv_host *h, int arg), struct drv_host *h, int arg);
 
-
 /* Tests: spawn with libuv's uv_spawn (the fallback for kernels without pidfd) even where pidfd works. */
 void drv__host_force_uv_spawn(bool on);
 

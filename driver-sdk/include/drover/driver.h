@@ -34,7 +34,7 @@ struct drv_call;
  * and friends (or static data). Return 0, or a negative drv_error — usually
  * via drv_call_fail(), which also sets the status message.
  */
-#define DRV_HANDLER(name, req_t, resp_t) int (*name)(struct drv_call *call, const req_t *req, resp_t *resp)
+#define DRV_HANDLER(name, req_t, resp_t) int (*name)(struct drv_call * call, const req_t *req, resp_t *resp)
 
 #define DRV_COMPUTE_OPS_V1 1
 
@@ -94,9 +94,9 @@ struct drv_config_field {
 	const char *name;
 	enum drv_field_type type;
 	bool required;
-	bool secret;               /* lives in BackendConfig.secrets, never in config_json */
+	bool secret; /* lives in BackendConfig.secrets, never in config_json */
 	const char *description;
-	const char *default_json;  /* JSON text of the default, or NULL */
+	const char *default_json;      /* JSON text of the default, or NULL */
 	bool has_minimum, has_maximum; /* for INTEGER and NUMBER */
 	double minimum, maximum;
 	const char *const *enum_values; /* NULL-terminated, for STRING; or NULL */
@@ -203,7 +203,7 @@ void *drv_call_ptrs(struct drv_call *call, size_t n);
 void *drv_call_message(struct drv_call *call, const ProtobufCMessageDescriptor *desc);
 
 /* drv_new(call, offer) → a new drv_offer in the call's arena. */
-#define drv_new(call, name)                                                                                 \
+#define drv_new(call, name)                                                                                  \
 	((drv_##name *)drv_call_message((call), &drover__compute__v1__##name##__descriptor))
 
 /*

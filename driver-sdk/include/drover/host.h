@@ -31,9 +31,9 @@ typedef void (*drv_host_exit_cb)(void *ud, const char *driver_name, int64_t exit
 #define DRV_MAGIC_COOKIE_VALUE "6b1d4c0e-drover-driver-v1"
 
 struct drv_spawn_opts {
-	const char *path;              /* driver binary; required */
-	const char *const *args;       /* extra argv after argv[0], NULL-terminated; may be NULL */
-	const char *name;              /* for errors and logs; default: basename of path */
+	const char *path;        /* driver binary; required */
+	const char *const *args; /* extra argv after argv[0], NULL-terminated; may be NULL */
+	const char *name;        /* for errors and logs; default: basename of path */
 	/*
 	 * Names of variables of the host's environment passed to the driver, on top
 	 * of the fixed allowlist (PATH, HOME, LANG, LC_ALL, TZ, TMPDIR). Nothing
@@ -42,9 +42,9 @@ struct drv_spawn_opts {
 	const char *const *env_allow;
 	/* Extra "NAME=value" entries set in the driver's environment. */
 	const char *const *env_extra;
-	int handshake_timeout_ms;      /* default 5000 */
-	drv_host_line_cb on_stderr;    /* each stderr line; NULL: written to our stderr prefixed with the name */
-	drv_host_exit_cb on_exit;      /* once, when the process exits; never for a failed spawn; may be NULL */
+	int handshake_timeout_ms;   /* default 5000 */
+	drv_host_line_cb on_stderr; /* each stderr line; NULL: written to our stderr prefixed with the name */
+	drv_host_exit_cb on_exit;   /* once, when the process exits; never for a failed spawn; may be NULL */
 	void *ud;
 };
 
@@ -62,7 +62,8 @@ int drv_host_spawn(const struct drv_spawn_opts *opts, struct drv_host **out, cha
 struct drv_connect_opts {
 	const char *address; /* "host:port" or "unix:/path"; required */
 	const char *name;    /* for errors and logs; default: the address */
-	/* Mutual TLS: PEM files. All three, or `insecure` (then only loopback or unix is allowed unless allow_remote_insecure). */
+	/* Mutual TLS: PEM files. All three, or `insecure` (then only loopback or unix is allowed unless
+	 * allow_remote_insecure). */
 	const char *ca_file;   /* CA that signed the driver's certificate */
 	const char *cert_file; /* our client certificate */
 	const char *key_file;
@@ -87,8 +88,9 @@ int drv_host_connect(const struct drv_connect_opts *opts, struct drv_host **out,
  * NULL. timeout_ms <= 0 means the default of 30 s. `st` may be NULL.
  * A call on a driver that has exited fails at once with DRV_EUNAVAILABLE.
  */
-#define DRV_HOST_CALL_DECL(fn, Method, req_t, resp_t)                                                       \
-	int drv_host_##fn(struct drv_host *h, const req_t *req, resp_t **resp, int timeout_ms, struct drv_status *st);
+#define DRV_HOST_CALL_DECL(fn, Method, req_t, resp_t)                                                        \
+	int drv_host_##fn(struct drv_host *h, const req_t *req, resp_t **resp, int timeout_ms,               \
+	                  struct drv_status *st);
 DRV_HOST_CALL_DECL(get_info, GetInfo, drv_get_info_request, drv_get_info_response)
 DRV_HOST_CALL_DECL(get_features, GetFeatures, drv_get_features_request, drv_get_features_response)
 DRV_HOST_CALL_DECL(validate_config, ValidateConfig, drv_validate_config_request, drv_validate_config_response)
@@ -117,8 +119,8 @@ DRV_HOST_CALL_DECL(terminate_gateway, TerminateGateway, drv_terminate_gateway_re
  * over the service descriptor (the conformance harness). `req` must be of the
  * method's input type; *resp is of its output type.
  */
-int drv_host_call(struct drv_host *h, const char *method, const ProtobufCMessage *req, ProtobufCMessage **resp,
-                  int timeout_ms, struct drv_status *st);
+int drv_host_call(struct drv_host *h, const char *method, const ProtobufCMessage *req,
+                  ProtobufCMessage **resp, int timeout_ms, struct drv_status *st);
 
 /*
  * Asynchronous form: `cb` runs once on the SDK's completion thread with the
@@ -172,7 +174,7 @@ struct drv_handshake {
 	int protocol_version; /* DRV_PROTOCOL_VERSION */
 	char network[8];      /* "unix" or "tcp" */
 	char address[256];
-	char protocol[8];     /* "grpc" */
+	char protocol[8]; /* "grpc" */
 };
 int drv_handshake_parse(const char *line, struct drv_handshake *hs, char *err, size_t errlen);
 /* Formats a handshake line (no newline) into buf; returns its length or a negative error. */

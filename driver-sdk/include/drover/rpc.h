@@ -103,11 +103,11 @@ void *drv_rpc_call_data(const struct drv_rpc_call *call);
 struct drv_rpc_channel;
 
 struct drv_rpc_channel_opts {
-	const char *target;      /* "unix:/abs/path" or "host:port" */
-	const char *ca_file;     /* TLS: CA of the server's certificate; NULL: plain */
-	const char *cert_file;   /* TLS client certificate (mutual TLS); may be NULL */
+	const char *target;    /* "unix:/abs/path" or "host:port" */
+	const char *ca_file;   /* TLS: CA of the server's certificate; NULL: plain */
+	const char *cert_file; /* TLS client certificate (mutual TLS); may be NULL */
 	const char *key_file;
-	const char *server_name; /* override of the name checked in the server's certificate */
+	const char *server_name;  /* override of the name checked in the server's certificate */
 	size_t max_message_bytes; /* 0 means 64 MiB */
 	/*
 	 * Calls wait (up to their timeout) for the connection instead of failing

@@ -102,22 +102,22 @@ int drv_feature_from_name(const char *name);
  */
 enum drv_error {
 	DRV_OK = 0,
-	DRV_ECANCELLED = -1,          /* CANCELLED */
-	DRV_EUNKNOWN = -2,            /* UNKNOWN */
-	DRV_EINVAL = -3,              /* INVALID_ARGUMENT */
-	DRV_EDEADLINE = -4,           /* DEADLINE_EXCEEDED */
-	DRV_ENOTFOUND = -5,           /* NOT_FOUND */
-	DRV_EEXIST = -6,              /* ALREADY_EXISTS */
-	DRV_EPERM = -7,               /* PERMISSION_DENIED */
-	DRV_ENOCAPACITY = -8,         /* RESOURCE_EXHAUSTED */
-	DRV_EPRECONDITION = -9,       /* FAILED_PRECONDITION */
-	DRV_EABORTED = -10,           /* ABORTED */
-	DRV_ERANGE = -11,             /* OUT_OF_RANGE */
-	DRV_EUNIMPLEMENTED = -12,     /* UNIMPLEMENTED */
-	DRV_EINTERNAL = -13,          /* INTERNAL */
-	DRV_EUNAVAILABLE = -14,       /* UNAVAILABLE */
-	DRV_EDATALOSS = -15,          /* DATA_LOSS */
-	DRV_EUNAUTHENTICATED = -16,   /* UNAUTHENTICATED */
+	DRV_ECANCELLED = -1,        /* CANCELLED */
+	DRV_EUNKNOWN = -2,          /* UNKNOWN */
+	DRV_EINVAL = -3,            /* INVALID_ARGUMENT */
+	DRV_EDEADLINE = -4,         /* DEADLINE_EXCEEDED */
+	DRV_ENOTFOUND = -5,         /* NOT_FOUND */
+	DRV_EEXIST = -6,            /* ALREADY_EXISTS */
+	DRV_EPERM = -7,             /* PERMISSION_DENIED */
+	DRV_ENOCAPACITY = -8,       /* RESOURCE_EXHAUSTED */
+	DRV_EPRECONDITION = -9,     /* FAILED_PRECONDITION */
+	DRV_EABORTED = -10,         /* ABORTED */
+	DRV_ERANGE = -11,           /* OUT_OF_RANGE */
+	DRV_EUNIMPLEMENTED = -12,   /* UNIMPLEMENTED */
+	DRV_EINTERNAL = -13,        /* INTERNAL */
+	DRV_EUNAVAILABLE = -14,     /* UNAVAILABLE */
+	DRV_EDATALOSS = -15,        /* DATA_LOSS */
+	DRV_EUNAUTHENTICATED = -16, /* UNAUTHENTICATED */
 	/* Local errors with no gRPC status of their own (sent as INTERNAL). */
 	DRV_ENOMEM = -100,     /* allocation failed */
 	DRV_EHANDSHAKE = -101, /* a driver's handshake line was missing or malformed */
