@@ -90,6 +90,13 @@ enum {
 		"arch", required_argument, NULL, CLI_OPT_ARCH                                                \
 	}
 
+/*
+ * Applies one of the options every subcommand shares (--json, --project) to
+ * `c`; returns false for any other option code. ('h' stays with each
+ * subcommand, which prints its own help.)
+ */
+bool cli_common_option(struct cli_ctx *c, int opt);
+
 /* Prints the error for an unknown option or a missing value of `cmd` and returns CLI_EXIT_USAGE. */
 int cli_bad_option(const char *cmd, char **argv);
 

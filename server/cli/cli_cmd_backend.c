@@ -292,12 +292,6 @@ int cli_cmd_backend(struct cli_ctx *c, int argc, char **argv)
 	optind = 0;
 	while ((opt = getopt_long(argc, argv, "h", o, NULL)) != -1) {
 		switch (opt) {
-		case 'J':
-			c->json = true;
-			break;
-		case 'P':
-			c->project = optarg;
-			break;
 		case 'h':
 			fputs(backend_help, stdout);
 			rc = 0;
@@ -335,6 +329,8 @@ int cli_cmd_backend(struct cli_ctx *c, int argc, char **argv)
 			all = true;
 			break;
 		default:
+			if (cli_common_option(c, opt))
+				break;
 			rc = cli_bad_option("backend", argv);
 			goto out;
 		}

@@ -308,12 +308,6 @@ int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv)
 			continue;
 		}
 		switch (opt) {
-		case 'J':
-			c->json = true;
-			break;
-		case 'P':
-			c->project = optarg;
-			break;
 		case 'h':
 			fputs(instance_help_head, stdout);
 			fputs(cli_req_help, stdout);
@@ -388,6 +382,8 @@ int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv)
 			all = true;
 			break;
 		default:
+			if (cli_common_option(c, opt))
+				break;
 			rc = cli_bad_option("instance", argv);
 			goto out;
 		}

@@ -70,16 +70,12 @@ int cli_cmd_driver(struct cli_ctx *c, int argc, char **argv)
 	optind = 0;
 	while ((opt = getopt_long(argc, argv, "h", o, NULL)) != -1) {
 		switch (opt) {
-		case 'J':
-			c->json = true;
-			break;
-		case 'P':
-			c->project = optarg;
-			break;
 		case 'h':
 			fputs(driver_help, stdout);
 			return 0;
 		default:
+			if (cli_common_option(c, opt))
+				break;
 			return cli_bad_option("driver", argv);
 		}
 	}
@@ -106,16 +102,12 @@ int cli_cmd_project(struct cli_ctx *c, int argc, char **argv)
 	optind = 0;
 	while ((opt = getopt_long(argc, argv, "h", o, NULL)) != -1) {
 		switch (opt) {
-		case 'J':
-			c->json = true;
-			break;
-		case 'P':
-			c->project = optarg;
-			break;
 		case 'h':
 			fputs(project_help, stdout);
 			return 0;
 		default:
+			if (cli_common_option(c, opt))
+				break;
 			return cli_bad_option("project", argv);
 		}
 	}
@@ -189,12 +181,6 @@ int cli_cmd_event(struct cli_ctx *c, int argc, char **argv)
 	optind = 0;
 	while ((opt = getopt_long(argc, argv, "h", o, NULL)) != -1) {
 		switch (opt) {
-		case 'J':
-			c->json = true;
-			break;
-		case 'P':
-			c->project = optarg;
-			break;
 		case 'h':
 			fputs(event_help, stdout);
 			return 0;
@@ -217,6 +203,8 @@ int cli_cmd_event(struct cli_ctx *c, int argc, char **argv)
 			all = true;
 			break;
 		default:
+			if (cli_common_option(c, opt))
+				break;
 			return cli_bad_option("event", argv);
 		}
 	}

@@ -39,12 +39,6 @@ int cli_cmd_offer(struct cli_ctx *c, int argc, char **argv)
 		if (k > 0)
 			continue;
 		switch (opt) {
-		case 'J':
-			c->json = true;
-			break;
-		case 'P':
-			c->project = optarg;
-			break;
 		case 'h':
 			fputs(offer_help_head, stdout);
 			fputs(cli_req_help, stdout);
@@ -58,6 +52,8 @@ int cli_cmd_offer(struct cli_ctx *c, int argc, char **argv)
 			req.limit = (uint32_t)v;
 			break;
 		default:
+			if (cli_common_option(c, opt))
+				break;
 			rc = cli_bad_option("offer", argv);
 			goto out;
 		}

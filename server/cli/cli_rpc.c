@@ -251,6 +251,20 @@ int cli_call(struct cli_ctx *c, const char *method, const ProtobufCMessage *req,
 	return CLI_EXIT_REFUSED;
 }
 
+bool cli_common_option(struct cli_ctx *c, int opt)
+{
+	switch (opt) {
+	case 'J':
+		c->json = true;
+		return true;
+	case 'P':
+		c->project = optarg;
+		return true;
+	default:
+		return false;
+	}
+}
+
 int cli_bad_option(const char *cmd, char **argv)
 {
 	return cli_usage_error("%s: unknown option or missing value in '%s' (see drover %s --help)", cmd,
