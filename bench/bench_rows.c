@@ -73,7 +73,7 @@ static int spawn_echo(const struct ctx *c, size_t reply_bytes, struct drv_host *
 static void free_msg(void *m)
 {
 	if (m)
-		protobuf_c_message_free_unpacked(m, NULL);
+		drv_response_free(m);
 }
 
 /* One GetFeatures; 0 or the error, with the driver's message in st. */
@@ -561,7 +561,10 @@ static double codec_us(const ProtobufCMessage *m, size_t bytes, int reps)
 		double t0 = now_us();
 
 		protobuf_c_message_pack(m, buf);
-		free_msg(protobuf_c_message_unpack(m->descriptor, NULL, bytes, buf));
+		ProtobufCMessage *u = protobuf_c_message_unpack(m->descriptor, NULL, bytes, buf);
+
+		if (u)
+			protobuf_c_message_free_unpacked(u, NULL);
 		v[i] = now_us() - t0;
 	}
 	free(buf);

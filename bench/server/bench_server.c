@@ -275,7 +275,7 @@ static long sim_count(struct drv_host *h, const char *config_json, double *ms, c
 		return rc < 0 ? rc : -rc;
 	}
 	long n = (long)resp->n_offers;
-	protobuf_c_message_free_unpacked(&resp->base, NULL);
+	drv_response_free(&resp->base);
 	return n;
 }
 
@@ -491,7 +491,7 @@ static int start_droverd(const struct opts *o, char *err, size_t errlen)
 			ProtobufCMessage *resp = NULL;
 			struct drv_status st;
 			if (api("ListProjects", &req.base, &resp, 2000, &st) == 0) {
-				protobuf_c_message_free_unpacked(resp, NULL);
+				drv_response_free(resp);
 				return 0;
 			}
 		}
@@ -517,7 +517,7 @@ static int few_calls(char *err, size_t errlen)
 				snprintf(err, errlen, "%s: %.300s", names[k], st.message);
 				return -1;
 			}
-			protobuf_c_message_free_unpacked(resp, NULL);
+			drv_response_free(resp);
 		}
 	}
 	return 0;
@@ -589,7 +589,7 @@ static int server_offers(size_t *n_offers, char *err, size_t errlen, double *ms,
 	if (unpack && !bad)
 		measure_unpack(resp);
 	*n_offers = r->n_offers;
-	protobuf_c_message_free_unpacked(resp, NULL);
+	drv_response_free(resp);
 	return bad ? -1 : 0;
 }
 
@@ -736,7 +736,7 @@ static void *churn_server(void *ud)
 		            in->status != DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_PROVISIONING)) {
 			churn_fail(c, "CreateInstance: instance not running (status %d, %s)",
 			           in ? (int)in->status : -1, in ? in->last_error : "no instance");
-			protobuf_c_message_free_unpacked(resp, NULL);
+			drv_response_free(resp);
 			return NULL;
 		}
 		if (c->terminate) {
@@ -748,12 +748,12 @@ static void *churn_server(void *ud)
 			if (rc) {
 				churn_fail(c, "TerminateInstance: %s: %.300s", drv_error_name(rc),
 				           st.message);
-				protobuf_c_message_free_unpacked(resp, NULL);
+				drv_response_free(resp);
 				return NULL;
 			}
-			protobuf_c_message_free_unpacked(tresp, NULL);
+			drv_response_free(tresp);
 		}
-		protobuf_c_message_free_unpacked(resp, NULL);
+		drv_response_free(resp);
 	}
 }
 
@@ -793,12 +793,12 @@ static void *churn_direct(void *ud)
 			tr.backend_data = resp->data->backend_data;
 		drv_terminate_instance_response *tresp = NULL;
 		rc = drv_host_terminate_instance(c->h, &tr, &tresp, 30000, &st);
-		protobuf_c_message_free_unpacked(&resp->base, NULL);
+		drv_response_free(&resp->base);
 		if (rc) {
 			churn_fail(c, "sim TerminateInstance: %s: %.300s", drv_error_name(rc), st.message);
 			return NULL;
 		}
-		protobuf_c_message_free_unpacked(&tresp->base, NULL);
+		drv_response_free(&tresp->base);
 	}
 }
 
@@ -830,7 +830,7 @@ static long count_instances(const char *project, const api_status *statuses, siz
 		return -1;
 	}
 	long n = (long)((Drover__Api__V1__ListInstancesResponse *)resp)->n_instances;
-	protobuf_c_message_free_unpacked(resp, NULL);
+	drv_response_free(resp);
 	return n;
 }
 
@@ -864,7 +864,7 @@ static void row_churn(const struct opts *o, const struct sizes *sz, struct row *
 	if (drv_host_get_offers(h, &oreq, &oresp, 30000, &st) || oresp->n_offers == 0) {
 		row_error(r, "sim GetOffers for the churn baseline: %s", oresp ? "no offers" : st.message);
 		if (oresp)
-			protobuf_c_message_free_unpacked(&oresp->base, NULL);
+			drv_response_free(&oresp->base);
 		drv_host_free(h);
 		return;
 	}
@@ -873,7 +873,7 @@ static void row_churn(const struct opts *o, const struct sizes *sz, struct row *
 	double t0 = now_ms();
 	run_threads(&d, churn_direct, CHURN_THREADS);
 	double direct_ms = now_ms() - t0;
-	protobuf_c_message_free_unpacked(&oresp->base, NULL);
+	drv_response_free(&oresp->base);
 	drv_host_free(h);
 	if (d.failed) {
 		row_error(r, "%s", d.err);

@@ -4,6 +4,7 @@
  * afterwards would cost more than packing them.
  */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +47,29 @@ void drv__arena_init(struct drv__arena *a)
 	a->next_size = FIRST_CHUNK;
 }
 
+static void *arena_take(struct drv__arena *a, size_t size, bool zero);
+
 void *drv__arena_alloc(struct drv__arena *a, size_t size)
+{
+	return arena_take(a, size, true);
+}
+
+void *drv__arena_alloc_raw(struct drv__arena *a, size_t size)
+{
+	return arena_take(a, size, false);
+}
+
+void drv__arena_size_hint(struct drv__arena *a, size_t bytes)
+{
+	size_t n = FIRST_CHUNK;
+
+	while (n < bytes && n < MAX_CHUNK)
+		n *= 2;
+	if (!a->head && n > a->next_size)
+		a->next_size = n;
+}
+
+static void *arena_take(struct drv__arena *a, size_t size, bool zero)
 {
 	if (size > SIZE_MAX - ALIGN)
 		return NULL;
@@ -67,7 +90,8 @@ void *drv__arena_alloc(struct drv__arena *a, size_t size)
 			big->used = need;
 			big->next = a->big;
 			a->big = big;
-			memset(big->data, 0, need);
+			if (zero)
+				memset(big->data, 0, need);
 			return big->data;
 		}
 		c = chunk_new(a, a->next_size);
@@ -80,7 +104,8 @@ void *drv__arena_alloc(struct drv__arena *a, size_t size)
 	}
 	void *p = c->data + c->used;
 	c->used += need;
-	memset(p, 0, need);
+	if (zero)
+		memset(p, 0, need);
 	return p;
 }
 

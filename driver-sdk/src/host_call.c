@@ -211,7 +211,7 @@ int drv_host_health(struct drv_host *h, int timeout_ms, struct drv_status *st)
 		st->code = 0;
 		st->message[0] = '\0';
 	}
-	protobuf_c_message_free_unpacked(resp, NULL);
+	drv_response_free(resp);
 	return rc;
 }
 

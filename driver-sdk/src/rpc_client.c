@@ -27,6 +27,7 @@
 
 #include "drover/rpc.h"
 #include "rpc_grpc.h"
+#include "rpc_response.h"
 
 struct svc_cache {
 	const ProtobufCServiceDescriptor *service;
@@ -400,7 +401,7 @@ static int ccall_finish(struct ccall *cc, bool batch_ok, char *msg, size_t msgle
 		msg[n] = '\0';
 		return drv_error_from_grpc((int)cc->status);
 	}
-	*resp = drv__rpc_unpack(cc->method->output, cc->recv_bb);
+	*resp = drv__rpc_unpack(cc->method->output, cc->recv_bb, drv__response_unpack);
 	if (!*resp) {
 		snprintf(msg, msglen, "%s: response is %s a valid %s message", cc->method->name,
 		         cc->recv_bb ? "not" : "missing,", cc->method->output->name);

@@ -90,30 +90,40 @@ static inline grpc_byte_buffer *drv__rpc_pack(const ProtobufCMessage *msg)
 	return bb;
 }
 
+/* protobuf_c_message_unpack() or drv__response_unpack(). */
+typedef ProtobufCMessage *(*drv__unpack_fn)(const ProtobufCMessageDescriptor *desc, size_t len,
+                                            const uint8_t *data);
+
+static inline ProtobufCMessage *drv__unpack_plain(const ProtobufCMessageDescriptor *desc, size_t len,
+                                                  const uint8_t *data)
+{
+	return protobuf_c_message_unpack(desc, NULL, len, data);
+}
+
 /*
- * Unpacks a received byte buffer as a message of type `desc`, or NULL when the
- * bytes are not a valid message of that type. A buffer that arrived in one
- * uncompressed slice (the common case for small messages) is parsed in place;
- * otherwise the slices are joined once.
+ * Unpacks a received byte buffer as a message of type `desc` with `unpack`,
+ * or NULL when the bytes are not a valid message of that type. A buffer that
+ * arrived in one uncompressed slice (the common case for small messages) is
+ * parsed in place; otherwise the slices are joined once.
  */
-static inline ProtobufCMessage *drv__rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb)
+static inline ProtobufCMessage *drv__rpc_unpack(const ProtobufCMessageDescriptor *desc, grpc_byte_buffer *bb,
+                                                drv__unpack_fn unpack)
 {
 	if (!bb)
 		return NULL;
 	if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
 	    bb->data.raw.slice_buffer.count <= 1) {
 		if (bb->data.raw.slice_buffer.count == 0)
-			return protobuf_c_message_unpack(desc, NULL, 0, (const uint8_t *)"");
+			return unpack(desc, 0, (const uint8_t *)"");
 		grpc_slice s = bb->data.raw.slice_buffer.slices[0];
-		return protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+		return unpack(desc, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
 	}
 	grpc_byte_buffer_reader r;
 	if (!grpc_byte_buffer_reader_init(&r, bb))
 		return NULL;
 	grpc_slice all = grpc_byte_buffer_reader_readall(&r);
 	grpc_byte_buffer_reader_destroy(&r);
-	ProtobufCMessage *m =
-	    protobuf_c_message_unpack(desc, NULL, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
+	ProtobufCMessage *m = unpack(desc, GRPC_SLICE_LENGTH(all), GRPC_SLICE_START_PTR(all));
 	grpc_slice_unref(all);
 	return m;
 }

@@ -454,7 +454,7 @@ void *drv_rpc_call_data(const struct drv_rpc_call *call)
 static void run_handler(struct drv_rpc_call *c)
 {
 	const ProtobufCMessageDescriptor *in = c->desc->input;
-	c->req = drv__rpc_unpack(in, c->payload);
+	c->req = drv__rpc_unpack(in, c->payload, drv__unpack_plain);
 	if (c->payload)
 		grpc_byte_buffer_destroy(c->payload);
 	bool had_payload = c->payload != NULL;

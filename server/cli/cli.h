@@ -44,7 +44,7 @@ struct cli_ctx {
 
 /*
  * Calls `method` of the Drover service. On CLI_EXIT_OK *resp is a new message
- * the caller frees with protobuf_c_message_free_unpacked(). Otherwise the
+ * the caller frees with drv_response_free(). Otherwise the
  * error has been printed to stderr ("drover: METHOD: CODE: message") and the
  * exit code is returned; *resp is NULL.
  */

@@ -8,7 +8,7 @@
 
 #include "cli.h"
 
-#define FREE_MSG(m) protobuf_c_message_free_unpacked((ProtobufCMessage *)(m), NULL)
+#define FREE_MSG(m) drv_response_free((ProtobufCMessage *)(m))
 
 static const char backend_help[] =
     "Usage: drover backend add --name NAME --type TYPE [--config JSON | --config-file FILE]\n"

@@ -6,7 +6,7 @@
 
 #include "cli.h"
 
-#define FREE_MSG(m) protobuf_c_message_free_unpacked((ProtobufCMessage *)(m), NULL)
+#define FREE_MSG(m) drv_response_free((ProtobufCMessage *)(m))
 
 static const char instance_help_head[] =
     "Usage: drover instance create [REQUIREMENTS] [--name NAME] [--max-tries N]\n"

@@ -5,7 +5,7 @@
 
 #include "cli.h"
 
-#define FREE_MSG(m) protobuf_c_message_free_unpacked((ProtobufCMessage *)(m), NULL)
+#define FREE_MSG(m) drv_response_free((ProtobufCMessage *)(m))
 
 static const char offer_help_head[] =
     "Usage: drover offer [REQUIREMENTS] [--limit N] [--project P] [--json]\n"

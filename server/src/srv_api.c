@@ -448,7 +448,7 @@ static void add_ctx_free(struct add_ctx *a)
 {
 	srv_backend_free(a->be);
 	if (a->vresp)
-		protobuf_c_message_free_unpacked(&a->vresp->base, NULL);
+		drv_response_free(&a->vresp->base);
 	free(a);
 }
 

@@ -285,7 +285,7 @@ static void offers_done(void *ud, int code, const char *message, ProtobufCMessag
 	if (fo->finished) {
 		/* Too late: already reported as DEADLINE_EXCEEDED. */
 		if (resp)
-			protobuf_c_message_free_unpacked(resp, NULL);
+			drv_response_free(resp);
 		fanout_maybe_free(fo);
 		return;
 	}
@@ -324,7 +324,7 @@ static void offers_done(void *ud, int code, const char *message, ProtobufCMessag
 		if (fo->packed_offers)
 			pack_run(fo, s);
 	} else if (resp) {
-		protobuf_c_message_free_unpacked(resp, NULL);
+		drv_response_free(resp);
 	}
 	slot_done(s);
 }
@@ -464,7 +464,7 @@ void srv_offers_result_free(struct srv_offers_result *res)
 		return;
 	for (size_t i = 0; i < res->n_resps; i++)
 		if (res->resps[i])
-			protobuf_c_message_free_unpacked(res->resps[i], NULL);
+			drv_response_free(res->resps[i]);
 	free(res->resps);
 	for (size_t i = 0; i < res->n_resps; i++)
 		free(res->wires[i]);

@@ -181,7 +181,7 @@ static void create_done(void *ud, int code, const char *message, ProtobufCMessag
 	if (eng->stopped) {
 		/* Shutting down: the row stays "creating" and the next start resumes it with the same key. */
 		if (resp)
-			protobuf_c_message_free_unpacked(resp, NULL);
+			drv_response_free(resp);
 		create_reply(op, DRV_EUNAVAILABLE,
 		             "the server is shutting down; the instance is resumed at the next start");
 		create_op_free(op);
@@ -206,13 +206,13 @@ static void create_done(void *ud, int code, const char *message, ProtobufCMessag
 		                 pd && pd->instance_id ? pd->instance_id : "?", op->attempt_no);
 		srv_store_commit(eng->st);
 		if (resp)
-			protobuf_c_message_free_unpacked(resp, NULL);
+			drv_response_free(resp);
 		create_reply(op, 0, "");
 		create_op_free(op);
 		return;
 	}
 	if (resp)
-		protobuf_c_message_free_unpacked(resp, NULL);
+		drv_response_free(resp);
 	snprintf(msg, sizeof(msg), "%s: %s", drv_error_name(code), message);
 	if (srv__is_uncertain(code)) {
 		/* Maybe made, maybe not: ask again with the same key, which never makes a second machine. */

@@ -51,7 +51,7 @@ static void get_instance_done(void *ud, int code, const char *message, ProtobufC
 	struct srv_instance *cur = NULL;
 	if (eng->stopped || srv_store_instance_get(eng->st, op->in->id, &cur) != 0) {
 		if (resp)
-			protobuf_c_message_free_unpacked(resp, NULL);
+			drv_response_free(resp);
 		rec_op_free(op);
 		return;
 	}
@@ -60,7 +60,7 @@ static void get_instance_done(void *ud, int code, const char *message, ProtobufC
 	if (strcmp(cur->status, SRV_ST_PROVISIONING) != 0) {
 		srv_instance_free(cur);
 		if (resp)
-			protobuf_c_message_free_unpacked(resp, NULL);
+			drv_response_free(resp);
 		rec_op_free(op);
 		return;
 	}
@@ -90,7 +90,7 @@ static void get_instance_done(void *ud, int code, const char *message, ProtobufC
 	srv__put_or_log(eng, cur);
 	srv_instance_free(cur);
 	if (resp)
-		protobuf_c_message_free_unpacked(resp, NULL);
+		drv_response_free(resp);
 	rec_op_free(op);
 }
 
@@ -100,7 +100,7 @@ static void terminate_done(void *ud, int code, const char *message, ProtobufCMes
 	struct srv_engine *eng = op->eng;
 	struct srv_instance *in = op->in;
 	if (resp)
-		protobuf_c_message_free_unpacked(resp, NULL);
+		drv_response_free(resp);
 	if (eng->stopped) {
 		/* Still "terminating" in the store: the next start retries. */
 		rec_op_free(op);
@@ -268,7 +268,7 @@ static void list_done(void *ud, int code, const char *message, ProtobufCMessage 
 		}
 	}
 	if (resp)
-		protobuf_c_message_free_unpacked(resp, NULL);
+		drv_response_free(resp);
 	eng->busy--;
 	free(op->project);
 	free(op->backend);

@@ -137,7 +137,7 @@ static void post(struct srv_supervisor *sup, struct sup_ev *ev)
 		/* After shutdown: nobody is waiting; a late completion is only freed. */
 		pthread_mutex_unlock(&sup->mu);
 		if (ev->resp)
-			protobuf_c_message_free_unpacked(ev->resp, NULL);
+			drv_response_free(ev->resp);
 		if (ev->kind == EV_DONE && ev->call) {
 			free(ev->call->req_buf);
 			free(ev->call);
@@ -206,7 +206,7 @@ static void deliver(struct sup_call *c, int code, const char *message, ProtobufC
 	list_del(c);
 	if (c->delivered) {
 		if (resp)
-			protobuf_c_message_free_unpacked(resp, NULL);
+			drv_response_free(resp);
 		return;
 	}
 	c->delivered = true;
@@ -416,7 +416,7 @@ static void start_work_cb(uv_work_t *req)
 	for (size_t i = 0; i < fresp->n_features; i++)
 		if (fresp->features[i] > 0 && fresp->features[i] < 64)
 			w->features |= DRV_FEATURE_BIT(fresp->features[i]);
-	protobuf_c_message_free_unpacked(&fresp->base, NULL);
+	drv_response_free(&fresp->base);
 }
 
 static void start_after_cb(uv_work_t *req, int status)
@@ -431,7 +431,7 @@ static void start_after_cb(uv_work_t *req, int status)
 		/* Shut down while it was starting: it never gets to serve. */
 		drv_host_free(w->host);
 		if (w->info)
-			protobuf_c_message_free_unpacked(&w->info->base, NULL);
+			drv_response_free(&w->info->base);
 		free(w);
 		return;
 	}
@@ -443,7 +443,7 @@ static void start_after_cb(uv_work_t *req, int status)
 	e->host = w->host;
 	if (w->rc != 0) {
 		if (w->info)
-			protobuf_c_message_free_unpacked(&w->info->base, NULL);
+			drv_response_free(&w->info->base);
 		to_backoff(e, w->err[0] ? w->err : drv_strerror(w->rc));
 		free(w);
 		return;
@@ -468,7 +468,7 @@ static void start_after_cb(uv_work_t *req, int status)
 	srv_info("supervisor", "driver %s ready (%s%d, %s, version %s, handshake %.1f ms)", e->name,
 	         e->remote ? "remote " : "pid ", e->pid, e->address, e->version,
 	         e->remote ? 0.0 : drv_host_handshake_ms(e->host));
-	protobuf_c_message_free_unpacked(&w->info->base, NULL);
+	drv_response_free(&w->info->base);
 	free(w);
 	flush_pending(e);
 }
@@ -934,7 +934,7 @@ static void feat_done(void *ud, int code, const char *message, ProtobufCMessage 
 		}
 	}
 	if (resp)
-		protobuf_c_message_free_unpacked(resp, NULL);
+		drv_response_free(resp);
 	f->cb(f->ud, code, message, code == 0 ? bits : 0);
 	free(f->key);
 	free(f);
@@ -1106,7 +1106,7 @@ void srv_supervisor_free(struct srv_supervisor *sup)
 		struct sup_ev *next = ev->next;
 		if (ev->kind == EV_DONE) {
 			if (ev->resp)
-				protobuf_c_message_free_unpacked(ev->resp, NULL);
+				drv_response_free(ev->resp);
 			call_free(ev->call);
 		}
 		free(ev->message);

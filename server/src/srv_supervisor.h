@@ -91,7 +91,7 @@ int srv_supervisor_ensure(struct srv_supervisor *sup, const char *type);
 
 /*
  * Completion of a call, on the loop thread. `resp` (NULL on error) belongs to
- * the callback: free with protobuf_c_message_free_unpacked(resp, NULL).
+ * the callback: free with drv_response_free(resp).
  */
 typedef void (*srv_call_cb)(void *ud, int code, const char *message, ProtobufCMessage *resp);
 

@@ -83,8 +83,8 @@ int drv_host_connect(const struct drv_connect_opts *opts, struct drv_host **out,
 
 /*
  * Typed unary calls, one per RPC of the Compute service. `req` is borrowed.
- * On 0, *resp is a new message the caller frees with
- * protobuf_c_message_free_unpacked(&(*resp)->base, NULL); on error *resp is
+ * On 0, *resp is a new message the caller frees with drv_response_free(*resp)
+ * (drover/types.h); on error *resp is
  * NULL. timeout_ms <= 0 means the default of 30 s. `st` may be NULL.
  * A call on a driver that has exited fails at once with DRV_EUNAVAILABLE.
  */

@@ -137,7 +137,7 @@ struct drv_rpc_metadata {
 /*
  * A blocking unary call of `service`'s method `method_index`. On 0, *resp is a
  * new message of the method's output type, which the caller frees with
- * protobuf_c_message_free_unpacked(*resp, NULL). On error returns the
+ * drv_response_free(*resp) (drover/types.h). On error returns the
  * drv_error and *resp is NULL; `st` (may be NULL) gets code and message.
  * timeout_ms <= 0 means 30 s. Thread-safe; any number of calls in flight.
  * With wait_for_ready false (the default for drivers) a call on a dead
@@ -149,7 +149,8 @@ int drv_rpc_call(struct drv_rpc_channel *ch, const ProtobufCServiceDescriptor *s
 
 /*
  * Asynchronous form: `cb` runs once on the client's completion thread; `resp`
- * belongs to the callback (NULL on error). The callback must not block.
+ * belongs to the callback (NULL on error), which frees it with
+ * drv_response_free() or hands it on. The callback must not block.
  * On a non-zero return `cb` is never called. `md` is copied.
  */
 typedef void (*drv_rpc_done)(void *ud, int code, const char *message, ProtobufCMessage *resp);

@@ -146,6 +146,17 @@ struct drv_status {
 	char message[512]; /* the driver's status message, or ours for local errors */
 };
 
+/*
+ * Frees a response that drv_rpc_call(), drv_rpc_call_async() (drover/rpc.h)
+ * or a drv_host_* call (drover/host.h) returned, with everything it points
+ * to: the response and its parts live in one arena (one free instead of one
+ * per string and sub-message).
+ * Never pass such a response to protobuf_c_message_free_unpacked(), nor
+ * anything else to this function; a pointer into a response dies with it.
+ * Takes `void *` so typed responses need no cast. NULL is a no-op.
+ */
+void drv_response_free(void *resp);
+
 /* The protocol version this SDK speaks (the handshake's second field). */
 #define DRV_PROTOCOL_VERSION 1
 

@@ -47,7 +47,7 @@ static bool maker_init(struct conf_ctx *c, struct maker *m, const char *what)
 static void maker_free(struct maker *m)
 {
 	if (m->offers)
-		protobuf_c_message_free_unpacked(&m->offers->base, NULL);
+		drv_response_free(&m->offers->base);
 	m->offers = NULL;
 }
 
@@ -78,7 +78,7 @@ static int create_instance(struct conf_ctx *c, struct maker *m, const char *key,
 		}
 	}
 	if (rs)
-		protobuf_c_message_free_unpacked(&rs->base, NULL);
+		drv_response_free(&rs->base);
 	return rc;
 }
 
@@ -90,7 +90,7 @@ static int terminate_instance(struct conf_ctx *c, const char *id, struct drv_sta
 	rq.instance_id = (char *)id;
 	int rc = drv_host_terminate_instance(c->host, &rq, &rs, c->o->call_timeout_ms, st);
 	if (rs)
-		protobuf_c_message_free_unpacked(&rs->base, NULL);
+		drv_response_free(&rs->base);
 	return rc;
 }
 
@@ -139,7 +139,7 @@ static bool wait_for_address(struct conf_ctx *c, const char *id)
 		} else {
 			bool done = rs->data && (rs->data->hostname[0] || rs->data->internal_ip[0]);
 			int state = rs->data ? (int)rs->data->state : 0;
-			protobuf_c_message_free_unpacked(&rs->base, NULL);
+			drv_response_free(&rs->base);
 			if (done)
 				return true;
 			if (state == DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_TERMINATED ||
@@ -216,7 +216,7 @@ void check_instances_lifecycle(struct conf_ctx *c)
 		          "OK or NOT_FOUND",
 		          id, conf_answer(rc, &st, ans, sizeof(ans)));
 	if (gs)
-		protobuf_c_message_free_unpacked(&gs->base, NULL);
+		drv_response_free(&gs->base);
 out:
 	maker_free(&m);
 }
@@ -243,7 +243,7 @@ void check_instances_get_unknown(struct conf_ctx *c)
 		conf_fail(c, "GetInstance(id=\"%s\") answered %s; the protocol requires NOT_FOUND", id,
 		          conf_answer(rc, &st, ans, sizeof(ans)));
 	if (rs)
-		protobuf_c_message_free_unpacked(&rs->base, NULL);
+		drv_response_free(&rs->base);
 }
 
 void check_instances_idempotent_create(struct conf_ctx *c)
@@ -284,7 +284,7 @@ void check_instances_idempotent_create(struct conf_ctx *c)
 			          "calls with one key lists %zu instances; exactly one must exist",
 			          m.tag_value, c->o->repeat, ls->n_instances);
 		if (ls)
-			protobuf_c_message_free_unpacked(&ls->base, NULL);
+			drv_response_free(&ls->base);
 	}
 	maker_free(&m);
 }
@@ -376,7 +376,7 @@ void check_instances_list(struct conf_ctx *c)
 			          "ListInstances lists instance \"%s\" with idempotency_key \"%s\"; it was "
 			          "created with \"%s\"",
 			          id, ls->instances[i]->idempotency_key, key);
-	protobuf_c_message_free_unpacked(&ls->base, NULL);
+	drv_response_free(&ls->base);
 	ls = NULL;
 	if (c->failed)
 		goto out;
@@ -388,7 +388,7 @@ void check_instances_list(struct conf_ctx *c)
 		          "%zu instances; only instances with every given tag may be listed",
 		          ls->n_instances);
 	if (ls)
-		protobuf_c_message_free_unpacked(&ls->base, NULL);
+		drv_response_free(&ls->base);
 	ls = NULL;
 	if (c->failed)
 		goto out;
@@ -412,7 +412,7 @@ void check_instances_list(struct conf_ctx *c)
 		          m.tag_value, id);
 out:
 	if (ls)
-		protobuf_c_message_free_unpacked(&ls->base, NULL);
+		drv_response_free(&ls->base);
 	maker_free(&m);
 }
 
@@ -447,7 +447,7 @@ void check_errors_config_not_json(struct conf_ctx *c)
 		what = "GetOffers";
 		rc = drv_host_get_offers(c->host, &rq, &rs, c->o->call_timeout_ms, &st);
 		if (rs)
-			protobuf_c_message_free_unpacked(&rs->base, NULL);
+			drv_response_free(&rs->base);
 	} else if (conf_has(c, DRV_FEATURE_CREATE_INSTANCE)) {
 		drv_list_instances_request rq = DROVER__COMPUTE__V1__LIST_INSTANCES_REQUEST__INIT;
 		drv_list_instances_response *rs = NULL;
@@ -455,7 +455,7 @@ void check_errors_config_not_json(struct conf_ctx *c)
 		what = "ListInstances";
 		rc = drv_host_list_instances(c->host, &rq, &rs, c->o->call_timeout_ms, &st);
 		if (rs)
-			protobuf_c_message_free_unpacked(&rs->base, NULL);
+			drv_response_free(&rs->base);
 	} else {
 		conf_skip(c, "driver advertises neither OFFERS nor CREATE_INSTANCE, so no provider call "
 		             "takes a config");
@@ -502,7 +502,7 @@ static int create_volume(struct conf_ctx *c, const char *key, const char *name, 
 		}
 	}
 	if (rs)
-		protobuf_c_message_free_unpacked(&rs->base, NULL);
+		drv_response_free(&rs->base);
 	return rc;
 }
 
@@ -530,7 +530,7 @@ static int volume_call(struct conf_ctx *c, const char *method, const char *vol, 
 		rc = drv_host_call(c->host, method, &rq.base, &resp, c->o->call_timeout_ms, st);
 	}
 	if (resp)
-		protobuf_c_message_free_unpacked(resp, NULL);
+		drv_response_free(resp);
 	return rc;
 }
 
@@ -621,7 +621,7 @@ void check_volumes_register(struct conf_ctx *c)
 		return;
 	if (offers) {
 		snprintf(region, sizeof(region), "%s", o->region);
-		protobuf_c_message_free_unpacked(&offers->base, NULL);
+		drv_response_free(&offers->base);
 	}
 	conf_name(c, "vkey", key, sizeof(key));
 	conf_name(c, "vol", name, sizeof(name));
@@ -648,7 +648,7 @@ void check_volumes_register(struct conf_ctx *c)
 		    "RegisterVolume(id=\"%s\") answered volume \"%s\"; it must describe the volume asked for",
 		    vol, rs->volume ? rs->volume->volume_id : "(none)");
 	if (rs)
-		protobuf_c_message_free_unpacked(&rs->base, NULL);
+		drv_response_free(&rs->base);
 	if (c->failed)
 		return;
 	char missing[200];
@@ -662,7 +662,7 @@ void check_volumes_register(struct conf_ctx *c)
 		          "NOT_FOUND",
 		          missing, conf_answer(rc, &st, ans, sizeof(ans)));
 	if (rs)
-		protobuf_c_message_free_unpacked(&rs->base, NULL);
+		drv_response_free(&rs->base);
 }
 
 void check_volumes_attach_unknown(struct conf_ctx *c)
@@ -689,7 +689,7 @@ static void pick_region(struct conf_ctx *c, char *buf, size_t len)
 	drv_get_offers_response *rs = conf_pick_offer(c, &o);
 	if (rs) {
 		snprintf(buf, len, "%s", o->region);
-		protobuf_c_message_free_unpacked(&rs->base, NULL);
+		drv_response_free(&rs->base);
 	}
 }
 
@@ -730,7 +730,7 @@ void check_placement_lifecycle(struct conf_ctx *c)
 				          name, i + 1, c->o->repeat, rs->group->group_id, gid);
 		}
 		if (rs)
-			protobuf_c_message_free_unpacked(&rs->base, NULL);
+			drv_response_free(&rs->base);
 	}
 	if (c->failed)
 		return;
@@ -754,7 +754,7 @@ void check_placement_lifecycle(struct conf_ctx *c)
 		else
 			conf_untrack(c, CONF_PLACEMENT_GROUP, name);
 		if (rs)
-			protobuf_c_message_free_unpacked(&rs->base, NULL);
+			drv_response_free(&rs->base);
 	}
 }
 
@@ -799,7 +799,7 @@ void check_gateways_lifecycle(struct conf_ctx *c)
 				    key, i + 1, c->o->repeat, rs->gateway->instance_id, gw);
 		}
 		if (rs)
-			protobuf_c_message_free_unpacked(&rs->base, NULL);
+			drv_response_free(&rs->base);
 	}
 	for (int i = 0; i < 2 && !c->failed; i++) {
 		drv_terminate_gateway_request rq = DROVER__COMPUTE__V1__TERMINATE_GATEWAY_REQUEST__INIT;
@@ -816,6 +816,6 @@ void check_gateways_lifecycle(struct conf_ctx *c)
 		else
 			conf_untrack(c, CONF_GATEWAY, gw);
 		if (rs)
-			protobuf_c_message_free_unpacked(&rs->base, NULL);
+			drv_response_free(&rs->base);
 	}
 }

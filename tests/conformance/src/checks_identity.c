@@ -93,7 +93,7 @@ void check_info_well_formed(struct conf_ctx *c)
 	else if ((int)rs->protocol_version != DRV_PROTOCOL_VERSION)
 		conf_fail(c, "GetInfo answered protocol_version %d; this harness speaks %d",
 		          (int)rs->protocol_version, DRV_PROTOCOL_VERSION);
-	protobuf_c_message_free_unpacked(&rs->base, NULL);
+	drv_response_free(&rs->base);
 }
 
 /* Checks one schema text; returns the parsed object (new reference) or NULL after conf_fail. */
@@ -166,7 +166,7 @@ json_t *conf_config_schema(struct conf_ctx *c)
 			s = NULL;
 		}
 	}
-	protobuf_c_message_free_unpacked(&rs->base, NULL);
+	drv_response_free(&rs->base);
 	return s;
 }
 
@@ -215,7 +215,7 @@ static drv_validate_config_response *validate(struct conf_ctx *c, const json_t *
 	}
 	conf_bc_free(&bc);
 	if (c->failed) {
-		protobuf_c_message_free_unpacked(&rs->base, NULL);
+		drv_response_free(&rs->base);
 		return NULL;
 	}
 	return rs;
@@ -246,7 +246,7 @@ void check_config_valid_accepted(struct conf_ctx *c)
 		    d);
 	}
 	if (rs)
-		protobuf_c_message_free_unpacked(&rs->base, NULL);
+		drv_response_free(&rs->base);
 	json_decref(cfg);
 }
 
@@ -280,7 +280,7 @@ static void expect_rejected(struct conf_ctx *c, json_t *cfg, const char *what, c
 		conf_fail(c, "ValidateConfig(%s %s) answered %s; the protocol requires an error diagnostic",
 		          what, text, d);
 	free(text);
-	protobuf_c_message_free_unpacked(&rs->base, NULL);
+	drv_response_free(&rs->base);
 }
 
 static json_t *base_copy(struct conf_ctx *c)
@@ -412,7 +412,7 @@ static int get_features(struct conf_ctx *c, bool with_config, drv_features *set,
 		if (f > 0 && f < 64)
 			*set |= DRV_FEATURE_BIT(f);
 	}
-	protobuf_c_message_free_unpacked(&rs->base, NULL);
+	drv_response_free(&rs->base);
 	return c->failed ? -1 : 0;
 }
 
@@ -579,7 +579,7 @@ static int probe(struct conf_ctx *c, const char *method, bool empty_ids, char *d
 		snprintf(st->message, sizeof(st->message), "the harness has no probe for %s", method);
 	}
 	if (resp)
-		protobuf_c_message_free_unpacked(resp, NULL);
+		drv_response_free(resp);
 	return rc;
 }
 
@@ -677,7 +677,7 @@ void check_errors_codes_in_table(struct conf_ctx *c)
 	int rc = drv_host_validate_config(c->host, &vq, &vs, c->o->call_timeout_ms, &st);
 	expect_code_allowed(c, "ValidateConfig", "ValidateConfig(config_json \"not json\")", rc, &st);
 	if (vs)
-		protobuf_c_message_free_unpacked(&vs->base, NULL);
+		drv_response_free(&vs->base);
 	conf_bc_free(&bad);
 
 	for (size_t i = 0; i < sizeof(rpcs) / sizeof(rpcs[0]) && !c->failed; i++) {

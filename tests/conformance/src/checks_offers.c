@@ -93,7 +93,7 @@ static drv_get_offers_response *unfiltered(struct conf_ctx *c)
 	}
 	if (rs->n_offers == 0) {
 		conf_skip(c, "the driver returned no offers for the config, so there is nothing to check");
-		protobuf_c_message_free_unpacked(&rs->base, NULL);
+		drv_response_free(&rs->base);
 		return NULL;
 	}
 	return rs;
@@ -107,7 +107,7 @@ void check_offers_well_formed(struct conf_ctx *c)
 	for (size_t i = 0; i < rs->n_offers; i++)
 		if (!conf_offer_well_formed(c, rs->offers[i], i, "GetOffers(config)"))
 			break;
-	protobuf_c_message_free_unpacked(&rs->base, NULL);
+	drv_response_free(&rs->base);
 }
 
 /* ---- filters ---- */
@@ -284,7 +284,7 @@ static void expect_filtered(struct conf_ctx *c, const drv_get_offers_response *a
 		          describe, expected);
 	conf_note(c, "GetOffers(%s): %zu offers (%zu of the unfiltered ones match)", describe, rs->n_offers,
 	          expected);
-	protobuf_c_message_free_unpacked(&rs->base, NULL);
+	drv_response_free(&rs->base);
 }
 
 /*
@@ -338,7 +338,7 @@ static void range_filter(struct conf_ctx *c, const struct filter *f)
 			expect_filtered(c, all, &req, desc);
 		}
 	}
-	protobuf_c_message_free_unpacked(&all->base, NULL);
+	drv_response_free(&all->base);
 }
 
 void check_offers_filter_cpus(struct conf_ctx *c)
@@ -459,7 +459,7 @@ static void string_filter(struct conf_ctx *c, const char *name, const char *(*ge
 		snprintf(desc, sizeof(desc), "%s=[\"%s\"]", name, value);
 		expect_filtered(c, all, &req, desc);
 	}
-	protobuf_c_message_free_unpacked(&all->base, NULL);
+	drv_response_free(&all->base);
 }
 
 void check_offers_filter_gpu_names(struct conf_ctx *c)
@@ -489,7 +489,7 @@ void check_offers_filter_spot(struct conf_ctx *c)
 		req.spot = DROVER__COMPUTE__V1__SPOT_POLICY__SPOT_POLICY_SPOT;
 		expect_filtered(c, all, &req, "spot=SPOT");
 	}
-	protobuf_c_message_free_unpacked(&all->base, NULL);
+	drv_response_free(&all->base);
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -516,7 +516,7 @@ void check_offers_filter_max_price(struct conf_ctx *c)
 		expect_filtered(c, all, &req, desc);
 		free(p);
 	}
-	protobuf_c_message_free_unpacked(&all->base, NULL);
+	drv_response_free(&all->base);
 }
 
 void check_offers_large_response(struct conf_ctx *c)
@@ -546,7 +546,7 @@ void check_offers_large_response(struct conf_ctx *c)
 	for (size_t i = 0; i < rs->n_offers && !c->failed; i++)
 		conf_offer_well_formed(c, rs->offers[i], i, "GetOffers(params.large_offers_config)");
 	conf_note(c, "%zu offers in %.0f ms", rs->n_offers, ms);
-	protobuf_c_message_free_unpacked(&rs->base, NULL);
+	drv_response_free(&rs->base);
 }
 
 drv_get_offers_response *conf_pick_offer(struct conf_ctx *c, drv_offer **offer)
@@ -588,7 +588,7 @@ drv_get_offers_response *conf_pick_offer(struct conf_ctx *c, drv_offer **offer)
 		          "GetOffers(params.offer_requirements) returned %zu offers, none AVAILABLE; set "
 		          "params.offer_requirements to a cheap available offer",
 		          rs->n_offers);
-		protobuf_c_message_free_unpacked(&rs->base, NULL);
+		drv_response_free(&rs->base);
 		return NULL;
 	}
 	*offer = best;

@@ -30,7 +30,7 @@ static int provider_call(struct conf_ctx *c, struct drv_host *h, drv_backend_con
 		rc = drv_host_call(h, "ListInstances", &rq.base, &resp, timeout_ms, st);
 	}
 	if (resp)
-		protobuf_c_message_free_unpacked(resp, NULL);
+		drv_response_free(resp);
 	return rc;
 }
 
@@ -123,7 +123,7 @@ static void concurrent_done(void *ud, int code, const char *message, ProtobufCMe
 	pthread_cond_signal(&cc->cv);
 	pthread_mutex_unlock(&cc->mu);
 	if (resp)
-		protobuf_c_message_free_unpacked(resp, NULL);
+		drv_response_free(resp);
 }
 
 void check_robustness_concurrency(struct conf_ctx *c)
@@ -215,7 +215,7 @@ static void inflight_done(void *ud, int code, const char *message, ProtobufCMess
 	snprintf(f->message, sizeof(f->message), "%s", message ? message : "");
 	pthread_mutex_unlock(&f->mu);
 	if (resp)
-		protobuf_c_message_free_unpacked(resp, NULL);
+		drv_response_free(resp);
 }
 
 void check_lifecycle_sigterm(struct conf_ctx *c)

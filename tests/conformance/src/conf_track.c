@@ -95,7 +95,7 @@ static int remove_one(struct conf_ctx *c, struct conf_tracked *t, struct drv_sta
 			*method = "DetachVolume";
 			int rc = drv_host_detach_volume(c->host, &rq, &rs, to, st);
 			if (rs)
-				protobuf_c_message_free_unpacked(&rs->base, NULL);
+				drv_response_free(&rs->base);
 			if (rc)
 				return rc;
 		}
@@ -107,7 +107,7 @@ static int remove_one(struct conf_ctx *c, struct conf_tracked *t, struct drv_sta
 		*method = "DeleteVolume";
 		int rc = drv_host_delete_volume(c->host, &rq, &rs, to, st);
 		if (rs)
-			protobuf_c_message_free_unpacked(&rs->base, NULL);
+			drv_response_free(&rs->base);
 		return rc;
 	}
 	case CONF_INSTANCE: {
@@ -119,7 +119,7 @@ static int remove_one(struct conf_ctx *c, struct conf_tracked *t, struct drv_sta
 		*method = "TerminateInstance";
 		int rc = drv_host_terminate_instance(c->host, &rq, &rs, to, st);
 		if (rs)
-			protobuf_c_message_free_unpacked(&rs->base, NULL);
+			drv_response_free(&rs->base);
 		return rc;
 	}
 	case CONF_GATEWAY: {
@@ -131,7 +131,7 @@ static int remove_one(struct conf_ctx *c, struct conf_tracked *t, struct drv_sta
 		*method = "TerminateGateway";
 		int rc = drv_host_terminate_gateway(c->host, &rq, &rs, to, st);
 		if (rs)
-			protobuf_c_message_free_unpacked(&rs->base, NULL);
+			drv_response_free(&rs->base);
 		return rc;
 	}
 	case CONF_PLACEMENT_GROUP: {
@@ -148,7 +148,7 @@ static int remove_one(struct conf_ctx *c, struct conf_tracked *t, struct drv_sta
 		*method = "DeletePlacementGroup";
 		int rc = drv_host_delete_placement_group(c->host, &rq, &rs, to, st);
 		if (rs)
-			protobuf_c_message_free_unpacked(&rs->base, NULL);
+			drv_response_free(&rs->base);
 		return rc;
 	}
 	}
@@ -218,7 +218,7 @@ int conf_cleanup_verify(struct conf_ctx *c, char *err, size_t errlen)
 		         rs->instances[0]->data ? rs->instances[0]->data->instance_id : "?");
 	}
 	if (rs)
-		protobuf_c_message_free_unpacked(&rs->base, NULL);
+		drv_response_free(&rs->base);
 	return left;
 }
 

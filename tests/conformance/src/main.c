@@ -114,7 +114,7 @@ static void start_driver(struct conf_ctx *c)
 	for (size_t i = 0; i < fresp->n_features; i++)
 		if ((unsigned)fresp->features[i] < 64)
 			c->features |= DRV_FEATURE_BIT(fresp->features[i]);
-	protobuf_c_message_free_unpacked(&fresp->base, NULL);
+	drv_response_free(&fresp->base);
 }
 
 int main(int argc, char **argv)
@@ -255,7 +255,7 @@ int main(int argc, char **argv)
 
 	conf_report_free(&report);
 	if (c.info)
-		protobuf_c_message_free_unpacked(&c.info->base, NULL);
+		drv_response_free(&c.info->base);
 	conf_track_free(&c);
 	conf_bc_free(&c.bc);
 	conf_config_free(&o);

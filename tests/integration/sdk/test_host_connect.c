@@ -131,7 +131,7 @@ static void test_mutual_tls(void **state)
 	drv_get_info_response *info = NULL;
 	assert_rc(drv_host_get_info(h, &req, &info, CALL_MS, &st), 0, st.message);
 	assert_true(info->type[0] != '\0');
-	protobuf_c_message_free_unpacked(&info->base, NULL);
+	drv_response_free(&info->base);
 
 	/* Stopping a remote host only closes our side; calls then fail at once. */
 	int status = -1;

@@ -26,14 +26,14 @@ static void check_offers_only_driver(const char *path, const char *type)
 	drv_get_info_response *info = NULL;
 	assert_rc(drv_host_get_info(h, &ireq, &info, CALL_MS, &st), 0, st.message);
 	assert_string_equal(info->type, type);
-	protobuf_c_message_free_unpacked(&info->base, NULL);
+	drv_response_free(&info->base);
 
 	drv_get_features_request freq = DROVER__COMPUTE__V1__GET_FEATURES_REQUEST__INIT;
 	drv_get_features_response *feat = NULL;
 	assert_rc(drv_host_get_features(h, &freq, &feat, CALL_MS, &st), 0, st.message);
 	assert_int_equal(feat->n_features, 1);
 	assert_int_equal(feat->features[0], DRV_FEATURE_OFFERS);
-	protobuf_c_message_free_unpacked(&feat->base, NULL);
+	drv_response_free(&feat->base);
 
 	drv_backend_config c = DROVER__COMPUTE__V1__BACKEND_CONFIG__INIT;
 	c.config_json = "{}";
@@ -42,7 +42,7 @@ static void check_offers_only_driver(const char *path, const char *type)
 	oreq.config = &c;
 	assert_rc(drv_host_get_offers(h, &oreq, &offers, CALL_MS, &st), 0, st.message);
 	assert_true(offers->n_offers > 0);
-	protobuf_c_message_free_unpacked(&offers->base, NULL);
+	drv_response_free(&offers->base);
 
 	/* The typed call for CreateInstance, then every other unadvertised RPC by name. */
 	drv_create_instance_request creq = DROVER__COMPUTE__V1__CREATE_INSTANCE_REQUEST__INIT;

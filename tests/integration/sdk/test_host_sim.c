@@ -113,14 +113,14 @@ static int terminate(struct drv_host *h, drv_backend_config *c, const char *id, 
 	req.instance_id = (char *)id;
 	int rc = drv_host_terminate_instance(h, &req, &resp, CALL_MS, st);
 	if (resp)
-		protobuf_c_message_free_unpacked(&resp->base, NULL);
+		drv_response_free(&resp->base);
 	return rc;
 }
 
 #define FREE(m)                                                                                              \
 	do {                                                                                                 \
 		if (m)                                                                                       \
-			protobuf_c_message_free_unpacked(&(m)->base, NULL);                                  \
+			drv_response_free(&(m)->base);                                                       \
 		(m) = NULL;                                                                                  \
 	} while (0)
 
@@ -475,7 +475,7 @@ static void test_sigterm_with_call_in_flight(void **state)
 		fail_msg("in-flight call failed on SIGTERM: %s: %s", drv_error_name(r.code), r.message);
 	assert_non_null(r.resp);
 	assert_true(((drv_get_offers_response *)r.resp)->n_offers > 0);
-	protobuf_c_message_free_unpacked(r.resp, NULL);
+	drv_response_free(r.resp);
 	drv_host_free(h);
 }
 
@@ -580,7 +580,7 @@ static void test_generic_call_checks(void **state)
 
 	assert_rc(drv_host_call(h, "GetInfo", &info.base, &resp, CALL_MS, &st), 0, st.message);
 	assert_ptr_equal(resp->descriptor, &drover__compute__v1__get_info_response__descriptor);
-	protobuf_c_message_free_unpacked(resp, NULL);
+	drv_response_free(resp);
 	assert_rc(drv_host_call(h, "NoSuchMethod", &info.base, &resp, CALL_MS, &st), DRV_EINVAL, st.message);
 	assert_contains(st.message, "NoSuchMethod");
 	/* A request of the wrong type is refused before it reaches the wire. */

@@ -204,7 +204,7 @@ static int health_check(struct drv_rpc_channel *ch, struct drv_status *st)
 	ProtobufCMessage *resp;
 	int rc = drv_rpc_call(ch, health, 0, &req.base, &resp, 5000, NULL, st);
 	if (rc == 0)
-		protobuf_c_message_free_unpacked(resp, NULL);
+		drv_response_free(resp);
 	return rc;
 }
 
@@ -253,7 +253,7 @@ static void async_next(void *ud, int code, const char *message, ProtobufCMessage
 {
 	struct async_loop *a = ud;
 	if (resp)
-		protobuf_c_message_free_unpacked(resp, NULL);
+		drv_response_free(resp);
 	if (code == 0)
 		atomic_fetch_add(&a->calls, 1);
 	else
@@ -411,7 +411,7 @@ int main(int argc, char **argv)
 			return 1;
 		}
 		n_offers = ((drv_get_offers_response *)resp)->n_offers;
-		protobuf_c_message_free_unpacked(resp, NULL);
+		drv_response_free(resp);
 		if (i >= 50)
 			olat[i - 50] = now_ns() - s0;
 	}

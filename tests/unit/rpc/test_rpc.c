@@ -274,7 +274,7 @@ static int check(struct drv_rpc_channel *ch, const char *service, int timeout_ms
 		assert_non_null(resp);
 		assert_ptr_equal(resp->descriptor, &grpc__health__v1__health_check_response__descriptor);
 		assert_int_equal(((hc_resp *)resp)->status, SERVING);
-		protobuf_c_message_free_unpacked(resp, NULL);
+		drv_response_free(resp);
 	} else {
 		assert_null(resp);
 	}
@@ -517,7 +517,7 @@ static void async_done(void *ud, int code, const char *message, ProtobufCMessage
 	pthread_cond_signal(&a->cond);
 	pthread_mutex_unlock(&a->lock);
 	if (resp)
-		protobuf_c_message_free_unpacked(resp, NULL);
+		drv_response_free(resp);
 }
 
 static void test_async(void **state)
@@ -585,7 +585,7 @@ static void test_large(void **state)
 	const char *s = ((hc_req *)resp)->service;
 	assert_int_equal(strlen(s), n);
 	assert_int_equal(s[n - 1], 'a' + (n - 1) % 26);
-	protobuf_c_message_free_unpacked(resp, NULL);
+	drv_response_free(resp);
 	/* And a large request comes back intact. */
 	char *big = malloc(n + 1);
 	memset(big, 'x', n);
@@ -595,7 +595,7 @@ static void test_large(void **state)
 	if (rc != 0)
 		fail_msg("large request: %s", st.message);
 	assert_int_equal(strlen(((hc_req *)resp)->service), n);
-	protobuf_c_message_free_unpacked(resp, NULL);
+	drv_response_free(resp);
 	free(big);
 }
 

@@ -363,7 +363,7 @@ static void test_identity(void **state)
 	schema = json_loads(info->secrets_schema_json, 0, NULL);
 	assert_non_null(json_object_get(json_object_get(schema, "properties"), "token"));
 	json_decref(schema);
-	protobuf_c_message_free_unpacked(&info->base, NULL);
+	drv_response_free(&info->base);
 
 	drv_get_features_request freq = DROVER__COMPUTE__V1__GET_FEATURES_REQUEST__INIT;
 	drv_get_features_response *feat;
@@ -372,7 +372,7 @@ static void test_identity(void **state)
 	assert_int_equal(feat->n_features, 6);
 	for (int i = 0; i < 6; i++)
 		assert_int_equal(feat->features[i], want[i]);
-	protobuf_c_message_free_unpacked(&feat->base, NULL);
+	drv_response_free(&feat->base);
 
 	/* With a config the narrow hook runs. */
 	freq.config = config("{\"no_volumes\": true}", NULL);
@@ -380,7 +380,7 @@ static void test_identity(void **state)
 	assert_int_equal(feat->n_features, 5);
 	for (size_t i = 0; i < feat->n_features; i++)
 		assert_int_not_equal(feat->features[i], DRV_FEATURE_VOLUMES);
-	protobuf_c_message_free_unpacked(&feat->base, NULL);
+	drv_response_free(&feat->base);
 
 	/* A bad config for GetFeatures is INVALID_ARGUMENT naming the field. */
 	freq.config = config("{\"no_volumes\": \"yes\"}", NULL);
@@ -418,7 +418,7 @@ static void test_health_services(void **state)
 		if (rc == 0) {
 			assert_int_equal(((Grpc__Health__V1__HealthCheckResponse *)resp)->status,
 			                 GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
-			protobuf_c_message_free_unpacked(resp, NULL);
+			drv_response_free(resp);
 		} else {
 			assert_non_null(strstr(st.message, "other.Service"));
 		}
@@ -457,7 +457,7 @@ static void test_provider_calls(void **state)
 	assert_int_equal(drv_host_get_offers(h, &oreq, &offers, CALL_MS, &st), 0);
 	assert_int_equal(offers->n_offers, 10000);
 	assert_string_equal(offers->offers[9999]->instance_type, "type-9999");
-	protobuf_c_message_free_unpacked(&offers->base, NULL);
+	drv_response_free(&offers->base);
 
 	/* Requirements reach the handler. */
 	drv_requirements req = DROVER__COMPUTE__V1__REQUIREMENTS__INIT;
@@ -469,14 +469,14 @@ static void test_provider_calls(void **state)
 	oreq.config = config("{\"offers\": 640}", NULL);
 	assert_int_equal(drv_host_get_offers(h, &oreq, &offers, CALL_MS, &st), 0);
 	assert_int_equal(offers->n_offers, 10);
-	protobuf_c_message_free_unpacked(&offers->base, NULL);
+	drv_response_free(&offers->base);
 	oreq.requirements = NULL;
 
 	/* Default config values apply ("offers" defaults to 3); no config at all is {}. */
 	oreq.config = NULL;
 	assert_int_equal(drv_host_get_offers(h, &oreq, &offers, CALL_MS, &st), 0);
 	assert_int_equal(offers->n_offers, 3);
-	protobuf_c_message_free_unpacked(&offers->base, NULL);
+	drv_response_free(&offers->base);
 
 	/* An invalid config: INVALID_ARGUMENT with the field path and summary. */
 	oreq.config = config("{\"offers\": -1}", NULL);
@@ -499,7 +499,7 @@ static void test_provider_calls(void **state)
 	assert_int_equal(drv_host_create_volume(h, &vreq, &vresp, CALL_MS, &st), DRV_EUNIMPLEMENTED);
 	vreq.config = config("{}", NULL);
 	assert_int_equal(drv_host_create_volume(h, &vreq, &vresp, CALL_MS, &st), 0);
-	protobuf_c_message_free_unpacked(&vresp->base, NULL);
+	drv_response_free(&vresp->base);
 
 	/* A handler's error code and message reach the caller. */
 	drv_create_instance_request creq = DROVER__COMPUTE__V1__CREATE_INSTANCE_REQUEST__INIT;
@@ -523,7 +523,7 @@ static void test_provider_calls(void **state)
 	greq.instance_id = "i-1";
 	assert_int_equal(drv_host_get_instance(h, &greq, &gresp, CALL_MS, &st), 0);
 	assert_string_equal(gresp->data->instance_id, "i-1");
-	protobuf_c_message_free_unpacked(&gresp->base, NULL);
+	drv_response_free(&gresp->base);
 	assert_int_equal(drv_host_health(h, CALL_MS, &st), 0);
 
 	int status = -1;
@@ -561,7 +561,7 @@ static void test_validate_config(void **state)
 	assert_int_equal(drv_host_validate_config(h, &req, &resp, CALL_MS, &st), 0);
 	assert_true(resp->valid);
 	assert_int_equal(resp->n_diagnostics, 0);
-	protobuf_c_message_free_unpacked(&resp->base, NULL);
+	drv_response_free(&resp->base);
 
 	/* Schema errors, all at once, each with its path; the hook does not run. */
 	req.config = config("{\"offers\": \"many\", \"colour\": 1, \"region\": \"nowhere\"}", NULL);
@@ -584,7 +584,7 @@ static void test_validate_config(void **state)
 		assert_true(strlen(resp->diagnostics[i]->detail) > 0);
 		assert_null(strstr(resp->diagnostics[i]->detail, "pw-SECRET"));
 	}
-	protobuf_c_message_free_unpacked(&resp->base, NULL);
+	drv_response_free(&resp->base);
 
 	/* Then the driver's own checks: an error and a warning. */
 	req.config = config("{\"region\": \"nowhere\", \"offers\": 20000}", NULL);
@@ -594,14 +594,14 @@ static void test_validate_config(void **state)
 	assert_string_equal(resp->diagnostics[0]->field_path, "/region");
 	assert_string_equal(resp->diagnostics[0]->summary, "unknown region");
 	assert_int_equal(resp->diagnostics[1]->severity, DROVER__COMPUTE__V1__SEVERITY__SEVERITY_WARNING);
-	protobuf_c_message_free_unpacked(&resp->base, NULL);
+	drv_response_free(&resp->base);
 
 	/* A warning alone keeps the config valid. */
 	req.config = config("{\"offers\": 20000}", NULL);
 	assert_int_equal(drv_host_validate_config(h, &req, &resp, CALL_MS, &st), 0);
 	assert_true(resp->valid);
 	assert_int_equal(resp->n_diagnostics, 1);
-	protobuf_c_message_free_unpacked(&resp->base, NULL);
+	drv_response_free(&resp->base);
 
 	/* A hook that cannot run answers its code; no config means {}. */
 	req.config = config("{}", "unreachable");
@@ -610,7 +610,7 @@ static void test_validate_config(void **state)
 	req.config = NULL;
 	assert_int_equal(drv_host_validate_config(h, &req, &resp, CALL_MS, &st), 0);
 	assert_true(resp->valid);
-	protobuf_c_message_free_unpacked(&resp->base, NULL);
+	drv_response_free(&resp->base);
 	drv_host_free(h);
 }
 
@@ -649,7 +649,7 @@ static void on_done(void *ud, int code, const char *message, ProtobufCMessage *r
 	r->code = code;
 	if (resp) {
 		r->n_offers = ((drv_get_offers_response *)resp)->n_offers;
-		protobuf_c_message_free_unpacked(resp, NULL);
+		drv_response_free(resp);
 	}
 	r->done = true;
 	pthread_cond_broadcast(&r->cv);
@@ -813,7 +813,7 @@ static void test_listen_tcp(void **state)
 	drv_get_info_response *info;
 	assert_int_equal(drv_host_get_info(h, &ireq, &info, CALL_MS, &st), 0);
 	assert_string_equal(info->type, "rtest");
-	protobuf_c_message_free_unpacked(&info->base, NULL);
+	drv_response_free(&info->base);
 	/* Standalone ignores stdin EOF; it stops on SIGTERM. */
 	close(p.in);
 	p.in = open("/dev/null", O_RDONLY);
@@ -864,7 +864,7 @@ static void test_listen_mutual_tls(void **state)
 	drv_get_info_response *info;
 	assert_int_equal(drv_host_get_info(h, &ireq, &info, CALL_MS, &st), 0);
 	assert_string_equal(info->type, "rtest");
-	protobuf_c_message_free_unpacked(&info->base, NULL);
+	drv_response_free(&info->base);
 	drv_host_free(h);
 
 	/* A client certificate from another CA is refused. */
@@ -942,7 +942,7 @@ static void *hammer(void *arg)
 			w->failures++;
 			continue;
 		}
-		protobuf_c_message_free_unpacked(&offers->base, NULL);
+		drv_response_free(&offers->base);
 	}
 	return NULL;
 }
@@ -982,7 +982,7 @@ static void test_timing_figures(void **state)
 		struct drv_status st;
 		assert_int_equal(drv_host_get_features(h, &freq, &feat, CALL_MS, &st), 0);
 		spawn_rpc[i] = now_ms() - t0;
-		protobuf_c_message_free_unpacked(&feat->base, NULL);
+		drv_response_free(&feat->base);
 		drv_host_free(h);
 	}
 	qsort(spawn_rpc, N, sizeof(double), cmp_double);
@@ -997,7 +997,7 @@ static void test_timing_figures(void **state)
 		double t0 = now_ms();
 		assert_int_equal(drv_host_get_offers(h, &oreq, &offers, CALL_MS, &st), 0);
 		offers_ms[i] = now_ms() - t0;
-		protobuf_c_message_free_unpacked(&offers->base, NULL);
+		drv_response_free(&offers->base);
 	}
 	qsort(offers_ms, 50, sizeof(double), cmp_double);
 	print_message("figures: spawn->first RPC median %.2f ms; GetOffers(1000) median %.3f ms\n",

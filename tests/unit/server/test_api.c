@@ -170,7 +170,7 @@ static void test_auth(void **state)
 	snprintf(almost, sizeof(almost), "Bearer %.*sX", 63, f->token);
 	assert_int_equal(call(f, "ListProjects", &req.base, &resp, &st, almost), DRV_EUNAUTHENTICATED);
 	assert_int_equal(call(f, "ListProjects", &req.base, &resp, &st, f->auth), 0);
-	protobuf_c_message_free_unpacked(resp, NULL);
+	drv_response_free(resp);
 }
 
 static void create_project(struct fx *f, const char *name, int expect)
@@ -183,7 +183,7 @@ static void create_project(struct fx *f, const char *name, int expect)
 	if (rc != expect)
 		fail_msg("CreateProject %s: %d %s", name, rc, st.message);
 	if (resp)
-		protobuf_c_message_free_unpacked(&resp->base, NULL);
+		drv_response_free(&resp->base);
 }
 
 static void test_backends_offers_instances(void **state)
@@ -225,7 +225,7 @@ static void test_backends_offers_instances(void **state)
 	assert_string_equal(addr->backend->type, "sim");
 	assert_int_equal(addr->backend->n_secret_names, 1);
 	assert_true(addr->backend->n_features > 0);
-	protobuf_c_message_free_unpacked(&addr->base, NULL);
+	drv_response_free(&addr->base);
 	assert_int_equal(CALL(f, "AddBackend", add, &addr, &st), DRV_EEXIST);
 
 	Drover__Api__V1__ListBackendsRequest lb = DROVER__API__V1__LIST_BACKENDS_REQUEST__INIT;
@@ -239,7 +239,7 @@ static void test_backends_offers_instances(void **state)
 	protobuf_c_message_pack(&lbr->base, buf);
 	assert_false(tu_contains(buf, len, "super-secret-value-31337", 24));
 	free(buf);
-	protobuf_c_message_free_unpacked(&lbr->base, NULL);
+	drv_response_free(&lbr->base);
 
 	/* Offers: sorted by price; a limit keeps the cheapest; the total says how many matched. */
 	Drover__Api__V1__GetOffersRequest go = DROVER__API__V1__GET_OFFERS_REQUEST__INIT;
@@ -253,7 +253,7 @@ static void test_backends_offers_instances(void **state)
 		assert_true(gor->offers[i - 1]->offer->price_per_hour <=
 		            gor->offers[i]->offer->price_per_hour);
 	assert_string_equal(gor->backends[0]->code, "OK");
-	protobuf_c_message_free_unpacked(&gor->base, NULL);
+	drv_response_free(&gor->base);
 	char *bad_feature = "TELEPORT";
 	go.n_required_features = 1;
 	go.required_features = &bad_feature;
@@ -274,11 +274,11 @@ static void test_backends_offers_instances(void **state)
 	assert_int_equal(cir->instance->n_attempts, 1);
 	char id[64];
 	snprintf(id, sizeof(id), "%s", cir->instance->id);
-	protobuf_c_message_free_unpacked(&cir->base, NULL);
+	drv_response_free(&cir->base);
 	/* The same request key again: the same instance, no second machine. */
 	assert_int_equal(CALL(f, "CreateInstance", ci, &cir, &st), 0);
 	assert_string_equal(cir->instance->id, id);
-	protobuf_c_message_free_unpacked(&cir->base, NULL);
+	drv_response_free(&cir->base);
 
 	Drover__Api__V1__RemoveBackendRequest rb = DROVER__API__V1__REMOVE_BACKEND_REQUEST__INIT;
 	Drover__Api__V1__RemoveBackendResponse *rbr = NULL;
@@ -294,7 +294,7 @@ static void test_backends_offers_instances(void **state)
 	assert_int_equal(CALL(f, "TerminateInstance", ti, &tir, &st), 0);
 	assert_int_equal(tir->instance->status,
 	                 DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_TERMINATING);
-	protobuf_c_message_free_unpacked(&tir->base, NULL);
+	drv_response_free(&tir->base);
 	Drover__Api__V1__GetInstanceRequest gi = DROVER__API__V1__GET_INSTANCE_REQUEST__INIT;
 	Drover__Api__V1__GetInstanceResponse *gir = NULL;
 	gi.id = id;
@@ -305,7 +305,7 @@ static void test_backends_offers_instances(void **state)
 		    gir->instance->status == DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_TERMINATED;
 		if (terminated)
 			assert_true(gir->instance->terminated_unix_ms > 0);
-		protobuf_c_message_free_unpacked(&gir->base, NULL);
+		drv_response_free(&gir->base);
 		usleep(20000);
 	}
 	assert_true(terminated);
@@ -313,7 +313,7 @@ static void test_backends_offers_instances(void **state)
 	assert_int_equal(CALL(f, "GetInstance", gi, &gir, &st), DRV_ENOTFOUND);
 
 	assert_int_equal(CALL(f, "RemoveBackend", rb, &rbr, &st), 0);
-	protobuf_c_message_free_unpacked(&rbr->base, NULL);
+	drv_response_free(&rbr->base);
 
 	Drover__Api__V1__ListEventsRequest le = DROVER__API__V1__LIST_EVENTS_REQUEST__INIT;
 	Drover__Api__V1__ListEventsResponse *ler = NULL;
@@ -321,7 +321,7 @@ static void test_backends_offers_instances(void **state)
 	assert_int_equal(CALL(f, "ListEvents", le, &ler, &st), 0);
 	assert_true(ler->n_events >= 3);
 	assert_string_equal(ler->events[ler->n_events - 1]->kind, "instance.terminated");
-	protobuf_c_message_free_unpacked(&ler->base, NULL);
+	drv_response_free(&ler->base);
 
 	Drover__Api__V1__ListDriversRequest ld = DROVER__API__V1__LIST_DRIVERS_REQUEST__INIT;
 	Drover__Api__V1__ListDriversResponse *ldr = NULL;
@@ -333,7 +333,7 @@ static void test_backends_offers_instances(void **state)
 			    ldr->drivers[i]->state == DROVER__API__V1__DRIVER_STATE__DRIVER_STATE_READY &&
 			    ldr->drivers[i]->pid > 0;
 	assert_true(sim_ready);
-	protobuf_c_message_free_unpacked(&ldr->base, NULL);
+	drv_response_free(&ldr->base);
 }
 
 int main(void)

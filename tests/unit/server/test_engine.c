@@ -312,7 +312,7 @@ static void done_cb(void *ud, int code, const char *message, ProtobufCMessage *r
 	assert_int_equal(code, 0);
 	*(bool *)ud = true;
 	if (resp)
-		protobuf_c_message_free_unpacked(resp, NULL);
+		drv_response_free(resp);
 }
 
 static void test_resume_creating_makes_one_machine(void **state)

@@ -137,7 +137,7 @@ static void test_discovery_and_call(void **state)
 	assert_int_equal(r.code, 0);
 	drv_get_offers_response *resp = (drv_get_offers_response *)r.resp;
 	assert_true(resp->n_offers > 0);
-	protobuf_c_message_free_unpacked(r.resp, NULL);
+	drv_response_free(r.resp);
 	d = info_of(f->sup, "sim", &list);
 	assert_int_equal(d->state, SRV_DRIVER_READY);
 	assert_true(d->pid > 0);
@@ -172,7 +172,7 @@ static void test_crash_restart_backoff(void **state)
 
 	get_offers(f, "{}", &r);
 	assert_int_equal(r.code, 0);
-	protobuf_c_message_free_unpacked(r.resp, NULL);
+	drv_response_free(r.resp);
 	for (int round = 0; round < 4; round++) {
 		/* The sim aborts during this call: the call fails fast with UNAVAILABLE. */
 		int64_t t0 = srv_now_ms();
@@ -206,7 +206,7 @@ static void test_crash_restart_backoff(void **state)
 		assert_true(ready);
 		get_offers(f, "{}", &r);
 		assert_int_equal(r.code, 0);
-		protobuf_c_message_free_unpacked(r.resp, NULL);
+		drv_response_free(r.resp);
 	}
 	d = info_of(f->sup, "sim", &list);
 	assert_int_equal(d->restarts, 4);

@@ -61,7 +61,7 @@ static drv_backend_config *config(struct config *cf, const char *json, const cha
 #define FREE(m)                                                                                              \
 	do {                                                                                                 \
 		if (m)                                                                                       \
-			protobuf_c_message_free_unpacked(&(m)->base, NULL);                                  \
+			drv_response_free(&(m)->base);                                                       \
 		(m) = NULL;                                                                                  \
 	} while (0)
 
