@@ -513,6 +513,13 @@ int drv_rpc_call_async(struct drv_rpc_channel *ch, const ProtobufCServiceDescrip
 {
 	if (!ch || !service || !req || !cb || method_index >= service->n_methods)
 		return DRV_EINVAL;
+	struct ccall *cc = calloc(1, sizeof(*cc));
+	if (!cc)
+		return DRV_ENOMEM;
+	cc->ch = ch;
+	cc->cb = cb;
+	cc->ud = ud;
+	/* One lock per call: the queue's creation check and the listing share it. */
 	pthread_mutex_lock(&ch->lock);
 	if (!ch->cq) {
 		ch->cq = grpc_completion_queue_create_for_next(NULL);
@@ -521,23 +528,15 @@ int drv_rpc_call_async(struct drv_rpc_channel *ch, const ProtobufCServiceDescrip
 			grpc_completion_queue_destroy(ch->cq);
 			ch->cq = NULL;
 			pthread_mutex_unlock(&ch->lock);
+			free(cc);
 			return DRV_ESYSTEM;
 		}
 		ch->thread_started = true;
 	}
-	pthread_mutex_unlock(&ch->lock);
-
-	struct ccall *cc = calloc(1, sizeof(*cc));
-	if (!cc)
-		return DRV_ENOMEM;
-	cc->ch = ch;
-	cc->cb = cb;
-	cc->ud = ud;
 	/*
 	 * Listed before the batch starts: the completion may run on the queue
 	 * thread before ccall_start() even returns.
 	 */
-	pthread_mutex_lock(&ch->lock);
 	cc->next = ch->pending;
 	if (ch->pending)
 		ch->pending->prev = cc;
