@@ -883,15 +883,23 @@ void bench_rows_run(const struct bench_opts *o, struct bench_row *rows)
 	if (wanted(o, 3))
 		row_offers(&c, &rows[2]);
 
-	/* The long-lived drivers go before the spawn and memory rows, so they do not compete. */
+	/* The busy long-lived drivers go before the spawn and memory rows, so they do not compete. */
 	bench_echo_client_free(c.ec);
 	drv_host_free(c.echo);
 	drv_host_free(c.py);
-	drv_host_free(c.sim);
 	c.ec = NULL;
-	c.echo = c.py = c.sim = NULL;
+	c.echo = c.py = NULL;
+	/*
+	 * The idle sim stays through the spawn row: a host adds a driver while
+	 * others run (droverd does), and its open channel keeps gRPC's event
+	 * engine alive. Without any channel, closing the last one tears the
+	 * engine's threads down and every spawn (sim and echo alike) would pay
+	 * for building them again, which no long-lived host does.
+	 */
 	if (wanted(o, 4))
 		row_spawn(&c, &rows[3]);
+	drv_host_free(c.sim);
+	c.sim = NULL;
 	if (wanted(o, 5))
 		row_rss(&c, &rows[4]);
 }
