@@ -19,6 +19,7 @@ struct bench_opts {
 	const char *sim;    /* path of drover-driver-sim */
 	const char *python; /* path of drover-driver-example-python */
 	const char *self;   /* this binary, started again as the echo server */
+	unsigned rows;      /* bit (1 << id) for each row to run; 0 runs them all */
 };
 
 /* Runs every measurement; rows[] must hold BENCH_ROWS rows. */

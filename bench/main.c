@@ -22,6 +22,7 @@ static void usage(FILE *f)
 	fprintf(f,
 	        "usage: drover-bench [--quick] [--json FILE] [--strict] [--sim PATH] [--python PATH] "
 	        "[--verbose]\n"
+	        "                    [--rows LIST]\n"
 	        "\n"
 	        "Measures drover's driver protocol against baselines run in the same process, and prints\n"
 	        "one table: GetFeatures latency and throughput (vs a bare gRPC C core echo and the Python\n"
@@ -32,11 +33,32 @@ static void usage(FILE *f)
 	        "  --strict       exit 1 when a row misses its target (default: only on errors)\n"
 	        "  --sim PATH     the C sim driver (default: drover-driver-sim next to this binary)\n"
 	        "  --python PATH  the Python driver (default: drover-driver-example-python next to it)\n"
-	        "  --verbose      show the drivers' stderr\n"
+	        "  --verbose      show the drivers' stderr and each row's breakdown\n"
+	        "  --rows LIST    only these rows, e.g. 4,5 (comma-separated numbers 1-%d)\n"
 	        "  --help         this text\n"
 	        "\n"
 	        "Exit status: 0 when every row was measured, 1 when one could not be (or missed its\n"
-	        "target under --strict), 2 on bad arguments.\n");
+	        "target under --strict), 2 on bad arguments.\n",
+	        BENCH_ROWS);
+}
+
+/* "4,5" -> the row bits of bench_opts.rows; 0 on a bad list. */
+static unsigned parse_rows(const char *s)
+{
+	unsigned mask = 0;
+
+	while (*s) {
+		char *end;
+		long id;
+
+		errno = 0;
+		id = strtol(s, &end, 10);
+		if (errno || end == s || id < 1 || id > BENCH_ROWS || (*end && *end != ','))
+			return 0;
+		mask |= 1u << id;
+		s = *end ? end + 1 : end;
+	}
+	return mask;
 }
 
 /* The directory this binary lives in, where the drivers of the build are too. */
@@ -112,12 +134,18 @@ int main(int argc, char **argv)
 			o.verbose = true;
 		} else if (strcmp(a, "--json") == 0 && has_value) {
 			json = argv[++i];
+		} else if (strcmp(a, "--rows") == 0 && has_value) {
+			o.rows = parse_rows(argv[++i]);
+			if (!o.rows) {
+				fprintf(stderr, "drover-bench: bad --rows '%s' (e.g. 4,5)\n", argv[i]);
+				return 2;
+			}
 		} else if (strcmp(a, "--sim") == 0 && has_value) {
 			o.sim = argv[++i];
 		} else if (strcmp(a, "--python") == 0 && has_value) {
 			o.python = argv[++i];
 		} else if (strcmp(a, "--json") == 0 || strcmp(a, "--sim") == 0 ||
-		           strcmp(a, "--python") == 0) {
+		           strcmp(a, "--python") == 0 || strcmp(a, "--rows") == 0) {
 			fprintf(stderr, "drover-bench: %s needs a value\n", a);
 			return 2;
 		} else {
@@ -128,13 +156,19 @@ int main(int argc, char **argv)
 
 	load = bench_loadavg();
 	bench_rows_run(&o, rows);
-	bench_report_print(rows, BENCH_ROWS, o.quick, load);
-	if (json && bench_report_json(rows, BENCH_ROWS, o.quick, load, json) != 0)
+	/* Only the rows asked for are reported (and judged). */
+	struct bench_row picked[BENCH_ROWS];
+	size_t n = 0;
+	for (int i = 0; i < BENCH_ROWS; i++)
+		if (!o.rows || (o.rows & (1u << rows[i].id)))
+			picked[n++] = rows[i];
+	bench_report_print(picked, n, o.quick, load);
+	if (json && bench_report_json(picked, n, o.quick, load, json) != 0)
 		rc = 1;
-	for (int i = 0; i < BENCH_ROWS; i++) {
-		if (rows[i].verdict == BENCH_ERROR || (strict && rows[i].verdict == BENCH_FAIL))
+	for (size_t i = 0; i < n; i++)
+		if (picked[i].verdict == BENCH_ERROR || (strict && picked[i].verdict == BENCH_FAIL))
 			rc = 1;
+	for (int i = 0; i < BENCH_ROWS; i++)
 		bench_row_free(&rows[i]);
-	}
 	return rc;
 }

@@ -5,7 +5,9 @@
  * mutual TLS or loopback/--insecure), until SIGTERM/SIGINT.
  *
  * Nothing slow runs before the handshake line: the host measures spawn to
- * first RPC, so schemas and other cached answers are built after it.
+ * first RPC, so schemas and other cached answers are built after it. Spawned,
+ * the driver even prints it before gRPC starts, listening on its socket
+ * itself and handing each connection to gRPC once the server runs.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -17,7 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/signalfd.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "drover/host.h"
@@ -309,17 +313,109 @@ static int make_socket_path(const struct drv_driver *d, char *path, size_t len, 
 }
 
 /*
- * Waits for SIGTERM/SIGINT (signalfd: the signals are blocked in every
- * thread, so they queue there) or, when spawned, EOF on stdin. Polling both in
- * the main thread costs no extra thread, which keeps an idle driver small.
+ * The spawned driver's listening socket, non-blocking. A stale socket of an
+ * earlier run is replaced; anything else at the path is left alone and is an
+ * error. Returns the descriptor, or -1 with the reason in err.
  */
-static void wait_for_stop(int sigfd, bool watch_stdin)
+static int listen_unix(const char *path, char *err, size_t errlen)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	struct stat st;
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, errlen, "the socket path is longer than %zu bytes", sizeof(sa.sun_path) - 1);
+		return -1;
+	}
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			snprintf(err, errlen, "the path exists and is not a socket");
+			return -1;
+		}
+		unlink(path);
+	}
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0) {
+		snprintf(err, errlen, "socket: %s", strerror(errno));
+		return -1;
+	}
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, SOMAXCONN) != 0) {
+		snprintf(err, errlen, "%s (does its directory exist and is it writable?)", strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Hands every connection waiting on the listener to the gRPC server. */
+static void accept_all(int lfd, struct drv_rpc_server *srv)
+{
+	for (;;) {
+		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd >= 0) {
+			char c;
+			/*
+			 * A peer already gone (the host's probe that we listen, say) needs
+			 * no HTTP/2 transport set up and torn down on the way to the next.
+			 */
+			if (recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0)
+				close(fd);
+			else
+				drv__rpc_server_adopt_fd(srv, fd);
+			continue;
+		}
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		if (errno != EAGAIN && errno != EWOULDBLOCK) {
+			drv_log(DRV_LOG_WARN, "accept on the driver socket failed: %s", strerror(errno));
+			/* Out of descriptors, say: the backlog stays readable; do not spin on it. */
+			usleep(100 * 1000);
+		}
+		return;
+	}
+}
+
+/* Prints the handshake line; afterwards stdout goes to /dev/null. 0 or -1 (logged). */
+static int print_handshake(const struct drv_handshake *hs, bool stdout_closed)
+{
+	char line[400];
+
+	if (drv_handshake_format(hs, line, sizeof(line)) < 0) {
+		drv_log(DRV_LOG_ERROR, "cannot format the handshake line for %s", hs->address);
+		return -1;
+	}
+	if (stdout_closed) {
+		drv_log(DRV_LOG_INFO, "stdout is closed; handshake not printed: %s", line);
+		return 0;
+	}
+	if (printf("%s\n", line) < 0 || fflush(stdout) != 0) {
+		drv_log(DRV_LOG_ERROR, "cannot write the handshake line: %s", strerror(errno));
+		return -1;
+	}
+	/* Nothing may follow the handshake on stdout: stray output goes nowhere. */
+	int devnull = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	if (devnull >= 0) {
+		dup2(devnull, STDOUT_FILENO);
+		close(devnull);
+	}
+	return 0;
+}
+
+/*
+ * Waits for SIGTERM/SIGINT (signalfd: the signals are blocked in every
+ * thread, so they queue there) or, when spawned, EOF on stdin, and accepts
+ * connections on `lfd` (-1: gRPC listens itself). Polling all in the main
+ * thread costs no extra thread, which keeps an idle driver small.
+ */
+static void wait_for_stop(int sigfd, bool watch_stdin, int lfd, struct drv_rpc_server *srv)
 {
 	char buf[512];
 	for (;;) {
-		struct pollfd fds[2] = {{.fd = sigfd, .events = POLLIN},
-		                        {.fd = STDIN_FILENO, .events = POLLIN}};
-		int n = poll(fds, watch_stdin ? 2 : 1, -1);
+		struct pollfd fds[3] = {{.fd = sigfd, .events = POLLIN},
+		                        {.fd = watch_stdin ? STDIN_FILENO : -1, .events = POLLIN},
+		                        {.fd = lfd, .events = POLLIN}};
+		int n = poll(fds, 3, -1);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -344,6 +440,8 @@ static void wait_for_stop(int sigfd, bool watch_stdin)
 				return;
 			}
 		}
+		if (lfd >= 0 && fds[2].revents)
+			accept_all(lfd, srv);
 	}
 }
 
@@ -467,6 +565,7 @@ int drv_main(int argc, char **argv, const struct drv_driver *driver)
 	struct drv_rpc_server *srv = NULL;
 	bool started = false;
 	bool bound = false;
+	int lfd = -1;
 	int exit_code = 1;
 
 	if (spawned) {
@@ -486,6 +585,27 @@ int drv_main(int argc, char **argv, const struct drv_driver *driver)
 	}
 	started = true;
 
+	struct drv_handshake hs = {.core_version = 1, .protocol_version = DRV_PROTOCOL_VERSION};
+	snprintf(hs.protocol, sizeof(hs.protocol), "grpc");
+	if (spawned) {
+		/*
+		 * Spawned, we listen on the unix socket ourselves and print the
+		 * handshake before gRPC starts: the host connects and sends its first
+		 * call while gRPC initialises, and the kernel holds both until we
+		 * accept. That overlap is most of spawn-to-first-call.
+		 */
+		lfd = listen_unix(sock_path, err, sizeof(err));
+		if (lfd < 0) {
+			drv_log(DRV_LOG_ERROR, "cannot serve on %s: %s", address, err);
+			goto out_dir;
+		}
+		bound = true;
+		snprintf(hs.network, sizeof(hs.network), "unix");
+		snprintf(hs.address, sizeof(hs.address), "%.*s", (int)sizeof(hs.address) - 1, sock_path);
+		if (print_handshake(&hs, std_closed[1]) != 0)
+			goto out_server;
+	}
+
 	struct drv_rpc_server_opts so = {
 	    .address = address,
 	    .tls_cert_file = o.tls_cert,
@@ -498,51 +618,37 @@ int drv_main(int argc, char **argv, const struct drv_driver *driver)
 		rc = drv__serve_register(srv, driver, err, sizeof(err));
 	int port = 0;
 	if (rc == 0)
-		rc = drv_rpc_server_start(srv, &port, err, sizeof(err));
+		rc = spawned ? drv__rpc_server_start_unbound(srv, err, sizeof(err))
+		             : drv_rpc_server_start(srv, &port, err, sizeof(err));
 	if (rc != 0) {
 		drv_log(DRV_LOG_ERROR, "cannot serve on %s: %s", address, err);
 		goto out_server;
 	}
-	bound = true;
-
-	struct drv_handshake hs = {.core_version = 1, .protocol_version = DRV_PROTOCOL_VERSION};
-	snprintf(hs.protocol, sizeof(hs.protocol), "grpc");
 	if (spawned) {
-		snprintf(hs.network, sizeof(hs.network), "unix");
-		snprintf(hs.address, sizeof(hs.address), "%.*s", (int)sizeof(hs.address) - 1, sock_path);
+		/* The host's first call is likely waiting in the backlog already. */
+		accept_all(lfd, srv);
 	} else {
+		bound = true;
 		char host[256];
 		int ignored;
 		split_host_port(o.listen, host, sizeof(host), &ignored);
 		snprintf(hs.network, sizeof(hs.network), "tcp");
 		snprintf(hs.address, sizeof(hs.address), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
-	}
-	char line[400];
-	if (drv_handshake_format(&hs, line, sizeof(line)) < 0) {
-		drv_log(DRV_LOG_ERROR, "cannot format the handshake line for %s", hs.address);
-		goto out_server;
-	}
-	if (std_closed[1]) {
-		drv_log(DRV_LOG_INFO, "stdout is closed; handshake not printed: %s", line);
-	} else if (printf("%s\n", line) < 0 || fflush(stdout) != 0) {
-		drv_log(DRV_LOG_ERROR, "cannot write the handshake line: %s", strerror(errno));
-		goto out_server;
-	}
-	/* Nothing may follow the handshake on stdout: stray output goes nowhere. */
-	int devnull = std_closed[1] ? -1 : open("/dev/null", O_WRONLY | O_CLOEXEC);
-	if (devnull >= 0) {
-		dup2(devnull, STDOUT_FILENO);
-		close(devnull);
+		if (print_handshake(&hs, std_closed[1]) != 0)
+			goto out_server;
 	}
 
 	drv__serve_warm();
 	drv_log(DRV_LOG_INFO, "serving %s on %s (%s)", driver->type, hs.address,
 	        spawned ? "spawned" : (o.tls_cert ? "mutual TLS" : "plain TCP"));
 
-	wait_for_stop(sigfd, spawned);
+	wait_for_stop(sigfd, spawned, lfd, srv);
 	exit_code = 0;
 
 out_server:
+	/* No new connections from here on; those accepted stop with the server. */
+	if (lfd >= 0)
+		close(lfd);
 	if (srv) {
 		/*
 		 * Let in-flight calls finish first, then give replies being

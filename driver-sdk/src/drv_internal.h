@@ -170,6 +170,16 @@ int drv__serve_wait_idle(int timeout_ms);
 /* Waits for deferred identity calls still running on the SDK's own threads. */
 void drv__serve_drain(void);
 
+/* ---- rpc_server.c: a server fed connections by descriptor ---- */
+
+/*
+ * drv_rpc_server_start() without a listener: the caller accepts connections
+ * itself and hands each to drv__rpc_server_adopt_fd. Plain text only.
+ */
+int drv__rpc_server_start_unbound(struct drv_rpc_server *srv, char *err, size_t errlen);
+/* Serves one accepted, non-blocking connection; the server owns `fd` afterwards. */
+void drv__rpc_server_adopt_fd(struct drv_rpc_server *srv, int fd);
+
 /* GetInfo as a JSON object (for --info); caller owns it. */
 json_t *drv__info_json(const struct drv_driver *driver);
 

@@ -35,6 +35,7 @@
 #include <sys/un.h>
 #include <time.h>
 
+#include <grpc/grpc_posix.h>
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 
@@ -145,6 +146,7 @@ struct drv_rpc_server {
 	pthread_cond_t
 	    work_cond; /* the worker queue; apart from `cond` so a signal always reaches a worker */
 	struct drv_rpc_call *q_head, *q_tail;
+	int n_queued, n_idle; /* calls in the queue, workers waiting for one */
 	bool workers_stop;
 	struct drv_rpc_call *live; /* calls not yet released by gRPC */
 	bool shutdown_begun;
@@ -481,10 +483,35 @@ static void run_handler(struct drv_rpc_call *c)
 	c->m->fn(c->m->ud, c, c->req);
 }
 
+static void *worker_main(void *arg);
+
+/*
+ * Workers start on demand, when a call finds none idle: a spawned driver
+ * then creates no thread of ours before its handshake, and an idle one keeps
+ * only the workers its load ever needed. Lock held.
+ */
+static void worker_add_locked(struct drv_rpc_server *srv)
+{
+	if (srv->n_queued <= srv->n_idle || srv->workers_stop || !srv->worker_threads ||
+	    srv->n_workers_started >= srv->workers)
+		return;
+	if (pthread_create(&srv->worker_threads[srv->n_workers_started], NULL, worker_main, srv) == 0)
+		srv->n_workers_started++;
+}
+
 static void enqueue_worker(struct drv_rpc_call *c)
 {
 	struct drv_rpc_server *srv = c->srv;
 	pthread_mutex_lock(&srv->lock);
+	srv->n_queued++;
+	worker_add_locked(srv);
+	if (srv->n_workers_started == 0 && !srv->workers_stop) {
+		/* Not even one worker could start: run the handler here rather than never. */
+		srv->n_queued--;
+		pthread_mutex_unlock(&srv->lock);
+		run_handler(c);
+		return;
+	}
 	c->q_next = NULL;
 	if (srv->q_tail)
 		srv->q_tail->q_next = c;
@@ -500,11 +527,15 @@ static void *worker_main(void *arg)
 	struct drv_rpc_server *srv = arg;
 	pthread_mutex_lock(&srv->lock);
 	for (;;) {
-		while (!srv->q_head && !srv->workers_stop)
+		while (!srv->q_head && !srv->workers_stop) {
+			srv->n_idle++;
 			pthread_cond_wait(&srv->work_cond, &srv->lock);
+			srv->n_idle--;
+		}
 		struct drv_rpc_call *c = srv->q_head;
 		if (!c)
 			break;
+		srv->n_queued--;
 		srv->q_head = c->q_next;
 		if (!srv->q_head)
 			srv->q_tail = NULL;
@@ -823,16 +854,25 @@ static void explain_bind_failure(const struct drv_rpc_server *srv, char *err, si
 		                srv->address);
 }
 
-int drv_rpc_server_start(struct drv_rpc_server *srv, int *bound_port, char *err, size_t errlen)
+/* Starts serving; with `bind`, on a listener of gRPC's own at srv->address. */
+static int server_start(struct drv_rpc_server *srv, bool bind, int *bound_port, char *err, size_t errlen)
 {
+	int port = 0;
+
 	if (!srv || srv->started) {
 		drv__rpc_seterr(err, errlen, "server already started");
 		return DRV_EPRECONDITION;
 	}
-	int port = grpc_server_add_http2_port(srv->server, srv->address, srv->creds);
-	if (port <= 0) {
-		explain_bind_failure(srv, err, errlen);
-		return DRV_EUNAVAILABLE;
+	if (bind) {
+		port = grpc_server_add_http2_port(srv->server, srv->address, srv->creds);
+		if (port <= 0) {
+			explain_bind_failure(srv, err, errlen);
+			return DRV_EUNAVAILABLE;
+		}
+	} else if (srv->tls) {
+		/* gRPC takes only plain-text connections by descriptor. */
+		drv__rpc_seterr(err, errlen, "a server fed connections by descriptor cannot use TLS");
+		return DRV_EINVAL;
 	}
 	grpc_server_start(srv->server);
 	srv->started = true;
@@ -841,6 +881,13 @@ int drv_rpc_server_start(struct drv_rpc_server *srv, int *bound_port, char *err,
 			post_registered(srv->methods[i]);
 	post_generic(srv);
 
+	/* Before the CQ thread runs: it starts workers into this array (see worker_add_locked). */
+	srv->worker_threads = calloc((size_t)srv->workers, sizeof(pthread_t));
+	if (!srv->worker_threads) {
+		drv__rpc_seterr(err, errlen, "out of memory");
+		drv_rpc_server_shutdown(srv, 0);
+		return DRV_ENOMEM;
+	}
 	/* Threads start here, after the caller had its chance to block signals. */
 	if (pthread_create(&srv->cq_thread, NULL, cq_main, srv) != 0) {
 		drv__rpc_seterr(err, errlen, "cannot create the completion-queue thread");
@@ -848,20 +895,25 @@ int drv_rpc_server_start(struct drv_rpc_server *srv, int *bound_port, char *err,
 		return DRV_ESYSTEM;
 	}
 	srv->cq_thread_started = true;
-	srv->worker_threads = calloc((size_t)srv->workers, sizeof(pthread_t));
-	for (int i = 0; srv->worker_threads && i < srv->workers; i++) {
-		if (pthread_create(&srv->worker_threads[i], NULL, worker_main, srv) != 0)
-			break;
-		srv->n_workers_started++;
-	}
-	if (srv->n_workers_started == 0 && srv->workers > 0) {
-		drv__rpc_seterr(err, errlen, "cannot create worker threads");
-		drv_rpc_server_shutdown(srv, 0);
-		return DRV_ESYSTEM;
-	}
 	if (bound_port)
 		*bound_port = strncmp(srv->address, "unix:", 5) == 0 ? 0 : port;
 	return 0;
+}
+
+int drv_rpc_server_start(struct drv_rpc_server *srv, int *bound_port, char *err, size_t errlen)
+{
+	return server_start(srv, true, bound_port, err, errlen);
+}
+
+int drv__rpc_server_start_unbound(struct drv_rpc_server *srv, char *err, size_t errlen)
+{
+	return server_start(srv, false, NULL, err, errlen);
+}
+
+void drv__rpc_server_adopt_fd(struct drv_rpc_server *srv, int fd)
+{
+	/* gRPC owns the descriptor from here, and closes it with the connection. */
+	grpc_server_add_channel_from_fd(srv->server, fd, srv->creds);
 }
 
 /* Waits on srv->cond until the shutdown tag arrived or `ms` passed (ms < 0: no limit). Lock held. */
@@ -952,8 +1004,9 @@ void drv_rpc_server_shutdown(struct drv_rpc_server *srv, int grace_ms)
 	pthread_mutex_lock(&srv->lock);
 	srv->workers_stop = true;
 	pthread_cond_broadcast(&srv->work_cond);
+	int n_workers = srv->n_workers_started; /* no more start once workers_stop is set */
 	pthread_mutex_unlock(&srv->lock);
-	for (int i = 0; i < srv->n_workers_started; i++)
+	for (int i = 0; i < n_workers; i++)
 		pthread_join(srv->worker_threads[i], NULL);
 	/* Queued calls left behind hold a handler reference nobody will drop. */
 	pthread_mutex_lock(&srv->lock);

@@ -11,7 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -789,6 +791,73 @@ static void test_own_socket_dir_and_stdout(void **state)
 	assert_string_equal(out, "");
 }
 
+/* A unix socket connection to `path` that is opened and at once closed; 0 when connect() worked. */
+static int connect_and_close(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -1;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+	int rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
+	close(fd);
+	return rc;
+}
+
+static void test_spawned_socket(void **state)
+{
+	/*
+	 * A spawned driver listens on its socket itself, before gRPC runs: a
+	 * stale socket file of an earlier run is replaced, connections that close
+	 * before they are accepted (a host's probe) do not disturb it, and calls
+	 * made right after the handshake are answered.
+	 */
+	char sdir[] = "/tmp/drover-rtest-ss-XXXXXX";
+	assert_non_null(mkdtemp(sdir));
+	char spath[100], sdir_env[340];
+	snprintf(spath, sizeof(spath), "%s/rtest.sock", sdir);
+	snprintf(sdir_env, sizeof(sdir_env), "DROVER_SOCKET_DIR=%s", sdir);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	memcpy(sa.sun_path, spath, strlen(spath) + 1);
+	int stale = socket(AF_UNIX, SOCK_STREAM, 0);
+	assert_int_equal(bind(stale, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	close(stale); /* the socket file stays, with nobody behind it */
+
+	struct proc p;
+	char line[512];
+	const char *env[] = {"PATH=/usr/bin:/bin", COOKIE, sdir_env, NULL};
+	proc_start(&p, NULL, env);
+	read_all(p.out, line, sizeof(line), 5000, true);
+	struct drv_handshake hs;
+	char err[256];
+	if (drv_handshake_parse(line, &hs, err, sizeof(err)) != 0)
+		fail_msg("handshake \"%s\": %s", line, err);
+	assert_string_equal(hs.address, spath);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(connect_and_close(spath), 0);
+
+	char target[320];
+	snprintf(target, sizeof(target), "unix:%s", spath);
+	struct drv_host *h = NULL;
+	struct drv_connect_opts co = {.address = target, .insecure = true};
+	if (drv_host_connect(&co, &h, err, sizeof(err)) != 0)
+		fail_msg("connect: %s", err);
+	struct drv_status st;
+	drv_get_info_request ireq = DROVER__COMPUTE__V1__GET_INFO_REQUEST__INIT;
+	drv_get_info_response *info;
+	assert_int_equal(drv_host_get_info(h, &ireq, &info, CALL_MS, &st), 0);
+	assert_string_equal(info->type, "rtest");
+	protobuf_c_message_free_unpacked(&info->base, NULL);
+	assert_int_equal(connect_and_close(spath), 0);
+	assert_int_equal(drv_host_health(h, CALL_MS, &st), 0);
+	drv_host_free(h);
+
+	kill(p.pid, SIGTERM);
+	assert_int_equal(proc_wait(&p, 3000), 0);
+	assert_int_not_equal(access(spath, F_OK), 0); /* ours now, so removed */
+	rmdir(sdir);
+}
+
 static void test_listen_tcp(void **state)
 {
 	struct proc p;
@@ -1023,6 +1092,7 @@ int main(void)
 	    cmocka_unit_test(test_grace_expires),
 	    cmocka_unit_test(test_stdin_eof),
 	    cmocka_unit_test(test_own_socket_dir_and_stdout),
+	    cmocka_unit_test(test_spawned_socket),
 	    cmocka_unit_test(test_listen_tcp),
 	    cmocka_unit_test(test_listen_mutual_tls),
 	    cmocka_unit_test(test_closed_std_fds),
