@@ -847,7 +847,7 @@ static void test_spawned_socket(void **state)
 	drv_get_info_response *info;
 	assert_int_equal(drv_host_get_info(h, &ireq, &info, CALL_MS, &st), 0);
 	assert_string_equal(info->type, "rtest");
-	protobuf_c_message_free_unpacked(&info->base, NULL);
+	drv_response_free(info);
 	assert_int_equal(connect_and_close(spath), 0);
 	assert_int_equal(drv_host_health(h, CALL_MS, &st), 0);
 	drv_host_free(h);
