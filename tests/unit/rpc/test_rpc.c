@@ -611,8 +611,13 @@ static void test_shutdown_grace(void **state)
 	struct fixture *f = *state;
 	pthread_t t;
 	struct worker_arg w = {.ch = f->ch, .service = "slow:200", .calls = 1};
+	int before = atomic_load(&handler_calls);
 	assert_int_equal(pthread_create(&t, NULL, slow_caller, &w), 0);
-	sleep_ms(50);
+	/* Shut down once the handler has the call (a fixed sleep lost the race on a loaded machine). */
+	int64_t until = now_ms() + 5000;
+	while (atomic_load(&handler_calls) == before && now_ms() < until)
+		sleep_ms(1);
+	assert_int_not_equal(atomic_load(&handler_calls), before);
 	int64_t t0 = now_ms();
 	drv_rpc_server_shutdown(f->srv, 3000);
 	int64_t took = now_ms() - t0;
