@@ -168,6 +168,98 @@ static void pack_run(struct fanout *fo, struct fan_slot *s)
 	fo->res->wires[s->idx] = buf;
 }
 
+/* Bytes of one offer inside a response's bytes. */
+struct span {
+	const uint8_t *p;
+	size_t len;
+};
+
+/* One varint at *p (before end): its value, and *p moved past it; false when cut short. */
+static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	uint64_t x = 0;
+	for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+		uint8_t b = *(*p)++;
+		x |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80)) {
+			*v = x;
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * Where each offer of a GetOffersResponse lies in the bytes it was unpacked
+ * from: for every top-level field 1 (offers) entry, in order, its length
+ * varint and body, which is what a length-delimited field carries after its
+ * tag. protobuf-c keeps a repeated field's entries in wire order, so entry k
+ * is offers[k]. Only the top level is walked; the offers themselves stay
+ * opaque. Returns false unless exactly `n` entries are found in well-formed
+ * bytes (the caller then packs the offers itself).
+ */
+static bool scan_offers(const uint8_t *p, size_t len, size_t n, struct span *at)
+{
+	const uint8_t *end = p + len;
+	size_t k = 0;
+	while (p < end) {
+		uint64_t tag, v;
+		if (!read_varint(&p, end, &tag))
+			return false;
+		const uint8_t *start = p;
+		switch (tag & 7) {
+		case 0: /* varint */
+			if (!read_varint(&p, end, &v))
+				return false;
+			break;
+		case 1: /* 64-bit */
+			if ((size_t)(end - p) < 8)
+				return false;
+			p += 8;
+			break;
+		case 2: /* length-delimited */
+			if (!read_varint(&p, end, &v) || v > (uint64_t)(end - p))
+				return false;
+			p += v;
+			if (tag >> 3 == 1) {
+				if (k == n)
+					return false;
+				at[k].p = start;
+				at[k++].len = (size_t)(p - start);
+			}
+			break;
+		case 5: /* 32-bit */
+			if ((size_t)(end - p) < 4)
+				return false;
+			p += 4;
+			break;
+		default: /* groups: not in this message */
+			return false;
+		}
+	}
+	return k == n;
+}
+
+/*
+ * Each offer of `r` exactly as its driver sent it, from the bytes the
+ * response kept (drv_response_keep_bytes()): the same bytes as packing the
+ * unpacked offer again, unknown fields included, without the packing. NULL
+ * when those bytes are not at hand; the caller then packs the offers.
+ */
+static struct span *offer_spans(const drv_get_offers_response *r)
+{
+	size_t len;
+	const uint8_t *bytes = drv_response_bytes(r, &len);
+	if (!bytes)
+		return NULL;
+	struct span *at = malloc((r->n_offers + 1) * sizeof(*at));
+	if (at && !scan_offers(bytes, len, r->n_offers, at)) {
+		free(at);
+		at = NULL;
+	}
+	return at;
+}
+
 static void deadline_closed(uv_handle_t *h)
 {
 	free(h);
@@ -297,6 +389,7 @@ static void offers_done(void *ud, int code, const char *message, ProtobufCMessag
 		drv_get_offers_response *r = (drv_get_offers_response *)resp;
 		fo->res->resps[s->idx] = resp;
 		br->offer_count = (unsigned)r->n_offers;
+		struct span *at = fo->packed_offers ? offer_spans(r) : NULL;
 		s->run = malloc((r->n_offers + 1) * sizeof(*s->run));
 		for (size_t k = 0; k < r->n_offers; k++) {
 			const drv_offer *o = r->offers[k];
@@ -311,8 +404,8 @@ static void offers_done(void *ud, int code, const char *message, ProtobufCMessag
 			it->price = o->price_per_hour;
 			it->type_key = prefix_key(o->instance_type);
 			it->region_key = prefix_key(o->region);
-			it->wire = NULL;
-			it->wire_len = 0;
+			it->wire = at ? at[k].p : NULL;
+			it->wire_len = at ? at[k].len : 0;
 			it->rank = (uint32_t)s->idx;
 		}
 		/* Drivers usually answer sorted by price already: then one pass instead of a sort. */
@@ -321,8 +414,9 @@ static void offers_done(void *ud, int code, const char *message, ProtobufCMessag
 			k++;
 		if (k < s->n_run)
 			qsort(s->run, s->n_run, sizeof(*s->run), cmp_items);
-		if (fo->packed_offers)
+		if (fo->packed_offers && !at)
 			pack_run(fo, s);
+		free(at);
 	} else if (resp) {
 		drv_response_free(resp);
 	}
@@ -406,6 +500,9 @@ void srv_engine_offers(struct srv_engine *eng, const struct srv_offers_query *q,
 	fo->ud = ud;
 	fo->required = q->required_features;
 	fo->packed_offers = q->packed_offers;
+	/* Answers keep their bytes from now on, so the offers are forwarded rather than packed again. */
+	if (fo->packed_offers)
+		drv_response_keep_bytes(&drover__compute__v1__get_offers_response__descriptor);
 	fo->timeout_ms = q->timeout_ms > 0 ? q->timeout_ms : eng->cfg->offers_timeout_ms;
 	if (q->requirements) {
 		size_t len;

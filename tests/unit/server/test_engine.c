@@ -177,6 +177,36 @@ static void test_offers_merge_filter_sort(void **state)
 	assert_true(seen_a && seen_b);
 	srv_offers_result_free(r);
 
+	/*
+	 * With packed_offers each item carries its offer's bytes for the reply (forwarded as the
+	 * driver sent them): exactly its length and the packed offer.
+	 */
+	memset(&o, 0, sizeof(o));
+	q.packed_offers = true;
+	srv_engine_offers(f->eng, &q, offers_cb, &o);
+	assert_true(run_until(&f->loop, &o.done, 10000));
+	assert_int_equal(o.code, 0);
+	assert_true(o.res->n_items > 0);
+	for (size_t i = 0; i < o.res->n_items; i++) {
+		const struct srv_offer_item *it = &o.res->items[i];
+		size_t body = drover__compute__v1__offer__get_packed_size(it->offer);
+		uint8_t *want = malloc(body + 10);
+		assert_non_null(want);
+		size_t n = 0, v = body;
+		while (v >= 0x80) {
+			want[n++] = (uint8_t)(v | 0x80);
+			v >>= 7;
+		}
+		want[n++] = (uint8_t)v;
+		n += drover__compute__v1__offer__pack(it->offer, want + n);
+		assert_non_null(it->wire);
+		assert_int_equal(it->wire_len, n);
+		assert_memory_equal(it->wire, want, n);
+		free(want);
+	}
+	srv_offers_result_free(o.res);
+	q.packed_offers = false;
+
 	/* A required feature the example driver lacks: it is skipped and says why; sims still answer. */
 	add_backend(f, "f-example", "example", "{}");
 	memset(&o, 0, sizeof(o));
