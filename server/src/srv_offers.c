@@ -126,6 +126,19 @@ static int cmp_items(const void *a, const void *b)
 	return x->rank < y->rank ? -1 : x->rank > y->rank;
 }
 
+/* The head of one backend's sorted run in the merge. */
+struct head {
+	double price; /* it->price, next to the entry for the heap's comparisons */
+	const struct srv_offer_item *it, *end;
+};
+
+static inline bool head_less(const struct head *a, const struct head *b)
+{
+	if (a->price != b->price)
+		return a->price < b->price;
+	return cmp_items(a->it, b->it) < 0;
+}
+
 static size_t varint_len(size_t v)
 {
 	size_t n = 1;
@@ -302,52 +315,54 @@ static void fanout_finish(struct fanout *fo)
 		n += fo->slots[i].n_run;
 	}
 	res->items = malloc((n + 1) * sizeof(*res->items));
-	/* A binary min-heap of run heads: n log k comparisons. */
-	struct fan_slot **heap = calloc(fo->n + 1, sizeof(*heap));
-	size_t *pos = calloc(fo->n + 1, sizeof(size_t));
+	/*
+	 * A binary min-heap of run heads: n log k comparisons. Each entry holds
+	 * its head's price, so most comparisons are one inline compare of two
+	 * doubles in the heap itself; only equal prices go to cmp_items.
+	 */
+	struct head *heap = calloc(fo->n + 1, sizeof(*heap));
 	size_t hn = 0;
 	for (size_t i = 0; i < fo->n; i++) {
 		if (fo->slots[i].n_run == 0)
 			continue;
 		/* Sift up. */
 		size_t c = hn++;
-		heap[c] = &fo->slots[i];
+		heap[c] = (struct head){.it = fo->slots[i].run, .end = fo->slots[i].run + fo->slots[i].n_run};
+		heap[c].price = heap[c].it->price;
 		while (c > 0) {
 			size_t p = (c - 1) / 2;
-			if (cmp_items(&heap[p]->run[0], &heap[c]->run[0]) <= 0)
+			if (!head_less(&heap[c], &heap[p]))
 				break;
-			struct fan_slot *t = heap[p];
+			struct head t = heap[p];
 			heap[p] = heap[c];
 			heap[c] = t;
 			c = p;
 		}
 	}
 	for (size_t k = 0; k < n; k++) {
-		struct fan_slot *top = heap[0];
-		size_t ti = (size_t)(top - fo->slots);
-		res->items[k] = top->run[pos[ti]++];
-		if (pos[ti] == top->n_run)
+		struct head *top = &heap[0];
+		res->items[k] = *top->it++;
+		if (top->it == top->end)
 			heap[0] = heap[--hn];
+		else
+			top->price = top->it->price;
 		/* Sift down the (new) root. */
 		size_t c = 0;
 		for (;;) {
 			size_t l = 2 * c + 1, r = l + 1, m = c;
-			if (l < hn && cmp_items(&heap[l]->run[pos[heap[l] - fo->slots]],
-			                        &heap[m]->run[pos[heap[m] - fo->slots]]) < 0)
+			if (l < hn && head_less(&heap[l], &heap[m]))
 				m = l;
-			if (r < hn && cmp_items(&heap[r]->run[pos[heap[r] - fo->slots]],
-			                        &heap[m]->run[pos[heap[m] - fo->slots]]) < 0)
+			if (r < hn && head_less(&heap[r], &heap[m]))
 				m = r;
 			if (m == c)
 				break;
-			struct fan_slot *t = heap[m];
+			struct head t = heap[m];
 			heap[m] = heap[c];
 			heap[c] = t;
 			c = m;
 		}
 	}
 	free(heap);
-	free(pos);
 	res->n_items = n;
 	srv_debug("engine", "offers: %zu backends, %zu of %zu offers kept, merged and sorted in %lld ms",
 	          fo->n, n, total, (long long)(srv_now_ms() - fo->t_done));
