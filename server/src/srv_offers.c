@@ -88,16 +88,36 @@ static void fanout_maybe_free(struct fanout *fo)
 	free(fo);
 }
 
-/* The first 8 bytes of s, big-endian: orders like strcmp on those bytes. */
-static uint64_t prefix_key(const char *s)
+/*
+ * The first 16 bytes of s as two big-endian words, NUL-padded: they order
+ * like strcmp on those bytes. Returns whether s ends within them, in which
+ * case equal keys mean equal strings.
+ */
+static bool prefix_key(const char *s, uint64_t key[2])
 {
-	uint64_t k = 0;
-	for (int i = 0; i < 8; i++) {
-		k <<= 8;
-		if (s && *s)
-			k |= (unsigned char)*s++;
-	}
-	return k;
+	key[0] = key[1] = 0;
+	if (!s)
+		return true;
+	for (int w = 0; w < 2; w++)
+		for (int i = 0; i < 8; i++) {
+			key[w] <<= 8;
+			if (*s)
+				key[w] |= (unsigned char)*s++;
+		}
+	return *s == 0;
+}
+
+/* The order of two names by their keys, falling back to strcmp when a name is longer than its key. */
+static int cmp_name(const uint64_t xk[2], bool x_short, const char *xs, const uint64_t yk[2], bool y_short,
+                    const char *ys)
+{
+	if (xk[0] != yk[0])
+		return xk[0] < yk[0] ? -1 : 1;
+	if (xk[1] != yk[1])
+		return xk[1] < yk[1] ? -1 : 1;
+	if (x_short && y_short)
+		return 0;
+	return strcmp(xs ? xs : "", ys ? ys : "");
 }
 
 static int cmp_items(const void *a, const void *b)
@@ -109,17 +129,16 @@ static int cmp_items(const void *a, const void *b)
 	/*
 	 * Ties: the same offer (type, region) of several backends sits together,
 	 * by backend name, so a refused offer falls back to the same machine
-	 * elsewhere before a different one.
+	 * elsewhere before a different one. Such ties are common (every backend
+	 * of a type may list the same catalog), and short names are decided by
+	 * their keys alone.
 	 */
-	if (x->type_key != y->type_key)
-		return x->type_key < y->type_key ? -1 : 1;
-	int c = strcmp(x->offer->instance_type ? x->offer->instance_type : "",
-	               y->offer->instance_type ? y->offer->instance_type : "");
+	int c = cmp_name(x->type_key, x->type_short, x->offer->instance_type, y->type_key, y->type_short,
+	                 y->offer->instance_type);
 	if (c)
 		return c;
-	if (x->region_key != y->region_key)
-		return x->region_key < y->region_key ? -1 : 1;
-	c = strcmp(x->offer->region ? x->offer->region : "", y->offer->region ? y->offer->region : "");
+	c = cmp_name(x->region_key, x->region_short, x->offer->region, y->region_key, y->region_short,
+	             y->offer->region);
 	if (c)
 		return c;
 	/* The slots are in backend name order (the store's), so the rank orders like the names. */
@@ -417,8 +436,8 @@ static void offers_done(void *ud, int code, const char *message, ProtobufCMessag
 			it->backend_type = br->type;
 			it->offer = o;
 			it->price = o->price_per_hour;
-			it->type_key = prefix_key(o->instance_type);
-			it->region_key = prefix_key(o->region);
+			it->type_short = prefix_key(o->instance_type, it->type_key);
+			it->region_short = prefix_key(o->region, it->region_key);
 			it->wire = at ? at[k].p : NULL;
 			it->wire_len = at ? at[k].len : 0;
 			it->rank = (uint32_t)s->idx;

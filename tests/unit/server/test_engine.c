@@ -163,18 +163,32 @@ static void test_offers_merge_filter_sort(void **state)
 	assert_int_equal(result_of(r, "e-nodriver")->code, DRV_ENOTFOUND);
 	assert_true(r->n_items > 0);
 	bool seen_a = false, seen_b = false;
+	size_t ties = 0; /* the same offer from both sims */
 	for (size_t i = 0; i < r->n_items; i++) {
 		const drv_offer *off = r->items[i].offer;
 		assert_true(drv_offer_matches(off, &req));
 		assert_true(off->price_per_hour <= 10.0);
 		assert_true(off->resources->n_gpus > 0);
-		if (i > 0)
-			assert_true(r->items[i - 1].offer->price_per_hour <= off->price_per_hour);
+		if (i > 0) {
+			const struct srv_offer_item *p = &r->items[i - 1], *c = &r->items[i];
+			assert_true(p->offer->price_per_hour <= off->price_per_hour);
+			/* Equal prices: by type, then region, then backend (both backends list the catalog).
+			 */
+			if (p->offer->price_per_hour == off->price_per_hour) {
+				int t = strcmp(p->offer->instance_type, off->instance_type);
+				int g = strcmp(p->offer->region, off->region);
+				assert_true(
+				    t < 0 ||
+				    (t == 0 && (g < 0 || (g == 0 && strcmp(p->backend, c->backend) < 0))));
+				ties += t == 0 && g == 0;
+			}
+		}
 		seen_a |= strcmp(r->items[i].backend, "a-fast") == 0;
 		seen_b |= strcmp(r->items[i].backend, "b-fast") == 0;
 		assert_true(strcmp(r->items[i].backend, "c-slow") != 0);
 	}
 	assert_true(seen_a && seen_b);
+	assert_true(ties > 0);
 	srv_offers_result_free(r);
 
 	/*
