@@ -300,6 +300,11 @@ int sim_offers_get_packed(const struct sim_catalog *cat, struct sim_state *st, c
                           struct sim_err *e);
 /* Frees the kept bytes of n offers (before the offers themselves). */
 void sim_offers_free_wire(struct sim_offer *offers, size_t n);
+/*
+ * Forgets the kept candidate lists of `cat`, or of every catalog when NULL,
+ * before the offers they point to are freed (no call may be using them).
+ */
+void sim_offers_cache_clear(const struct sim_catalog *cat);
 
 /* *created (may be NULL) tells a new machine from the repeat of a key. */
 int sim_instance_create(const struct sim_catalog *cat, struct sim_state *st, const struct sim_config *cfg,

@@ -9,6 +9,7 @@
  * (only their availability may), so each is packed once and its bytes are
  * reused, which took packing, half of a GetOffers' time, out of the calls.
  */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,17 +96,11 @@ static int64_t pool_live(const struct pool_count *pools, size_t n, uint64_t slot
 }
 
 struct filter {
-	const bool *region_ok; /* per catalog region index */
 	const drv_requirements *req;
 	const struct pool_count *pools;
 	size_t n_pools;
 	int64_t capacity;
 };
-
-static bool keep(const struct filter *f, const struct sim_offer *o)
-{
-	return f->region_ok[o->region_idx] && drv_offer_matches(&o->offer, f->req);
-}
 
 /* The offer's availability for this state. */
 static int availability(const struct filter *f, const struct sim_offer *o)
@@ -115,6 +110,128 @@ static int availability(const struct filter *f, const struct sim_offer *o)
 	if (pool_live(f->pools, f->n_pools, o->slot) >= f->capacity)
 		return DROVER__COMPUTE__V1__AVAILABILITY__AVAILABILITY_NOT_AVAILABLE;
 	return o->offer.availability;
+}
+
+/* ---- candidates: the offers of a config's regions, kept between calls ---- */
+
+/*
+ * The offers of one (catalog, synthetic set, regions) in price order,
+ * catalog and synthetic merged. They are the same for every call with that
+ * config, so they are kept after the first: a call then filters its ~1,000
+ * candidates instead of walking every offer of every region (most of them
+ * elsewhere) through memory. A few configs at most in practice; past
+ * MAX_CACHED, or with more regions than a mask holds, each call merges anew.
+ */
+struct candidates {
+	const struct sim_catalog *cat;
+	const struct sim_synth *syn; /* NULL: the catalog's offers only */
+	uint64_t regions;            /* bit r: catalog region r */
+	const struct sim_offer **offers;
+	size_t n;
+	struct candidates *next;
+};
+
+#define MAX_CACHED 64
+
+static pthread_mutex_t cand_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct candidates *cand_list;
+static size_t n_cached;
+
+/* Merges the offers of the regions in region_ok; NULL when out of memory. */
+static struct candidates *candidates_build(const struct sim_catalog *cat, const struct sim_synth *syn,
+                                           const bool *region_ok)
+{
+	size_t n_syn = syn ? syn->n_offers : 0;
+	struct candidates *c = calloc(1, sizeof(*c));
+	const struct sim_offer **v = malloc((cat->n_offers + n_syn + 1) * sizeof(*v));
+	if (!c || !v) {
+		free(c);
+		free(v);
+		return NULL;
+	}
+	/* Merge of two price-sorted lists keeps the whole answer sorted by price. */
+	size_t i = 0, j = 0, n = 0;
+	while (i < cat->n_offers || j < n_syn) {
+		const struct sim_offer *o;
+		if (j >= n_syn || (i < cat->n_offers && cat->offers[i].offer.price_per_hour <=
+		                                            syn->offers[j].offer.price_per_hour))
+			o = &cat->offers[i++];
+		else
+			o = &syn->offers[j++];
+		if (region_ok[o->region_idx])
+			v[n++] = o;
+	}
+	c->cat = cat;
+	c->syn = syn;
+	c->offers = v;
+	c->n = n;
+	return c;
+}
+
+static void candidates_free(struct candidates *c)
+{
+	if (c) {
+		free(c->offers);
+		free(c);
+	}
+}
+
+/*
+ * The candidates of a config: kept ones (*own false), or a list made for
+ * this call that the caller frees (*own true). NULL when out of memory.
+ */
+static const struct candidates *candidates_get(const struct sim_catalog *cat, const struct sim_synth *syn,
+                                               const bool *region_ok, bool *own)
+{
+	uint64_t mask = 0;
+	bool cacheable = cat->n_regions <= 64;
+	for (size_t r = 0; cacheable && r < cat->n_regions; r++)
+		if (region_ok[r])
+			mask |= UINT64_C(1) << r;
+	*own = false;
+	if (cacheable) {
+		pthread_mutex_lock(&cand_mu);
+		for (struct candidates *c = cand_list; c; c = c->next)
+			if (c->cat == cat && c->syn == syn && c->regions == mask) {
+				pthread_mutex_unlock(&cand_mu);
+				return c;
+			}
+		pthread_mutex_unlock(&cand_mu);
+	}
+	struct candidates *c = candidates_build(cat, syn, region_ok);
+	if (!c)
+		return NULL;
+	c->regions = mask;
+	if (cacheable) {
+		pthread_mutex_lock(&cand_mu);
+		/* Another call may have built the same list meanwhile: either is right, both are kept. */
+		if (n_cached < MAX_CACHED) {
+			c->next = cand_list;
+			cand_list = c;
+			n_cached++;
+			pthread_mutex_unlock(&cand_mu);
+			return c;
+		}
+		pthread_mutex_unlock(&cand_mu);
+	}
+	*own = true;
+	return c;
+}
+
+void sim_offers_cache_clear(const struct sim_catalog *cat)
+{
+	pthread_mutex_lock(&cand_mu);
+	for (struct candidates **pp = &cand_list; *pp;) {
+		struct candidates *c = *pp;
+		if (cat && c->cat != cat) {
+			pp = &c->next;
+			continue;
+		}
+		*pp = c->next;
+		candidates_free(c);
+		n_cached--;
+	}
+	pthread_mutex_unlock(&cand_mu);
 }
 
 /*
@@ -143,36 +260,32 @@ static int collect(const struct sim_catalog *cat, struct sim_state *st, const st
 	for (size_t i = 0; i < cfg->n_regions; i++)
 		region_ok[sim_catalog_find_region(cat, cfg->regions[i])] = true;
 
-	*f = (struct filter){.region_ok = region_ok, .req = req, .capacity = cfg->capacity};
+	*f = (struct filter){.req = req, .capacity = cfg->capacity};
 	struct pool_count *pools;
 	if (count_pools(st, a, &pools, &f->n_pools))
 		return sim_fail(e, DRV_ENOMEM, "out of memory");
 	f->pools = pools;
 
-	size_t n_syn = syn ? syn->n_offers : 0;
-	size_t max = cat->n_offers + n_syn;
+	bool own;
+	const struct candidates *c = candidates_get(cat, syn, region_ok, &own);
 	/*
 	 * The kept offers are collected first (pointers in a scratch array) and
 	 * copied into an arena block of exactly their number: the arena zeroes
-	 * what it gives, and sizing the block for every candidate (catalog plus
-	 * synthetic, ~10x the answer) spent more time in memset than in the filter.
+	 * what it gives, and sizing the block for every candidate spent more
+	 * time in memset than in the filter.
 	 */
-	const struct sim_offer **kept = malloc((max ? max : 1) * sizeof(*kept));
-	if (!kept)
-		return sim_fail(e, DRV_ENOMEM, "out of memory for %zu offers", max);
-
-	/* Merge of two price-sorted lists keeps the whole answer sorted by price. */
-	size_t i = 0, j = 0, n = 0;
-	while (i < cat->n_offers || j < n_syn) {
-		const struct sim_offer *o;
-		if (j >= n_syn || (i < cat->n_offers && cat->offers[i].offer.price_per_hour <=
-		                                            syn->offers[j].offer.price_per_hour))
-			o = &cat->offers[i++];
-		else
-			o = &syn->offers[j++];
-		if (keep(f, o))
-			kept[n++] = o;
+	const struct sim_offer **kept = c ? malloc((c->n + 1) * sizeof(*kept)) : NULL;
+	if (!kept) {
+		if (own)
+			candidates_free((struct candidates *)c);
+		return sim_fail(e, DRV_ENOMEM, "out of memory for the offers");
 	}
+	size_t n = 0;
+	for (size_t i = 0; i < c->n; i++)
+		if (drv_offer_matches(&c->offers[i]->offer, req))
+			kept[n++] = c->offers[i];
+	if (own)
+		candidates_free((struct candidates *)c);
 	*kept_out = kept;
 	*n_out = n;
 	return 0;
