@@ -43,12 +43,14 @@ struct owned {
  * (the strictest member of a generated struct), without a call into the
  * arena for each one.
  */
-#define BUMP_BLOCK 16384
+#define BUMP_BLOCK_MAX 16384
+#define BUMP_BLOCK_MIN 512
 #define BUMP_ALIGN 8
 
 struct bump {
 	struct drv__arena *arena;
 	unsigned char *p, *end;
+	size_t block; /* size of the blocks taken from the arena */
 };
 
 static void *arena_alloc(void *data, size_t size)
@@ -62,13 +64,13 @@ static void *arena_alloc(void *data, size_t size)
 		b->p += need;
 		return r;
 	}
-	if (need > BUMP_BLOCK / 4)
+	if (need > b->block / 4)
 		return drv__arena_alloc_raw(b->arena, need);
-	unsigned char *blk = drv__arena_alloc_raw(b->arena, BUMP_BLOCK);
+	unsigned char *blk = drv__arena_alloc_raw(b->arena, b->block);
 	if (!blk)
 		return NULL;
 	b->p = blk + need;
-	b->end = blk + BUMP_BLOCK;
+	b->end = blk + b->block;
 	return blk;
 }
 
@@ -121,7 +123,9 @@ ProtobufCMessage *drv__response_unpack(const ProtobufCMessageDescriptor *desc, s
 	/* The unpacked structs take about four times the wire size; the kept bytes once more. */
 	size_t factor = keep ? 5 : 4;
 	drv__arena_size_hint(&o->arena, len > SIZE_MAX / factor ? SIZE_MAX : len * factor);
-	struct bump bump = {.arena = &o->arena};
+	/* Blocks in proportion to the message, so that a small one does not take 16 KB. */
+	size_t block = len > BUMP_BLOCK_MAX / 2 ? BUMP_BLOCK_MAX : len * 2;
+	struct bump bump = {.arena = &o->arena, .block = block < BUMP_BLOCK_MIN ? BUMP_BLOCK_MIN : block};
 	ProtobufCAllocator alloc = {.alloc = arena_alloc, .free = arena_free, .allocator_data = &bump};
 	ProtobufCMessage *m = protobuf_c_message_unpack(desc, &alloc, len, data);
 	if (!m) {
