@@ -7,7 +7,9 @@
  *
  *   1. GetOffers over 16 sim backends of exactly 1,000 offers each (their
  *      synthetic_offers calibrated at start; p50, p99),
- *      against the slowest backend's own GetOffers (the sim called directly).
+ *      against the slowest backend's own GetOffers (the sim called directly);
+ *      the slowest backend's elapsed_ms inside the same queries is printed
+ *      beside it for reference, but the verdict uses the stricter one.
  *   2. Instances created and terminated through the server, per second,
  *      against the same create+terminate made on the sim directly.
  *   3. droverd's RSS idle, and with 10,000 instances in its store.
@@ -30,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -91,6 +94,16 @@ static double now_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* CPU time of this process (every thread), ms. */
+static double self_cpu_ms(void)
+{
+	struct rusage ru;
+	if (getrusage(RUSAGE_SELF, &ru))
+		return 0;
+	return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1e3 +
+	       (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e3;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -548,7 +561,11 @@ static void measure_unpack(const ProtobufCMessage *m)
 	free(buf);
 }
 
-static int server_offers(size_t *n_offers, char *err, size_t errlen, double *ms, bool unpack)
+/*
+ * One GetOffers through droverd, decoded and checked whole as a client would.
+ * *slowest: the largest elapsed_ms droverd reports for a backend of this query.
+ */
+static int server_offers(size_t *n_offers, char *err, size_t errlen, double *ms, double *slowest, bool unpack)
 {
 	Drover__Api__V1__GetOffersRequest req = DROVER__API__V1__GET_OFFERS_REQUEST__INIT;
 	drv_requirements rq;
@@ -568,12 +585,16 @@ static int server_offers(size_t *n_offers, char *err, size_t errlen, double *ms,
 	}
 	Drover__Api__V1__GetOffersResponse *r = (Drover__Api__V1__GetOffersResponse *)resp;
 	int bad = 0;
-	for (size_t i = 0; i < r->n_backends; i++)
+	*slowest = 0;
+	for (size_t i = 0; i < r->n_backends; i++) {
+		if (r->backends[i]->elapsed_ms > *slowest)
+			*slowest = r->backends[i]->elapsed_ms;
 		if (strcmp(r->backends[i]->code, "OK") != 0 && *r->backends[i]->code) {
 			snprintf(err, errlen, "backend %s answered %s: %s", r->backends[i]->backend,
 			         r->backends[i]->code, r->backends[i]->message);
 			bad = 1;
 		}
+	}
 	/* The answer itself: every offer whole, from a backend, sorted by price (after the timing). */
 	for (size_t i = 0; i < r->n_offers && !bad; i++) {
 		const Drover__Api__V1__BackendOffer *bo = r->offers[i];
@@ -632,25 +653,42 @@ static void row_offers(const struct opts *o, const struct sizes *sz, const long 
 	drv_host_free(h);
 
 	size_t n = 0;
-	double cpu0 = 0, kids0 = 0;
+	double cpu0 = 0, kids0 = 0, self0 = 0;
+	double *in_query = calloc((size_t)sz->offers_iters, sizeof(double));
 	for (int i = -3; i < sz->offers_iters; i++) {
 		if (i == 0) {
 			cpu0 = cpu_ms(g_droverd);
 			kids0 = children_cpu_ms(g_droverd);
+			self0 = self_cpu_ms();
 		}
-		double ms;
-		if (server_offers(&n, err, sizeof(err), &ms, i == sz->offers_iters - 1)) {
+		double ms, in_ms;
+		if (server_offers(&n, err, sizeof(err), &ms, &in_ms, false)) {
 			row_error(r, "%s", err);
 			free(t);
+			free(in_query);
 			return;
 		}
-		if (i >= 0)
+		if (i >= 0) {
 			t[i] = ms;
+			in_query[i] = in_ms;
+		}
 	}
 	double cpu = (cpu_ms(g_droverd) - cpu0) / sz->offers_iters;
 	double kids = (children_cpu_ms(g_droverd) - kids0) / sz->offers_iters;
+	double self = (self_cpu_ms() - self0) / sz->offers_iters;
 	double p50 = pct(t, (size_t)sz->offers_iters, 50), p99 = pct(t, (size_t)sz->offers_iters, 99);
+	double iq50 = pct(in_query, (size_t)sz->offers_iters, 50);
 	free(t);
+	free(in_query);
+	/* One more call, untimed, to measure the client's unpack of the answer apart. */
+	{
+		double ms, in_ms;
+		size_t n2;
+		if (server_offers(&n2, err, sizeof(err), &ms, &in_ms, true)) {
+			row_error(r, "%s", err);
+			return;
+		}
+	}
 	long total = 0, mn = LONG_MAX, mx = 0;
 	for (int b = 0; b < N_BACKENDS; b++) {
 		total += counts[b];
@@ -667,6 +705,9 @@ static void row_offers(const struct opts *o, const struct sizes *sz, const long 
 	json_object_set_new(r->data, "baseline_p50_ms", json_real(slow_p50));
 	json_object_set_new(r->data, "baseline_p99_ms", json_real(slow_p99));
 	json_object_set_new(r->data, "baseline_backend", json_integer(slowest));
+	/* For reference only (the verdict uses the stricter baseline above). */
+	json_object_set_new(r->data, "slowest_backend_in_query_p50_ms", json_real(iq50));
+	json_object_set_new(r->data, "client_cpu_ms_per_call", json_real(self));
 	json_object_set_new(r->data, "backends", json_integer(N_BACKENDS));
 	json_object_set_new(r->data, "offers_per_backend_min", json_integer(mn));
 	json_object_set_new(r->data, "offers_per_backend_max", json_integer(mx));
@@ -679,9 +720,20 @@ static void row_offers(const struct opts *o, const struct sizes *sz, const long 
 	    "   offers: %d backends x %ld..%ld offers (%ld in all; sim regions %s, requirements cpus >= 2); "
 	    "droverd returned %zu; %d timed calls after 3 warm-ups;\n          CPU per call: droverd %.1f "
 	    "ms, its sim "
-	    "driver %.1f ms (load-independent, unlike the latencies);\n          the client's own unpack of "
-	    "the answer (in every latency above): %.1f ms\n",
+	    "driver %.1f ms (load-independent, unlike the latencies);\n          the answer unpacked by "
+	    "plain protobuf-c (a malloc per part; the SDK's arena unpack that\n          the client uses, in "
+	    "every "
+	    "latency above, costs less): %.1f ms\n",
 	    N_BACKENDS, mn, mx, total, OFFER_REGIONS, n, sz->offers_iters, cpu, kids, g_unpack_ms);
+	printf("          CPU per call of this client (decoding and checking the whole answer, gRPC threads "
+	       "included): %.1f ms\n",
+	       self);
+	printf("   baselines: the verdict compares with the slowest backend alone (one sim answering one "
+	       "GetOffers,\n          nothing else running): p50 %.1f ms, so <= %.1f ms. For reference only, "
+	       "the slowest backend's\n          elapsed_ms inside the same queries (as droverd reports it: "
+	       "16 calls sharing one sim process,\n          and droverd's decoding of the others' answers): "
+	       "p50 %.1f ms; on that reading the target\n          would be <= %.1f ms (%s).\n",
+	       slow_p50, 2.0 * slow_p50, iq50, 2.0 * iq50, p50 <= 2.0 * iq50 ? "met" : "not met");
 }
 
 /* ---- row 2: create + terminate ---- */

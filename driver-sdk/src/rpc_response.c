@@ -8,7 +8,13 @@
  * The top-level struct is copied into the block that holds the arena, right
  * behind it, so the free finds the arena from the message pointer alone.
  * Copying it is safe: a generated message struct has no pointers into itself.
+ *
+ * A program that forwards parts of some responses verbatim can ask for their
+ * received bytes to be kept too (drv_response_keep_bytes()): one copy into
+ * the same arena, so the bytes live and die with the message. Every other
+ * response pays nothing for it.
  */
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -19,15 +25,53 @@
 
 #define OWNED_MAGIC 0x64727672u /* "drvr" */
 
+/* Message types whose responses keep their bytes; set rarely, read on every unpack. */
+#define MAX_KEEP 8
+static _Atomic(const ProtobufCMessageDescriptor *) keep_types[MAX_KEEP];
+
 struct owned {
 	uint32_t magic;
 	struct drv__arena arena;
+	const uint8_t *bytes; /* in the arena; NULL unless the type keeps its bytes */
+	size_t n_bytes;
 	_Alignas(max_align_t) unsigned char msg[];
+};
+
+/*
+ * protobuf-c asks for a dozen small blocks per offer (structs, strings,
+ * arrays): they are cut from blocks of the arena here, 8-byte aligned
+ * (the strictest member of a generated struct), without a call into the
+ * arena for each one.
+ */
+#define BUMP_BLOCK_MAX 16384
+#define BUMP_BLOCK_MIN 512
+#define BUMP_ALIGN 8
+
+struct bump {
+	struct drv__arena *arena;
+	unsigned char *p, *end;
+	size_t block; /* size of the blocks taken from the arena */
 };
 
 static void *arena_alloc(void *data, size_t size)
 {
-	return drv__arena_alloc_raw(data, size);
+	struct bump *b = data;
+	size_t need = (size + BUMP_ALIGN - 1) & ~(size_t)(BUMP_ALIGN - 1);
+	if (need < size)
+		return NULL;
+	if ((size_t)(b->end - b->p) >= need) {
+		void *r = b->p;
+		b->p += need;
+		return r;
+	}
+	if (need > b->block / 4)
+		return drv__arena_alloc_raw(b->arena, need);
+	unsigned char *blk = drv__arena_alloc_raw(b->arena, b->block);
+	if (!blk)
+		return NULL;
+	b->p = blk + need;
+	b->end = blk + b->block;
+	return blk;
 }
 
 /* The arena frees everything at once; protobuf-c's frees of scratch space are no-ops. */
@@ -35,6 +79,33 @@ static void arena_free(void *data, void *ptr)
 {
 	(void)data;
 	(void)ptr;
+}
+
+int drv_response_keep_bytes(const ProtobufCMessageDescriptor *desc)
+{
+	for (size_t i = 0; i < MAX_KEEP; i++) {
+		const ProtobufCMessageDescriptor *cur = atomic_load(&keep_types[i]);
+		if (cur == desc)
+			return 0;
+		if (!cur && atomic_compare_exchange_strong(&keep_types[i], &cur, desc))
+			return 0;
+		if (cur == desc) /* another thread registered it first */
+			return 0;
+	}
+	return DRV_ENOMEM;
+}
+
+static bool keeps_bytes(const ProtobufCMessageDescriptor *desc)
+{
+	for (size_t i = 0; i < MAX_KEEP; i++) {
+		const ProtobufCMessageDescriptor *cur =
+		    atomic_load_explicit(&keep_types[i], memory_order_relaxed);
+		if (!cur)
+			return false;
+		if (cur == desc)
+			return true;
+	}
+	return false;
 }
 
 ProtobufCMessage *drv__response_unpack(const ProtobufCMessageDescriptor *desc, size_t len,
@@ -45,28 +116,59 @@ ProtobufCMessage *drv__response_unpack(const ProtobufCMessageDescriptor *desc, s
 	if (!o)
 		return NULL;
 	o->magic = OWNED_MAGIC;
+	o->bytes = NULL;
+	o->n_bytes = 0;
 	drv__arena_init(&o->arena);
-	/* The unpacked structs take about four times the wire size. */
-	drv__arena_size_hint(&o->arena, len > SIZE_MAX / 4 ? SIZE_MAX : len * 4);
-	ProtobufCAllocator alloc = {.alloc = arena_alloc, .free = arena_free, .allocator_data = &o->arena};
+	bool keep = keeps_bytes(desc);
+	/* The unpacked structs take about four times the wire size; the kept bytes once more. */
+	size_t factor = keep ? 5 : 4;
+	drv__arena_size_hint(&o->arena, len > SIZE_MAX / factor ? SIZE_MAX : len * factor);
+	/* Blocks in proportion to the message, so that a small one does not take 16 KB. */
+	size_t block = len > BUMP_BLOCK_MAX / 2 ? BUMP_BLOCK_MAX : len * 2;
+	struct bump bump = {.arena = &o->arena, .block = block < BUMP_BLOCK_MIN ? BUMP_BLOCK_MIN : block};
+	ProtobufCAllocator alloc = {.alloc = arena_alloc, .free = arena_free, .allocator_data = &bump};
 	ProtobufCMessage *m = protobuf_c_message_unpack(desc, &alloc, len, data);
 	if (!m) {
 		drv__arena_release(&o->arena);
 		free(o);
 		return NULL;
 	}
+	if (keep && len > 0) {
+		uint8_t *copy = drv__arena_alloc_raw(&o->arena, len);
+		if (!copy) {
+			drv__arena_release(&o->arena);
+			free(o);
+			return NULL;
+		}
+		memcpy(copy, data, len);
+		o->bytes = copy;
+		o->n_bytes = len;
+	}
 	memcpy(o->msg, m, desc->sizeof_message);
 	return (ProtobufCMessage *)o->msg;
+}
+
+static struct owned *owner(const void *resp)
+{
+	struct owned *o = (struct owned *)((unsigned char *)resp - offsetof(struct owned, msg));
+	/* A message from anywhere else is a programmer error that would corrupt the heap: stop here. */
+	if (o->magic != OWNED_MAGIC)
+		abort();
+	return o;
+}
+
+const uint8_t *drv_response_bytes(const void *resp, size_t *len)
+{
+	const struct owned *o = owner(resp);
+	*len = o->n_bytes;
+	return o->bytes;
 }
 
 void drv_response_free(void *resp)
 {
 	if (!resp)
 		return;
-	struct owned *o = (struct owned *)((unsigned char *)resp - offsetof(struct owned, msg));
-	/* A message from anywhere else is a programmer error that would corrupt the heap: stop here. */
-	if (o->magic != OWNED_MAGIC)
-		abort();
+	struct owned *o = owner(resp);
 	o->magic = 0;
 	drv__arena_release(&o->arena);
 	free(o);

@@ -396,6 +396,8 @@ void sim_catalog_free(struct sim_catalog *cat)
 			for (int z = 0; z < 3; z++)
 				free(cat->zones[r][z]);
 	free(cat->zones);
+	sim_offers_cache_clear(cat);
+	sim_offers_free_wire(cat->offers, cat->n_offers);
 	free(cat->offers);
 	free(cat->region_lists);
 	free(cat->regions);
@@ -555,10 +557,12 @@ const struct sim_offer *sim_synth_find(const struct sim_synth *s, const char *ty
 
 void sim_synth_cleanup(void)
 {
+	sim_offers_cache_clear(NULL);
 	pthread_mutex_lock(&synth_mu);
 	while (synth_list) {
 		struct sim_synth *s = synth_list;
 		synth_list = s->next;
+		sim_offers_free_wire(s->offers, s->n_offers);
 		free(s->offers);
 		free(s->names);
 		free(s);

@@ -79,10 +79,12 @@ struct srv_offer_item {
 	 * value. */
 	const uint8_t *wire;
 	size_t wire_len;
-	/* private: sort keys (the first bytes of type and region), so most comparisons need no strcmp */
+	/* private: sort keys (the first 16 bytes of type and region), so most comparisons need no strcmp */
 	double price;
-	uint64_t type_key, region_key;
-	uint32_t rank; /* the backend's place in the query's backends, which are sorted by name */
+	uint64_t type_key[2], region_key[2];
+	uint32_t rank;     /* the backend's place in the query's backends, which are sorted by name */
+	bool type_short;   /* the type fits in its key: equal keys mean equal types */
+	bool region_short; /* likewise for the region */
 };
 
 struct srv_backend_result {

@@ -88,16 +88,36 @@ static void fanout_maybe_free(struct fanout *fo)
 	free(fo);
 }
 
-/* The first 8 bytes of s, big-endian: orders like strcmp on those bytes. */
-static uint64_t prefix_key(const char *s)
+/*
+ * The first 16 bytes of s as two big-endian words, NUL-padded: they order
+ * like strcmp on those bytes. Returns whether s ends within them, in which
+ * case equal keys mean equal strings.
+ */
+static bool prefix_key(const char *s, uint64_t key[2])
 {
-	uint64_t k = 0;
-	for (int i = 0; i < 8; i++) {
-		k <<= 8;
-		if (s && *s)
-			k |= (unsigned char)*s++;
-	}
-	return k;
+	key[0] = key[1] = 0;
+	if (!s)
+		return true;
+	for (int w = 0; w < 2; w++)
+		for (int i = 0; i < 8; i++) {
+			key[w] <<= 8;
+			if (*s)
+				key[w] |= (unsigned char)*s++;
+		}
+	return *s == 0;
+}
+
+/* The order of two names by their keys, falling back to strcmp when a name is longer than its key. */
+static int cmp_name(const uint64_t xk[2], bool x_short, const char *xs, const uint64_t yk[2], bool y_short,
+                    const char *ys)
+{
+	if (xk[0] != yk[0])
+		return xk[0] < yk[0] ? -1 : 1;
+	if (xk[1] != yk[1])
+		return xk[1] < yk[1] ? -1 : 1;
+	if (x_short && y_short)
+		return 0;
+	return strcmp(xs ? xs : "", ys ? ys : "");
 }
 
 static int cmp_items(const void *a, const void *b)
@@ -109,21 +129,33 @@ static int cmp_items(const void *a, const void *b)
 	/*
 	 * Ties: the same offer (type, region) of several backends sits together,
 	 * by backend name, so a refused offer falls back to the same machine
-	 * elsewhere before a different one.
+	 * elsewhere before a different one. Such ties are common (every backend
+	 * of a type may list the same catalog), and short names are decided by
+	 * their keys alone.
 	 */
-	if (x->type_key != y->type_key)
-		return x->type_key < y->type_key ? -1 : 1;
-	int c = strcmp(x->offer->instance_type ? x->offer->instance_type : "",
-	               y->offer->instance_type ? y->offer->instance_type : "");
+	int c = cmp_name(x->type_key, x->type_short, x->offer->instance_type, y->type_key, y->type_short,
+	                 y->offer->instance_type);
 	if (c)
 		return c;
-	if (x->region_key != y->region_key)
-		return x->region_key < y->region_key ? -1 : 1;
-	c = strcmp(x->offer->region ? x->offer->region : "", y->offer->region ? y->offer->region : "");
+	c = cmp_name(x->region_key, x->region_short, x->offer->region, y->region_key, y->region_short,
+	             y->offer->region);
 	if (c)
 		return c;
 	/* The slots are in backend name order (the store's), so the rank orders like the names. */
 	return x->rank < y->rank ? -1 : x->rank > y->rank;
+}
+
+/* The head of one backend's sorted run in the merge. */
+struct head {
+	double price; /* it->price, next to the entry for the heap's comparisons */
+	const struct srv_offer_item *it, *end;
+};
+
+static inline bool head_less(const struct head *a, const struct head *b)
+{
+	if (a->price != b->price)
+		return a->price < b->price;
+	return cmp_items(a->it, b->it) < 0;
 }
 
 static size_t varint_len(size_t v)
@@ -168,6 +200,98 @@ static void pack_run(struct fanout *fo, struct fan_slot *s)
 	fo->res->wires[s->idx] = buf;
 }
 
+/* Bytes of one offer inside a response's bytes. */
+struct span {
+	const uint8_t *p;
+	size_t len;
+};
+
+/* One varint at *p (before end): its value, and *p moved past it; false when cut short. */
+static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	uint64_t x = 0;
+	for (unsigned shift = 0; shift < 64 && *p < end; shift += 7) {
+		uint8_t b = *(*p)++;
+		x |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80)) {
+			*v = x;
+			return true;
+		}
+	}
+	return false;
+}
+
+/*
+ * Where each offer of a GetOffersResponse lies in the bytes it was unpacked
+ * from: for every top-level field 1 (offers) entry, in order, its length
+ * varint and body, which is what a length-delimited field carries after its
+ * tag. protobuf-c keeps a repeated field's entries in wire order, so entry k
+ * is offers[k]. Only the top level is walked; the offers themselves stay
+ * opaque. Returns false unless exactly `n` entries are found in well-formed
+ * bytes (the caller then packs the offers itself).
+ */
+static bool scan_offers(const uint8_t *p, size_t len, size_t n, struct span *at)
+{
+	const uint8_t *end = p + len;
+	size_t k = 0;
+	while (p < end) {
+		uint64_t tag, v;
+		if (!read_varint(&p, end, &tag))
+			return false;
+		const uint8_t *start = p;
+		switch (tag & 7) {
+		case 0: /* varint */
+			if (!read_varint(&p, end, &v))
+				return false;
+			break;
+		case 1: /* 64-bit */
+			if ((size_t)(end - p) < 8)
+				return false;
+			p += 8;
+			break;
+		case 2: /* length-delimited */
+			if (!read_varint(&p, end, &v) || v > (uint64_t)(end - p))
+				return false;
+			p += v;
+			if (tag >> 3 == 1) {
+				if (k == n)
+					return false;
+				at[k].p = start;
+				at[k++].len = (size_t)(p - start);
+			}
+			break;
+		case 5: /* 32-bit */
+			if ((size_t)(end - p) < 4)
+				return false;
+			p += 4;
+			break;
+		default: /* groups: not in this message */
+			return false;
+		}
+	}
+	return k == n;
+}
+
+/*
+ * Each offer of `r` exactly as its driver sent it, from the bytes the
+ * response kept (drv_response_keep_bytes()): the same bytes as packing the
+ * unpacked offer again, unknown fields included, without the packing. NULL
+ * when those bytes are not at hand; the caller then packs the offers.
+ */
+static struct span *offer_spans(const drv_get_offers_response *r)
+{
+	size_t len;
+	const uint8_t *bytes = drv_response_bytes(r, &len);
+	if (!bytes)
+		return NULL;
+	struct span *at = malloc((r->n_offers + 1) * sizeof(*at));
+	if (at && !scan_offers(bytes, len, r->n_offers, at)) {
+		free(at);
+		at = NULL;
+	}
+	return at;
+}
+
 static void deadline_closed(uv_handle_t *h)
 {
 	free(h);
@@ -210,52 +334,54 @@ static void fanout_finish(struct fanout *fo)
 		n += fo->slots[i].n_run;
 	}
 	res->items = malloc((n + 1) * sizeof(*res->items));
-	/* A binary min-heap of run heads: n log k comparisons. */
-	struct fan_slot **heap = calloc(fo->n + 1, sizeof(*heap));
-	size_t *pos = calloc(fo->n + 1, sizeof(size_t));
+	/*
+	 * A binary min-heap of run heads: n log k comparisons. Each entry holds
+	 * its head's price, so most comparisons are one inline compare of two
+	 * doubles in the heap itself; only equal prices go to cmp_items.
+	 */
+	struct head *heap = calloc(fo->n + 1, sizeof(*heap));
 	size_t hn = 0;
 	for (size_t i = 0; i < fo->n; i++) {
 		if (fo->slots[i].n_run == 0)
 			continue;
 		/* Sift up. */
 		size_t c = hn++;
-		heap[c] = &fo->slots[i];
+		heap[c] = (struct head){.it = fo->slots[i].run, .end = fo->slots[i].run + fo->slots[i].n_run};
+		heap[c].price = heap[c].it->price;
 		while (c > 0) {
 			size_t p = (c - 1) / 2;
-			if (cmp_items(&heap[p]->run[0], &heap[c]->run[0]) <= 0)
+			if (!head_less(&heap[c], &heap[p]))
 				break;
-			struct fan_slot *t = heap[p];
+			struct head t = heap[p];
 			heap[p] = heap[c];
 			heap[c] = t;
 			c = p;
 		}
 	}
 	for (size_t k = 0; k < n; k++) {
-		struct fan_slot *top = heap[0];
-		size_t ti = (size_t)(top - fo->slots);
-		res->items[k] = top->run[pos[ti]++];
-		if (pos[ti] == top->n_run)
+		struct head *top = &heap[0];
+		res->items[k] = *top->it++;
+		if (top->it == top->end)
 			heap[0] = heap[--hn];
+		else
+			top->price = top->it->price;
 		/* Sift down the (new) root. */
 		size_t c = 0;
 		for (;;) {
 			size_t l = 2 * c + 1, r = l + 1, m = c;
-			if (l < hn && cmp_items(&heap[l]->run[pos[heap[l] - fo->slots]],
-			                        &heap[m]->run[pos[heap[m] - fo->slots]]) < 0)
+			if (l < hn && head_less(&heap[l], &heap[m]))
 				m = l;
-			if (r < hn && cmp_items(&heap[r]->run[pos[heap[r] - fo->slots]],
-			                        &heap[m]->run[pos[heap[m] - fo->slots]]) < 0)
+			if (r < hn && head_less(&heap[r], &heap[m]))
 				m = r;
 			if (m == c)
 				break;
-			struct fan_slot *t = heap[m];
+			struct head t = heap[m];
 			heap[m] = heap[c];
 			heap[c] = t;
 			c = m;
 		}
 	}
 	free(heap);
-	free(pos);
 	res->n_items = n;
 	srv_debug("engine", "offers: %zu backends, %zu of %zu offers kept, merged and sorted in %lld ms",
 	          fo->n, n, total, (long long)(srv_now_ms() - fo->t_done));
@@ -297,6 +423,7 @@ static void offers_done(void *ud, int code, const char *message, ProtobufCMessag
 		drv_get_offers_response *r = (drv_get_offers_response *)resp;
 		fo->res->resps[s->idx] = resp;
 		br->offer_count = (unsigned)r->n_offers;
+		struct span *at = fo->packed_offers ? offer_spans(r) : NULL;
 		s->run = malloc((r->n_offers + 1) * sizeof(*s->run));
 		for (size_t k = 0; k < r->n_offers; k++) {
 			const drv_offer *o = r->offers[k];
@@ -309,10 +436,10 @@ static void offers_done(void *ud, int code, const char *message, ProtobufCMessag
 			it->backend_type = br->type;
 			it->offer = o;
 			it->price = o->price_per_hour;
-			it->type_key = prefix_key(o->instance_type);
-			it->region_key = prefix_key(o->region);
-			it->wire = NULL;
-			it->wire_len = 0;
+			it->type_short = prefix_key(o->instance_type, it->type_key);
+			it->region_short = prefix_key(o->region, it->region_key);
+			it->wire = at ? at[k].p : NULL;
+			it->wire_len = at ? at[k].len : 0;
 			it->rank = (uint32_t)s->idx;
 		}
 		/* Drivers usually answer sorted by price already: then one pass instead of a sort. */
@@ -321,8 +448,9 @@ static void offers_done(void *ud, int code, const char *message, ProtobufCMessag
 			k++;
 		if (k < s->n_run)
 			qsort(s->run, s->n_run, sizeof(*s->run), cmp_items);
-		if (fo->packed_offers)
+		if (fo->packed_offers && !at)
 			pack_run(fo, s);
+		free(at);
 	} else if (resp) {
 		drv_response_free(resp);
 	}
@@ -406,6 +534,9 @@ void srv_engine_offers(struct srv_engine *eng, const struct srv_offers_query *q,
 	fo->ud = ud;
 	fo->required = q->required_features;
 	fo->packed_offers = q->packed_offers;
+	/* Answers keep their bytes from now on, so the offers are forwarded rather than packed again. */
+	if (fo->packed_offers)
+		drv_response_keep_bytes(&drover__compute__v1__get_offers_response__descriptor);
 	fo->timeout_ms = q->timeout_ms > 0 ? q->timeout_ms : eng->cfg->offers_timeout_ms;
 	if (q->requirements) {
 		size_t len;

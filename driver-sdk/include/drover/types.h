@@ -157,6 +157,23 @@ struct drv_status {
  */
 void drv_response_free(void *resp);
 
+/*
+ * Makes every response of type `desc` unpacked from now on keep a copy of
+ * the bytes it was unpacked from, for drv_response_bytes(): for a program
+ * that forwards parts of such responses verbatim instead of packing them
+ * again (droverd forwards its drivers' offers). Other types pay nothing.
+ * Idempotent; any thread; `desc` is borrowed for the program's lifetime.
+ * Returns 0, or DRV_ENOMEM when 8 types are registered already.
+ */
+int drv_response_keep_bytes(const ProtobufCMessageDescriptor *desc);
+
+/*
+ * The bytes a response (as for drv_response_free()) was unpacked from, and
+ * their length in *len; NULL with *len 0 when its type does not keep them
+ * (or it was empty). Borrowed: valid until the response is freed.
+ */
+const uint8_t *drv_response_bytes(const void *resp, size_t *len);
+
 /* The protocol version this SDK speaks (the handshake's second field). */
 #define DRV_PROTOCOL_VERSION 1
 

@@ -104,11 +104,51 @@ static void test_bad_bytes_and_empty(void **state)
 	drv_response_free(NULL);
 }
 
+/* Only registered types keep their bytes; a kept copy is exact and outlives the caller's buffer. */
+static void test_keep_bytes(void **state)
+{
+	(void)state;
+	size_t len, n;
+	uint8_t *buf = pack_offers(&len);
+	const ProtobufCMessageDescriptor *d = &drover__compute__v1__get_offers_response__descriptor;
+
+	ProtobufCMessage *plain = drv__response_unpack(d, len, buf);
+	assert_non_null(plain);
+	assert_null(drv_response_bytes(plain, &n));
+	assert_int_equal(n, 0);
+
+	assert_int_equal(drv_response_keep_bytes(d), 0);
+	assert_int_equal(drv_response_keep_bytes(d), 0); /* idempotent */
+	ProtobufCMessage *kept = drv__response_unpack(d, len, buf);
+	assert_non_null(kept);
+	memset(buf, 0, len);
+	const uint8_t *bytes = drv_response_bytes(kept, &n);
+	assert_non_null(bytes);
+	assert_int_equal(n, len);
+	uint8_t *again = malloc(len);
+	assert_non_null(again);
+	protobuf_c_message_pack(kept, again);
+	assert_memory_equal(again, bytes, len);
+	free(again);
+
+	/* Another type still keeps nothing. */
+	ProtobufCMessage *other = drv__response_unpack(&drover__compute__v1__get_offers_request__descriptor,
+	                                               0, (const uint8_t *)"");
+	assert_non_null(other);
+	assert_null(drv_response_bytes(other, &n));
+
+	drv_response_free(other);
+	drv_response_free(kept);
+	drv_response_free(plain);
+	free(buf);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_unpack_equals_default),
 	    cmocka_unit_test(test_bad_bytes_and_empty),
+	    cmocka_unit_test(test_keep_bytes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -163,19 +163,63 @@ static void test_offers_merge_filter_sort(void **state)
 	assert_int_equal(result_of(r, "e-nodriver")->code, DRV_ENOTFOUND);
 	assert_true(r->n_items > 0);
 	bool seen_a = false, seen_b = false;
+	size_t ties = 0; /* the same offer from both sims */
 	for (size_t i = 0; i < r->n_items; i++) {
 		const drv_offer *off = r->items[i].offer;
 		assert_true(drv_offer_matches(off, &req));
 		assert_true(off->price_per_hour <= 10.0);
 		assert_true(off->resources->n_gpus > 0);
-		if (i > 0)
-			assert_true(r->items[i - 1].offer->price_per_hour <= off->price_per_hour);
+		if (i > 0) {
+			const struct srv_offer_item *p = &r->items[i - 1], *c = &r->items[i];
+			assert_true(p->offer->price_per_hour <= off->price_per_hour);
+			/* Equal prices: by type, then region, then backend (both backends list the catalog).
+			 */
+			if (p->offer->price_per_hour == off->price_per_hour) {
+				int t = strcmp(p->offer->instance_type, off->instance_type);
+				int g = strcmp(p->offer->region, off->region);
+				assert_true(
+				    t < 0 ||
+				    (t == 0 && (g < 0 || (g == 0 && strcmp(p->backend, c->backend) < 0))));
+				ties += t == 0 && g == 0;
+			}
+		}
 		seen_a |= strcmp(r->items[i].backend, "a-fast") == 0;
 		seen_b |= strcmp(r->items[i].backend, "b-fast") == 0;
 		assert_true(strcmp(r->items[i].backend, "c-slow") != 0);
 	}
 	assert_true(seen_a && seen_b);
+	assert_true(ties > 0);
 	srv_offers_result_free(r);
+
+	/*
+	 * With packed_offers each item carries its offer's bytes for the reply (forwarded as the
+	 * driver sent them): exactly its length and the packed offer.
+	 */
+	memset(&o, 0, sizeof(o));
+	q.packed_offers = true;
+	srv_engine_offers(f->eng, &q, offers_cb, &o);
+	assert_true(run_until(&f->loop, &o.done, 10000));
+	assert_int_equal(o.code, 0);
+	assert_true(o.res->n_items > 0);
+	for (size_t i = 0; i < o.res->n_items; i++) {
+		const struct srv_offer_item *it = &o.res->items[i];
+		size_t body = drover__compute__v1__offer__get_packed_size(it->offer);
+		uint8_t *want = malloc(body + 10);
+		assert_non_null(want);
+		size_t n = 0, v = body;
+		while (v >= 0x80) {
+			want[n++] = (uint8_t)(v | 0x80);
+			v >>= 7;
+		}
+		want[n++] = (uint8_t)v;
+		n += drover__compute__v1__offer__pack(it->offer, want + n);
+		assert_non_null(it->wire);
+		assert_int_equal(it->wire_len, n);
+		assert_memory_equal(it->wire, want, n);
+		free(want);
+	}
+	srv_offers_result_free(o.res);
+	q.packed_offers = false;
 
 	/* A required feature the example driver lacks: it is skipped and says why; sims still answer. */
 	add_backend(f, "f-example", "example", "{}");
