@@ -397,7 +397,6 @@ void sim_catalog_free(struct sim_catalog *cat)
 				free(cat->zones[r][z]);
 	free(cat->zones);
 	sim_offers_cache_clear(cat);
-	sim_offers_free_wire(cat->offers, cat->n_offers);
 	free(cat->offers);
 	free(cat->region_lists);
 	free(cat->regions);
@@ -562,7 +561,6 @@ void sim_synth_cleanup(void)
 	while (synth_list) {
 		struct sim_synth *s = synth_list;
 		synth_list = s->next;
-		sim_offers_free_wire(s->offers, s->n_offers);
 		free(s->offers);
 		free(s->names);
 		free(s);

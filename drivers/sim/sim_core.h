@@ -101,12 +101,6 @@ struct sim_offer {
 	uint64_t slot; /* hash of (instance type, region): the capacity pool */
 	uint16_t region_idx;
 	bool no_quota; /* deterministic: a few pools have no quota */
-	/*
-	 * The offer packed, behind its length (varint), made on first answer and
-	 * kept (sim_offers_get_packed): the same bytes every call with its own
-	 * availability. NULL until then; freed with the offer.
-	 */
-	_Atomic(uint8_t *) wire;
 };
 
 struct sim_catalog {
@@ -289,17 +283,6 @@ int sim_config_check_regions(const struct sim_catalog *cat, const struct sim_con
 int sim_offers_get(const struct sim_catalog *cat, struct sim_state *st, const struct sim_config *cfg,
                    const drv_requirements *req, struct sim_arena *a, drv_get_offers_response *resp,
                    struct sim_err *e);
-/*
- * The same answer as sim_offers_get(), for sending: every offer is carried
- * packed, as an unknown field 1 of `resp` (n_offers stays 0), which
- * protobuf-c writes out verbatim. The response packs to exactly the bytes of
- * sim_offers_get()'s; most offers reuse bytes packed by an earlier call.
- */
-int sim_offers_get_packed(const struct sim_catalog *cat, struct sim_state *st, const struct sim_config *cfg,
-                          const drv_requirements *req, struct sim_arena *a, drv_get_offers_response *resp,
-                          struct sim_err *e);
-/* Frees the kept bytes of n offers (before the offers themselves). */
-void sim_offers_free_wire(struct sim_offer *offers, size_t n);
 /*
  * Forgets the kept candidate lists of `cat`, or of every catalog when NULL,
  * before the offers they point to are freed (no call may be using them).

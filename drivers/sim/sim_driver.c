@@ -183,8 +183,7 @@ static int get_offers(struct drv_call *call, const drv_get_offers_request *req, 
 	int rc = begin(call, &c);
 	if (rc)
 		return rc;
-	return finish(&c,
-	              sim_offers_get_packed(c.cat, c.st, &c.cfg, req->requirements, &c.arena, resp, &c.err));
+	return finish(&c, sim_offers_get(c.cat, c.st, &c.cfg, req->requirements, &c.arena, resp, &c.err));
 }
 
 static int create_instance(struct drv_call *call, const drv_create_instance_request *req,

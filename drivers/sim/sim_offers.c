@@ -4,13 +4,10 @@
  *
  * The response copies each drv_offer by value into one arena block and
  * shares everything it points to with the catalog, so 1,000 offers cost two
- * arena allocations and no string copies. The driver answers with
- * sim_offers_get_packed() instead: the offers never change between calls
- * (only their availability may), so each is packed once and its bytes are
- * reused, which took packing, half of a GetOffers' time, out of the calls.
+ * arena allocations and no string copies. The SDK packs the answer like
+ * any driver's.
  */
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -316,121 +313,4 @@ int sim_offers_get(const struct sim_catalog *cat, struct sim_state *st, const st
 	resp->offers = ptrs;
 	resp->n_offers = n;
 	return 0;
-}
-
-/* ---- packed answers ---- */
-
-static size_t put_varint(uint8_t *p, size_t v)
-{
-	size_t n = 0;
-	while (v >= 0x80) {
-		p[n++] = (uint8_t)(v | 0x80);
-		v >>= 7;
-	}
-	p[n++] = (uint8_t)v;
-	return n;
-}
-
-/* `offer` packed behind its length into `out` (or only measured when out is NULL): the size. */
-static size_t pack_len_delimited(const drv_offer *offer, uint8_t *out)
-{
-	size_t body = drover__compute__v1__offer__get_packed_size(offer);
-	uint8_t tmp[10];
-	size_t n = put_varint(out ? out : tmp, body);
-	if (out)
-		drover__compute__v1__offer__pack(offer, out + n);
-	return n + body;
-}
-
-/* Length of the kept bytes of an offer: its varint prefix plus the body it announces. */
-static size_t wire_len(const uint8_t *w)
-{
-	size_t body = 0, n = 0;
-	for (unsigned shift = 0;; shift += 7) {
-		uint8_t b = w[n++];
-		body |= (size_t)(b & 0x7f) << shift;
-		if (!(b & 0x80))
-			break;
-	}
-	return n + body;
-}
-
-/*
- * The offer's kept bytes, packing them on first use. Offers are shared by
- * every call (and thread), so the first bytes published win and a loser
- * frees its own copy. The cache is the only thing written in an offer after
- * it was built, hence the cast.
- */
-static const uint8_t *offer_wire(const struct sim_offer *o)
-{
-	_Atomic(uint8_t *) *slot = (_Atomic(uint8_t *) *)&o->wire;
-	uint8_t *w = atomic_load_explicit(slot, memory_order_acquire);
-	if (w)
-		return w;
-	size_t len = pack_len_delimited(&o->offer, NULL);
-	w = malloc(len);
-	if (!w)
-		return NULL;
-	pack_len_delimited(&o->offer, w);
-	uint8_t *expected = NULL;
-	if (!atomic_compare_exchange_strong_explicit(slot, &expected, w, memory_order_acq_rel,
-	                                             memory_order_acquire)) {
-		free(w);
-		w = expected;
-	}
-	return w;
-}
-
-int sim_offers_get_packed(const struct sim_catalog *cat, struct sim_state *st, const struct sim_config *cfg,
-                          const drv_requirements *req, struct sim_arena *a, drv_get_offers_response *resp,
-                          struct sim_err *e)
-{
-	struct filter f;
-	const struct sim_offer **kept;
-	size_t n;
-	int rc = collect(cat, st, cfg, req, a, &f, &kept, &n, e);
-	if (rc)
-		return rc;
-	ProtobufCMessageUnknownField *uf = sim_arena_alloc(a, (n ? n : 1) * sizeof(*uf));
-	if (!uf) {
-		free(kept);
-		return sim_fail(e, DRV_ENOMEM, "out of memory for %zu offers", n);
-	}
-	for (size_t k = 0; k < n; k++) {
-		const struct sim_offer *o = kept[k];
-		int av = availability(&f, o);
-		const uint8_t *w = av == (int)o->offer.availability ? offer_wire(o) : NULL;
-		size_t len;
-		if (w) {
-			len = wire_len(w);
-		} else {
-			/* Full pools and no-quota offers differ from the kept bytes: packed for this call. */
-			drv_offer copy = o->offer;
-			copy.availability = av;
-			len = pack_len_delimited(&copy, NULL);
-			uint8_t *p = sim_arena_alloc(a, len);
-			if (!p) {
-				free(kept);
-				return sim_fail(e, DRV_ENOMEM, "out of memory for %zu offers", n);
-			}
-			pack_len_delimited(&copy, p);
-			w = p;
-		}
-		uf[k] = (ProtobufCMessageUnknownField){.tag = 1,
-		                                       .wire_type = PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED,
-		                                       .len = len,
-		                                       .data = (uint8_t *)w};
-	}
-	free(kept);
-	resp->offers = NULL;
-	resp->n_offers = 0;
-	resp->base.unknown_fields = uf;
-	resp->base.n_unknown_fields = n;
-	return 0;
-}
-
-void sim_offers_free_wire(struct sim_offer *offers, size_t n)
-{
-	for (size_t i = 0; offers && i < n; i++)
-		free(atomic_load(&offers[i].wire));
 }
