@@ -292,9 +292,10 @@ int sim_offers_get(const struct sim_catalog *cat, struct sim_state *st, const st
                    const drv_requirements *req, struct sim_arena *a, drv_get_offers_response *resp,
                    struct sim_err *e)
 {
-	struct filter f;
-	const struct sim_offer **kept;
-	size_t n;
+	/* Initialised although collect() sets them on success: GCC cannot see that once it inlines it. */
+	struct filter f = {0};
+	const struct sim_offer **kept = NULL;
+	size_t n = 0;
 	int rc = collect(cat, st, cfg, req, a, &f, &kept, &n, e);
 	if (rc)
 		return rc;
