@@ -38,7 +38,7 @@ void drv__arena_init(struct drv__arena *a);
 void *drv__arena_alloc(struct drv__arena *a, size_t size);
 /* Same, without zeroing: for callers that write every byte (protobuf-c's unpack). */
 void *drv__arena_alloc_raw(struct drv__arena *a, size_t size);
-/* Before the first allocation: start with chunks big enough for about `bytes` in all. */
+/* Before the first allocation: start with chunks of about `bytes` (512 B at least), not the default. */
 void drv__arena_size_hint(struct drv__arena *a, size_t bytes);
 char *drv__arena_strdup(struct drv__arena *a, const char *s);
 char *drv__arena_vprintf(struct drv__arena *a, const char *fmt, va_list ap);
