@@ -211,10 +211,16 @@ int main(int argc, char **argv)
 	 * Big blocks (a 2.5 MB packed reply, 16 arrays of 1,000 offers) stay in
 	 * the heap instead of being mmap'ed and unmapped per query, and the heap
 	 * top is not given back after each one (every page faulted in again
-	 * next time): 54 -> 43 ms of CPU per query. srv_api trims once idle.
+	 * next time): 54 -> 43 ms of CPU per query. srv_api trims once idle,
+	 * but malloc_trim() never shrinks the top of a thread's heap: only
+	 * free() does, past this threshold. 16 MB is above what one query
+	 * leaves in a thread (16 answers of about 600 KB unpacked) and bounds
+	 * what each thread keeps: drover-bench-server row 3b (RSS with 10,000
+	 * instances) 33-38 MB at 64 MB, 24-25 MB at 16 MB; at 8 MB every query
+	 * trimmed and faulted again (droverd CPU per query 19 -> 26 ms).
 	 */
 	mallopt(M_MMAP_THRESHOLD, 32 << 20);
-	mallopt(M_TRIM_THRESHOLD, 64 << 20);
+	mallopt(M_TRIM_THRESHOLD, 16 << 20);
 	struct app a = {0};
 	int c, rc = 1;
 
