@@ -125,6 +125,12 @@ int srv_engine_new(uv_loop_t *loop, struct srv_store *st, struct srv_supervisor 
 	uv_prepare_init(loop, &eng->flush);
 	eng->flush.data = eng;
 	srv_store_set_batch_hook(st, on_batch, eng);
+	/*
+	 * Drivers' GetOffers answers keep their bytes, so an offers reply forwards
+	 * each offer as received instead of packing it again (srv_offers.c). The
+	 * setting is per process, hence made once here rather than per query.
+	 */
+	drv_response_keep_bytes(&drover__compute__v1__get_offers_response__descriptor);
 	eng->last_orphan_scan = srv_now_ms() - ORPHAN_SCAN_EVERY_MS + 5000;
 	*out = eng;
 	return 0;

@@ -534,9 +534,6 @@ void srv_engine_offers(struct srv_engine *eng, const struct srv_offers_query *q,
 	fo->ud = ud;
 	fo->required = q->required_features;
 	fo->packed_offers = q->packed_offers;
-	/* Answers keep their bytes from now on, so the offers are forwarded rather than packed again. */
-	if (fo->packed_offers)
-		drv_response_keep_bytes(&drover__compute__v1__get_offers_response__descriptor);
 	fo->timeout_ms = q->timeout_ms > 0 ? q->timeout_ms : eng->cfg->offers_timeout_ms;
 	if (q->requirements) {
 		size_t len;
