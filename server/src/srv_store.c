@@ -615,20 +615,28 @@ int srv_store_backend_delete(struct srv_store *st, const char *project, const ch
 	return sqlite3_changes(st->db) ? 0 : 1;
 }
 
-int srv_store_backend_live_instances(struct srv_store *st, const char *project, const char *name, int64_t *n)
+/* Runs a "SELECT count(*)" with up to two text parameters (NULL binds NULL) into *n. */
+static int count_rows(struct srv_store *st, const char *sql, const char *p1, const char *p2, const char *what,
+                      int64_t *n)
 {
 	sqlite3_stmt *s;
-	if (prep(st,
-	         "SELECT count(*) FROM instances WHERE project = ?1 AND backend = ?2"
-	         " AND status NOT IN ('terminated', 'failed')",
-	         -1, &s, NULL) != SQLITE_OK)
-		return db_err(st, "count instances");
-	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
+	if (prep(st, sql, -1, &s, NULL) != SQLITE_OK)
+		return db_err(st, what);
+	sqlite3_bind_text(s, 1, p1, -1, SQLITE_STATIC);
+	if (p2)
+		sqlite3_bind_text(s, 2, p2, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(s);
 	*n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
 	unprep(st, s);
-	return rc == SQLITE_ROW ? 0 : db_err(st, "count instances");
+	return rc == SQLITE_ROW ? 0 : db_err(st, what);
+}
+
+int srv_store_backend_live_instances(struct srv_store *st, const char *project, const char *name, int64_t *n)
+{
+	return count_rows(st,
+	                  "SELECT count(*) FROM instances WHERE project = ?1 AND backend = ?2"
+	                  " AND status NOT IN ('terminated', 'failed')",
+	                  project, name, "count instances", n);
 }
 
 void srv_backend_free(struct srv_backend *b)
@@ -854,15 +862,8 @@ int srv_store_instance_has_key(struct srv_store *st, const char *key)
 
 int srv_store_instance_count(struct srv_store *st, const char *status, int64_t *n)
 {
-	sqlite3_stmt *s;
-	if (prep(st, "SELECT count(*) FROM instances WHERE ?1 IS NULL OR status = ?1", -1, &s, NULL) !=
-	    SQLITE_OK)
-		return db_err(st, "instance count");
-	sqlite3_bind_text(s, 1, status, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(s);
-	*n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-	unprep(st, s);
-	return rc == SQLITE_ROW ? 0 : db_err(st, "instance count");
+	return count_rows(st, "SELECT count(*) FROM instances WHERE ?1 IS NULL OR status = ?1", status, NULL,
+	                  "instance count", n);
 }
 
 void srv_instance_free(struct srv_instance *in)
@@ -1083,15 +1084,8 @@ int srv_store_instance_by_key(struct srv_store *st, const char *project, const c
 
 int srv_store_instance_count_live(struct srv_store *st, const char *project, int64_t *n)
 {
-	sqlite3_stmt *s;
-	if (prep(st,
-	         "SELECT count(*) FROM instances WHERE project = ?1"
-	         " AND status NOT IN ('terminated', 'failed')",
-	         -1, &s, NULL) != SQLITE_OK)
-		return db_err(st, "instance count");
-	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(s);
-	*n = rc == SQLITE_ROW ? sqlite3_column_int64(s, 0) : 0;
-	unprep(st, s);
-	return rc == SQLITE_ROW ? 0 : db_err(st, "instance count");
+	return count_rows(st,
+	                  "SELECT count(*) FROM instances WHERE project = ?1"
+	                  " AND status NOT IN ('terminated', 'failed')",
+	                  project, NULL, "instance count", n);
 }
