@@ -97,12 +97,17 @@ static bool chance(unsigned pct)
 struct pool {
 	void **blocks;
 	size_t n, cap;
+	long fail_after; /* allocations left before they fail; -1: never */
 	ProtobufCAllocator alloc;
 };
 
 static void *pool_alloc(void *data, size_t size)
 {
 	struct pool *p = data;
+	if (p->fail_after == 0)
+		return NULL;
+	if (p->fail_after > 0)
+		p->fail_after--;
 	if (p->n == p->cap) {
 		size_t cap = p->cap ? 2 * p->cap : 64;
 		void **b = realloc(p->blocks, cap * sizeof(*b));
@@ -127,7 +132,8 @@ static void pool_free(void *data, void *ptr)
 
 static void pool_init(struct pool *p)
 {
-	*p = (struct pool){.alloc = {.alloc = pool_alloc, .free = pool_free, .allocator_data = p}};
+	*p = (struct pool){.fail_after = -1,
+	                   .alloc = {.alloc = pool_alloc, .free = pool_free, .allocator_data = p}};
 }
 
 static void pool_release(struct pool *p)
@@ -802,6 +808,8 @@ static bool check_pack(const ProtobufCMessage *m)
  * matched). `canonical`: the bytes are protobuf-c's own packing, so that
  * packing the codec's struct must give them back exactly.
  */
+static long unpack_alloc_limit = -1; /* the codec's allocations that succeed */
+
 static bool check_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len, bool canonical)
 {
 	ProtobufCMessage *ref = protobuf_c_message_unpack(d, NULL, len, data);
@@ -809,6 +817,7 @@ static bool check_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *dat
 	pool_init(&pool);
 	ProtobufCMessage *msg = pool_alloc(&pool, d->sizeof_message);
 	assert_non_null(msg);
+	pool.fail_after = unpack_alloc_limit;
 	bool ok = drv__codec_unpack(d, msg, &pool.alloc, len, data);
 	if (ok) {
 		if (!ref) {
@@ -919,6 +928,29 @@ static void test_unpack_random(void **state)
 			size_t len;
 			uint8_t *b = pbc_pack(gen_root(&p, types[t]), &len);
 			check_unpack(types[t], b, len, true);
+			free(b);
+			pool_release(&p);
+		}
+	}
+}
+
+/* Out of memory at every allocation in turn: decline or be right, never crash. */
+static void test_unpack_out_of_memory(void **state)
+{
+	(void)state;
+	cur_test = "unpack_out_of_memory";
+	cur_what = "protobuf-c's packing of a random message, allocations failing";
+	for (size_t t = 0; t < n_types; t++) {
+		cur_type = types[t];
+		rng_seed(5, t);
+		for (cur_iter = 0; cur_iter < 6; cur_iter++) {
+			struct pool p;
+			pool_init(&p);
+			size_t len;
+			uint8_t *b = pbc_pack(gen_root(&p, types[t]), &len);
+			for (unpack_alloc_limit = 0; unpack_alloc_limit < 12; unpack_alloc_limit++)
+				check_unpack(types[t], b, len, true);
+			unpack_alloc_limit = -1;
 			free(b);
 			pool_release(&p);
 		}
@@ -1475,6 +1507,7 @@ int main(void)
 	    cmocka_unit_test(test_checker_catches_faults),
 	    cmocka_unit_test(test_pack_random),
 	    cmocka_unit_test(test_unpack_random),
+	    cmocka_unit_test(test_unpack_out_of_memory),
 	    cmocka_unit_test(test_unpack_mutants),
 	    cmocka_unit_test(test_fast_path_taken),
 	};
