@@ -37,7 +37,7 @@ enum {
 	MAX_RECS = 4096,
 };
 
-/* ---- where we are, printed with every failure ---- */
+/* Where we are, printed with every failure. */
 
 static uint64_t seed = 0x6c8e9cf570932bd5u;
 static const char *cur_test = "";
@@ -45,9 +45,10 @@ static const ProtobufCMessageDescriptor *cur_type;
 static unsigned cur_iter;
 static const char *cur_what = "";
 
+/* All of `b` when short, else a window around offset `around`. */
 static void dump(const char *what, const uint8_t *b, size_t n, size_t around)
 {
-	size_t from = around > 48 ? around - 48 : 0, to = n < from + 160 ? n : from + 160;
+	size_t from = n <= 2048 ? 0 : around > 512 ? around - 512 : 0, to = n < from + 2048 ? n : from + 2048;
 	fprintf(stderr, "  %s (%zu bytes), [%zu..%zu):", what, n, from, to);
 	for (size_t i = from; i < to; i++)
 		fprintf(stderr, "%s%02x", i % 32 == 0 ? "\n    " : " ", b[i]);
@@ -60,7 +61,7 @@ static void report_context(void)
 	        (unsigned long long)seed, cur_test, cur_type ? cur_type->name : "-", cur_iter, cur_what);
 }
 
-/* ---- deterministic PRNG (splitmix64) ---- */
+/* Deterministic PRNG (splitmix64). */
 
 static uint64_t rng;
 
@@ -88,7 +89,7 @@ static bool chance(unsigned pct)
 }
 
 /*
- * ---- a pool allocator: frees everything at once, like an arena ----
+ * A pool allocator: frees everything at once, like an arena.
  *
  * Each block is its own malloc so that ASan puts a redzone after every string,
  * array and message the codec allocates; blocks come back filled with 0xa5 so
@@ -145,7 +146,7 @@ static void pool_release(struct pool *p)
 	p->n = p->cap = 0;
 }
 
-/* ---- a growable byte buffer and wire-format writers ---- */
+/* A growable byte buffer and wire-format writers. */
 
 struct buf {
 	uint8_t *b;
@@ -208,7 +209,7 @@ static void buf_free(struct buf *x)
 	*x = (struct buf){0};
 }
 
-/* ---- descriptor helpers ---- */
+/* Descriptor helpers. */
 
 static size_t type_size(ProtobufCType t)
 {
@@ -276,7 +277,7 @@ static const ProtobufCFieldDescriptor *field_by_id(const ProtobufCMessageDescrip
 	return NULL;
 }
 
-/* ---- the types under test ---- */
+/* The types under test. */
 
 static const ProtobufCMessageDescriptor *types[MAX_TYPES];
 static size_t n_types, n_drover_types;
@@ -315,7 +316,7 @@ static int setup_types(void **state)
 	return 0;
 }
 
-/* ---- random values, edge cases first ---- */
+/* Random values, edge cases first. */
 
 static bool gen_plain;    /* no NULL strings, no default pointers, bools 0/1 */
 static size_t gen_budget; /* bytes of strings and arrays left for this message */
@@ -642,7 +643,7 @@ static ProtobufCMessage *gen_root(struct pool *p, const ProtobufCMessageDescript
 	return gen_message(p, d, 0);
 }
 
-/* ---- comparisons ---- */
+/* Comparisons. */
 
 /* The offset of the first difference, or SIZE_MAX when equal. */
 static size_t bytes_diff(const uint8_t *want, size_t want_len, const uint8_t *got, size_t got_len)
@@ -776,7 +777,7 @@ static uint8_t *pbc_pack(const ProtobufCMessage *m, size_t *len)
 	return b;
 }
 
-/* ---- the two checks ---- */
+/* The two checks. */
 
 /* Packs `m` both ways; true if the codec did not decline (and then matched). */
 static bool check_pack(const ProtobufCMessage *m)
@@ -861,7 +862,7 @@ static bool check_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *dat
 	return ok;
 }
 
-/* ---- tests: the walk, random valid messages ---- */
+/* Tests: the walk, random valid messages. */
 
 static void test_walk_covers_everything(void **state)
 {
@@ -958,7 +959,7 @@ static void test_unpack_out_of_memory(void **state)
 	}
 }
 
-/* ---- tests: mutants of valid encodings ---- */
+/* Tests: mutants of valid encodings. */
 
 /*
  * Where a mutant goes: straight to check_unpack of the root type, or first
@@ -1379,7 +1380,7 @@ static void test_unpack_mutants(void **state)
 	assert_true(n_mutants > 10000);
 }
 
-/* ---- tests: the fast path is actually taken ---- */
+/* Tests: the fast path is actually taken. */
 
 static void test_fast_path_taken(void **state)
 {
@@ -1421,7 +1422,7 @@ static void test_fast_path_taken(void **state)
 	assert_true(unpacks_taken * 10 >= unpacks * 9);
 }
 
-/* ---- tests: the checker itself catches faults ---- */
+/* Tests: the checker itself catches faults. */
 
 static void test_checker_catches_faults(void **state)
 {
