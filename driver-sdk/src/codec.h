@@ -27,6 +27,13 @@
 uint8_t *drv__codec_pack(const ProtobufCMessage *m, uint8_t **start, size_t *len);
 
 /*
+ * The same, starting in the caller's `buf` of `cap` bytes: returns `buf`
+ * itself when the message fit there, else a malloc'd block as above.
+ */
+uint8_t *drv__codec_pack_buf(const ProtobufCMessage *m, uint8_t *buf, size_t cap, uint8_t **start,
+                             size_t *len);
+
+/*
  * Unpacks `len` bytes as a message of type `desc` into `msg` (desc->
  * sizeof_message bytes, initialised here). Every string, array and
  * sub-message comes from `alloc`, which is an arena: nothing is freed one by
@@ -38,10 +45,20 @@ uint8_t *drv__codec_pack(const ProtobufCMessage *m, uint8_t **start, size_t *len
 bool drv__codec_unpack(const ProtobufCMessageDescriptor *desc, void *msg, ProtobufCAllocator *alloc,
                        size_t len, const uint8_t *data);
 
+/*
+ * The same; a long repeated message field of the top-level message may be
+ * split, its second half unpacked by a helper thread with `alloc2` (another
+ * arena: neither is used from two threads). Both must live as long as the
+ * message.
+ */
+bool drv__codec_unpack_split(const ProtobufCMessageDescriptor *desc, void *msg, ProtobufCAllocator *alloc,
+                             ProtobufCAllocator *alloc2, size_t len, const uint8_t *data);
+
 /* How often each path was taken in this process, for tests. */
 struct drv__codec_stats {
 	uint64_t packs, packs_declined;
 	uint64_t unpacks, unpacks_declined;
+	uint64_t packs_split, unpacks_split; /* half done on the helper thread */
 };
 void drv__codec_stats(struct drv__codec_stats *out);
 

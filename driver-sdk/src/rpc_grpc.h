@@ -15,10 +15,12 @@
 #include <grpc/byte_buffer.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/grpc.h>
+#include <grpc/slice.h>
 #include <grpc/support/time.h>
 
 #include <protobuf-c/protobuf-c.h>
 
+#include "codec.h"
 #include "drover/types.h"
 
 /* Both sides accept messages this large by default: 10,000 offers are ~1.3 MB, far over gRPC's 4 MiB cap for
@@ -82,9 +84,21 @@ static inline gpr_timespec drv__rpc_deadline(int64_t ms)
  */
 static inline grpc_byte_buffer *drv__rpc_pack(const ProtobufCMessage *msg)
 {
-	size_t n = protobuf_c_message_get_packed_size(msg);
-	grpc_slice s = grpc_slice_malloc(n);
-	protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
+	uint8_t small[512], *start;
+	size_t n;
+	grpc_slice s;
+	uint8_t *block = drv__codec_pack_buf(msg, small, sizeof(small), &start, &n);
+
+	if (block == small) {
+		s = grpc_slice_from_copied_buffer((const char *)start, n);
+	} else if (block) {
+		/* The slice takes the codec's block as it is: no copy of a large message. */
+		s = grpc_slice_new_with_user_data(start, n, free, block);
+	} else {
+		n = protobuf_c_message_get_packed_size(msg);
+		s = grpc_slice_malloc(n);
+		protobuf_c_message_pack(msg, GRPC_SLICE_START_PTR(s));
+	}
 	grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
 	grpc_slice_unref(s);
 	return bb;

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec.h"
 #include "drv_internal.h"
 #include "rpc_response.h"
 
@@ -32,7 +33,8 @@ static _Atomic(const ProtobufCMessageDescriptor *) keep_types[MAX_KEEP];
 struct owned {
 	uint32_t magic;
 	struct drv__arena arena;
-	const uint8_t *bytes; /* in the arena; NULL unless the type keeps its bytes */
+	struct drv__arena arena2; /* for the half a helper thread unpacks (codec.h) */
+	const uint8_t *bytes;     /* in the arena; NULL unless the type keeps its bytes */
 	size_t n_bytes;
 	_Alignas(max_align_t) unsigned char msg[];
 };
@@ -74,6 +76,12 @@ static void *arena_alloc(void *data, size_t size)
 	return blk;
 }
 
+/* The codec cuts its small blocks itself: it takes chunks straight from an arena. */
+static void *arena_raw(void *data, size_t size)
+{
+	return drv__arena_alloc_raw(data, size);
+}
+
 /* The arena frees everything at once; protobuf-c's frees of scratch space are no-ops. */
 static void arena_free(void *data, void *ptr)
 {
@@ -108,6 +116,14 @@ static bool keeps_bytes(const ProtobufCMessageDescriptor *desc)
 	return false;
 }
 
+static void release(struct owned *o)
+{
+	o->magic = 0;
+	drv__arena_release(&o->arena);
+	drv__arena_release(&o->arena2);
+	free(o);
+}
+
 ProtobufCMessage *drv__response_unpack(const ProtobufCMessageDescriptor *desc, size_t len,
                                        const uint8_t *data)
 {
@@ -119,32 +135,45 @@ ProtobufCMessage *drv__response_unpack(const ProtobufCMessageDescriptor *desc, s
 	o->bytes = NULL;
 	o->n_bytes = 0;
 	drv__arena_init(&o->arena);
+	drv__arena_init(&o->arena2);
 	bool keep = keeps_bytes(desc);
-	/* The unpacked structs take about four times the wire size; the kept bytes once more. */
-	size_t factor = keep ? 5 : 4;
-	drv__arena_size_hint(&o->arena, len > SIZE_MAX / factor ? SIZE_MAX : len * factor);
-	/* Blocks in proportion to the message, so that a small one does not take 16 KB. */
-	size_t block = len > BUMP_BLOCK_MAX / 2 ? BUMP_BLOCK_MAX : len * 2;
-	struct bump bump = {.arena = &o->arena, .block = block < BUMP_BLOCK_MIN ? BUMP_BLOCK_MIN : block};
-	ProtobufCAllocator alloc = {.alloc = arena_alloc, .free = arena_free, .allocator_data = &bump};
-	ProtobufCMessage *m = protobuf_c_message_unpack(desc, &alloc, len, data);
-	if (!m) {
-		drv__arena_release(&o->arena);
-		free(o);
-		return NULL;
+	/*
+	 * The unpacked structs take about three times the wire size, the kept
+	 * bytes once more. A large message may be unpacked in two halves, one
+	 * per arena.
+	 */
+	size_t factor = keep ? 4 : 3, hint = len > SIZE_MAX / factor ? SIZE_MAX : len * factor;
+	if (len >= 32768) {
+		drv__arena_size_hint(&o->arena2, hint / 2);
+		hint = hint / 2 + (keep ? len : 0);
+	}
+	drv__arena_size_hint(&o->arena, hint + 4096);
+	ProtobufCAllocator direct = {.alloc = arena_raw, .free = arena_free, .allocator_data = &o->arena};
+	ProtobufCAllocator direct2 = {.alloc = arena_raw, .free = arena_free, .allocator_data = &o->arena2};
+	if (!drv__codec_unpack_split(desc, o->msg, &direct, &direct2, len, data)) {
+		/* Declined: protobuf-c decides, in the same arena. */
+		size_t block = len > BUMP_BLOCK_MAX / 2 ? BUMP_BLOCK_MAX : len * 2;
+		struct bump bump = {.arena = &o->arena,
+		                    .block = block < BUMP_BLOCK_MIN ? BUMP_BLOCK_MIN : block};
+		ProtobufCAllocator alloc = {
+		    .alloc = arena_alloc, .free = arena_free, .allocator_data = &bump};
+		ProtobufCMessage *m = protobuf_c_message_unpack(desc, &alloc, len, data);
+		if (!m) {
+			release(o);
+			return NULL;
+		}
+		memcpy(o->msg, m, desc->sizeof_message);
 	}
 	if (keep && len > 0) {
 		uint8_t *copy = drv__arena_alloc_raw(&o->arena, len);
 		if (!copy) {
-			drv__arena_release(&o->arena);
-			free(o);
+			release(o);
 			return NULL;
 		}
 		memcpy(copy, data, len);
 		o->bytes = copy;
 		o->n_bytes = len;
 	}
-	memcpy(o->msg, m, desc->sizeof_message);
 	return (ProtobufCMessage *)o->msg;
 }
 
@@ -168,8 +197,5 @@ void drv_response_free(void *resp)
 {
 	if (!resp)
 		return;
-	struct owned *o = owner(resp);
-	o->magic = 0;
-	drv__arena_release(&o->arena);
-	free(o);
+	release(owner(resp));
 }
