@@ -11,7 +11,8 @@
  * touching this file.
  *
  * Deterministic: DROVER_CODEC_SEED=<n> picks another seed; every failure prints
- * the seed, the test, the message type and the iteration.
+ * the seed, the test, the message type and the iteration. DROVER_CODEC_TEST=
+ * <glob> runs only some tests.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -54,6 +55,16 @@ static void dump(const char *what, const uint8_t *b, size_t n, size_t around)
 		fprintf(stderr, "%s%02x", i % 32 == 0 ? "\n    " : " ", b[i]);
 	fputc('\n', stderr);
 }
+
+static void report_context(void);
+
+#define CHECK_FAIL(...)                                                                                      \
+	do {                                                                                                 \
+		report_context();                                                                            \
+		fprintf(stderr, "  " __VA_ARGS__);                                                           \
+		fputc('\n', stderr);                                                                         \
+		fail();                                                                                      \
+	} while (0)
 
 static void report_context(void)
 {
@@ -657,24 +668,39 @@ static size_t bytes_diff(const uint8_t *want, size_t want_len, const uint8_t *go
 
 static char diff_path[1024];
 
-/* snprintf that may cut a long path short (and says nothing about it). */
-static void path_fmt(char *dst, size_t n, const char *fmt, ...)
+/* Where in a message: built as the comparison descends, printed only on a difference. */
+struct path {
+	const struct path *up;
+	const char *name; /* a field (the type at the root), or NULL for an array index */
+	size_t index;
+};
+
+static void path_render(const struct path *p, char *dst, size_t n)
 {
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(dst, n, fmt, ap);
-	va_end(ap);
+	if (p->up)
+		path_render(p->up, dst, n);
+	size_t used = strlen(dst);
+	if (used + 1 >= n)
+		return;
+	if (!p->name)
+		snprintf(dst + used, n - used, "[%zu]", p->index);
+	else
+		snprintf(dst + used, n - used, "%s%s", p->up ? "." : "", p->name);
 }
 
-static bool msg_equal(const ProtobufCMessage *a, const ProtobufCMessage *b, const char *path);
-
-static bool note(const char *path, const char *what)
+static bool note(const struct path *p, const char *what)
 {
-	path_fmt(diff_path, sizeof(diff_path), "%s: %s", path, what);
+	diff_path[0] = '\0';
+	path_render(p, diff_path, sizeof(diff_path));
+	size_t used = strlen(diff_path);
+	snprintf(diff_path + used, sizeof(diff_path) - used, ": %s", what);
 	return false;
 }
 
-static bool value_equal(const ProtobufCFieldDescriptor *f, const void *a, const void *b, const char *path)
+static bool msg_equal_at(const ProtobufCMessage *a, const ProtobufCMessage *b, const struct path *path);
+
+static bool value_equal(const ProtobufCFieldDescriptor *f, const void *a, const void *b,
+                        const struct path *path)
 {
 	switch (f->type) {
 	case PROTOBUF_C_TYPE_STRING: {
@@ -700,7 +726,7 @@ static bool value_equal(const ProtobufCFieldDescriptor *f, const void *a, const 
 		memcpy(&y, b, sizeof(y));
 		if (!x || !y)
 			return x == y ? true : note(path, x ? "message vs NULL" : "NULL vs message");
-		return msg_equal(x, y, path);
+		return msg_equal_at(x, y, path);
 	}
 	default:
 		/* Bitwise, so that -0.0 and NaN payloads count. */
@@ -708,10 +734,8 @@ static bool value_equal(const ProtobufCFieldDescriptor *f, const void *a, const 
 	}
 }
 
-/* Field by field by the descriptor; on a difference, diff_path says where. */
-static bool msg_equal(const ProtobufCMessage *a, const ProtobufCMessage *b, const char *path)
+static bool msg_equal_at(const ProtobufCMessage *a, const ProtobufCMessage *b, const struct path *path)
 {
-	char sub[1024];
 	if (a->descriptor != b->descriptor)
 		return note(path, "descriptor");
 	const ProtobufCMessageDescriptor *d = a->descriptor;
@@ -726,28 +750,27 @@ static bool msg_equal(const ProtobufCMessage *a, const ProtobufCMessage *b, cons
 	for (unsigned i = 0; i < d->n_fields; i++) {
 		const ProtobufCFieldDescriptor *f = &d->fields[i];
 		const void *fa = member_at(a, f->offset), *fb = member_at(b, f->offset);
-		path_fmt(sub, sizeof(sub), "%s.%s", path, f->name);
+		struct path sub = {.up = path, .name = f->name};
 		if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
 			uint32_t ca, cb;
 			memcpy(&ca, member_at(a, f->quantifier_offset), sizeof(ca));
 			memcpy(&cb, member_at(b, f->quantifier_offset), sizeof(cb));
 			if (ca != cb)
-				return note(sub, "oneof case");
-			if (ca == f->id && !value_equal(f, fa, fb, sub))
+				return note(&sub, "oneof case");
+			if (ca == f->id && !value_equal(f, fa, fb, &sub))
 				return false;
 		} else if (f->label == PROTOBUF_C_LABEL_REPEATED) {
 			size_t na, nb, size = type_size(f->type);
 			memcpy(&na, member_at(a, f->quantifier_offset), sizeof(na));
 			memcpy(&nb, member_at(b, f->quantifier_offset), sizeof(nb));
 			if (na != nb)
-				return note(sub, "array length");
+				return note(&sub, "array length");
 			const char *xa, *xb;
 			memcpy(&xa, fa, sizeof(xa));
 			memcpy(&xb, fb, sizeof(xb));
 			for (size_t k = 0; k < na; k++) {
-				char elem[1024];
-				path_fmt(elem, sizeof(elem), "%s[%zu]", sub, k);
-				if (!value_equal(f, xa + k * size, xb + k * size, elem))
+				struct path elem = {.up = &sub, .index = k};
+				if (!value_equal(f, xa + k * size, xb + k * size, &elem))
 					return false;
 			}
 		} else {
@@ -757,14 +780,21 @@ static bool msg_equal(const ProtobufCMessage *a, const ProtobufCMessage *b, cons
 				memcpy(&ha, member_at(a, f->quantifier_offset), sizeof(ha));
 				memcpy(&hb, member_at(b, f->quantifier_offset), sizeof(hb));
 				if (ha != hb)
-					return note(sub, "has_ flag");
+					return note(&sub, "has_ flag");
 			}
 			/* Even without has_, the value is the default protobuf-c leaves. */
-			if (!value_equal(f, fa, fb, sub))
+			if (!value_equal(f, fa, fb, &sub))
 				return false;
 		}
 	}
 	return true;
+}
+
+/* Field by field by the descriptor; on a difference, diff_path says where. */
+static bool msg_equal(const ProtobufCMessage *a, const ProtobufCMessage *b, const char *root)
+{
+	struct path top = {.name = root};
+	return msg_equal_at(a, b, &top);
 }
 
 static uint8_t *pbc_pack(const ProtobufCMessage *m, size_t *len)
@@ -779,7 +809,30 @@ static uint8_t *pbc_pack(const ProtobufCMessage *m, size_t *len)
 
 /* The two checks. */
 
-/* Packs `m` both ways; true if the codec did not decline (and then matched). */
+/* Every call into the codec, and those it did not decline. */
+static struct {
+	uint64_t packs, packs_taken, unpacks, unpacks_taken;
+} calls;
+
+static void compare_pack(const ProtobufCMessage *m, const char *how, const uint8_t *want, size_t want_len,
+                         const uint8_t *got, size_t len)
+{
+	size_t at = bytes_diff(want, want_len, got, len);
+	if (at != SIZE_MAX) {
+		report_context();
+		fprintf(stderr, "  %s of %s differs from protobuf-c's at byte %zu\n", how,
+		        m->descriptor->name, at);
+		dump("protobuf-c", want, want_len, at);
+		dump("codec", got, len, at);
+		fail();
+	}
+}
+
+/*
+ * Packs `m` with protobuf-c, drv__codec_pack() and drv__codec_pack_buf() (into
+ * a buffer too small, just right or larger); true if drv__codec_pack() did
+ * not decline. Whatever the codec did not decline must match.
+ */
 static bool check_pack(const ProtobufCMessage *m)
 {
 	size_t want_len;
@@ -787,22 +840,35 @@ static bool check_pack(const ProtobufCMessage *m)
 	uint8_t *start = NULL;
 	size_t len = 0;
 	uint8_t *block = drv__codec_pack(m, &start, &len);
-	if (!block) {
-		free(want);
-		return false;
+	calls.packs++;
+	if (block) {
+		calls.packs_taken++;
+		compare_pack(m, "drv__codec_pack", want, want_len, start, len);
+		free(block);
 	}
-	size_t at = bytes_diff(want, want_len, start, len);
-	if (at != SIZE_MAX) {
-		report_context();
-		fprintf(stderr, "  pack of %s differs from protobuf-c's at byte %zu\n", m->descriptor->name,
-		        at);
-		dump("protobuf-c", want, want_len, at);
-		dump("codec", start, len, at);
-		fail();
+
+	size_t caps[] = {0, 1, want_len ? want_len - 1 : 0, want_len, want_len + 1 + below(64), 65536};
+	size_t cap = caps[below(sizeof(caps) / sizeof(caps[0]))];
+	/* Exactly `cap` bytes, so that ASan sees a write outside them. */
+	uint8_t *buf = malloc(cap ? cap : 1), *bstart = NULL;
+	assert_non_null(buf);
+	bool give_buf = cap || chance(50);
+	size_t blen = 0;
+	uint8_t *got = drv__codec_pack_buf(m, give_buf ? buf : NULL, cap, &bstart, &blen);
+	calls.packs++;
+	if (got) {
+		calls.packs_taken++;
+		if (got == buf && (bstart < buf || blen > cap || (size_t)(bstart - buf) > cap - blen))
+			CHECK_FAIL(
+			    "drv__codec_pack_buf's %zu bytes at +%td are not inside the %zu-byte buffer",
+			    blen, bstart - buf, cap);
+		compare_pack(m, "drv__codec_pack_buf", want, want_len, bstart, blen);
+		if (got != buf)
+			free(got);
 	}
-	free(block);
+	free(buf);
 	free(want);
-	return true;
+	return block != NULL;
 }
 
 /*
@@ -811,6 +877,7 @@ static bool check_pack(const ProtobufCMessage *m)
  * packing the codec's struct must give them back exactly.
  */
 static long unpack_alloc_limit = -1; /* the codec's allocations that succeed */
+static bool force_split; /* always give drv__codec_unpack_split() a second arena (and save time) */
 
 static bool check_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len, bool canonical)
 {
@@ -820,7 +887,15 @@ static bool check_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *dat
 	ProtobufCMessage *msg = pool_alloc(&pool, d->sizeof_message);
 	assert_non_null(msg);
 	pool.fail_after = unpack_alloc_limit;
-	bool ok = drv__codec_unpack(d, msg, &pool.alloc, len, data);
+	/* Half the time with a second arena, so a long repeated field may be split. */
+	struct pool pool2;
+	pool_init(&pool2);
+	pool2.fail_after = unpack_alloc_limit;
+	bool split = force_split || chance(50);
+	bool ok = split ? drv__codec_unpack_split(d, msg, &pool.alloc, &pool2.alloc, len, data)
+	                : drv__codec_unpack(d, msg, &pool.alloc, len, data);
+	calls.unpacks++;
+	calls.unpacks_taken += ok;
 	if (ok) {
 		if (!ref) {
 			report_context();
@@ -851,14 +926,16 @@ static bool check_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *dat
 		free(again);
 		free(ref_bytes);
 		/* The codec packs its own result like protobuf-c too. */
-		check_pack(msg);
+		if (!force_split)
+			check_pack(msg);
 	}
 	/* protobuf-c's result may carry unknown fields or merged duplicates. */
-	if (ref && !canonical)
+	if (ref && !canonical && !force_split)
 		check_pack(ref);
 	if (ref)
 		protobuf_c_message_free_unpacked(ref, NULL);
 	pool_release(&pool);
+	pool_release(&pool2);
 	return ok;
 }
 
@@ -1343,13 +1420,13 @@ static void mutate(const ProtobufCMessageDescriptor *d, const uint8_t *b, size_t
 			emit_concat(s, "field given before", x.b, x.n, b, n);
 	}
 
-	unsigned limit = depth ? 4 : 40;
+	unsigned limit = depth ? 4 : 24;
 	for (size_t k = 0; k < n_recs && k < limit; k++)
 		mutate_record(d, b, n, &recs[k], recs, n_recs, s, depth);
 	buf_free(&x);
 }
 
-enum { MUTATED_PER_TYPE = 4 };
+enum { MUTATED_PER_TYPE = 3 };
 
 static void test_unpack_mutants(void **state)
 {
@@ -1388,8 +1465,9 @@ static void test_fast_path_taken(void **state)
 	cur_test = "fast_path_taken";
 	cur_what = "plain random message";
 	struct drv__codec_stats before, after;
-	uint64_t packs = 0, packs_taken = 0, unpacks = 0, unpacks_taken = 0;
 	drv__codec_stats(&before);
+	calls = (__typeof__(calls)){0};
+	uint64_t top_packs = 0, top_packs_taken = 0, top_unpacks = 0, top_unpacks_taken = 0;
 	gen_plain = true;
 	/* drover's own protocol only: all proto3, the case the codec is for. */
 	for (size_t t = 0; t < n_drover_types; t++) {
@@ -1399,27 +1477,120 @@ static void test_fast_path_taken(void **state)
 			struct pool p;
 			pool_init(&p);
 			ProtobufCMessage *m = gen_root(&p, types[t]);
-			packs++;
-			packs_taken += check_pack(m);
+			top_packs++;
+			top_packs_taken += check_pack(m);
 			size_t len;
 			uint8_t *b = pbc_pack(m, &len);
-			unpacks++;
-			unpacks_taken += check_unpack(types[t], b, len, true);
+			top_unpacks++;
+			top_unpacks_taken += check_unpack(types[t], b, len, true);
 			free(b);
 			pool_release(&p);
 		}
 	}
 	gen_plain = false;
 	drv__codec_stats(&after);
-	print_message("codec: fast path took %llu of %llu packs, %llu of %llu unpacks\n",
-	              (unsigned long long)packs_taken, (unsigned long long)packs,
-	              (unsigned long long)unpacks_taken, (unsigned long long)unpacks);
+	print_message("codec: fast path took %llu of %llu packs, %llu of %llu unpacks of random messages\n",
+	              (unsigned long long)top_packs_taken, (unsigned long long)top_packs,
+	              (unsigned long long)top_unpacks_taken, (unsigned long long)top_unpacks);
 	/* The codec's own count of declines agrees with what it returned. */
-	assert_int_equal(after.packs_declined - before.packs_declined, packs - packs_taken);
-	assert_int_equal(after.unpacks_declined - before.unpacks_declined, unpacks - unpacks_taken);
+	assert_int_equal(after.packs_declined - before.packs_declined, calls.packs - calls.packs_taken);
+	assert_int_equal(after.unpacks_declined - before.unpacks_declined,
+	                 calls.unpacks - calls.unpacks_taken);
 	/* A codec that declines everything would pass every other test. */
-	assert_true(packs_taken * 10 >= packs * 9);
-	assert_true(unpacks_taken * 10 >= unpacks * 9);
+	assert_true(top_packs_taken * 10 >= top_packs * 9);
+	assert_true(top_unpacks_taken * 10 >= top_unpacks * 9);
+	assert_true(calls.packs_taken * 10 >= calls.packs * 9);
+}
+
+/*
+ * Long repeated message fields of the top-level message, which the codec
+ * splits in halves, one done on its helper thread: every top-level repeated
+ * message field of every type, with 255 to 3,000 elements, valid and then
+ * mutated around the middle and at the end.
+ */
+static void test_split_halves(void **state)
+{
+	(void)state;
+	cur_test = "split_halves";
+	struct drv__codec_stats before, after;
+	drv__codec_stats(&before);
+	force_split = true;
+	unsigned fields = 0;
+	n_mutants = 0;
+	for (size_t t = 0; t < n_types; t++) {
+		const ProtobufCMessageDescriptor *d = types[t];
+		cur_type = d;
+		for (unsigned i = 0; i < d->n_fields; i++) {
+			const ProtobufCFieldDescriptor *f = &d->fields[i];
+			if (f->label != PROTOBUF_C_LABEL_REPEATED || f->type != PROTOBUF_C_TYPE_MESSAGE)
+				continue;
+			fields++;
+			rng_seed(6, t * 64 + i);
+			static const size_t counts[] = {255, 256, 300, 1000, 2500};
+			for (cur_iter = 0; cur_iter < 5; cur_iter++) {
+				size_t n = counts[cur_iter];
+				cur_what = "random message with a long repeated field";
+				struct pool p;
+				pool_init(&p);
+				ProtobufCMessage *m = gen_root(&p, d);
+				/*
+				 * At least n elements and, from 256 on, at least 34 KB of
+				 * them: the codec splits only above 32 KB.
+				 */
+				size_t cap = n, bytes = 0;
+				ProtobufCMessage **arr = malloc(cap * sizeof(*arr));
+				assert_non_null(arr);
+				for (n = 0; n < counts[cur_iter] || (n >= 256 && bytes < 34000 && n < 40000);
+				     n++) {
+					if (n == cap) {
+						arr = realloc(arr, (cap *= 2) * sizeof(*arr));
+						assert_non_null(arr);
+					}
+					gen_budget = 200;
+					arr[n] = gen_message(&p, f->descriptor, MAX_DEPTH - 2);
+					bytes += protobuf_c_message_get_packed_size(arr[n]) + 2;
+				}
+				ProtobufCMessage **kept = gen_alloc(&p, n * sizeof(*arr));
+				memcpy(kept, arr, n * sizeof(*arr));
+				free(arr);
+				arr = kept;
+				memcpy(member_at(m, f->quantifier_offset), &n, sizeof(n));
+				memcpy(member_at(m, f->offset), &arr, sizeof(arr));
+				check_pack(m);
+				size_t len;
+				uint8_t *b = pbc_pack(m, &len);
+				check_unpack(d, b, len, true);
+				pool_release(&p);
+				if (counts[cur_iter] != 300) {
+					free(b);
+					continue;
+				}
+				/* Mutants of an element after the middle or of the last one. */
+				static struct rec recs[MAX_RECS];
+				size_t n_recs = parse_records(b, len, recs, MAX_RECS);
+				assert_true(n_recs != SIZE_MAX);
+				size_t elems[4], n_elems = 0, seen_elems = 0;
+				for (size_t k = 0; k < n_recs; k++)
+					if ((recs[k].tag >> 3) == f->id) {
+						if (seen_elems == (fields % 2 ? n / 2 + 1 : n - 1))
+							elems[n_elems++] = k;
+						seen_elems++;
+					}
+				struct sink top = {.desc = d};
+				for (size_t e = 0; e < n_elems; e++)
+					mutate_record(d, b, len, &recs[elems[e]], recs, n_recs, &top, 1);
+				for (unsigned k = 0; k < 8; k++)
+					emit(&top, "truncated", b, len / 2 + below(len / 2));
+				free(b);
+			}
+		}
+	}
+	force_split = false;
+	drv__codec_stats(&after);
+	print_message("codec: %u long fields, %u mutants; %llu packs and %llu unpacks split\n", fields,
+	              n_mutants, (unsigned long long)(after.packs_split - before.packs_split),
+	              (unsigned long long)(after.unpacks_split - before.unpacks_split));
+	assert_true(fields >= 5);
 }
 
 /* Tests: the checker itself catches faults. */
@@ -1508,6 +1679,10 @@ int main(void)
 	const char *env = getenv("DROVER_CODEC_SEED");
 	if (env && *env)
 		seed = strtoull(env, NULL, 0);
+	/* DROVER_CODEC_TEST=<glob>: only the tests of that name. */
+	const char *only = getenv("DROVER_CODEC_TEST");
+	if (only && *only)
+		cmocka_set_test_filter(only);
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_walk_covers_everything),
 	    cmocka_unit_test(test_checker_catches_faults),
@@ -1515,6 +1690,7 @@ int main(void)
 	    cmocka_unit_test(test_unpack_random),
 	    cmocka_unit_test(test_unpack_out_of_memory),
 	    cmocka_unit_test(test_unpack_mutants),
+	    cmocka_unit_test(test_split_halves),
 	    cmocka_unit_test(test_fast_path_taken),
 	};
 	return cmocka_run_group_tests(tests, setup_types, NULL);
