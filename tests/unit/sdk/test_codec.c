@@ -1229,6 +1229,29 @@ static void mutate_record(const ProtobufCMessageDescriptor *d, const uint8_t *b,
 			put_varint_wide(&x, v, widths[i]);
 			emit_replaced(s, widths[i] == 11 ? "11-byte varint" : "overlong varint", b, n, r, &x);
 		}
+		/*
+		 * Other canonical values, which a 32-bit or bool field must cut
+		 * or test as protobuf-c does (128 is a true bool; 2^32 an int32 0).
+		 */
+		static const uint64_t values[] = {0,
+		                                  1,
+		                                  2,
+		                                  127,
+		                                  128,
+		                                  0x7fffffff,
+		                                  0x80000000,
+		                                  0xffffffff,
+		                                  0x100000000,
+		                                  0x7fffffffffffffff,
+		                                  0x8000000000000000,
+		                                  UINT64_MAX,
+		                                  0xffffffff80000000};
+		for (unsigned i = 0; i < 4; i++) {
+			x.n = 0;
+			put(&x, b + r->start, r->tend - r->start);
+			put_varint(&x, values[below(sizeof(values) / sizeof(values[0]))]);
+			emit_replaced(s, "another varint value", b, n, r, &x);
+		}
 	}
 
 	if (wt == 2) {
