@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <libgen.h>
 #include <limits.h>
+#include <malloc.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -108,6 +109,14 @@ int main(int argc, char **argv)
 	double load;
 	int rc = 0;
 
+	/*
+	 * The calling side is set up as droverd sets itself up (server/src/main.c),
+	 * the host it stands for: large blocks stay in the heap instead of being
+	 * mmap'ed and faulted in again per call. The echo baseline, this same
+	 * binary, gets the same setting.
+	 */
+	mallopt(M_MMAP_THRESHOLD, 32 << 20);
+	mallopt(M_TRIM_THRESHOLD, 16 << 20);
 	if (argc > 1 && strcmp(argv[1], "--echo-server") == 0)
 		return echo_main(argc, argv);
 	if (self_paths(self, sizeof(self), dir, sizeof(dir)) != 0) {

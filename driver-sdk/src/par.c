@@ -20,6 +20,7 @@ static bool started, failed;
 static void *helper(void *unused)
 {
 	(void)unused;
+	pthread_setname_np(pthread_self(), "drv-codec");
 	pthread_mutex_lock(&lock);
 	for (;;) {
 		while (!current || finished)

@@ -5,9 +5,12 @@
  * much work as the parsing itself. A response is instead unpacked into a
  * chunked arena that goes away in one drv_response_free().
  *
- * The top-level struct is copied into the block that holds the arena, right
- * behind it, so the free finds the arena from the message pointer alone.
- * Copying it is safe: a generated message struct has no pointers into itself.
+ * The SDK's codec (codec.c) unpacks it, straight into the block that holds
+ * the arena, right behind it, so the free finds the arena from the message
+ * pointer alone; a second arena takes the half of a long answer that the
+ * codec's helper thread unpacks. When the codec declines, protobuf-c unpacks
+ * into the arena and the top-level struct is copied into that block (safe: a
+ * generated message struct has no pointers into itself).
  *
  * A program that forwards parts of some responses verbatim can ask for their
  * received bytes to be kept too (drv_response_keep_bytes()): one copy into
