@@ -74,8 +74,10 @@ enum kind {
 	K_U64,   /* int64, uint64 */
 	K_S64,   /* sint64: zigzag */
 	K_BOOL,  /* a protobuf_c_boolean */
-	K_F32,   /* fixed32, sfixed32, float: 4 bytes as in memory */
-	K_F64,   /* fixed64, sfixed64, double */
+	K_F32,   /* fixed32, sfixed32: 4 bytes as in memory */
+	K_F64,   /* fixed64, sfixed64 */
+	K_FLT,   /* float: as K_F32, but zero is a float comparison (-0.0 too) */
+	K_DBL,   /* double */
 	K_STR,   /* char *, NUL-terminated */
 	K_BYTES, /* ProtobufCBinaryData */
 	K_MSG,   /* a pointer to a message */
@@ -147,12 +149,14 @@ static enum kind kind_of(ProtobufCType t)
 		return K_BOOL;
 	case PROTOBUF_C_TYPE_SFIXED32:
 	case PROTOBUF_C_TYPE_FIXED32:
-	case PROTOBUF_C_TYPE_FLOAT:
 		return K_F32;
+	case PROTOBUF_C_TYPE_FLOAT:
+		return K_FLT;
 	case PROTOBUF_C_TYPE_SFIXED64:
 	case PROTOBUF_C_TYPE_FIXED64:
-	case PROTOBUF_C_TYPE_DOUBLE:
 		return K_F64;
+	case PROTOBUF_C_TYPE_DOUBLE:
+		return K_DBL;
 	case PROTOBUF_C_TYPE_STRING:
 		return K_STR;
 	case PROTOBUF_C_TYPE_BYTES:
@@ -168,6 +172,7 @@ static uint8_t esize_of(enum kind k)
 	case K_U64:
 	case K_S64:
 	case K_F64:
+	case K_DBL:
 		return 8;
 	case K_BOOL:
 		return sizeof(protobuf_c_boolean);
@@ -438,18 +443,28 @@ static inline __attribute__((always_inline)) bool enc_value(struct enc *e, const
 			goto zero;
 		x = *(const protobuf_c_boolean *)v ? 1 : 0;
 		goto varint;
-	case K_F32:
+	case K_FLT:
 		/* protobuf-c compares a float with 0: -0.0 is not sent either */
 		if (skip_zero && *(const float *)v == 0)
 			goto zero;
+		goto fixed32;
+	case K_F32:
+		if (skip_zero && !*(const uint32_t *)v)
+			goto zero;
+	fixed32:
 		if (!enc_room(e, 4 + 5))
 			return false;
 		e->p -= 4;
 		memcpy(e->p, v, 4);
 		return true;
-	case K_F64:
+	case K_DBL:
 		if (skip_zero && *(const double *)v == 0)
 			goto zero;
+		goto fixed64;
+	case K_F64:
+		if (skip_zero && !*(const uint64_t *)v)
+			goto zero;
+	fixed64:
 		if (!enc_room(e, 8 + 5))
 			return false;
 		e->p -= 8;
@@ -828,9 +843,11 @@ static inline bool dec_value(struct dec *d, const struct pfield *pf, void *out, 
 		*(protobuf_c_boolean *)out = varint_bool(v, n);
 		return true;
 	case K_F32:
+	case K_FLT:
 		memcpy(out, v, 4);
 		return true;
 	case K_F64:
+	case K_DBL:
 		memcpy(out, v, 8);
 		return true;
 	case K_STR: {
