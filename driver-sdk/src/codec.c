@@ -106,6 +106,7 @@ struct plan {
 	const ProtobufCMessageDescriptor *d;
 	bool ok; /* false: every message of this type goes to protobuf-c */
 	unsigned n;
+	_Atomic size_t last_size; /* the last top-level message of this type packed, in bytes */
 	uint8_t byid[DIRECT_IDS]; /* index + 1 of the field with id i, 0 if none */
 	struct pfield f[];
 };
@@ -311,7 +312,8 @@ struct enc {
 	uint8_t *buf; /* the block */
 	uint8_t *p;   /* first written byte; writing moves it down */
 	uint8_t *end;
-	bool owned; /* buf is ours to free, not the caller's */
+	bool owned;  /* buf is ours to free, not the caller's */
+	size_t hint; /* the size of the last message of this type, 0 if none */
 	int depth;
 };
 
@@ -534,7 +536,7 @@ static void enc_half_run(void *arg)
 	bool wrote;
 
 	h->e.depth = 1;
-	h->ok = enc_grow(&h->e, 16384); /* a half is rarely smaller: fewer growth copies */
+	h->ok = true;
 	for (size_t i = h->to; h->ok && i-- > 0;)
 		h->ok = enc_value(&h->e, h->pf, h->a + i * sizeof(void *), false, &wrote) &&
 		        put_key(&h->e, h->pf);
@@ -562,9 +564,21 @@ static bool enc_repeated(struct enc *e, const struct pfield *pf, size_t n, const
 	struct enc_half half = {.pf = pf, .a = a, .to = n / 2};
 	struct drv__par_job job = {.fn = enc_half_run, .arg = &half};
 
-	/* In the top-level message, the first half of a long run goes to the helper thread. */
-	if (pf->kind == K_MSG && n >= SPLIT_MIN_ELEMS && e->depth == 1 && drv__par_start(&job))
-		from = half.to;
+	/*
+	 * In the top-level message, the first half of a long run goes to the
+	 * helper thread, into a buffer allocated here, sized from the last
+	 * message of this type: memory the helper allocated itself would come
+	 * from its own malloc arena, which keeps it once freed.
+	 */
+	if (pf->kind == K_MSG && n >= SPLIT_MIN_ELEMS && e->depth == 1) {
+		size_t cap = e->hint ? e->hint / 2 + e->hint / 16 + 4096 : 16384;
+		if ((half.e.buf = malloc(cap))) {
+			half.e.owned = true;
+			half.e.p = half.e.end = half.e.buf + cap;
+			if (drv__par_start(&job))
+				from = half.to;
+		}
+	}
 	bool ok = true;
 	for (size_t i = n; ok && i-- > from;)
 		ok = enc_value(e, pf, a + i * pf->esize, false, &wrote) && put_key(e, pf);
@@ -577,8 +591,8 @@ static bool enc_repeated(struct enc *e, const struct pfield *pf, size_t n, const
 			memcpy(e->p, half.e.p, hn);
 			atomic_fetch_add_explicit(&n_packs_split, 1, memory_order_relaxed);
 		}
-		free(half.e.buf);
 	}
+	free(half.e.buf);
 	return ok;
 }
 
@@ -645,10 +659,23 @@ uint8_t *drv__codec_pack_buf(const ProtobufCMessage *m, uint8_t *buf, size_t cap
                              size_t *len)
 {
 	struct enc e = {.buf = buf};
+	const struct plan *pl = m->descriptor ? plan_of(m->descriptor) : NULL;
 
+	if (pl)
+		e.hint = atomic_load_explicit(&((struct plan *)pl)->last_size, memory_order_relaxed);
 	if (buf)
 		e.p = e.end = buf + cap;
-	if (!CODEC_LITTLE_ENDIAN || (!buf && !enc_grow(&e, 0)) || !enc_msg(&e, m)) {
+	/* Sized from the last message of this type, a large one is written without growing. */
+	if (e.hint > cap) {
+		size_t want = e.hint + e.hint / 16 + 256;
+		uint8_t *nb = want > e.hint ? malloc(want) : NULL;
+		if (nb) {
+			e.buf = nb;
+			e.owned = true;
+			e.p = e.end = nb + want;
+		}
+	}
+	if (!CODEC_LITTLE_ENDIAN || !pl || (!e.buf && !enc_grow(&e, 0)) || !enc_msg(&e, m)) {
 		if (e.owned)
 			free(e.buf);
 		atomic_fetch_add_explicit(&n_packs_declined, 1, memory_order_relaxed);
@@ -657,6 +684,7 @@ uint8_t *drv__codec_pack_buf(const ProtobufCMessage *m, uint8_t *buf, size_t cap
 	atomic_fetch_add_explicit(&n_packs, 1, memory_order_relaxed);
 	*start = e.p;
 	*len = (size_t)(e.end - e.p);
+	atomic_store_explicit(&((struct plan *)pl)->last_size, *len, memory_order_relaxed);
 	return e.buf;
 }
 
@@ -1067,7 +1095,19 @@ static bool dec_msg(struct dec *d, const ProtobufCMessageDescriptor *desc, void 
 					half.k = total / 2;
 					half.end = end;
 					half.p = find_occ(pf, at, end, half.k);
-					if (!half.p || !drv__par_start(&job))
+					/*
+					 * The helper's first block is taken here: what it
+					 * allocated itself would come from its own malloc
+					 * arena, which keeps it once freed. Unpacked
+					 * messages take about three times their bytes.
+					 */
+					size_t first = half.p ? (size_t)(end - half.p) * 3 + 4096 : 0;
+					void *blk = first ? d->a2->alloc(d->a2->allocator_data, first) : NULL;
+					if (blk) {
+						half.d.cur = (uintptr_t)blk;
+						half.d.lim = half.d.cur + first;
+					}
+					if (!blk || !drv__par_start(&job))
 						half.k = SIZE_MAX;
 				}
 			}
