@@ -227,11 +227,12 @@ static struct plan *plan_build(const ProtobufCMessageDescriptor *d)
 		} else if (f->label == PROTOBUF_C_LABEL_NONE) {
 			pf->pres = P_ZERO;
 		} else if (f->label == PROTOBUF_C_LABEL_OPTIONAL && !f->default_value) {
-			pf->pres = P_HAS; /* proto2 defaults change what counts as set: protobuf-c's */
+			pf->pres = P_HAS;
 		} else if (f->label == PROTOBUF_C_LABEL_REPEATED) {
 			pf->pres = (f->flags & PROTOBUF_C_FIELD_FLAG_PACKED) && packable(pf->kind) ? P_PACKED
 			                                                                           : P_REP;
-		} else { /* proto2 required: protobuf-c checks presence */
+		} else { /* proto2 required (a presence check), or a default (what counts as set):
+			    protobuf-c's */
 			ok = false;
 			break;
 		}
@@ -256,7 +257,7 @@ static struct plan *plan_build(const ProtobufCMessageDescriptor *d)
 #define PLAN_PROBES 16
 static _Atomic(struct plan *) plans[PLAN_SLOTS];
 
-static const struct plan *plan_slow(const ProtobufCMessageDescriptor *d, size_t h)
+static struct plan *plan_slow(const ProtobufCMessageDescriptor *d, size_t h)
 {
 	struct plan *mine = NULL;
 
@@ -283,11 +284,12 @@ static const struct plan *plan_slow(const ProtobufCMessageDescriptor *d, size_t 
 	return NULL;
 }
 
-static inline const struct plan *plan_of(const ProtobufCMessageDescriptor *d)
+/* Mutable only in its size hint (last_size), which is atomic. */
+static inline struct plan *plan_of(const ProtobufCMessageDescriptor *d)
 {
 	size_t h = (size_t)(((uintptr_t)d >> 3) * UINT64_C(0x9E3779B97F4A7C15) >> 55);
 	struct plan *p = atomic_load_explicit(&plans[h % PLAN_SLOTS], memory_order_acquire);
-	const struct plan *r = p && p->d == d ? p : plan_slow(d, h);
+	struct plan *r = p && p->d == d ? p : plan_slow(d, h);
 	return r && r->ok ? r : NULL;
 }
 
@@ -659,10 +661,10 @@ uint8_t *drv__codec_pack_buf(const ProtobufCMessage *m, uint8_t *buf, size_t cap
                              size_t *len)
 {
 	struct enc e = {.buf = buf};
-	const struct plan *pl = m->descriptor ? plan_of(m->descriptor) : NULL;
+	struct plan *pl = m->descriptor ? plan_of(m->descriptor) : NULL;
 
 	if (pl)
-		e.hint = atomic_load_explicit(&((struct plan *)pl)->last_size, memory_order_relaxed);
+		e.hint = atomic_load_explicit(&pl->last_size, memory_order_relaxed);
 	if (buf)
 		e.p = e.end = buf + cap;
 	/* Sized from the last message of this type, a large one is written without growing. */
@@ -684,7 +686,7 @@ uint8_t *drv__codec_pack_buf(const ProtobufCMessage *m, uint8_t *buf, size_t cap
 	atomic_fetch_add_explicit(&n_packs, 1, memory_order_relaxed);
 	*start = e.p;
 	*len = (size_t)(e.end - e.p);
-	atomic_store_explicit(&((struct plan *)pl)->last_size, *len, memory_order_relaxed);
+	atomic_store_explicit(&pl->last_size, *len, memory_order_relaxed);
 	return e.buf;
 }
 
