@@ -52,7 +52,13 @@
 enum { WT_VARINT = 0, WT_64BIT = 1, WT_LEN = 2, WT_32BIT = 5 };
 
 static _Atomic uint64_t n_packs, n_packs_declined, n_unpacks, n_unpacks_declined, n_packs_split,
-    n_unpacks_split;
+    n_unpacks_split, n_packs_split_rest, n_unpacks_split_rest;
+static _Atomic size_t small_halves; /* tests: the helper's buffer and block size, 0 = normal */
+
+void drv__codec_small_halves(size_t bytes)
+{
+	atomic_store(&small_halves, bytes);
+}
 
 void drv__codec_stats(struct drv__codec_stats *out)
 {
@@ -62,6 +68,8 @@ void drv__codec_stats(struct drv__codec_stats *out)
 	out->unpacks_declined = atomic_load(&n_unpacks_declined);
 	out->packs_split = atomic_load(&n_packs_split);
 	out->unpacks_split = atomic_load(&n_unpacks_split);
+	out->packs_split_rest = atomic_load(&n_packs_split_rest);
+	out->unpacks_split_rest = atomic_load(&n_unpacks_split_rest);
 }
 
 /* ---- Plans ---- */
@@ -315,6 +323,8 @@ struct enc {
 	uint8_t *p;   /* first written byte; writing moves it down */
 	uint8_t *end;
 	bool owned;  /* buf is ours to free, not the caller's */
+	bool fixed;  /* never grows: the helper thread's, see enc_half */
+	bool full;   /* a fixed buffer ran out of room */
 	size_t hint; /* the size of the last message of this type, 0 if none */
 	int depth;
 };
@@ -322,6 +332,10 @@ struct enc {
 /* Moves what is written to the end of a block at least twice as large. */
 static bool enc_grow(struct enc *e, size_t need)
 {
+	if (e->fixed) {
+		e->full = true;
+		return false;
+	}
 	size_t used = (size_t)(e->end - e->p), cap = (size_t)(e->end - e->buf);
 	size_t ncap = cap ? cap * 2 : 512;
 
@@ -524,10 +538,16 @@ zero:
 }
 
 /* Elements [0, to) of a repeated message field, packed by the helper thread into a buffer of its own. */
+/*
+ * Elements [0, to) of a repeated message field, packed by the helper thread,
+ * last first, into a buffer the caller allocated. The helper never allocates
+ * (its malloc arena would keep what it took): when the buffer is full it
+ * stops, and the caller packs elements [0, left) itself.
+ */
 struct enc_half {
 	const struct pfield *pf;
 	const unsigned char *a;
-	size_t to;
+	size_t to, left;
 	struct enc e;
 	bool ok;
 };
@@ -538,10 +558,18 @@ static void enc_half_run(void *arg)
 	bool wrote;
 
 	h->e.depth = 1;
+	for (size_t i = h->to; i-- > 0;) {
+		uint8_t *mark = h->e.p;
+		if (!enc_value(&h->e, h->pf, h->a + i * sizeof(void *), false, &wrote) ||
+		    !put_key(&h->e, h->pf)) {
+			h->e.p = mark;
+			h->left = i + 1;
+			h->ok = h->e.full; /* out of room is not an error */
+			return;
+		}
+	}
+	h->left = 0;
 	h->ok = true;
-	for (size_t i = h->to; h->ok && i-- > 0;)
-		h->ok = enc_value(&h->e, h->pf, h->a + i * sizeof(void *), false, &wrote) &&
-		        put_key(&h->e, h->pf);
 }
 
 static bool enc_repeated(struct enc *e, const struct pfield *pf, size_t n, const unsigned char *a)
@@ -568,14 +596,15 @@ static bool enc_repeated(struct enc *e, const struct pfield *pf, size_t n, const
 
 	/*
 	 * In the top-level message, the first half of a long run goes to the
-	 * helper thread, into a buffer allocated here, sized from the last
-	 * message of this type: memory the helper allocated itself would come
-	 * from its own malloc arena, which keeps it once freed.
+	 * helper thread, into a buffer allocated here and sized from the last
+	 * message of this type.
 	 */
 	if (pf->kind == K_MSG && n >= SPLIT_MIN_ELEMS && e->depth == 1) {
-		size_t cap = e->hint ? e->hint / 2 + e->hint / 16 + 4096 : 16384;
+		size_t cap = e->hint ? e->hint / 2 + e->hint / 16 + 4096 : 65536;
+		if (atomic_load_explicit(&small_halves, memory_order_relaxed))
+			cap = atomic_load_explicit(&small_halves, memory_order_relaxed);
 		if ((half.e.buf = malloc(cap))) {
-			half.e.owned = true;
+			half.e.fixed = true;
 			half.e.p = half.e.end = half.e.buf + cap;
 			if (drv__par_start(&job))
 				from = half.to;
@@ -593,6 +622,11 @@ static bool enc_repeated(struct enc *e, const struct pfield *pf, size_t n, const
 			memcpy(e->p, half.e.p, hn);
 			atomic_fetch_add_explicit(&n_packs_split, 1, memory_order_relaxed);
 		}
+		/* What did not fit in the helper's buffer. */
+		if (ok && half.left)
+			atomic_fetch_add_explicit(&n_packs_split_rest, 1, memory_order_relaxed);
+		for (size_t i = half.left; ok && i-- > 0;)
+			ok = enc_value(e, pf, a + i * pf->esize, false, &wrote) && put_key(e, pf);
 	}
 	free(half.e.buf);
 	return ok;
@@ -708,6 +742,8 @@ struct dec {
 	uintptr_t cur, lim; /* the current chunk */
 	ProtobufCAllocator *a;
 	ProtobufCAllocator *a2; /* for the helper thread's half; NULL: no split */
+	bool fixed;             /* only the current block: the helper thread's, see dec_half */
+	bool full;              /* a fixed block ran out */
 	int depth;
 };
 
@@ -725,6 +761,10 @@ static inline void *bump(struct dec *d, size_t n, size_t align)
 
 static void *bump_slow(struct dec *d, size_t n, size_t align)
 {
+	if (d->fixed) {
+		d->full = true;
+		return NULL;
+	}
 	if (n > CHUNK / 4) /* the allocator's blocks are aligned for any member */
 		return d->a->alloc(d->a->allocator_data, n);
 	void *c = d->a->alloc(d->a->allocator_data, CHUNK);
@@ -1009,33 +1049,54 @@ static bool dec_packed(struct dec *d, const struct pfield *pf, unsigned char *ar
 /*
  * Occurrences of repeated message field pf from its k-th one to the end of
  * the message, unpacked by the helper thread into elements k.. of its
- * array, with an allocator of its own.
+ * array, in a block the caller allocated. The helper never allocates (its
+ * malloc arena would keep what it took): when the block is full it stops at
+ * element `left` (its occurrence at `left_at`), which the caller unpacks
+ * from on.
  */
 struct dec_half {
 	struct dec d;
 	const struct pfield *pf;
 	void **array;
-	size_t k, n;
-	const uint8_t *p, *end;
+	size_t k, n, left;
+	const uint8_t *p, *end, *left_at;
 	bool ok;
 };
+
+/* Unpacks the occurrences of pf from q on into elements i.. of array; false at the first that fails. */
+static bool dec_run(struct dec *d, const struct pfield *pf, void **array, size_t *i, size_t n,
+                    const uint8_t **q, const uint8_t *end)
+{
+	struct occ o;
+
+	while (*q < end) {
+		const uint8_t *at = *q;
+		if (!next_occ(q, end, &o)) {
+			*q = at;
+			return false;
+		}
+		if (o.id != pf->id)
+			continue;
+		if (o.wt != WT_LEN || *i >= n || !dec_value(d, pf, &array[*i], o.v, o.n)) {
+			*q = at;
+			return false;
+		}
+		(*i)++;
+	}
+	return true;
+}
 
 static void dec_half_run(void *arg)
 {
 	struct dec_half *h = arg;
 	const uint8_t *q = h->p;
 	size_t i = h->k;
-	struct occ o;
 
-	h->ok = true;
-	while (h->ok && q < h->end) {
-		h->ok = next_occ(&q, h->end, &o);
-		if (!h->ok || o.id != h->pf->id)
-			continue;
-		h->ok = o.wt == WT_LEN && i < h->n && dec_value(&h->d, h->pf, &h->array[i], o.v, o.n);
-		i++;
-	}
-	h->ok = h->ok && i == h->n;
+	h->ok = dec_run(&h->d, h->pf, h->array, &i, h->n, &q, h->end);
+	h->left = i;
+	h->left_at = q;
+	if (!h->ok && h->d.full)
+		h->ok = true; /* out of room is not an error */
 }
 
 /* Where the k-th occurrence (from 0) of field pf starts, from p on. */
@@ -1104,10 +1165,15 @@ static bool dec_msg(struct dec *d, const ProtobufCMessageDescriptor *desc, void 
 					 * messages take about three times their bytes.
 					 */
 					size_t first = half.p ? (size_t)(end - half.p) * 3 + 4096 : 0;
+					if (first &&
+					    atomic_load_explicit(&small_halves, memory_order_relaxed))
+						first =
+						    atomic_load_explicit(&small_halves, memory_order_relaxed);
 					void *blk = first ? d->a2->alloc(d->a2->allocator_data, first) : NULL;
 					if (blk) {
 						half.d.cur = (uintptr_t)blk;
 						half.d.lim = half.d.cur + first;
+						half.d.fixed = true;
 					}
 					if (!blk || !drv__par_start(&job))
 						half.k = SIZE_MAX;
@@ -1154,6 +1220,15 @@ out:
 	if (job.taken) {
 		size_t *np = (size_t *)(base + half.pf->qoffset);
 		ok = ok && half.ok && *np == half.k;
+		if (ok && half.left < half.n) { /* what did not fit in the helper's block */
+			size_t i = half.left;
+			const uint8_t *from = half.left_at;
+			ok = dec_run(d, half.pf, half.array, &i, half.n, &from, end) && i == half.n;
+			if (ok)
+				atomic_fetch_add_explicit(&n_unpacks_split_rest, 1, memory_order_relaxed);
+		} else if (ok) {
+			ok = half.left == half.n;
+		}
 		if (ok) {
 			*np = half.n;
 			atomic_fetch_add_explicit(&n_unpacks_split, 1, memory_order_relaxed);

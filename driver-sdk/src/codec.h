@@ -59,7 +59,16 @@ struct drv__codec_stats {
 	uint64_t packs, packs_declined;
 	uint64_t unpacks, unpacks_declined;
 	uint64_t packs_split, unpacks_split; /* half done on the helper thread */
+	/* splits where the caller finished what did not fit in the helper's buffer or block */
+	uint64_t packs_split_rest, unpacks_split_rest;
 };
 void drv__codec_stats(struct drv__codec_stats *out);
+
+/*
+ * Tests only: the helper thread's buffer (pack) and block (unpack) get this
+ * many bytes instead of an estimate, so that the path where the caller
+ * finishes what did not fit runs. 0 restores the estimates.
+ */
+void drv__codec_small_halves(size_t bytes);
 
 #endif
