@@ -48,6 +48,7 @@
  */
 #define SPLIT_MIN_ELEMS 256
 #define SPLIT_MIN_BYTES 32768
+#define SPLIT_MAX_PACK (1u << 20) /* see enc_repeated */
 
 enum { WT_VARINT = 0, WT_64BIT = 1, WT_LEN = 2, WT_32BIT = 5 };
 
@@ -597,9 +598,12 @@ static bool enc_repeated(struct enc *e, const struct pfield *pf, size_t n, const
 	/*
 	 * In the top-level message, the first half of a long run goes to the
 	 * helper thread, into a buffer allocated here and sized from the last
-	 * message of this type.
+	 * message of this type. Not past SPLIT_MAX_PACK: the helper's buffer is
+	 * half the message again while both exist, and for a reply of
+	 * megabytes (droverd's ListInstances of 10,000 instances) that peak
+	 * costs more than the split saves.
 	 */
-	if (pf->kind == K_MSG && n >= SPLIT_MIN_ELEMS && e->depth == 1) {
+	if (pf->kind == K_MSG && n >= SPLIT_MIN_ELEMS && e->depth == 1 && e->hint < SPLIT_MAX_PACK) {
 		size_t cap = e->hint ? e->hint / 2 + e->hint / 16 + 4096 : 65536;
 		if (atomic_load_explicit(&small_halves, memory_order_relaxed))
 			cap = atomic_load_explicit(&small_halves, memory_order_relaxed);
