@@ -107,6 +107,7 @@ struct pfield {
 	uint8_t keylen;         /* the tag as packed before a value (or a packed run) */
 	uint8_t key[5];
 	uint8_t esize; /* bytes of one element in a repeated array */
+	uint8_t idx;   /* its index in the plan */
 	const void *defval;
 	const ProtobufCMessageDescriptor *sub; /* K_MSG */
 };
@@ -229,6 +230,7 @@ static struct plan *plan_build(const ProtobufCMessageDescriptor *d)
 		pf->kind = (uint8_t)kind_of(f->type);
 		pf->wt = (uint8_t)wire_type(f->type);
 		pf->esize = esize_of(pf->kind);
+		pf->idx = (uint8_t)i;
 		pf->defval = f->default_value;
 		pf->sub = f->type == PROTOBUF_C_TYPE_MESSAGE ? f->descriptor : NULL;
 		if (f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) {
@@ -1126,8 +1128,11 @@ static bool dec_msg(struct dec *d, const ProtobufCMessageDescriptor *desc, void 
 	const struct plan *pl = plan_of(desc);
 	uint64_t seen = 0; /* fields met so far, by index */
 	struct occ o;
-	struct dec_half half = {.k = SIZE_MAX};
-	struct drv__par_job job = {.fn = dec_half_run, .arg = &half};
+	/* Set up only when a split starts (split != NULL): this runs for every message. */
+	struct dec_half half;
+	struct drv__par_job job;
+	const struct pfield *split = NULL;
+	size_t split_k = SIZE_MAX;
 	bool ok = false;
 
 	if (!pl || d->depth >= MAX_DEPTH)
@@ -1142,7 +1147,7 @@ static bool dec_msg(struct dec *d, const ProtobufCMessageDescriptor *desc, void 
 		const struct pfield *pf = field_by_id(pl, o.id);
 		if (!pf) /* unknown fields are kept by protobuf-c */
 			goto out;
-		uint64_t bit = UINT64_C(1) << (pf - pl->f);
+		uint64_t bit = UINT64_C(1) << pf->idx;
 
 		if (pf->pres >= P_REP) {
 			size_t *np = (size_t *)(base + pf->qoffset);
@@ -1154,8 +1159,8 @@ static bool dec_msg(struct dec *d, const ProtobufCMessageDescriptor *desc, void 
 				/* In the top-level message, the second half of a long run goes to the helper
 				 * thread. */
 				if (pf->kind == K_MSG && total >= SPLIT_MIN_ELEMS && d->depth == 1 && d->a2 &&
-				    len >= SPLIT_MIN_BYTES && half.k == SIZE_MAX) {
-					half.d = (struct dec){.a = d->a2, .depth = 1};
+				    len >= SPLIT_MIN_BYTES && !split) {
+					half = (struct dec_half){.d = {.a = d->a2, .depth = 1}};
 					half.pf = pf;
 					half.array = *(void ***)(base + pf->offset);
 					half.n = total;
@@ -1179,12 +1184,15 @@ static bool dec_msg(struct dec *d, const ProtobufCMessageDescriptor *desc, void 
 						half.d.lim = half.d.cur + first;
 						half.d.fixed = true;
 					}
-					if (!blk || !drv__par_start(&job))
-						half.k = SIZE_MAX;
+					job = (struct drv__par_job){.fn = dec_half_run, .arg = &half};
+					if (blk && drv__par_start(&job)) {
+						split = pf;
+						split_k = half.k;
+					}
 				}
 			}
 			unsigned char *array = *(unsigned char **)(base + pf->offset);
-			if (pf == half.pf && *np >= half.k)
+			if (pf == split && *np >= split_k)
 				continue; /* the helper's half */
 			if (o.wt == WT_LEN && packable(pf->kind)) {
 				if (!dec_packed(d, pf, array, np, o.v, o.n))
@@ -1220,8 +1228,8 @@ static bool dec_msg(struct dec *d, const ProtobufCMessageDescriptor *desc, void 
 	ok = true;
 out:
 	/* The helper writes into this message: it must be done before anyone looks at it, or frees it. */
-	drv__par_wait(&job);
-	if (job.taken) {
+	if (split) {
+		drv__par_wait(&job);
 		size_t *np = (size_t *)(base + half.pf->qoffset);
 		ok = ok && half.ok && *np == half.k;
 		if (ok && half.left < half.n) { /* what did not fit in the helper's block */
