@@ -575,6 +575,48 @@ static void enc_half_run(void *arg)
 	h->ok = true;
 }
 
+/*
+ * A long run of message elements: elements [0, n/2) on the helper thread,
+ * into a buffer allocated here and sized from the last message of this
+ * type, the rest here; then the helper's bytes go in front, and what did not
+ * fit in its buffer is packed here too.
+ */
+static bool enc_split(struct enc *e, const struct pfield *pf, size_t n, const unsigned char *a)
+{
+	struct enc_half half = {.pf = pf, .a = a, .to = n / 2};
+	struct drv__par_job job = {.fn = enc_half_run, .arg = &half};
+	size_t from = 0;
+	bool wrote, ok = true;
+
+	size_t cap = e->hint ? e->hint / 2 + e->hint / 16 + 4096 : 65536;
+	if (atomic_load_explicit(&small_halves, memory_order_relaxed))
+		cap = atomic_load_explicit(&small_halves, memory_order_relaxed);
+	if ((half.e.buf = malloc(cap))) {
+		half.e.fixed = true;
+		half.e.p = half.e.end = half.e.buf + cap;
+		if (drv__par_start(&job))
+			from = half.to;
+	}
+	for (size_t i = n; ok && i-- > from;)
+		ok = enc_value(e, pf, a + i * pf->esize, false, &wrote) && put_key(e, pf);
+	if (from) {
+		drv__par_wait(&job);
+		size_t hn = (size_t)(half.e.end - half.e.p);
+		ok = ok && half.ok && enc_room(e, hn);
+		if (ok) {
+			e->p -= hn;
+			memcpy(e->p, half.e.p, hn);
+			atomic_fetch_add_explicit(&n_packs_split, 1, memory_order_relaxed);
+		}
+		if (ok && half.left)
+			atomic_fetch_add_explicit(&n_packs_split_rest, 1, memory_order_relaxed);
+		for (size_t i = half.left; ok && i-- > 0;)
+			ok = enc_value(e, pf, a + i * pf->esize, false, &wrote) && put_key(e, pf);
+	}
+	free(half.e.buf);
+	return ok;
+}
+
 static bool enc_repeated(struct enc *e, const struct pfield *pf, size_t n, const unsigned char *a)
 {
 	bool wrote;
@@ -593,49 +635,19 @@ static bool enc_repeated(struct enc *e, const struct pfield *pf, size_t n, const
 		e->p = wr_key(wr_varint(e->p, (size_t)(e->end - e->p) - mark), pf);
 		return true;
 	}
-	size_t from = 0;
-	struct enc_half half = {.pf = pf, .a = a, .to = n / 2};
-	struct drv__par_job job = {.fn = enc_half_run, .arg = &half};
-
 	/*
 	 * In the top-level message, the first half of a long run goes to the
-	 * helper thread, into a buffer allocated here and sized from the last
-	 * message of this type. Not past SPLIT_MAX_PACK: the helper's buffer is
-	 * half the message again while both exist, and for a reply of
-	 * megabytes (droverd's ListInstances of 10,000 instances) that peak
-	 * costs more than the split saves.
+	 * helper thread. Not past SPLIT_MAX_PACK: the helper's buffer is half
+	 * the message again while both exist, and for a reply of megabytes
+	 * (droverd's ListInstances of 10,000 instances) that peak costs more
+	 * than the split saves.
 	 */
-	if (pf->kind == K_MSG && n >= SPLIT_MIN_ELEMS && e->depth == 1 && e->hint < SPLIT_MAX_PACK) {
-		size_t cap = e->hint ? e->hint / 2 + e->hint / 16 + 4096 : 65536;
-		if (atomic_load_explicit(&small_halves, memory_order_relaxed))
-			cap = atomic_load_explicit(&small_halves, memory_order_relaxed);
-		if ((half.e.buf = malloc(cap))) {
-			half.e.fixed = true;
-			half.e.p = half.e.end = half.e.buf + cap;
-			if (drv__par_start(&job))
-				from = half.to;
-		}
-	}
-	bool ok = true;
-	for (size_t i = n; ok && i-- > from;)
-		ok = enc_value(e, pf, a + i * pf->esize, false, &wrote) && put_key(e, pf);
-	if (from) {
-		drv__par_wait(&job);
-		size_t hn = (size_t)(half.e.end - half.e.p);
-		ok = ok && half.ok && enc_room(e, hn);
-		if (ok) {
-			e->p -= hn;
-			memcpy(e->p, half.e.p, hn);
-			atomic_fetch_add_explicit(&n_packs_split, 1, memory_order_relaxed);
-		}
-		/* What did not fit in the helper's buffer. */
-		if (ok && half.left)
-			atomic_fetch_add_explicit(&n_packs_split_rest, 1, memory_order_relaxed);
-		for (size_t i = half.left; ok && i-- > 0;)
-			ok = enc_value(e, pf, a + i * pf->esize, false, &wrote) && put_key(e, pf);
-	}
-	free(half.e.buf);
-	return ok;
+	if (pf->kind == K_MSG && n >= SPLIT_MIN_ELEMS && e->depth == 1 && e->hint < SPLIT_MAX_PACK)
+		return enc_split(e, pf, n, a);
+	for (size_t i = n; i-- > 0;)
+		if (!enc_value(e, pf, a + i * pf->esize, false, &wrote) || !put_key(e, pf))
+			return false;
+	return true;
 }
 
 static bool enc_msg(struct enc *e, const ProtobufCMessage *m)
