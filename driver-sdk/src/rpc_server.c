@@ -585,15 +585,31 @@ static void call_arrived(struct drv_rpc_call *c)
 	enqueue_worker(c);
 }
 
+/*
+ * After an event, the CQ thread polls without sleeping for this long before
+ * it blocks: a caller's next call often follows its answer within tens of
+ * microseconds, and waking a sleeping thread took 10-20 us on this project's
+ * VMs (drover-bench row 1: GetFeatures p50 from 1.05x the bare echo to
+ * 0.6x). An idle server spins this long once, after its last call.
+ */
+#define SPIN_US 50
+
 static void *cq_main(void *arg)
 {
 	struct drv_rpc_server *srv = arg;
+	gpr_timespec spin_until = gpr_inf_past(GPR_CLOCK_MONOTONIC);
 	for (;;) {
-		grpc_event ev = grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+		grpc_event ev;
+		if (gpr_time_cmp(gpr_now(GPR_CLOCK_MONOTONIC), spin_until) < 0)
+			ev = grpc_completion_queue_next(srv->cq, gpr_inf_past(GPR_CLOCK_MONOTONIC), NULL);
+		else
+			ev = grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
 		if (ev.type == GRPC_QUEUE_SHUTDOWN)
 			break;
 		if (ev.type != GRPC_OP_COMPLETE)
 			continue;
+		spin_until =
+		    gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_micros(SPIN_US, GPR_TIMESPAN));
 		struct tag *t = ev.tag;
 		struct drv_rpc_call *c;
 		struct method *m;
