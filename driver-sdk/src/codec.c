@@ -402,6 +402,20 @@ static inline uint8_t *wr_key(uint8_t *p, const struct pfield *pf)
 /* A tag of at most 5 bytes and a varint of at most 10. */
 #define SCALAR_MAX 15
 
+/*
+ * Copies n bytes from src in front of what is written, leaving room for
+ * `extra` more in front of them (a length, a tag), which the caller writes.
+ */
+static inline bool put_raw(struct enc *e, const void *src, size_t n, size_t extra)
+{
+	if (!enc_room(e, n + extra))
+		return false;
+	e->p -= n;
+	if (n)
+		memcpy(e->p, src, n);
+	return true;
+}
+
 static inline bool put_key(struct enc *e, const struct pfield *pf)
 {
 	if (!enc_room(e, 5))
@@ -429,7 +443,6 @@ static bool enc_msg(struct enc *e, const ProtobufCMessage *m);
 static inline __attribute__((always_inline)) bool enc_value(struct enc *e, const struct pfield *pf,
                                                             const void *v, bool skip_zero, bool *wrote)
 {
-	uint8_t *p;
 	uint64_t x;
 
 	*wrote = true;
@@ -468,52 +481,36 @@ static inline __attribute__((always_inline)) bool enc_value(struct enc *e, const
 		/* protobuf-c compares a float with 0: -0.0 is not sent either */
 		if (skip_zero && *(const float *)v == 0)
 			goto zero;
-		goto fixed32;
+		return put_raw(e, v, 4, 5);
 	case K_F32:
 		if (skip_zero && !*(const uint32_t *)v)
 			goto zero;
-	fixed32:
-		if (!enc_room(e, 4 + 5))
-			return false;
-		e->p -= 4;
-		memcpy(e->p, v, 4);
-		return true;
+		return put_raw(e, v, 4, 5);
 	case K_DBL:
 		if (skip_zero && *(const double *)v == 0)
 			goto zero;
-		goto fixed64;
+		return put_raw(e, v, 8, 5);
 	case K_F64:
 		if (skip_zero && !*(const uint64_t *)v)
 			goto zero;
-	fixed64:
-		if (!enc_room(e, 8 + 5))
-			return false;
-		e->p -= 8;
-		memcpy(e->p, v, 8);
-		return true;
+		return put_raw(e, v, 8, 5);
 	case K_STR: {
 		const char *s = *(char *const *)v;
 		if (skip_zero && (!s || !*s))
 			goto zero;
 		size_t n = s ? strlen(s) : 0;
-		if (!enc_room(e, n + SCALAR_MAX))
+		if (!put_raw(e, s, n, SCALAR_MAX))
 			return false;
-		p = e->p - n;
-		if (n)
-			memcpy(p, s, n);
-		e->p = wr_varint(p, n);
+		e->p = wr_varint(e->p, n);
 		return true;
 	}
 	case K_BYTES: {
 		const ProtobufCBinaryData *b = v;
 		if (skip_zero && !b->len)
 			goto zero;
-		if (!enc_room(e, b->len + SCALAR_MAX))
+		if (!put_raw(e, b->data, b->len, SCALAR_MAX))
 			return false;
-		p = e->p - b->len;
-		if (b->len)
-			memcpy(p, b->data, b->len);
-		e->p = wr_varint(p, b->len);
+		e->p = wr_varint(e->p, b->len);
 		return true;
 	}
 	default: { /* K_MSG */
@@ -661,11 +658,8 @@ static bool enc_msg(struct enc *e, const ProtobufCMessage *m)
 	/* protobuf-c writes unknown fields after the known ones */
 	for (size_t i = m->n_unknown_fields; i-- > 0;) {
 		const ProtobufCMessageUnknownField *u = &m->unknown_fields[i];
-		if (!enc_room(e, u->len + SCALAR_MAX))
+		if (!put_raw(e, u->data, u->len, SCALAR_MAX))
 			return false;
-		e->p -= u->len;
-		if (u->len)
-			memcpy(e->p, u->data, u->len);
 		e->p = wr_varint(e->p, (uint64_t)u->tag << 3 | u->wire_type);
 	}
 	for (unsigned i = pl->n; i-- > 0;) {
