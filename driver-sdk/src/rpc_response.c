@@ -42,44 +42,7 @@ struct owned {
 	_Alignas(max_align_t) unsigned char msg[];
 };
 
-/*
- * protobuf-c asks for a dozen small blocks per offer (structs, strings,
- * arrays): they are cut from blocks of the arena here, 8-byte aligned
- * (the strictest member of a generated struct), without a call into the
- * arena for each one.
- */
-#define BUMP_BLOCK_MAX 16384
-#define BUMP_BLOCK_MIN 512
-#define BUMP_ALIGN 8
-
-struct bump {
-	struct drv__arena *arena;
-	unsigned char *p, *end;
-	size_t block; /* size of the blocks taken from the arena */
-};
-
-static void *arena_alloc(void *data, size_t size)
-{
-	struct bump *b = data;
-	size_t need = (size + BUMP_ALIGN - 1) & ~(size_t)(BUMP_ALIGN - 1);
-	if (need < size)
-		return NULL;
-	if ((size_t)(b->end - b->p) >= need) {
-		void *r = b->p;
-		b->p += need;
-		return r;
-	}
-	if (need > b->block / 4)
-		return drv__arena_alloc_raw(b->arena, need);
-	unsigned char *blk = drv__arena_alloc_raw(b->arena, b->block);
-	if (!blk)
-		return NULL;
-	b->p = blk + need;
-	b->end = blk + b->block;
-	return blk;
-}
-
-/* The codec cuts its small blocks itself: it takes chunks straight from an arena. */
+/* Both the codec and protobuf-c's fallback take their blocks straight from an arena (a bump allocator). */
 static void *arena_raw(void *data, size_t size)
 {
 	return drv__arena_alloc_raw(data, size);
@@ -154,13 +117,9 @@ ProtobufCMessage *drv__response_unpack(const ProtobufCMessageDescriptor *desc, s
 	ProtobufCAllocator direct = {.alloc = arena_raw, .free = arena_free, .allocator_data = &o->arena};
 	ProtobufCAllocator direct2 = {.alloc = arena_raw, .free = arena_free, .allocator_data = &o->arena2};
 	if (!drv__codec_unpack_split(desc, o->msg, &direct, &direct2, len, data)) {
-		/* Declined: protobuf-c decides, in the same arena. */
-		size_t block = len > BUMP_BLOCK_MAX / 2 ? BUMP_BLOCK_MAX : len * 2;
-		struct bump bump = {.arena = &o->arena,
-		                    .block = block < BUMP_BLOCK_MIN ? BUMP_BLOCK_MIN : block};
-		ProtobufCAllocator alloc = {
-		    .alloc = arena_alloc, .free = arena_free, .allocator_data = &bump};
-		ProtobufCMessage *m = protobuf_c_message_unpack(desc, &alloc, len, data);
+		/* Declined (rare: unknown fields, proto2, bad bytes): protobuf-c decides, in the same arena.
+		 */
+		ProtobufCMessage *m = protobuf_c_message_unpack(desc, &direct, len, data);
 		if (!m) {
 			release(o);
 			return NULL;
