@@ -336,6 +336,23 @@ static drv_backend_config *config(const char *json, const char *token)
 	return &bc;
 }
 
+/* Connects to a driver of this test (`co`) and checks it answers GetInfo as rtest; fails the test otherwise.
+ */
+static struct drv_host *connect_rtest(const struct drv_connect_opts *co)
+{
+	struct drv_host *h = NULL;
+	char err[256];
+	if (drv_host_connect(co, &h, err, sizeof(err)) != 0)
+		fail_msg("connect: %s", err);
+	struct drv_status st;
+	drv_get_info_request ireq = DROVER__COMPUTE__V1__GET_INFO_REQUEST__INIT;
+	drv_get_info_response *info;
+	assert_int_equal(drv_host_get_info(h, &ireq, &info, CALL_MS, &st), 0);
+	assert_string_equal(info->type, "rtest");
+	drv_response_free(info);
+	return h;
+}
+
 static void test_identity(void **state)
 {
 	struct drv_host *h = spawn(NULL, NULL, NULL);
@@ -838,16 +855,9 @@ static void test_spawned_socket(void **state)
 
 	char target[320];
 	snprintf(target, sizeof(target), "unix:%s", spath);
-	struct drv_host *h = NULL;
 	struct drv_connect_opts co = {.address = target, .insecure = true};
-	if (drv_host_connect(&co, &h, err, sizeof(err)) != 0)
-		fail_msg("connect: %s", err);
+	struct drv_host *h = connect_rtest(&co);
 	struct drv_status st;
-	drv_get_info_request ireq = DROVER__COMPUTE__V1__GET_INFO_REQUEST__INIT;
-	drv_get_info_response *info;
-	assert_int_equal(drv_host_get_info(h, &ireq, &info, CALL_MS, &st), 0);
-	assert_string_equal(info->type, "rtest");
-	drv_response_free(info);
 	assert_int_equal(connect_and_close(spath), 0);
 	assert_int_equal(drv_host_health(h, CALL_MS, &st), 0);
 	drv_host_free(h);
@@ -873,16 +883,9 @@ static void test_listen_tcp(void **state)
 	assert_int_equal(strncmp(hs.address, "127.0.0.1:", 10), 0);
 	assert_true(atoi(hs.address + 10) > 0);
 
-	struct drv_host *h = NULL;
 	struct drv_connect_opts co = {.address = hs.address, .insecure = true, .connect_timeout_ms = 3000};
-	if (drv_host_connect(&co, &h, err, sizeof(err)) != 0)
-		fail_msg("connect: %s", err);
+	struct drv_host *h = connect_rtest(&co);
 	struct drv_status st;
-	drv_get_info_request ireq = DROVER__COMPUTE__V1__GET_INFO_REQUEST__INIT;
-	drv_get_info_response *info;
-	assert_int_equal(drv_host_get_info(h, &ireq, &info, CALL_MS, &st), 0);
-	assert_string_equal(info->type, "rtest");
-	drv_response_free(&info->base);
 	/* Standalone ignores stdin EOF; it stops on SIGTERM. */
 	close(p.in);
 	p.in = open("/dev/null", O_RDONLY);
@@ -926,14 +929,7 @@ static void test_listen_mutual_tls(void **state)
 	                              .cert_file = client_pem,
 	                              .key_file = client_key,
 	                              .connect_timeout_ms = 3000};
-	if (drv_host_connect(&co, &h, err, sizeof(err)) != 0)
-		fail_msg("connect: %s", err);
-	struct drv_status st;
-	drv_get_info_request ireq = DROVER__COMPUTE__V1__GET_INFO_REQUEST__INIT;
-	drv_get_info_response *info;
-	assert_int_equal(drv_host_get_info(h, &ireq, &info, CALL_MS, &st), 0);
-	assert_string_equal(info->type, "rtest");
-	drv_response_free(&info->base);
+	h = connect_rtest(&co);
 	drv_host_free(h);
 
 	/* A client certificate from another CA is refused. */
