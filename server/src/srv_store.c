@@ -372,18 +372,26 @@ int srv_store_meta_get(struct srv_store *st, const char *key, char **value)
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_err(st, "meta get");
 }
 
-int srv_store_meta_set(struct srv_store *st, const char *key, const char *value)
+/* Runs a write with two text parameters; `what` names it in the error message. */
+static int write_text2(struct srv_store *st, const char *sql, const char *p1, const char *p2,
+                       const char *what)
 {
 	if (write_begin(st) < 0)
 		return -1;
 	sqlite3_stmt *s;
-	if (prep(st, "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)", -1, &s, NULL) != SQLITE_OK)
-		return db_err(st, "meta set");
-	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, value, -1, SQLITE_STATIC);
+	if (prep(st, sql, -1, &s, NULL) != SQLITE_OK)
+		return db_err(st, what);
+	sqlite3_bind_text(s, 1, p1, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, p2, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(s);
 	unprep(st, s);
-	return rc == SQLITE_DONE ? 0 : db_err(st, "meta set");
+	return rc == SQLITE_DONE ? 0 : db_err(st, what);
+}
+
+int srv_store_meta_set(struct srv_store *st, const char *key, const char *value)
+{
+	return write_text2(st, "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)", key, value,
+	                   "meta set");
 }
 
 /* ---- projects ---- */
@@ -601,17 +609,9 @@ int srv_store_backend_list(struct srv_store *st, const char *project, struct srv
 
 int srv_store_backend_delete(struct srv_store *st, const char *project, const char *name)
 {
-	if (write_begin(st) < 0)
+	if (write_text2(st, "DELETE FROM backends WHERE project = ?1 AND name = ?2", project, name,
+	                "backend delete") < 0)
 		return -1;
-	sqlite3_stmt *s;
-	if (prep(st, "DELETE FROM backends WHERE project = ?1 AND name = ?2", -1, &s, NULL) != SQLITE_OK)
-		return db_err(st, "backend delete");
-	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(s);
-	unprep(st, s);
-	if (rc != SQLITE_DONE)
-		return db_err(st, "backend delete");
 	return sqlite3_changes(st->db) ? 0 : 1;
 }
 
@@ -973,29 +973,16 @@ void srv_event_list_free(struct srv_event *ev, size_t n)
 
 int srv_store_backend_detach(struct srv_store *st, const char *project, const char *name)
 {
-	sqlite3_stmt *s;
 	if (srv_store_begin(st) < 0)
 		return -1;
-	if (sqlite3_prepare_v2(
-	        st->db,
-	        "UPDATE instances SET backend_config = b.config_json, backend_secrets = b.secrets"
-	        " FROM (SELECT config_json, secrets FROM backends WHERE project = ?1 AND name = ?2) b"
-	        " WHERE instances.project = ?1 AND instances.backend = ?2"
-	        " AND instances.status NOT IN ('terminated', 'failed')",
-	        -1, &s, NULL) != SQLITE_OK) {
-		db_err(st, "backend detach");
+	if (write_text2(st,
+	                "UPDATE instances SET backend_config = b.config_json, backend_secrets = b.secrets"
+	                " FROM (SELECT config_json, secrets FROM backends WHERE project = ?1 AND name = ?2) b"
+	                " WHERE instances.project = ?1 AND instances.backend = ?2"
+	                " AND instances.status NOT IN ('terminated', 'failed')",
+	                project, name, "backend detach") < 0)
 		goto fail;
-	}
-	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
-	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
-	int rc = sqlite3_step(s);
-	unprep(st, s);
-	if (rc != SQLITE_DONE) {
-		db_err(st, "backend detach");
-		goto fail;
-	}
-	rc = srv_store_backend_delete(st, project, name);
-	if (rc != 0)
+	if (srv_store_backend_delete(st, project, name) != 0)
 		goto fail;
 	return srv_store_commit(st);
 fail:
