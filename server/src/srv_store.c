@@ -800,6 +800,22 @@ static int instance_query(struct srv_store *st, sqlite3_stmt *s, struct srv_inst
 	return 0;
 }
 
+/* The one instance a LIMIT 1 query finds: 0 and *out, 1 when there is none, -1 on error. */
+static int instance_first(struct srv_store *st, sqlite3_stmt *s, struct srv_instance **out)
+{
+	struct srv_instance **list;
+	size_t n;
+	if (instance_query(st, s, &list, &n) < 0)
+		return -1;
+	if (n == 0) {
+		free(list);
+		return 1;
+	}
+	*out = list[0];
+	free(list);
+	return 0;
+}
+
 int srv_store_instance_list(struct srv_store *st, const struct srv_instance_filter *f,
                             struct srv_instance ***out, size_t *n)
 {
@@ -1023,8 +1039,6 @@ int srv_store_instance_by_name(struct srv_store *st, const char *project, const 
                                struct srv_instance **out)
 {
 	sqlite3_stmt *s;
-	struct srv_instance **list;
-	size_t n;
 	if (prep(st,
 	         "SELECT " INSTANCE_COLS " FROM instances WHERE project = ?1 AND name = ?2"
 	         " AND (?3 = 0 OR status NOT IN ('terminated', 'failed'))"
@@ -1034,23 +1048,13 @@ int srv_store_instance_by_name(struct srv_store *st, const char *project, const 
 	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, name, -1, SQLITE_STATIC);
 	sqlite3_bind_int(s, 3, live_only);
-	if (instance_query(st, s, &list, &n) < 0)
-		return -1;
-	if (n == 0) {
-		free(list);
-		return 1;
-	}
-	*out = list[0];
-	free(list);
-	return 0;
+	return instance_first(st, s, out);
 }
 
 int srv_store_instance_by_key(struct srv_store *st, const char *project, const char *key,
                               struct srv_instance **out)
 {
 	sqlite3_stmt *s;
-	struct srv_instance **list;
-	size_t n;
 	if (prep(st,
 	         "SELECT " INSTANCE_COLS " FROM instances WHERE idempotency_key = ?2 AND project = ?1"
 	         " LIMIT 1",
@@ -1058,15 +1062,7 @@ int srv_store_instance_by_key(struct srv_store *st, const char *project, const c
 		return db_err(st, "instance by key");
 	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, key, -1, SQLITE_STATIC);
-	if (instance_query(st, s, &list, &n) < 0)
-		return -1;
-	if (n == 0) {
-		free(list);
-		return 1;
-	}
-	*out = list[0];
-	free(list);
-	return 0;
+	return instance_first(st, s, out);
 }
 
 int srv_store_instance_count_live(struct srv_store *st, const char *project, int64_t *n)
