@@ -309,6 +309,25 @@ static int need_project(struct api_call *c, const char *project)
 	return -1;
 }
 
+/*
+ * The required features and requirements of GetOffers and CreateInstance:
+ * 0 and *required, or -1 after replying INVALID_ARGUMENT.
+ */
+static int need_selection(struct api_call *c, char **features, size_t n_features, const drv_requirements *r,
+                          drv_features *required)
+{
+	char bad[200];
+	if (parse_features(features, n_features, required, bad, sizeof(bad)) < 0) {
+		reply_err(c, DRV_EINVAL, "required_features: unknown feature \"%s\"", bad);
+		return -1;
+	}
+	if (check_requirements(r, bad, sizeof(bad)) < 0) {
+		reply_err(c, DRV_EINVAL, "%s", bad);
+		return -1;
+	}
+	return 0;
+}
+
 /* ---- drivers and projects ---- */
 
 static Drover__Api__V1__DriverState driver_state(enum srv_driver_state s)
@@ -826,16 +845,9 @@ static void h_get_offers(struct api_call *c)
 	if (need_project(c, req->project) < 0)
 		return;
 	drv_features required;
-	char bad[200];
-	if (parse_features(req->required_features, req->n_required_features, &required, bad, sizeof(bad)) <
-	    0) {
-		reply_err(c, DRV_EINVAL, "required_features: unknown feature \"%s\"", bad);
+	if (need_selection(c, req->required_features, req->n_required_features, req->requirements,
+	                   &required) < 0)
 		return;
-	}
-	if (check_requirements(req->requirements, bad, sizeof(bad)) < 0) {
-		reply_err(c, DRV_EINVAL, "%s", bad);
-		return;
-	}
 	struct offers_ctx *o = calloc(1, sizeof(*o));
 	o->c = c;
 	o->limit = req->limit;
@@ -874,16 +886,9 @@ static void h_create_instance(struct api_call *c)
 		return;
 	}
 	drv_features required;
-	char bad[200];
-	if (parse_features(req->required_features, req->n_required_features, &required, bad, sizeof(bad)) <
-	    0) {
-		reply_err(c, DRV_EINVAL, "required_features: unknown feature \"%s\"", bad);
+	if (need_selection(c, req->required_features, req->n_required_features, req->requirements,
+	                   &required) < 0)
 		return;
-	}
-	if (check_requirements(req->requirements, bad, sizeof(bad)) < 0) {
-		reply_err(c, DRV_EINVAL, "%s", bad);
-		return;
-	}
 	for (size_t i = 0; i < req->n_backends; i++) {
 		struct srv_backend *be;
 		if (srv_store_backend_get(c->api->st, req->project, req->backends[i], &be) != 0) {
