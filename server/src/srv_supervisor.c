@@ -701,6 +701,7 @@ int srv_supervisor_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv
                        size_t errlen)
 {
 	struct srv_supervisor *sup = calloc(1, sizeof(*sup));
+	const char *twice = NULL;
 	if (!sup) {
 		snprintf(err, errlen, "out of memory");
 		return -1;
@@ -716,11 +717,8 @@ int srv_supervisor_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv
 	for (size_t i = 0; i < cfg->n_commands; i++) {
 		const struct srv_config_command *c = &cfg->commands[i];
 		if (find(sup, c->type)) {
-			snprintf(err, errlen, "driver type \"%s\" is configured twice", c->type);
-			srv_supervisor_close_handles(sup);
-			uv_run(loop, UV_RUN_NOWAIT);
-			srv_supervisor_free(sup);
-			return -1;
+			twice = c->type;
+			goto fail_twice;
 		}
 		struct drv_entry *e = add_entry(sup, c->type, c->type);
 		e->argv = calloc(c->n_args + 2, sizeof(char *));
@@ -731,11 +729,8 @@ int srv_supervisor_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv
 	for (size_t i = 0; i < cfg->n_remotes; i++) {
 		const struct srv_config_remote *r = &cfg->remotes[i];
 		if (find(sup, r->type)) {
-			snprintf(err, errlen, "driver type \"%s\" is configured twice", r->type);
-			srv_supervisor_close_handles(sup);
-			uv_run(loop, UV_RUN_NOWAIT);
-			srv_supervisor_free(sup);
-			return -1;
+			twice = r->type;
+			goto fail_twice;
 		}
 		struct drv_entry *e = add_entry(sup, r->type, r->name);
 		e->remote = true;
@@ -747,6 +742,12 @@ int srv_supervisor_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv
 	               (uint64_t)cfg->health_interval_ms);
 	*out = sup;
 	return 0;
+fail_twice:
+	snprintf(err, errlen, "driver type \"%s\" is configured twice", twice);
+	srv_supervisor_close_handles(sup);
+	uv_run(loop, UV_RUN_NOWAIT);
+	srv_supervisor_free(sup);
+	return -1;
 }
 
 void srv_supervisor_set_event_cb(struct srv_supervisor *sup, srv_supervisor_event_cb cb, void *ud)
