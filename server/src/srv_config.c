@@ -231,60 +231,86 @@ static int to_json(struct walk *w, const yaml_node_t *n, const char *path, json_
 	return 0;
 }
 
-static int parse_backend(struct walk *w, yaml_node_t *n, const char *path, struct srv_config_backend *b)
+/* What a field function returns for a key its mapping does not have. */
+enum { FIELD_UNKNOWN = 1 };
+
+/*
+ * Reads one mapping field: `key` with value `v` at `path` ("parent.key").
+ * Returns 0, -1 after fail(), or FIELD_UNKNOWN.
+ */
+typedef int (*field_fn)(struct walk *w, const char *key, yaml_node_t *v, const char *path, void *ctx);
+
+/*
+ * Walks the mapping `n`, giving each pair to field(). An unknown key fails
+ * with "unknown field (expected <expected>)"; `expected` may be NULL when
+ * field() takes every key.
+ */
+static int walk_mapping(struct walk *w, yaml_node_t *n, const char *path, field_fn field, void *ctx,
+                        const char *expected)
 {
 	char sub[512];
 
 	if (expect(w, n, path, YAML_MAPPING_NODE) < 0)
 		return -1;
-	b->line = (int)n->start_mark.line + 1;
 	FOR_PAIRS(w, n, p)
 	{
 		const char *key = NULL;
-		yaml_node_t *v = node_at(w, p->value);
 		if (pair_key(w, p, path, &key) < 0)
 			return -1;
 		join(sub, sizeof(sub), path, key);
-		if (strcmp(key, "name") == 0) {
-			if (get_string(w, v, sub, &b->name) < 0)
-				return -1;
-		} else if (strcmp(key, "type") == 0) {
-			if (get_string(w, v, sub, &b->type) < 0)
-				return -1;
-		} else if (strcmp(key, "config") == 0) {
-			json_t *j;
-			if (is_null_scalar(v))
-				continue;
-			if (expect(w, v, sub, YAML_MAPPING_NODE) < 0 || to_json(w, v, sub, &j) < 0)
-				return -1;
-			free(b->config_json);
-			b->config_json = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
-			json_decref(j);
-		} else if (strcmp(key, "secrets") == 0) {
-			if (is_null_scalar(v))
-				continue;
-			if (expect(w, v, sub, YAML_MAPPING_NODE) < 0)
-				return -1;
-			size_t cap = (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
-			b->secrets = calloc(cap ? cap : 1, sizeof(*b->secrets));
-			FOR_PAIRS(w, v, sp)
-			{
-				const char *skey = NULL;
-				char spath[512];
-				if (pair_key(w, sp, sub, &skey) < 0)
-					return -1;
-				pathf(spath, sizeof(spath), "%s.%s", sub, skey);
-				struct srv_config_secret *s = &b->secrets[b->n_secrets++];
-				s->name = strdup(skey);
-				/* The error names the secret but never shows its value. */
-				if (get_string(w, node_at(w, sp->value), spath, &s->value) < 0)
-					return -1;
-			}
-		} else {
-			return fail(w, node_at(w, p->key), sub,
-			            "unknown field (expected name, type, config, secrets)");
-		}
+		int rc = field(w, key, node_at(w, p->value), sub, ctx);
+		if (rc == FIELD_UNKNOWN)
+			return fail(w, node_at(w, p->key), sub, "unknown field (expected %s)", expected);
+		if (rc < 0)
+			return -1;
 	}
+	return 0;
+}
+
+/* Every key of `secrets` names a secret; the error names the secret but never shows its value. */
+static int secret_field(struct walk *w, const char *key, yaml_node_t *v, const char *path, void *ctx)
+{
+	struct srv_config_backend *b = ctx;
+	struct srv_config_secret *s = &b->secrets[b->n_secrets++];
+	s->name = strdup(key);
+	return get_string(w, v, path, &s->value);
+}
+
+static int backend_field(struct walk *w, const char *key, yaml_node_t *v, const char *path, void *ctx)
+{
+	struct srv_config_backend *b = ctx;
+	if (strcmp(key, "name") == 0)
+		return get_string(w, v, path, &b->name);
+	if (strcmp(key, "type") == 0)
+		return get_string(w, v, path, &b->type);
+	if (strcmp(key, "config") == 0) {
+		json_t *j;
+		if (is_null_scalar(v))
+			return 0;
+		if (expect(w, v, path, YAML_MAPPING_NODE) < 0 || to_json(w, v, path, &j) < 0)
+			return -1;
+		free(b->config_json);
+		b->config_json = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+		json_decref(j);
+		return 0;
+	}
+	if (strcmp(key, "secrets") == 0) {
+		if (is_null_scalar(v))
+			return 0;
+		if (expect(w, v, path, YAML_MAPPING_NODE) < 0)
+			return -1;
+		size_t cap = (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
+		b->secrets = calloc(cap ? cap : 1, sizeof(*b->secrets));
+		return walk_mapping(w, v, path, secret_field, b, NULL);
+	}
+	return FIELD_UNKNOWN;
+}
+
+static int parse_backend(struct walk *w, yaml_node_t *n, const char *path, struct srv_config_backend *b)
+{
+	b->line = (int)n->start_mark.line + 1;
+	if (walk_mapping(w, n, path, backend_field, b, "name, type, config, secrets") < 0)
+		return -1;
 	if (!b->name)
 		return fail(w, n, path, "missing field 'name'");
 	if (!b->type)
@@ -294,47 +320,40 @@ static int parse_backend(struct walk *w, yaml_node_t *n, const char *path, struc
 	return 0;
 }
 
+static int project_field(struct walk *w, const char *key, yaml_node_t *v, const char *path, void *ctx)
+{
+	struct srv_config_project *pr = ctx;
+	if (strcmp(key, "name") == 0)
+		return get_string(w, v, path, &pr->name);
+	if (strcmp(key, "backends") == 0) {
+		if (is_null_scalar(v))
+			return 0;
+		if (expect(w, v, path, YAML_SEQUENCE_NODE) < 0)
+			return -1;
+		size_t cap = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+		pr->backends = calloc(cap ? cap : 1, sizeof(*pr->backends));
+		FOR_ITEMS(v, it)
+		{
+			char bpath[512];
+			pathf(bpath, sizeof(bpath), "%s[%zu]", path, pr->n_backends);
+			struct srv_config_backend *b = &pr->backends[pr->n_backends++];
+			if (parse_backend(w, node_at(w, *it), bpath, b) < 0)
+				return -1;
+			for (size_t j = 0; j + 1 < pr->n_backends; j++)
+				if (strcmp(pr->backends[j].name, b->name) == 0)
+					return fail(w, node_at(w, *it), bpath,
+					            "duplicate backend name \"%s\" in this project", b->name);
+		}
+		return 0;
+	}
+	return FIELD_UNKNOWN;
+}
+
 static int parse_project(struct walk *w, yaml_node_t *n, const char *path, struct srv_config_project *pr)
 {
-	char sub[512];
-
-	if (expect(w, n, path, YAML_MAPPING_NODE) < 0)
-		return -1;
 	pr->line = (int)n->start_mark.line + 1;
-	FOR_PAIRS(w, n, p)
-	{
-		const char *key = NULL;
-		yaml_node_t *v = node_at(w, p->value);
-		if (pair_key(w, p, path, &key) < 0)
-			return -1;
-		join(sub, sizeof(sub), path, key);
-		if (strcmp(key, "name") == 0) {
-			if (get_string(w, v, sub, &pr->name) < 0)
-				return -1;
-		} else if (strcmp(key, "backends") == 0) {
-			if (is_null_scalar(v))
-				continue;
-			if (expect(w, v, sub, YAML_SEQUENCE_NODE) < 0)
-				return -1;
-			size_t cap = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-			pr->backends = calloc(cap ? cap : 1, sizeof(*pr->backends));
-			FOR_ITEMS(v, it)
-			{
-				char bpath[512];
-				pathf(bpath, sizeof(bpath), "%s[%zu]", sub, pr->n_backends);
-				struct srv_config_backend *b = &pr->backends[pr->n_backends++];
-				if (parse_backend(w, node_at(w, *it), bpath, b) < 0)
-					return -1;
-				for (size_t j = 0; j + 1 < pr->n_backends; j++)
-					if (strcmp(pr->backends[j].name, b->name) == 0)
-						return fail(w, node_at(w, *it), bpath,
-						            "duplicate backend name \"%s\" in this project",
-						            b->name);
-			}
-		} else {
-			return fail(w, node_at(w, p->key), sub, "unknown field (expected name, backends)");
-		}
-	}
+	if (walk_mapping(w, n, path, project_field, pr, "name, backends") < 0)
+		return -1;
 	if (!pr->name)
 		return fail(w, n, path, "missing field 'name'");
 	return 0;
@@ -362,31 +381,22 @@ static int parse_string_list(struct walk *w, yaml_node_t *v, const char *path, c
 	return 0;
 }
 
+static int command_field(struct walk *w, const char *key, yaml_node_t *v, const char *path, void *ctx)
+{
+	struct srv_config_command *c = ctx;
+	if (strcmp(key, "type") == 0)
+		return get_string(w, v, path, &c->type);
+	if (strcmp(key, "path") == 0)
+		return get_string(w, v, path, &c->path);
+	if (strcmp(key, "args") == 0)
+		return parse_string_list(w, v, path, &c->args, &c->n_args);
+	return FIELD_UNKNOWN;
+}
+
 static int parse_command(struct walk *w, yaml_node_t *n, const char *path, struct srv_config_command *c)
 {
-	char sub[512];
-	if (expect(w, n, path, YAML_MAPPING_NODE) < 0)
+	if (walk_mapping(w, n, path, command_field, c, "type, path, args") < 0)
 		return -1;
-	FOR_PAIRS(w, n, p)
-	{
-		const char *key = NULL;
-		yaml_node_t *v = node_at(w, p->value);
-		if (pair_key(w, p, path, &key) < 0)
-			return -1;
-		join(sub, sizeof(sub), path, key);
-		if (strcmp(key, "type") == 0) {
-			if (get_string(w, v, sub, &c->type) < 0)
-				return -1;
-		} else if (strcmp(key, "path") == 0) {
-			if (get_string(w, v, sub, &c->path) < 0)
-				return -1;
-		} else if (strcmp(key, "args") == 0) {
-			if (parse_string_list(w, v, sub, &c->args, &c->n_args) < 0)
-				return -1;
-		} else {
-			return fail(w, node_at(w, p->key), sub, "unknown field (expected type, path, args)");
-		}
-	}
 	if (!c->type)
 		return fail(w, n, path, "missing field 'type'");
 	if (!c->path)
@@ -396,45 +406,36 @@ static int parse_command(struct walk *w, yaml_node_t *n, const char *path, struc
 	return 0;
 }
 
+static int remote_field(struct walk *w, const char *key, yaml_node_t *v, const char *path, void *ctx)
+{
+	struct srv_config_remote *r = ctx;
+	char **dst = NULL;
+	if (strcmp(key, "type") == 0)
+		dst = &r->type;
+	else if (strcmp(key, "name") == 0)
+		dst = &r->name;
+	else if (strcmp(key, "address") == 0)
+		dst = &r->address;
+	else if (strcmp(key, "ca") == 0)
+		dst = &r->ca;
+	else if (strcmp(key, "cert") == 0)
+		dst = &r->cert;
+	else if (strcmp(key, "key") == 0)
+		dst = &r->key;
+	else if (strcmp(key, "server_name") == 0)
+		dst = &r->server_name;
+	if (dst)
+		return get_string(w, v, path, dst);
+	if (strcmp(key, "insecure") == 0)
+		return get_bool(w, v, path, &r->insecure);
+	return FIELD_UNKNOWN;
+}
+
 static int parse_remote(struct walk *w, yaml_node_t *n, const char *path, struct srv_config_remote *r)
 {
-	char sub[512];
-	if (expect(w, n, path, YAML_MAPPING_NODE) < 0)
+	if (walk_mapping(w, n, path, remote_field, r,
+	                 "type, name, address, ca, cert, key, server_name, insecure") < 0)
 		return -1;
-	FOR_PAIRS(w, n, p)
-	{
-		const char *key = NULL;
-		yaml_node_t *v = node_at(w, p->value);
-		char **dst = NULL;
-		if (pair_key(w, p, path, &key) < 0)
-			return -1;
-		join(sub, sizeof(sub), path, key);
-		if (strcmp(key, "type") == 0)
-			dst = &r->type;
-		else if (strcmp(key, "name") == 0)
-			dst = &r->name;
-		else if (strcmp(key, "address") == 0)
-			dst = &r->address;
-		else if (strcmp(key, "ca") == 0)
-			dst = &r->ca;
-		else if (strcmp(key, "cert") == 0)
-			dst = &r->cert;
-		else if (strcmp(key, "key") == 0)
-			dst = &r->key;
-		else if (strcmp(key, "server_name") == 0)
-			dst = &r->server_name;
-		if (dst) {
-			if (get_string(w, v, sub, dst) < 0)
-				return -1;
-		} else if (strcmp(key, "insecure") == 0) {
-			if (get_bool(w, v, sub, &r->insecure) < 0)
-				return -1;
-		} else {
-			return fail(w, node_at(w, p->key), sub,
-			            "unknown field (expected type, name, address, ca, cert, key, "
-			            "server_name, insecure)");
-		}
-	}
 	if (!r->type)
 		return fail(w, n, path, "missing field 'type'");
 	if (!r->address)
@@ -447,215 +448,153 @@ static int parse_remote(struct walk *w, yaml_node_t *n, const char *path, struct
 	return 0;
 }
 
-static int parse_drivers(struct walk *w, struct srv_config *cfg, yaml_node_t *n, const char *path)
+static int drivers_field(struct walk *w, const char *key, yaml_node_t *v, const char *path, void *ctx)
 {
-	char sub[512];
-	if (expect(w, n, path, YAML_MAPPING_NODE) < 0)
-		return -1;
-	FOR_PAIRS(w, n, p)
-	{
-		const char *key = NULL;
-		yaml_node_t *v = node_at(w, p->value);
-		if (pair_key(w, p, path, &key) < 0)
+	struct srv_config *cfg = ctx;
+	if (strcmp(key, "dirs") == 0)
+		return parse_string_list(w, v, path, &cfg->driver_dirs, &cfg->n_driver_dirs);
+	if (strcmp(key, "commands") == 0) {
+		if (is_null_scalar(v))
+			return 0;
+		if (expect(w, v, path, YAML_SEQUENCE_NODE) < 0)
 			return -1;
-		join(sub, sizeof(sub), path, key);
-		if (strcmp(key, "dirs") == 0) {
-			if (parse_string_list(w, v, sub, &cfg->driver_dirs, &cfg->n_driver_dirs) < 0)
+		size_t cap = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+		cfg->commands = calloc(cap ? cap : 1, sizeof(*cfg->commands));
+		FOR_ITEMS(v, it)
+		{
+			char cpath[512];
+			pathf(cpath, sizeof(cpath), "%s[%zu]", path, cfg->n_commands);
+			if (parse_command(w, node_at(w, *it), cpath, &cfg->commands[cfg->n_commands++]) < 0)
 				return -1;
-		} else if (strcmp(key, "commands") == 0) {
-			if (is_null_scalar(v))
-				continue;
-			if (expect(w, v, sub, YAML_SEQUENCE_NODE) < 0)
-				return -1;
-			size_t cap = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-			cfg->commands = calloc(cap ? cap : 1, sizeof(*cfg->commands));
-			FOR_ITEMS(v, it)
-			{
-				char cpath[512];
-				pathf(cpath, sizeof(cpath), "%s[%zu]", sub, cfg->n_commands);
-				if (parse_command(w, node_at(w, *it), cpath,
-				                  &cfg->commands[cfg->n_commands++]) < 0)
-					return -1;
-			}
-		} else if (strcmp(key, "remote") == 0) {
-			if (is_null_scalar(v))
-				continue;
-			if (expect(w, v, sub, YAML_SEQUENCE_NODE) < 0)
-				return -1;
-			size_t cap = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-			cfg->remotes = calloc(cap ? cap : 1, sizeof(*cfg->remotes));
-			FOR_ITEMS(v, it)
-			{
-				char rpath[512];
-				pathf(rpath, sizeof(rpath), "%s[%zu]", sub, cfg->n_remotes);
-				if (parse_remote(w, node_at(w, *it), rpath, &cfg->remotes[cfg->n_remotes++]) <
-				    0)
-					return -1;
-			}
-		} else if (strcmp(key, "handshake_timeout_ms") == 0) {
-			if (get_int(w, v, sub, &cfg->handshake_timeout_ms, 1, 600000) < 0)
-				return -1;
-		} else if (strcmp(key, "call_timeout_ms") == 0) {
-			if (get_int(w, v, sub, &cfg->call_timeout_ms, 1, 3600000) < 0)
-				return -1;
-		} else if (strcmp(key, "offers_timeout_ms") == 0) {
-			if (get_int(w, v, sub, &cfg->offers_timeout_ms, 1, 600000) < 0)
-				return -1;
-		} else if (strcmp(key, "health_interval_ms") == 0) {
-			if (get_int(w, v, sub, &cfg->health_interval_ms, 50, 3600000) < 0)
-				return -1;
-		} else if (strcmp(key, "restart_backoff_ms") == 0) {
-			if (get_int(w, v, sub, &cfg->restart_backoff_ms, 1, 3600000) < 0)
-				return -1;
-		} else if (strcmp(key, "restart_backoff_max_ms") == 0) {
-			if (get_int(w, v, sub, &cfg->restart_backoff_max_ms, 1, 3600000) < 0)
-				return -1;
-		} else if (strcmp(key, "shutdown_grace_ms") == 0) {
-			if (get_int(w, v, sub, &cfg->shutdown_grace_ms, 0, 600000) < 0)
-				return -1;
-		} else {
-			return fail(
-			    w, node_at(w, p->key), sub,
-			    "unknown field (expected dirs, commands, remote, handshake_timeout_ms, "
-			    "call_timeout_ms, offers_timeout_ms, health_interval_ms, restart_backoff_ms, "
-			    "restart_backoff_max_ms, shutdown_grace_ms)");
 		}
+		return 0;
 	}
-	return 0;
+	if (strcmp(key, "remote") == 0) {
+		if (is_null_scalar(v))
+			return 0;
+		if (expect(w, v, path, YAML_SEQUENCE_NODE) < 0)
+			return -1;
+		size_t cap = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+		cfg->remotes = calloc(cap ? cap : 1, sizeof(*cfg->remotes));
+		FOR_ITEMS(v, it)
+		{
+			char rpath[512];
+			pathf(rpath, sizeof(rpath), "%s[%zu]", path, cfg->n_remotes);
+			if (parse_remote(w, node_at(w, *it), rpath, &cfg->remotes[cfg->n_remotes++]) < 0)
+				return -1;
+		}
+		return 0;
+	}
+	if (strcmp(key, "handshake_timeout_ms") == 0)
+		return get_int(w, v, path, &cfg->handshake_timeout_ms, 1, 600000);
+	if (strcmp(key, "call_timeout_ms") == 0)
+		return get_int(w, v, path, &cfg->call_timeout_ms, 1, 3600000);
+	if (strcmp(key, "offers_timeout_ms") == 0)
+		return get_int(w, v, path, &cfg->offers_timeout_ms, 1, 600000);
+	if (strcmp(key, "health_interval_ms") == 0)
+		return get_int(w, v, path, &cfg->health_interval_ms, 50, 3600000);
+	if (strcmp(key, "restart_backoff_ms") == 0)
+		return get_int(w, v, path, &cfg->restart_backoff_ms, 1, 3600000);
+	if (strcmp(key, "restart_backoff_max_ms") == 0)
+		return get_int(w, v, path, &cfg->restart_backoff_max_ms, 1, 3600000);
+	if (strcmp(key, "shutdown_grace_ms") == 0)
+		return get_int(w, v, path, &cfg->shutdown_grace_ms, 0, 600000);
+	return FIELD_UNKNOWN;
 }
 
-static int parse_listen(struct walk *w, struct srv_config *cfg, yaml_node_t *n, const char *path)
+static int tcp_field(struct walk *w, const char *key, yaml_node_t *v, const char *path, void *ctx)
 {
-	char sub[512];
-	if (expect(w, n, path, YAML_MAPPING_NODE) < 0)
-		return -1;
-	FOR_PAIRS(w, n, p)
-	{
-		const char *key = NULL;
-		yaml_node_t *v = node_at(w, p->value);
-		if (pair_key(w, p, path, &key) < 0)
+	struct srv_config *cfg = ctx;
+	if (strcmp(key, "address") == 0)
+		return get_string(w, v, path, &cfg->listen_tcp);
+	if (strcmp(key, "cert") == 0)
+		return get_string(w, v, path, &cfg->tcp_cert);
+	if (strcmp(key, "key") == 0)
+		return get_string(w, v, path, &cfg->tcp_key);
+	if (strcmp(key, "client_ca") == 0)
+		return get_string(w, v, path, &cfg->tcp_client_ca);
+	return FIELD_UNKNOWN;
+}
+
+static int listen_field(struct walk *w, const char *key, yaml_node_t *v, const char *path, void *ctx)
+{
+	struct srv_config *cfg = ctx;
+	if (strcmp(key, "unix") == 0)
+		return get_string(w, v, path, &cfg->listen_unix);
+	if (strcmp(key, "tcp") == 0) {
+		if (walk_mapping(w, v, path, tcp_field, cfg, "address, cert, key, client_ca") < 0)
 			return -1;
-		join(sub, sizeof(sub), path, key);
-		if (strcmp(key, "unix") == 0) {
-			if (get_string(w, v, sub, &cfg->listen_unix) < 0)
-				return -1;
-		} else if (strcmp(key, "tcp") == 0) {
-			if (expect(w, v, sub, YAML_MAPPING_NODE) < 0)
-				return -1;
-			FOR_PAIRS(w, v, tp)
-			{
-				const char *tkey = NULL;
-				char tpath[512];
-				char **dst = NULL;
-				if (pair_key(w, tp, sub, &tkey) < 0)
-					return -1;
-				pathf(tpath, sizeof(tpath), "%s.%s", sub, tkey);
-				if (strcmp(tkey, "address") == 0)
-					dst = &cfg->listen_tcp;
-				else if (strcmp(tkey, "cert") == 0)
-					dst = &cfg->tcp_cert;
-				else if (strcmp(tkey, "key") == 0)
-					dst = &cfg->tcp_key;
-				else if (strcmp(tkey, "client_ca") == 0)
-					dst = &cfg->tcp_client_ca;
-				else
-					return fail(w, node_at(w, tp->key), tpath,
-					            "unknown field (expected address, cert, key, client_ca)");
-				if (get_string(w, node_at(w, tp->value), tpath, dst) < 0)
-					return -1;
-			}
-			if (!cfg->listen_tcp)
-				return fail(w, v, sub, "missing field 'address'");
-			if (!cfg->tcp_cert != !cfg->tcp_key)
-				return fail(w, v, sub, "cert and key go together");
-		} else {
-			return fail(w, node_at(w, p->key), sub, "unknown field (expected unix, tcp)");
-		}
+		if (!cfg->listen_tcp)
+			return fail(w, v, path, "missing field 'address'");
+		if (!cfg->tcp_cert != !cfg->tcp_key)
+			return fail(w, v, path, "cert and key go together");
+		return 0;
 	}
-	return 0;
+	return FIELD_UNKNOWN;
+}
+
+static int provisioning_field(struct walk *w, const char *key, yaml_node_t *v, const char *path, void *ctx)
+{
+	struct srv_config *cfg = ctx;
+	if (strcmp(key, "max_tries") == 0)
+		return get_int(w, v, path, &cfg->max_tries, 1, 1000);
+	if (strcmp(key, "reconcile_interval_ms") == 0)
+		return get_int(w, v, path, &cfg->reconcile_interval_ms, 10, 3600000);
+	return FIELD_UNKNOWN;
+}
+
+static int root_field(struct walk *w, const char *key, yaml_node_t *v, const char *path, void *ctx)
+{
+	struct srv_config *cfg = ctx;
+	if (strcmp(key, "listen") == 0)
+		return walk_mapping(w, v, path, listen_field, cfg, "unix, tcp");
+	if (strcmp(key, "data_dir") == 0)
+		return get_string(w, v, path, &cfg->data_dir);
+	if (strcmp(key, "log_level") == 0) {
+		if (get_string(w, v, path, &cfg->log_level) < 0)
+			return -1;
+		const char *l = cfg->log_level;
+		if (strcmp(l, "debug") && strcmp(l, "info") && strcmp(l, "warn") && strcmp(l, "error"))
+			return fail(w, v, path, "expected debug, info, warn or error, found \"%s\"", l);
+		return 0;
+	}
+	if (strcmp(key, "drivers") == 0)
+		return walk_mapping(w, v, path, drivers_field, cfg,
+		                    "dirs, commands, remote, handshake_timeout_ms, call_timeout_ms, "
+		                    "offers_timeout_ms, health_interval_ms, restart_backoff_ms, "
+		                    "restart_backoff_max_ms, shutdown_grace_ms");
+	if (strcmp(key, "projects") == 0) {
+		if (is_null_scalar(v))
+			return 0;
+		if (expect(w, v, path, YAML_SEQUENCE_NODE) < 0)
+			return -1;
+		size_t cap = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+		cfg->projects = calloc(cap ? cap : 1, sizeof(*cfg->projects));
+		FOR_ITEMS(v, it)
+		{
+			char ppath[512];
+			pathf(ppath, sizeof(ppath), "projects[%zu]", cfg->n_projects);
+			struct srv_config_project *pr = &cfg->projects[cfg->n_projects++];
+			if (parse_project(w, node_at(w, *it), ppath, pr) < 0)
+				return -1;
+			for (size_t j = 0; j + 1 < cfg->n_projects; j++)
+				if (strcmp(cfg->projects[j].name, pr->name) == 0)
+					return fail(w, node_at(w, *it), ppath,
+					            "duplicate project name \"%s\"", pr->name);
+		}
+		return 0;
+	}
+	if (strcmp(key, "provisioning") == 0)
+		return walk_mapping(w, v, path, provisioning_field, cfg, "max_tries, reconcile_interval_ms");
+	return FIELD_UNKNOWN;
 }
 
 static int parse_root(struct walk *w, struct srv_config *cfg, yaml_node_t *root)
 {
-	char sub[512];
 	if (!root)
 		return 0; /* an empty file is all defaults */
-	if (expect(w, root, "", YAML_MAPPING_NODE) < 0)
-		return -1;
-	FOR_PAIRS(w, root, p)
-	{
-		const char *key = NULL;
-		yaml_node_t *v = node_at(w, p->value);
-		if (pair_key(w, p, "", &key) < 0)
-			return -1;
-		pathf(sub, sizeof(sub), "%s", key);
-		if (strcmp(key, "listen") == 0) {
-			if (parse_listen(w, cfg, v, sub) < 0)
-				return -1;
-		} else if (strcmp(key, "data_dir") == 0) {
-			if (get_string(w, v, sub, &cfg->data_dir) < 0)
-				return -1;
-		} else if (strcmp(key, "log_level") == 0) {
-			if (get_string(w, v, sub, &cfg->log_level) < 0)
-				return -1;
-			const char *l = cfg->log_level;
-			if (strcmp(l, "debug") && strcmp(l, "info") && strcmp(l, "warn") &&
-			    strcmp(l, "error"))
-				return fail(w, v, sub, "expected debug, info, warn or error, found \"%s\"",
-				            l);
-		} else if (strcmp(key, "drivers") == 0) {
-			if (parse_drivers(w, cfg, v, sub) < 0)
-				return -1;
-		} else if (strcmp(key, "projects") == 0) {
-			if (is_null_scalar(v))
-				continue;
-			if (expect(w, v, sub, YAML_SEQUENCE_NODE) < 0)
-				return -1;
-			size_t cap = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-			cfg->projects = calloc(cap ? cap : 1, sizeof(*cfg->projects));
-			FOR_ITEMS(v, it)
-			{
-				char ppath[512];
-				pathf(ppath, sizeof(ppath), "projects[%zu]", cfg->n_projects);
-				struct srv_config_project *pr = &cfg->projects[cfg->n_projects++];
-				if (parse_project(w, node_at(w, *it), ppath, pr) < 0)
-					return -1;
-				for (size_t j = 0; j + 1 < cfg->n_projects; j++)
-					if (strcmp(cfg->projects[j].name, pr->name) == 0)
-						return fail(w, node_at(w, *it), ppath,
-						            "duplicate project name \"%s\"", pr->name);
-			}
-		} else if (strcmp(key, "provisioning") == 0) {
-			if (expect(w, v, sub, YAML_MAPPING_NODE) < 0)
-				return -1;
-			FOR_PAIRS(w, v, pp)
-			{
-				const char *pkey = NULL;
-				char ppath[512];
-				if (pair_key(w, pp, sub, &pkey) < 0)
-					return -1;
-				pathf(ppath, sizeof(ppath), "%s.%s", sub, pkey);
-				yaml_node_t *pv = node_at(w, pp->value);
-				if (strcmp(pkey, "max_tries") == 0) {
-					if (get_int(w, pv, ppath, &cfg->max_tries, 1, 1000) < 0)
-						return -1;
-				} else if (strcmp(pkey, "reconcile_interval_ms") == 0) {
-					if (get_int(w, pv, ppath, &cfg->reconcile_interval_ms, 10, 3600000) <
-					    0)
-						return -1;
-				} else {
-					return fail(
-					    w, node_at(w, pp->key), ppath,
-					    "unknown field (expected max_tries, reconcile_interval_ms)");
-				}
-			}
-		} else {
-			return fail(w, node_at(w, p->key), sub,
-			            "unknown field (expected listen, data_dir, log_level, drivers, projects, "
-			            "provisioning)");
-		}
-	}
-	return 0;
+	return walk_mapping(w, root, "", root_field, cfg,
+	                    "listen, data_dir, log_level, drivers, projects, provisioning");
 }
 
 struct srv_config *srv_config_new_default(void)
