@@ -267,6 +267,38 @@ static int walk_mapping(struct walk *w, yaml_node_t *n, const char *path, field_
 	return 0;
 }
 
+/* Reads one item of a list at `path` ("parent[i]"). Returns 0 or -1 after fail(). */
+typedef int (*item_fn)(struct walk *w, yaml_node_t *n, const char *path, void *ctx);
+
+/*
+ * Checks a list value before its array is allocated: 1 and *len, 0 for a
+ * null value (no list: nothing to allocate or walk), or -1 after fail().
+ */
+static int list_open(struct walk *w, yaml_node_t *v, const char *path, size_t *len)
+{
+	if (is_null_scalar(v))
+		return 0;
+	if (expect(w, v, path, YAML_SEQUENCE_NODE) < 0)
+		return -1;
+	*len = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+	return 1;
+}
+
+/* Gives each item of the list `v` (opened by list_open()) to item(), with its path "path[i]". */
+static int walk_list(struct walk *w, yaml_node_t *v, const char *path, item_fn item, void *ctx)
+{
+	char sub[512];
+	size_t i = 0;
+
+	FOR_ITEMS(v, it)
+	{
+		pathf(sub, sizeof(sub), "%s[%zu]", path, i++);
+		if (item(w, node_at(w, *it), sub, ctx) < 0)
+			return -1;
+	}
+	return 0;
+}
+
 /* Every key of `secrets` names a secret; the error names the secret but never shows its value. */
 static int secret_field(struct walk *w, const char *key, yaml_node_t *v, const char *path, void *ctx)
 {
@@ -306,8 +338,11 @@ static int backend_field(struct walk *w, const char *key, yaml_node_t *v, const 
 	return FIELD_UNKNOWN;
 }
 
-static int parse_backend(struct walk *w, yaml_node_t *n, const char *path, struct srv_config_backend *b)
+/* The next backend of a project's list. */
+static int backend_item(struct walk *w, yaml_node_t *n, const char *path, void *ctx)
 {
+	struct srv_config_project *pr = ctx;
+	struct srv_config_backend *b = &pr->backends[pr->n_backends++];
 	b->line = (int)n->start_mark.line + 1;
 	if (walk_mapping(w, n, path, backend_field, b, "name, type, config, secrets") < 0)
 		return -1;
@@ -317,6 +352,9 @@ static int parse_backend(struct walk *w, yaml_node_t *n, const char *path, struc
 		return fail(w, n, path, "missing field 'type'");
 	if (!b->config_json)
 		b->config_json = strdup("{}");
+	for (size_t j = 0; j + 1 < pr->n_backends; j++)
+		if (strcmp(pr->backends[j].name, b->name) == 0)
+			return fail(w, n, path, "duplicate backend name \"%s\" in this project", b->name);
 	return 0;
 }
 
@@ -326,36 +364,29 @@ static int project_field(struct walk *w, const char *key, yaml_node_t *v, const 
 	if (strcmp(key, "name") == 0)
 		return get_string(w, v, path, &pr->name);
 	if (strcmp(key, "backends") == 0) {
-		if (is_null_scalar(v))
-			return 0;
-		if (expect(w, v, path, YAML_SEQUENCE_NODE) < 0)
-			return -1;
-		size_t cap = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-		pr->backends = calloc(cap ? cap : 1, sizeof(*pr->backends));
-		FOR_ITEMS(v, it)
-		{
-			char bpath[512];
-			pathf(bpath, sizeof(bpath), "%s[%zu]", path, pr->n_backends);
-			struct srv_config_backend *b = &pr->backends[pr->n_backends++];
-			if (parse_backend(w, node_at(w, *it), bpath, b) < 0)
-				return -1;
-			for (size_t j = 0; j + 1 < pr->n_backends; j++)
-				if (strcmp(pr->backends[j].name, b->name) == 0)
-					return fail(w, node_at(w, *it), bpath,
-					            "duplicate backend name \"%s\" in this project", b->name);
-		}
-		return 0;
+		size_t len;
+		int rc = list_open(w, v, path, &len);
+		if (rc <= 0)
+			return rc;
+		pr->backends = calloc(len ? len : 1, sizeof(*pr->backends));
+		return walk_list(w, v, path, backend_item, pr);
 	}
 	return FIELD_UNKNOWN;
 }
 
-static int parse_project(struct walk *w, yaml_node_t *n, const char *path, struct srv_config_project *pr)
+/* The next project of the file's list. */
+static int project_item(struct walk *w, yaml_node_t *n, const char *path, void *ctx)
 {
+	struct srv_config *cfg = ctx;
+	struct srv_config_project *pr = &cfg->projects[cfg->n_projects++];
 	pr->line = (int)n->start_mark.line + 1;
 	if (walk_mapping(w, n, path, project_field, pr, "name, backends") < 0)
 		return -1;
 	if (!pr->name)
 		return fail(w, n, path, "missing field 'name'");
+	for (size_t j = 0; j + 1 < cfg->n_projects; j++)
+		if (strcmp(cfg->projects[j].name, pr->name) == 0)
+			return fail(w, n, path, "duplicate project name \"%s\"", pr->name);
 	return 0;
 }
 
@@ -393,8 +424,11 @@ static int command_field(struct walk *w, const char *key, yaml_node_t *v, const 
 	return FIELD_UNKNOWN;
 }
 
-static int parse_command(struct walk *w, yaml_node_t *n, const char *path, struct srv_config_command *c)
+/* The next command of drivers.commands. */
+static int command_item(struct walk *w, yaml_node_t *n, const char *path, void *ctx)
 {
+	struct srv_config *cfg = ctx;
+	struct srv_config_command *c = &cfg->commands[cfg->n_commands++];
 	if (walk_mapping(w, n, path, command_field, c, "type, path, args") < 0)
 		return -1;
 	if (!c->type)
@@ -431,8 +465,11 @@ static int remote_field(struct walk *w, const char *key, yaml_node_t *v, const c
 	return FIELD_UNKNOWN;
 }
 
-static int parse_remote(struct walk *w, yaml_node_t *n, const char *path, struct srv_config_remote *r)
+/* The next remote driver of drivers.remote. */
+static int remote_item(struct walk *w, yaml_node_t *n, const char *path, void *ctx)
 {
+	struct srv_config *cfg = ctx;
+	struct srv_config_remote *r = &cfg->remotes[cfg->n_remotes++];
 	if (walk_mapping(w, n, path, remote_field, r,
 	                 "type, name, address, ca, cert, key, server_name, insecure") < 0)
 		return -1;
@@ -454,36 +491,20 @@ static int drivers_field(struct walk *w, const char *key, yaml_node_t *v, const 
 	if (strcmp(key, "dirs") == 0)
 		return parse_string_list(w, v, path, &cfg->driver_dirs, &cfg->n_driver_dirs);
 	if (strcmp(key, "commands") == 0) {
-		if (is_null_scalar(v))
-			return 0;
-		if (expect(w, v, path, YAML_SEQUENCE_NODE) < 0)
-			return -1;
-		size_t cap = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-		cfg->commands = calloc(cap ? cap : 1, sizeof(*cfg->commands));
-		FOR_ITEMS(v, it)
-		{
-			char cpath[512];
-			pathf(cpath, sizeof(cpath), "%s[%zu]", path, cfg->n_commands);
-			if (parse_command(w, node_at(w, *it), cpath, &cfg->commands[cfg->n_commands++]) < 0)
-				return -1;
-		}
-		return 0;
+		size_t len;
+		int rc = list_open(w, v, path, &len);
+		if (rc <= 0)
+			return rc;
+		cfg->commands = calloc(len ? len : 1, sizeof(*cfg->commands));
+		return walk_list(w, v, path, command_item, cfg);
 	}
 	if (strcmp(key, "remote") == 0) {
-		if (is_null_scalar(v))
-			return 0;
-		if (expect(w, v, path, YAML_SEQUENCE_NODE) < 0)
-			return -1;
-		size_t cap = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-		cfg->remotes = calloc(cap ? cap : 1, sizeof(*cfg->remotes));
-		FOR_ITEMS(v, it)
-		{
-			char rpath[512];
-			pathf(rpath, sizeof(rpath), "%s[%zu]", path, cfg->n_remotes);
-			if (parse_remote(w, node_at(w, *it), rpath, &cfg->remotes[cfg->n_remotes++]) < 0)
-				return -1;
-		}
-		return 0;
+		size_t len;
+		int rc = list_open(w, v, path, &len);
+		if (rc <= 0)
+			return rc;
+		cfg->remotes = calloc(len ? len : 1, sizeof(*cfg->remotes));
+		return walk_list(w, v, path, remote_item, cfg);
 	}
 	if (strcmp(key, "handshake_timeout_ms") == 0)
 		return get_int(w, v, path, &cfg->handshake_timeout_ms, 1, 600000);
@@ -564,25 +585,12 @@ static int root_field(struct walk *w, const char *key, yaml_node_t *v, const cha
 		                    "offers_timeout_ms, health_interval_ms, restart_backoff_ms, "
 		                    "restart_backoff_max_ms, shutdown_grace_ms");
 	if (strcmp(key, "projects") == 0) {
-		if (is_null_scalar(v))
-			return 0;
-		if (expect(w, v, path, YAML_SEQUENCE_NODE) < 0)
-			return -1;
-		size_t cap = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
-		cfg->projects = calloc(cap ? cap : 1, sizeof(*cfg->projects));
-		FOR_ITEMS(v, it)
-		{
-			char ppath[512];
-			pathf(ppath, sizeof(ppath), "projects[%zu]", cfg->n_projects);
-			struct srv_config_project *pr = &cfg->projects[cfg->n_projects++];
-			if (parse_project(w, node_at(w, *it), ppath, pr) < 0)
-				return -1;
-			for (size_t j = 0; j + 1 < cfg->n_projects; j++)
-				if (strcmp(cfg->projects[j].name, pr->name) == 0)
-					return fail(w, node_at(w, *it), ppath,
-					            "duplicate project name \"%s\"", pr->name);
-		}
-		return 0;
+		size_t len;
+		int rc = list_open(w, v, path, &len);
+		if (rc <= 0)
+			return rc;
+		cfg->projects = calloc(len ? len : 1, sizeof(*cfg->projects));
+		return walk_list(w, v, path, project_item, cfg);
 	}
 	if (strcmp(key, "provisioning") == 0)
 		return walk_mapping(w, v, path, provisioning_field, cfg, "max_tries, reconcile_interval_ms");
