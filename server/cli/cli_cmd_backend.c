@@ -34,6 +34,31 @@ struct secrets {
 	size_t n;
 };
 
+/* The whole file as a string, its length in *len; NULL with a message in err. */
+static char *read_file(const char *path, size_t *len, char *err, size_t errlen)
+{
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+		return NULL;
+	}
+	size_t cap = 4096, n = 0, r;
+	char *buf = malloc(cap);
+	while (buf && (r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+		n += r;
+		if (n + 1 == cap) {
+			cap *= 2;
+			buf = realloc(buf, cap);
+		}
+	}
+	fclose(f);
+	if (!buf)
+		abort();
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+}
+
 static int secret_add(struct secrets *s, const char *opt, const char *arg, bool from_file)
 {
 	const char *eq = strchr(arg, '=');
@@ -43,27 +68,12 @@ static int secret_add(struct secrets *s, const char *opt, const char *arg, bool 
 	char *key = strndup(arg, (size_t)(eq - arg));
 	char *value;
 	if (from_file) {
-		FILE *f = fopen(eq + 1, "r");
-		if (!f) {
-			int e = errno;
+		char err[4200]; /* room for a path as long as PATH_MAX */
+		size_t n;
+		if (!(value = read_file(eq + 1, &n, err, sizeof(err)))) {
 			free(key);
-			return cli_usage_error("backend add: --secret-file: cannot read %s: %s", eq + 1,
-			                       strerror(e));
+			return cli_usage_error("backend add: --secret-file: %s", err);
 		}
-		size_t cap = 4096, n = 0;
-		value = malloc(cap);
-		size_t r;
-		while (value && (r = fread(value + n, 1, cap - n - 1, f)) > 0) {
-			n += r;
-			if (n + 1 == cap) {
-				cap *= 2;
-				value = realloc(value, cap);
-			}
-		}
-		fclose(f);
-		if (!value)
-			abort();
-		value[n] = '\0';
 		/* A trailing newline from an editor is not part of a credential. */
 		while (n && (value[n - 1] == '\n' || value[n - 1] == '\r'))
 			value[--n] = '\0';
@@ -100,29 +110,6 @@ static void secrets_free(struct secrets *s)
 	free(s->owned);
 	free(s->entries);
 	free(s->ptrs);
-}
-
-static char *read_file(const char *path, char *err, size_t errlen)
-{
-	FILE *f = fopen(path, "r");
-	if (!f) {
-		snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
-		return NULL;
-	}
-	size_t cap = 4096, n = 0, r;
-	char *buf = malloc(cap);
-	while (buf && (r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
-		n += r;
-		if (n + 1 == cap) {
-			cap *= 2;
-			buf = realloc(buf, cap);
-		}
-	}
-	fclose(f);
-	if (!buf)
-		abort();
-	buf[n] = '\0';
-	return buf;
 }
 
 static void print_diagnostics(Drover__Compute__V1__Diagnostic **d, size_t n, FILE *f)
@@ -357,7 +344,8 @@ int cli_cmd_backend(struct cli_ctx *c, int argc, char **argv)
 		}
 		if (config_file) {
 			char err[512];
-			if (!(config_buf = read_file(config_file, err, sizeof(err)))) {
+			size_t len;
+			if (!(config_buf = read_file(config_file, &len, err, sizeof(err)))) {
 				rc = cli_usage_error("backend add: --config-file: %s", err);
 				goto out;
 			}
