@@ -125,8 +125,9 @@ static int64_t now_ms(void)
 }
 
 /*
- * Polls GetInstance until `done` holds for the status or the CLI's timeout
- * passes. *out gets the last instance seen (caller frees the response).
+ * Polls GetInstance until `done` holds for the status (0) or the CLI's
+ * timeout passes (-1); *out gets the last instance seen (caller frees the
+ * response). A failed call returns its exit code, with *out NULL.
  */
 static int wait_for(struct cli_ctx *c, const char *id, bool (*done)(int status),
                     Drover__Api__V1__GetInstanceResponse **out)
@@ -138,11 +139,11 @@ static int wait_for(struct cli_ctx *c, const char *id, bool (*done)(int status),
 	for (;;) {
 		Drover__Api__V1__GetInstanceResponse *resp;
 		int rc = cli_call(c, "GetInstance", &req.base, (ProtobufCMessage **)&resp);
-		if (rc)
-			return rc;
 		if (*out)
 			FREE_MSG(*out);
-		*out = resp;
+		*out = resp; /* NULL when the call failed */
+		if (rc)
+			return rc;
 		if (resp->instance && done(resp->instance->status))
 			return 0;
 		if (now_ms() >= deadline)
@@ -190,15 +191,10 @@ static int instance_create(struct cli_ctx *c, Drover__Api__V1__CreateInstanceReq
 	}
 	if (wait && !settled_running(in->status)) {
 		Drover__Api__V1__GetInstanceResponse *g;
-		char *id = strdup(in->id);
+		rc = wait_for(c, in->id, settled_running, &g);
 		FREE_MSG(resp);
-		rc = wait_for(c, id, settled_running, &g);
-		free(id);
-		if (rc > 0) {
-			if (g)
-				FREE_MSG(g);
+		if (rc > 0)
 			return rc;
-		}
 		show_result(c, &g->base, g->instance);
 		int status = g->instance ? (int)g->instance->status : 0;
 		FREE_MSG(g);
@@ -438,15 +434,11 @@ int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv)
 				FREE_MSG(resp);
 			} else {
 				Drover__Api__V1__GetInstanceResponse *g;
-				char *iid = strdup(resp->instance ? resp->instance->id : id);
+				rc = wait_for(c, resp->instance ? resp->instance->id : id, settled_terminated,
+				              &g);
 				FREE_MSG(resp);
-				rc = wait_for(c, iid, settled_terminated, &g);
-				free(iid);
-				if (rc > 0) {
-					if (g)
-						FREE_MSG(g);
+				if (rc > 0)
 					goto out;
-				}
 				int status = g->instance ? (int)g->instance->status : 0;
 				if (c->json)
 					cli_print_json(&g->base);
