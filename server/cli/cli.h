@@ -51,6 +51,14 @@ struct cli_ctx {
 int cli_call(struct cli_ctx *c, const char *method, const ProtobufCMessage *req, ProtobufCMessage **resp);
 
 /*
+ * cli_call() for a command whose --json output is the response as it is:
+ * with --json the response is printed and freed here and *resp is NULL, so
+ * on CLI_EXIT_OK the caller prints its text form only when *resp is set.
+ */
+int cli_call_text(struct cli_ctx *c, const char *method, const ProtobufCMessage *req,
+                  ProtobufCMessage **resp);
+
+/*
  * Options every subcommand takes (--json, --project, --help), as getopt_long
  * entries with the short codes 'J', 'P' and 'h'.
  */

@@ -180,14 +180,9 @@ static int backend_list(struct cli_ctx *c, bool all)
 	Drover__Api__V1__ListBackendsRequest req = DROVER__API__V1__LIST_BACKENDS_REQUEST__INIT;
 	Drover__Api__V1__ListBackendsResponse *resp;
 	req.project = all ? "" : (char *)c->project;
-	int rc = cli_call(c, "ListBackends", &req.base, (ProtobufCMessage **)&resp);
-	if (rc)
+	int rc = cli_call_text(c, "ListBackends", &req.base, (ProtobufCMessage **)&resp);
+	if (rc || !resp)
 		return rc;
-	if (c->json) {
-		cli_print_json(&resp->base);
-		FREE_MSG(resp);
-		return 0;
-	}
 	static const char *const hdr[] = {"PROJECT", "NAME",   "TYPE", "FEATURES",
 	                                  "SECRETS", "SOURCE", "LIVE", "CONFIG"};
 	struct cli_table *t = cli_table_new(8, hdr);
@@ -226,19 +221,15 @@ static int backend_remove(struct cli_ctx *c, const char *name, bool force)
 	req.project = (char *)c->project;
 	req.name = (char *)name;
 	req.force = force;
-	int rc = cli_call(c, "RemoveBackend", &req.base, (ProtobufCMessage **)&resp);
-	if (rc)
+	int rc = cli_call_text(c, "RemoveBackend", &req.base, (ProtobufCMessage **)&resp);
+	if (rc || !resp)
 		return rc;
-	if (c->json) {
-		cli_print_json(&resp->base);
-	} else {
-		printf("removed backend %s from project %s\n", name, c->project);
-		if (resp->n_live_instance_ids) {
-			printf("still live, kept on record:");
-			for (size_t i = 0; i < resp->n_live_instance_ids; i++)
-				printf(" %s", resp->live_instance_ids[i]);
-			printf("\n");
-		}
+	printf("removed backend %s from project %s\n", name, c->project);
+	if (resp->n_live_instance_ids) {
+		printf("still live, kept on record:");
+		for (size_t i = 0; i < resp->n_live_instance_ids; i++)
+			printf(" %s", resp->live_instance_ids[i]);
+		printf("\n");
 	}
 	FREE_MSG(resp);
 	return 0;

@@ -217,14 +217,9 @@ static int instance_create(struct cli_ctx *c, Drover__Api__V1__CreateInstanceReq
 static int instance_list(struct cli_ctx *c, Drover__Api__V1__ListInstancesRequest *req)
 {
 	Drover__Api__V1__ListInstancesResponse *resp;
-	int rc = cli_call(c, "ListInstances", &req->base, (ProtobufCMessage **)&resp);
-	if (rc)
+	int rc = cli_call_text(c, "ListInstances", &req->base, (ProtobufCMessage **)&resp);
+	if (rc || !resp)
 		return rc;
-	if (c->json) {
-		cli_print_json(&resp->base);
-		FREE_MSG(resp);
-		return 0;
-	}
 	static const char *const hdr[] = {"ID",       "NAME",   "PROJECT", "BACKEND", "STATUS",
 	                                  "INSTANCE", "REGION", "PRICE/H", "ADDRESS", "CREATED"};
 	struct cli_table *t = cli_table_new(10, hdr);

@@ -20,14 +20,9 @@ static int driver_list(struct cli_ctx *c)
 {
 	Drover__Api__V1__ListDriversRequest req = DROVER__API__V1__LIST_DRIVERS_REQUEST__INIT;
 	Drover__Api__V1__ListDriversResponse *resp;
-	int rc = cli_call(c, "ListDrivers", &req.base, (ProtobufCMessage **)&resp);
-	if (rc)
+	int rc = cli_call_text(c, "ListDrivers", &req.base, (ProtobufCMessage **)&resp);
+	if (rc || !resp)
 		return rc;
-	if (c->json) {
-		cli_print_json(&resp->base);
-		FREE_MSG(resp);
-		return 0;
-	}
 	static const char *const hdr[] = {"TYPE",    "NAME",    "STATE",    "PID/ADDRESS", "RESTARTS",
 	                                  "BACKOFF", "VERSION", "FEATURES", "LAST ERROR"};
 	struct cli_table *t = cli_table_new(9, hdr);
@@ -116,24 +111,20 @@ int cli_cmd_project(struct cli_ctx *c, int argc, char **argv)
 	if (sub && strcmp(sub, "list") == 0 && nargs == 1) {
 		Drover__Api__V1__ListProjectsRequest req = DROVER__API__V1__LIST_PROJECTS_REQUEST__INIT;
 		Drover__Api__V1__ListProjectsResponse *resp;
-		if ((rc = cli_call(c, "ListProjects", &req.base, (ProtobufCMessage **)&resp)))
+		if ((rc = cli_call_text(c, "ListProjects", &req.base, (ProtobufCMessage **)&resp)) || !resp)
 			return rc;
-		if (c->json) {
-			cli_print_json(&resp->base);
-		} else {
-			static const char *const hdr[] = {"NAME", "BACKENDS", "LIVE INSTANCES", "CREATED"};
-			struct cli_table *t = cli_table_new(4, hdr);
-			for (size_t i = 0; i < resp->n_projects; i++) {
-				const Drover__Api__V1__Project *p = resp->projects[i];
-				char nb[16], ni[16], ts[32];
-				snprintf(nb, sizeof(nb), "%u", p->backend_count);
-				snprintf(ni, sizeof(ni), "%u", p->live_instance_count);
-				const char *row[] = {p->name, nb, ni,
-				                     cli_time_str(p->created_unix_ms, ts, sizeof(ts))};
-				cli_table_row(t, row);
-			}
-			cli_table_print(t, stdout);
+		static const char *const hdr[] = {"NAME", "BACKENDS", "LIVE INSTANCES", "CREATED"};
+		struct cli_table *t = cli_table_new(4, hdr);
+		for (size_t i = 0; i < resp->n_projects; i++) {
+			const Drover__Api__V1__Project *p = resp->projects[i];
+			char nb[16], ni[16], ts[32];
+			snprintf(nb, sizeof(nb), "%u", p->backend_count);
+			snprintf(ni, sizeof(ni), "%u", p->live_instance_count);
+			const char *row[] = {p->name, nb, ni,
+			                     cli_time_str(p->created_unix_ms, ts, sizeof(ts))};
+			cli_table_row(t, row);
 		}
+		cli_table_print(t, stdout);
 		FREE_MSG(resp);
 		return 0;
 	}
@@ -141,12 +132,9 @@ int cli_cmd_project(struct cli_ctx *c, int argc, char **argv)
 		Drover__Api__V1__CreateProjectRequest req = DROVER__API__V1__CREATE_PROJECT_REQUEST__INIT;
 		Drover__Api__V1__CreateProjectResponse *resp;
 		req.name = argv[optind + 1];
-		if ((rc = cli_call(c, "CreateProject", &req.base, (ProtobufCMessage **)&resp)))
+		if ((rc = cli_call_text(c, "CreateProject", &req.base, (ProtobufCMessage **)&resp)) || !resp)
 			return rc;
-		if (c->json)
-			cli_print_json(&resp->base);
-		else
-			printf("created project %s\n", resp->project ? resp->project->name : req.name);
+		printf("created project %s\n", resp->project ? resp->project->name : req.name);
 		FREE_MSG(resp);
 		return 0;
 	}
@@ -212,13 +200,8 @@ int cli_cmd_event(struct cli_ctx *c, int argc, char **argv)
 		return cli_usage_error("event: expected 'list' (see drover event --help)");
 	req.project = all ? "" : (char *)c->project;
 	Drover__Api__V1__ListEventsResponse *resp;
-	if ((rc = cli_call(c, "ListEvents", &req.base, (ProtobufCMessage **)&resp)))
+	if ((rc = cli_call_text(c, "ListEvents", &req.base, (ProtobufCMessage **)&resp)) || !resp)
 		return rc;
-	if (c->json) {
-		cli_print_json(&resp->base);
-		FREE_MSG(resp);
-		return 0;
-	}
 	static const char *const hdr[] = {"ID",      "TIME",     "LEVEL",   "KIND",
 	                                  "PROJECT", "INSTANCE", "BACKEND", "MESSAGE"};
 	struct cli_table *t = cli_table_new(8, hdr);

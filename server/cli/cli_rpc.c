@@ -251,6 +251,17 @@ int cli_call(struct cli_ctx *c, const char *method, const ProtobufCMessage *req,
 	return CLI_EXIT_REFUSED;
 }
 
+int cli_call_text(struct cli_ctx *c, const char *method, const ProtobufCMessage *req, ProtobufCMessage **resp)
+{
+	int rc = cli_call(c, method, req, resp);
+	if (rc == CLI_EXIT_OK && c->json) {
+		cli_print_json(*resp);
+		drv_response_free(*resp);
+		*resp = NULL;
+	}
+	return rc;
+}
+
 bool cli_common_option(struct cli_ctx *c, int opt)
 {
 	switch (opt) {
