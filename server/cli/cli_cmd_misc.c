@@ -7,6 +7,30 @@
 
 #define FREE_MSG(m) drv_response_free((ProtobufCMessage *)(m))
 
+/*
+ * The option loop of a command that takes only the common options: -1 when
+ * the command goes on with argv[optind...], or the exit code to return
+ * (after --help or a bad option).
+ */
+static int common_options_only(struct cli_ctx *c, int argc, char **argv, const char *cmd, const char *help)
+{
+	static const struct option o[] = {CLI_COMMON_OPTIONS, {NULL, 0, NULL, 0}};
+	int opt;
+	optind = 0;
+	while ((opt = getopt_long(argc, argv, "h", o, NULL)) != -1) {
+		switch (opt) {
+		case 'h':
+			fputs(help, stdout);
+			return 0;
+		default:
+			if (cli_common_option(c, opt))
+				break;
+			return cli_bad_option(cmd, argv);
+		}
+	}
+	return -1;
+}
+
 /* ---- driver ---- */
 
 static const char driver_help[] =
@@ -60,20 +84,9 @@ static int driver_list(struct cli_ctx *c)
 
 int cli_cmd_driver(struct cli_ctx *c, int argc, char **argv)
 {
-	static const struct option o[] = {CLI_COMMON_OPTIONS, {NULL, 0, NULL, 0}};
-	int opt;
-	optind = 0;
-	while ((opt = getopt_long(argc, argv, "h", o, NULL)) != -1) {
-		switch (opt) {
-		case 'h':
-			fputs(driver_help, stdout);
-			return 0;
-		default:
-			if (cli_common_option(c, opt))
-				break;
-			return cli_bad_option("driver", argv);
-		}
-	}
+	int rc = common_options_only(c, argc, argv, "driver", driver_help);
+	if (rc >= 0)
+		return rc;
 	if (optind >= argc)
 		return cli_usage_error("driver: missing subcommand (list); see drover driver --help");
 	if (strcmp(argv[optind], "list") == 0 && optind + 1 == argc)
@@ -92,20 +105,9 @@ static const char project_help[] =
 
 int cli_cmd_project(struct cli_ctx *c, int argc, char **argv)
 {
-	static const struct option o[] = {CLI_COMMON_OPTIONS, {NULL, 0, NULL, 0}};
-	int opt, rc;
-	optind = 0;
-	while ((opt = getopt_long(argc, argv, "h", o, NULL)) != -1) {
-		switch (opt) {
-		case 'h':
-			fputs(project_help, stdout);
-			return 0;
-		default:
-			if (cli_common_option(c, opt))
-				break;
-			return cli_bad_option("project", argv);
-		}
-	}
+	int rc = common_options_only(c, argc, argv, "project", project_help);
+	if (rc >= 0)
+		return rc;
 	int nargs = argc - optind;
 	const char *sub = nargs > 0 ? argv[optind] : NULL;
 	if (sub && strcmp(sub, "list") == 0 && nargs == 1) {
