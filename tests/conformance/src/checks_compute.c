@@ -534,6 +534,24 @@ static int volume_call(struct conf_ctx *c, const char *method, const char *vol, 
 	return rc;
 }
 
+/* AttachVolume (attach true) or DetachVolume twice: both are idempotent, so the second must answer OK too. */
+static void attach_twice(struct conf_ctx *c, bool attach, const char *vol, const char *inst)
+{
+	const char *method = attach ? "AttachVolume" : "DetachVolume";
+	char ans[700];
+	struct drv_status st = {0};
+	for (int i = 0; i < 2 && !c->failed; i++) {
+		int rc = volume_call(c, method, vol, inst, &st);
+		if (rc)
+			conf_fail(
+			    c, "%s(volume \"%s\", instance \"%s\")%s answered %s; the protocol requires OK",
+			    method, vol, inst, i ? " a second time" : "",
+			    conf_answer(rc, &st, ans, sizeof(ans)));
+		else
+			conf_track_attach(c, vol, attach ? inst : NULL);
+	}
+}
+
 void check_volumes_lifecycle(struct conf_ctx *c)
 {
 	if (!conf_has(c, DRV_FEATURE_CREATE_INSTANCE)) {
@@ -576,28 +594,8 @@ void check_volumes_lifecycle(struct conf_ctx *c)
 	}
 	if (c->failed)
 		goto out;
-	for (int i = 0; i < 2 && !c->failed; i++) {
-		rc = volume_call(c, "AttachVolume", vol, inst, &st);
-		if (rc)
-			conf_fail(c,
-			          "AttachVolume(volume \"%s\", instance \"%s\")%s answered %s; the protocol "
-			          "requires OK",
-			          vol, inst, i ? " a second time" : "",
-			          conf_answer(rc, &st, ans, sizeof(ans)));
-		else
-			conf_track_attach(c, vol, inst);
-	}
-	for (int i = 0; i < 2 && !c->failed; i++) {
-		rc = volume_call(c, "DetachVolume", vol, inst, &st);
-		if (rc)
-			conf_fail(c,
-			          "DetachVolume(volume \"%s\", instance \"%s\")%s answered %s; the protocol "
-			          "requires OK",
-			          vol, inst, i ? " a second time" : "",
-			          conf_answer(rc, &st, ans, sizeof(ans)));
-		else
-			conf_track_attach(c, vol, NULL);
-	}
+	attach_twice(c, true, vol, inst);
+	attach_twice(c, false, vol, inst);
 	for (int i = 0; i < 2 && !c->failed; i++) {
 		rc = volume_call(c, "DeleteVolume", vol, NULL, &st);
 		if (rc)
