@@ -119,6 +119,24 @@ static int list_by_tag(struct conf_ctx *c, const char *key, const char *value,
 	return drv_host_list_instances(c->host, &rq, rs, c->o->call_timeout_ms, st);
 }
 
+/* ListInstances by the check's own tag; the response (caller frees) or NULL after conf_fail. */
+static drv_list_instances_response *list_tagged(struct conf_ctx *c, const char *value)
+{
+	drv_list_instances_response *ls = NULL;
+	struct drv_status st = {0};
+	char ans[700];
+	int rc = list_by_tag(c, "drover-conformance-check", value, &ls, &st);
+	if (rc) {
+		conf_fail(
+		    c, "ListInstances(tag drover-conformance-check=%s) answered %s; the protocol requires OK",
+		    value, conf_answer(rc, &st, ans, sizeof(ans)));
+		if (ls)
+			drv_response_free(&ls->base);
+		return NULL;
+	}
+	return ls;
+}
+
 /* Polls GetInstance until the instance has an address; false after conf_fail. */
 static bool wait_for_address(struct conf_ctx *c, const char *id)
 {
@@ -270,15 +288,8 @@ void check_instances_idempotent_create(struct conf_ctx *c)
 			          key, i + 1, c->o->repeat, id, first);
 	}
 	if (!c->failed) {
-		drv_list_instances_response *ls = NULL;
-		struct drv_status st = {0};
-		int rc = list_by_tag(c, "drover-conformance-check", m.tag_value, &ls, &st);
-		if (rc)
-			conf_fail(c,
-			          "ListInstances(tag drover-conformance-check=%s) answered %s; the protocol "
-			          "requires OK",
-			          m.tag_value, conf_answer(rc, &st, ans, sizeof(ans)));
-		else if (ls->n_instances != 1)
+		drv_list_instances_response *ls = list_tagged(c, m.tag_value);
+		if (ls && ls->n_instances != 1)
 			conf_fail(c,
 			          "ListInstances(tag drover-conformance-check=%s) after %d CreateInstance "
 			          "calls with one key lists %zu instances; exactly one must exist",
@@ -355,13 +366,9 @@ void check_instances_list(struct conf_ctx *c)
 		          conf_answer(rc, &st, ans, sizeof(ans)));
 		goto out;
 	}
-	rc = list_by_tag(c, "drover-conformance-check", m.tag_value, &ls, &st);
-	if (rc) {
-		conf_fail(
-		    c, "ListInstances(tag drover-conformance-check=%s) answered %s; the protocol requires OK",
-		    m.tag_value, conf_answer(rc, &st, ans, sizeof(ans)));
+	ls = list_tagged(c, m.tag_value);
+	if (!ls)
 		goto out;
-	}
 	if (!listed(ls, id)) {
 		conf_fail(c,
 		          "ListInstances(tag drover-conformance-check=%s) does not list instance \"%s\" just "
@@ -400,12 +407,8 @@ void check_instances_list(struct conf_ctx *c)
 		goto out;
 	}
 	conf_untrack(c, CONF_INSTANCE, id);
-	rc = list_by_tag(c, "drover-conformance-check", m.tag_value, &ls, &st);
-	if (rc)
-		conf_fail(
-		    c, "ListInstances(tag drover-conformance-check=%s) answered %s; the protocol requires OK",
-		    m.tag_value, conf_answer(rc, &st, ans, sizeof(ans)));
-	else if (listed(ls, id))
+	ls = list_tagged(c, m.tag_value);
+	if (ls && listed(ls, id))
 		conf_fail(c,
 		          "ListInstances(tag drover-conformance-check=%s) still lists instance \"%s\" after "
 		          "TerminateInstance answered OK; it lists live instances only",
