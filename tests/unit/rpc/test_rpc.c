@@ -487,30 +487,29 @@ static void *call_loop(void *arg)
 	return NULL;
 }
 
+/* 16 threads at once, each making `calls` calls of `service`; every call must answer OK. */
+static void call_from_16_threads(struct fixture *f, const char *service, int calls)
+{
+	pthread_t t[16];
+	struct worker_arg w[16];
+	for (int i = 0; i < 16; i++) {
+		w[i] = (struct worker_arg){.ch = f->ch, .service = service, .calls = calls};
+		assert_int_equal(pthread_create(&t[i], NULL, call_loop, &w[i]), 0);
+	}
+	for (int i = 0; i < 16; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(w[i].ok, calls);
+	}
+}
+
 static void test_concurrent(void **state)
 {
 	struct fixture *f = *state;
-	pthread_t t[16];
-	struct worker_arg w[16];
 	/* 16 calls answered 100 ms later each, all at once: one after another would take 1.6 s. */
 	int64_t t0 = now_ms();
-	for (int i = 0; i < 16; i++) {
-		w[i] = (struct worker_arg){.ch = f->ch, .service = "defer", .calls = 1};
-		assert_int_equal(pthread_create(&t[i], NULL, call_loop, &w[i]), 0);
-	}
-	for (int i = 0; i < 16; i++) {
-		pthread_join(t[i], NULL);
-		assert_int_equal(w[i].ok, 1);
-	}
+	call_from_16_threads(f, "defer", 1);
 	assert_true(now_ms() - t0 < 1200);
-	for (int i = 0; i < 16; i++) {
-		w[i] = (struct worker_arg){.ch = f->ch, .service = "", .calls = 200};
-		assert_int_equal(pthread_create(&t[i], NULL, call_loop, &w[i]), 0);
-	}
-	for (int i = 0; i < 16; i++) {
-		pthread_join(t[i], NULL);
-		assert_int_equal(w[i].ok, 200);
-	}
+	call_from_16_threads(f, "", 200);
 }
 
 struct async_state {
