@@ -94,6 +94,18 @@ static int terminate_instance(struct conf_ctx *c, const char *id, struct drv_sta
 	return rc;
 }
 
+/* TerminateInstance, which must answer OK; false after conf_fail. */
+static bool terminate_ok(struct conf_ctx *c, const char *id)
+{
+	char ans[700];
+	struct drv_status st = {0};
+	int rc = terminate_instance(c, id, &st);
+	if (rc)
+		conf_fail(c, "TerminateInstance(id=\"%s\") answered %s; the protocol requires OK", id,
+		          conf_answer(rc, &st, ans, sizeof(ans)));
+	return rc == 0;
+}
+
 static int get_instance(struct conf_ctx *c, const char *id, drv_get_instance_response **rs,
                         struct drv_status *st)
 {
@@ -201,12 +213,8 @@ void check_instances_lifecycle(struct conf_ctx *c)
 	}
 	if (!wait_for_address(c, id))
 		goto out;
-	rc = terminate_instance(c, id, &st);
-	if (rc) {
-		conf_fail(c, "TerminateInstance(id=\"%s\") answered %s; the protocol requires OK", id,
-		          conf_answer(rc, &st, ans, sizeof(ans)));
+	if (!terminate_ok(c, id))
 		goto out;
-	}
 	conf_untrack(c, CONF_INSTANCE, id);
 	rc = terminate_instance(c, id, &st);
 	if (rc) {
@@ -241,13 +249,9 @@ out:
 
 void check_instances_terminate_unknown(struct conf_ctx *c)
 {
-	char id[200], ans[700];
-	struct drv_status st = {0};
+	char id[200];
 	conf_name(c, "missing", id, sizeof(id));
-	int rc = terminate_instance(c, id, &st);
-	if (rc)
-		conf_fail(c, "TerminateInstance(id=\"%s\") answered %s; the protocol requires OK", id,
-		          conf_answer(rc, &st, ans, sizeof(ans)));
+	terminate_ok(c, id);
 }
 
 void check_instances_get_unknown(struct conf_ctx *c)
@@ -400,12 +404,8 @@ void check_instances_list(struct conf_ctx *c)
 	if (c->failed)
 		goto out;
 
-	rc = terminate_instance(c, id, &st);
-	if (rc) {
-		conf_fail(c, "TerminateInstance(id=\"%s\") answered %s; the protocol requires OK", id,
-		          conf_answer(rc, &st, ans, sizeof(ans)));
+	if (!terminate_ok(c, id))
 		goto out;
-	}
 	conf_untrack(c, CONF_INSTANCE, id);
 	ls = list_tagged(c, m.tag_value);
 	if (ls && listed(ls, id))
