@@ -38,6 +38,13 @@ char *sim_arena_strdup(struct sim_arena *a, const char *s);
 void *sim_arena_message(struct sim_arena *a, const ProtobufCMessageDescriptor *desc);
 #define sim_new(a, name) ((drv_##name *)sim_arena_message((a), &drover__compute__v1__##name##__descriptor))
 
+/*
+ * A malloc'ed copy of s (NULL gives "") for the records of the state. Out of
+ * memory sets *oom and gives NULL, so a record's fields are copied in a row
+ * and checked once.
+ */
+char *sim_xstrdup(const char *s, bool *oom);
+
 /* The message that goes with a negative return code. */
 struct sim_err {
 	char msg[384];

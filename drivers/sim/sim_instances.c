@@ -9,14 +9,6 @@
 
 #include "sim_core.h"
 
-static char *xstrdup(const char *s, bool *oom)
-{
-	char *p = strdup(s ? s : "");
-	if (!p)
-		*oom = true;
-	return p;
-}
-
 static struct sim_instance *find_by_key(struct sim_state *st, const char *key)
 {
 	for (size_t i = 0; i < st->instances.n; i++) {
@@ -143,22 +135,22 @@ static struct sim_instance *instance_new(struct sim_state *st, const struct sim_
 	char buf[160];
 	snprintf(buf, sizeof(buf), "i-%08" PRIx64 "%09" PRIx64, s,
 	         sim_slot_hash(st->path, offer->instance_type) & UINT64_C(0xfffffffff));
-	in->id = xstrdup(buf, &oom);
-	in->idempotency_key = xstrdup(conf->idempotency_key, &oom);
-	in->name = xstrdup(conf->name, &oom);
-	in->project = xstrdup(conf->project, &oom);
-	in->reservation = xstrdup(conf->reservation, &oom);
-	in->instance_type = xstrdup(offer->instance_type, &oom);
-	in->region = xstrdup(offer->region, &oom);
+	in->id = sim_xstrdup(buf, &oom);
+	in->idempotency_key = sim_xstrdup(conf->idempotency_key, &oom);
+	in->name = sim_xstrdup(conf->name, &oom);
+	in->project = sim_xstrdup(conf->project, &oom);
+	in->reservation = sim_xstrdup(conf->reservation, &oom);
+	in->instance_type = sim_xstrdup(offer->instance_type, &oom);
+	in->region = sim_xstrdup(offer->region, &oom);
 	snprintf(buf, sizeof(buf), "%s%c", offer->region, (int)('a' + s % 3));
-	in->zone = xstrdup(buf, &oom);
+	in->zone = sim_xstrdup(buf, &oom);
 	/* Made-up private addresses: 10.0.0.1, 10.0.0.2, ... never .0 or .255. */
 	unsigned o3 = (unsigned)(s % 254) + 1, o2 = (unsigned)((s / 254) % 256),
 	         o1 = (unsigned)((s / 254 / 256) % 256);
 	snprintf(buf, sizeof(buf), "10.%u.%u.%u", o1, o2, o3);
-	in->internal_ip = xstrdup(buf, &oom);
+	in->internal_ip = sim_xstrdup(buf, &oom);
 	snprintf(buf, sizeof(buf), "ip-10-%u-%u-%u.%s.compute.sim.internal", o1, o2, o3, offer->region);
-	in->hostname = xstrdup(buf, &oom);
+	in->hostname = sim_xstrdup(buf, &oom);
 	in->spot = offer->resources && offer->resources->spot;
 	in->price = price;
 	in->created_ms = sim_now_ms();
@@ -168,8 +160,8 @@ static struct sim_instance *instance_new(struct sim_state *st, const struct sim_
 		if (!in->tags)
 			oom = true;
 		for (size_t i = 0; in->tags && i < conf->n_tags; i++) {
-			in->tags[i].key = xstrdup(conf->tags[i]->key, &oom);
-			in->tags[i].value = xstrdup(conf->tags[i]->value, &oom);
+			in->tags[i].key = sim_xstrdup(conf->tags[i]->key, &oom);
+			in->tags[i].value = sim_xstrdup(conf->tags[i]->value, &oom);
 			in->n_tags++;
 		}
 	}

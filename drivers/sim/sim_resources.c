@@ -10,14 +10,6 @@
 
 #include "sim_core.h"
 
-static char *xstrdup(const char *s, bool *oom)
-{
-	char *p = strdup(s ? s : "");
-	if (!p)
-		*oom = true;
-	return p;
-}
-
 static const char *nz(const char *s)
 {
 	return s ? s : "";
@@ -89,10 +81,10 @@ int sim_group_create(const struct sim_catalog *cat, struct sim_state *st, const 
 		goto done;
 	}
 	make_id(id, sizeof(id), "pg", st, sim_state_serial(st));
-	g->name = xstrdup(req->name, &oom);
-	g->region = xstrdup(req->region, &oom);
-	g->project = xstrdup(req->project, &oom);
-	g->group_id = xstrdup(id, &oom);
+	g->name = sim_xstrdup(req->name, &oom);
+	g->region = sim_xstrdup(req->region, &oom);
+	g->project = sim_xstrdup(req->project, &oom);
+	g->group_id = sim_xstrdup(id, &oom);
 	g->strategy = req->strategy;
 	if (oom || sim_vec_push(&st->groups, g)) {
 		sim_group_free(g);
@@ -194,20 +186,20 @@ int sim_volume_create(const struct sim_catalog *cat, struct sim_state *st, const
 		goto done;
 	}
 	make_id(buf, sizeof(buf), "vol", st, sim_state_serial(st));
-	v->id = xstrdup(buf, &oom);
-	v->idempotency_key = xstrdup(conf->idempotency_key, &oom);
-	v->name = xstrdup(conf->name, &oom);
-	v->project = xstrdup(conf->project, &oom);
-	v->region = xstrdup(conf->region, &oom);
+	v->id = sim_xstrdup(buf, &oom);
+	v->idempotency_key = sim_xstrdup(conf->idempotency_key, &oom);
+	v->name = sim_xstrdup(conf->name, &oom);
+	v->project = sim_xstrdup(conf->project, &oom);
+	v->region = sim_xstrdup(conf->region, &oom);
 	snprintf(buf, sizeof(buf), "%sa", conf->region);
-	v->zone = xstrdup(buf, &oom);
+	v->zone = sim_xstrdup(buf, &oom);
 	v->size_mib = conf->size_mib;
 	if (conf->n_tags && !oom) {
 		v->tags = calloc(conf->n_tags, sizeof(*v->tags));
 		oom |= !v->tags;
 		for (size_t i = 0; v->tags && i < conf->n_tags; i++) {
-			v->tags[i].key = xstrdup(conf->tags[i]->key, &oom);
-			v->tags[i].value = xstrdup(conf->tags[i]->value, &oom);
+			v->tags[i].key = sim_xstrdup(conf->tags[i]->key, &oom);
+			v->tags[i].value = sim_xstrdup(conf->tags[i]->value, &oom);
 			v->n_tags++;
 		}
 	}
@@ -403,11 +395,11 @@ int sim_gateway_create(const struct sim_catalog *cat, struct sim_state *st, cons
 		goto done;
 	}
 	make_id(buf, sizeof(buf), "gw", st, s);
-	g->id = xstrdup(buf, &oom);
-	g->idempotency_key = xstrdup(conf->idempotency_key, &oom);
-	g->name = xstrdup(conf->name, &oom);
-	g->project = xstrdup(conf->project, &oom);
-	g->region = xstrdup(conf->region, &oom);
+	g->id = sim_xstrdup(buf, &oom);
+	g->idempotency_key = sim_xstrdup(conf->idempotency_key, &oom);
+	g->name = sim_xstrdup(conf->name, &oom);
+	g->project = sim_xstrdup(conf->project, &oom);
+	g->region = sim_xstrdup(conf->region, &oom);
 	g->public_ip = conf->public_ip;
 	/* Public addresses from TEST-NET-3 (RFC 5737), which never routes anywhere real. */
 	if (conf->public_ip)
@@ -415,9 +407,9 @@ int sim_gateway_create(const struct sim_catalog *cat, struct sim_state *st, cons
 	else
 		snprintf(buf, sizeof(buf), "10.255.%u.%u", (unsigned)((s / 254) % 256),
 		         (unsigned)(s % 254) + 1);
-	g->ip_address = xstrdup(buf, &oom);
+	g->ip_address = sim_xstrdup(buf, &oom);
 	snprintf(buf, sizeof(buf), "%s.%s.gateway.sim.internal", g->id ? g->id : "gw", conf->region);
-	g->hostname = xstrdup(buf, &oom);
+	g->hostname = sim_xstrdup(buf, &oom);
 	if (oom || sim_vec_push(&st->gateways, g)) {
 		sim_gateway_free(g);
 		rc = sim_fail(e, DRV_ENOMEM, "out of memory");

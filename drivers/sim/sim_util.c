@@ -1,4 +1,4 @@
-/* Small helpers shared by the sim core: arena, errors, config defaults, clock. */
+/* Small helpers shared by the sim core: arena, copies, errors, config defaults, clock. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -19,6 +19,14 @@ char *sim_arena_strdup(struct sim_arena *a, const char *s)
 	char *p = sim_arena_alloc(a, n);
 	if (p)
 		memcpy(p, s, n);
+	return p;
+}
+
+char *sim_xstrdup(const char *s, bool *oom)
+{
+	char *p = strdup(s ? s : "");
+	if (!p)
+		*oom = true;
 	return p;
 }
 

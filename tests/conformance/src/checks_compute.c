@@ -94,6 +94,18 @@ static int terminate_instance(struct conf_ctx *c, const char *id, struct drv_sta
 	return rc;
 }
 
+/* TerminateInstance, which must answer OK; false after conf_fail. */
+static bool terminate_ok(struct conf_ctx *c, const char *id)
+{
+	char ans[700];
+	struct drv_status st = {0};
+	int rc = terminate_instance(c, id, &st);
+	if (rc)
+		conf_fail(c, "TerminateInstance(id=\"%s\") answered %s; the protocol requires OK", id,
+		          conf_answer(rc, &st, ans, sizeof(ans)));
+	return rc == 0;
+}
+
 static int get_instance(struct conf_ctx *c, const char *id, drv_get_instance_response **rs,
                         struct drv_status *st)
 {
@@ -117,6 +129,24 @@ static int list_by_tag(struct conf_ctx *c, const char *key, const char *value,
 	rq.n_tags = 1;
 	rq.tags = &ep;
 	return drv_host_list_instances(c->host, &rq, rs, c->o->call_timeout_ms, st);
+}
+
+/* ListInstances by the check's own tag; the response (caller frees) or NULL after conf_fail. */
+static drv_list_instances_response *list_tagged(struct conf_ctx *c, const char *value)
+{
+	drv_list_instances_response *ls = NULL;
+	struct drv_status st = {0};
+	char ans[700];
+	int rc = list_by_tag(c, "drover-conformance-check", value, &ls, &st);
+	if (rc) {
+		conf_fail(
+		    c, "ListInstances(tag drover-conformance-check=%s) answered %s; the protocol requires OK",
+		    value, conf_answer(rc, &st, ans, sizeof(ans)));
+		if (ls)
+			drv_response_free(&ls->base);
+		return NULL;
+	}
+	return ls;
 }
 
 /* Polls GetInstance until the instance has an address; false after conf_fail. */
@@ -183,12 +213,8 @@ void check_instances_lifecycle(struct conf_ctx *c)
 	}
 	if (!wait_for_address(c, id))
 		goto out;
-	rc = terminate_instance(c, id, &st);
-	if (rc) {
-		conf_fail(c, "TerminateInstance(id=\"%s\") answered %s; the protocol requires OK", id,
-		          conf_answer(rc, &st, ans, sizeof(ans)));
+	if (!terminate_ok(c, id))
 		goto out;
-	}
 	conf_untrack(c, CONF_INSTANCE, id);
 	rc = terminate_instance(c, id, &st);
 	if (rc) {
@@ -223,13 +249,9 @@ out:
 
 void check_instances_terminate_unknown(struct conf_ctx *c)
 {
-	char id[200], ans[700];
-	struct drv_status st = {0};
+	char id[200];
 	conf_name(c, "missing", id, sizeof(id));
-	int rc = terminate_instance(c, id, &st);
-	if (rc)
-		conf_fail(c, "TerminateInstance(id=\"%s\") answered %s; the protocol requires OK", id,
-		          conf_answer(rc, &st, ans, sizeof(ans)));
+	terminate_ok(c, id);
 }
 
 void check_instances_get_unknown(struct conf_ctx *c)
@@ -270,15 +292,8 @@ void check_instances_idempotent_create(struct conf_ctx *c)
 			          key, i + 1, c->o->repeat, id, first);
 	}
 	if (!c->failed) {
-		drv_list_instances_response *ls = NULL;
-		struct drv_status st = {0};
-		int rc = list_by_tag(c, "drover-conformance-check", m.tag_value, &ls, &st);
-		if (rc)
-			conf_fail(c,
-			          "ListInstances(tag drover-conformance-check=%s) answered %s; the protocol "
-			          "requires OK",
-			          m.tag_value, conf_answer(rc, &st, ans, sizeof(ans)));
-		else if (ls->n_instances != 1)
+		drv_list_instances_response *ls = list_tagged(c, m.tag_value);
+		if (ls && ls->n_instances != 1)
 			conf_fail(c,
 			          "ListInstances(tag drover-conformance-check=%s) after %d CreateInstance "
 			          "calls with one key lists %zu instances; exactly one must exist",
@@ -355,13 +370,9 @@ void check_instances_list(struct conf_ctx *c)
 		          conf_answer(rc, &st, ans, sizeof(ans)));
 		goto out;
 	}
-	rc = list_by_tag(c, "drover-conformance-check", m.tag_value, &ls, &st);
-	if (rc) {
-		conf_fail(
-		    c, "ListInstances(tag drover-conformance-check=%s) answered %s; the protocol requires OK",
-		    m.tag_value, conf_answer(rc, &st, ans, sizeof(ans)));
+	ls = list_tagged(c, m.tag_value);
+	if (!ls)
 		goto out;
-	}
 	if (!listed(ls, id)) {
 		conf_fail(c,
 		          "ListInstances(tag drover-conformance-check=%s) does not list instance \"%s\" just "
@@ -393,19 +404,11 @@ void check_instances_list(struct conf_ctx *c)
 	if (c->failed)
 		goto out;
 
-	rc = terminate_instance(c, id, &st);
-	if (rc) {
-		conf_fail(c, "TerminateInstance(id=\"%s\") answered %s; the protocol requires OK", id,
-		          conf_answer(rc, &st, ans, sizeof(ans)));
+	if (!terminate_ok(c, id))
 		goto out;
-	}
 	conf_untrack(c, CONF_INSTANCE, id);
-	rc = list_by_tag(c, "drover-conformance-check", m.tag_value, &ls, &st);
-	if (rc)
-		conf_fail(
-		    c, "ListInstances(tag drover-conformance-check=%s) answered %s; the protocol requires OK",
-		    m.tag_value, conf_answer(rc, &st, ans, sizeof(ans)));
-	else if (listed(ls, id))
+	ls = list_tagged(c, m.tag_value);
+	if (ls && listed(ls, id))
 		conf_fail(c,
 		          "ListInstances(tag drover-conformance-check=%s) still lists instance \"%s\" after "
 		          "TerminateInstance answered OK; it lists live instances only",
@@ -534,6 +537,24 @@ static int volume_call(struct conf_ctx *c, const char *method, const char *vol, 
 	return rc;
 }
 
+/* AttachVolume (attach true) or DetachVolume twice: both are idempotent, so the second must answer OK too. */
+static void attach_twice(struct conf_ctx *c, bool attach, const char *vol, const char *inst)
+{
+	const char *method = attach ? "AttachVolume" : "DetachVolume";
+	char ans[700];
+	struct drv_status st = {0};
+	for (int i = 0; i < 2 && !c->failed; i++) {
+		int rc = volume_call(c, method, vol, inst, &st);
+		if (rc)
+			conf_fail(
+			    c, "%s(volume \"%s\", instance \"%s\")%s answered %s; the protocol requires OK",
+			    method, vol, inst, i ? " a second time" : "",
+			    conf_answer(rc, &st, ans, sizeof(ans)));
+		else
+			conf_track_attach(c, vol, attach ? inst : NULL);
+	}
+}
+
 void check_volumes_lifecycle(struct conf_ctx *c)
 {
 	if (!conf_has(c, DRV_FEATURE_CREATE_INSTANCE)) {
@@ -576,28 +597,8 @@ void check_volumes_lifecycle(struct conf_ctx *c)
 	}
 	if (c->failed)
 		goto out;
-	for (int i = 0; i < 2 && !c->failed; i++) {
-		rc = volume_call(c, "AttachVolume", vol, inst, &st);
-		if (rc)
-			conf_fail(c,
-			          "AttachVolume(volume \"%s\", instance \"%s\")%s answered %s; the protocol "
-			          "requires OK",
-			          vol, inst, i ? " a second time" : "",
-			          conf_answer(rc, &st, ans, sizeof(ans)));
-		else
-			conf_track_attach(c, vol, inst);
-	}
-	for (int i = 0; i < 2 && !c->failed; i++) {
-		rc = volume_call(c, "DetachVolume", vol, inst, &st);
-		if (rc)
-			conf_fail(c,
-			          "DetachVolume(volume \"%s\", instance \"%s\")%s answered %s; the protocol "
-			          "requires OK",
-			          vol, inst, i ? " a second time" : "",
-			          conf_answer(rc, &st, ans, sizeof(ans)));
-		else
-			conf_track_attach(c, vol, NULL);
-	}
+	attach_twice(c, true, vol, inst);
+	attach_twice(c, false, vol, inst);
 	for (int i = 0; i < 2 && !c->failed; i++) {
 		rc = volume_call(c, "DeleteVolume", vol, NULL, &st);
 		if (rc)

@@ -72,7 +72,8 @@ static bool type_name_ok(const char *s)
 	return s && *s && strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789-") == strlen(s);
 }
 
-void check_info_well_formed(struct conf_ctx *c)
+/* GetInfo; the response (caller frees) or NULL after conf_fail. */
+static drv_get_info_response *get_info(struct conf_ctx *c)
 {
 	drv_get_info_request rq = DROVER__COMPUTE__V1__GET_INFO_REQUEST__INIT;
 	drv_get_info_response *rs = NULL;
@@ -82,8 +83,16 @@ void check_info_well_formed(struct conf_ctx *c)
 	if (rc) {
 		conf_fail(c, "GetInfo answered %s; the protocol requires OK",
 		          conf_answer(rc, &st, ans, sizeof(ans)));
-		return;
+		return NULL;
 	}
+	return rs;
+}
+
+void check_info_well_formed(struct conf_ctx *c)
+{
+	drv_get_info_response *rs = get_info(c);
+	if (!rs)
+		return;
 	if (!type_name_ok(rs->type))
 		conf_fail(c,
 		          "GetInfo answered type \"%s\"; the protocol requires a non-empty [a-z0-9-]+ name",
@@ -147,16 +156,9 @@ static json_t *schema_object(struct conf_ctx *c, const char *what, const char *t
 
 json_t *conf_config_schema(struct conf_ctx *c)
 {
-	drv_get_info_request rq = DROVER__COMPUTE__V1__GET_INFO_REQUEST__INIT;
-	drv_get_info_response *rs = NULL;
-	struct drv_status st = {0};
-	char ans[700];
-	int rc = drv_host_get_info(c->host, &rq, &rs, c->o->call_timeout_ms, &st);
-	if (rc) {
-		conf_fail(c, "GetInfo answered %s; the protocol requires OK",
-		          conf_answer(rc, &st, ans, sizeof(ans)));
+	drv_get_info_response *rs = get_info(c);
+	if (!rs)
 		return NULL;
-	}
 	json_t *s = schema_object(c, "config_schema_json", rs->config_schema_json);
 	if (s && rs->secrets_schema_json[0]) {
 		json_t *sec = schema_object(c, "secrets_schema_json", rs->secrets_schema_json);

@@ -148,20 +148,25 @@ drover() {
 	"$BIN/drover" --server "unix:$DATA/droverd.sock" --token-file "$DATA/admin.token" "$@"
 }
 
+# capture CMD ARGS...: runs CMD without failing the test, keeps its exit
+# status in $RC, stdout in $OUT (and $T/.out), stderr in $ERR (and $T/.err).
+capture() {
+	set +e
+	"$@" >"$T/.out" 2>"$T/.err"
+	RC=$?
+	set -e
+	OUT=$(cat "$T/.out")
+	ERR=$(cat "$T/.err")
+}
+
 # run EXPECTED_EXIT ARGS...: runs the CLI, keeps stdout in $OUT and stderr in
 # $ERR, and fails the test unless it exits with EXPECTED_EXIT ("any" skips the check).
 run() {
 	local want=$1
 	shift
-	local o=$T/.out e=$T/.err
-	set +e
-	drover "$@" >"$o" 2>"$e"
-	RC=$?
-	set -e
-	OUT=$(cat "$o")
-	ERR=$(cat "$e")
+	capture drover "$@"
 	# Outputs only: the command line may carry a secret on purpose (--secret).
-	cat "$o" "$e" >>"$CLI_LOG"
+	cat "$T/.out" "$T/.err" >>"$CLI_LOG"
 	if [[ $want != any && $RC != "$want" ]]; then
 		fail "drover $* exited $RC, expected $want"
 	fi

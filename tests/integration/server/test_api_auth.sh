@@ -29,10 +29,7 @@ start_droverd
 
 # The token: a wrong one and an empty-looking one are refused.
 printf 'not-the-token\n' >"$T/wrong.token"
-set +e
-"$BIN/drover" --server "unix:$DATA/droverd.sock" --token-file "$T/wrong.token" driver list >/dev/null 2>"$T/.err"
-RC=$?
-set -e
+capture "$BIN/drover" --server "unix:$DATA/droverd.sock" --token-file "$T/wrong.token" driver list
 [[ $RC == 1 ]] || fail "a wrong token: exit $RC, expected 1"
 grep -q UNAUTHENTICATED "$T/.err" || fail "a wrong token is not reported as UNAUTHENTICATED"
 grep -q not-the-token "$T/.err" && fail "the CLI printed the token it sent"
@@ -40,12 +37,7 @@ grep -q not-the-token "$T/.err" && fail "the CLI printed the token it sent"
 tcp() { # tcp EXPECTED ARGS...: the CLI over TCP+TLS
 	local want=$1
 	shift
-	set +e
-	"$BIN/drover" --server "127.0.0.1:$port" --token-file "$DATA/admin.token" "$@" >"$T/.out" 2>"$T/.err"
-	RC=$?
-	set -e
-	OUT=$(cat "$T/.out")
-	ERR=$(cat "$T/.err")
+	capture "$BIN/drover" --server "127.0.0.1:$port" --token-file "$DATA/admin.token" "$@"
 	[[ $RC == "$want" ]] || fail "drover over TCP ($*) exited $RC, expected $want"
 }
 

@@ -8,12 +8,7 @@ need drover
 cli() { # cli EXPECTED ARGS...: the CLI pointed at a server that is not there
 	local want=$1
 	shift
-	set +e
-	"$BIN/drover" --server "unix:$T/nothing.sock" --token-file "$T/none.token" "$@" >"$T/.out" 2>"$T/.err"
-	RC=$?
-	set -e
-	OUT=$(cat "$T/.out")
-	ERR=$(cat "$T/.err")
+	capture "$BIN/drover" --server "unix:$T/nothing.sock" --token-file "$T/none.token" "$@"
 	[[ $RC == "$want" ]] || fail "drover $* exited $RC, expected $want"
 }
 
@@ -63,10 +58,7 @@ cli 3 driver list
 contains "$ERR" "cannot reach droverd at unix:$T/nothing.sock" "unreachable unix socket"
 cli 3 offer --gpu H100:1 --gpu-memory 40GB: --cpus 8 --memory 64GB --spot-auto --region us-east-1
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-set +e
-"$BIN/drover" --server "127.0.0.1:$port" driver list >/dev/null 2>"$T/.err"
-RC=$?
-set -e
+capture "$BIN/drover" --server "127.0.0.1:$port" driver list
 [[ $RC == 3 ]] || fail "unreachable TCP server: exit $RC, expected 3"
 grep -q "127.0.0.1:$port" "$T/.err" || fail "the unreachable TCP address is not named"
 
@@ -76,10 +68,7 @@ import socket, sys, time
 s = socket.socket(socket.AF_UNIX); s.bind(sys.argv[1]); s.listen(8); time.sleep(30)' "$T/listen.sock" &
 BG_PIDS+=($!)
 wait_for 5 "[[ -S $T/listen.sock ]]" || fail "helper socket did not appear"
-set +e
-"$BIN/drover" --server "unix:$T/listen.sock" --token-file "$T/missing.token" driver list >/dev/null 2>"$T/.err"
-RC=$?
-set -e
+capture "$BIN/drover" --server "unix:$T/listen.sock" --token-file "$T/missing.token" driver list
 [[ $RC == 2 ]] || fail "missing token file: exit $RC, expected 2"
 grep -q "$T/missing.token" "$T/.err" || fail "the missing token file is not named"
 

@@ -104,6 +104,30 @@ static pthread_mutex_t hung_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct drv_rpc_call *hung_call; /* the "hang" call, kept unanswered */
 static atomic_int handler_calls;
 
+/* Takes the "hang" call from the handler (NULL if it holds none); the taker must answer it. */
+static struct drv_rpc_call *take_hung_call(void)
+{
+	pthread_mutex_lock(&hung_lock);
+	struct drv_rpc_call *h = hung_call;
+	hung_call = NULL;
+	pthread_mutex_unlock(&hung_lock);
+	return h;
+}
+
+/* Waits, at most 2 s, until the handler holds a "hang" call. */
+static void wait_for_hung_call(void)
+{
+	int64_t until = now_ms() + 2000;
+	for (;;) {
+		pthread_mutex_lock(&hung_lock);
+		bool there = hung_call != NULL;
+		pthread_mutex_unlock(&hung_lock);
+		if (there || now_ms() > until)
+			break;
+		sleep_ms(1);
+	}
+}
+
 static void reply_serving(struct drv_rpc_call *call)
 {
 	hc_resp r = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
@@ -251,10 +275,7 @@ static int teardown(void **state)
 {
 	struct fixture *f = *state;
 	/* Answer a call a test left hanging, as its handler's owner would. */
-	pthread_mutex_lock(&hung_lock);
-	struct drv_rpc_call *h = hung_call;
-	hung_call = NULL;
-	pthread_mutex_unlock(&hung_lock);
+	struct drv_rpc_call *h = take_hung_call();
 	if (h)
 		drv_rpc_reply(h, DRV_ECANCELLED, "test over", NULL);
 	drv_rpc_channel_free(f->ch);
@@ -405,10 +426,7 @@ static void test_deadline(void **state)
 	struct drv_rpc_call *h = NULL;
 	int64_t until = now_ms() + 2000;
 	while (!h && now_ms() < until) {
-		pthread_mutex_lock(&hung_lock);
-		h = hung_call;
-		hung_call = NULL;
-		pthread_mutex_unlock(&hung_lock);
+		h = take_hung_call();
 		if (!h)
 			sleep_ms(2);
 	}
@@ -469,30 +487,29 @@ static void *call_loop(void *arg)
 	return NULL;
 }
 
+/* 16 threads at once, each making `calls` calls of `service`; every call must answer OK. */
+static void call_from_16_threads(struct fixture *f, const char *service, int calls)
+{
+	pthread_t t[16];
+	struct worker_arg w[16];
+	for (int i = 0; i < 16; i++) {
+		w[i] = (struct worker_arg){.ch = f->ch, .service = service, .calls = calls};
+		assert_int_equal(pthread_create(&t[i], NULL, call_loop, &w[i]), 0);
+	}
+	for (int i = 0; i < 16; i++) {
+		pthread_join(t[i], NULL);
+		assert_int_equal(w[i].ok, calls);
+	}
+}
+
 static void test_concurrent(void **state)
 {
 	struct fixture *f = *state;
-	pthread_t t[16];
-	struct worker_arg w[16];
 	/* 16 calls answered 100 ms later each, all at once: one after another would take 1.6 s. */
 	int64_t t0 = now_ms();
-	for (int i = 0; i < 16; i++) {
-		w[i] = (struct worker_arg){.ch = f->ch, .service = "defer", .calls = 1};
-		assert_int_equal(pthread_create(&t[i], NULL, call_loop, &w[i]), 0);
-	}
-	for (int i = 0; i < 16; i++) {
-		pthread_join(t[i], NULL);
-		assert_int_equal(w[i].ok, 1);
-	}
+	call_from_16_threads(f, "defer", 1);
 	assert_true(now_ms() - t0 < 1200);
-	for (int i = 0; i < 16; i++) {
-		w[i] = (struct worker_arg){.ch = f->ch, .service = "", .calls = 200};
-		assert_int_equal(pthread_create(&t[i], NULL, call_loop, &w[i]), 0);
-	}
-	for (int i = 0; i < 16; i++) {
-		pthread_join(t[i], NULL);
-		assert_int_equal(w[i].ok, 200);
-	}
+	call_from_16_threads(f, "", 200);
 }
 
 struct async_state {
@@ -551,15 +568,7 @@ static void test_channel_free_cancels(void **state)
 	hc_req req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
 	req.service = "hang";
 	assert_int_equal(drv_rpc_call_async(ch, health, 0, &req.base, 10000, NULL, async_done, &a), 0);
-	int64_t until = now_ms() + 2000;
-	for (;;) {
-		pthread_mutex_lock(&hung_lock);
-		bool there = hung_call != NULL;
-		pthread_mutex_unlock(&hung_lock);
-		if (there || now_ms() > until)
-			break;
-		sleep_ms(1);
-	}
+	wait_for_hung_call();
 	int64_t t0 = now_ms();
 	drv_rpc_channel_free(ch);
 	/* The callback ran, with CANCELLED, before free returned, and free did not wait for the deadline. */
@@ -637,15 +646,7 @@ static void test_shutdown_cancels_after_grace(void **state)
 	pthread_t t;
 	struct worker_arg w = {.ch = f->ch, .service = "hang", .calls = 1};
 	assert_int_equal(pthread_create(&t, NULL, slow_caller, &w), 0);
-	int64_t until = now_ms() + 2000;
-	for (;;) {
-		pthread_mutex_lock(&hung_lock);
-		bool there = hung_call != NULL;
-		pthread_mutex_unlock(&hung_lock);
-		if (there || now_ms() > until)
-			break;
-		sleep_ms(1);
-	}
+	wait_for_hung_call();
 	int64_t t0 = now_ms();
 	drv_rpc_server_shutdown(f->srv, 100);
 	int64_t took = now_ms() - t0;
@@ -659,10 +660,7 @@ static void test_shutdown_cancels_after_grace(void **state)
 	 */
 	drv_rpc_server_free(f->srv);
 	f->srv = NULL;
-	pthread_mutex_lock(&hung_lock);
-	struct drv_rpc_call *h = hung_call;
-	hung_call = NULL;
-	pthread_mutex_unlock(&hung_lock);
+	struct drv_rpc_call *h = take_hung_call();
 	assert_non_null(h);
 	bool cancelled = drv_rpc_call_cancelled(h);
 	const char *method = drv_rpc_call_method(h);

@@ -92,10 +92,7 @@ static int setup(void **state)
 	free(db);
 	free(tok);
 	snprintf(f->auth, sizeof(f->auth), "Bearer %s", f->token);
-	f->cfg = srv_config_new_default();
-	f->cfg->driver_dirs = calloc(2, sizeof(char *));
-	f->cfg->driver_dirs[0] = strdup(DROVER_BIN_DIR);
-	f->cfg->n_driver_dirs = 1;
+	f->cfg = tu_config_new();
 	f->cfg->reconcile_interval_ms = 100;
 	f->cfg->shutdown_grace_ms = 1000;
 	uv_loop_init(&f->loop);

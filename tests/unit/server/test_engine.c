@@ -55,10 +55,7 @@ static int setup(void **state)
 	free(key);
 	free(db);
 	uv_loop_init(&f->loop);
-	f->cfg = srv_config_new_default();
-	f->cfg->driver_dirs = calloc(2, sizeof(char *));
-	f->cfg->driver_dirs[0] = strdup(DROVER_BIN_DIR);
-	f->cfg->n_driver_dirs = 1;
+	f->cfg = tu_config_new();
 	f->cfg->offers_timeout_ms = 700;
 	f->cfg->reconcile_interval_ms = 100;
 	f->cfg->shutdown_grace_ms = 1000;

@@ -18,6 +18,7 @@
 #include "srv_config.h"
 #include "srv_store.h"
 #include "srv_supervisor.h"
+#include "testutil.h"
 
 struct result {
 	bool done;
@@ -66,10 +67,7 @@ static struct fx *fx_new(void)
 	struct fx *f = calloc(1, sizeof(*f));
 	char err[512];
 	uv_loop_init(&f->loop);
-	f->cfg = srv_config_new_default();
-	f->cfg->driver_dirs = calloc(2, sizeof(char *));
-	f->cfg->driver_dirs[0] = strdup(DROVER_BIN_DIR);
-	f->cfg->n_driver_dirs = 1;
+	f->cfg = tu_config_new();
 	f->cfg->restart_backoff_ms = 100;
 	f->cfg->restart_backoff_max_ms = 400;
 	f->cfg->handshake_timeout_ms = 1500;

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "srv_config.h"
+
 char *tu_tempdir(void)
 {
 	const char *base = getenv("TMPDIR");
@@ -58,4 +60,13 @@ char *tu_read_file(const char *path, size_t *len)
 int tu_contains(const void *hay, size_t hlen, const void *needle, size_t nlen)
 {
 	return memmem(hay, hlen, needle, nlen) != NULL;
+}
+
+struct srv_config *tu_config_new(void)
+{
+	struct srv_config *cfg = srv_config_new_default();
+	cfg->driver_dirs = calloc(2, sizeof(char *));
+	cfg->driver_dirs[0] = strdup(DROVER_BIN_DIR);
+	cfg->n_driver_dirs = 1;
+	return cfg;
 }

@@ -270,28 +270,21 @@ static void test_two_clouds_one_process(void **state)
 	drv_backend_config *a = config(&ca, ja, NULL), *b = config(&cb, jb, NULL);
 	struct drv_status st;
 
-	drv_offer offer = DROVER__COMPUTE__V1__OFFER__INIT;
-	drv_resources res = DROVER__COMPUTE__V1__RESOURCES__INIT;
-	offer.instance_type = "m7i.2xlarge";
-	offer.region = "eu-central-1";
-	offer.resources = &res;
-	drv_instance_configuration ic = DROVER__COMPUTE__V1__INSTANCE_CONFIGURATION__INIT;
-	ic.idempotency_key = "two-1";
-	drv_create_instance_request cr = DROVER__COMPUTE__V1__CREATE_INSTANCE_REQUEST__INIT;
-	cr.offer = &offer;
-	cr.instance = &ic;
+	struct test_arena t;
+	test_arena_init(&t);
+	drv_create_instance_request *cr = make_create(&t, "m7i.2xlarge", "eu-central-1", false, "two-1");
+	cr->config = a;
 	drv_create_instance_response *resp = NULL;
 
-	cr.config = a;
-	if (drv_host_create_instance(h, &cr, &resp, CALL_MS, &st) != 0)
+	if (drv_host_create_instance(h, cr, &resp, CALL_MS, &st) != 0)
 		fail_msg("CreateInstance: %s", st.message);
 	FREE(resp);
 	/* Capacity is per cloud: b still has room for the same pool. */
-	ic.idempotency_key = "two-2";
-	assert_int_equal(drv_host_create_instance(h, &cr, &resp, CALL_MS, &st), DRV_ENOCAPACITY);
+	cr->instance->idempotency_key = "two-2";
+	assert_int_equal(drv_host_create_instance(h, cr, &resp, CALL_MS, &st), DRV_ENOCAPACITY);
 	assert_string_equal(st.message, "no capacity for m7i.2xlarge in eu-central-1");
-	cr.config = b;
-	assert_int_equal(drv_host_create_instance(h, &cr, &resp, CALL_MS, &st), 0);
+	cr->config = b;
+	assert_int_equal(drv_host_create_instance(h, cr, &resp, CALL_MS, &st), 0);
 	FREE(resp);
 
 	assert_int_equal(list_count(h, a), 1);
@@ -308,6 +301,7 @@ static void test_two_clouds_one_process(void **state)
 	assert_int_equal(list_count(h, a), 1);
 	assert_int_equal(list_count(h, b), 1);
 	drv_host_free(h);
+	test_arena_free(&t);
 	rm_rf(dir);
 	free(dir);
 }
@@ -324,29 +318,23 @@ static void test_two_processes_one_file(void **state)
 	drv_backend_config *c = config(&cf, json, NULL);
 	assert_int_equal(list_count(h2, c), 0);
 
-	drv_offer offer = DROVER__COMPUTE__V1__OFFER__INIT;
-	drv_resources res = DROVER__COMPUTE__V1__RESOURCES__INIT;
-	offer.instance_type = "m7i.2xlarge";
-	offer.region = "eu-central-1";
-	offer.resources = &res;
-	drv_instance_configuration ic = DROVER__COMPUTE__V1__INSTANCE_CONFIGURATION__INIT;
-	ic.idempotency_key = "shared-1";
-	drv_create_instance_request cr = DROVER__COMPUTE__V1__CREATE_INSTANCE_REQUEST__INIT;
-	cr.config = c;
-	cr.offer = &offer;
-	cr.instance = &ic;
+	struct test_arena t;
+	test_arena_init(&t);
+	drv_create_instance_request *cr = make_create(&t, "m7i.2xlarge", "eu-central-1", false, "shared-1");
+	cr->config = c;
 	drv_create_instance_response *r1 = NULL, *r2 = NULL;
 	struct drv_status st;
-	if (drv_host_create_instance(h1, &cr, &r1, CALL_MS, &st) != 0)
+	if (drv_host_create_instance(h1, cr, &r1, CALL_MS, &st) != 0)
 		fail_msg("CreateInstance: %s", st.message);
 	assert_int_equal(list_count(h2, c), 1);
 	/* The key is known to the other process too: no second machine. */
-	assert_int_equal(drv_host_create_instance(h2, &cr, &r2, CALL_MS, &st), 0);
+	assert_int_equal(drv_host_create_instance(h2, cr, &r2, CALL_MS, &st), 0);
 	assert_string_equal(r1->data->instance_id, r2->data->instance_id);
 	FREE(r1);
 	FREE(r2);
 	drv_host_free(h1);
 	drv_host_free(h2);
+	test_arena_free(&t);
 	rm_rf(dir);
 	free(dir);
 }
@@ -369,26 +357,20 @@ static void test_injected_crash(void **state)
 		struct drv_host *h = spawn_sim();
 		size_t had = list_count(h, config(&ck, calm, NULL));
 
-		drv_offer offer = DROVER__COMPUTE__V1__OFFER__INIT;
-		drv_resources res = DROVER__COMPUTE__V1__RESOURCES__INIT;
-		offer.instance_type = "m7i.2xlarge";
-		offer.region = "eu-central-1";
-		offer.resources = &res;
-		drv_instance_configuration ic = DROVER__COMPUTE__V1__INSTANCE_CONFIGURATION__INIT;
 		char key[32];
 		snprintf(key, sizeof(key), "crash-%d", seed);
-		ic.idempotency_key = key;
-		drv_create_instance_request cr = DROVER__COMPUTE__V1__CREATE_INSTANCE_REQUEST__INIT;
-		cr.config = config(&cc, crashing, NULL);
-		cr.offer = &offer;
-		cr.instance = &ic;
+		struct test_arena t;
+		test_arena_init(&t);
+		drv_create_instance_request *cr = make_create(&t, "m7i.2xlarge", "eu-central-1", false, key);
+		cr->config = config(&cc, crashing, NULL);
 		drv_create_instance_response *resp = NULL;
 		struct drv_status st;
-		assert_int_equal(drv_host_create_instance(h, &cr, &resp, CALL_MS, &st), DRV_EUNAVAILABLE);
+		assert_int_equal(drv_host_create_instance(h, cr, &resp, CALL_MS, &st), DRV_EUNAVAILABLE);
 		int status = 0;
 		assert_int_equal(drv_host_wait(h, 3000, &status), 0);
 		assert_int_equal(status, 128 + 6); /* SIGABRT */
 		drv_host_free(h);
+		test_arena_free(&t);
 
 		h = spawn_sim();
 		size_t now = list_count(h, config(&ck, calm, NULL));
