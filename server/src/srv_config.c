@@ -132,11 +132,23 @@ static yaml_node_t *node_at(struct walk *w, int id)
 }
 
 /* The key of a mapping pair as a string, or an error when it is not a scalar. */
-static int pair_key(struct walk *w, yaml_node_pair_t *p, const char *path, const char **key)
+/*
+ * The key of pair `p` of mapping `map`. A key given twice is refused, as YAML
+ * requires: silently keeping one of the two would hide a mistake (and a
+ * list given twice would be read into an array sized for the other).
+ */
+static int pair_key(struct walk *w, const yaml_node_t *map, yaml_node_pair_t *p, const char *path,
+                    const char **key)
 {
 	yaml_node_t *k = node_at(w, p->key);
 	if (!k || k->type != YAML_SCALAR_NODE)
 		return fail(w, k, path, "mapping keys must be strings");
+	for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++) {
+		yaml_node_t *qk = node_at(w, q->key);
+		if (qk && qk->type == YAML_SCALAR_NODE && strcmp(scalar(qk), scalar(k)) == 0)
+			return fail(w, k, path, "field '%s' is given twice (first on line %zu)", scalar(k),
+			            (size_t)qk->start_mark.line + 1);
+	}
 	*key = scalar(k);
 	return 0;
 }
@@ -210,7 +222,7 @@ static int to_json(struct walk *w, const yaml_node_t *n, const char *path, json_
 		{
 			const char *key = NULL;
 			json_t *e;
-			if (pair_key(w, p, path, &key) < 0) {
+			if (pair_key(w, n, p, path, &key) < 0) {
 				json_decref(v);
 				return -1;
 			}
@@ -255,7 +267,7 @@ static int walk_mapping(struct walk *w, yaml_node_t *n, const char *path, field_
 	FOR_PAIRS(w, n, p)
 	{
 		const char *key = NULL;
-		if (pair_key(w, p, path, &key) < 0)
+		if (pair_key(w, n, p, path, &key) < 0)
 			return -1;
 		join(sub, sizeof(sub), path, key);
 		int rc = field(w, key, node_at(w, p->value), sub, ctx);
@@ -305,6 +317,8 @@ static int secret_field(struct walk *w, const char *key, yaml_node_t *v, const c
 	struct srv_config_backend *b = ctx;
 	struct srv_config_secret *s = &b->secrets[b->n_secrets++];
 	s->name = strdup(key);
+	if (!s->name)
+		return fail(w, v, path, "out of memory");
 	return get_string(w, v, path, &s->value);
 }
 
@@ -324,6 +338,8 @@ static int backend_field(struct walk *w, const char *key, yaml_node_t *v, const 
 		free(b->config_json);
 		b->config_json = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
 		json_decref(j);
+		if (!b->config_json)
+			return fail(w, v, path, "out of memory");
 		return 0;
 	}
 	if (strcmp(key, "secrets") == 0) {
@@ -333,6 +349,8 @@ static int backend_field(struct walk *w, const char *key, yaml_node_t *v, const 
 			return -1;
 		size_t cap = (size_t)(v->data.mapping.pairs.top - v->data.mapping.pairs.start);
 		b->secrets = calloc(cap ? cap : 1, sizeof(*b->secrets));
+		if (!b->secrets)
+			return fail(w, v, path, "out of memory");
 		return walk_mapping(w, v, path, secret_field, b, NULL);
 	}
 	return FIELD_UNKNOWN;
@@ -350,8 +368,8 @@ static int backend_item(struct walk *w, yaml_node_t *n, const char *path, void *
 		return fail(w, n, path, "missing field 'name'");
 	if (!b->type)
 		return fail(w, n, path, "missing field 'type'");
-	if (!b->config_json)
-		b->config_json = strdup("{}");
+	if (!b->config_json && !(b->config_json = strdup("{}")))
+		return fail(w, n, path, "out of memory");
 	for (size_t j = 0; j + 1 < pr->n_backends; j++)
 		if (strcmp(pr->backends[j].name, b->name) == 0)
 			return fail(w, n, path, "duplicate backend name \"%s\" in this project", b->name);
@@ -369,6 +387,8 @@ static int project_field(struct walk *w, const char *key, yaml_node_t *v, const 
 		if (rc <= 0)
 			return rc;
 		pr->backends = calloc(len ? len : 1, sizeof(*pr->backends));
+		if (!pr->backends)
+			return fail(w, v, path, "out of memory");
 		return walk_list(w, v, path, backend_item, pr);
 	}
 	return FIELD_UNKNOWN;
@@ -397,6 +417,8 @@ static int parse_string_list(struct walk *w, yaml_node_t *v, const char *path, c
 	size_t cap = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
 	char **list = calloc(cap + 1, sizeof(char *));
 	size_t n = 0;
+	if (!list)
+		return fail(w, v, path, "out of memory");
 	*out = list;
 	FOR_ITEMS(v, it)
 	{
@@ -435,8 +457,8 @@ static int command_item(struct walk *w, yaml_node_t *n, const char *path, void *
 		return fail(w, n, path, "missing field 'type'");
 	if (!c->path)
 		return fail(w, n, path, "missing field 'path'");
-	if (!c->args)
-		c->args = calloc(1, sizeof(char *));
+	if (!c->args && !(c->args = calloc(1, sizeof(char *))))
+		return fail(w, n, path, "out of memory");
 	return 0;
 }
 
@@ -480,8 +502,8 @@ static int remote_item(struct walk *w, yaml_node_t *n, const char *path, void *c
 	if (!r->insecure && (!r->ca || !r->cert || !r->key))
 		return fail(w, n, path,
 		            "a remote driver needs ca, cert and key (mutual TLS), or insecure: true");
-	if (!r->name)
-		r->name = strdup(r->address);
+	if (!r->name && !(r->name = strdup(r->address)))
+		return fail(w, n, path, "out of memory");
 	return 0;
 }
 
@@ -496,6 +518,8 @@ static int drivers_field(struct walk *w, const char *key, yaml_node_t *v, const 
 		if (rc <= 0)
 			return rc;
 		cfg->commands = calloc(len ? len : 1, sizeof(*cfg->commands));
+		if (!cfg->commands)
+			return fail(w, v, path, "out of memory");
 		return walk_list(w, v, path, command_item, cfg);
 	}
 	if (strcmp(key, "remote") == 0) {
@@ -504,6 +528,8 @@ static int drivers_field(struct walk *w, const char *key, yaml_node_t *v, const 
 		if (rc <= 0)
 			return rc;
 		cfg->remotes = calloc(len ? len : 1, sizeof(*cfg->remotes));
+		if (!cfg->remotes)
+			return fail(w, v, path, "out of memory");
 		return walk_list(w, v, path, remote_item, cfg);
 	}
 	if (strcmp(key, "handshake_timeout_ms") == 0)
@@ -590,6 +616,8 @@ static int root_field(struct walk *w, const char *key, yaml_node_t *v, const cha
 		if (rc <= 0)
 			return rc;
 		cfg->projects = calloc(len ? len : 1, sizeof(*cfg->projects));
+		if (!cfg->projects)
+			return fail(w, v, path, "out of memory");
 		return walk_list(w, v, path, project_item, cfg);
 	}
 	if (strcmp(key, "provisioning") == 0)

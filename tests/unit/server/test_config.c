@@ -101,6 +101,20 @@ static void test_bad(void **state)
 	    {"a: [unclosed\n", "bad.yaml:2: YAML syntax error"},
 	    {"- just\n- a list\n", "bad.yaml:1: (top level): expected a mapping, found a list"},
 	    {"log_level: loud\n", "bad.yaml:1: log_level: expected debug, info, warn or error"},
+	    /* A key given twice: a list given twice was read past its array before. */
+	    {"drivers:\n  commands: [{type: a, path: b}]\n  commands: [{type: c, path: d}, {type: e, "
+	     "path: f}]\n",
+	     "bad.yaml:3: drivers: field 'commands' is given twice (first on line 2)"},
+	    {"projects:\n  - name: main\n    backends: [{name: a, type: sim}]\n    backends: [{name: b, "
+	     "type: sim}, {name: c, type: sim}]\n",
+	     "bad.yaml:4: projects[0]: field 'backends' is given twice (first on line 3)"},
+	    {"projects:\n  - name: main\n    backends:\n      - name: a\n        type: sim\n"
+	     "        secrets: {k: x, k: y}\n",
+	     "bad.yaml:6: projects[0].backends[0].secrets: field 'k' is given twice"},
+	    {"projects:\n  - name: main\n    backends:\n      - {name: a, type: sim, config: {r: 1, r: 2}}\n",
+	     "bad.yaml:4: projects[0].backends[0].config: field 'r' is given twice"},
+	    {"log_level: info\nlog_level: debug\n",
+	     "bad.yaml:2: (top level): field 'log_level' is given twice (first on line 1)"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct srv_config *c = NULL;
