@@ -47,9 +47,10 @@ max_delay=$(awk '{ if ($2 > m) m = $2 } END { print m + 0 }' "$samples")
 ((max_delay <= 3200)) || fail "the restart delay $max_delay ms exceeds the 3200 ms cap"
 grep -q DRIVER_STATE_BACKOFF "$samples" || fail "the crashing driver was never shown in BACKOFF"
 
-run 0 driver list
-contains "$OUT" "crashy" "driver list table"
-contains "$OUT" "backoff" "driver list table"
+# The table shows the state too. The driver spends most of its time in
+# backoff, but a listing can land in one of its short restarts: look again.
+wait_for 5 'run 0 driver list; [[ $OUT == *crashy*backoff* || $OUT == *backoff*crashy* ]]' ||
+	fail "driver list table: expected crashy in backoff, last table: $OUT"
 run 0 --json driver list
 [[ -n $(jout '.drivers[] | select(.type == "crashy") | .last_error') ]] || fail "no last_error for the crashing driver"
 
