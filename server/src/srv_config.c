@@ -283,16 +283,20 @@ static int walk_mapping(struct walk *w, yaml_node_t *n, const char *path, field_
 typedef int (*item_fn)(struct walk *w, yaml_node_t *n, const char *path, void *ctx);
 
 /*
- * Checks a list value before its array is allocated: 1 and *len, 0 for a
- * null value (no list: nothing to allocate or walk), or -1 after fail().
+ * Checks a list value and allocates its array: 1 and *arr (zeroed, one
+ * element of `size` per item, at least one), 0 for a null value (no list:
+ * nothing to allocate or walk), or -1 after fail().
  */
-static int list_open(struct walk *w, yaml_node_t *v, const char *path, size_t *len)
+static int list_open(struct walk *w, yaml_node_t *v, const char *path, size_t size, void **arr)
 {
 	if (is_null_scalar(v))
 		return 0;
 	if (expect(w, v, path, YAML_SEQUENCE_NODE) < 0)
 		return -1;
-	*len = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+	size_t len = (size_t)(v->data.sequence.items.top - v->data.sequence.items.start);
+	*arr = calloc(len ? len : 1, size);
+	if (!*arr)
+		return fail(w, v, path, "out of memory");
 	return 1;
 }
 
@@ -382,13 +386,11 @@ static int project_field(struct walk *w, const char *key, yaml_node_t *v, const 
 	if (strcmp(key, "name") == 0)
 		return get_string(w, v, path, &pr->name);
 	if (strcmp(key, "backends") == 0) {
-		size_t len;
-		int rc = list_open(w, v, path, &len);
+		void *arr;
+		int rc = list_open(w, v, path, sizeof(*pr->backends), &arr);
 		if (rc <= 0)
 			return rc;
-		pr->backends = calloc(len ? len : 1, sizeof(*pr->backends));
-		if (!pr->backends)
-			return fail(w, v, path, "out of memory");
+		pr->backends = arr;
 		return walk_list(w, v, path, backend_item, pr);
 	}
 	return FIELD_UNKNOWN;
@@ -513,23 +515,19 @@ static int drivers_field(struct walk *w, const char *key, yaml_node_t *v, const 
 	if (strcmp(key, "dirs") == 0)
 		return parse_string_list(w, v, path, &cfg->driver_dirs, &cfg->n_driver_dirs);
 	if (strcmp(key, "commands") == 0) {
-		size_t len;
-		int rc = list_open(w, v, path, &len);
+		void *arr;
+		int rc = list_open(w, v, path, sizeof(*cfg->commands), &arr);
 		if (rc <= 0)
 			return rc;
-		cfg->commands = calloc(len ? len : 1, sizeof(*cfg->commands));
-		if (!cfg->commands)
-			return fail(w, v, path, "out of memory");
+		cfg->commands = arr;
 		return walk_list(w, v, path, command_item, cfg);
 	}
 	if (strcmp(key, "remote") == 0) {
-		size_t len;
-		int rc = list_open(w, v, path, &len);
+		void *arr;
+		int rc = list_open(w, v, path, sizeof(*cfg->remotes), &arr);
 		if (rc <= 0)
 			return rc;
-		cfg->remotes = calloc(len ? len : 1, sizeof(*cfg->remotes));
-		if (!cfg->remotes)
-			return fail(w, v, path, "out of memory");
+		cfg->remotes = arr;
 		return walk_list(w, v, path, remote_item, cfg);
 	}
 	if (strcmp(key, "handshake_timeout_ms") == 0)
@@ -611,13 +609,11 @@ static int root_field(struct walk *w, const char *key, yaml_node_t *v, const cha
 		                    "offers_timeout_ms, health_interval_ms, restart_backoff_ms, "
 		                    "restart_backoff_max_ms, shutdown_grace_ms");
 	if (strcmp(key, "projects") == 0) {
-		size_t len;
-		int rc = list_open(w, v, path, &len);
+		void *arr;
+		int rc = list_open(w, v, path, sizeof(*cfg->projects), &arr);
 		if (rc <= 0)
 			return rc;
-		cfg->projects = calloc(len ? len : 1, sizeof(*cfg->projects));
-		if (!cfg->projects)
-			return fail(w, v, path, "out of memory");
+		cfg->projects = arr;
 		return walk_list(w, v, path, project_item, cfg);
 	}
 	if (strcmp(key, "provisioning") == 0)
