@@ -6,14 +6,16 @@
  *
  * Nothing slow runs before the handshake line: the host measures spawn to
  * first RPC, so schemas and other cached answers are built after it. Spawned,
- * the driver even prints it before gRPC starts, listening on its socket
- * itself and handing each connection to gRPC once the server runs.
+ * the driver even prints it before gRPC is up, listening on its socket
+ * itself and handing each connection to gRPC once the server runs; gRPC
+ * starts meanwhile on a thread of its own.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <malloc.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -377,6 +379,33 @@ static void accept_all(int lfd, struct drv_rpc_server *srv)
 	}
 }
 
+/* The gRPC server of a driver, made by make_server(), maybe on a thread of its own. */
+struct server_setup {
+	struct drv_rpc_server_opts opts;
+	const struct drv_driver *driver;
+	bool spawned;
+	int port;
+	struct drv_rpc_server *srv;
+	int rc;
+	char err[512];
+};
+
+/*
+ * Initialises gRPC and makes and starts the server: spawned, unbound (the
+ * connections come from our own listener); standalone, on its address.
+ */
+static void *make_server(void *arg)
+{
+	struct server_setup *s = arg;
+	s->rc = drv_rpc_server_new(&s->opts, &s->srv, s->err, sizeof(s->err));
+	if (s->rc == 0)
+		s->rc = drv__serve_register(s->srv, s->driver, s->err, sizeof(s->err));
+	if (s->rc == 0)
+		s->rc = s->spawned ? drv__rpc_server_start_unbound(s->srv, s->err, sizeof(s->err))
+		                   : drv_rpc_server_start(s->srv, &s->port, s->err, sizeof(s->err));
+	return NULL;
+}
+
 /* Prints the handshake line; afterwards stdout goes to /dev/null. 0 or -1 (logged). */
 static int print_handshake(const struct drv_handshake *hs, bool stdout_closed)
 {
@@ -588,11 +617,29 @@ int drv_main(int argc, char **argv, const struct drv_driver *driver)
 		snprintf(address, sizeof(address), "%s", o.listen);
 	}
 
+	struct server_setup setup = {
+	    .opts = {.address = address,
+	             .tls_cert_file = o.tls_cert,
+	             .tls_key_file = o.tls_key,
+	             .client_ca_file = o.client_ca,
+	             .workers = o.workers},
+	    .driver = driver,
+	    .spawned = spawned,
+	};
+	/*
+	 * Spawned, gRPC starts on a thread of its own (it inherits the blocked
+	 * signals) while this one starts the driver and prints the handshake:
+	 * the two overlap on a second core. Should the thread not start, the
+	 * server is made below, in this thread.
+	 */
+	pthread_t setup_thread;
+	bool setup_running = spawned && pthread_create(&setup_thread, NULL, make_server, &setup) == 0;
+
 	if (driver->start) {
 		rc = driver->start();
 		if (rc != 0) {
 			drv_log(DRV_LOG_ERROR, "driver start-up failed (%d: %s)", rc, drv_strerror(rc));
-			goto out_dir;
+			goto out_server;
 		}
 	}
 	started = true;
@@ -609,7 +656,7 @@ int drv_main(int argc, char **argv, const struct drv_driver *driver)
 		lfd = listen_unix(sock_path, err, sizeof(err));
 		if (lfd < 0) {
 			drv_log(DRV_LOG_ERROR, "cannot serve on %s: %s", address, err);
-			goto out_dir;
+			goto out_server;
 		}
 		bound = true;
 		snprintf(hs.network, sizeof(hs.network), "unix");
@@ -618,22 +665,16 @@ int drv_main(int argc, char **argv, const struct drv_driver *driver)
 			goto out_server;
 	}
 
-	struct drv_rpc_server_opts so = {
-	    .address = address,
-	    .tls_cert_file = o.tls_cert,
-	    .tls_key_file = o.tls_key,
-	    .client_ca_file = o.client_ca,
-	    .workers = o.workers,
-	};
-	rc = drv_rpc_server_new(&so, &srv, err, sizeof(err));
-	if (rc == 0)
-		rc = drv__serve_register(srv, driver, err, sizeof(err));
-	int port = 0;
-	if (rc == 0)
-		rc = spawned ? drv__rpc_server_start_unbound(srv, err, sizeof(err))
-		             : drv_rpc_server_start(srv, &port, err, sizeof(err));
-	if (rc != 0) {
-		drv_log(DRV_LOG_ERROR, "cannot serve on %s: %s", address, err);
+	if (setup_running) {
+		pthread_join(setup_thread, NULL);
+		setup_running = false;
+	} else {
+		make_server(&setup);
+	}
+	srv = setup.srv;
+	int port = setup.port;
+	if (setup.rc != 0) {
+		drv_log(DRV_LOG_ERROR, "cannot serve on %s: %s", address, setup.err);
 		goto out_server;
 	}
 	if (spawned) {
@@ -658,6 +699,10 @@ int drv_main(int argc, char **argv, const struct drv_driver *driver)
 	exit_code = 0;
 
 out_server:
+	if (setup_running) {
+		pthread_join(setup_thread, NULL);
+		srv = setup.srv;
+	}
 	/* No new connections from here on; those accepted stop with the server. */
 	if (lfd >= 0)
 		close(lfd);
@@ -677,7 +722,6 @@ out_server:
 	}
 	if (started && driver->stop)
 		driver->stop();
-out_dir:
 	/* Only a socket we bound is ours to remove; whatever else was there stays. */
 	if (bound && sock_path[0]) {
 		unlink(sock_path);
