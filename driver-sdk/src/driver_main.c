@@ -359,8 +359,8 @@ static void accept_all(int lfd, struct drv_rpc_server *srv)
 		if (fd >= 0) {
 			char c;
 			/*
-			 * A peer already gone (the host's probe that we listen, say) needs
-			 * no HTTP/2 transport set up and torn down on the way to the next.
+			 * A peer already gone (a host that gave up, say) needs no HTTP/2
+			 * transport set up and torn down on the way to the next.
 			 */
 			if (recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) == 0)
 				close(fd);

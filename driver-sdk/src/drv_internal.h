@@ -180,6 +180,18 @@ int drv__rpc_server_start_unbound(struct drv_rpc_server *srv, char *err, size_t 
 /* Serves one accepted, non-blocking connection; the server owns `fd` afterwards. */
 void drv__rpc_server_adopt_fd(struct drv_rpc_server *srv, int fd);
 
+/* ---- rpc_client.c: a channel on a connection made by the caller ---- */
+
+struct drv_rpc_channel;
+struct drv_rpc_channel_opts;
+/*
+ * drv_rpc_channel_new() on a connected socket, plain text only; opts->target
+ * only names it. The channel owns `fd` afterwards, also on failure. It never
+ * reconnects: once the connection is gone, calls fail with DRV_EUNAVAILABLE.
+ */
+int drv__rpc_channel_new_fd(const struct drv_rpc_channel_opts *opts, int fd, struct drv_rpc_channel **out,
+                            char *err, size_t errlen);
+
 /* GetInfo as a JSON object (for --info); caller owns it. */
 json_t *drv__info_json(const struct drv_driver *driver);
 

@@ -16,6 +16,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "drv_internal.h"
 #include "host_internal.h"
 
 #define DEFAULT_HANDSHAKE_TIMEOUT_MS 5000
@@ -334,14 +335,17 @@ static bool loopback_address(const char *addr)
 }
 
 /*
- * A spawned driver announces a socket it already listens on. One connect()
- * (tens of microseconds on a unix socket) turns "nobody listens there" into a
- * clear handshake error instead of a puzzling UNAVAILABLE on the first call.
+ * A spawned driver announces a socket it already listens on. We connect
+ * at once: "nobody listens there" becomes a clear handshake error instead of
+ * a puzzling UNAVAILABLE on the first call, and the connection is the
+ * channel's (a direct one, see drv__rpc_channel_new_fd). A driver that dies
+ * is restarted as a new process with a new channel, so nothing is lost by a
+ * channel that does not reconnect. The descriptor, or -1 with `why`.
  */
-static int probe_unix(const char *path, char *why, size_t len)
+static int connect_unix(const char *path, char *why, size_t len)
 {
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	int fd, rc = 0;
+	int fd;
 
 	if (strlen(path) >= sizeof(sa.sun_path)) {
 		snprintf(why, len, "socket path is longer than %zu bytes", sizeof(sa.sun_path) - 1);
@@ -355,10 +359,10 @@ static int probe_unix(const char *path, char *why, size_t len)
 	}
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
 		snprintf(why, len, "nothing listens on %s (%s)", path, strerror(errno));
-		rc = -1;
+		close(fd);
+		return -1;
 	}
-	close(fd);
-	return rc;
+	return fd;
 }
 
 /*
@@ -371,7 +375,7 @@ static int finish_handshake(struct drv_host *h, const char *line, char *err, siz
 	struct drv_handshake hs;
 	char perr[256] = "", q[512];
 	const char *bar = strchr(line, '|');
-	int rc;
+	int rc, ufd = -1;
 
 	quote_line(line, q, sizeof(q));
 	rc = drv_handshake_parse(line, &hs, perr, sizeof(perr));
@@ -393,7 +397,8 @@ static int finish_handshake(struct drv_host *h, const char *line, char *err, siz
 	if (strcmp(hs.network, "unix") == 0) {
 		char why[PATH_MAX + 64];
 
-		if (probe_unix(hs.address, why, sizeof(why)) != 0) {
+		ufd = connect_unix(hs.address, why, sizeof(why));
+		if (ufd < 0) {
 			set_err(err, errlen,
 			        "driver '%s' (%s): handshake \"%s\" names a socket nobody answers on: %s",
 			        h->name, h->path, q, why);
@@ -418,12 +423,15 @@ static int finish_handshake(struct drv_host *h, const char *line, char *err, siz
 		h->target = strdup(hs.address);
 	}
 	if (!h->target) {
+		if (ufd >= 0)
+			close(ufd);
 		set_err(err, errlen, "driver '%s': out of memory", h->name);
 		return DRV_ENOMEM;
 	}
 	struct drv_rpc_channel_opts co = {.target = h->target};
 	char cerr[256] = "";
-	rc = drv_rpc_channel_new(&co, &h->ch, cerr, sizeof(cerr));
+	rc = ufd >= 0 ? drv__rpc_channel_new_fd(&co, ufd, &h->ch, cerr, sizeof(cerr))
+	              : drv_rpc_channel_new(&co, &h->ch, cerr, sizeof(cerr));
 	if (rc != 0) {
 		set_err(err, errlen, "driver '%s' (%s): cannot open a channel to %s: %s", h->name, h->path,
 		        h->target, cerr[0] ? cerr : drv_strerror(rc));

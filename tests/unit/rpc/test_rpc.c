@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -820,6 +822,84 @@ static void test_reconnect(void **state)
 	drv_rpc_server_free(b.srv);
 }
 
+/* The SDK's internal pair for a spawned driver's connection (drv_internal.h). */
+int drv__rpc_channel_new_fd(const struct drv_rpc_channel_opts *opts, int fd, struct drv_rpc_channel **out,
+                            char *err, size_t errlen);
+int drv__rpc_server_start_unbound(struct drv_rpc_server *srv, char *err, size_t errlen);
+void drv__rpc_server_adopt_fd(struct drv_rpc_server *srv, int fd);
+
+struct fd_call {
+	struct drv_rpc_channel *ch;
+	int rc;
+	struct drv_status st;
+};
+
+static void *call_on_fd(void *arg)
+{
+	struct fd_call *c = arg;
+	c->rc = check(c->ch, "", 5000, NULL, &c->st);
+	return NULL;
+}
+
+/*
+ * A channel on a connected descriptor (what a host does with a spawned
+ * driver's socket): its first call goes out before anybody serves the other
+ * end and is answered once a server adopts it; once that connection is gone,
+ * calls fail fast and the channel never reconnects.
+ */
+static void test_channel_on_fd(void **state)
+{
+	char err[256] = "";
+	int sv[2];
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	struct drv_rpc_channel_opts co = {.target = "unix:/nowhere/fd.sock"};
+	struct fd_call c = {.rc = -1};
+	assert_int_equal(drv__rpc_channel_new_fd(&co, sv[1], &c.ch, err, sizeof(err)), 0);
+	pthread_t t;
+	assert_int_equal(pthread_create(&t, NULL, call_on_fd, &c), 0);
+	sleep_ms(100);
+	/* The call is written, unanswered: nothing serves the other end yet. */
+	char peek[512];
+	ssize_t pending = recv(sv[0], peek, sizeof(peek), MSG_PEEK | MSG_DONTWAIT);
+	assert_true(pending > 24); /* more than the HTTP/2 preface: SETTINGS and the call */
+
+	struct drv_rpc_server_opts o = {.address = "unix:/nowhere/fd-server.sock"};
+	struct drv_rpc_server *srv;
+	assert_int_equal(drv_rpc_server_new(&o, &srv, err, sizeof(err)), 0);
+	assert_int_equal(drv_rpc_server_add(srv, health, 0, health_check, NULL, DRV_RPC_INLINE), 0);
+	assert_int_equal(drv__rpc_server_start_unbound(srv, err, sizeof(err)), 0);
+	fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+	drv__rpc_server_adopt_fd(srv, sv[0]);
+	pthread_join(t, NULL);
+	if (c.rc != 0)
+		fail_msg("first call on the descriptor: %s", c.st.message);
+	struct drv_status st;
+	assert_int_equal(check(c.ch, "", 5000, NULL, &st), 0);
+
+	/* The server goes, and its connection with it. */
+	drv_rpc_server_shutdown(srv, 0);
+	drv_rpc_server_free(srv);
+	int64_t t0 = now_ms();
+	for (int i = 0; i < 5; i++) {
+		assert_int_equal(check(c.ch, "", 5000, NULL, &st), DRV_EUNAVAILABLE);
+		sleep_ms(50);
+	}
+	assert_true(now_ms() - t0 < 2000);
+	drv_rpc_channel_free(c.ch);
+
+	/* TLS cannot run on a given descriptor: refused, and the descriptor is closed all the same. */
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+	struct drv_rpc_channel_opts tls = {.target = "unix:/nowhere/fd.sock", .ca_file = "/nowhere/ca.pem"};
+	struct drv_rpc_channel *ch = NULL;
+	err[0] = '\0';
+	assert_int_equal(drv__rpc_channel_new_fd(&tls, sv[1], &ch, err, sizeof(err)), DRV_EINVAL);
+	assert_null(ch);
+	assert_non_null(strstr(err, "plain text"));
+	assert_int_equal(fcntl(sv[1], F_GETFD), -1);
+	assert_int_equal(errno, EBADF);
+	close(sv[0]);
+}
+
 static void test_bad_options(void **state)
 {
 	char err[256] = "", path[300], addr[320];
@@ -1005,6 +1085,7 @@ int main(void)
 	    cmocka_unit_test(test_no_server),
 	    cmocka_unit_test(test_wait_for_ready),
 	    cmocka_unit_test(test_reconnect),
+	    cmocka_unit_test(test_channel_on_fd),
 	    cmocka_unit_test(test_bad_options),
 	    cmocka_unit_test(test_mtls),
 	};
