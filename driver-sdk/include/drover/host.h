@@ -51,7 +51,10 @@ struct drv_spawn_opts {
 /*
  * Spawns the driver with a clean environment, a private 0700 socket directory
  * and the magic cookie; holds its stdin so it exits if we die; reads and
- * checks its handshake line; connects. On success writes *out and returns 0.
+ * checks its handshake line; connects (once: the connection is never made
+ * again, since a driver that dies is a new process to spawn, and calls on a
+ * host whose driver is gone fail with DRV_EUNAVAILABLE). On success writes
+ * *out and returns 0.
  * On failure returns DRV_EHANDSHAKE (garbage, nothing at all, early exit),
  * DRV_EPROTOCOL (other protocol version), DRV_EDEADLINE (timeout) or
  * DRV_ESYSTEM, with a message naming the driver in `err`; the child is killed
