@@ -214,6 +214,65 @@ static void test_crash_restart_backoff(void **state)
 	fx_free(f);
 }
 
+/*
+ * A driver that is alive but answers nothing (stopped with SIGSTOP: a hung
+ * process) fails its health checks; after two failures it is replaced by a
+ * new process, the old one is killed and reaped, and calls work again.
+ */
+static void test_hung_driver_replaced(void **state)
+{
+	struct fx *f = fx_new();
+	struct result r;
+	struct srv_driver_info *list;
+	const struct srv_driver_info *d;
+
+	get_offers(f, "{}", &r);
+	assert_int_equal(r.code, 0);
+	drv_response_free(r.resp);
+	d = info_of(f->sup, "sim", &list);
+	int old = d->pid;
+	assert_true(old > 0);
+	assert_int_equal(d->restarts, 0);
+	free(list);
+	/* Healthy, it stays as it is over several health intervals. */
+	run_for(&f->loop, 1000);
+	d = info_of(f->sup, "sim", &list);
+	assert_int_equal(d->pid, old);
+	assert_int_equal(d->restarts, 0);
+	free(list);
+
+	assert_int_equal(kill(old, SIGSTOP), 0);
+	bool replaced = false;
+	char last_error[512] = "";
+	for (int64_t end = srv_now_ms() + 15000; !replaced && srv_now_ms() < end;) {
+		run_for(&f->loop, 20);
+		d = info_of(f->sup, "sim", &list);
+		replaced = d->state == SRV_DRIVER_READY && d->pid > 0 && d->pid != old;
+		snprintf(last_error, sizeof(last_error), "%s", d->last_error);
+		if (replaced)
+			assert_int_equal(d->restarts, 1);
+		free(list);
+	}
+	if (!replaced) {
+		kill(old, SIGKILL);
+		fail_msg("a hung driver was not replaced within 15 s (last error: %s)", last_error);
+	}
+	assert_non_null(strstr(last_error, "health check failed"));
+	/* The hung process is gone (SIGKILL reaches a stopped process), and reaped. */
+	bool gone = false;
+	for (int i = 0; i < 500 && !gone; i++) {
+		run_for(&f->loop, 10);
+		gone = kill(old, 0) == -1;
+	}
+	if (!gone)
+		kill(old, SIGKILL);
+	assert_true(gone);
+	get_offers(f, "{}", &r);
+	assert_int_equal(r.code, 0);
+	drv_response_free(r.resp);
+	fx_free(f);
+}
+
 static void test_bad_handshakes(void **state)
 {
 	struct fx *f = fx_new();
@@ -247,6 +306,7 @@ int main(void)
 	    cmocka_unit_test(test_discovery_and_call),
 	    cmocka_unit_test(test_crash_restart_backoff),
 	    cmocka_unit_test(test_bad_handshakes),
+	    cmocka_unit_test(test_hung_driver_replaced),
 	};
 	return cmocka_run_group_tests_name("server_supervisor", tests, NULL, NULL);
 }
