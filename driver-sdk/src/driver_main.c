@@ -289,9 +289,7 @@ static int make_socket_path(const struct drv_driver *d, char *path, size_t len, 
 			return DRV_EINVAL;
 		}
 	} else {
-		const char *tmp = getenv("TMPDIR");
-		if (!tmp || tmp[0] != '/')
-			tmp = "/tmp";
+		const char *tmp = drv__socket_base();
 		int n = snprintf(own_dir, dirlen, "%s/drover-%s-XXXXXX", tmp, d->type);
 		if (n < 0 || (size_t)n >= dirlen || !mkdtemp(own_dir)) {
 			drv_log(DRV_LOG_ERROR, "cannot create a socket directory in %s: %s", tmp,

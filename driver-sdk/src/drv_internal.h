@@ -192,6 +192,11 @@ struct drv_rpc_channel_opts;
 int drv__rpc_channel_new_fd(const struct drv_rpc_channel_opts *opts, int fd, struct drv_rpc_channel **out,
                             char *err, size_t errlen);
 
+/* ---- host.c ---- */
+
+/* The directory under which socket directories are made ($TMPDIR, $XDG_RUNTIME_DIR, /dev/shm or /tmp). */
+const char *drv__socket_base(void);
+
 /* GetInfo as a JSON object (for --info); caller owns it. */
 json_t *drv__info_json(const struct drv_driver *driver);
 
