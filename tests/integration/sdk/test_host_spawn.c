@@ -282,6 +282,42 @@ static void test_env_allowlist(void **state)
 	lines_free(&l);
 }
 
+/* Spawns hs-env and checks that its socket is under `base`; the directory is gone after free. */
+static void spawn_under(const char *base)
+{
+	struct drv_host *h = NULL;
+	char err[512], prefix[300];
+	struct lines l;
+	lines_init(&l);
+	struct drv_spawn_opts o = {.path = fixture("hs-env"), .on_stderr = lines_cb, .ud = &l};
+	assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), 0, err);
+	snprintf(prefix, sizeof(prefix), "|unix|%s/drover-", base);
+	assert_contains(drv_host_handshake(h), prefix);
+	drv_host_free(h);
+	lines_free(&l);
+}
+
+/* Socket directories go under $TMPDIR, else $XDG_RUNTIME_DIR, else /dev/shm, else /tmp. */
+static void test_socket_base(void **state)
+{
+	char *tmpdir = strdup(getenv("TMPDIR"));
+	char xdg[] = "/tmp/drover-test-xdg-XXXXXX";
+	assert_non_null(mkdtemp(xdg));
+	setenv("XDG_RUNTIME_DIR", xdg, 1);
+	spawn_under(tmpdir); /* TMPDIR wins */
+	unsetenv("TMPDIR");
+	spawn_under(xdg);
+	/* Unusable candidates are skipped: relative, or not writable. */
+	setenv("TMPDIR", "relative/dir", 1);
+	setenv("XDG_RUNTIME_DIR", "/nonexistent/run", 1);
+	spawn_under(access("/dev/shm", W_OK | X_OK) == 0 ? "/dev/shm" : "/tmp");
+	unsetenv("XDG_RUNTIME_DIR");
+	setenv("TMPDIR", tmpdir, 1);
+	/* Every directory made under the runtime directory was removed. */
+	assert_int_equal(rmdir(xdg), 0);
+	free(tmpdir);
+}
+
 static void test_stop_escalates_to_sigkill(void **state)
 {
 	struct lines l;
@@ -361,6 +397,7 @@ int main(void)
 	    cmocka_unit_test(test_missing_binary),
 	    cmocka_unit_test(test_bad_options),
 	    cmocka_unit_test(test_env_allowlist),
+	    cmocka_unit_test(test_socket_base),
 	    cmocka_unit_test(test_stop_escalates_to_sigkill),
 	    cmocka_unit_test(test_default_stderr_prefix),
 	};
