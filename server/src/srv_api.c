@@ -1009,6 +1009,10 @@ static void h_terminate_instance(struct api_call *c)
 	struct srv_instance *upd = NULL;
 	int rc = srv_engine_terminate(c->api->eng, in->id, &upd);
 	srv_instance_free(in);
+	if (rc == DRV_ENOMEM) {
+		reply_err(c, DRV_ENOMEM, "out of memory");
+		return;
+	}
 	if (rc != 0) {
 		reply_err(c, rc < 0 ? DRV_EINTERNAL : DRV_ENOTFOUND, "%s",
 		          rc < 0 ? srv_store_errmsg(c->api->st) : "instance vanished");

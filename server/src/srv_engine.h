@@ -148,7 +148,8 @@ void srv_engine_create(struct srv_engine *eng, const struct srv_create_request *
  * Marks an instance "terminating" (written before any driver call) and kicks
  * the reconciliation loop, which calls the driver. Already terminating,
  * terminated or failed: no change. Returns 0 (and the updated row in *out,
- * caller frees), 1 when there is no such instance, -1 on store errors.
+ * caller frees), 1 when there is no such instance, -1 on store errors,
+ * DRV_ENOMEM when out of memory (nothing written).
  */
 int srv_engine_terminate(struct srv_engine *eng, const char *id, struct srv_instance **out);
 
