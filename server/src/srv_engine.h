@@ -42,7 +42,8 @@ struct srv_bcfg {
 	drv_secret_entry *entries;
 	drv_secret_entry **ptrs;
 };
-void srv_bcfg_init(struct srv_bcfg *b, const struct srv_backend *be);
+/* Returns 0, or DRV_ENOMEM (then b needs no srv_bcfg_clear, though it is harmless). */
+int srv_bcfg_init(struct srv_bcfg *b, const struct srv_backend *be);
 void srv_bcfg_clear(struct srv_bcfg *b);
 
 int srv_engine_new(uv_loop_t *loop, struct srv_store *st, struct srv_supervisor *sup,

@@ -340,7 +340,12 @@ static void create_send(struct create_op *op)
 	}
 	snprintf(key, sizeof(key), "%s/%u", in->idempotency_key, op->attempt_no);
 	struct srv_bcfg bc;
-	srv_bcfg_init(&bc, be);
+	if (srv_bcfg_init(&bc, be) < 0) {
+		srv_backend_free(be);
+		/* No driver call was made; DRV_ENOMEM counts as uncertain, so the same key is tried again. */
+		create_done(op, DRV_ENOMEM, "out of memory", NULL);
+		return;
+	}
 	drv_create_instance_request req = DROVER__COMPUTE__V1__CREATE_INSTANCE_REQUEST__INIT;
 	drv_instance_configuration ic = DROVER__COMPUTE__V1__INSTANCE_CONFIGURATION__INIT;
 	drv_tag_entry tags[2], *tagp[2];

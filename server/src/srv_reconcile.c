@@ -208,9 +208,11 @@ static void reconcile_one(struct srv_engine *eng, struct srv_instance *in)
 		return;
 	}
 	struct rec_op *op = calloc(1, sizeof(*op));
-	if (!op) {
+	struct srv_bcfg bc;
+	if (!op || srv_bcfg_init(&bc, be) < 0) {
 		/* No lease written: the row is due again next pass. */
 		srv_warn("engine", "instance %s: out of memory; trying again", in->id);
+		free(op);
 		srv_backend_free(be);
 		protobuf_c_message_free_unpacked(&pd->base, NULL);
 		srv_instance_free(in);
@@ -222,8 +224,6 @@ static void reconcile_one(struct srv_engine *eng, struct srv_instance *in)
 	op->in = in;
 	eng->busy++;
 	eng->reconcile_inflight++;
-	struct srv_bcfg bc;
-	srv_bcfg_init(&bc, be);
 	if (prov) {
 		drv_get_instance_request req = DROVER__COMPUTE__V1__GET_INSTANCE_REQUEST__INIT;
 		req.config = &bc.cfg;
@@ -323,7 +323,8 @@ void srv_engine_find_orphans(struct srv_engine *eng)
 			op->backend = strdup(bes[i]->name);
 			op->type = strdup(bes[i]->type);
 		}
-		if (!op || !op->project || !op->backend || !op->type) {
+		struct srv_bcfg bc;
+		if (!op || !op->project || !op->backend || !op->type || srv_bcfg_init(&bc, bes[i]) < 0) {
 			/* This backend is skipped this round; the next scan covers it. */
 			srv_warn("engine", "backend %s/%s: out of memory for the orphan scan",
 			         bes[i]->project, bes[i]->name);
@@ -335,8 +336,6 @@ void srv_engine_find_orphans(struct srv_engine *eng)
 			free(op);
 			continue;
 		}
-		struct srv_bcfg bc;
-		srv_bcfg_init(&bc, bes[i]);
 		drv_list_instances_request req = DROVER__COMPUTE__V1__LIST_INSTANCES_REQUEST__INIT;
 		Drover__Compute__V1__ListInstancesRequest__TagsEntry tag =
 		    DROVER__COMPUTE__V1__LIST_INSTANCES_REQUEST__TAGS_ENTRY__INIT;
