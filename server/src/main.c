@@ -324,7 +324,11 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	char *server_id = NULL;
-	srv_store_meta_get(a.st, "server_id", &server_id);
+	/* Read failures stop here: a new id would orphan every machine tagged with the old one. */
+	if (srv_store_meta_get(a.st, "server_id", &server_id) < 0) {
+		srv_error("droverd", "store: %s", srv_store_errmsg(a.st));
+		goto out;
+	}
 	if (!server_id) {
 		unsigned char rnd[8];
 		server_id = malloc(24);
