@@ -381,15 +381,35 @@ static void create_attempt(struct create_op *op)
 	op->uncertain = 0;
 	op->attempt_no = attempt_count(in) + 1;
 	op->cur_offer = c->offer;
-	/* Out of memory: nothing of this attempt is written, and the create fails. */
-	if (srv__set_str(&in->backend, c->backend) < 0 || srv__set_str(&in->backend_type, c->type) < 0 ||
-	    srv__set_blob(&in->offer, &in->offer_len, &c->offer->base) < 0 ||
-	    srv__set_str(&in->status, SRV_ST_CREATING) < 0 ||
+	/* Every copy is made first, so out of memory leaves the row as it was last written. */
+	size_t offer_len = 0;
+	char *backend = strdup(c->backend), *type = strdup(c->type), *status = strdup(SRV_ST_CREATING);
+	unsigned char *offer = srv__pack(&c->offer->base, &offer_len);
+	if (!backend || !type || !status || !offer ||
 	    attempt_begin(in, op->attempt_no, c->backend, c->offer) < 0) {
+		free(backend);
+		free(type);
+		free(status);
+		free(offer);
+		if (op->tries > 1) {
+			/* A later attempt: the row exists; reconciliation takes it from there. */
+			create_defer(op);
+			return;
+		}
+		/* The first attempt: nothing is written, and the create fails. */
 		create_reply(op, DRV_ENOMEM, "out of memory");
 		create_op_free(op);
 		return;
 	}
+	free(in->backend);
+	in->backend = backend;
+	free(in->backend_type);
+	in->backend_type = type;
+	free(in->offer);
+	in->offer = offer;
+	in->offer_len = offer_len;
+	free(in->status);
+	in->status = status;
 	in->next_check_at = 0;
 	/* Written before the call: a crash from here on resumes this attempt with the same key. */
 	if (srv_store_instance_put(op->eng->st, in) < 0) {
