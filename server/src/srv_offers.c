@@ -20,14 +20,6 @@
 
 /* ---- small helpers ---- */
 
-void srv_bcfg_clear(struct srv_bcfg *b)
-{
-	free(b->entries);
-	free(b->ptrs);
-	b->entries = NULL;
-	b->ptrs = NULL;
-}
-
 int srv_bcfg_init(struct srv_bcfg *b, const struct srv_backend *be)
 {
 	drover__compute__v1__backend_config__init(&b->cfg);
@@ -47,6 +39,14 @@ int srv_bcfg_init(struct srv_bcfg *b, const struct srv_backend *be)
 	b->cfg.n_secrets = be->n_secrets;
 	b->cfg.secrets = b->ptrs;
 	return 0;
+}
+
+void srv_bcfg_clear(struct srv_bcfg *b)
+{
+	free(b->entries);
+	free(b->ptrs);
+	b->entries = NULL;
+	b->ptrs = NULL;
 }
 
 /* ---- offers ---- */
