@@ -148,15 +148,17 @@ static void terminate_done(void *ud, int code, const char *message, ProtobufCMes
 	rec_op_free(op);
 }
 
-static void reconcile_one(struct srv_engine *eng, struct srv_instance *in)
+/* False when out of memory left the row as it was, for a later pass. */
+static bool reconcile_one(struct srv_engine *eng, struct srv_instance *in)
 {
 	int64_t now = srv_now_ms();
+	bool oom = false;
 	if (strcmp(in->status, SRV_ST_CREATING) == 0) {
 		/* A lease: the row is not picked again while this call is out. */
 		in->next_check_at = now + eng->cfg->call_timeout_ms + 5000;
 		srv__put_or_log(eng, in);
 		srv__create_resume(eng, in);
-		return;
+		return true;
 	}
 	bool prov = strcmp(in->status, SRV_ST_PROVISIONING) == 0;
 	bool term = strcmp(in->status, SRV_ST_TERMINATING) == 0;
@@ -164,7 +166,7 @@ static void reconcile_one(struct srv_engine *eng, struct srv_instance *in)
 		in->next_check_at = 0;
 		srv__put_or_log(eng, in);
 		srv_instance_free(in);
-		return;
+		return true;
 	}
 	drv_provisioning_data *pd =
 	    in->provisioning
@@ -174,6 +176,7 @@ static void reconcile_one(struct srv_engine *eng, struct srv_instance *in)
 		/* Out of memory for a field: the row is left as it is and is due again next pass. */
 		if (term && srv__set_str(&in->status, SRV_ST_TERMINATED) < 0) {
 			srv_warn("engine", "instance %s: out of memory; trying again", in->id);
+			oom = true;
 		} else if (term) {
 			/* No driver call ever made a machine for it (no provisioning data): nothing to
 			 * terminate. */
@@ -184,12 +187,13 @@ static void reconcile_one(struct srv_engine *eng, struct srv_instance *in)
 			                 in->backend, in->backend_type, "no machine was ever made for it");
 		} else if (srv__set_str(&in->last_error, "provisioning data missing or damaged") < 0) {
 			srv_warn("engine", "instance %s: out of memory; trying again", in->id);
+			oom = true;
 		} else {
 			in->next_check_at = 0;
 			srv__put_or_log(eng, in);
 		}
 		srv_instance_free(in);
-		return;
+		return !oom;
 	}
 	struct srv_backend *be = NULL;
 	int rc = srv_store_instance_backend(eng->st, in, &be);
@@ -199,13 +203,14 @@ static void reconcile_one(struct srv_engine *eng, struct srv_instance *in)
 		         rc < 0 ? srv_store_errmsg(eng->st) : "removed");
 		if (srv__set_str(&in->last_error, msg) < 0) {
 			srv_warn("engine", "instance %s: out of memory; trying again", in->id);
+			oom = true;
 		} else {
 			in->next_check_at = now + 60000;
 			srv__put_or_log(eng, in);
 		}
 		protobuf_c_message_free_unpacked(&pd->base, NULL);
 		srv_instance_free(in);
-		return;
+		return !oom;
 	}
 	struct rec_op *op = calloc(1, sizeof(*op));
 	struct srv_bcfg bc;
@@ -216,7 +221,7 @@ static void reconcile_one(struct srv_engine *eng, struct srv_instance *in)
 		srv_backend_free(be);
 		protobuf_c_message_free_unpacked(&pd->base, NULL);
 		srv_instance_free(in);
-		return;
+		return false;
 	}
 	in->next_check_at = now + eng->cfg->call_timeout_ms + 5000;
 	srv__put_or_log(eng, in);
@@ -244,6 +249,7 @@ static void reconcile_one(struct srv_engine *eng, struct srv_instance *in)
 	srv_bcfg_clear(&bc);
 	srv_backend_free(be);
 	protobuf_c_message_free_unpacked(&pd->base, NULL);
+	return true;
 }
 
 /* ---- orphans: machines with our tag that the store does not know ---- */
@@ -370,12 +376,17 @@ void srv_engine_reconcile_now(struct srv_engine *eng)
 	}
 	/* The leases of one pass are written in one transaction. */
 	srv_store_begin(eng->st);
+	bool oom = false;
 	for (size_t i = 0; i < n; i++)
-		reconcile_one(eng, due[i]);
+		if (!reconcile_one(eng, due[i]))
+			oom = true;
 	srv_store_commit(eng->st);
 	free(due);
-	/* A full batch means more may be due: go again on the next loop turn. */
-	if (n == room)
+	/*
+	 * A full batch means more may be due: go again on the next loop turn.
+	 * Not after running out of memory: the rows left behind wait for the timer.
+	 */
+	if (n == room && !oom)
 		srv__engine_kick(eng);
 	if (srv_now_ms() - eng->last_orphan_scan >= ORPHAN_SCAN_EVERY_MS)
 		srv_engine_find_orphans(eng);
