@@ -497,7 +497,11 @@ static void h_create_project(struct api_call *c)
 	                 "project %s created", req->name);
 	Drover__Api__V1__CreateProjectResponse resp = DROVER__API__V1__CREATE_PROJECT_RESPONSE__INIT;
 	resp.project = project_msg(&g, c->api->st, req->name);
-	reply_gc(c, &g, &resp.base);
+	if (g.oom)
+		reply_err(c, DRV_ENOMEM, "out of memory building the answer; project %s was created",
+		          req->name);
+	else
+		reply_ok(c, &resp.base);
 	gc_free(&g);
 }
 
