@@ -54,10 +54,26 @@ struct offers_cache {
 
 /* ---- attempts, as a JSON array in the instance row ---- */
 
+/*
+ * JSON text parsed; NULL with *oom set when that ran out of memory (damaged
+ * text is NULL alone, read as no entries as before).
+ */
+static json_t *load_json(const char *text, const char *dflt, bool *oom)
+{
+	json_error_t jerr;
+	json_t *j = json_loads(text ? text : dflt, 0, &jerr);
+	if (!j && json_error_code(&jerr) == json_error_out_of_memory)
+		*oom = true;
+	return j;
+}
+
 /* Both return 0, or DRV_ENOMEM with in->attempts_json unchanged. */
 static int attempt_begin(struct srv_instance *in, unsigned number, const char *backend, const drv_offer *o)
 {
-	json_t *arr = json_loads(in->attempts_json ? in->attempts_json : "[]", 0, NULL);
+	bool oom = false;
+	json_t *arr = load_json(in->attempts_json, "[]", &oom);
+	if (oom)
+		return DRV_ENOMEM;
 	if (!json_is_array(arr)) {
 		json_decref(arr);
 		arr = json_array();
@@ -79,7 +95,10 @@ static int attempt_begin(struct srv_instance *in, unsigned number, const char *b
 /* Sets the outcome of the last attempt; code "" means in flight again. */
 static int attempt_end(struct srv_instance *in, const char *code, const char *message)
 {
-	json_t *arr = json_loads(in->attempts_json ? in->attempts_json : "[]", 0, NULL);
+	bool oom = false;
+	json_t *arr = load_json(in->attempts_json, "[]", &oom);
+	if (oom)
+		return DRV_ENOMEM;
 	size_t n = json_is_array(arr) ? json_array_size(arr) : 0;
 	if (n == 0) {
 		json_decref(arr);
@@ -99,9 +118,10 @@ static int attempt_end(struct srv_instance *in, const char *code, const char *me
 	return 0;
 }
 
-static unsigned attempt_count(const struct srv_instance *in)
+/* *oom set when the count cannot be read for lack of memory. */
+static unsigned attempt_count(const struct srv_instance *in, bool *oom)
 {
-	json_t *arr = json_loads(in->attempts_json ? in->attempts_json : "[]", 0, NULL);
+	json_t *arr = load_json(in->attempts_json, "[]", oom);
 	unsigned n = json_is_array(arr) ? (unsigned)json_array_size(arr) : 0;
 	json_decref(arr);
 	return n;
@@ -292,7 +312,8 @@ static void create_done(void *ud, int code, const char *message, ProtobufCMessag
 		return;
 	}
 	char fmsg[1700];
-	snprintf(fmsg, sizeof(fmsg), "%u attempt(s) failed; last: %s", attempt_count(in), msg);
+	bool no_count = false; /* only for the message */
+	snprintf(fmsg, sizeof(fmsg), "%u attempt(s) failed; last: %s", attempt_count(in, &no_count), msg);
 	/* last_error first: a row is never "failed" with the wrong reason. */
 	if (srv__set_str(&in->last_error, fmsg) < 0 || srv__set_str(&in->status, SRV_ST_FAILED) < 0) {
 		create_defer(op);
@@ -379,13 +400,15 @@ static void create_attempt(struct create_op *op)
 	struct srv_instance *in = op->in;
 	struct cand *c = &op->cands[op->tries++];
 	op->uncertain = 0;
-	op->attempt_no = attempt_count(in) + 1;
+	/* Out of memory for the count: a wrong number would reuse an earlier attempt's key. */
+	bool oom = false;
+	op->attempt_no = attempt_count(in, &oom) + 1;
 	op->cur_offer = c->offer;
 	/* Every copy is made first, so out of memory leaves the row as it was last written. */
 	size_t offer_len = 0;
 	char *backend = strdup(c->backend), *type = strdup(c->type), *status = strdup(SRV_ST_CREATING);
 	unsigned char *offer = srv__pack(&c->offer->base, &offer_len);
-	if (!backend || !type || !status || !offer ||
+	if (oom || !backend || !type || !status || !offer ||
 	    attempt_begin(in, op->attempt_no, c->backend, c->offer) < 0) {
 		free(backend);
 		free(type);
@@ -717,13 +740,15 @@ void srv__create_resume(struct srv_engine *eng, struct srv_instance *in)
 	op->eng = eng;
 	op->in = in;
 	op->resumed = true;
-	op->attempt_no = attempt_count(in);
+	bool oom = false;
+	op->attempt_no = attempt_count(in, &oom);
 	if (op->attempt_no == 0)
 		op->attempt_no = 1;
 	op->cur_offer = in->offer ? drover__compute__v1__offer__unpack(NULL, in->offer_len, in->offer) : NULL;
-	json_t *keys = json_loads(in->ssh_keys_json ? in->ssh_keys_json : "[]", 0, NULL);
+	/* Keys that cannot be read for lack of memory must not become a machine without them. */
+	json_t *keys = load_json(in->ssh_keys_json, "[]", &oom);
 	size_t nk = json_is_array(keys) ? json_array_size(keys) : 0;
-	op->ssh_keys = calloc(nk + 1, sizeof(char *));
+	op->ssh_keys = oom ? NULL : calloc(nk + 1, sizeof(char *));
 	bool ok = op->ssh_keys != NULL;
 	for (size_t i = 0; ok && i < nk; i++) {
 		const char *k = json_string_value(json_array_get(keys, i));
