@@ -277,7 +277,11 @@ static api_instance *instance_msg(struct gc *g, const struct srv_instance *in)
 	m->updated_unix_ms = in->updated_at;
 	m->terminated_unix_ms = in->terminated_at;
 	m->termination_tries = (uint32_t)in->termination_failures;
-	json_t *arr = json_loads(in->attempts_json ? in->attempts_json : "[]", 0, NULL);
+	json_error_t jerr;
+	json_t *arr = json_loads(in->attempts_json ? in->attempts_json : "[]", 0, &jerr);
+	/* Damaged text shows no attempts, as before; out of memory fails the reply. */
+	if (!arr && json_error_code(&jerr) == json_error_out_of_memory)
+		g->oom = true;
 	size_t na = json_is_array(arr) ? json_array_size(arr) : 0;
 	m->attempts = gc_alloc(g, (na + 1) * sizeof(*m->attempts));
 	for (size_t i = 0; m->attempts && i < na; i++) {
@@ -298,7 +302,9 @@ static api_instance *instance_msg(struct gc *g, const struct srv_instance *in)
 		m->attempts[m->n_attempts++] = at;
 	}
 	json_decref(arr);
-	json_t *keys = json_loads(in->ssh_keys_json ? in->ssh_keys_json : "[]", 0, NULL);
+	json_t *keys = json_loads(in->ssh_keys_json ? in->ssh_keys_json : "[]", 0, &jerr);
+	if (!keys && json_error_code(&jerr) == json_error_out_of_memory)
+		g->oom = true;
 	size_t nk = json_is_array(keys) ? json_array_size(keys) : 0;
 	m->ssh_public_keys = gc_alloc(g, (nk + 1) * sizeof(char *));
 	for (size_t i = 0; m->ssh_public_keys && i < nk; i++)
