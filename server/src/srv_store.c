@@ -482,10 +482,17 @@ static int seal_secrets(struct srv_store *st, const struct srv_backend *b, unsig
 	if (!st->secrets)
 		return set_err(st, "backend %s/%s has secrets but the store has no key", b->project, b->name);
 	json_t *obj = json_object();
-	for (size_t i = 0; i < b->n_secrets; i++)
-		json_object_set_new(obj, b->secrets[i].name, json_string(b->secrets[i].value));
-	char *text = json_dumps(obj, JSON_COMPACT);
+	bool ok = obj != NULL;
+	/* Every secret or none: a partial set written would lose the rest for good. */
+	for (size_t i = 0; ok && i < b->n_secrets; i++)
+		ok = json_object_set_new(obj, b->secrets[i].name, json_string(b->secrets[i].value)) == 0;
+	char *text = ok ? json_dumps(obj, JSON_COMPACT) : NULL;
 	json_decref(obj);
+	if (!ok)
+		return set_err(st,
+		               "cannot encode the secrets of backend %s/%s (out of memory, or a name or "
+		               "value that is not UTF-8)",
+		               b->project, b->name);
 	if (!text)
 		return set_err(st, "out of memory");
 	int rc = srv_secrets_seal(st->secrets, backend_aad, text, strlen(text), blob, len);
@@ -506,9 +513,12 @@ static int open_secrets(struct srv_store *st, struct srv_backend *b, const unsig
 		    "cannot decrypt the secrets of backend %s/%s (wrong or missing key file in the data "
 		    "directory?)",
 		    b->project, b->name);
-	json_t *obj = json_loadb(text, tlen, 0, NULL);
+	json_error_t jerr;
+	json_t *obj = json_loadb(text, tlen, 0, &jerr);
 	explicit_bzero(text, tlen);
 	free(text);
+	if (!obj && json_error_code(&jerr) == json_error_out_of_memory)
+		return set_err(st, "out of memory");
 	if (!json_is_object(obj)) {
 		json_decref(obj);
 		return set_err(st, "the secrets of backend %s/%s are damaged", b->project, b->name);
