@@ -90,6 +90,11 @@ static char *abs_path(const char *path)
 	if (!real)
 		return NULL;
 	char *out = malloc(strlen(real) + strlen(base) + 2);
+	if (!out) {
+		free(real);
+		errno = ENOMEM;
+		return NULL;
+	}
 	sprintf(out, "%s/%s", real, basename(base));
 	free(real);
 	return out;
@@ -108,6 +113,10 @@ static int sync_config(struct app *a)
 		for (size_t j = 0; j < p->n_backends; j++) {
 			struct srv_config_backend *cb = &p->backends[j];
 			struct srv_secret_kv *kv = calloc(cb->n_secrets + 1, sizeof(*kv));
+			if (!kv) {
+				srv_error("config", "syncing the config into the store: out of memory");
+				return -1;
+			}
 			for (size_t k = 0; k < cb->n_secrets; k++) {
 				kv[k].name = cb->secrets[k].name;
 				kv[k].value = cb->secrets[k].value;
@@ -315,10 +324,18 @@ int main(int argc, char **argv)
 		goto out;
 	}
 	char *server_id = NULL;
-	srv_store_meta_get(a.st, "server_id", &server_id);
+	/* Read failures stop here: a new id would orphan every machine tagged with the old one. */
+	if (srv_store_meta_get(a.st, "server_id", &server_id) < 0) {
+		srv_error("droverd", "store: %s", srv_store_errmsg(a.st));
+		goto out;
+	}
 	if (!server_id) {
 		unsigned char rnd[8];
 		server_id = malloc(24);
+		if (!server_id) {
+			srv_error("droverd", "out of memory");
+			goto out;
+		}
 		RAND_bytes(rnd, sizeof(rnd));
 		snprintf(server_id, 24, "s-%02x%02x%02x%02x%02x%02x%02x%02x", rnd[0], rnd[1], rnd[2], rnd[3],
 		         rnd[4], rnd[5], rnd[6], rnd[7]);
@@ -339,7 +356,11 @@ int main(int argc, char **argv)
 		free(server_id);
 		goto out;
 	}
-	srv_engine_new(a.loop, a.st, a.sup, a.cfg, server_id, &a.eng);
+	if (srv_engine_new(a.loop, a.st, a.sup, a.cfg, server_id, &a.eng) < 0) {
+		srv_error("droverd", "out of memory");
+		free(server_id);
+		goto out_loop;
+	}
 	srv_supervisor_set_event_cb(a.sup, on_driver_event, &a);
 	free(server_id);
 
@@ -351,8 +372,11 @@ int main(int argc, char **argv)
 		sock = abs_path(path);
 	}
 	if (!sock) {
-		srv_error("droverd", "the directory of the API socket does not exist: %s",
-		          a.cfg->listen_unix ? a.cfg->listen_unix : data_dir);
+		if (errno == ENOMEM)
+			srv_error("droverd", "out of memory");
+		else
+			srv_error("droverd", "the directory of the API socket does not exist: %s",
+			          a.cfg->listen_unix ? a.cfg->listen_unix : data_dir);
 		goto out_loop;
 	}
 	struct srv_api_opts ao = {.loop = a.loop,
@@ -399,7 +423,8 @@ int main(int argc, char **argv)
 
 out_loop:
 	if (!a.stopping) {
-		srv_engine_stop(a.eng);
+		if (a.eng)
+			srv_engine_stop(a.eng);
 		srv_supervisor_stop(a.sup);
 		if (a.api)
 			srv_api_stop(a.api);

@@ -57,13 +57,30 @@ struct gc {
 	size_t n, cap;
 	ProtobufCMessage **msgs;
 	size_t n_msgs, cap_msgs;
+	/*
+	 * An allocation failed: the reply is incomplete (NULL members), so it is
+	 * never packed; reply_gc() answers DRV_ENOMEM instead. Builders only
+	 * avoid dereferencing what they did not get.
+	 */
+	bool oom;
 };
 
 static void *gc_add(struct gc *g, void *p)
 {
+	if (!p) {
+		g->oom = true;
+		return NULL;
+	}
 	if (g->n == g->cap) {
-		g->cap = g->cap ? g->cap * 2 : 32;
-		g->ptrs = realloc(g->ptrs, g->cap * sizeof(void *));
+		size_t cap = g->cap ? g->cap * 2 : 32;
+		void **ptrs = realloc(g->ptrs, cap * sizeof(void *));
+		if (!ptrs) {
+			free(p);
+			g->oom = true;
+			return NULL;
+		}
+		g->ptrs = ptrs;
+		g->cap = cap;
 	}
 	g->ptrs[g->n++] = p;
 	return p;
@@ -84,8 +101,15 @@ static void *gc_msg(struct gc *g, ProtobufCMessage *m)
 	if (!m)
 		return NULL;
 	if (g->n_msgs == g->cap_msgs) {
-		g->cap_msgs = g->cap_msgs ? g->cap_msgs * 2 : 16;
-		g->msgs = realloc(g->msgs, g->cap_msgs * sizeof(*g->msgs));
+		size_t cap = g->cap_msgs ? g->cap_msgs * 2 : 16;
+		ProtobufCMessage **msgs = realloc(g->msgs, cap * sizeof(*g->msgs));
+		if (!msgs) {
+			protobuf_c_message_free_unpacked(m, NULL);
+			g->oom = true;
+			return NULL;
+		}
+		g->msgs = msgs;
+		g->cap_msgs = cap;
 	}
 	g->msgs[g->n_msgs++] = m;
 	return m;
@@ -125,6 +149,15 @@ static void reply_err(struct api_call *c, int code, const char *fmt, ...)
 	va_end(ap);
 	drv_rpc_reply(c->call, code, msg, NULL);
 	finish(c);
+}
+
+/* A reply built with g: sent only when every part of it was allocated. */
+static void reply_gc(struct api_call *c, const struct gc *g, const ProtobufCMessage *resp)
+{
+	if (g->oom)
+		reply_err(c, DRV_ENOMEM, "out of memory");
+	else
+		reply_ok(c, resp);
 }
 
 /* ---- names and conversions ---- */
@@ -188,6 +221,8 @@ static void features_to_list(struct gc *g, drv_features f, size_t *n, Drover__Co
 {
 	size_t cnt = 0;
 	Drover__Compute__V1__Feature *list = gc_alloc(g, 64 * sizeof(*list));
+	if (!list)
+		return;
 	for (int i = 1; i < 64; i++)
 		if (f & DRV_FEATURE_BIT(i))
 			list[cnt++] = (Drover__Compute__V1__Feature)i;
@@ -220,6 +255,8 @@ static Drover__Api__V1__InstanceStatus status_of(const struct srv_instance *in)
 static api_instance *instance_msg(struct gc *g, const struct srv_instance *in)
 {
 	api_instance *m = gc_alloc(g, sizeof(*m));
+	if (!m)
+		return NULL;
 	drover__api__v1__instance__init(m);
 	m->id = gc_strdup(g, in->id);
 	m->project = gc_strdup(g, in->project);
@@ -240,12 +277,18 @@ static api_instance *instance_msg(struct gc *g, const struct srv_instance *in)
 	m->updated_unix_ms = in->updated_at;
 	m->terminated_unix_ms = in->terminated_at;
 	m->termination_tries = (uint32_t)in->termination_failures;
-	json_t *arr = json_loads(in->attempts_json ? in->attempts_json : "[]", 0, NULL);
+	json_error_t jerr;
+	json_t *arr = json_loads(in->attempts_json ? in->attempts_json : "[]", 0, &jerr);
+	/* Damaged text shows no attempts, as before; out of memory fails the reply. */
+	if (!arr && json_error_code(&jerr) == json_error_out_of_memory)
+		g->oom = true;
 	size_t na = json_is_array(arr) ? json_array_size(arr) : 0;
 	m->attempts = gc_alloc(g, (na + 1) * sizeof(*m->attempts));
-	for (size_t i = 0; i < na; i++) {
+	for (size_t i = 0; m->attempts && i < na; i++) {
 		json_t *a = json_array_get(arr, i);
 		Drover__Api__V1__Attempt *at = gc_alloc(g, sizeof(*at));
+		if (!at)
+			break;
 		drover__api__v1__attempt__init(at);
 		at->number = (uint32_t)json_integer_value(json_object_get(a, "number"));
 		at->backend = gc_strdup(g, json_string_value(json_object_get(a, "backend")));
@@ -259,10 +302,12 @@ static api_instance *instance_msg(struct gc *g, const struct srv_instance *in)
 		m->attempts[m->n_attempts++] = at;
 	}
 	json_decref(arr);
-	json_t *keys = json_loads(in->ssh_keys_json ? in->ssh_keys_json : "[]", 0, NULL);
+	json_t *keys = json_loads(in->ssh_keys_json ? in->ssh_keys_json : "[]", 0, &jerr);
+	if (!keys && json_error_code(&jerr) == json_error_out_of_memory)
+		g->oom = true;
 	size_t nk = json_is_array(keys) ? json_array_size(keys) : 0;
 	m->ssh_public_keys = gc_alloc(g, (nk + 1) * sizeof(char *));
-	for (size_t i = 0; i < nk; i++)
+	for (size_t i = 0; m->ssh_public_keys && i < nk; i++)
 		m->ssh_public_keys[m->n_ssh_public_keys++] =
 		    gc_strdup(g, json_string_value(json_array_get(keys, i)));
 	json_decref(keys);
@@ -272,6 +317,8 @@ static api_instance *instance_msg(struct gc *g, const struct srv_instance *in)
 static Drover__Api__V1__Backend *backend_msg(struct gc *g, struct srv_store *st, const struct srv_backend *b)
 {
 	Drover__Api__V1__Backend *m = gc_alloc(g, sizeof(*m));
+	if (!m)
+		return NULL;
 	drover__api__v1__backend__init(m);
 	m->project = gc_strdup(g, b->project);
 	m->name = gc_strdup(g, b->name);
@@ -281,10 +328,10 @@ static Drover__Api__V1__Backend *backend_msg(struct gc *g, struct srv_store *st,
 	m->created_unix_ms = b->created_at;
 	/* Names only, sorted: values never leave the server. */
 	m->secret_names = gc_alloc(g, (b->n_secrets + 1) * sizeof(char *));
-	for (size_t i = 0; i < b->n_secrets; i++)
+	for (size_t i = 0; m->secret_names && i < b->n_secrets; i++)
 		m->secret_names[i] = gc_strdup(g, b->secrets[i].name);
-	m->n_secret_names = b->n_secrets;
-	for (size_t i = 1; i < b->n_secrets; i++)
+	m->n_secret_names = m->secret_names ? b->n_secrets : 0;
+	for (size_t i = 1; !g->oom && i < b->n_secrets; i++)
 		for (size_t j = i; j > 0 && strcmp(m->secret_names[j - 1], m->secret_names[j]) > 0; j--) {
 			char *t = m->secret_names[j];
 			m->secret_names[j] = m->secret_names[j - 1];
@@ -353,14 +400,16 @@ static void h_list_drivers(struct api_call *c)
 	size_t n;
 	struct gc g = {0};
 	if (srv_supervisor_list(c->api->sup, &list, &n) < 0) {
-		reply_err(c, DRV_EINTERNAL, "out of memory");
+		reply_err(c, DRV_ENOMEM, "out of memory");
 		return;
 	}
 	Drover__Api__V1__ListDriversResponse resp = DROVER__API__V1__LIST_DRIVERS_RESPONSE__INIT;
 	resp.drivers = gc_alloc(&g, (n + 1) * sizeof(*resp.drivers));
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; resp.drivers && i < n; i++) {
 		const struct srv_driver_info *d = &list[i];
 		Drover__Api__V1__Driver *m = gc_alloc(&g, sizeof(*m));
+		if (!m)
+			break;
 		drover__api__v1__driver__init(m);
 		m->type = (char *)d->type;
 		m->name = (char *)d->name;
@@ -387,7 +436,7 @@ static void h_list_drivers(struct api_call *c)
 		m->started_unix_ms = d->started_ms;
 		resp.drivers[resp.n_drivers++] = m;
 	}
-	reply_ok(c, &resp.base);
+	reply_gc(c, &g, &resp.base);
 	free(list);
 	gc_free(&g);
 }
@@ -395,6 +444,8 @@ static void h_list_drivers(struct api_call *c)
 static Drover__Api__V1__Project *project_msg(struct gc *g, struct srv_store *st, const char *name)
 {
 	Drover__Api__V1__Project *m = gc_alloc(g, sizeof(*m));
+	if (!m)
+		return NULL;
 	drover__api__v1__project__init(m);
 	m->name = gc_strdup(g, name);
 	struct srv_backend **bes;
@@ -421,11 +472,12 @@ static void h_list_projects(struct api_call *c)
 	Drover__Api__V1__ListProjectsResponse resp = DROVER__API__V1__LIST_PROJECTS_RESPONSE__INIT;
 	resp.projects = gc_alloc(&g, (n + 1) * sizeof(*resp.projects));
 	for (size_t i = 0; i < n; i++) {
-		resp.projects[resp.n_projects++] = project_msg(&g, c->api->st, names[i]);
+		if (resp.projects)
+			resp.projects[resp.n_projects++] = project_msg(&g, c->api->st, names[i]);
 		free(names[i]);
 	}
 	free(names);
-	reply_ok(c, &resp.base);
+	reply_gc(c, &g, &resp.base);
 	gc_free(&g);
 }
 
@@ -451,7 +503,11 @@ static void h_create_project(struct api_call *c)
 	                 "project %s created", req->name);
 	Drover__Api__V1__CreateProjectResponse resp = DROVER__API__V1__CREATE_PROJECT_RESPONSE__INIT;
 	resp.project = project_msg(&g, c->api->st, req->name);
-	reply_ok(c, &resp.base);
+	if (g.oom)
+		reply_err(c, DRV_ENOMEM, "out of memory building the answer; project %s was created",
+		          req->name);
+	else
+		reply_ok(c, &resp.base);
 	gc_free(&g);
 }
 
@@ -477,14 +533,18 @@ static void add_features_done(void *ud, int code, const char *message, drv_featu
 	struct gc g = {0};
 	Drover__Api__V1__AddBackendResponse resp = DROVER__API__V1__ADD_BACKEND_RESPONSE__INIT;
 	resp.backend = backend_msg(&g, a->c->api->st, a->be);
-	if (code == 0)
+	if (resp.backend && code == 0)
 		features_to_list(&g, features, &resp.backend->n_features, &resp.backend->features);
-	else
+	else if (resp.backend)
 		resp.backend->features_error = gc_strdup(&g, message);
 	resp.valid = true;
 	resp.n_diagnostics = a->vresp->n_diagnostics;
 	resp.diagnostics = a->vresp->diagnostics;
-	reply_ok(a->c, &resp.base);
+	if (g.oom)
+		reply_err(a->c, DRV_ENOMEM, "out of memory building the answer; backend %s was added",
+		          a->be->name);
+	else
+		reply_ok(a->c, &resp.base);
 	gc_free(&g);
 	add_ctx_free(a);
 }
@@ -551,7 +611,11 @@ static void add_validate_done(void *ud, int code, const char *message, ProtobufC
 	srv_engine_event(c->api->eng, SRV_EVENT_INFO, "backend.added", a->be->project, NULL, a->be->name,
 	                 a->be->type, "backend %s of type %s added", a->be->name, a->be->type);
 	struct srv_bcfg bc;
-	srv_bcfg_init(&bc, a->be);
+	if (srv_bcfg_init(&bc, a->be) < 0) {
+		/* The answer carries the features' error: the backend was added. */
+		add_features_done(a, DRV_ENOMEM, "out of memory", 0);
+		return;
+	}
 	srv_supervisor_features(c->api->sup, a->be->type, &bc.cfg, add_features_done, a);
 	srv_bcfg_clear(&bc);
 }
@@ -581,6 +645,10 @@ static void h_add_backend(struct api_call *c)
 	}
 	char *canon = json_dumps(cfg, JSON_COMPACT | JSON_SORT_KEYS);
 	json_decref(cfg);
+	if (!canon) {
+		reply_err(c, DRV_ENOMEM, "out of memory");
+		return;
+	}
 	struct srv_backend *existing;
 	if (!req->validate_only &&
 	    srv_store_backend_get(c->api->st, req->project, req->name, &existing) == 0) {
@@ -600,21 +668,35 @@ static void h_add_backend(struct api_call *c)
 		return;
 	}
 	struct add_ctx *a = calloc(1, sizeof(*a));
-	a->c = c;
-	a->be = calloc(1, sizeof(*a->be));
-	a->be->project = strdup(req->project);
-	a->be->name = strdup(req->name);
-	a->be->type = strdup(req->type);
-	a->be->config_json = canon;
-	a->be->source = strdup("api");
-	a->be->secrets = calloc(req->n_secrets + 1, sizeof(*a->be->secrets));
-	for (size_t i = 0; i < req->n_secrets; i++) {
-		a->be->secrets[i].name = strdup(req->secrets[i]->key);
-		a->be->secrets[i].value = strdup(req->secrets[i]->value ? req->secrets[i]->value : "");
+	struct srv_backend *be = calloc(1, sizeof(*be));
+	if (!a || !be) {
+		free(a);
+		free(be);
+		free(canon);
+		reply_err(c, DRV_ENOMEM, "out of memory");
+		return;
 	}
-	a->be->n_secrets = req->n_secrets;
+	a->c = c;
+	a->be = be;
+	be->project = strdup(req->project);
+	be->name = strdup(req->name);
+	be->type = strdup(req->type);
+	be->config_json = canon;
+	be->source = strdup("api");
+	be->secrets = calloc(req->n_secrets + 1, sizeof(*be->secrets));
+	bool ok = be->project && be->name && be->type && be->source && be->secrets;
+	for (size_t i = 0; ok && i < req->n_secrets; i++) {
+		be->secrets[i].name = strdup(req->secrets[i]->key);
+		be->secrets[i].value = strdup(req->secrets[i]->value ? req->secrets[i]->value : "");
+		be->n_secrets++; /* counted as made, so srv_backend_free frees a half-made pair too */
+		ok = be->secrets[i].name && be->secrets[i].value;
+	}
 	struct srv_bcfg bc;
-	srv_bcfg_init(&bc, a->be);
+	if (!ok || srv_bcfg_init(&bc, be) < 0) {
+		reply_err(c, DRV_ENOMEM, "out of memory");
+		add_ctx_free(a);
+		return;
+	}
 	drv_validate_config_request vreq = DROVER__COMPUTE__V1__VALIDATE_CONFIG_REQUEST__INIT;
 	vreq.config = &bc.cfg;
 	srv_supervisor_call(c->api->sup, a->be->type, "ValidateConfig", &vreq.base, 0, add_validate_done, a);
@@ -635,20 +717,26 @@ struct lb_slot {
 	Drover__Api__V1__Backend *m;
 };
 
+/* Counts one slot (or the hold while asking) off; the last one replies. */
+static void lb_put(struct list_backends_ctx *lb)
+{
+	if (--lb->pending > 0)
+		return;
+	reply_gc(lb->c, &lb->g, &lb->resp.base);
+	gc_free(&lb->g);
+	srv_backend_list_free(lb->bes, lb->n);
+	free(lb);
+}
+
 static void lb_features_done(void *ud, int code, const char *message, drv_features features)
 {
 	struct lb_slot *s = ud;
 	struct list_backends_ctx *lb = s->lb;
-	if (code == 0)
+	if (s->m && code == 0)
 		features_to_list(&lb->g, features, &s->m->n_features, &s->m->features);
-	else
+	else if (s->m)
 		s->m->features_error = gc_strdup(&lb->g, message);
-	if (--lb->pending > 0)
-		return;
-	reply_ok(lb->c, &lb->resp.base);
-	gc_free(&lb->g);
-	srv_backend_list_free(lb->bes, lb->n);
-	free(lb);
+	lb_put(lb);
 }
 
 static void h_list_backends(struct api_call *c)
@@ -658,6 +746,10 @@ static void h_list_backends(struct api_call *c)
 	if (project && need_project(c, project) < 0)
 		return;
 	struct list_backends_ctx *lb = calloc(1, sizeof(*lb));
+	if (!lb) {
+		reply_err(c, DRV_ENOMEM, "out of memory");
+		return;
+	}
 	lb->c = c;
 	drover__api__v1__list_backends_response__init(&lb->resp);
 	if (srv_store_backend_list(c->api->st, project, &lb->bes, &lb->n) < 0) {
@@ -667,26 +759,33 @@ static void h_list_backends(struct api_call *c)
 	}
 	lb->resp.backends = gc_alloc(&lb->g, (lb->n + 1) * sizeof(*lb->resp.backends));
 	struct lb_slot *slots = gc_alloc(&lb->g, (lb->n + 1) * sizeof(*slots));
-	for (size_t i = 0; i < lb->n; i++) {
+	for (size_t i = 0; lb->resp.backends && slots && i < lb->n; i++) {
 		slots[i].lb = lb;
 		slots[i].m = backend_msg(&lb->g, c->api->st, lb->bes[i]);
 		lb->resp.backends[lb->resp.n_backends++] = slots[i].m;
 	}
-	if (lb->n == 0) {
-		reply_ok(c, &lb->resp.base);
+	/* Out of memory already: no driver is asked, the answer is DRV_ENOMEM. */
+	if (lb->n == 0 || lb->g.oom) {
+		reply_gc(c, &lb->g, &lb->resp.base);
 		gc_free(&lb->g);
 		srv_backend_list_free(lb->bes, lb->n);
 		free(lb);
 		return;
 	}
 	/* Features come from the per-(driver, config) cache, or the drivers, all at once. */
-	lb->pending = lb->n;
-	for (size_t i = 0; i < lb->n; i++) {
+	/* One extra count held while asking: a slot failing at once cannot end lb under this loop. */
+	size_t n = lb->n;
+	lb->pending = n + 1;
+	for (size_t i = 0; i < n; i++) {
 		struct srv_bcfg bc;
-		srv_bcfg_init(&bc, lb->bes[i]);
+		if (srv_bcfg_init(&bc, lb->bes[i]) < 0) {
+			lb_features_done(&slots[i], DRV_ENOMEM, "out of memory", 0);
+			continue;
+		}
 		srv_supervisor_features(c->api->sup, lb->bes[i]->type, &bc.cfg, lb_features_done, &slots[i]);
 		srv_bcfg_clear(&bc);
 	}
+	lb_put(lb);
 }
 
 static void h_remove_backend(struct api_call *c)
@@ -738,10 +837,14 @@ static void h_remove_backend(struct api_call *c)
 	                 n ? " with force; its live instances keep its config for termination" : "");
 	Drover__Api__V1__RemoveBackendResponse resp = DROVER__API__V1__REMOVE_BACKEND_RESPONSE__INIT;
 	resp.live_instance_ids = gc_alloc(&g, (n + 1) * sizeof(char *));
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; resp.live_instance_ids && i < n; i++)
 		resp.live_instance_ids[resp.n_live_instance_ids++] = gc_strdup(&g, live[i]->id);
 	srv_instance_list_free(live, n);
-	reply_ok(c, &resp.base);
+	if (g.oom)
+		reply_err(c, DRV_ENOMEM, "out of memory building the answer; backend %s was removed",
+		          req->name);
+	else
+		reply_ok(c, &resp.base);
 	gc_free(&g);
 }
 
@@ -795,7 +898,7 @@ static void offers_done(void *ud, int code, const char *message, struct srv_offe
 	 * field, which protobuf-c copies verbatim. Same bytes on the wire.
 	 */
 	ProtobufCMessageUnknownField *ufs = gc_alloc(&g, (n + 1) * sizeof(*ufs));
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; !g.oom && i < n; i++) {
 		const struct srv_offer_item *it = &res->items[i];
 		drover__api__v1__backend_offer__init(&bos[i]);
 		bos[i].backend = (char *)it->backend;
@@ -814,7 +917,7 @@ static void offers_done(void *ud, int code, const char *message, struct srv_offe
 	resp.n_offers = n;
 	Drover__Api__V1__BackendResult *brs = gc_alloc(&g, (res->n_backends + 1) * sizeof(*brs));
 	resp.backends = gc_alloc(&g, (res->n_backends + 1) * sizeof(*resp.backends));
-	for (size_t i = 0; i < res->n_backends; i++) {
+	for (size_t i = 0; !g.oom && i < res->n_backends; i++) {
 		struct srv_backend_result *b = &res->backends[i];
 		drover__api__v1__backend_result__init(&brs[i]);
 		brs[i].backend = b->backend;
@@ -828,7 +931,7 @@ static void offers_done(void *ud, int code, const char *message, struct srv_offe
 	resp.n_backends = res->n_backends;
 	struct srv_api *api = c->api; /* c is gone after the reply */
 	int64_t t0 = srv_now_ms();
-	reply_ok(c, &resp.base);
+	reply_gc(c, &g, &resp.base);
 	int64_t t1 = srv_now_ms();
 	gc_free(&g);
 	srv_offers_result_free(res);
@@ -849,6 +952,10 @@ static void h_get_offers(struct api_call *c)
 	                   &required) < 0)
 		return;
 	struct offers_ctx *o = calloc(1, sizeof(*o));
+	if (!o) {
+		reply_err(c, DRV_ENOMEM, "out of memory");
+		return;
+	}
 	o->c = c;
 	o->limit = req->limit;
 	struct srv_offers_query q = {.project = req->project,
@@ -870,7 +977,11 @@ static void create_done(void *ud, int code, const char *message, const struct sr
 	}
 	Drover__Api__V1__CreateInstanceResponse resp = DROVER__API__V1__CREATE_INSTANCE_RESPONSE__INIT;
 	resp.instance = instance_msg(&g, in);
-	reply_ok(c, &resp.base);
+	if (g.oom)
+		reply_err(c, DRV_ENOMEM, "out of memory building the answer; instance %s is %s", in->id,
+		          in->status);
+	else
+		reply_ok(c, &resp.base);
 	gc_free(&g);
 }
 
@@ -953,12 +1064,12 @@ static void h_list_instances(struct api_call *c)
 		Drover__Api__V1__InstanceStatus s = status_of(list[k]);
 		for (size_t j = 0; j < req->n_statuses && !keep; j++)
 			keep = req->statuses[j] == s;
-		if (keep)
+		if (keep && resp.instances)
 			resp.instances[resp.n_instances++] = instance_msg(&g, list[k]);
 	}
 	srv_instance_list_free(list, n);
 	struct srv_api *api = c->api; /* c is gone after the reply */
-	reply_ok(c, &resp.base);
+	reply_gc(c, &g, &resp.base);
 	gc_free(&g);
 	if (n > 1000)
 		trim_later(api);
@@ -994,7 +1105,7 @@ static void h_get_instance(struct api_call *c)
 		return;
 	Drover__Api__V1__GetInstanceResponse resp = DROVER__API__V1__GET_INSTANCE_RESPONSE__INIT;
 	resp.instance = instance_msg(&g, in);
-	reply_ok(c, &resp.base);
+	reply_gc(c, &g, &resp.base);
 	srv_instance_free(in);
 	gc_free(&g);
 }
@@ -1009,6 +1120,10 @@ static void h_terminate_instance(struct api_call *c)
 	struct srv_instance *upd = NULL;
 	int rc = srv_engine_terminate(c->api->eng, in->id, &upd);
 	srv_instance_free(in);
+	if (rc == DRV_ENOMEM) {
+		reply_err(c, DRV_ENOMEM, "out of memory");
+		return;
+	}
 	if (rc != 0) {
 		reply_err(c, rc < 0 ? DRV_EINTERNAL : DRV_ENOTFOUND, "%s",
 		          rc < 0 ? srv_store_errmsg(c->api->st) : "instance vanished");
@@ -1016,7 +1131,11 @@ static void h_terminate_instance(struct api_call *c)
 	}
 	Drover__Api__V1__TerminateInstanceResponse resp = DROVER__API__V1__TERMINATE_INSTANCE_RESPONSE__INIT;
 	resp.instance = instance_msg(&g, upd);
-	reply_ok(c, &resp.base);
+	if (g.oom)
+		reply_err(c, DRV_ENOMEM, "out of memory building the answer; instance %s is %s", upd->id,
+		          upd->status);
+	else
+		reply_ok(c, &resp.base);
 	srv_instance_free(upd);
 	gc_free(&g);
 }
@@ -1044,7 +1163,7 @@ static void h_list_events(struct api_call *c)
 	Drover__Api__V1__ListEventsResponse resp = DROVER__API__V1__LIST_EVENTS_RESPONSE__INIT;
 	Drover__Api__V1__Event *ms = gc_alloc(&g, (n + 1) * sizeof(*ms));
 	resp.events = gc_alloc(&g, (n + 1) * sizeof(*resp.events));
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; !g.oom && i < n; i++) {
 		drover__api__v1__event__init(&ms[i]);
 		ms[i].id = (uint64_t)ev[i].id;
 		ms[i].at_unix_ms = ev[i].ts;
@@ -1058,7 +1177,7 @@ static void h_list_events(struct api_call *c)
 		resp.events[i] = &ms[i];
 	}
 	resp.n_events = n;
-	reply_ok(c, &resp.base);
+	reply_gc(c, &g, &resp.base);
 	srv_event_list_free(ev, n);
 	gc_free(&g);
 }
@@ -1126,7 +1245,7 @@ static void on_call(void *ud, struct drv_rpc_call *call, const ProtobufCMessage 
 	}
 	struct api_call *c = calloc(1, sizeof(*c));
 	if (!c) {
-		drv_rpc_reply(call, DRV_EINTERNAL, "out of memory", NULL);
+		drv_rpc_reply(call, DRV_ENOMEM, "out of memory", NULL);
 		return;
 	}
 	c->api = api;
@@ -1163,6 +1282,10 @@ int srv_api_start(const struct srv_api_opts *o, struct srv_api **out, char *err,
 	struct srv_api *api = calloc(1, sizeof(*api));
 	char addr[4200];
 	char e2[512];
+	if (!api) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
 	api->loop = o->loop;
 	api->st = o->store;
 	api->sup = o->sup;

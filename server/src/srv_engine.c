@@ -28,22 +28,31 @@ void *srv__pack(const ProtobufCMessage *m, size_t *len)
 {
 	*len = protobuf_c_message_get_packed_size(m);
 	unsigned char *buf = malloc(*len ? *len : 1);
-	protobuf_c_message_pack(m, buf);
+	if (buf)
+		protobuf_c_message_pack(m, buf);
 	return buf;
 }
 
-void srv__set_str(char **dst, const char *src)
+int srv__set_str(char **dst, const char *src)
 {
+	char *s = src ? strdup(src) : NULL;
+	if (src && !s)
+		return DRV_ENOMEM;
 	free(*dst);
-	*dst = src ? strdup(src) : NULL;
+	*dst = s;
+	return 0;
 }
 
-void srv__set_blob(unsigned char **dst, size_t *dlen, const ProtobufCMessage *m)
+int srv__set_blob(unsigned char **dst, size_t *dlen, const ProtobufCMessage *m)
 {
+	size_t len = 0;
+	unsigned char *b = m ? srv__pack(m, &len) : NULL;
+	if (m && !b)
+		return DRV_ENOMEM;
 	free(*dst);
-	*dst = m ? srv__pack(m, dlen) : NULL;
-	if (!m)
-		*dlen = 0;
+	*dst = b;
+	*dlen = len;
+	return 0;
 }
 
 void srv_engine_event(struct srv_engine *eng, int level, const char *kind, const char *project,
@@ -118,6 +127,10 @@ int srv_engine_new(uv_loop_t *loop, struct srv_store *st, struct srv_supervisor 
 	eng->sup = sup;
 	eng->cfg = cfg;
 	eng->server_id = strdup(server_id);
+	if (!eng->server_id) {
+		free(eng);
+		return -1;
+	}
 	uv_timer_init(loop, &eng->timer);
 	eng->timer.data = eng;
 	uv_timer_init(loop, &eng->kick);
@@ -143,8 +156,13 @@ void srv_engine_start(struct srv_engine *eng)
 	/* Left "pending" by a crash: no driver call was made, so no machine exists. */
 	if (srv_store_instance_by_status(eng->st, SRV_ST_PENDING, &list, &n) == 0) {
 		for (size_t i = 0; i < n; i++) {
-			srv__set_str(&list[i]->status, SRV_ST_FAILED);
-			srv__set_str(&list[i]->last_error, "the server stopped before the first attempt");
+			/* Out of memory: the row stays "pending" and the next start fails it. */
+			if (srv__set_str(&list[i]->status, SRV_ST_FAILED) < 0 ||
+			    srv__set_str(&list[i]->last_error,
+			                 "the server stopped before the first attempt") < 0) {
+				srv_error("engine", "instance %s: out of memory failing it", list[i]->id);
+				continue;
+			}
 			srv__put_or_log(eng, list[i]);
 		}
 		srv_instance_list_free(list, n);

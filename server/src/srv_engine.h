@@ -42,7 +42,8 @@ struct srv_bcfg {
 	drv_secret_entry *entries;
 	drv_secret_entry **ptrs;
 };
-void srv_bcfg_init(struct srv_bcfg *b, const struct srv_backend *be);
+/* Returns 0, or DRV_ENOMEM (then b needs no srv_bcfg_clear, though it is harmless). */
+int srv_bcfg_init(struct srv_bcfg *b, const struct srv_backend *be);
 void srv_bcfg_clear(struct srv_bcfg *b);
 
 int srv_engine_new(uv_loop_t *loop, struct srv_store *st, struct srv_supervisor *sup,
@@ -148,7 +149,8 @@ void srv_engine_create(struct srv_engine *eng, const struct srv_create_request *
  * Marks an instance "terminating" (written before any driver call) and kicks
  * the reconciliation loop, which calls the driver. Already terminating,
  * terminated or failed: no change. Returns 0 (and the updated row in *out,
- * caller frees), 1 when there is no such instance, -1 on store errors.
+ * caller frees), 1 when there is no such instance, -1 on store errors,
+ * DRV_ENOMEM when out of memory (nothing written).
  */
 int srv_engine_terminate(struct srv_engine *eng, const char *id, struct srv_instance **out);
 

@@ -41,12 +41,15 @@ struct srv_engine {
 
 /* UNAVAILABLE, DEADLINE_EXCEEDED and the like: the driver may or may not have acted. */
 bool srv__is_uncertain(int code);
-/* A message packed into a new malloc'ed buffer of *len bytes. */
+/* A message packed into a new malloc'ed buffer of *len bytes; NULL when out of memory. */
 void *srv__pack(const ProtobufCMessage *m, size_t *len);
-/* Replaces *dst by a copy of src (NULL allowed). */
-void srv__set_str(char **dst, const char *src);
-/* Replaces *dst by m packed (NULL: no blob). */
-void srv__set_blob(unsigned char **dst, size_t *dlen, const ProtobufCMessage *m);
+/*
+ * Replaces *dst by a copy of src (NULL allowed). Returns 0, or DRV_ENOMEM
+ * with *dst unchanged, so a caller can leave a record as it was.
+ */
+int srv__set_str(char **dst, const char *src);
+/* Replaces *dst by m packed (NULL: no blob). Returns 0, or DRV_ENOMEM with *dst unchanged. */
+int srv__set_blob(unsigned char **dst, size_t *dlen, const ProtobufCMessage *m);
 /* Writes the instance; a failure is logged (the loop goes on). */
 void srv__put_or_log(struct srv_engine *eng, struct srv_instance *in);
 

@@ -20,12 +20,16 @@
 
 /* ---- small helpers ---- */
 
-void srv_bcfg_init(struct srv_bcfg *b, const struct srv_backend *be)
+int srv_bcfg_init(struct srv_bcfg *b, const struct srv_backend *be)
 {
 	drover__compute__v1__backend_config__init(&b->cfg);
 	b->cfg.config_json = be->config_json ? be->config_json : "{}";
 	b->entries = calloc(be->n_secrets + 1, sizeof(*b->entries));
 	b->ptrs = calloc(be->n_secrets + 1, sizeof(*b->ptrs));
+	if (!b->entries || !b->ptrs) {
+		srv_bcfg_clear(b);
+		return DRV_ENOMEM;
+	}
 	for (size_t i = 0; i < be->n_secrets; i++) {
 		drover__compute__v1__backend_config__secrets_entry__init(&b->entries[i]);
 		b->entries[i].key = be->secrets[i].name;
@@ -34,6 +38,7 @@ void srv_bcfg_init(struct srv_bcfg *b, const struct srv_backend *be)
 	}
 	b->cfg.n_secrets = be->n_secrets;
 	b->cfg.secrets = b->ptrs;
+	return 0;
 }
 
 void srv_bcfg_clear(struct srv_bcfg *b)
@@ -340,6 +345,14 @@ static void fanout_finish(struct fanout *fo)
 	 * doubles in the heap itself; only equal prices go to cmp_items.
 	 */
 	struct head *heap = calloc(fo->n + 1, sizeof(*heap));
+	if (!res->items || !heap) {
+		free(heap);
+		fo->res = NULL;
+		srv_offers_result_free(res);
+		fo->cb(fo->ud, DRV_ENOMEM, "out of memory", NULL);
+		fanout_maybe_free(fo);
+		return;
+	}
 	size_t hn = 0;
 	for (size_t i = 0; i < fo->n; i++) {
 		if (fo->slots[i].n_run == 0)
@@ -418,13 +431,22 @@ static void offers_done(void *ud, int code, const char *message, ProtobufCMessag
 	struct srv_backend_result *br = &fo->res->backends[s->idx];
 	br->code = code;
 	br->elapsed_ms = (unsigned)(srv_now_ms() - s->started);
+	/* Out of memory for a message: the backend's code still says what happened. */
 	srv__set_str(&br->message, code ? message : "");
 	if (code == 0 && resp) {
 		drv_get_offers_response *r = (drv_get_offers_response *)resp;
 		fo->res->resps[s->idx] = resp;
 		br->offer_count = (unsigned)r->n_offers;
-		struct span *at = fo->packed_offers ? offer_spans(r) : NULL;
 		s->run = malloc((r->n_offers + 1) * sizeof(*s->run));
+		if (!s->run) {
+			/* This backend's offers cannot be kept: it reports the failure, the others still
+			 * count. */
+			br->code = DRV_ENOMEM;
+			srv__set_str(&br->message, "out of memory");
+			slot_done(s);
+			return;
+		}
+		struct span *at = fo->packed_offers ? offer_spans(r) : NULL;
 		for (size_t k = 0; k < r->n_offers; k++) {
 			const drv_offer *o = r->offers[k];
 			/* Drivers filter too; the server checks again so one sloppy driver cannot widen a
@@ -463,10 +485,13 @@ static void send_get_offers(struct fan_slot *s)
 	struct srv_backend *be = fo->res->bes[s->idx];
 	struct srv_bcfg bc;
 	drv_get_offers_request req = DROVER__COMPUTE__V1__GET_OFFERS_REQUEST__INIT;
-	srv_bcfg_init(&bc, be);
+	fo->outstanding++;
+	if (srv_bcfg_init(&bc, be) < 0) {
+		offers_done(s, DRV_ENOMEM, "out of memory", NULL);
+		return;
+	}
 	req.config = &bc.cfg;
 	req.requirements = fo->req;
-	fo->outstanding++;
 	srv_supervisor_call(fo->eng->sup, be->type, "GetOffers", &req.base, fo->timeout_ms, offers_done, s);
 	srv_bcfg_clear(&bc);
 }
@@ -529,61 +554,99 @@ void srv_engine_offers(struct srv_engine *eng, const struct srv_offers_query *q,
 	}
 	struct fanout *fo = calloc(1, sizeof(*fo));
 	struct srv_offers_result *res = calloc(1, sizeof(*res));
-	fo->eng = eng;
-	fo->cb = cb;
-	fo->ud = ud;
-	fo->required = q->required_features;
-	fo->packed_offers = q->packed_offers;
-	fo->timeout_ms = q->timeout_ms > 0 ? q->timeout_ms : eng->cfg->offers_timeout_ms;
-	if (q->requirements) {
-		size_t len;
-		void *buf = srv__pack(&q->requirements->base, &len);
-		fo->req = drover__compute__v1__requirements__unpack(NULL, len, buf);
-		free(buf);
+	bool ok = fo && res;
+	if (ok) {
+		fo->eng = eng;
+		fo->cb = cb;
+		fo->ud = ud;
+		fo->required = q->required_features;
+		fo->packed_offers = q->packed_offers;
+		fo->timeout_ms = q->timeout_ms > 0 ? q->timeout_ms : eng->cfg->offers_timeout_ms;
+		if (q->requirements) {
+			size_t len;
+			void *buf = srv__pack(&q->requirements->base, &len);
+			fo->req = buf ? drover__compute__v1__requirements__unpack(NULL, len, buf) : NULL;
+			free(buf);
+			ok = fo->req != NULL;
+		}
+		fo->res = res;
+		fo->n = n;
+		fo->t_start = srv_now_ms();
+		fo->slots = calloc(n + 1, sizeof(*fo->slots));
+		res->backends = calloc(n + 1, sizeof(*res->backends));
+		res->resps = calloc(n + 1, sizeof(*res->resps));
+		res->wires = calloc(n + 1, sizeof(*res->wires));
+		ok = ok && fo->slots && res->backends && res->resps && res->wires;
 	}
-	fo->res = res;
-	fo->n = n;
-	fo->t_start = srv_now_ms();
-	fo->slots = calloc(n + 1, sizeof(*fo->slots));
+	if (ok) {
+		res->n_backends = n;
+		res->n_resps = n;
+		for (size_t i = 0; i < n; i++) {
+			res->backends[i].backend = strdup(bes[i]->name);
+			res->backends[i].type = strdup(bes[i]->type);
+			ok = ok && res->backends[i].backend && res->backends[i].type;
+		}
+	}
+	if (!ok) {
+		/* Nothing was sent yet: everything goes, and the caller hears why. */
+		if (res) {
+			res->bes = bes;
+			res->n_bes = n;
+			srv_offers_result_free(res); /* its counts are 0 unless its arrays exist */
+		} else {
+			srv_backend_list_free(bes, n);
+		}
+		if (fo) {
+			if (fo->req)
+				protobuf_c_message_free_unpacked(&fo->req->base, NULL);
+			free(fo->slots);
+			free(fo);
+		}
+		cb(ud, DRV_ENOMEM, "out of memory", NULL);
+		return;
+	}
 	res->bes = bes;
 	res->n_bes = n;
-	res->backends = calloc(n + 1, sizeof(*res->backends));
-	res->n_backends = n;
-	res->resps = calloc(n + 1, sizeof(*res->resps));
-	res->wires = calloc(n + 1, sizeof(*res->wires));
-	res->n_resps = n;
 	if (n == 0) {
 		fanout_finish(fo);
 		return;
 	}
+	/* Out of memory for the timer: the fan-out ends when every call has hit its own timeout. */
 	fo->deadline = malloc(sizeof(*fo->deadline));
-	uv_timer_init(eng->loop, fo->deadline);
-	fo->deadline->data = fo;
-	/* A little slack over the per-call deadline so a driver's own DEADLINE_EXCEEDED usually arrives
-	 * first. */
-	uv_timer_start(fo->deadline, deadline_cb, (uint64_t)fo->timeout_ms + 50, 0);
+	if (fo->deadline) {
+		uv_timer_init(eng->loop, fo->deadline);
+		fo->deadline->data = fo;
+		/* A little slack over the per-call deadline so a driver's own DEADLINE_EXCEEDED usually
+		 * arrives first. */
+		uv_timer_start(fo->deadline, deadline_cb, (uint64_t)fo->timeout_ms + 50, 0);
+	}
 	int64_t now = srv_now_ms();
 	for (size_t i = 0; i < n; i++) {
 		struct fan_slot *s = &fo->slots[i];
 		s->fo = fo;
 		s->idx = i;
 		s->started = now;
-		res->backends[i].backend = strdup(bes[i]->name);
-		res->backends[i].type = strdup(bes[i]->type);
 	}
+	/* Held while asking: a slot that fails at once (out of memory) cannot free fo under this loop. */
+	fo->outstanding++;
 	/* Every backend asked at once; each slot finishes on its own. */
 	for (size_t i = 0; i < n && !fo->finished; i++) {
 		struct fan_slot *s = &fo->slots[i];
 		if (fo->required) {
 			struct srv_bcfg bc;
-			srv_bcfg_init(&bc, bes[i]);
 			fo->outstanding++;
+			if (srv_bcfg_init(&bc, bes[i]) < 0) {
+				features_done(s, DRV_ENOMEM, "out of memory", 0);
+				continue;
+			}
 			srv_supervisor_features(eng->sup, bes[i]->type, &bc.cfg, features_done, s);
 			srv_bcfg_clear(&bc);
 		} else {
 			send_get_offers(s);
 		}
 	}
+	fo->outstanding--;
+	fanout_maybe_free(fo);
 }
 
 void srv_offers_result_free(struct srv_offers_result *res)

@@ -54,9 +54,26 @@ struct offers_cache {
 
 /* ---- attempts, as a JSON array in the instance row ---- */
 
-static void attempt_begin(struct srv_instance *in, unsigned number, const char *backend, const drv_offer *o)
+/*
+ * JSON text parsed; NULL with *oom set when that ran out of memory (damaged
+ * text is NULL alone, read as no entries as before).
+ */
+static json_t *load_json(const char *text, const char *dflt, bool *oom)
 {
-	json_t *arr = json_loads(in->attempts_json ? in->attempts_json : "[]", 0, NULL);
+	json_error_t jerr;
+	json_t *j = json_loads(text ? text : dflt, 0, &jerr);
+	if (!j && json_error_code(&jerr) == json_error_out_of_memory)
+		*oom = true;
+	return j;
+}
+
+/* Both return 0, or DRV_ENOMEM with in->attempts_json unchanged. */
+static int attempt_begin(struct srv_instance *in, unsigned number, const char *backend, const drv_offer *o)
+{
+	bool oom = false;
+	json_t *arr = load_json(in->attempts_json, "[]", &oom);
+	if (oom)
+		return DRV_ENOMEM;
 	if (!json_is_array(arr)) {
 		json_decref(arr);
 		arr = json_array();
@@ -66,33 +83,45 @@ static void attempt_begin(struct srv_instance *in, unsigned number, const char *
 	              backend, "instance_type", o->instance_type ? o->instance_type : "", "region",
 	              o->region ? o->region : "", "price_per_hour", o->price_per_hour, "code", "", "message",
 	              "", "started_unix_ms", (json_int_t)srv_now_ms(), "finished_unix_ms", (json_int_t)0);
-	json_array_append_new(arr, a);
-	free(in->attempts_json);
-	in->attempts_json = json_dumps(arr, JSON_COMPACT);
+	char *s = arr && json_array_append_new(arr, a) == 0 ? json_dumps(arr, JSON_COMPACT) : NULL;
 	json_decref(arr);
+	if (!s)
+		return DRV_ENOMEM;
+	free(in->attempts_json);
+	in->attempts_json = s;
+	return 0;
 }
 
 /* Sets the outcome of the last attempt; code "" means in flight again. */
-static void attempt_end(struct srv_instance *in, const char *code, const char *message)
+static int attempt_end(struct srv_instance *in, const char *code, const char *message)
 {
-	json_t *arr = json_loads(in->attempts_json ? in->attempts_json : "[]", 0, NULL);
+	bool oom = false;
+	json_t *arr = load_json(in->attempts_json, "[]", &oom);
+	if (oom)
+		return DRV_ENOMEM;
 	size_t n = json_is_array(arr) ? json_array_size(arr) : 0;
 	if (n == 0) {
 		json_decref(arr);
-		return;
+		return 0;
 	}
 	json_t *a = json_array_get(arr, n - 1);
-	json_object_set_new(a, "code", json_string(code));
-	json_object_set_new(a, "message", json_string(message ? message : ""));
-	json_object_set_new(a, "finished_unix_ms", json_integer(code[0] ? srv_now_ms() : 0));
-	free(in->attempts_json);
-	in->attempts_json = json_dumps(arr, JSON_COMPACT);
+	char *s = NULL;
+	if (json_object_set_new(a, "code", json_string(code)) == 0 &&
+	    json_object_set_new(a, "message", json_string(message ? message : "")) == 0 &&
+	    json_object_set_new(a, "finished_unix_ms", json_integer(code[0] ? srv_now_ms() : 0)) == 0)
+		s = json_dumps(arr, JSON_COMPACT);
 	json_decref(arr);
+	if (!s)
+		return DRV_ENOMEM;
+	free(in->attempts_json);
+	in->attempts_json = s;
+	return 0;
 }
 
-static unsigned attempt_count(const struct srv_instance *in)
+/* *oom set when the count cannot be read for lack of memory. */
+static unsigned attempt_count(const struct srv_instance *in, bool *oom)
 {
-	json_t *arr = json_loads(in->attempts_json ? in->attempts_json : "[]", 0, NULL);
+	json_t *arr = load_json(in->attempts_json, "[]", oom);
 	unsigned n = json_is_array(arr) ? (unsigned)json_array_size(arr) : 0;
 	json_decref(arr);
 	return n;
@@ -171,6 +200,21 @@ static void create_reply(struct create_op *op, int code, const char *message)
 	}
 }
 
+/*
+ * Out of memory recording an outcome: the row stays "creating" and
+ * reconciliation resumes it later with the same key, which never makes a
+ * second machine. The caller sees "creating", as after an uncertain outcome.
+ */
+static void create_defer(struct create_op *op)
+{
+	srv_warn("engine", "instance %s: out of memory recording attempt %u; reconciliation resumes it",
+	         op->in->id, op->attempt_no);
+	op->in->next_check_at = srv_now_ms() + 5000;
+	srv__put_or_log(op->eng, op->in);
+	create_reply(op, 0, "");
+	create_op_free(op);
+}
+
 static void create_done(void *ud, int code, const char *message, ProtobufCMessage *resp)
 {
 	struct create_op *op = ud;
@@ -192,11 +236,17 @@ static void create_done(void *ud, int code, const char *message, ProtobufCMessag
 		drv_provisioning_data *pd = r ? r->data : NULL;
 		bool has_addr =
 		    pd && ((pd->hostname && pd->hostname[0]) || (pd->internal_ip && pd->internal_ip[0]));
-		srv__set_blob(&in->provisioning, &in->provisioning_len, pd ? &pd->base : NULL);
-		srv__set_str(&in->status, has_addr ? SRV_ST_RUNNING : SRV_ST_PROVISIONING);
+		if (srv__set_blob(&in->provisioning, &in->provisioning_len, pd ? &pd->base : NULL) < 0 ||
+		    srv__set_str(&in->status, has_addr ? SRV_ST_RUNNING : SRV_ST_PROVISIONING) < 0) {
+			if (resp)
+				drv_response_free(resp);
+			create_defer(op);
+			return;
+		}
 		/* Without an address, reconciliation polls GetInstance. */
 		in->next_check_at = has_addr ? 0 : srv_now_ms() + eng->cfg->reconcile_interval_ms;
 		srv__set_str(&in->last_error, NULL);
+		/* Out of memory: the attempt stays recorded as in flight; the status says it worked. */
 		attempt_end(in, "OK", "");
 		/* State and event in one commit. */
 		srv_store_begin(eng->st);
@@ -216,9 +266,18 @@ static void create_done(void *ud, int code, const char *message, ProtobufCMessag
 	snprintf(msg, sizeof(msg), "%s: %s", drv_error_name(code), message);
 	if (srv__is_uncertain(code)) {
 		/* Maybe made, maybe not: ask again with the same key, which never makes a second machine. */
+		/* Out of memory: the attempt and last_error keep their previous text; the retry goes on. */
 		attempt_end(in, drv_error_name(code), message);
 		srv__set_str(&in->last_error, msg);
-		if (op->uncertain < CREATE_INLINE_RETRIES && !op->resumed) {
+		if (!op->retry_timer && op->uncertain < CREATE_INLINE_RETRIES && !op->resumed) {
+			op->retry_timer = malloc(sizeof(*op->retry_timer));
+			if (op->retry_timer) {
+				uv_timer_init(eng->loop, op->retry_timer);
+				op->retry_timer->data = op;
+			}
+		}
+		/* Without a timer (out of memory), reconciliation retries instead. */
+		if (op->retry_timer && op->uncertain < CREATE_INLINE_RETRIES && !op->resumed) {
 			uint64_t delay = (uint64_t)CREATE_RETRY_BASE_MS << op->uncertain;
 			op->uncertain++;
 			srv__put_or_log(eng, in);
@@ -226,11 +285,6 @@ static void create_done(void *ud, int code, const char *message, ProtobufCMessag
 			                 in->id, in->backend, in->backend_type,
 			                 "attempt %u on %s: %s; retrying with the same key in %llu ms",
 			                 op->attempt_no, in->backend, msg, (unsigned long long)delay);
-			if (!op->retry_timer) {
-				op->retry_timer = malloc(sizeof(*op->retry_timer));
-				uv_timer_init(eng->loop, op->retry_timer);
-				op->retry_timer->data = op;
-			}
 			uv_timer_start(op->retry_timer, retry_timer_cb, delay, 0);
 			return;
 		}
@@ -246,6 +300,7 @@ static void create_done(void *ud, int code, const char *message, ProtobufCMessag
 		return;
 	}
 	/* A definite refusal: no machine was made. Try the next offer. */
+	/* Out of memory: the attempt stays recorded as in flight; the next one or the status follow. */
 	attempt_end(in, drv_error_name(code), message);
 	srv_engine_event(eng, SRV_EVENT_WARNING, "instance.attempt_failed", in->project, in->id, in->backend,
 	                 in->backend_type, "attempt %u on %s (%s): %s", op->attempt_no, in->backend,
@@ -256,10 +311,14 @@ static void create_done(void *ud, int code, const char *message, ProtobufCMessag
 		create_attempt(op);
 		return;
 	}
-	srv__set_str(&in->status, SRV_ST_FAILED);
 	char fmsg[1700];
-	snprintf(fmsg, sizeof(fmsg), "%u attempt(s) failed; last: %s", attempt_count(in), msg);
-	srv__set_str(&in->last_error, fmsg);
+	bool no_count = false; /* only for the message */
+	snprintf(fmsg, sizeof(fmsg), "%u attempt(s) failed; last: %s", attempt_count(in, &no_count), msg);
+	/* last_error first: a row is never "failed" with the wrong reason. */
+	if (srv__set_str(&in->last_error, fmsg) < 0 || srv__set_str(&in->status, SRV_ST_FAILED) < 0) {
+		create_defer(op);
+		return;
+	}
 	in->next_check_at = 0;
 	srv__put_or_log(eng, in);
 	srv_engine_event(eng, SRV_EVENT_ERROR, "instance.failed", in->project, in->id, in->backend,
@@ -277,6 +336,7 @@ static void retry_timer_cb(uv_timer_t *t)
 		create_op_free(op);
 		return;
 	}
+	/* Out of memory: the attempt keeps its uncertain outcome while the retry is out. */
 	attempt_end(op->in, "", "");
 	srv__put_or_log(op->eng, op->in);
 	create_send(op);
@@ -301,7 +361,12 @@ static void create_send(struct create_op *op)
 	}
 	snprintf(key, sizeof(key), "%s/%u", in->idempotency_key, op->attempt_no);
 	struct srv_bcfg bc;
-	srv_bcfg_init(&bc, be);
+	if (srv_bcfg_init(&bc, be) < 0) {
+		srv_backend_free(be);
+		/* No driver call was made; DRV_ENOMEM counts as uncertain, so the same key is tried again. */
+		create_done(op, DRV_ENOMEM, "out of memory", NULL);
+		return;
+	}
 	drv_create_instance_request req = DROVER__COMPUTE__V1__CREATE_INSTANCE_REQUEST__INIT;
 	drv_instance_configuration ic = DROVER__COMPUTE__V1__INSTANCE_CONFIGURATION__INIT;
 	drv_tag_entry tags[2], *tagp[2];
@@ -335,14 +400,40 @@ static void create_attempt(struct create_op *op)
 	struct srv_instance *in = op->in;
 	struct cand *c = &op->cands[op->tries++];
 	op->uncertain = 0;
-	op->attempt_no = attempt_count(in) + 1;
+	/* Out of memory for the count: a wrong number would reuse an earlier attempt's key. */
+	bool oom = false;
+	op->attempt_no = attempt_count(in, &oom) + 1;
 	op->cur_offer = c->offer;
-	srv__set_str(&in->backend, c->backend);
-	srv__set_str(&in->backend_type, c->type);
-	srv__set_blob(&in->offer, &in->offer_len, &c->offer->base);
-	srv__set_str(&in->status, SRV_ST_CREATING);
+	/* Every copy is made first, so out of memory leaves the row as it was last written. */
+	size_t offer_len = 0;
+	char *backend = strdup(c->backend), *type = strdup(c->type), *status = strdup(SRV_ST_CREATING);
+	unsigned char *offer = srv__pack(&c->offer->base, &offer_len);
+	if (oom || !backend || !type || !status || !offer ||
+	    attempt_begin(in, op->attempt_no, c->backend, c->offer) < 0) {
+		free(backend);
+		free(type);
+		free(status);
+		free(offer);
+		if (op->tries > 1) {
+			/* A later attempt: the row exists; reconciliation takes it from there. */
+			create_defer(op);
+			return;
+		}
+		/* The first attempt: nothing is written, and the create fails. */
+		create_reply(op, DRV_ENOMEM, "out of memory");
+		create_op_free(op);
+		return;
+	}
+	free(in->backend);
+	in->backend = backend;
+	free(in->backend_type);
+	in->backend_type = type;
+	free(in->offer);
+	in->offer = offer;
+	in->offer_len = offer_len;
+	free(in->status);
+	in->status = status;
 	in->next_check_at = 0;
-	attempt_begin(in, op->attempt_no, c->backend, c->offer);
 	/* Written before the call: a crash from here on resumes this attempt with the same key. */
 	if (srv_store_instance_put(op->eng->st, in) < 0) {
 		char msg[600];
@@ -358,6 +449,8 @@ static char *new_id(const char *prefix)
 {
 	unsigned char rnd[8];
 	char *id = malloc(40);
+	if (!id)
+		return NULL;
 	RAND_bytes(rnd, sizeof(rnd));
 	snprintf(id, 40, "%s%02x%02x%02x%02x%02x%02x%02x%02x", prefix, rnd[0], rnd[1], rnd[2], rnd[3], rnd[4],
 	         rnd[5], rnd[6], rnd[7]);
@@ -386,15 +479,22 @@ static void create_with_offers(struct create_op *op, int code, const char *messa
 	 * driver's answer (RESOURCE_EXHAUSTED) is what decides, and is recorded.
 	 */
 	op->cands = calloc(op->max_tries + 1, sizeof(*op->cands));
-	for (size_t i = 0; i < res->n_items && op->n_cands < op->max_tries; i++) {
+	bool oom = !op->cands;
+	for (size_t i = 0; !oom && i < res->n_items && op->n_cands < op->max_tries; i++) {
 		const drv_offer *o = res->items[i].offer;
 		struct cand *c = &op->cands[op->n_cands++];
 		size_t len;
 		void *buf = srv__pack(&o->base, &len);
-		c->offer = drover__compute__v1__offer__unpack(NULL, len, buf);
+		c->offer = buf ? drover__compute__v1__offer__unpack(NULL, len, buf) : NULL;
 		free(buf);
 		c->backend = strdup(res->items[i].backend);
 		c->type = strdup(res->items[i].backend_type);
+		oom = !c->offer || !c->backend || !c->type;
+	}
+	if (oom) {
+		create_reply(op, DRV_ENOMEM, "out of memory");
+		create_op_free(op);
+		return;
 	}
 	if (op->n_cands == 0) {
 		char msg[1500];
@@ -457,9 +557,11 @@ static void cache_filled(void *ud, int code, const char *message, struct srv_off
 		rev = w;
 		w = n;
 	}
+	/* The copy is for later hits, which only ever see a success (its message unused). */
+	const char *msg = c->message ? c->message : message ? message : "";
 	while (rev) {
 		struct offers_waiter *n = rev->next;
-		create_with_offers(rev->op, c->code, c->message, c->res);
+		create_with_offers(rev->op, c->code, msg, c->res);
 		free(rev);
 		rev = n;
 	}
@@ -476,10 +578,21 @@ static void create_get_offers(struct create_op *op, const struct srv_offers_quer
 	/* The key: everything that shapes the answer. */
 	size_t rlen = 0;
 	unsigned char *rbuf = q->requirements ? srv__pack(&q->requirements->base, &rlen) : NULL;
+	if (q->requirements && !rbuf) {
+		create_reply(op, DRV_ENOMEM, "out of memory");
+		create_op_free(op);
+		return;
+	}
 	size_t klen = strlen(q->project) + 1 + sizeof(q->required_features) + rlen;
 	for (size_t i = 0; i < q->n_backends; i++)
 		klen += strlen(q->backends[i]) + 1;
 	char *key = malloc(klen + 1);
+	if (!key) {
+		free(rbuf);
+		create_reply(op, DRV_ENOMEM, "out of memory");
+		create_op_free(op);
+		return;
+	}
 	size_t off = 0;
 	memcpy(key + off, q->project, strlen(q->project) + 1);
 	off += strlen(q->project) + 1;
@@ -503,6 +616,11 @@ static void create_get_offers(struct create_op *op, const struct srv_offers_quer
 			create_with_offers(op, c->code, c->message, c->res);
 		} else {
 			struct offers_waiter *w = calloc(1, sizeof(*w));
+			if (!w) {
+				create_reply(op, DRV_ENOMEM, "out of memory");
+				create_op_free(op);
+				return;
+			}
 			w->op = op;
 			w->next = c->waiters;
 			c->waiters = w;
@@ -510,12 +628,20 @@ static void create_get_offers(struct create_op *op, const struct srv_offers_quer
 		return;
 	}
 	struct offers_cache *c = calloc(1, sizeof(*c));
+	struct offers_waiter *w = calloc(1, sizeof(*w));
+	if (!c || !w) {
+		free(c);
+		free(w);
+		free(key);
+		create_reply(op, DRV_ENOMEM, "out of memory");
+		create_op_free(op);
+		return;
+	}
 	c->eng = eng;
 	c->key = key;
 	c->key_len = klen;
 	c->next = eng->cache;
 	eng->cache = c;
-	struct offers_waiter *w = calloc(1, sizeof(*w));
 	w->op = op;
 	c->waiters = w;
 	srv_engine_offers(eng, q, cache_filled, c);
@@ -543,33 +669,55 @@ void srv_engine_create(struct srv_engine *eng, const struct srv_create_request *
 	}
 	struct create_op *op = calloc(1, sizeof(*op));
 	struct srv_instance *in = calloc(1, sizeof(*in));
+	if (!op || !in) {
+		free(op);
+		free(in);
+		cb(ud, DRV_ENOMEM, "out of memory", NULL);
+		return;
+	}
 	eng->busy++;
 	op->eng = eng;
 	op->cb = cb;
 	op->ud = ud;
 	op->in = in;
 	op->max_tries = r->max_tries ? r->max_tries : (unsigned)eng->cfg->max_tries;
+	/* Every copy is checked once at the end; create_op_free frees what was made. */
 	in->id = new_id("i-");
-	in->project = strdup(r->project);
-	in->name = strdup(r->name && r->name[0] ? r->name : in->id);
-	in->idempotency_key =
-	    strdup(r->idempotency_key && r->idempotency_key[0] ? r->idempotency_key : in->id);
-	in->attempts_json = strdup("[]");
-	json_t *keys = json_array();
-	op->ssh_keys = calloc(r->n_ssh_keys + 1, sizeof(char *));
-	for (size_t i = 0; i < r->n_ssh_keys; i++) {
-		op->ssh_keys[i] = strdup(r->ssh_keys[i]);
-		json_array_append_new(keys, json_string(r->ssh_keys[i]));
+	bool ok = in->id != NULL;
+	if (ok) {
+		in->project = strdup(r->project);
+		in->name = strdup(r->name && r->name[0] ? r->name : in->id);
+		in->idempotency_key =
+		    strdup(r->idempotency_key && r->idempotency_key[0] ? r->idempotency_key : in->id);
+		in->attempts_json = strdup("[]");
+		ok = in->project && in->name && in->idempotency_key && in->attempts_json;
 	}
-	op->n_ssh = r->n_ssh_keys;
-	in->ssh_keys_json = json_dumps(keys, JSON_COMPACT);
+	json_t *keys = ok ? json_array() : NULL;
+	op->ssh_keys = ok ? calloc(r->n_ssh_keys + 1, sizeof(char *)) : NULL;
+	ok = keys && op->ssh_keys;
+	for (size_t i = 0; ok && i < r->n_ssh_keys; i++) {
+		ok = (op->ssh_keys[i] = strdup(r->ssh_keys[i])) != NULL &&
+		     json_array_append_new(keys, json_string(r->ssh_keys[i])) == 0;
+		if (op->ssh_keys[i])
+			op->n_ssh++;
+	}
+	if (ok)
+		ok = (in->ssh_keys_json = json_dumps(keys, JSON_COMPACT)) != NULL;
 	json_decref(keys);
-	if (r->requirements)
-		in->requirements = srv__pack(&r->requirements->base, &in->requirements_len);
-	op->only_backends = calloc(r->n_backends + 1, sizeof(char *));
-	for (size_t i = 0; i < r->n_backends; i++)
-		op->only_backends[i] = strdup(r->backends[i]);
-	op->n_only = r->n_backends;
+	if (ok && r->requirements)
+		ok = (in->requirements = srv__pack(&r->requirements->base, &in->requirements_len)) != NULL;
+	op->only_backends = ok ? calloc(r->n_backends + 1, sizeof(char *)) : NULL;
+	ok = ok && op->only_backends;
+	for (size_t i = 0; ok && i < r->n_backends; i++) {
+		ok = (op->only_backends[i] = strdup(r->backends[i])) != NULL;
+		if (ok)
+			op->n_only++;
+	}
+	if (!ok) {
+		create_reply(op, DRV_ENOMEM, "out of memory");
+		create_op_free(op);
+		return;
+	}
 	struct srv_offers_query q = {.project = r->project,
 	                             .requirements = r->requirements,
 	                             .required_features = r->required_features,
@@ -582,22 +730,38 @@ void srv_engine_create(struct srv_engine *eng, const struct srv_create_request *
 void srv__create_resume(struct srv_engine *eng, struct srv_instance *in)
 {
 	struct create_op *op = calloc(1, sizeof(*op));
+	if (!op) {
+		/* Its lease is written: reconciliation picks it up again when the lease runs out. */
+		srv_warn("engine", "instance %s: out of memory resuming it; trying again later", in->id);
+		srv_instance_free(in);
+		return;
+	}
 	eng->busy++;
 	op->eng = eng;
 	op->in = in;
 	op->resumed = true;
-	op->attempt_no = attempt_count(in);
+	bool oom = false;
+	op->attempt_no = attempt_count(in, &oom);
 	if (op->attempt_no == 0)
 		op->attempt_no = 1;
 	op->cur_offer = in->offer ? drover__compute__v1__offer__unpack(NULL, in->offer_len, in->offer) : NULL;
-	json_t *keys = json_loads(in->ssh_keys_json ? in->ssh_keys_json : "[]", 0, NULL);
+	/* Keys that cannot be read for lack of memory must not become a machine without them. */
+	json_t *keys = load_json(in->ssh_keys_json, "[]", &oom);
 	size_t nk = json_is_array(keys) ? json_array_size(keys) : 0;
-	op->ssh_keys = calloc(nk + 1, sizeof(char *));
-	for (size_t i = 0; i < nk; i++) {
+	op->ssh_keys = oom ? NULL : calloc(nk + 1, sizeof(char *));
+	bool ok = op->ssh_keys != NULL;
+	for (size_t i = 0; ok && i < nk; i++) {
 		const char *k = json_string_value(json_array_get(keys, i));
-		op->ssh_keys[op->n_ssh++] = strdup(k ? k : "");
+		ok = (op->ssh_keys[op->n_ssh] = strdup(k ? k : "")) != NULL;
+		if (ok)
+			op->n_ssh++;
 	}
 	json_decref(keys);
+	if (!ok) {
+		srv_warn("engine", "instance %s: out of memory resuming it; trying again later", in->id);
+		create_op_free(op);
+		return;
+	}
 	if (!op->cur_offer) {
 		create_done(op, DRV_EPRECONDITION, "the stored offer is missing or damaged", NULL);
 		return;

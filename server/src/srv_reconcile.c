@@ -68,10 +68,17 @@ static void get_instance_done(void *ud, int code, const char *message, ProtobufC
 		drv_provisioning_data *pd = ((drv_get_instance_response *)resp)->data;
 		bool has_addr =
 		    pd && ((pd->hostname && pd->hostname[0]) || (pd->internal_ip && pd->internal_ip[0]));
-		if (pd)
-			srv__set_blob(&cur->provisioning, &cur->provisioning_len, &pd->base);
+		if ((pd && srv__set_blob(&cur->provisioning, &cur->provisioning_len, &pd->base) < 0) ||
+		    (has_addr && srv__set_str(&cur->status, SRV_ST_RUNNING) < 0)) {
+			/* The row stays as it was; it is polled again when its lease runs out. */
+			srv_warn("engine", "instance %s: out of memory recording GetInstance; trying again",
+			         cur->id);
+			srv_instance_free(cur);
+			drv_response_free(resp);
+			rec_op_free(op);
+			return;
+		}
 		if (has_addr) {
-			srv__set_str(&cur->status, SRV_ST_RUNNING);
 			cur->next_check_at = 0;
 			srv__set_str(&cur->last_error, NULL);
 			srv_engine_event(eng, SRV_EVENT_INFO, "instance.running", cur->project, cur->id,
@@ -83,6 +90,7 @@ static void get_instance_done(void *ud, int code, const char *message, ProtobufC
 	} else {
 		char msg[1200];
 		snprintf(msg, sizeof(msg), "GetInstance: %s: %s", drv_error_name(code), message);
+		/* Out of memory: last_error keeps its previous text; the slower pace still applies. */
 		srv__set_str(&cur->last_error, msg);
 		/* Polling goes on with a slower pace; it never decides the machine is gone on its own. */
 		cur->next_check_at = srv_now_ms() + 5 * (int64_t)eng->cfg->reconcile_interval_ms;
@@ -106,8 +114,11 @@ static void terminate_done(void *ud, int code, const char *message, ProtobufCMes
 		rec_op_free(op);
 		return;
 	}
-	if (code == 0) {
-		srv__set_str(&in->status, SRV_ST_TERMINATED);
+	if (code == 0 && srv__set_str(&in->status, SRV_ST_TERMINATED) < 0) {
+		/* Still "terminating" in the store: retried when its lease runs out. */
+		srv_warn("engine", "instance %s: out of memory recording its termination; trying again",
+		         in->id);
+	} else if (code == 0) {
 		in->terminated_at = srv_now_ms();
 		in->next_check_at = 0;
 		srv__set_str(&in->last_error, NULL);
@@ -126,6 +137,7 @@ static void terminate_done(void *ud, int code, const char *message, ProtobufCMes
 			delay = TERMINATE_BACKOFF_MAX_MS;
 		snprintf(msg, sizeof(msg), "TerminateInstance failed %lld time(s): %s: %s",
 		         (long long)in->termination_failures, drv_error_name(code), message);
+		/* Out of memory: last_error keeps its previous text; the count and backoff are kept. */
 		srv__set_str(&in->last_error, msg);
 		in->next_check_at = srv_now_ms() + delay;
 		srv__put_or_log(eng, in);
@@ -136,15 +148,17 @@ static void terminate_done(void *ud, int code, const char *message, ProtobufCMes
 	rec_op_free(op);
 }
 
-static void reconcile_one(struct srv_engine *eng, struct srv_instance *in)
+/* False when out of memory left the row as it was, for a later pass. */
+static bool reconcile_one(struct srv_engine *eng, struct srv_instance *in)
 {
 	int64_t now = srv_now_ms();
+	bool oom = false;
 	if (strcmp(in->status, SRV_ST_CREATING) == 0) {
 		/* A lease: the row is not picked again while this call is out. */
 		in->next_check_at = now + eng->cfg->call_timeout_ms + 5000;
 		srv__put_or_log(eng, in);
 		srv__create_resume(eng, in);
-		return;
+		return true;
 	}
 	bool prov = strcmp(in->status, SRV_ST_PROVISIONING) == 0;
 	bool term = strcmp(in->status, SRV_ST_TERMINATING) == 0;
@@ -152,29 +166,34 @@ static void reconcile_one(struct srv_engine *eng, struct srv_instance *in)
 		in->next_check_at = 0;
 		srv__put_or_log(eng, in);
 		srv_instance_free(in);
-		return;
+		return true;
 	}
 	drv_provisioning_data *pd =
 	    in->provisioning
 	        ? drover__compute__v1__provisioning_data__unpack(NULL, in->provisioning_len, in->provisioning)
 	        : NULL;
 	if (!pd) {
-		if (term) {
+		/* Out of memory for a field: the row is left as it is and is due again next pass. */
+		if (term && srv__set_str(&in->status, SRV_ST_TERMINATED) < 0) {
+			srv_warn("engine", "instance %s: out of memory; trying again", in->id);
+			oom = true;
+		} else if (term) {
 			/* No driver call ever made a machine for it (no provisioning data): nothing to
 			 * terminate. */
-			srv__set_str(&in->status, SRV_ST_TERMINATED);
 			in->terminated_at = now;
 			in->next_check_at = 0;
 			srv__put_or_log(eng, in);
 			srv_engine_event(eng, SRV_EVENT_INFO, "instance.terminated", in->project, in->id,
 			                 in->backend, in->backend_type, "no machine was ever made for it");
+		} else if (srv__set_str(&in->last_error, "provisioning data missing or damaged") < 0) {
+			srv_warn("engine", "instance %s: out of memory; trying again", in->id);
+			oom = true;
 		} else {
 			in->next_check_at = 0;
-			srv__set_str(&in->last_error, "provisioning data missing or damaged");
 			srv__put_or_log(eng, in);
 		}
 		srv_instance_free(in);
-		return;
+		return !oom;
 	}
 	struct srv_backend *be = NULL;
 	int rc = srv_store_instance_backend(eng->st, in, &be);
@@ -182,22 +201,34 @@ static void reconcile_one(struct srv_engine *eng, struct srv_instance *in)
 		char msg[600];
 		snprintf(msg, sizeof(msg), "backend %s is gone (%s); cannot reach the driver", in->backend,
 		         rc < 0 ? srv_store_errmsg(eng->st) : "removed");
-		srv__set_str(&in->last_error, msg);
-		in->next_check_at = now + 60000;
-		srv__put_or_log(eng, in);
+		if (srv__set_str(&in->last_error, msg) < 0) {
+			srv_warn("engine", "instance %s: out of memory; trying again", in->id);
+			oom = true;
+		} else {
+			in->next_check_at = now + 60000;
+			srv__put_or_log(eng, in);
+		}
 		protobuf_c_message_free_unpacked(&pd->base, NULL);
 		srv_instance_free(in);
-		return;
+		return !oom;
+	}
+	struct rec_op *op = calloc(1, sizeof(*op));
+	struct srv_bcfg bc;
+	if (!op || srv_bcfg_init(&bc, be) < 0) {
+		/* No lease written: the row is due again next pass. */
+		srv_warn("engine", "instance %s: out of memory; trying again", in->id);
+		free(op);
+		srv_backend_free(be);
+		protobuf_c_message_free_unpacked(&pd->base, NULL);
+		srv_instance_free(in);
+		return false;
 	}
 	in->next_check_at = now + eng->cfg->call_timeout_ms + 5000;
 	srv__put_or_log(eng, in);
-	struct rec_op *op = calloc(1, sizeof(*op));
 	op->eng = eng;
 	op->in = in;
 	eng->busy++;
 	eng->reconcile_inflight++;
-	struct srv_bcfg bc;
-	srv_bcfg_init(&bc, be);
 	if (prov) {
 		drv_get_instance_request req = DROVER__COMPUTE__V1__GET_INSTANCE_REQUEST__INIT;
 		req.config = &bc.cfg;
@@ -218,6 +249,7 @@ static void reconcile_one(struct srv_engine *eng, struct srv_instance *in)
 	srv_bcfg_clear(&bc);
 	srv_backend_free(be);
 	protobuf_c_message_free_unpacked(&pd->base, NULL);
+	return true;
 }
 
 /* ---- orphans: machines with our tag that the store does not know ---- */
@@ -256,8 +288,11 @@ static void list_done(void *ud, int code, const char *message, ProtobufCMessage 
 			    .last_error = "orphan: found by ListInstances with this server's tag "
 			                  "but missing from the store; adopted"};
 			size_t len = 0;
-			if (li->data)
-				in.provisioning = srv__pack(&li->data->base, &len);
+			if (li->data && !(in.provisioning = srv__pack(&li->data->base, &len))) {
+				/* Not adopted without its data: the next scan finds it again. */
+				srv_warn("engine", "orphan %s: out of memory adopting it; trying again", iid);
+				continue;
+			}
 			in.provisioning_len = len;
 			srv__put_or_log(eng, &in);
 			free(in.provisioning);
@@ -288,12 +323,25 @@ void srv_engine_find_orphans(struct srv_engine *eng)
 		if (srv_supervisor_state(eng->sup, bes[i]->type) != SRV_DRIVER_READY)
 			continue;
 		struct orphan_op *op = calloc(1, sizeof(*op));
-		op->eng = eng;
-		op->project = strdup(bes[i]->project);
-		op->backend = strdup(bes[i]->name);
-		op->type = strdup(bes[i]->type);
+		if (op) {
+			op->eng = eng;
+			op->project = strdup(bes[i]->project);
+			op->backend = strdup(bes[i]->name);
+			op->type = strdup(bes[i]->type);
+		}
 		struct srv_bcfg bc;
-		srv_bcfg_init(&bc, bes[i]);
+		if (!op || !op->project || !op->backend || !op->type || srv_bcfg_init(&bc, bes[i]) < 0) {
+			/* This backend is skipped this round; the next scan covers it. */
+			srv_warn("engine", "backend %s/%s: out of memory for the orphan scan",
+			         bes[i]->project, bes[i]->name);
+			if (op) {
+				free(op->project);
+				free(op->backend);
+				free(op->type);
+			}
+			free(op);
+			continue;
+		}
 		drv_list_instances_request req = DROVER__COMPUTE__V1__LIST_INSTANCES_REQUEST__INIT;
 		Drover__Compute__V1__ListInstancesRequest__TagsEntry tag =
 		    DROVER__COMPUTE__V1__LIST_INSTANCES_REQUEST__TAGS_ENTRY__INIT;
@@ -328,12 +376,17 @@ void srv_engine_reconcile_now(struct srv_engine *eng)
 	}
 	/* The leases of one pass are written in one transaction. */
 	srv_store_begin(eng->st);
+	bool oom = false;
 	for (size_t i = 0; i < n; i++)
-		reconcile_one(eng, due[i]);
+		if (!reconcile_one(eng, due[i]))
+			oom = true;
 	srv_store_commit(eng->st);
 	free(due);
-	/* A full batch means more may be due: go again on the next loop turn. */
-	if (n == room)
+	/*
+	 * A full batch means more may be due: go again on the next loop turn.
+	 * Not after running out of memory: the rows left behind wait for the timer.
+	 */
+	if (n == room && !oom)
 		srv__engine_kick(eng);
 	if (srv_now_ms() - eng->last_orphan_scan >= ORPHAN_SCAN_EVERY_MS)
 		srv_engine_find_orphans(eng);
@@ -352,12 +405,18 @@ int srv_engine_terminate(struct srv_engine *eng, const char *id, struct srv_inst
 		return rc;
 	if (strcmp(in->status, SRV_ST_PENDING) == 0) {
 		/* No driver call was ever made for it. */
-		srv__set_str(&in->status, SRV_ST_FAILED);
-		srv__set_str(&in->last_error, "terminated before any attempt");
+		if (srv__set_str(&in->status, SRV_ST_FAILED) < 0 ||
+		    srv__set_str(&in->last_error, "terminated before any attempt") < 0) {
+			srv_instance_free(in);
+			return DRV_ENOMEM;
+		}
 		srv__put_or_log(eng, in);
 	} else if (strcmp(in->status, SRV_ST_PROVISIONING) == 0 || strcmp(in->status, SRV_ST_RUNNING) == 0 ||
 	           (strcmp(in->status, SRV_ST_CREATING) == 0 && in->provisioning)) {
-		srv__set_str(&in->status, SRV_ST_TERMINATING);
+		if (srv__set_str(&in->status, SRV_ST_TERMINATING) < 0) {
+			srv_instance_free(in);
+			return DRV_ENOMEM;
+		}
 		in->next_check_at = srv_now_ms();
 		in->termination_failures = 0;
 		srv_store_begin(eng->st);

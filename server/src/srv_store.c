@@ -335,13 +335,17 @@ int srv_store_commit(struct srv_store *st)
 	return -1;
 }
 
-static char *col_str(sqlite3_stmt *s, int i)
+/* Both: NULL for a NULL column, and NULL with *oom set when the copy cannot be made. */
+static char *col_str(sqlite3_stmt *s, int i, bool *oom)
 {
 	const unsigned char *t = sqlite3_column_text(s, i);
-	return t ? strdup((const char *)t) : NULL;
+	char *c = t ? strdup((const char *)t) : NULL;
+	if (t && !c)
+		*oom = true;
+	return c;
 }
 
-static unsigned char *col_blob(sqlite3_stmt *s, int i, size_t *len)
+static unsigned char *col_blob(sqlite3_stmt *s, int i, size_t *len, bool *oom)
 {
 	const void *b = sqlite3_column_blob(s, i);
 	int n = sqlite3_column_bytes(s, i);
@@ -352,6 +356,8 @@ static unsigned char *col_blob(sqlite3_stmt *s, int i, size_t *len)
 	if (c) {
 		memcpy(c, b, (size_t)n);
 		*len = (size_t)n;
+	} else {
+		*oom = true;
 	}
 	return c;
 }
@@ -366,9 +372,12 @@ int srv_store_meta_get(struct srv_store *st, const char *key, char **value)
 		return db_err(st, "meta get");
 	sqlite3_bind_text(s, 1, key, -1, SQLITE_STATIC);
 	int rc = sqlite3_step(s);
+	bool oom = false;
 	if (rc == SQLITE_ROW)
-		*value = col_str(s, 0);
+		*value = col_str(s, 0, &oom);
 	unprep(st, s);
+	if (oom)
+		return set_err(st, "out of memory");
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_err(st, "meta get");
 }
 
@@ -433,14 +442,28 @@ int srv_store_project_list(struct srv_store *st, char ***names, size_t *n)
 		free(list);
 		return db_err(st, "project list");
 	}
-	while (sqlite3_step(s) == SQLITE_ROW) {
+	bool oom = false;
+	while (!oom && sqlite3_step(s) == SQLITE_ROW) {
 		if (cnt == cap) {
+			char **nl = realloc(list, cap * 2 * sizeof(char *));
+			if (!nl) {
+				oom = true;
+				break;
+			}
+			list = nl;
 			cap *= 2;
-			list = realloc(list, cap * sizeof(char *));
 		}
-		list[cnt++] = col_str(s, 0);
+		list[cnt] = col_str(s, 0, &oom);
+		if (!oom)
+			cnt++;
 	}
 	unprep(st, s);
+	if (oom) {
+		for (size_t i = 0; i < cnt; i++)
+			free(list[i]);
+		free(list);
+		return set_err(st, "out of memory");
+	}
 	*names = list;
 	*n = cnt;
 	return 0;
@@ -459,10 +482,17 @@ static int seal_secrets(struct srv_store *st, const struct srv_backend *b, unsig
 	if (!st->secrets)
 		return set_err(st, "backend %s/%s has secrets but the store has no key", b->project, b->name);
 	json_t *obj = json_object();
-	for (size_t i = 0; i < b->n_secrets; i++)
-		json_object_set_new(obj, b->secrets[i].name, json_string(b->secrets[i].value));
-	char *text = json_dumps(obj, JSON_COMPACT);
+	bool ok = obj != NULL;
+	/* Every secret or none: a partial set written would lose the rest for good. */
+	for (size_t i = 0; ok && i < b->n_secrets; i++)
+		ok = json_object_set_new(obj, b->secrets[i].name, json_string(b->secrets[i].value)) == 0;
+	char *text = ok ? json_dumps(obj, JSON_COMPACT) : NULL;
 	json_decref(obj);
+	if (!ok)
+		return set_err(st,
+		               "cannot encode the secrets of backend %s/%s (out of memory, or a name or "
+		               "value that is not UTF-8)",
+		               b->project, b->name);
 	if (!text)
 		return set_err(st, "out of memory");
 	int rc = srv_secrets_seal(st->secrets, backend_aad, text, strlen(text), blob, len);
@@ -483,24 +513,31 @@ static int open_secrets(struct srv_store *st, struct srv_backend *b, const unsig
 		    "cannot decrypt the secrets of backend %s/%s (wrong or missing key file in the data "
 		    "directory?)",
 		    b->project, b->name);
-	json_t *obj = json_loadb(text, tlen, 0, NULL);
+	json_error_t jerr;
+	json_t *obj = json_loadb(text, tlen, 0, &jerr);
 	explicit_bzero(text, tlen);
 	free(text);
+	if (!obj && json_error_code(&jerr) == json_error_out_of_memory)
+		return set_err(st, "out of memory");
 	if (!json_is_object(obj)) {
 		json_decref(obj);
 		return set_err(st, "the secrets of backend %s/%s are damaged", b->project, b->name);
 	}
 	b->secrets = calloc(json_object_size(obj) + 1, sizeof(*b->secrets));
+	bool ok = b->secrets != NULL;
 	const char *k;
 	json_t *v;
 	json_object_foreach(obj, k, v)
 	{
+		if (!ok)
+			break;
 		b->secrets[b->n_secrets].name = strdup(k);
 		b->secrets[b->n_secrets].value = strdup(json_string_value(v) ? json_string_value(v) : "");
-		b->n_secrets++;
+		ok = b->secrets[b->n_secrets].name && b->secrets[b->n_secrets].value;
+		b->n_secrets++; /* counted either way: srv_backend_free frees a half-made pair */
 	}
 	json_decref(obj);
-	return 0;
+	return ok ? 0 : set_err(st, "out of memory");
 }
 
 int srv_store_backend_put(struct srv_store *st, const struct srv_backend *b)
@@ -542,14 +579,22 @@ int srv_store_backend_put(struct srv_store *st, const struct srv_backend *b)
 static struct srv_backend *backend_row(struct srv_store *st, sqlite3_stmt *s)
 {
 	struct srv_backend *b = calloc(1, sizeof(*b));
-	if (!b)
+	bool oom = !b;
+	if (oom) {
+		set_err(st, "out of memory");
 		return NULL;
-	b->project = col_str(s, 0);
-	b->name = col_str(s, 1);
-	b->type = col_str(s, 2);
-	b->config_json = col_str(s, 3);
-	b->source = col_str(s, 5);
+	}
+	b->project = col_str(s, 0, &oom);
+	b->name = col_str(s, 1, &oom);
+	b->type = col_str(s, 2, &oom);
+	b->config_json = col_str(s, 3, &oom);
+	b->source = col_str(s, 5, &oom);
 	b->created_at = sqlite3_column_int64(s, 6);
+	if (oom) {
+		set_err(st, "out of memory");
+		srv_backend_free(b);
+		return NULL;
+	}
 	if (open_secrets(st, b, sqlite3_column_blob(s, 4), (size_t)sqlite3_column_bytes(s, 4)) < 0) {
 		srv_backend_free(b);
 		return NULL;
@@ -596,8 +641,15 @@ int srv_store_backend_list(struct srv_store *st, const char *project, struct srv
 			return -1;
 		}
 		if (cnt == cap) {
+			struct srv_backend **nl = realloc(list, cap * 2 * sizeof(*list));
+			if (!nl) {
+				unprep(st, s);
+				srv_backend_free(b);
+				srv_backend_list_free(list, cnt);
+				return set_err(st, "out of memory");
+			}
+			list = nl;
 			cap *= 2;
-			list = realloc(list, cap * sizeof(*list));
 		}
 		list[cnt++] = b;
 	}
@@ -665,9 +717,13 @@ void srv_backend_list_free(struct srv_backend **list, size_t n)
 	free(list);
 }
 
-static char *dup_or_null(const char *s)
+/* NULL in, NULL out; NULL with *oom set when the copy cannot be made. */
+static char *dup_or_null(const char *s, bool *oom)
 {
-	return s ? strdup(s) : NULL;
+	char *c = s ? strdup(s) : NULL;
+	if (s && !c)
+		*oom = true;
+	return c;
 }
 
 struct srv_backend *srv_backend_dup(const struct srv_backend *b)
@@ -675,18 +731,24 @@ struct srv_backend *srv_backend_dup(const struct srv_backend *b)
 	struct srv_backend *c = calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
-	c->project = dup_or_null(b->project);
-	c->name = dup_or_null(b->name);
-	c->type = dup_or_null(b->type);
-	c->config_json = dup_or_null(b->config_json);
-	c->source = dup_or_null(b->source);
+	bool oom = false;
+	c->project = dup_or_null(b->project, &oom);
+	c->name = dup_or_null(b->name, &oom);
+	c->type = dup_or_null(b->type, &oom);
+	c->config_json = dup_or_null(b->config_json, &oom);
+	c->source = dup_or_null(b->source, &oom);
 	c->created_at = b->created_at;
 	c->secrets = calloc(b->n_secrets + 1, sizeof(*c->secrets));
-	for (size_t i = 0; i < b->n_secrets; i++) {
-		c->secrets[i].name = dup_or_null(b->secrets[i].name);
-		c->secrets[i].value = dup_or_null(b->secrets[i].value);
+	oom = oom || !c->secrets;
+	for (size_t i = 0; !oom && i < b->n_secrets; i++) {
+		c->secrets[i].name = dup_or_null(b->secrets[i].name, &oom);
+		c->secrets[i].value = dup_or_null(b->secrets[i].value, &oom);
+		c->n_secrets++;
 	}
-	c->n_secrets = b->n_secrets;
+	if (oom) {
+		srv_backend_free(c);
+		return NULL;
+	}
 	return c;
 }
 
@@ -734,29 +796,35 @@ int srv_store_instance_put(struct srv_store *st, struct srv_instance *in)
 	return rc == SQLITE_DONE ? 0 : db_err(st, "instance put");
 }
 
+/* NULL when out of memory. */
 static struct srv_instance *instance_row(sqlite3_stmt *s)
 {
 	struct srv_instance *in = calloc(1, sizeof(*in));
+	bool oom = false;
 	if (!in)
 		return NULL;
-	in->id = col_str(s, 0);
-	in->project = col_str(s, 1);
-	in->backend = col_str(s, 2);
-	in->backend_type = col_str(s, 3);
-	in->name = col_str(s, 4);
-	in->status = col_str(s, 5);
-	in->offer = col_blob(s, 6, &in->offer_len);
-	in->provisioning = col_blob(s, 7, &in->provisioning_len);
-	in->idempotency_key = col_str(s, 8);
-	in->attempts_json = col_str(s, 9);
-	in->last_error = col_str(s, 10);
+	in->id = col_str(s, 0, &oom);
+	in->project = col_str(s, 1, &oom);
+	in->backend = col_str(s, 2, &oom);
+	in->backend_type = col_str(s, 3, &oom);
+	in->name = col_str(s, 4, &oom);
+	in->status = col_str(s, 5, &oom);
+	in->offer = col_blob(s, 6, &in->offer_len, &oom);
+	in->provisioning = col_blob(s, 7, &in->provisioning_len, &oom);
+	in->idempotency_key = col_str(s, 8, &oom);
+	in->attempts_json = col_str(s, 9, &oom);
+	in->last_error = col_str(s, 10, &oom);
 	in->created_at = sqlite3_column_int64(s, 11);
 	in->updated_at = sqlite3_column_int64(s, 12);
 	in->termination_failures = sqlite3_column_int64(s, 13);
 	in->next_check_at = sqlite3_column_int64(s, 14);
-	in->requirements = col_blob(s, 15, &in->requirements_len);
-	in->ssh_keys_json = col_str(s, 16);
+	in->requirements = col_blob(s, 15, &in->requirements_len, &oom);
+	in->ssh_keys_json = col_str(s, 16, &oom);
 	in->terminated_at = sqlite3_column_int64(s, 17);
+	if (oom) {
+		srv_instance_free(in);
+		return NULL;
+	}
 	return in;
 }
 
@@ -782,15 +850,28 @@ static int instance_query(struct srv_store *st, sqlite3_stmt *s, struct srv_inst
 {
 	size_t cnt = 0, cap = 16;
 	struct srv_instance **list = malloc(cap * sizeof(*list));
-	int rc;
-	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+	int rc = SQLITE_DONE;
+	bool oom = !list;
+	while (!oom && (rc = sqlite3_step(s)) == SQLITE_ROW) {
 		if (cnt == cap) {
+			struct srv_instance **nl = realloc(list, cap * 2 * sizeof(*list));
+			if (!nl) {
+				oom = true;
+				break;
+			}
+			list = nl;
 			cap *= 2;
-			list = realloc(list, cap * sizeof(*list));
 		}
-		list[cnt++] = instance_row(s);
+		if (!(list[cnt] = instance_row(s)))
+			oom = true;
+		else
+			cnt++;
 	}
 	unprep(st, s);
+	if (oom) {
+		srv_instance_list_free(list, cnt);
+		return set_err(st, "out of memory");
+	}
 	if (rc != SQLITE_DONE) {
 		srv_instance_list_free(list, cnt);
 		return db_err(st, "instance list");
@@ -951,24 +1032,34 @@ int srv_store_event_list(struct srv_store *st, const struct srv_event_filter *f,
 	sqlite3_bind_text(s, 2, f->instance, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, f->after_id);
 	sqlite3_bind_int64(s, 4, f->limit > 0 ? f->limit : 100);
-	while (sqlite3_step(s) == SQLITE_ROW) {
+	bool oom = false;
+	while (!oom && sqlite3_step(s) == SQLITE_ROW) {
 		if (cnt == cap) {
+			struct srv_event *ne = realloc(ev, cap * 2 * sizeof(*ev));
+			if (!ne) {
+				oom = true;
+				break;
+			}
+			ev = ne;
 			cap *= 2;
-			ev = realloc(ev, cap * sizeof(*ev));
 		}
 		memset(&ev[cnt], 0, sizeof(ev[cnt]));
 		ev[cnt].id = sqlite3_column_int64(s, 0);
 		ev[cnt].ts = sqlite3_column_int64(s, 1);
-		ev[cnt].project = col_str(s, 2);
-		ev[cnt].instance = col_str(s, 3);
-		ev[cnt].kind = col_str(s, 4);
-		ev[cnt].message = col_str(s, 5);
+		ev[cnt].project = col_str(s, 2, &oom);
+		ev[cnt].instance = col_str(s, 3, &oom);
+		ev[cnt].kind = col_str(s, 4, &oom);
+		ev[cnt].message = col_str(s, 5, &oom);
 		ev[cnt].level = sqlite3_column_int(s, 6);
-		ev[cnt].backend = col_str(s, 7);
-		ev[cnt].driver = col_str(s, 8);
-		cnt++;
+		ev[cnt].backend = col_str(s, 7, &oom);
+		ev[cnt].driver = col_str(s, 8, &oom);
+		cnt++; /* counted either way: srv_event_list_free frees a half-made one */
 	}
 	unprep(st, s);
+	if (oom) {
+		srv_event_list_free(ev, cnt);
+		return set_err(st, "out of memory");
+	}
 	*out = ev;
 	*n = cnt;
 	return 0;
@@ -1017,11 +1108,19 @@ int srv_store_instance_backend(struct srv_store *st, const struct srv_instance *
 	int rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW && sqlite3_column_type(s, 0) != SQLITE_NULL) {
 		struct srv_backend *b = calloc(1, sizeof(*b));
-		b->project = strdup(in->project);
-		b->name = strdup(in->backend);
-		b->type = strdup(in->backend_type);
-		b->config_json = col_str(s, 0);
-		b->source = strdup("removed");
+		bool oom = !b;
+		if (b) {
+			b->project = dup_or_null(in->project, &oom);
+			b->name = dup_or_null(in->backend, &oom);
+			b->type = dup_or_null(in->backend_type, &oom);
+			b->config_json = col_str(s, 0, &oom);
+			b->source = dup_or_null("removed", &oom);
+		}
+		if (oom) {
+			unprep(st, s);
+			srv_backend_free(b);
+			return set_err(st, "out of memory");
+		}
 		if (open_secrets(st, b, sqlite3_column_blob(s, 1), (size_t)sqlite3_column_bytes(s, 1)) < 0) {
 			unprep(st, s);
 			srv_backend_free(b);

@@ -65,13 +65,6 @@ struct drv_entry {
 	struct feat_cache *feat;
 };
 
-struct spawn_ctx {
-	struct spawn_ctx *next;
-	struct srv_supervisor *sup;
-	struct drv_entry *e;
-	unsigned gen;
-};
-
 enum ev_kind { EV_EXIT, EV_DONE };
 
 struct sup_ev {
@@ -85,6 +78,18 @@ struct sup_ev {
 	int code;
 	char *message;
 	ProtobufCMessage *resp;
+};
+
+/*
+ * The one exit event of a spawn lives in its context (a process exits once),
+ * so an exit is never lost to a failed allocation on the SDK's thread.
+ */
+struct spawn_ctx {
+	struct spawn_ctx *next;
+	struct srv_supervisor *sup;
+	struct drv_entry *e;
+	unsigned gen;
+	struct sup_ev exit_ev;
 };
 
 struct sup_call {
@@ -102,7 +107,16 @@ struct sup_call {
 	void *ud;
 	bool delivered;
 	bool sdk_outstanding;
-	char *held_type; /* while held: the driver type it is for */
+	char *held_type;       /* while held: the driver type it is for */
+	struct sup_ev done_ev; /* its one completion, embedded for the same reason as exit_ev */
+};
+
+/* Calls whose record could not be allocated, failed later with DRV_ENOMEM from async_cb. */
+#define OOM_CALLS_MAX 64
+struct oom_call {
+	srv_call_cb cb; /* one of the two */
+	srv_features_cb feat_cb;
+	void *ud;
 };
 
 struct srv_supervisor {
@@ -123,12 +137,21 @@ struct srv_supervisor {
 	bool hold;           /* calls wait in held_* until released */
 	struct sup_call *held_head, *held_tail;
 	int live_works;
+	struct oom_call oom_calls[OOM_CALLS_MAX];
+	size_t n_oom_calls;
 };
 
 static void start_driver(struct drv_entry *e);
 static void restart_timer_cb(uv_timer_t *t);
 
 /* ---- the event queue: the only way from SDK threads into the loop ---- */
+
+static void call_free(struct sup_call *c)
+{
+	free(c->held_type);
+	free(c->req_buf);
+	free(c);
+}
 
 static void post(struct srv_supervisor *sup, struct sup_ev *ev)
 {
@@ -138,12 +161,10 @@ static void post(struct srv_supervisor *sup, struct sup_ev *ev)
 		pthread_mutex_unlock(&sup->mu);
 		if (ev->resp)
 			drv_response_free(ev->resp);
-		if (ev->kind == EV_DONE && ev->call) {
-			free(ev->call->req_buf);
-			free(ev->call);
-		}
 		free(ev->message);
-		free(ev);
+		ev->message = NULL;
+		if (ev->kind == EV_DONE)
+			call_free(ev->call);
 		return;
 	}
 	if (sup->ev_tail)
@@ -193,13 +214,6 @@ static void list_del(struct sup_call *c)
 	c->next = c->prev = NULL;
 }
 
-static void call_free(struct sup_call *c)
-{
-	free(c->held_type);
-	free(c->req_buf);
-	free(c);
-}
-
 /* Delivers a result to the caller once; the record lives on while the SDK still owns a completion. */
 static void deliver(struct sup_call *c, int code, const char *message, ProtobufCMessage *resp)
 {
@@ -216,10 +230,11 @@ static void deliver(struct sup_call *c, int code, const char *message, ProtobufC
 /* Fails a call later on the loop (callers never see a callback before their call returns). */
 static void fail_later(struct sup_call *c, int code, const char *message)
 {
-	struct sup_ev *ev = calloc(1, sizeof(*ev));
+	struct sup_ev *ev = &c->done_ev;
 	ev->kind = EV_DONE;
 	ev->call = c;
 	ev->code = code;
+	/* Out of memory for the copy: the code still goes through, with an empty message. */
 	ev->message = strdup(message ? message : "");
 	post(c->sup, ev);
 }
@@ -227,7 +242,7 @@ static void fail_later(struct sup_call *c, int code, const char *message)
 static void on_sdk_done(void *ud, int code, const char *message, ProtobufCMessage *resp)
 {
 	struct sup_call *c = ud;
-	struct sup_ev *ev = calloc(1, sizeof(*ev));
+	struct sup_ev *ev = &c->done_ev;
 	ev->kind = EV_DONE;
 	ev->call = c;
 	ev->code = code;
@@ -239,7 +254,7 @@ static void on_sdk_done(void *ud, int code, const char *message, ProtobufCMessag
 static void on_exit_cb(void *ud, const char *driver_name, int64_t exit_status, int term_signal)
 {
 	struct spawn_ctx *ctx = ud;
-	struct sup_ev *ev = calloc(1, sizeof(*ev));
+	struct sup_ev *ev = &ctx->exit_ev;
 	ev->kind = EV_EXIT;
 	ev->e = ctx->e;
 	ev->gen = ctx->gen;
@@ -448,6 +463,16 @@ static void start_after_cb(uv_work_t *req, int status)
 		free(w);
 		return;
 	}
+	char *reported_type = strdup(w->info->type ? w->info->type : "");
+	char *version = strdup(w->info->driver_version ? w->info->driver_version : "");
+	if (!reported_type || !version) {
+		free(reported_type);
+		free(version);
+		drv_response_free(&w->info->base);
+		to_backoff(e, "out of memory reading its GetInfo answer");
+		free(w);
+		return;
+	}
 	e->state = SRV_DRIVER_READY;
 	e->pid = (int)drv_host_pid(e->host);
 	snprintf(e->address, sizeof(e->address), "%s", drv_host_target(e->host));
@@ -458,8 +483,8 @@ static void start_after_cb(uv_work_t *req, int status)
 	e->features = w->features;
 	free(e->reported_type);
 	free(e->version);
-	e->reported_type = strdup(w->info->type ? w->info->type : "");
-	e->version = strdup(w->info->driver_version ? w->info->driver_version : "");
+	e->reported_type = reported_type;
+	e->version = version;
 	e->protocol_version = (unsigned)w->info->protocol_version;
 	if (strcmp(e->reported_type, e->type) != 0)
 		srv_warn("supervisor",
@@ -480,6 +505,21 @@ static void start_driver(struct drv_entry *e)
 		return;
 	struct start_work *w = calloc(1, sizeof(*w));
 	struct spawn_ctx *ctx = calloc(1, sizeof(*ctx));
+	if (!w || !ctx) {
+		free(w);
+		free(ctx);
+		/*
+		 * Nothing changed: the state, counters and waiting calls stay as they
+		 * were, and the restart timer tries again after the shortest backoff.
+		 */
+		snprintf(e->last_error, sizeof(e->last_error), "out of memory starting the driver");
+		e->last_error_ms = srv_now_ms();
+		srv_warn("supervisor", "driver %s: out of memory starting it; trying again in %d ms", e->name,
+		         sup->cfg->restart_backoff_ms);
+		uv_timer_start(&e->restart_timer, restart_timer_cb, (uint64_t)sup->cfg->restart_backoff_ms,
+		               0);
+		return;
+	}
 	if (e->state == SRV_DRIVER_BACKOFF)
 		e->restarts++;
 	e->gen++;
@@ -512,7 +552,8 @@ static void restart_timer_cb(uv_timer_t *t)
 		uv_timer_start(&e->restart_timer, restart_timer_cb, 50, 0);
 		return;
 	}
-	if (e->state == SRV_DRIVER_BACKOFF)
+	/* Idle: a first start that ran out of memory (start_driver). */
+	if (e->state == SRV_DRIVER_BACKOFF || e->state == SRV_DRIVER_IDLE)
 		start_driver(e);
 }
 
@@ -562,6 +603,8 @@ static void health_timer_cb(uv_timer_t *t)
 		if (e->state != SRV_DRIVER_READY || e->health_inflight || !e->host)
 			continue;
 		struct health_work *w = calloc(1, sizeof(*w));
+		if (!w)
+			return; /* out of memory: this round is skipped, the next tick tries again */
 		w->req.data = w;
 		w->e = e;
 		w->host = e->host;
@@ -603,8 +646,20 @@ static void async_cb(uv_async_t *a)
 	struct sup_ev *ev = sup->ev_head;
 	sup->ev_head = sup->ev_tail = NULL;
 	pthread_mutex_unlock(&sup->mu);
+	/* Copied first: a callback may make new calls that land in the array again. */
+	size_t n_oom = sup->n_oom_calls;
+	struct oom_call oom[OOM_CALLS_MAX];
+	memcpy(oom, sup->oom_calls, n_oom * sizeof(oom[0]));
+	sup->n_oom_calls = 0;
+	for (size_t i = 0; i < n_oom; i++) {
+		if (oom[i].cb)
+			oom[i].cb(oom[i].ud, DRV_ENOMEM, "out of memory", NULL);
+		else
+			oom[i].feat_cb(oom[i].ud, DRV_ENOMEM, "out of memory", 0);
+	}
 	while (ev) {
 		struct sup_ev *next = ev->next;
+		ev->next = NULL;
 		if (ev->kind == EV_EXIT) {
 			handle_exit(ev);
 		} else {
@@ -617,10 +672,9 @@ static void async_cb(uv_async_t *a)
 			 * connection broke); the exit event may come a moment later.
 			 */
 			deliver(c, ev->code, ev->message, ev->resp);
+			free(ev->message);
 			call_free(c);
 		}
-		free(ev->message);
-		free(ev);
 		ev = next;
 	}
 }
@@ -645,16 +699,39 @@ static struct drv_entry *find(struct srv_supervisor *sup, const char *type)
 	return NULL;
 }
 
-static struct drv_entry *add_entry(struct srv_supervisor *sup, const char *type, const char *name)
+static void free_argv(char **argv)
+{
+	if (argv)
+		for (char **a = argv; *a; a++)
+			free(*a);
+	free(argv);
+}
+
+/* Adds an entry that takes argv (may be NULL); NULL when out of memory, argv then still the caller's. */
+static struct drv_entry *add_entry(struct srv_supervisor *sup, const char *type, const char *name,
+                                   char **argv)
 {
 	if (sup->n_entries == sup->cap_entries) {
-		sup->cap_entries = sup->cap_entries ? sup->cap_entries * 2 : 8;
-		sup->entries = realloc(sup->entries, sup->cap_entries * sizeof(*sup->entries));
+		size_t cap = sup->cap_entries ? sup->cap_entries * 2 : 8;
+		struct drv_entry **entries = realloc(sup->entries, cap * sizeof(*sup->entries));
+		if (!entries)
+			return NULL;
+		sup->entries = entries;
+		sup->cap_entries = cap;
 	}
 	struct drv_entry *e = calloc(1, sizeof(*e));
-	e->sup = sup;
+	if (!e)
+		return NULL;
 	e->type = strdup(type);
 	e->name = strdup(name ? name : type);
+	if (!e->type || !e->name) {
+		free(e->type);
+		free(e->name);
+		free(e);
+		return NULL;
+	}
+	e->sup = sup;
+	e->argv = argv;
 	e->state = SRV_DRIVER_IDLE;
 	uv_timer_init(sup->loop, &e->restart_timer);
 	e->restart_timer.data = e;
@@ -684,11 +761,18 @@ static void scan_dirs(struct srv_supervisor *sup)
 			snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 			if (stat(path, &st) < 0 || !S_ISREG(st.st_mode) || access(path, X_OK) < 0)
 				continue;
-			struct drv_entry *e = add_entry(sup, type, type);
-			e->argv = calloc(2, sizeof(char *));
+			char **argv = calloc(2, sizeof(char *));
 			/* An absolute path: the driver must not depend on droverd's cwd to be found again. */
-			char *abs = realpath(path, NULL);
-			e->argv[0] = abs ? abs : strdup(path);
+			char *abs = argv ? realpath(path, NULL) : NULL;
+			if (argv)
+				argv[0] = abs ? abs : strdup(path);
+			struct drv_entry *e = argv && argv[0] ? add_entry(sup, type, type, argv) : NULL;
+			if (!e) {
+				/* Not added: the next scan finds it again. */
+				srv_warn("supervisor", "driver %s: out of memory adding %s", type, path);
+				free_argv(argv);
+				continue;
+			}
 			srv_debug("supervisor", "found driver %s: %s", type, e->argv[0]);
 			if (sup->auto_start)
 				start_driver(e);
@@ -720,11 +804,15 @@ int srv_supervisor_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv
 			twice = c->type;
 			goto fail_twice;
 		}
-		struct drv_entry *e = add_entry(sup, c->type, c->type);
-		e->argv = calloc(c->n_args + 2, sizeof(char *));
-		e->argv[0] = strdup(c->path);
-		for (size_t j = 0; j < c->n_args; j++)
-			e->argv[j + 1] = strdup(c->args[j]);
+		/* Filled in order, so a failed copy ends the list there and free_argv frees the rest. */
+		char **argv = calloc(c->n_args + 2, sizeof(char *));
+		bool ok = argv && (argv[0] = strdup(c->path));
+		for (size_t j = 0; ok && j < c->n_args; j++)
+			ok = (argv[j + 1] = strdup(c->args[j])) != NULL;
+		if (!ok || !add_entry(sup, c->type, c->type, argv)) {
+			free_argv(argv);
+			goto fail_oom;
+		}
 	}
 	for (size_t i = 0; i < cfg->n_remotes; i++) {
 		const struct srv_config_remote *r = &cfg->remotes[i];
@@ -732,7 +820,9 @@ int srv_supervisor_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv
 			twice = r->type;
 			goto fail_twice;
 		}
-		struct drv_entry *e = add_entry(sup, r->type, r->name);
+		struct drv_entry *e = add_entry(sup, r->type, r->name, NULL);
+		if (!e)
+			goto fail_oom;
 		e->remote = true;
 		e->rcfg = r;
 		snprintf(e->address, sizeof(e->address), "%s", r->address);
@@ -742,8 +832,12 @@ int srv_supervisor_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv
 	               (uint64_t)cfg->health_interval_ms);
 	*out = sup;
 	return 0;
+fail_oom:
+	snprintf(err, errlen, "out of memory");
+	goto fail;
 fail_twice:
 	snprintf(err, errlen, "driver type \"%s\" is configured twice", twice);
+fail:
 	srv_supervisor_close_handles(sup);
 	uv_run(loop, UV_RUN_NOWAIT);
 	srv_supervisor_free(sup);
@@ -829,6 +923,10 @@ static void route(struct sup_call *c, const char *type, const ProtobufCMessage *
 	c->req_desc = req->descriptor;
 	c->req_len = protobuf_c_message_get_packed_size(req);
 	c->req_buf = malloc(c->req_len ? c->req_len : 1);
+	if (!c->req_buf) {
+		fail_later(c, DRV_ENOMEM, "out of memory");
+		return;
+	}
 	protobuf_c_message_pack(req, c->req_buf);
 	c->deadline_ms = srv_now_ms() + c->timeout_ms;
 	list_add(&e->pending, c);
@@ -836,10 +934,33 @@ static void route(struct sup_call *c, const char *type, const ProtobufCMessage *
 		start_driver(e);
 }
 
+/*
+ * A call without a record still gets its one callback later on the loop: the
+ * array lives in the supervisor, so this needs no allocation. Only when it is
+ * full too (OOM_CALLS_MAX calls failed before the loop came round) is the
+ * callback lost, and that is said loudly.
+ */
+static void oom_later(struct srv_supervisor *sup, srv_call_cb cb, srv_features_cb feat_cb, void *ud)
+{
+	if (sup->n_oom_calls == OOM_CALLS_MAX) {
+		srv_error("supervisor", "out of memory: a driver call could not be answered");
+		return;
+	}
+	sup->oom_calls[sup->n_oom_calls++] = (struct oom_call){.cb = cb, .feat_cb = feat_cb, .ud = ud};
+	pthread_mutex_lock(&sup->mu);
+	if (!sup->handles_closed) /* after shutdown nobody is waiting, as in post() */
+		uv_async_send(&sup->async);
+	pthread_mutex_unlock(&sup->mu);
+}
+
 void srv_supervisor_call(struct srv_supervisor *sup, const char *type, const char *method,
                          const ProtobufCMessage *req, int timeout_ms, srv_call_cb cb, void *ud)
 {
 	struct sup_call *c = calloc(1, sizeof(*c));
+	if (!c) {
+		oom_later(sup, cb, NULL, ud);
+		return;
+	}
 	c->sup = sup;
 	c->cb = cb;
 	c->ud = ud;
@@ -854,6 +975,14 @@ void srv_supervisor_call(struct srv_supervisor *sup, const char *type, const cha
 	c->req_desc = req->descriptor;
 	c->req_len = protobuf_c_message_get_packed_size(req);
 	c->req_buf = malloc(c->req_len ? c->req_len : 1);
+	if (!c->held_type || !c->req_buf) {
+		free(c->held_type);
+		free(c->req_buf);
+		c->held_type = NULL;
+		c->req_buf = NULL;
+		fail_later(c, DRV_ENOMEM, "out of memory");
+		return;
+	}
 	protobuf_c_message_pack(req, c->req_buf);
 	if (sup->held_tail)
 		sup->held_tail->next = c;
@@ -926,12 +1055,15 @@ static void feat_done(void *ud, int code, const char *message, ProtobufCMessage 
 				bits |= DRV_FEATURE_BIT(r->features[i]);
 		/* Only an answer from the current process is cached; a restart drops the cache. */
 		if (f->e->gen == f->gen && f->e->state == SRV_DRIVER_READY) {
+			/* Out of memory: the answer is delivered, only not cached. */
 			struct feat_cache *fc = calloc(1, sizeof(*fc));
-			fc->key = f->key;
-			f->key = NULL;
-			fc->features = bits;
-			fc->next = f->e->feat;
-			f->e->feat = fc;
+			if (fc) {
+				fc->key = f->key;
+				f->key = NULL;
+				fc->features = bits;
+				fc->next = f->e->feat;
+				f->e->feat = fc;
+			}
 		}
 	}
 	if (resp)
@@ -945,12 +1077,19 @@ void srv_supervisor_features(struct srv_supervisor *sup, const char *type, const
                              srv_features_cb cb, void *ud)
 {
 	struct feat_req *f = calloc(1, sizeof(*f));
+	char *key = strdup(config && config->config_json ? config->config_json : "");
+	if (!f || !key) {
+		free(f);
+		free(key);
+		oom_later(sup, NULL, cb, ud);
+		return;
+	}
 	struct drv_entry *e = find(sup, type);
 	f->sup = sup;
 	f->e = e;
 	f->cb = cb;
 	f->ud = ud;
-	f->key = strdup(config && config->config_json ? config->config_json : "");
+	f->key = key;
 	if (e && e->state == SRV_DRIVER_READY) {
 		for (struct feat_cache *fc = e->feat; fc; fc = fc->next) {
 			if (strcmp(fc->key, f->key) == 0) {
@@ -959,6 +1098,12 @@ void srv_supervisor_features(struct srv_supervisor *sup, const char *type, const
 				f->hit = true;
 				f->features = fc->features;
 				struct sup_call *c = calloc(1, sizeof(*c));
+				if (!c) {
+					free(f->key);
+					free(f);
+					oom_later(sup, NULL, cb, ud);
+					return;
+				}
 				c->sup = sup;
 				c->cb = feat_done;
 				c->ud = f;
@@ -1053,7 +1198,9 @@ void srv_supervisor_stop(struct srv_supervisor *sup)
 	}
 	sup->held_tail = NULL;
 	uv_timer_stop(&sup->health_timer);
+	/* Out of memory for the jobs: the drivers stop one after another instead. */
 	struct stop_job *jobs = calloc(sup->n_entries + 1, sizeof(*jobs));
+	struct stop_job one;
 	size_t nj = 0;
 	for (size_t i = 0; i < sup->n_entries; i++) {
 		struct drv_entry *e = sup->entries[i];
@@ -1062,11 +1209,12 @@ void srv_supervisor_stop(struct srv_supervisor *sup)
 		fail_list(&e->pending, DRV_EUNAVAILABLE, "the server is shutting down");
 		fail_list(&e->inflight, DRV_EUNAVAILABLE, "the server is shutting down");
 		if (e->host) {
-			jobs[nj].host = e->host;
-			jobs[nj].grace_ms = sup->cfg->shutdown_grace_ms;
+			struct stop_job *j = jobs ? &jobs[nj] : &one;
+			j->host = e->host;
+			j->grace_ms = sup->cfg->shutdown_grace_ms;
 			/* Drivers stop in parallel: one slow driver must not hold up the others' grace. */
-			if (pthread_create(&jobs[nj].th, NULL, stop_thread, &jobs[nj]) != 0)
-				stop_thread(&jobs[nj]);
+			if (!jobs || pthread_create(&j->th, NULL, stop_thread, j) != 0)
+				stop_thread(j);
 			else
 				nj++;
 		}
@@ -1105,23 +1253,20 @@ void srv_supervisor_free(struct srv_supervisor *sup)
 	struct sup_ev *ev = sup->ev_head;
 	while (ev) {
 		struct sup_ev *next = ev->next;
+		free(ev->message);
+		ev->message = NULL;
 		if (ev->kind == EV_DONE) {
 			if (ev->resp)
 				drv_response_free(ev->resp);
-			call_free(ev->call);
+			call_free(ev->call); /* and ev with it */
 		}
-		free(ev->message);
-		free(ev);
 		ev = next;
 	}
 	for (size_t i = 0; i < sup->n_entries; i++) {
 		struct drv_entry *e = sup->entries[i];
 		drv_host_free(e->host);
 		clear_features(e);
-		if (e->argv)
-			for (char **a = e->argv; *a; a++)
-				free(*a);
-		free(e->argv);
+		free_argv(e->argv);
 		free(e->type);
 		free(e->name);
 		free(e->reported_type);

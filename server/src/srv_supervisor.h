@@ -100,7 +100,8 @@ typedef void (*srv_call_cb)(void *ud, int code, const char *message, ProtobufCMe
  * `type`. `req` is borrowed only for the duration of this function. The
  * callback always runs later on the loop thread, exactly once, also for
  * immediate failures: DRV_ENOTFOUND (no driver of that type), DRV_EUNAVAILABLE
- * (the driver is in backoff, or crashed while the call was in flight).
+ * (the driver is in backoff, or crashed while the call was in flight),
+ * DRV_ENOMEM (out of memory for the call).
  * A call made while the driver is starting waits for the start, within its
  * timeout. timeout_ms <= 0: the configured call timeout.
  */

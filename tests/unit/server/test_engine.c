@@ -488,6 +488,53 @@ static void test_orphan_adopted(void **state)
 	assert_int_equal(n, 1);
 }
 
+/*
+ * Allocations fail here without a hook: a count no allocation can hold makes
+ * calloc return NULL, the same path as an exhausted heap. Under ASan this
+ * option makes such a request return NULL too rather than stop the test.
+ */
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+	return "allocator_may_return_null=1";
+}
+
+static void test_create_out_of_memory(void **state)
+{
+	struct fx *f = *state;
+	add_backend(f, "b", "sim", "{\"state_file\": \"%s/b.json\"}");
+	const char *key = "ssh-ed25519 AAAA";
+	struct inst_out o = {0};
+	struct srv_create_request cr = {
+	    .project = "p", .name = "oom", .ssh_keys = &key, .n_ssh_keys = SIZE_MAX / sizeof(char *)};
+	srv_engine_create(f->eng, &cr, inst_cb, &o);
+	assert_true(run_until(&f->loop, &o.done, 5000));
+	assert_int_equal(o.code, DRV_ENOMEM);
+	assert_string_equal(o.message, "out of memory");
+	/* Nothing half-made stays behind: no work counted, no row written. */
+	assert_int_equal(srv_engine_busy(f->eng), 0);
+	struct srv_instance **list;
+	size_t n;
+	struct srv_instance_filter flt = {.project = "p"};
+	assert_int_equal(srv_store_instance_list(f->st, &flt, &list, &n), 0);
+	assert_int_equal(n, 0);
+	srv_instance_list_free(list, n);
+
+	/* The same name works once memory is there. */
+	cr.ssh_keys = NULL;
+	cr.n_ssh_keys = 0;
+	struct inst_out o2 = {0};
+	srv_engine_create(f->eng, &cr, inst_cb, &o2);
+	assert_true(run_until(&f->loop, &o2.done, 10000));
+	assert_int_equal(o2.code, 0);
+
+	/* A backend config with more secrets than memory can hold. */
+	struct srv_backend be = {
+	    .project = "p", .name = "big", .type = "sim", .n_secrets = SIZE_MAX / sizeof(drv_secret_entry)};
+	struct srv_bcfg bc;
+	assert_int_equal(srv_bcfg_init(&bc, &be), DRV_ENOMEM);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -497,6 +544,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_termination_failing_is_kept, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resume_creating_makes_one_machine, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_orphan_adopted, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_create_out_of_memory, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("server_engine", tests, NULL, NULL);
 }
