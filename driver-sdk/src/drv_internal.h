@@ -192,7 +192,7 @@ struct drv_rpc_channel_opts;
 int drv__rpc_channel_new_fd(const struct drv_rpc_channel_opts *opts, int fd, struct drv_rpc_channel **out,
                             char *err, size_t errlen);
 
-/* ---- host.c ---- */
+/* ---- sockdir.c ---- */
 
 /* The directory under which socket directories are made ($TMPDIR, $XDG_RUNTIME_DIR, /dev/shm or /tmp). */
 const char *drv__socket_base(void);
