@@ -701,6 +701,13 @@ def main(provider, argv=None):
             os.unlink(sock_path)
         except OSError:
             pass
+        # The host's socket directory too, when it is empty: a host that was
+        # killed cannot remove it, and rmdir() removes nothing else.
+        if not own_dir:
+            try:
+                os.rmdir(os.path.dirname(sock_path))
+            except OSError:
+                pass
     if own_dir:
         shutil.rmtree(own_dir, ignore_errors=True)
     log("info", "stopped")
