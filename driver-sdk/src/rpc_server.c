@@ -222,6 +222,10 @@ static void call_grpc_unref(struct drv_rpc_call *c)
 		c->live_next->live_prev = c->live_prev;
 	grpc_call *g = c->gcall;
 	c->gcall = NULL;
+	/* A shutdown waits for the last live call before it lets the server be freed. */
+	if (!srv->live && srv->shutdown_begun)
+		pthread_cond_broadcast(&srv->cond);
+	/* Past this unlock the server is not touched: it may be freed from here on. */
 	pthread_mutex_unlock(&srv->lock);
 	if (g)
 		grpc_call_unref(g);
@@ -975,29 +979,31 @@ void drv_rpc_server_shutdown(struct drv_rpc_server *srv, int grace_ms)
 		if (!done) {
 			atomic_store(&srv->stopping, true);
 			grpc_server_cancel_all_calls(srv->server);
-			/*
-			 * Answer whatever handlers still hold. Collect under the lock, send
-			 * outside it: the send may release the call, which takes the lock.
-			 */
-			pthread_mutex_lock(&srv->lock);
-			size_t n = 0;
-			for (struct drv_rpc_call *c = srv->live; c; c = c->live_next)
-				n++;
-			struct drv_rpc_call **v = n ? calloc(n, sizeof(*v)) : NULL;
-			size_t k = 0;
-			for (struct drv_rpc_call *c = srv->live; v && c; c = c->live_next)
-				if (atomic_load(&c->state) == CALL_PENDING && grpc_ref_if_live(c))
-					v[k++] = c;
-			pthread_mutex_unlock(&srv->lock);
-			for (size_t i = 0; i < k; i++) {
-				force_close(v[i]);
-				call_grpc_unref(v[i]);
-			}
-			free(v);
-			pthread_mutex_lock(&srv->lock);
-			wait_shutdown_tag(srv, -1);
-			pthread_mutex_unlock(&srv->lock);
 		}
+		/*
+		 * Answer whatever handlers still hold: calls still running after the
+		 * grace, and calls whose client gave up (gRPC counts those as done).
+		 * Collect under the lock, send outside it: the send may release the
+		 * call, which takes the lock.
+		 */
+		pthread_mutex_lock(&srv->lock);
+		size_t n = 0;
+		for (struct drv_rpc_call *c = srv->live; c; c = c->live_next)
+			n++;
+		struct drv_rpc_call **v = n ? calloc(n, sizeof(*v)) : NULL;
+		size_t k = 0;
+		for (struct drv_rpc_call *c = srv->live; v && c; c = c->live_next)
+			if (atomic_load(&c->state) == CALL_PENDING && grpc_ref_if_live(c))
+				v[k++] = c;
+		pthread_mutex_unlock(&srv->lock);
+		for (size_t i = 0; i < k; i++) {
+			force_close(v[i]);
+			call_grpc_unref(v[i]);
+		}
+		free(v);
+		pthread_mutex_lock(&srv->lock);
+		wait_shutdown_tag(srv, -1);
+		pthread_mutex_unlock(&srv->lock);
 	} else if (srv->started) {
 		/* Started but the CQ thread never ran: drive shutdown from here. */
 		grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->t_shutdown);
@@ -1047,6 +1053,20 @@ void drv_rpc_server_shutdown(struct drv_rpc_server *srv, int grace_ms)
 	}
 	grpc_completion_queue_destroy(srv->cq);
 	srv->cq = NULL;
+
+	/*
+	 * Every call is answered by now, but a thread that answered one may still
+	 * be on its way out of drv_rpc_reply, about to drop its last reference
+	 * (which takes the server's lock). Wait for it, so that the server is not
+	 * freed under it; bounded, should a reference ever be left behind.
+	 */
+	pthread_mutex_lock(&srv->lock);
+	struct timespec until;
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 10;
+	while (srv->live && pthread_cond_timedwait(&srv->cond, &srv->lock, &until) == 0)
+		;
+	pthread_mutex_unlock(&srv->lock);
 
 	pthread_mutex_lock(&srv->lock);
 	srv->threads_joined = true;

@@ -446,6 +446,29 @@ static void test_deadline(void **state)
 	assert_int_equal(check(f->ch, "", 5000, NULL, &st), 0);
 }
 
+/*
+ * A handler that still holds a call when the server is freed (its client
+ * gave up, so gRPC counts the call as done) finds it cancelled, and may
+ * reply to it afterwards without touching the freed server (ASan checks).
+ */
+static void test_reply_after_free(void **state)
+{
+	struct fixture *f = *state;
+	struct drv_status st;
+	assert_int_equal(check(f->ch, "hang", 50, NULL, &st), DRV_EDEADLINE);
+	struct drv_rpc_call *h = NULL;
+	for (int64_t until = now_ms() + 2000; !h && now_ms() < until;) {
+		h = take_hung_call();
+		if (!h)
+			sleep_ms(2);
+	}
+	assert_non_null(h);
+	drv_rpc_server_free(f->srv);
+	f->srv = NULL;
+	assert_true(drv_rpc_call_cancelled(h));
+	reply_serving(h);
+}
+
 static void test_deferred_reply(void **state)
 {
 	struct fixture *f = *state;
@@ -1067,6 +1090,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_deadline, setup_unix, teardown),
 	    cmocka_unit_test_setup_teardown(test_deadline, setup_tcp, teardown),
 	    cmocka_unit_test_setup_teardown(test_deferred_reply, setup_unix, teardown),
+	    cmocka_unit_test_setup_teardown(test_reply_after_free, setup_unix, teardown),
 	    cmocka_unit_test_setup_teardown(test_deferred_reply, setup_tcp, teardown),
 	    cmocka_unit_test_setup_teardown(test_metadata, setup_unix, teardown),
 	    cmocka_unit_test_setup_teardown(test_metadata, setup_tcp, teardown),
