@@ -162,39 +162,6 @@ static int make_creds(const struct drv_rpc_channel_opts *o, grpc_channel_credent
 	return rc;
 }
 
-static int channel_new(const struct drv_rpc_channel_opts *opts, int *fd, struct drv_rpc_channel **out,
-                       char *err, size_t errlen);
-
-int drv_rpc_channel_new(const struct drv_rpc_channel_opts *opts, struct drv_rpc_channel **out, char *err,
-                        size_t errlen)
-{
-	int no_fd = -1;
-	return channel_new(opts, &no_fd, out, err, errlen);
-}
-
-/*
- * A direct channel on the caller's connection: no resolver, no load
- * balancing, no reconnection, and no wait for the server's SETTINGS before
- * the first call goes out. A spawned driver's first call is therefore
- * already in the socket when the driver's gRPC takes the connection (one
- * round trip less than a channel that connects by itself), and every call
- * skips the client channel's layers.
- */
-int drv__rpc_channel_new_fd(const struct drv_rpc_channel_opts *opts, int fd, struct drv_rpc_channel **out,
-                            char *err, size_t errlen)
-{
-	int rc;
-	if (fd < 0 || (opts && (opts->ca_file || opts->cert_file || opts->key_file))) {
-		drv__rpc_seterr(err, errlen, "a channel on a connected descriptor is plain text only");
-		rc = DRV_EINVAL;
-	} else {
-		rc = channel_new(opts, &fd, out, err, errlen);
-	}
-	if (fd >= 0)
-		close(fd);
-	return rc;
-}
-
 /* With *fd >= 0, a channel on that connection; *fd is -1 once gRPC owns it. */
 static int channel_new(const struct drv_rpc_channel_opts *opts, int *fd, struct drv_rpc_channel **out,
                        char *err, size_t errlen)
@@ -261,14 +228,13 @@ static int channel_new(const struct drv_rpc_channel_opts *opts, int *fd, struct 
 		args[n].key = GRPC_SSL_TARGET_NAME_OVERRIDE_ARG;
 		args[n++].value.string = (char *)opts->server_name;
 	}
+	grpc_channel_args cargs = {.num_args = n, .args = args};
 	if (*fd >= 0) {
 		/* Else gRPC sends ":authority: test.authority". */
 		args[n].type = GRPC_ARG_STRING;
 		args[n].key = GRPC_ARG_DEFAULT_AUTHORITY;
-		args[n++].value.string = "localhost";
-	}
-	grpc_channel_args cargs = {.num_args = n, .args = args};
-	if (*fd >= 0) {
+		args[n].value.string = "localhost";
+		cargs.num_args = ++n;
 		ch->ch = grpc_channel_create_from_fd(opts->target, *fd, creds, &cargs);
 		*fd = -1;
 	} else {
@@ -285,6 +251,36 @@ static int channel_new(const struct drv_rpc_channel_opts *opts, int *fd, struct 
 	}
 	*out = ch;
 	return 0;
+}
+
+int drv_rpc_channel_new(const struct drv_rpc_channel_opts *opts, struct drv_rpc_channel **out, char *err,
+                        size_t errlen)
+{
+	int no_fd = -1;
+	return channel_new(opts, &no_fd, out, err, errlen);
+}
+
+/*
+ * A direct channel on the caller's connection: no resolver, no load
+ * balancing, no reconnection, and no wait for the server's SETTINGS before
+ * the first call goes out. A spawned driver's first call is therefore
+ * already in the socket when the driver's gRPC takes the connection (one
+ * round trip less than a channel that connects by itself), and every call
+ * skips the client channel's layers.
+ */
+int drv__rpc_channel_new_fd(const struct drv_rpc_channel_opts *opts, int fd, struct drv_rpc_channel **out,
+                            char *err, size_t errlen)
+{
+	int rc;
+	if (fd < 0 || (opts && (opts->ca_file || opts->cert_file || opts->key_file))) {
+		drv__rpc_seterr(err, errlen, "a channel on a connected descriptor is plain text only");
+		rc = DRV_EINVAL;
+	} else {
+		rc = channel_new(opts, &fd, out, err, errlen);
+	}
+	if (fd >= 0)
+		close(fd);
+	return rc;
 }
 
 /* The registered-call handle of a method, registering it on first use; *last_us its latency slot. */
