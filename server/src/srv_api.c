@@ -162,17 +162,6 @@ static void reply_gc(struct api_call *c, const struct gc *g, const ProtobufCMess
 
 /* ---- names and conversions ---- */
 
-static bool valid_name(const char *s)
-{
-	size_t n = s ? strlen(s) : 0;
-	if (n == 0 || n > 63 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')))
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
-			return false;
-	return true;
-}
-
 /* A range whose min is above its max can match nothing: a mistake, said so. */
 static int check_requirements(const drv_requirements *r, char *bad, size_t badlen)
 {
@@ -485,7 +474,7 @@ static void h_create_project(struct api_call *c)
 {
 	const Drover__Api__V1__CreateProjectRequest *req = (const void *)c->req;
 	struct gc g = {0};
-	if (!valid_name(req->name)) {
+	if (!srv_valid_name(req->name)) {
 		reply_err(c, DRV_EINVAL,
 		          "name: \"%s\" is not a valid project name ([a-z0-9][a-z0-9-]*, at most 63)",
 		          req->name);
@@ -625,7 +614,7 @@ static void h_add_backend(struct api_call *c)
 	const Drover__Api__V1__AddBackendRequest *req = (const void *)c->req;
 	if (need_project(c, req->project) < 0)
 		return;
-	if (!valid_name(req->name)) {
+	if (!srv_valid_name(req->name)) {
 		reply_err(c, DRV_EINVAL,
 		          "name: \"%s\" is not a valid backend name ([a-z0-9][a-z0-9-]*, at most 63)",
 		          req->name);
@@ -990,7 +979,7 @@ static void h_create_instance(struct api_call *c)
 	const Drover__Api__V1__CreateInstanceRequest *req = (const void *)c->req;
 	if (need_project(c, req->project) < 0)
 		return;
-	if (req->name && req->name[0] && !valid_name(req->name)) {
+	if (req->name && req->name[0] && !srv_valid_name(req->name)) {
 		reply_err(c, DRV_EINVAL,
 		          "name: \"%s\" is not a valid instance name ([a-z0-9][a-z0-9-]*, at most 63)",
 		          req->name);
