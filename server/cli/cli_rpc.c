@@ -57,6 +57,10 @@ static int make_target(struct cli_ctx *c)
 	const char *colon = strrchr(s, ':');
 	if (!colon || colon == s || !colon[1])
 		return cli_usage_error("--server %s: expected unix:PATH or HOST:PORT", s);
+	/* getaddrinfo() takes a port above 65535 modulo 65536, which would reach another port. */
+	uint64_t port;
+	if (cli_parse_uint(colon + 1, 65535, &port) || port == 0)
+		return cli_usage_error("--server %s: the port must be a number from 1 to 65535", s);
 	snprintf(c->target, sizeof(c->target), "%s", s);
 	return 0;
 }
@@ -160,7 +164,11 @@ static int read_token(struct cli_ctx *c)
 		    "directory; use --token-file or DROVER_TOKEN_FILE)",
 		    c->token_file, strerror(errno));
 	size_t n = fread(c->token, 1, sizeof(c->token) - 1, f);
+	int read_errno = ferror(f) ? errno : 0;
 	fclose(f);
+	if (read_errno) /* a directory opens; only the read fails */
+		return cli_usage_error("cannot read the token file %s: %s", c->token_file,
+		                       strerror(read_errno));
 	c->token[n] = '\0';
 	while (n && (c->token[n - 1] == '\n' || c->token[n - 1] == '\r' || c->token[n - 1] == ' '))
 		c->token[--n] = '\0';

@@ -47,6 +47,19 @@ cli 2 backend add --name x --type sim --config '[1]'
 contains "$ERR" "JSON object" "non-object JSON"
 cli 2 backend add --name x --type sim --secret novalue
 contains "$ERR" "KEY=VALUE" "secret without ="
+# A directory opens but does not read: it was taken for an empty file (an empty
+# secret went to the server; the config file failed as "not valid JSON").
+cli 2 backend add --name x --type sim --secret-file "api_key=$T"
+contains "$ERR" "cannot read $T: Is a directory" "--secret-file DIR"
+cli 2 backend add --name x --type sim --config-file "$T"
+contains "$ERR" "cannot read $T: Is a directory" "--config-file DIR"
+: >"$T/empty.secret"
+cli 2 backend add --name x --type sim --secret-file "api_key=$T/empty.secret"
+contains "$ERR" "$T/empty.secret is empty" "--secret-file with an empty file"
+# A port above 65535 was taken modulo 65536 by getaddrinfo(): 99999 reached 34463.
+capture "$BIN/drover" --server 127.0.0.1:99999 driver list
+[[ $RC == 2 ]] || fail "--server with port 99999: exit $RC, expected 2"
+contains "$ERR" "port must be a number from 1 to 65535" "--server 127.0.0.1:99999"
 cli 2 instance show
 cli 2 instance list --gpu H100
 contains "$ERR" "belong to 'instance create'" "create flag on list"
@@ -71,6 +84,9 @@ wait_for 5 "[[ -S $T/listen.sock ]]" || fail "helper socket did not appear"
 capture "$BIN/drover" --server "unix:$T/listen.sock" --token-file "$T/missing.token" driver list
 [[ $RC == 2 ]] || fail "missing token file: exit $RC, expected 2"
 grep -q "$T/missing.token" "$T/.err" || fail "the missing token file is not named"
+capture "$BIN/drover" --server "unix:$T/listen.sock" --token-file "$T" driver list
+[[ $RC == 2 ]] || fail "token file that is a directory: exit $RC, expected 2"
+contains "$ERR" "cannot read the token file $T: Is a directory" "--token-file DIR"
 
 # gen-certs.sh: a chain that verifies, SANs for the compose service, private keys 0600.
 "$SRC/scripts/gen-certs.sh" "$T/certs" 2>/dev/null
