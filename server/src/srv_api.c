@@ -437,6 +437,9 @@ static Drover__Api__V1__Project *project_msg(struct gc *g, struct srv_store *st,
 		return NULL;
 	drover__api__v1__project__init(m);
 	m->name = gc_strdup(g, name);
+	int64_t created = 0;
+	if (srv_store_project_created(st, name, &created) == 1)
+		m->created_unix_ms = created;
 	struct srv_backend **bes;
 	size_t nb;
 	if (srv_store_backend_list(st, name, &bes, &nb) == 0) {
