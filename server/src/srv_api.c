@@ -1141,14 +1141,24 @@ static void h_list_events(struct api_call *c)
 	struct gc g = {0};
 	if (project && need_project(c, project) < 0)
 		return;
-	struct srv_event_filter f = {.project = project,
-	                             .instance =
-	                                 req->instance_id && req->instance_id[0] ? req->instance_id : NULL,
-	                             .after_id = (int64_t)req->after_id,
-	                             .limit = req->limit ? req->limit : 100};
+	/*
+	 * The instance by id or by name, as for `instance show`: a name (or a typo)
+	 * matched no event id and listed nothing, which looked like "no events".
+	 */
+	struct srv_instance *in = NULL;
+	if (req->instance_id && req->instance_id[0] && !(in = find_instance(c, req->instance_id, project)))
+		return;
+	struct srv_event_filter f = {
+	    .project = project,
+	    .instance = in ? in->id : NULL,
+	    /* ids are int64 in the store: a larger after_id read as negative, i.e. all */
+	    .after_id = req->after_id > INT64_MAX ? INT64_MAX : (int64_t)req->after_id,
+	    .limit = req->limit ? req->limit : 100};
 	struct srv_event *ev;
 	size_t n;
-	if (srv_store_event_list(c->api->st, &f, &ev, &n) < 0) {
+	int rc = srv_store_event_list(c->api->st, &f, &ev, &n);
+	srv_instance_free(in);
+	if (rc < 0) {
 		reply_err(c, DRV_EINTERNAL, "store: %s", srv_store_errmsg(c->api->st));
 		return;
 	}
