@@ -8,7 +8,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -1279,6 +1281,26 @@ static int add_methods(struct srv_api *api, struct drv_rpc_server *srv)
 	return 0;
 }
 
+/*
+ * True when something accepts connections on the unix socket at path. gRPC
+ * unlinks a socket in its way before it binds, live or stale: a second droverd
+ * with another data directory but the same listen.unix took the socket of a
+ * running one, which kept running unreachable, and removed it when it stopped.
+ */
+static bool unix_socket_live(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return false;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	bool live = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return live;
+}
+
 int srv_api_start(const struct srv_api_opts *o, struct srv_api **out, char *err, size_t errlen)
 {
 	struct srv_api *api = calloc(1, sizeof(*api));
@@ -1301,6 +1323,14 @@ int srv_api_start(const struct srv_api_opts *o, struct srv_api **out, char *err,
 	uv_timer_init(o->loop, &api->trim);
 	api->trim.data = api;
 	if (o->unix_path) {
+		if (unix_socket_live(o->unix_path)) {
+			snprintf(
+			    err, errlen,
+			    "%s: another server is listening on this socket (another droverd with the same "
+			    "listen.unix?); stop it or choose another path",
+			    o->unix_path);
+			goto fail;
+		}
 		struct drv_rpc_server_opts so = {.address = addr};
 		snprintf(addr, sizeof(addr), "unix:%s", o->unix_path);
 		if (drv_rpc_server_new(&so, &api->unix_srv, e2, sizeof(e2)) != 0 ||
