@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1301,6 +1302,44 @@ static bool unix_socket_live(const char *path)
 	return live;
 }
 
+/*
+ * True when a listening socket holds the TCP address. gRPC binds with
+ * SO_REUSEPORT, so a second droverd on the same listen.tcp bound too and the
+ * kernel split the connections between two servers with different stores and
+ * tokens. A plain bind (no SO_REUSEPORT; SO_REUSEADDR, which does not pass a
+ * listener on Linux, so that TIME_WAIT does not count) tells.
+ */
+static bool tcp_address_taken(const char *address)
+{
+	char host[256];
+	const char *colon = strrchr(address, ':');
+	size_t hl = colon ? (size_t)(colon - address) : 0;
+	if (!colon || hl >= sizeof(host))
+		return false;
+	memcpy(host, address, hl);
+	host[hl] = '\0';
+	char *h = host;
+	if (h[0] == '[' && hl > 1 && h[hl - 1] == ']') { /* [::1]:7443 */
+		h[hl - 1] = '\0';
+		h++;
+	}
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
+	if (getaddrinfo(h[0] ? h : NULL, colon + 1, &hints, &ai) != 0)
+		return false; /* gRPC reports the address itself */
+	bool taken = false;
+	for (struct addrinfo *a = ai; a && !taken; a = a->ai_next) {
+		int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+		if (fd < 0)
+			continue;
+		int one = 1;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		taken = bind(fd, a->ai_addr, a->ai_addrlen) < 0 && errno == EADDRINUSE;
+		close(fd);
+	}
+	freeaddrinfo(ai);
+	return taken;
+}
+
 int srv_api_start(const struct srv_api_opts *o, struct srv_api **out, char *err, size_t errlen)
 {
 	struct srv_api *api = calloc(1, sizeof(*api));
@@ -1346,6 +1385,14 @@ int srv_api_start(const struct srv_api_opts *o, struct srv_api **out, char *err,
 		}
 	}
 	if (o->cfg->listen_tcp) {
+		if (tcp_address_taken(o->cfg->listen_tcp)) {
+			snprintf(err, errlen,
+			         "cannot serve the API on %s: the address is in use (another droverd with "
+			         "the same "
+			         "listen.tcp?)",
+			         o->cfg->listen_tcp);
+			goto fail;
+		}
 		struct drv_rpc_server_opts so = {.address = o->cfg->listen_tcp,
 		                                 .tls_cert_file = o->cfg->tcp_cert,
 		                                 .tls_key_file = o->cfg->tcp_key,

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # One droverd per data directory and per API socket: a second droverd on the
-# same data directory, or on another data directory with the same
-# listen.unix, exits 1 naming what is taken, and the first keeps serving (the
-# second used to unlink the first's socket and take it over). After a kill -9,
-# the stale socket and lock do not stop a restart, and the state is kept.
+# same data directory, or on another data directory with the same listen.unix
+# or listen.tcp, exits 1 naming what is taken, and the first keeps serving
+# (the second used to take the first's unix socket over, or share its TCP
+# port). After a kill -9, the stale socket and lock do not stop a restart, and
+# the state is kept.
 . "$(dirname "$0")/lib.sh"
 
 config_header
@@ -39,4 +40,20 @@ start_droverd
 run 0 --json project list
 [[ $(jout '[.projects[] | select(.name == "kept")] | length') == 1 ]] ||
 	fail "project kept was lost across kill -9 and restart"
+
+# Two droverd on the same listen.tcp: gRPC binds with SO_REUSEPORT, and both
+# used to listen, the kernel splitting connections between them.
+port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+for d in tcp1 tcp2; do
+	cat >"$T/$d.yaml" <<YAML
+listen: {unix: $T/$d.sock, tcp: {address: 127.0.0.1:$port}}
+data_dir: $T/$d-data
+YAML
+done
+"$BIN/droverd" --config "$T/tcp1.yaml" >>"$T/tcp1.log" 2>&1 &
+BG_PIDS+=($!)
+wait_for 15 "[[ -S $T/tcp1.sock ]]" || fail "the droverd on 127.0.0.1:$port did not start"
+capture timeout 10 "$BIN/droverd" --config "$T/tcp2.yaml"
+[[ $RC == 1 ]] || fail "a second droverd on 127.0.0.1:$port exited $RC, expected 1"
+contains "$ERR" "127.0.0.1:$port: the address is in use" "second droverd, same listen.tcp"
 log "ok"
