@@ -223,6 +223,12 @@ int cli_call(struct cli_ctx *c, const char *method, const ProtobufCMessage *req,
 	const ProtobufCServiceDescriptor *svc = &drover__api__v1__drover__descriptor;
 	*resp = NULL;
 	c->last_code = DRV_EUNAVAILABLE;
+	/*
+	 * An empty project is the API's "every project": --project "$UNSET" listed
+	 * the instances of all projects and looked instances up by id only.
+	 */
+	if (!c->project[0])
+		return cli_usage_error("--project: empty project name (use --all for every project)");
 	int rc = connect_lazily(c);
 	if (rc)
 		return rc;

@@ -60,6 +60,11 @@ contains "$ERR" "$T/empty.secret is empty" "--secret-file with an empty file"
 capture "$BIN/drover" --server 127.0.0.1:99999 driver list
 [[ $RC == 2 ]] || fail "--server with port 99999: exit $RC, expected 2"
 contains "$ERR" "port must be a number from 1 to 65535" "--server 127.0.0.1:99999"
+# An empty --project is the API's "every project"; it listed all projects' instances.
+cli 2 --project "" instance list
+contains "$ERR" "--project: empty project name" "empty global --project"
+cli 2 instance list --project ""
+contains "$ERR" "--project: empty project name" "empty --project after the command"
 cli 2 instance show
 cli 2 instance list --gpu H100
 contains "$ERR" "belong to 'instance create'" "create flag on list"
