@@ -343,6 +343,20 @@ int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv)
 			} else {
 				key = strdup(optarg);
 			}
+			/*
+			 * Both went to the driver as a key: an empty one (--ssh-key "$UNSET", an
+			 * empty file), and the first line of a private key file (@~/.ssh/id_ed25519).
+			 */
+			if (key && !key[0])
+				rc = cli_usage_error("instance create: --ssh-key '%s': empty key", optarg);
+			else if (key && strncmp(key, "-----BEGIN", 10) == 0)
+				rc = cli_usage_error("instance create: --ssh-key %s: this is a private key; "
+				                     "give the public one (the .pub file)",
+				                     optarg);
+			if (rc) {
+				free(key);
+				goto out;
+			}
 			keys = realloc(keys, (n_keys + 1) * sizeof(char *));
 			if (!keys || !key)
 				abort();

@@ -65,6 +65,12 @@ cli 2 --project "" instance list
 contains "$ERR" "--project: empty project name" "empty global --project"
 cli 2 instance list --project ""
 contains "$ERR" "--project: empty project name" "empty --project after the command"
+# An empty key, or a private key file, went to the driver as an SSH key.
+cli 2 instance create --cpus 1 --ssh-key ""
+contains "$ERR" "empty key" "--ssh-key ''"
+printf -- '-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n' >"$T/id_test"
+cli 2 instance create --cpus 1 --ssh-key "@$T/id_test"
+contains "$ERR" "this is a private key" "--ssh-key @PRIVATE_KEY"
 cli 2 instance show
 cli 2 instance list --gpu H100
 contains "$ERR" "belong to 'instance create'" "create flag on list"
