@@ -211,10 +211,9 @@ static int connect_lazily(struct cli_ctx *c)
 		return cli_usage_error("--cert-file and --key-file go together");
 	struct drv_rpc_channel_opts o = {
 	    .target = c->target, .ca_file = c->ca_file, .cert_file = c->cert_file, .key_file = c->key_file};
-	if (drv_rpc_channel_new(&o, &c->ch, err, sizeof(err))) {
-		fprintf(stderr, "drover: cannot connect to %s: %s\n", c->target, err);
-		return CLI_EXIT_UNREACHABLE;
-	}
+	/* Making the channel only reads the --ca-file, --cert-file and --key-file: a local problem (2). */
+	if (drv_rpc_channel_new(&o, &c->ch, err, sizeof(err)))
+		return cli_usage_error("%s", err);
 	return 0;
 }
 

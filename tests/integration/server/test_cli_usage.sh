@@ -98,6 +98,11 @@ grep -q "$T/missing.token" "$T/.err" || fail "the missing token file is not name
 capture "$BIN/drover" --server "unix:$T/listen.sock" --token-file "$T" driver list
 [[ $RC == 2 ]] || fail "token file that is a directory: exit $RC, expected 2"
 contains "$ERR" "cannot read the token file $T: Is a directory" "--token-file DIR"
+# An unreadable --ca-file is a local file problem (2), not an unreachable server (3).
+echo 0123abcd >"$T/some.token"
+capture "$BIN/drover" --server "unix:$T/listen.sock" --token-file "$T/some.token" --ca-file "$T/no-ca.pem" driver list
+[[ $RC == 2 ]] || fail "missing --ca-file: exit $RC, expected 2"
+contains "$ERR" "$T/no-ca.pem" "missing --ca-file"
 
 # gen-certs.sh: a chain that verifies, SANs for the compose service, private keys 0600.
 "$SRC/scripts/gen-certs.sh" "$T/certs" 2>/dev/null
