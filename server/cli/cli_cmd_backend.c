@@ -327,6 +327,15 @@ int cli_cmd_backend(struct cli_ctx *c, int argc, char **argv)
 	}
 	int nargs = argc - optind;
 	const char *sub = nargs > 0 ? argv[optind] : "";
+	/* Ignored before: 'backend remove NAME --all' removed it from --project only. */
+	if (all && strcmp(sub, "list") != 0) {
+		rc = cli_usage_error("backend: --all belongs to 'backend list'");
+		goto out;
+	}
+	if (force && strcmp(sub, "remove") != 0) {
+		rc = cli_usage_error("backend: --force belongs to 'backend remove'");
+		goto out;
+	}
 	if (strcmp(sub, "add") == 0) {
 		if (nargs == 2 && !name)
 			name = argv[optind + 1];

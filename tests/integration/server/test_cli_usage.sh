@@ -45,6 +45,10 @@ cli 2 backend add --name x --type sim --config '{"capacity": 2'
 contains "$ERR" "not valid JSON" "bad JSON"
 cli 2 backend add --name x --type sim --config '[1]'
 contains "$ERR" "JSON object" "non-object JSON"
+cli 2 backend remove x --all
+contains "$ERR" "--all belongs to 'backend list'" "backend remove --all"
+cli 2 backend add --name x --type sim --force
+contains "$ERR" "--force belongs to 'backend remove'" "backend add --force"
 cli 2 backend add --name x --type sim --secret novalue
 contains "$ERR" "KEY=VALUE" "secret without ="
 # A directory opens but does not read: it was taken for an empty file (an empty
@@ -76,6 +80,15 @@ cli 2 instance list --gpu H100
 contains "$ERR" "belong to 'instance create'" "create flag on list"
 cli 2 instance list --status sleeping
 contains "$ERR" "--status sleeping" "bad status"
+# Options of another subcommand were ignored (create --status made a machine).
+cli 2 instance create --cpus 1 --status running
+contains "$ERR" "--status and --all belong to 'instance list'" "create --status"
+cli 2 instance show x --all
+contains "$ERR" "--status and --all belong to 'instance list'" "show --all"
+cli 2 instance list --wait
+contains "$ERR" "--wait belongs to" "list --wait"
+cli 2 instance show x --wait
+contains "$ERR" "--wait belongs to" "show --wait"
 
 # Valid commands, but nothing listens: exit 3, naming the address.
 cli 3 driver list
