@@ -226,6 +226,9 @@ int cli_call(struct cli_ctx *c, const char *method, const ProtobufCMessage *req,
 	 * An empty project is the API's "every project": --project "$UNSET" listed
 	 * the instances of all projects and looked instances up by id only.
 	 */
+	if (c->bad_timeout)
+		return cli_usage_error("--timeout %s: expected whole seconds between 1 and 86400",
+		                       c->bad_timeout);
 	if (!c->project[0])
 		return cli_usage_error("--project: empty project name (use --all for every project)");
 	int rc = connect_lazily(c);
@@ -283,6 +286,10 @@ bool cli_common_option(struct cli_ctx *c, int opt)
 		return true;
 	case 'P':
 		c->project = optarg;
+		return true;
+	case 'T': /* after the command too: 'instance terminate X --wait --timeout 30' */
+		if (cli_parse_timeout(optarg, &c->timeout_ms) < 0)
+			c->bad_timeout = optarg;
 		return true;
 	default:
 		return false;

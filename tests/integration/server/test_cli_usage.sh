@@ -93,6 +93,10 @@ contains "$ERR" "--wait belongs to" "show --wait"
 # Valid commands, but nothing listens: exit 3, naming the address.
 cli 3 driver list
 contains "$ERR" "cannot reach droverd at unix:$T/nothing.sock" "unreachable unix socket"
+# --timeout after the command, as the instance help suggests, was an unknown option (2).
+cli 3 instance terminate x --wait --timeout 5
+cli 2 instance terminate x --wait --timeout soon
+contains "$ERR" "--timeout soon: expected whole seconds" "bad --timeout after the command"
 cli 3 offer --gpu H100:1 --gpu-memory 40GB: --cpus 8 --memory 64GB --spot-auto --region us-east-1
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 capture "$BIN/drover" --server "127.0.0.1:$port" driver list
