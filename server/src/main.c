@@ -320,8 +320,18 @@ int main(int argc, char **argv)
 		srv_log_set_level((enum srv_log_level)srv_log_level_from_name(log_level));
 	if (!data_dir)
 		data_dir = a.cfg->data_dir ? a.cfg->data_dir : "./var";
-	if (mkdir_p(data_dir, 0700) < 0) {
+	if (!data_dir[0]) {
+		srv_error("droverd", "the data directory is an empty path (--data-dir or data_dir)");
+		goto out;
+	}
+	/* mkdir_p() accepts an existing file; it failed later as "FILE/droverd.lock: Not a directory". */
+	struct stat dst;
+	if (mkdir_p(data_dir, 0700) < 0 || stat(data_dir, &dst) < 0) {
 		srv_error("droverd", "data directory %s: %s", data_dir, strerror(errno));
+		goto out;
+	}
+	if (!S_ISDIR(dst.st_mode)) {
+		srv_error("droverd", "data directory %s: %s", data_dir, strerror(ENOTDIR));
 		goto out;
 	}
 	char path[PATH_MAX];

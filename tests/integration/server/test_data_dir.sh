@@ -11,6 +11,15 @@ config_header
 start_droverd
 run 0 project create kept
 
+# A data directory that is a file, or empty: named as such.
+touch "$T/afile"
+capture "$BIN/droverd" --data-dir "$T/afile"
+[[ $RC == 1 ]] || fail "droverd --data-dir FILE exited $RC, expected 1"
+contains "$ERR" "data directory $T/afile: Not a directory" "--data-dir FILE"
+capture "$BIN/droverd" --data-dir ""
+[[ $RC == 1 ]] || fail "droverd --data-dir '' exited $RC, expected 1"
+contains "$ERR" "the data directory is an empty path" "--data-dir ''"
+
 # Same data directory.
 capture "$BIN/droverd" --config "$CONFIG"
 [[ $RC == 1 ]] || fail "a second droverd on the same data directory exited $RC, expected 1"
