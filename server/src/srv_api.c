@@ -991,6 +991,12 @@ static void h_create_instance(struct api_call *c)
 		          req->name);
 		return;
 	}
+	/* The config's range for provisioning.max_tries; 0 means the server's. */
+	if (req->max_tries > 1000) {
+		reply_err(c, DRV_EINVAL, "max_tries: %u is out of range [1, 1000] (0: the server's default)",
+		          req->max_tries);
+		return;
+	}
 	drv_features required;
 	if (need_selection(c, req->required_features, req->n_required_features, req->requirements,
 	                   &required) < 0)
