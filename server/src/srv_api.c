@@ -1496,6 +1496,15 @@ int srv_api_load_token(const char *path, char *buf, size_t buflen, char *err, si
 		return -1;
 	}
 	FILE *f = fopen(path, "r");
+	struct stat st;
+	/* As for secret.key: whoever reads the token may call the API (over TCP, from anywhere). */
+	if (f && fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077)) {
+		fclose(f);
+		snprintf(err, errlen,
+		         "%s: admin token file is accessible by group or others (mode %03o); chmod 600 it",
+		         path, (unsigned)(st.st_mode & 0777));
+		return -1;
+	}
 	if (!f || !fgets(buf, (int)buflen, f)) {
 		if (f)
 			fclose(f);

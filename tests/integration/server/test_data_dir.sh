@@ -20,6 +20,14 @@ capture "$BIN/droverd" --data-dir ""
 [[ $RC == 1 ]] || fail "droverd --data-dir '' exited $RC, expected 1"
 contains "$ERR" "the data directory is an empty path" "--data-dir ''"
 
+# An admin token others can read is refused, as secret.key is (it was taken).
+mkdir -m 700 "$T/tok"
+openssl rand -hex 32 >"$T/tok/admin.token"
+chmod 644 "$T/tok/admin.token"
+capture timeout 10 "$BIN/droverd" --data-dir "$T/tok"
+[[ $RC == 1 ]] || fail "droverd with a 0644 admin.token exited $RC, expected 1"
+contains "$ERR" "admin.token: admin token file is accessible by group or others (mode 644)" "0644 admin.token"
+
 # Same data directory.
 capture "$BIN/droverd" --config "$CONFIG"
 [[ $RC == 1 ]] || fail "a second droverd on the same data directory exited $RC, expected 1"
