@@ -35,6 +35,8 @@ struct cli_ctx {
 	const char *project; /* default project of the commands that take one */
 	bool json;
 	int timeout_ms;
+	const char
+	    *bad_timeout;  /* a --timeout after the command that did not parse, reported by cli_call() */
 	char target[4200]; /* the gRPC target, unix paths made absolute */
 	char token[512];
 	struct drv_rpc_channel *ch;
@@ -59,11 +61,12 @@ int cli_call_text(struct cli_ctx *c, const char *method, const ProtobufCMessage 
                   ProtobufCMessage **resp);
 
 /*
- * Options every subcommand takes (--json, --project, --help), as getopt_long
- * entries with the short codes 'J', 'P' and 'h'.
+ * Options every subcommand takes (--json, --project, --timeout, --help), as
+ * getopt_long entries with the short codes 'J', 'P', 'T' and 'h'.
  */
 #define CLI_COMMON_OPTIONS                                                                                   \
 	{"json", no_argument, NULL, 'J'}, {"project", required_argument, NULL, 'P'},                         \
+	    {"timeout", required_argument, NULL, 'T'},                                                       \
 	{                                                                                                    \
 		"help", no_argument, NULL, 'h'                                                               \
 	}
@@ -134,6 +137,8 @@ int cli_parse_gpu(const char *s, char **name, Drover__Compute__V1__UintRange *co
                   size_t errlen);
 /* A non-negative integer that fits in `max`. */
 int cli_parse_uint(const char *s, uint64_t max, uint64_t *out);
+/* --timeout SECONDS, 1 to 86400, into milliseconds. 0 or -1. */
+int cli_parse_timeout(const char *s, int *ms);
 /* A price: a finite number > 0. */
 int cli_parse_price(const char *s, double *out);
 

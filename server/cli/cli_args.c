@@ -59,6 +59,15 @@ int cli_parse_uint(const char *s, uint64_t max, uint64_t *out)
 	return 0;
 }
 
+int cli_parse_timeout(const char *s, int *ms)
+{
+	uint64_t secs;
+	if (cli_parse_uint(s, 86400, &secs) || secs == 0)
+		return -1;
+	*ms = (int)secs * 1000;
+	return 0;
+}
+
 int cli_parse_price(const char *s, double *out)
 {
 	char *end;

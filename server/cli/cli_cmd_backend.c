@@ -51,9 +51,16 @@ static char *read_file(const char *path, size_t *len, char *err, size_t errlen)
 			buf = realloc(buf, cap);
 		}
 	}
+	int read_errno = ferror(f) ? errno : 0;
 	fclose(f);
 	if (!buf)
 		abort();
+	/* A directory opens; only the read fails, which must not pass for an empty file. */
+	if (read_errno) {
+		snprintf(err, errlen, "cannot read %s: %s", path, strerror(read_errno));
+		free(buf);
+		return NULL;
+	}
 	buf[n] = '\0';
 	*len = n;
 	return buf;
@@ -77,6 +84,11 @@ static int secret_add(struct secrets *s, const char *opt, const char *arg, bool 
 		/* A trailing newline from an editor is not part of a credential. */
 		while (n && (value[n - 1] == '\n' || value[n - 1] == '\r'))
 			value[--n] = '\0';
+		if (!n) {
+			free(key);
+			free(value);
+			return cli_usage_error("backend add: --secret-file: %s is empty", eq + 1);
+		}
 	} else {
 		value = strdup(eq + 1);
 	}
@@ -315,6 +327,15 @@ int cli_cmd_backend(struct cli_ctx *c, int argc, char **argv)
 	}
 	int nargs = argc - optind;
 	const char *sub = nargs > 0 ? argv[optind] : "";
+	/* Ignored before: 'backend remove NAME --all' removed it from --project only. */
+	if (all && strcmp(sub, "list") != 0) {
+		rc = cli_usage_error("backend: --all belongs to 'backend list'");
+		goto out;
+	}
+	if (force && strcmp(sub, "remove") != 0) {
+		rc = cli_usage_error("backend: --force belongs to 'backend remove'");
+		goto out;
+	}
 	if (strcmp(sub, "add") == 0) {
 		if (nargs == 2 && !name)
 			name = argv[optind + 1];

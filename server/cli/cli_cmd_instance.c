@@ -343,6 +343,20 @@ int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv)
 			} else {
 				key = strdup(optarg);
 			}
+			/*
+			 * Both went to the driver as a key: an empty one (--ssh-key "$UNSET", an
+			 * empty file), and the first line of a private key file (@~/.ssh/id_ed25519).
+			 */
+			if (key && !key[0])
+				rc = cli_usage_error("instance create: --ssh-key '%s': empty key", optarg);
+			else if (key && strncmp(key, "-----BEGIN", 10) == 0)
+				rc = cli_usage_error("instance create: --ssh-key %s: this is a private key; "
+				                     "give the public one (the .pub file)",
+				                     optarg);
+			if (rc) {
+				free(key);
+				goto out;
+			}
 			keys = realloc(keys, (n_keys + 1) * sizeof(char *));
 			if (!keys || !key)
 				abort();
@@ -381,6 +395,16 @@ int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv)
 	}
 	int nargs = argc - optind;
 	const char *sub = nargs > 0 ? argv[optind] : "";
+	/* Options of another subcommand were ignored: 'instance create --status running' made a machine. */
+	if ((n_statuses || all) && strcmp(sub, "list") != 0) {
+		rc = cli_usage_error("instance: --status and --all belong to 'instance list'");
+		goto out;
+	}
+	if (wait && strcmp(sub, "create") != 0 && strcmp(sub, "terminate") != 0) {
+		rc =
+		    cli_usage_error("instance: --wait belongs to 'instance create' and 'instance terminate'");
+		goto out;
+	}
 	if (strcmp(sub, "create") == 0 && nargs == 1) {
 		cli_req_finish(&r);
 		creq.project = (char *)c->project;

@@ -149,7 +149,7 @@ int cli_cmd_project(struct cli_ctx *c, int argc, char **argv)
 /* ---- event ---- */
 
 static const char event_help[] =
-    "Usage: drover event list [--project P | --all] [--instance ID] [--after ID] [--limit N] [--json]\n"
+    "Usage: drover event list [--project P | --all] [--instance ID|NAME] [--after ID] [--limit N] [--json]\n"
     "\n"
     "Lists the server's events (instances created, attempts failed, drivers\n"
     "crashed...), oldest first. --all lists the events of every project.\n"

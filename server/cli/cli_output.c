@@ -38,6 +38,55 @@ static json_t *base64(const ProtobufCBinaryData *b)
 	return j;
 }
 
+/* Length of the valid UTF-8 sequence at s (as jansson checks it), 0 if there is none. */
+static size_t utf8_seq(const unsigned char *s)
+{
+	unsigned char c = s[0];
+	if (c < 0x80)
+		return 1;
+	size_t n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+	unsigned char lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80;
+	unsigned char hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
+	if (n && (s[1] < lo || s[1] > hi))
+		return 0;
+	for (size_t i = 2; i < n; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	return n;
+}
+
+/*
+ * s as a JSON string. Text from a driver or echoed from the command line may
+ * not be UTF-8, which json_string() refuses (NULL): the field then vanished
+ * from the output. Each invalid byte becomes U+FFFD instead.
+ */
+static json_t *json_text(const char *s)
+{
+	json_t *j = json_string(s);
+	if (j)
+		return j;
+	size_t len = strlen(s);
+	char *out = malloc(3 * len + 1), *o = out;
+	if (!out)
+		return json_null();
+	for (const unsigned char *p = (const unsigned char *)s; *p;) {
+		size_t n = utf8_seq(p);
+		if (n) {
+			memcpy(o, p, n);
+			o += n;
+			p += n;
+		} else {
+			memcpy(o, "\xef\xbf\xbd", 3);
+			o += 3;
+			p++;
+		}
+	}
+	*o = '\0';
+	j = json_string(out);
+	free(out);
+	return j ? j : json_null();
+}
+
 /* One value of field `f` stored at `p`. */
 static json_t *value_to_json(const ProtobufCFieldDescriptor *f, const void *p)
 {
@@ -69,7 +118,7 @@ static json_t *value_to_json(const ProtobufCFieldDescriptor *f, const void *p)
 	}
 	case PROTOBUF_C_TYPE_STRING: {
 		const char *s = *(char *const *)p;
-		return json_string(s ? s : "");
+		return json_text(s ? s : "");
 	}
 	case PROTOBUF_C_TYPE_BYTES:
 		return base64(p);
@@ -134,10 +183,12 @@ static json_t *message_to_json(const ProtobufCMessage *msg)
 					const ProtobufCMessageDescriptor *ed = e->descriptor;
 					const char *key =
 					    *(char *const *)((const char *)e + ed->fields[0].offset);
+					json_t *jk = json_text(key ? key : ""); /* keys must be UTF-8 too */
 					json_object_set_new(
-					    m, key ? key : "",
+					    m, json_is_string(jk) ? json_string_value(jk) : "",
 					    value_to_json(&ed->fields[1],
 					                  (const char *)e + ed->fields[1].offset));
+					json_decref(jk);
 				}
 				json_object_set_new(obj, f->name, m);
 				continue;

@@ -57,6 +57,10 @@ static int make_target(struct cli_ctx *c)
 	const char *colon = strrchr(s, ':');
 	if (!colon || colon == s || !colon[1])
 		return cli_usage_error("--server %s: expected unix:PATH or HOST:PORT", s);
+	/* getaddrinfo() takes a port above 65535 modulo 65536, which would reach another port. */
+	uint64_t port;
+	if (cli_parse_uint(colon + 1, 65535, &port) || port == 0)
+		return cli_usage_error("--server %s: the port must be a number from 1 to 65535", s);
 	snprintf(c->target, sizeof(c->target), "%s", s);
 	return 0;
 }
@@ -160,7 +164,11 @@ static int read_token(struct cli_ctx *c)
 		    "directory; use --token-file or DROVER_TOKEN_FILE)",
 		    c->token_file, strerror(errno));
 	size_t n = fread(c->token, 1, sizeof(c->token) - 1, f);
+	int read_errno = ferror(f) ? errno : 0;
 	fclose(f);
+	if (read_errno) /* a directory opens; only the read fails */
+		return cli_usage_error("cannot read the token file %s: %s", c->token_file,
+		                       strerror(read_errno));
 	c->token[n] = '\0';
 	while (n && (c->token[n - 1] == '\n' || c->token[n - 1] == '\r' || c->token[n - 1] == ' '))
 		c->token[--n] = '\0';
@@ -203,10 +211,9 @@ static int connect_lazily(struct cli_ctx *c)
 		return cli_usage_error("--cert-file and --key-file go together");
 	struct drv_rpc_channel_opts o = {
 	    .target = c->target, .ca_file = c->ca_file, .cert_file = c->cert_file, .key_file = c->key_file};
-	if (drv_rpc_channel_new(&o, &c->ch, err, sizeof(err))) {
-		fprintf(stderr, "drover: cannot connect to %s: %s\n", c->target, err);
-		return CLI_EXIT_UNREACHABLE;
-	}
+	/* Making the channel only reads the --ca-file, --cert-file and --key-file: a local problem (2). */
+	if (drv_rpc_channel_new(&o, &c->ch, err, sizeof(err)))
+		return cli_usage_error("%s", err);
 	return 0;
 }
 
@@ -215,6 +222,15 @@ int cli_call(struct cli_ctx *c, const char *method, const ProtobufCMessage *req,
 	const ProtobufCServiceDescriptor *svc = &drover__api__v1__drover__descriptor;
 	*resp = NULL;
 	c->last_code = DRV_EUNAVAILABLE;
+	/*
+	 * An empty project is the API's "every project": --project "$UNSET" listed
+	 * the instances of all projects and looked instances up by id only.
+	 */
+	if (c->bad_timeout)
+		return cli_usage_error("--timeout %s: expected whole seconds between 1 and 86400",
+		                       c->bad_timeout);
+	if (!c->project[0])
+		return cli_usage_error("--project: empty project name (use --all for every project)");
 	int rc = connect_lazily(c);
 	if (rc)
 		return rc;
@@ -270,6 +286,10 @@ bool cli_common_option(struct cli_ctx *c, int opt)
 		return true;
 	case 'P':
 		c->project = optarg;
+		return true;
+	case 'T': /* after the command too: 'instance terminate X --wait --timeout 30' */
+		if (cli_parse_timeout(optarg, &c->timeout_ms) < 0)
+			c->bad_timeout = optarg;
 		return true;
 	default:
 		return false;

@@ -79,7 +79,6 @@ int main(int argc, char **argv)
 	    .timeout_ms = 60000,
 	};
 	int opt;
-	uint64_t secs;
 
 	/*
 	 * gRPC's own log lines would interleave with the CLI's output; errors reach
@@ -112,10 +111,9 @@ int main(int argc, char **argv)
 			c.json = true;
 			break;
 		case OPT_TIMEOUT:
-			if (cli_parse_uint(optarg, 86400, &secs) || secs == 0)
+			if (cli_parse_timeout(optarg, &c.timeout_ms) < 0)
 				return cli_usage_error(
 				    "--timeout %s: expected whole seconds between 1 and 86400", optarg);
-			c.timeout_ms = (int)secs * 1000;
 			break;
 		case 'h':
 			fputs(usage, stdout);

@@ -100,6 +100,32 @@ static char *abs_path(const char *path)
 	return out;
 }
 
+/*
+ * A backend whose type changes in the file while it has live instances: they
+ * keep the old config and secrets (as with remove --force) and stay with the
+ * driver of their own type. Replaced in place, they were terminated through
+ * the new type's driver, which does not know them (UNIMPLEMENTED or
+ * NOT_FOUND): machines left running that drover could no longer stop.
+ */
+static int detach_on_type_change(struct app *a, const char *project, const struct srv_config_backend *cb)
+{
+	struct srv_backend *old = NULL;
+	int rc = srv_store_backend_get(a->st, project, cb->name, &old);
+	if (rc != 0)
+		return rc < 0 ? -1 : 0;
+	int64_t live = 0;
+	if (strcmp(old->type, cb->type) != 0 &&
+	    srv_store_backend_live_instances(a->st, project, cb->name, &live) == 0 && live > 0) {
+		srv_warn("config",
+		         "backend %s/%s changes type from %s to %s with %lld live instance(s); they keep "
+		         "their %s config and driver until they are terminated",
+		         project, cb->name, old->type, cb->type, (long long)live, old->type);
+		rc = srv_store_backend_detach(a->st, project, cb->name) < 0 ? -1 : 0;
+	}
+	srv_backend_free(old);
+	return rc;
+}
+
 /* Projects and backends of the YAML file into the store; file-made backends gone from the file go too. */
 static int sync_config(struct app *a)
 {
@@ -120,6 +146,10 @@ static int sync_config(struct app *a)
 			for (size_t k = 0; k < cb->n_secrets; k++) {
 				kv[k].name = cb->secrets[k].name;
 				kv[k].value = cb->secrets[k].value;
+			}
+			if (detach_on_type_change(a, p->name, cb) < 0) {
+				free(kv);
+				goto fail;
 			}
 			struct srv_backend b = {.project = p->name,
 			                        .name = cb->name,
@@ -290,8 +320,18 @@ int main(int argc, char **argv)
 		srv_log_set_level((enum srv_log_level)srv_log_level_from_name(log_level));
 	if (!data_dir)
 		data_dir = a.cfg->data_dir ? a.cfg->data_dir : "./var";
-	if (mkdir_p(data_dir, 0700) < 0) {
+	if (!data_dir[0]) {
+		srv_error("droverd", "the data directory is an empty path (--data-dir or data_dir)");
+		goto out;
+	}
+	/* mkdir_p() accepts an existing file; it failed later as "FILE/droverd.lock: Not a directory". */
+	struct stat dst;
+	if (mkdir_p(data_dir, 0700) < 0 || stat(data_dir, &dst) < 0) {
 		srv_error("droverd", "data directory %s: %s", data_dir, strerror(errno));
+		goto out;
+	}
+	if (!S_ISDIR(dst.st_mode)) {
+		srv_error("droverd", "data directory %s: %s", data_dir, strerror(ENOTDIR));
 		goto out;
 	}
 	char path[PATH_MAX];

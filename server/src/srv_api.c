@@ -3,12 +3,15 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
+#include <netdb.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -161,17 +164,6 @@ static void reply_gc(struct api_call *c, const struct gc *g, const ProtobufCMess
 }
 
 /* ---- names and conversions ---- */
-
-static bool valid_name(const char *s)
-{
-	size_t n = s ? strlen(s) : 0;
-	if (n == 0 || n > 63 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')))
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
-			return false;
-	return true;
-}
 
 /* A range whose min is above its max can match nothing: a mistake, said so. */
 static int check_requirements(const drv_requirements *r, char *bad, size_t badlen)
@@ -448,6 +440,9 @@ static Drover__Api__V1__Project *project_msg(struct gc *g, struct srv_store *st,
 		return NULL;
 	drover__api__v1__project__init(m);
 	m->name = gc_strdup(g, name);
+	int64_t created = 0;
+	if (srv_store_project_created(st, name, &created) == 1)
+		m->created_unix_ms = created;
 	struct srv_backend **bes;
 	size_t nb;
 	if (srv_store_backend_list(st, name, &bes, &nb) == 0) {
@@ -485,7 +480,7 @@ static void h_create_project(struct api_call *c)
 {
 	const Drover__Api__V1__CreateProjectRequest *req = (const void *)c->req;
 	struct gc g = {0};
-	if (!valid_name(req->name)) {
+	if (!srv_valid_name(req->name)) {
 		reply_err(c, DRV_EINVAL,
 		          "name: \"%s\" is not a valid project name ([a-z0-9][a-z0-9-]*, at most 63)",
 		          req->name);
@@ -625,7 +620,7 @@ static void h_add_backend(struct api_call *c)
 	const Drover__Api__V1__AddBackendRequest *req = (const void *)c->req;
 	if (need_project(c, req->project) < 0)
 		return;
-	if (!valid_name(req->name)) {
+	if (!srv_valid_name(req->name)) {
 		reply_err(c, DRV_EINVAL,
 		          "name: \"%s\" is not a valid backend name ([a-z0-9][a-z0-9-]*, at most 63)",
 		          req->name);
@@ -990,10 +985,16 @@ static void h_create_instance(struct api_call *c)
 	const Drover__Api__V1__CreateInstanceRequest *req = (const void *)c->req;
 	if (need_project(c, req->project) < 0)
 		return;
-	if (req->name && req->name[0] && !valid_name(req->name)) {
+	if (req->name && req->name[0] && !srv_valid_name(req->name)) {
 		reply_err(c, DRV_EINVAL,
 		          "name: \"%s\" is not a valid instance name ([a-z0-9][a-z0-9-]*, at most 63)",
 		          req->name);
+		return;
+	}
+	/* The config's range for provisioning.max_tries; 0 means the server's. */
+	if (req->max_tries > 1000) {
+		reply_err(c, DRV_EINVAL, "max_tries: %u is out of range [1, 1000] (0: the server's default)",
+		          req->max_tries);
 		return;
 	}
 	drv_features required;
@@ -1149,14 +1150,24 @@ static void h_list_events(struct api_call *c)
 	struct gc g = {0};
 	if (project && need_project(c, project) < 0)
 		return;
-	struct srv_event_filter f = {.project = project,
-	                             .instance =
-	                                 req->instance_id && req->instance_id[0] ? req->instance_id : NULL,
-	                             .after_id = (int64_t)req->after_id,
-	                             .limit = req->limit ? req->limit : 100};
+	/*
+	 * The instance by id or by name, as for `instance show`: a name (or a typo)
+	 * matched no event id and listed nothing, which looked like "no events".
+	 */
+	struct srv_instance *in = NULL;
+	if (req->instance_id && req->instance_id[0] && !(in = find_instance(c, req->instance_id, project)))
+		return;
+	struct srv_event_filter f = {
+	    .project = project,
+	    .instance = in ? in->id : NULL,
+	    /* ids are int64 in the store: a larger after_id read as negative, i.e. all */
+	    .after_id = req->after_id > INT64_MAX ? INT64_MAX : (int64_t)req->after_id,
+	    .limit = req->limit ? req->limit : 100};
 	struct srv_event *ev;
 	size_t n;
-	if (srv_store_event_list(c->api->st, &f, &ev, &n) < 0) {
+	int rc = srv_store_event_list(c->api->st, &f, &ev, &n);
+	srv_instance_free(in);
+	if (rc < 0) {
 		reply_err(c, DRV_EINTERNAL, "store: %s", srv_store_errmsg(c->api->st));
 		return;
 	}
@@ -1277,6 +1288,64 @@ static int add_methods(struct srv_api *api, struct drv_rpc_server *srv)
 	return 0;
 }
 
+/*
+ * True when something accepts connections on the unix socket at path. gRPC
+ * unlinks a socket in its way before it binds, live or stale: a second droverd
+ * with another data directory but the same listen.unix took the socket of a
+ * running one, which kept running unreachable, and removed it when it stopped.
+ */
+static bool unix_socket_live(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return false;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return false;
+	bool live = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+	close(fd);
+	return live;
+}
+
+/*
+ * True when a listening socket holds the TCP address. gRPC binds with
+ * SO_REUSEPORT, so a second droverd on the same listen.tcp bound too and the
+ * kernel split the connections between two servers with different stores and
+ * tokens. A plain bind (no SO_REUSEPORT; SO_REUSEADDR, which does not pass a
+ * listener on Linux, so that TIME_WAIT does not count) tells.
+ */
+static bool tcp_address_taken(const char *address)
+{
+	char host[256];
+	const char *colon = strrchr(address, ':');
+	size_t hl = colon ? (size_t)(colon - address) : 0;
+	if (!colon || hl >= sizeof(host))
+		return false;
+	memcpy(host, address, hl);
+	host[hl] = '\0';
+	char *h = host;
+	if (h[0] == '[' && hl > 1 && h[hl - 1] == ']') { /* [::1]:7443 */
+		h[hl - 1] = '\0';
+		h++;
+	}
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
+	if (getaddrinfo(h[0] ? h : NULL, colon + 1, &hints, &ai) != 0)
+		return false; /* gRPC reports the address itself */
+	bool taken = false;
+	for (struct addrinfo *a = ai; a && !taken; a = a->ai_next) {
+		int fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+		if (fd < 0)
+			continue;
+		int one = 1;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		taken = bind(fd, a->ai_addr, a->ai_addrlen) < 0 && errno == EADDRINUSE;
+		close(fd);
+	}
+	freeaddrinfo(ai);
+	return taken;
+}
+
 int srv_api_start(const struct srv_api_opts *o, struct srv_api **out, char *err, size_t errlen)
 {
 	struct srv_api *api = calloc(1, sizeof(*api));
@@ -1299,6 +1368,14 @@ int srv_api_start(const struct srv_api_opts *o, struct srv_api **out, char *err,
 	uv_timer_init(o->loop, &api->trim);
 	api->trim.data = api;
 	if (o->unix_path) {
+		if (unix_socket_live(o->unix_path)) {
+			snprintf(
+			    err, errlen,
+			    "%s: another server is listening on this socket (another droverd with the same "
+			    "listen.unix?); stop it or choose another path",
+			    o->unix_path);
+			goto fail;
+		}
 		struct drv_rpc_server_opts so = {.address = addr};
 		snprintf(addr, sizeof(addr), "unix:%s", o->unix_path);
 		if (drv_rpc_server_new(&so, &api->unix_srv, e2, sizeof(e2)) != 0 ||
@@ -1314,6 +1391,14 @@ int srv_api_start(const struct srv_api_opts *o, struct srv_api **out, char *err,
 		}
 	}
 	if (o->cfg->listen_tcp) {
+		if (tcp_address_taken(o->cfg->listen_tcp)) {
+			snprintf(err, errlen,
+			         "cannot serve the API on %s: the address is in use (another droverd with "
+			         "the same "
+			         "listen.tcp?)",
+			         o->cfg->listen_tcp);
+			goto fail;
+		}
 		struct drv_rpc_server_opts so = {.address = o->cfg->listen_tcp,
 		                                 .tls_cert_file = o->cfg->tcp_cert,
 		                                 .tls_key_file = o->cfg->tcp_key,
@@ -1411,6 +1496,15 @@ int srv_api_load_token(const char *path, char *buf, size_t buflen, char *err, si
 		return -1;
 	}
 	FILE *f = fopen(path, "r");
+	struct stat st;
+	/* As for secret.key: whoever reads the token may call the API (over TCP, from anywhere). */
+	if (f && fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode) && (st.st_mode & 077)) {
+		fclose(f);
+		snprintf(err, errlen,
+		         "%s: admin token file is accessible by group or others (mode %03o); chmod 600 it",
+		         path, (unsigned)(st.st_mode & 0777));
+		return -1;
+	}
 	if (!f || !fgets(buf, (int)buflen, f)) {
 		if (f)
 			fclose(f);

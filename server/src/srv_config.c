@@ -63,6 +63,35 @@ static bool is_null_scalar(const yaml_node_t *n)
 	       strcmp(s, "NULL") == 0;
 }
 
+bool srv_valid_name(const char *s)
+{
+	size_t n = s ? strlen(s) : 0;
+	if (n == 0 || n > 63 || !((s[0] >= 'a' && s[0] <= 'z') || (s[0] >= '0' && s[0] <= '9')))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+			return false;
+	return true;
+}
+
+/*
+ * HOST:PORT with a port from 1 to 65535. Checked here because the resolver
+ * takes a larger port modulo 65536: 127.0.0.1:99999 would listen on 34463.
+ */
+static bool valid_host_port(const char *s)
+{
+	const char *colon = strrchr(s, ':');
+	if (!colon || colon == s || !colon[1] || strlen(colon + 1) > 5)
+		return false;
+	long port = 0;
+	for (const char *p = colon + 1; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return false;
+		port = port * 10 + (*p - '0');
+	}
+	return port >= 1 && port <= 65535;
+}
+
 static int get_string(struct walk *w, const yaml_node_t *n, const char *path, char **out)
 {
 	if (n->type != YAML_SCALAR_NODE || is_null_scalar(n))
@@ -370,6 +399,9 @@ static int backend_item(struct walk *w, yaml_node_t *n, const char *path, void *
 		return -1;
 	if (!b->name)
 		return fail(w, n, path, "missing field 'name'");
+	if (!srv_valid_name(b->name))
+		return fail(w, n, path, "\"%s\" is not a valid backend name ([a-z0-9][a-z0-9-]*, at most 63)",
+		            b->name);
 	if (!b->type)
 		return fail(w, n, path, "missing field 'type'");
 	if (!b->config_json && !(b->config_json = strdup("{}")))
@@ -406,6 +438,9 @@ static int project_item(struct walk *w, yaml_node_t *n, const char *path, void *
 		return -1;
 	if (!pr->name)
 		return fail(w, n, path, "missing field 'name'");
+	if (!srv_valid_name(pr->name))
+		return fail(w, n, path, "\"%s\" is not a valid project name ([a-z0-9][a-z0-9-]*, at most 63)",
+		            pr->name);
 	for (size_t j = 0; j + 1 < cfg->n_projects; j++)
 		if (strcmp(cfg->projects[j].name, pr->name) == 0)
 			return fail(w, n, path, "duplicate project name \"%s\"", pr->name);
@@ -501,6 +536,9 @@ static int remote_item(struct walk *w, yaml_node_t *n, const char *path, void *c
 		return fail(w, n, path, "missing field 'type'");
 	if (!r->address)
 		return fail(w, n, path, "missing field 'address'");
+	if (strncmp(r->address, "unix:", 5) != 0 && !valid_host_port(r->address))
+		return fail(w, n, path, "address \"%s\" is not HOST:PORT with a port from 1 to 65535",
+		            r->address);
 	if (!r->insecure && (!r->ca || !r->cert || !r->key))
 		return fail(w, n, path,
 		            "a remote driver needs ca, cert and key (mutual TLS), or insecure: true");
@@ -571,6 +609,9 @@ static int listen_field(struct walk *w, const char *key, yaml_node_t *v, const c
 			return -1;
 		if (!cfg->listen_tcp)
 			return fail(w, v, path, "missing field 'address'");
+		if (!valid_host_port(cfg->listen_tcp))
+			return fail(w, v, path, "address \"%s\" is not HOST:PORT with a port from 1 to 65535",
+			            cfg->listen_tcp);
 		if (!cfg->tcp_cert != !cfg->tcp_key)
 			return fail(w, v, path, "cert and key go together");
 		return 0;
@@ -710,6 +751,13 @@ int srv_config_load(const char *path, struct srv_config **out, char *err, size_t
 		len += r;
 		if (r == 0)
 			break;
+	}
+	/* fopen() opens a directory; only the read fails (EISDIR), which must not read as an empty file. */
+	if (ferror(f)) {
+		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+		free(buf);
+		fclose(f);
+		return -1;
 	}
 	fclose(f);
 	int rc = srv_config_parse(path, buf ? buf : "", len, out, err, errlen);

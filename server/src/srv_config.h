@@ -95,6 +95,9 @@ int srv_config_load(const char *path, struct srv_config **out, char *err, size_t
 int srv_config_parse(const char *name, const char *text, size_t len, struct srv_config **out, char *err,
                      size_t errlen);
 
+/* A project, backend or instance name: [a-z0-9][a-z0-9-]*, at most 63 characters. */
+bool srv_valid_name(const char *s);
+
 /* NULL is fine. */
 void srv_config_free(struct srv_config *cfg);
 

@@ -478,7 +478,9 @@ static void create_with_offers(struct create_op *op, int code, const char *messa
 	 * offer's availability is a hint that may be stale either way; the
 	 * driver's answer (RESOURCE_EXHAUSTED) is what decides, and is recorded.
 	 */
-	op->cands = calloc(op->max_tries + 1, sizeof(*op->cands));
+	/* No more than there are offers: max_tries + 1 in unsigned wrapped to 0 for UINT32_MAX. */
+	size_t ncap = res->n_items < op->max_tries ? res->n_items : op->max_tries;
+	op->cands = calloc(ncap + 1, sizeof(*op->cands));
 	bool oom = !op->cands;
 	for (size_t i = 0; !oom && i < res->n_items && op->n_cands < op->max_tries; i++) {
 		const drv_offer *o = res->items[i].offer;

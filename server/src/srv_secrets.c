@@ -74,6 +74,14 @@ int srv_secrets_open(const char *path, struct srv_secrets **out, char *err, size
 		srv_secrets_free(s);
 		return -1;
 	}
+	/* A directory opens read-only too; the mode check below would say "chmod 600 it". */
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s: not a regular file (the 32-byte key file of this data directory)",
+		         path);
+		close(fd);
+		srv_secrets_free(s);
+		return -1;
+	}
 	if (st.st_mode & 077) {
 		snprintf(err, errlen,
 		         "%s: key file is accessible by group or others (mode %03o); chmod 600 it", path,

@@ -420,6 +420,21 @@ int srv_store_project_put(struct srv_store *st, const char *name)
 	return rc == SQLITE_DONE ? 0 : db_err(st, "project put");
 }
 
+int srv_store_project_created(struct srv_store *st, const char *name, int64_t *created_at)
+{
+	sqlite3_stmt *s;
+	if (prep(st, "SELECT created_at FROM projects WHERE name = ?1", -1, &s, NULL) != SQLITE_OK)
+		return db_err(st, "project get");
+	sqlite3_bind_text(s, 1, name, -1, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*created_at = sqlite3_column_int64(s, 0);
+	unprep(st, s);
+	if (rc == SQLITE_ROW)
+		return 1;
+	return rc == SQLITE_DONE ? 0 : db_err(st, "project get");
+}
+
 int srv_store_project_exists(struct srv_store *st, const char *name)
 {
 	sqlite3_stmt *s;

@@ -58,6 +58,8 @@ int srv_store_meta_set(struct srv_store *st, const char *key, const char *value)
 int srv_store_project_put(struct srv_store *st, const char *name);
 /* 1 if it exists, 0 if not, -1 on error. */
 int srv_store_project_exists(struct srv_store *st, const char *name);
+/* Like srv_store_project_exists, with the project's creation time (ms) in *created_at. */
+int srv_store_project_created(struct srv_store *st, const char *name, int64_t *created_at);
 /* *names is a malloc'ed array of malloc'ed strings. */
 int srv_store_project_list(struct srv_store *st, char ***names, size_t *n);
 

@@ -739,13 +739,15 @@ static struct drv_entry *add_entry(struct srv_supervisor *sup, const char *type,
 	return e;
 }
 
-static void scan_dirs(struct srv_supervisor *sup)
+/* warn: at start, where a missing directory (a typo in drivers.dirs) must be seen, not on every rescan. */
+static void scan_dirs(struct srv_supervisor *sup, bool warn)
 {
 	for (size_t d = 0; d < sup->cfg->n_driver_dirs; d++) {
 		const char *dir = sup->cfg->driver_dirs[d];
 		DIR *dh = opendir(dir);
 		if (!dh) {
-			srv_debug("supervisor", "driver directory %s: %s", dir, strerror(errno));
+			srv_log(warn ? SRV_LOG_WARN : SRV_LOG_DEBUG, "supervisor",
+			        "driver directory %s (drivers.dirs): %s", dir, strerror(errno));
 			continue;
 		}
 		struct dirent *de;
@@ -827,7 +829,7 @@ int srv_supervisor_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv
 		e->rcfg = r;
 		snprintf(e->address, sizeof(e->address), "%s", r->address);
 	}
-	scan_dirs(sup);
+	scan_dirs(sup, true);
 	uv_timer_start(&sup->health_timer, health_timer_cb, (uint64_t)cfg->health_interval_ms,
 	               (uint64_t)cfg->health_interval_ms);
 	*out = sup;
@@ -855,7 +857,7 @@ bool srv_supervisor_has_type(struct srv_supervisor *sup, const char *type)
 	if (find(sup, type))
 		return true;
 	/* A binary dropped into a driver directory after start is picked up here. */
-	scan_dirs(sup);
+	scan_dirs(sup, false);
 	return find(sup, type) != NULL;
 }
 
@@ -1125,7 +1127,7 @@ void srv_supervisor_features(struct srv_supervisor *sup, const char *type, const
 
 int srv_supervisor_list(struct srv_supervisor *sup, struct srv_driver_info **list, size_t *n)
 {
-	scan_dirs(sup);
+	scan_dirs(sup, false);
 	struct srv_driver_info *l = calloc(sup->n_entries + 1, sizeof(*l));
 	if (!l)
 		return -1;

@@ -197,6 +197,25 @@ static void test_json(void **state)
 	bc.n_secrets = 1;
 	j = json_of(&bc.base);
 	assert_non_null(strstr(j, "\"secrets\": {\n    \"k\": \"v\"\n  }"));
+
+	/*
+	 * Text that is not UTF-8 (a driver echoing a command-line byte) keeps its
+	 * field, with U+FFFD for each bad byte: json_string() refused it and the
+	 * field was left out. Valid multi-byte text is kept as is.
+	 */
+	Drover__Compute__V1__Diagnostic dg = DROVER__COMPUTE__V1__DIAGNOSTIC__INIT;
+	dg.summary = "caf\xc3\xa9";
+	dg.detail = "\"\xffk\" is not a secret";
+	dg.field_path = "/secrets/\xffk\xed\xa0\x80";
+	j = json_of(&dg.base);
+	assert_non_null(strstr(j, "\"summary\": \"caf\xc3\xa9\""));
+	assert_non_null(strstr(j, "\"detail\": \"\\\"\xef\xbf\xbdk\\\" is not a secret\""));
+	assert_non_null(
+	    strstr(j, "\"field_path\": \"/secrets/\xef\xbf\xbdk\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\""));
+	e.key = "\xc0k";
+	e.value = "v\xfe";
+	j = json_of(&bc.base);
+	assert_non_null(strstr(j, "\"\xef\xbf\xbdk\": \"v\xef\xbf\xbd\""));
 }
 
 int main(void)

@@ -75,6 +75,12 @@ contains "$ERR" "NOT_FOUND" "remove of a removed backend"
 run 0 project create p2
 run 0 --json project list
 [[ $(jout '[.projects[] | select(.name == "p2")] | length') == 1 ]] || fail "project p2 not listed"
+# Every project has its creation time (it was always 0, shown as "-").
+[[ $(jout '[.projects[] | select(.created_unix_ms <= 0)] | length') == 0 ]] ||
+	fail "a project is listed without its creation time"
+run 0 project list
+[[ $(printf '%s\n' "$OUT" | awk '$1 == "p2" {print $NF}') =~ ^[0-9]{2}:[0-9]{2}:[0-9]{2}$ ]] ||
+	fail "project list shows no creation time for p2"
 run 0 --project p2 backend add --name sim1 --type sim --config '{"capacity": 1}'
 run 0 --json backend list --project p2
 [[ $(jout '[.backends[] | select(.name == "sim1" and .project == "p2")] | length') == 1 ]] ||

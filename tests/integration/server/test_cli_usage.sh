@@ -45,17 +45,58 @@ cli 2 backend add --name x --type sim --config '{"capacity": 2'
 contains "$ERR" "not valid JSON" "bad JSON"
 cli 2 backend add --name x --type sim --config '[1]'
 contains "$ERR" "JSON object" "non-object JSON"
+cli 2 backend remove x --all
+contains "$ERR" "--all belongs to 'backend list'" "backend remove --all"
+cli 2 backend add --name x --type sim --force
+contains "$ERR" "--force belongs to 'backend remove'" "backend add --force"
 cli 2 backend add --name x --type sim --secret novalue
 contains "$ERR" "KEY=VALUE" "secret without ="
+# A directory opens but does not read: it was taken for an empty file (an empty
+# secret went to the server; the config file failed as "not valid JSON").
+cli 2 backend add --name x --type sim --secret-file "api_key=$T"
+contains "$ERR" "cannot read $T: Is a directory" "--secret-file DIR"
+cli 2 backend add --name x --type sim --config-file "$T"
+contains "$ERR" "cannot read $T: Is a directory" "--config-file DIR"
+: >"$T/empty.secret"
+cli 2 backend add --name x --type sim --secret-file "api_key=$T/empty.secret"
+contains "$ERR" "$T/empty.secret is empty" "--secret-file with an empty file"
+# A port above 65535 was taken modulo 65536 by getaddrinfo(): 99999 reached 34463.
+capture "$BIN/drover" --server 127.0.0.1:99999 driver list
+[[ $RC == 2 ]] || fail "--server with port 99999: exit $RC, expected 2"
+contains "$ERR" "port must be a number from 1 to 65535" "--server 127.0.0.1:99999"
+# An empty --project is the API's "every project"; it listed all projects' instances.
+cli 2 --project "" instance list
+contains "$ERR" "--project: empty project name" "empty global --project"
+cli 2 instance list --project ""
+contains "$ERR" "--project: empty project name" "empty --project after the command"
+# An empty key, or a private key file, went to the driver as an SSH key.
+cli 2 instance create --cpus 1 --ssh-key ""
+contains "$ERR" "empty key" "--ssh-key ''"
+printf -- '-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n' >"$T/id_test"
+cli 2 instance create --cpus 1 --ssh-key "@$T/id_test"
+contains "$ERR" "this is a private key" "--ssh-key @PRIVATE_KEY"
 cli 2 instance show
 cli 2 instance list --gpu H100
 contains "$ERR" "belong to 'instance create'" "create flag on list"
 cli 2 instance list --status sleeping
 contains "$ERR" "--status sleeping" "bad status"
+# Options of another subcommand were ignored (create --status made a machine).
+cli 2 instance create --cpus 1 --status running
+contains "$ERR" "--status and --all belong to 'instance list'" "create --status"
+cli 2 instance show x --all
+contains "$ERR" "--status and --all belong to 'instance list'" "show --all"
+cli 2 instance list --wait
+contains "$ERR" "--wait belongs to" "list --wait"
+cli 2 instance show x --wait
+contains "$ERR" "--wait belongs to" "show --wait"
 
 # Valid commands, but nothing listens: exit 3, naming the address.
 cli 3 driver list
 contains "$ERR" "cannot reach droverd at unix:$T/nothing.sock" "unreachable unix socket"
+# --timeout after the command, as the instance help suggests, was an unknown option (2).
+cli 3 instance terminate x --wait --timeout 5
+cli 2 instance terminate x --wait --timeout soon
+contains "$ERR" "--timeout soon: expected whole seconds" "bad --timeout after the command"
 cli 3 offer --gpu H100:1 --gpu-memory 40GB: --cpus 8 --memory 64GB --spot-auto --region us-east-1
 port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 capture "$BIN/drover" --server "127.0.0.1:$port" driver list
@@ -71,6 +112,14 @@ wait_for 5 "[[ -S $T/listen.sock ]]" || fail "helper socket did not appear"
 capture "$BIN/drover" --server "unix:$T/listen.sock" --token-file "$T/missing.token" driver list
 [[ $RC == 2 ]] || fail "missing token file: exit $RC, expected 2"
 grep -q "$T/missing.token" "$T/.err" || fail "the missing token file is not named"
+capture "$BIN/drover" --server "unix:$T/listen.sock" --token-file "$T" driver list
+[[ $RC == 2 ]] || fail "token file that is a directory: exit $RC, expected 2"
+contains "$ERR" "cannot read the token file $T: Is a directory" "--token-file DIR"
+# An unreadable --ca-file is a local file problem (2), not an unreachable server (3).
+echo 0123abcd >"$T/some.token"
+capture "$BIN/drover" --server "unix:$T/listen.sock" --token-file "$T/some.token" --ca-file "$T/no-ca.pem" driver list
+[[ $RC == 2 ]] || fail "missing --ca-file: exit $RC, expected 2"
+contains "$ERR" "$T/no-ca.pem" "missing --ca-file"
 
 # gen-certs.sh: a chain that verifies, SANs for the compose service, private keys 0600.
 "$SRC/scripts/gen-certs.sh" "$T/certs" 2>/dev/null

@@ -40,6 +40,22 @@ contains "$OUT" "RESOURCE_EXHAUSTED" "instance show attempts"
 contains "$OUT" "a-empty" "instance show attempts"
 contains "$OUT" "b-full" "instance show attempts"
 
+# The instance's events, by name as by id (a name matched no event and listed
+# nothing); an unknown instance is NOT_FOUND, not an empty list.
+run 0 --json instance show fb
+fb_id=$(jout '.instance.id')
+run 0 --json event list --instance fb
+(($(jout '.events | length') > 0)) || fail "event list --instance NAME lists no events"
+[[ $(jout "[.events[] | select(.instance_id != \"$fb_id\")] | length") == 0 ]] ||
+	fail "event list --instance fb lists events of another instance"
+run 0 --json event list --instance "$fb_id"
+(($(jout '.events | length') > 0)) || fail "event list --instance ID lists no events"
+run 1 event list --instance no-such-instance
+contains "$ERR" "NOT_FOUND" "event list --instance of an unknown instance"
+# An after id above INT64_MAX read as -1 in the store, i.e. every event.
+run 0 --json event list --all --after 18446744073709551615
+[[ $(jout '.events | length') == 0 ]] || fail "event list --after UINT64_MAX lists events"
+
 # Only the empty backend: every try fails, the instance is FAILED, exit 1.
 run 1 --json instance create --gpu H100:1 --name nope --backend a-empty --max-tries 2
 [[ $(jout '.instance.status') == INSTANCE_STATUS_FAILED ]] || fail "an instance with no capacity anywhere is not FAILED"

@@ -16,11 +16,14 @@ cp "$BIN/drover-driver-sim" "$T/drivers/drover-driver-brandnew"
 config_header
 cat >>"$CONFIG" <<YAML
 drivers:
-  dirs: [$T/drivers]
+  dirs: [$T/drivers, $T/no-such-dir]
 projects:
   - name: main
 YAML
 start_droverd
+# A directory that is not there (a typo) is said at start; it was a debug line.
+grep -q "WARN .*driver directory $T/no-such-dir (drivers.dirs): No such file or directory" "$LOG" ||
+	fail "the missing driver directory is not reported"
 
 db=$(ls "$DATA"/*.db "$DATA"/*.sqlite* 2>/dev/null | grep -v -- '-wal$\|-shm$' | head -1 || true)
 [[ -n $db ]] || fail "no sqlite store in $DATA"

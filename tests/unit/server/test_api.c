@@ -272,6 +272,19 @@ static void test_backends_offers_instances(void **state)
 	char id[64];
 	snprintf(id, sizeof(id), "%s", cir->instance->id);
 	drv_response_free(&cir->base);
+	/*
+	 * max_tries is capped as in the config (1 to 1000; 0: the server's). The
+	 * CLI caps it, but the API took any uint32: UINT32_MAX sized the
+	 * candidate array with max_tries + 1 == 0 and wrote past it.
+	 */
+	Drover__Api__V1__CreateInstanceRequest big = DROVER__API__V1__CREATE_INSTANCE_REQUEST__INIT;
+	big.project = "main";
+	big.name = "many-tries";
+	big.max_tries = UINT32_MAX;
+	assert_int_equal(CALL(f, "CreateInstance", big, &cir, &st), DRV_EINVAL);
+	assert_non_null(strstr(st.message, "max_tries"));
+	big.max_tries = 1001;
+	assert_int_equal(CALL(f, "CreateInstance", big, &cir, &st), DRV_EINVAL);
 	/* The same request key again: the same instance, no second machine. */
 	assert_int_equal(CALL(f, "CreateInstance", ci, &cir, &st), 0);
 	assert_string_equal(cir->instance->id, id);

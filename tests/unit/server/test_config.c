@@ -115,6 +115,16 @@ static void test_bad(void **state)
 	     "bad.yaml:4: projects[0].backends[0].config: field 'r' is given twice"},
 	    {"log_level: info\nlog_level: debug\n",
 	     "bad.yaml:2: (top level): field 'log_level' is given twice (first on line 1)"},
+	    /* Names the API would refuse were taken from the file before. */
+	    {"projects:\n  - name: Main\n", "bad.yaml:2: projects[0]: \"Main\" is not a valid project name"},
+	    {"projects:\n  - name: main\n    backends:\n      - {name: my_sim, type: sim}\n",
+	     "bad.yaml:4: projects[0].backends[0]: \"my_sim\" is not a valid backend name"},
+	    /* A port above 65535 was taken modulo 65536 by the resolver: 99999 listened on 34463. */
+	    {"listen:\n  tcp: {address: 127.0.0.1:99999}\n",
+	     "bad.yaml:2: listen.tcp: address \"127.0.0.1:99999\" is not HOST:PORT"},
+	    {"listen:\n  tcp: {address: localhost}\n", "bad.yaml:2: listen.tcp: address \"localhost\""},
+	    {"drivers:\n  remote:\n    - {type: sim, address: \"[::1]:0\", insecure: true}\n",
+	     "bad.yaml:3: drivers.remote[0]: address \"[::1]:0\" is not HOST:PORT"},
 	};
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct srv_config *c = NULL;
@@ -153,6 +163,11 @@ static void test_load_file_and_empty(void **state)
 	assert_int_equal(c->n_projects, 0);
 	assert_int_equal(c->max_tries, 3);
 	srv_config_free(c);
+	/* A directory opens, and read as an empty config before: it must be refused. */
+	c = NULL;
+	assert_int_equal(srv_config_load(dir, &c, err, sizeof(err)), -1);
+	assert_null(c);
+	assert_non_null(strstr(err, "cannot read: Is a directory"));
 	free(p);
 	tu_rmrf(dir);
 	free(dir);

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -77,6 +78,11 @@ static void test_bad_key_file(void **state)
 	struct srv_secrets *s;
 	assert_int_equal(srv_secrets_open(path, &s, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "not a key file"));
+	/* A directory in its place was told to "chmod 600 it". */
+	unlink(path);
+	assert_int_equal(mkdir(path, 0755), 0);
+	assert_int_equal(srv_secrets_open(path, &s, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "secret.key: not a regular file"));
 	tu_rmrf(dir);
 	free(dir);
 	free(path);
