@@ -1,6 +1,6 @@
 /*
  * droverd — wiring only: flags, config, data directory, store, supervisor,
- * engine and API on one libuv loop; SIGTERM/SIGINT stop it gracefully.
+ * engine and API on one libuv loop; SIGTERM, SIGINT and SIGHUP stop it gracefully.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -48,7 +48,7 @@ static const char usage[] =
     "\n"
     "Files in the data directory: drover.db (sqlite, WAL), secret.key (0600, encrypts\n"
     "backend secrets), admin.token (0600, the bearer token for the API).\n"
-    "Exit status: 0 after a clean stop (SIGTERM/SIGINT), 1 on a start-up error,\n"
+    "Exit status: 0 after a clean stop (SIGTERM, SIGINT or SIGHUP), 1 on a start-up error,\n"
     "2 on bad arguments.\n";
 
 struct app {
@@ -59,7 +59,7 @@ struct app {
 	struct srv_supervisor *sup;
 	struct srv_engine *eng;
 	struct srv_api *api;
-	uv_signal_t sigterm, sigint;
+	uv_signal_t sigterm, sigint, sighup;
 	bool stopping;
 };
 
@@ -226,7 +226,10 @@ static void shutdown_all(struct app *a)
 static void on_signal(uv_signal_t *s, int signum)
 {
 	struct app *a = s->data;
-	srv_info("droverd", "received %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+	srv_info("droverd", "received %s",
+	         signum == SIGTERM  ? "SIGTERM"
+	         : signum == SIGHUP ? "SIGHUP (its terminal closed?)"
+	                            : "SIGINT");
 	shutdown_all(a);
 }
 
@@ -450,9 +453,12 @@ int main(int argc, char **argv)
 
 	uv_signal_init(a.loop, &a.sigterm);
 	uv_signal_init(a.loop, &a.sigint);
-	a.sigterm.data = a.sigint.data = &a;
+	/* A closed terminal (droverd in the foreground, as `make run` starts it) stops it cleanly too. */
+	uv_signal_init(a.loop, &a.sighup);
+	a.sigterm.data = a.sigint.data = a.sighup.data = &a;
 	uv_signal_start(&a.sigterm, on_signal, SIGTERM);
 	uv_signal_start(&a.sigint, on_signal, SIGINT);
+	uv_signal_start(&a.sighup, on_signal, SIGHUP);
 	srv_info("droverd", "droverd %s serving on unix:%s%s%s (data dir %s)", DROVER_VERSION, sock,
 	         a.cfg->listen_tcp ? " and " : "", a.cfg->listen_tcp ? a.cfg->listen_tcp : "", data_dir);
 	free(sock);
