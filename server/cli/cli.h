@@ -27,7 +27,8 @@ struct drv_rpc_channel;
 
 /* Global options and the lazily opened connection. */
 struct cli_ctx {
-	const char *server; /* as given: "unix:./var/droverd.sock" or "host:port" */
+	const char *server;      /* as given: "unix:./var/droverd.sock" or "host:port" */
+	const char *server_from; /* where it came from, for errors: "--server" or "$DROVER_SERVER" */
 	const char *token_file;
 	const char *ca_file;   /* TLS for a TCP server; NULL: plain */
 	const char *cert_file; /* client certificate, when the server asks for one */

@@ -40,7 +40,7 @@ static int make_target(struct cli_ctx *c)
 	if (strncmp(s, "unix:", 5) == 0) {
 		const char *path = s + 5;
 		if (!*path)
-			return cli_usage_error("--server %s: empty socket path", s);
+			return cli_usage_error("%s %s: empty socket path", c->server_from, s);
 		if (path[0] == '/') {
 			snprintf(c->target, sizeof(c->target), "unix:%s", path);
 		} else {
@@ -56,11 +56,11 @@ static int make_target(struct cli_ctx *c)
 	}
 	const char *colon = strrchr(s, ':');
 	if (!colon || colon == s || !colon[1])
-		return cli_usage_error("--server %s: expected unix:PATH or HOST:PORT", s);
+		return cli_usage_error("%s %s: expected unix:PATH or HOST:PORT", c->server_from, s);
 	/* getaddrinfo() takes a port above 65535 modulo 65536, which would reach another port. */
 	uint64_t port;
 	if (cli_parse_uint(colon + 1, 65535, &port) || port == 0)
-		return cli_usage_error("--server %s: the port must be a number from 1 to 65535", s);
+		return cli_usage_error("%s %s: the port must be a number from 1 to 65535", c->server_from, s);
 	snprintf(c->target, sizeof(c->target), "%s", s);
 	return 0;
 }
@@ -199,8 +199,8 @@ static int connect_lazily(struct cli_ctx *c)
 	if ((rc = make_target(c)))
 		return rc;
 	if (probe(c, err, sizeof(err))) {
-		fprintf(stderr, "drover: cannot reach droverd at %s: %s (is droverd running? see --server)\n",
-		        c->target, err);
+		fprintf(stderr, "drover: cannot reach droverd at %s: %s (is droverd running? see %s)\n",
+		        c->target, err, c->server_from);
 		return CLI_EXIT_UNREACHABLE;
 	}
 	if ((rc = read_token(c)))

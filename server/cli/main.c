@@ -31,6 +31,7 @@ static const char usage[] =
     "  --json              print results as JSON (proto field names) for scripts\n"
     "  --timeout SECONDS   per-call deadline (default 60)\n"
     "  -h, --help          this help\n"
+    "  --version           the client's version\n"
     "\n"
     "Exit codes:\n"
     "  0  success\n"
@@ -48,7 +49,8 @@ enum {
 	OPT_KEY_FILE,
 	OPT_PROJECT,
 	OPT_JSON,
-	OPT_TIMEOUT
+	OPT_TIMEOUT,
+	OPT_VERSION
 };
 
 static const struct option opts[] = {
@@ -61,6 +63,7 @@ static const struct option opts[] = {
     {"json", no_argument, NULL, OPT_JSON},
     {"timeout", required_argument, NULL, OPT_TIMEOUT},
     {"help", no_argument, NULL, 'h'},
+    {"version", no_argument, NULL, OPT_VERSION},
     {NULL, 0, NULL, 0},
 };
 
@@ -74,6 +77,7 @@ int main(int argc, char **argv)
 {
 	struct cli_ctx c = {
 	    .server = env_or("DROVER_SERVER", "unix:./var/droverd.sock"),
+	    .server_from = env_or("DROVER_SERVER", NULL) ? "$DROVER_SERVER" : "--server",
 	    .token_file = env_or("DROVER_TOKEN_FILE", "./var/admin.token"),
 	    .project = env_or("DROVER_PROJECT", "main"),
 	    .timeout_ms = 60000,
@@ -91,6 +95,7 @@ int main(int argc, char **argv)
 		switch (opt) {
 		case OPT_SERVER:
 			c.server = optarg;
+			c.server_from = "--server";
 			break;
 		case OPT_TOKEN_FILE:
 			c.token_file = optarg;
@@ -117,6 +122,9 @@ int main(int argc, char **argv)
 			break;
 		case 'h':
 			fputs(usage, stdout);
+			return CLI_EXIT_OK;
+		case OPT_VERSION:
+			printf("drover %s\n", DROVER_VERSION);
 			return CLI_EXIT_OK;
 		default:
 			return cli_usage_error("unknown or incomplete global option '%s' (see drover --help)",

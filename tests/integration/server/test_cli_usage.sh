@@ -23,6 +23,16 @@ cli 0 offer --help
 contains "$OUT" "--gpu NAME[:COUNT]" "drover offer --help"
 contains "$OUT" "--spot-auto" "drover offer --help"
 
+cli 0 --version
+[[ $OUT =~ ^drover\ [0-9]+\.[0-9]+\.[0-9]+$ ]] || fail "drover --version printed '$OUT'"
+
+# A bad server address from the environment is named as such, not as --server.
+capture env DROVER_SERVER=bogus "$BIN/drover" --token-file "$T/none.token" project list
+[[ $RC == 2 ]] || fail "DROVER_SERVER=bogus exited $RC, expected 2"
+contains "$ERR" "\$DROVER_SERVER bogus: expected unix:PATH or HOST:PORT" "bad \$DROVER_SERVER"
+capture env DROVER_SERVER=bogus "$BIN/drover" --server bogus2 --token-file "$T/none.token" project list
+contains "$ERR" "--server bogus2: expected" "--server over \$DROVER_SERVER"
+
 cli 2
 cli 2 frobnicate
 contains "$ERR" "unknown command 'frobnicate'" "unknown command"
