@@ -134,6 +134,8 @@ int cli_parse_count_range(const char *s, Drover__Compute__V1__UintRange *r, char
  * any GPU name. *name is set to a pointer into a copy the caller frees, or
  * NULL when there is no name.
  */
+/* The API's name of a CPU architecture for the usual spellings (amd64, AARCH64...), or NULL. */
+const char *cli_arch_name(const char *s);
 int cli_parse_gpu(const char *s, char **name, Drover__Compute__V1__UintRange *count, char *err,
                   size_t errlen);
 /* A non-negative integer that fits in `max`. */

@@ -180,6 +180,19 @@ static bool all_digits(const char *s)
 	return true;
 }
 
+const char *cli_arch_name(const char *s)
+{
+	/* The API's names (compute.proto); the other spellings are those of uname, Debian and Go. */
+	static const struct {
+		const char *alias, *name;
+	} names[] = {{"x86_64", "x86_64"}, {"amd64", "x86_64"}, {"x64", "x86_64"},
+	             {"x86-64", "x86_64"}, {"arm64", "arm64"},  {"aarch64", "arm64"}};
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcasecmp(s, names[i].alias) == 0)
+			return names[i].name;
+	return NULL;
+}
+
 int cli_parse_gpu(const char *s, char **name, Drover__Compute__V1__UintRange *count, char *err, size_t errlen)
 {
 	char *copy = strdup(s);
@@ -227,6 +240,15 @@ int cli_parse_gpu(const char *s, char **name, Drover__Compute__V1__UintRange *co
 			free(copy);
 			return -1;
 		}
+	}
+	/* A model with at most 0 of it is no machine at all: it used to match nothing, silently. */
+	if (count->_max_case && count->max == 0) {
+		snprintf(err, errlen,
+		         "'%s': a GPU model with a count of 0 matches no machine (--gpu 0 asks for "
+		         "machines without GPUs)",
+		         s);
+		free(copy);
+		return -1;
 	}
 	*name = copy;
 	return 0;

@@ -17,7 +17,8 @@ const char cli_req_help[] =
     "                            spot only, on-demand only, or either (the default)\n"
     "  --max-price USD           highest price per hour\n"
     "  --region REGION           repeat for any of several regions\n"
-    "  --arch ARCH               CPU architecture (x86_64, arm64); repeatable\n"
+    "  --arch ARCH               CPU architecture: x86_64 (or amd64) or arm64 (or\n"
+    "                            aarch64), any case; repeatable\n"
     "  --feature FEATURE         only backends advertising it (VOLUMES, MULTINODE, ...);\n"
     "                            repeatable\n";
 
@@ -116,10 +117,13 @@ int cli_req_opt(struct cli_req *r, int opt, const char *arg)
 		if (!*arg)
 			return fail("region", "empty region name");
 		return push(&r->regions, &r->n_regions, arg, false);
-	case CLI_OPT_ARCH:
+	case CLI_OPT_ARCH: {
 		if (!*arg)
 			return fail("arch", "empty architecture");
-		return push(&r->archs, &r->n_archs, arg, false);
+		/* Other spellings of the API's names are taken; a name it does not know passes as given. */
+		const char *arch = cli_arch_name(arg);
+		return push(&r->archs, &r->n_archs, arch ? arch : arg, false);
+	}
 	case CLI_OPT_FEATURE:
 		if (drv_feature_from_name(arg) < 0) {
 			/* The known names come from the protocol's enum, not from a list here. */

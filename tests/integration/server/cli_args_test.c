@@ -109,6 +109,32 @@ static void test_gpu(void **state)
 	assert_int_equal(cli_parse_gpu(":2", &name, &c3, err, sizeof(err)), -1);
 	assert_int_equal(cli_parse_gpu("H 100", &name, &c3, err, sizeof(err)), -1);
 	assert_int_equal(cli_parse_gpu("L4:2..1", &name, &c3, err, sizeof(err)), -1);
+
+	/* A model with a count of 0 is no machine; a count of 0 alone is "no GPU". */
+	Drover__Compute__V1__UintRange c4 = DROVER__COMPUTE__V1__UINT_RANGE__INIT;
+	assert_int_equal(cli_parse_gpu("H100:0", &name, &c4, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "count of 0"));
+	Drover__Compute__V1__UintRange c5 = DROVER__COMPUTE__V1__UINT_RANGE__INIT;
+	assert_int_equal(cli_parse_gpu("H100:0..0", &name, &c5, err, sizeof(err)), -1);
+	Drover__Compute__V1__UintRange c6 = DROVER__COMPUTE__V1__UINT_RANGE__INIT;
+	assert_int_equal(cli_parse_gpu("H100:0..2", &name, &c6, err, sizeof(err)), 0);
+	assert_string_equal(name, "H100");
+	free(name);
+	Drover__Compute__V1__UintRange c7 = DROVER__COMPUTE__V1__UINT_RANGE__INIT;
+	assert_int_equal(cli_parse_gpu("0", &name, &c7, err, sizeof(err)), 0);
+	assert_null(name);
+	assert_int_equal(c7.max, 0);
+}
+
+static void test_arch(void **state)
+{
+	assert_string_equal(cli_arch_name("x86_64"), "x86_64");
+	assert_string_equal(cli_arch_name("AMD64"), "x86_64");
+	assert_string_equal(cli_arch_name("x64"), "x86_64");
+	assert_string_equal(cli_arch_name("ARM64"), "arm64");
+	assert_string_equal(cli_arch_name("aarch64"), "arm64");
+	assert_null(cli_arch_name("riscv64"));
+	assert_null(cli_arch_name(""));
 }
 
 static void test_numbers(void **state)
@@ -221,8 +247,8 @@ static void test_json(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_sizes),   cmocka_unit_test(test_ranges), cmocka_unit_test(test_gpu),
-	    cmocka_unit_test(test_numbers), cmocka_unit_test(test_json),
+	    cmocka_unit_test(test_sizes), cmocka_unit_test(test_ranges),  cmocka_unit_test(test_gpu),
+	    cmocka_unit_test(test_arch),  cmocka_unit_test(test_numbers), cmocka_unit_test(test_json),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
