@@ -147,6 +147,13 @@ int cli_parse_price(const char *s, double *out);
 
 /* ---- output (cli_output.c) ---- */
 
+/*
+ * Blanks the control characters (ESC included) of every string in `msg`, in
+ * place: text from drivers reaches the terminal only as text. --json output
+ * escapes them instead. cli_clean_str() does one string.
+ */
+void cli_clean_text(ProtobufCMessage *msg);
+void cli_clean_str(char *s);
 /* Prints a message as JSON (proto field names, enum value names) to stdout. */
 void cli_print_json(const ProtobufCMessage *msg);
 

@@ -211,6 +211,44 @@ static json_t *message_to_json(const ProtobufCMessage *msg)
 	return obj;
 }
 
+void cli_clean_str(char *s)
+{
+	for (; s && *s; s++)
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			*s = ' ';
+}
+
+void cli_clean_text(ProtobufCMessage *msg)
+{
+	const ProtobufCMessageDescriptor *d = msg->descriptor;
+	char *base = (char *)msg;
+	for (unsigned i = 0; i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+		if (f->type != PROTOBUF_C_TYPE_STRING && f->type != PROTOBUF_C_TYPE_MESSAGE)
+			continue;
+		void *p = base + f->offset;
+		if (f->label == PROTOBUF_C_LABEL_REPEATED) {
+			size_t n = *(const size_t *)(base + f->quantifier_offset);
+			void **arr = *(void ***)p;
+			for (size_t k = 0; k < n; k++) {
+				if (f->type == PROTOBUF_C_TYPE_STRING)
+					cli_clean_str(arr[k]);
+				else if (arr[k])
+					cli_clean_text(arr[k]);
+			}
+			continue;
+		}
+		/* A oneof's members share their storage: only the one set may be read. */
+		if ((f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF) &&
+		    *(const uint32_t *)(base + f->quantifier_offset) != f->id)
+			continue;
+		if (f->type == PROTOBUF_C_TYPE_STRING)
+			cli_clean_str(*(char **)p);
+		else if (*(ProtobufCMessage **)p)
+			cli_clean_text(*(ProtobufCMessage **)p);
+	}
+}
+
 void cli_print_json(const ProtobufCMessage *msg)
 {
 	json_t *j = message_to_json(msg);

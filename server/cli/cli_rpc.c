@@ -247,8 +247,12 @@ int cli_call(struct cli_ctx *c, const char *method, const ProtobufCMessage *req,
 	/* The token must not linger in memory longer than needed. */
 	memset(auth, 0, sizeof(auth));
 	c->last_code = rc;
-	if (rc == 0)
+	if (rc == 0) {
+		if (!c->json)
+			cli_clean_text(*resp);
 		return CLI_EXIT_OK;
+	}
+	cli_clean_str(st.message);
 	*resp = NULL;
 	char err[256];
 	/*

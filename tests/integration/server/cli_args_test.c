@@ -126,6 +126,28 @@ static void test_gpu(void **state)
 	assert_int_equal(c7.max, 0);
 }
 
+/* Driver text reaches the terminal without its control characters, nested and repeated strings included. */
+static void test_clean_text(void **state)
+{
+	char type[] = "gpu\x1b[2J.big", region[] = "us\r\nstatus: RUNNING", z0[] = "a\x07", z1[] = "b";
+	char *zones[] = {z0, z1};
+	Drover__Compute__V1__Offer offer = DROVER__COMPUTE__V1__OFFER__INIT;
+	offer.instance_type = type;
+	offer.region = region;
+	offer.zones = zones;
+	offer.n_zones = 2;
+	Drover__Api__V1__BackendOffer bo = DROVER__API__V1__BACKEND_OFFER__INIT;
+	char backend[] = "sim\x7f";
+	bo.backend = backend;
+	bo.offer = &offer;
+	cli_clean_text(&bo.base);
+	assert_string_equal(type, "gpu [2J.big");
+	assert_string_equal(region, "us  status: RUNNING");
+	assert_string_equal(z0, "a ");
+	assert_string_equal(z1, "b");
+	assert_string_equal(backend, "sim ");
+}
+
 static void test_arch(void **state)
 {
 	assert_string_equal(cli_arch_name("x86_64"), "x86_64");
@@ -247,8 +269,9 @@ static void test_json(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_sizes), cmocka_unit_test(test_ranges),  cmocka_unit_test(test_gpu),
-	    cmocka_unit_test(test_arch),  cmocka_unit_test(test_numbers), cmocka_unit_test(test_json),
+	    cmocka_unit_test(test_sizes), cmocka_unit_test(test_ranges),     cmocka_unit_test(test_gpu),
+	    cmocka_unit_test(test_arch),  cmocka_unit_test(test_clean_text), cmocka_unit_test(test_numbers),
+	    cmocka_unit_test(test_json),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
