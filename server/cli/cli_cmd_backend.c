@@ -243,6 +243,12 @@ static int backend_remove(struct cli_ctx *c, const char *name, bool force)
 			printf(" %s", resp->live_instance_ids[i]);
 		printf("\n");
 	}
+	if (resp->from_config)
+		fprintf(
+		    stderr,
+		    "drover: note: backend %s is defined in droverd's config file; droverd's next start adds "
+		    "it again unless it is removed there too\n",
+		    name);
 	FREE_MSG(resp);
 	return 0;
 }

@@ -800,6 +800,7 @@ static void h_remove_backend(struct api_call *c)
 			          req->project);
 		return;
 	}
+	bool from_config = be->source && strcmp(be->source, "config") == 0;
 	srv_backend_free(be);
 	struct srv_instance **live;
 	size_t n;
@@ -831,6 +832,7 @@ static void h_remove_backend(struct api_call *c)
 	                 NULL, req->name, NULL, "backend %s removed%s", req->name,
 	                 n ? " with force; its live instances keep its config for termination" : "");
 	Drover__Api__V1__RemoveBackendResponse resp = DROVER__API__V1__REMOVE_BACKEND_RESPONSE__INIT;
+	resp.from_config = from_config;
 	resp.live_instance_ids = gc_alloc(&g, (n + 1) * sizeof(char *));
 	for (size_t i = 0; resp.live_instance_ids && i < n; i++)
 		resp.live_instance_ids[resp.n_live_instance_ids++] = gc_strdup(&g, live[i]->id);
