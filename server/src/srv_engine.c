@@ -149,6 +149,86 @@ int srv_engine_new(uv_loop_t *loop, struct srv_store *st, struct srv_supervisor 
 	return 0;
 }
 
+/* A config-file backend whose config its driver is asked about at start. */
+struct cfg_check {
+	struct srv_engine *eng;
+	char *project, *name, *type;
+};
+
+static void cfg_check_free(struct cfg_check *k)
+{
+	free(k->project);
+	free(k->name);
+	free(k->type);
+	free(k);
+}
+
+static void cfg_check_done(void *ud, int code, const char *message, ProtobufCMessage *resp)
+{
+	struct cfg_check *k = ud;
+	/* A driver that is down is reported by the supervisor; a stopping server has nothing to say. */
+	if (code == 0 && resp && !k->eng->stopped) {
+		const drv_validate_config_response *r = (const drv_validate_config_response *)resp;
+		char diag[1024] = "";
+		size_t len = 0, errors = 0;
+		for (size_t i = 0; i < r->n_diagnostics; i++) {
+			const drv_diagnostic *d = r->diagnostics[i];
+			if (d->severity != DROVER__COMPUTE__V1__SEVERITY__SEVERITY_ERROR)
+				continue;
+			if (len < sizeof(diag))
+				len += (size_t)snprintf(
+				    diag + len, sizeof(diag) - len, "%s%s: %s", errors ? "; " : "",
+				    d->field_path && *d->field_path ? d->field_path : "(config)",
+				    d->summary ? d->summary : "");
+			errors++;
+		}
+		if (errors)
+			srv_engine_event(
+			    k->eng, SRV_EVENT_WARNING, "backend.invalid", k->project, NULL, k->name, k->type,
+			    "backend %s/%s from the config file: its %s driver finds its config invalid "
+			    "(%s); its offers and instances will fail until the config file is fixed",
+			    k->project, k->name, k->type, diag);
+	}
+	if (resp)
+		drv_response_free(resp);
+	cfg_check_free(k);
+}
+
+/*
+ * A config file's backend is written to the store without its driver's
+ * ValidateConfig (the driver may not be up yet, and a start does not wait
+ * for drivers): ask now, so that a mistake shows at start, in the log and
+ * the events, and not at the first offer.
+ */
+static void check_config_backends(struct srv_engine *eng)
+{
+	struct srv_backend **bes;
+	size_t n;
+	if (srv_store_backend_list(eng->st, NULL, &bes, &n) < 0)
+		return;
+	for (size_t i = 0; i < n; i++) {
+		const struct srv_backend *be = bes[i];
+		if (!be->source || strcmp(be->source, "config") != 0)
+			continue;
+		struct cfg_check *k = calloc(1, sizeof(*k));
+		struct srv_bcfg bc;
+		if (!k || !(k->project = strdup(be->project)) || !(k->name = strdup(be->name)) ||
+		    !(k->type = strdup(be->type)) || srv_bcfg_init(&bc, be) < 0) {
+			if (k)
+				cfg_check_free(k);
+			srv_warn("engine", "backend %s/%s: out of memory checking its config", be->project,
+			         be->name);
+			continue;
+		}
+		k->eng = eng;
+		drv_validate_config_request req = DROVER__COMPUTE__V1__VALIDATE_CONFIG_REQUEST__INIT;
+		req.config = &bc.cfg;
+		srv_supervisor_call(eng->sup, be->type, "ValidateConfig", &req.base, 0, cfg_check_done, k);
+		srv_bcfg_clear(&bc);
+	}
+	srv_backend_list_free(bes, n);
+}
+
 void srv_engine_start(struct srv_engine *eng)
 {
 	struct srv_instance **list;
@@ -180,6 +260,7 @@ void srv_engine_start(struct srv_engine *eng)
 			         "%zu instance(s) were being created when the server stopped; resuming", n);
 		srv_instance_list_free(list, n);
 	}
+	check_config_backends(eng);
 	uv_timer_start(&eng->timer, srv__reconcile_timer_cb, 0, (uint64_t)eng->cfg->reconcile_interval_ms);
 }
 
