@@ -98,6 +98,8 @@ static const char *skip_reason(const struct conf_ctx *c, const struct conf_test 
 		return NULL;
 	if (!c->host)
 		return snprintf(buf, len, "the driver did not start"), buf;
+	if (c->gone[0] && !(t->flags & CONF_LATE))
+		return snprintf(buf, len, "the driver is no longer running (%s)", c->gone), buf;
 	if (t->feature) {
 		if (!c->features_ok)
 			return snprintf(buf, len, "%s, so whether %s is advertised is unknown",
@@ -149,6 +151,22 @@ static void record(struct conf_report *r, const char *name, enum conf_result res
 	fflush(stdout);
 }
 
+/*
+ * True when the spawned driver has exited; its description goes to c->gone.
+ * Only a driver the harness spawned can be seen to exit, and the late checks
+ * stop processes of their own on purpose.
+ */
+static bool driver_exited(struct conf_ctx *c)
+{
+	if (!c->host || !c->o->driver_path || drv_host_alive(c->host))
+		return false;
+	/* A call on an exited driver fails at once with the host's account of the exit. */
+	struct drv_status st = {0};
+	drv_host_health(c->host, 1000, &st);
+	snprintf(c->gone, sizeof(c->gone), "%s", st.message[0] ? st.message : "the driver exited");
+	return true;
+}
+
 static void run_one(struct conf_ctx *c, struct conf_report *r, const struct conf_test *t)
 {
 	char why[1024];
@@ -162,8 +180,24 @@ static void run_one(struct conf_ctx *c, struct conf_report *r, const struct conf
 	c->test_name = t->name;
 	c->failed = c->skipped = false;
 	c->message[0] = '\0';
+	bool watch = !(t->flags & (CONF_LATE | CONF_STARTUP));
 	double t0 = conf_now_ms();
-	t->fn(c);
+	if (watch && driver_exited(c)) {
+		/* It died between checks (or under the harness's start-up calls): blame the next one. */
+		conf_fail(c, "%s before this check started; a driver must keep serving until it is stopped",
+		          c->gone);
+	} else {
+		t->fn(c);
+		/*
+		 * A check whose calls the driver died under may still pass (an
+		 * UNAVAILABLE is "not UNIMPLEMENTED"); the death itself is the failure.
+		 */
+		if (watch && driver_exited(c) && !c->failed) {
+			c->skipped = false;
+			conf_fail(c, "%s during this check; a driver must keep serving until it is stopped",
+			          c->gone);
+		}
+	}
 	double ms = conf_now_ms() - t0;
 	record(r, t->name, c->failed ? CONF_FAIL : c->skipped ? CONF_SKIP : CONF_PASS, c->message, ms);
 	c->test_name = NULL;
