@@ -29,6 +29,51 @@ bool conf_pattern_match(const char *pattern, const char *name)
 	return strstr(name, pattern) != NULL;
 }
 
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlongs, surrogates or > U+10FFFF), or 0. */
+static size_t utf8_len(const unsigned char *s)
+{
+	size_t n = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 && s[0] < 0xe0 ? 2 : 0;
+	if (n == 3 && s[0] > 0xef)
+		n = 0;
+	for (size_t i = 1; i < n; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	if ((n == 3 && s[0] == 0xe0 && s[1] < 0xa0) || (n == 3 && s[0] == 0xed && s[1] > 0x9f) ||
+	    (n == 4 && s[0] == 0xf0 && s[1] < 0x90) || (n == 4 && s[0] == 0xf4 && s[1] > 0x8f))
+		return 0;
+	return n;
+}
+
+/*
+ * A result message as one printable line: messages quote what the driver
+ * answered, and a driver's newline, terminal escape or broken UTF-8 must not
+ * split the line, reach the terminal or make the JUnit file unreadable.
+ * Control characters become \n, \r, \t or \xNN, and so does each byte of an
+ * invalid UTF-8 sequence. NULL when out of memory.
+ */
+static char *one_line(const char *msg)
+{
+	const unsigned char *p = (const unsigned char *)msg;
+	char *out = malloc(strlen(msg) * 4 + 1), *o = out;
+	if (!out)
+		return NULL;
+	while (*p) {
+		size_t n = *p >= 0x80 ? utf8_len(p) : 1;
+		if (*p >= 0x20 && *p != 0x7f && n > 0) {
+			memcpy(o, p, n);
+			o += n, p += n;
+			continue;
+		}
+		if (*p == '\n' || *p == '\r' || *p == '\t')
+			o += sprintf(o, "\\%c", *p == '\n' ? 'n' : *p == '\r' ? 'r' : 't');
+		else
+			o += sprintf(o, "\\x%02x", *p);
+		p++;
+	}
+	*o = '\0';
+	return out;
+}
+
 void conf_fail(struct conf_ctx *c, const char *fmt, ...)
 {
 	if (c->failed)
@@ -55,12 +100,14 @@ void conf_note(struct conf_ctx *c, const char *fmt, ...)
 {
 	if (!c->o->verbose)
 		return;
+	char buf[2048];
 	va_list ap;
 	va_start(ap, fmt);
-	printf("  .. %s: ", c->test_name ? c->test_name : "harness");
-	vprintf(fmt, ap);
-	printf("\n");
+	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
+	char *line = one_line(buf);
+	printf("  .. %s: %s\n", c->test_name ? c->test_name : "harness", line ? line : buf);
+	free(line);
 	fflush(stdout);
 }
 
@@ -141,7 +188,7 @@ static void record(struct conf_report *r, const char *name, enum conf_result res
 	struct conf_result_row *row = &r->rows[r->n++];
 	row->name = name;
 	row->result = res;
-	row->message = strdup(msg ? msg : "");
+	row->message = one_line(msg ? msg : "");
 	row->ms = ms;
 	const char *tag = res == CONF_PASS ? "PASS" : res == CONF_FAIL ? "FAIL" : "SKIP";
 	if (res == CONF_PASS)
