@@ -121,6 +121,13 @@ void drv__diags_add(struct drv_diags *d, int severity, const char *field_path, c
 void drv__config_check(const struct drv_config_field *fields, const drv_backend_config *bc,
                        struct drv_diags *d, json_t **root);
 
+/*
+ * Checks one field's declaration (drv_driver_check): a name, options that
+ * fit its type, and a default that passes the field's own checks. Returns 0,
+ * or DRV_EINVAL with a message naming the field in err.
+ */
+int drv__config_field_check(const struct drv_config_field *f, char *err, size_t errlen);
+
 /* Parsed default values, computed once per process. Thread-safe. */
 void drv__config_defaults_fill(const struct drv_config_field *fields, json_t *root);
 

@@ -88,7 +88,10 @@ enum drv_field_type {
 /*
  * One config field (or, with .secret, one entry of the secrets map). Arrays of
  * these end with an entry whose .name is NULL. All strings are borrowed for
- * the life of the process (use literals).
+ * the life of the process (use literals). Names are unique across config
+ * fields and secrets; default_json must pass the field's own checks (type,
+ * minimum/maximum, enum); secrets have no default. drv_driver_check() (and so
+ * drv_main()) refuses a declaration that breaks these, naming the field.
  */
 struct drv_config_field {
 	const char *name;
@@ -171,8 +174,10 @@ int drv_main(int argc, char **argv, const struct drv_driver *driver);
 drv_features drv_driver_features(const struct drv_driver *driver);
 
 /*
- * Checks that every feature group is either complete or empty. Returns 0, or
- * DRV_EINVAL with a message naming the missing member written to `err`.
+ * Checks the declaration: every feature group either complete or empty,
+ * markers that are marker features of the protocol, and config fields as
+ * struct drv_config_field requires. Returns 0, or DRV_EINVAL with a message
+ * naming the missing member or the field at fault written to `err`.
  */
 int drv_driver_check(const struct drv_driver *driver, char *err, size_t errlen);
 
