@@ -195,11 +195,6 @@ static bool split_host_port(const char *addr, char *host, size_t hostlen, int *p
 	return parse_int(colon + 1, 0, 65535, port);
 }
 
-static bool is_loopback(const char *host)
-{
-	return strcmp(host, "localhost") == 0 || strcmp(host, "::1") == 0 || strncmp(host, "127.", 4) == 0;
-}
-
 static int check_listen(const char *prog, const struct options *o)
 {
 	char host[256];
@@ -233,7 +228,7 @@ static int check_listen(const char *prog, const struct options *o)
 		for (int i = 0; i < 3; i++)
 			if (access(files[i], R_OK) != 0)
 				return usage_error(prog, "%s: cannot read \"%.200s\"", names[i], files[i]);
-	} else if (!is_loopback(host) && !o->insecure) {
+	} else if (!drv__is_loopback_host(host) && !o->insecure) {
 		return usage_error(
 		    prog,
 		    "refusing plain TCP on non-loopback address \"%.80s\": use --tls-cert, --tls-key "

@@ -204,6 +204,15 @@ int drv__rpc_channel_new_fd(const struct drv_rpc_channel_opts *opts, int fd, str
 /* The directory under which socket directories are made ($TMPDIR, $XDG_RUNTIME_DIR, /dev/shm or /tmp). */
 const char *drv__socket_base(void);
 
+/* ---- loopback.c ---- */
+
+/*
+ * True for "localhost", "ip6-localhost" and literal loopback addresses
+ * (127.0.0.0/8, ::1, ::ffff:127.x.y.z), given without brackets or port.
+ * Names are not resolved, so "127.example.com" is not loopback.
+ */
+bool drv__is_loopback_host(const char *host);
+
 /* GetInfo as a JSON object (for --info); caller owns it. */
 json_t *drv__info_json(const struct drv_driver *driver);
 

@@ -324,11 +324,21 @@ static void stderr_tail_locked(const struct drv_host *h, char *buf, size_t len)
 		snprintf(buf, len, "(nothing)");
 }
 
-/* True for "127.x.y.z:port", "localhost:port" and "[::1]:port". */
+/* True when the host part of "HOST:PORT" or "[V6]:PORT" (already checked by the handshake parser) is
+ * loopback. */
 static bool loopback_address(const char *addr)
 {
-	return strncmp(addr, "127.", 4) == 0 || strncmp(addr, "localhost:", 10) == 0 ||
-	       strncmp(addr, "[::1]:", 6) == 0;
+	char host[256];
+	const char *colon = strrchr(addr, ':');
+	size_t n = colon ? (size_t)(colon - addr) : 0;
+
+	if (n >= 2 && addr[0] == '[' && addr[n - 1] == ']')
+		addr++, n -= 2;
+	if (n == 0 || n >= sizeof(host))
+		return false;
+	memcpy(host, addr, n);
+	host[n] = '\0';
+	return drv__is_loopback_host(host);
 }
 
 /*

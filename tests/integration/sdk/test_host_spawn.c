@@ -158,6 +158,15 @@ static void test_remote_tcp_refused(void **state)
 
 	spawn_fails("hs-remote-tcp", 2000, DRV_EHANDSHAKE, "non-loopback TCP address", err, sizeof(err));
 	assert_contains(err, "192.0.2.1:4000");
+
+	/* A name that only starts like a loopback address is refused too: it may resolve anywhere. */
+	static const char *const args[] = {"127.0.0.1.example:4000", NULL};
+	struct drv_spawn_opts o = {
+	    .path = fixture("hs-remote-tcp"), .args = args, .handshake_timeout_ms = 2000};
+	struct drv_host *h = NULL;
+	assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), DRV_EHANDSHAKE, err);
+	assert_null(h);
+	assert_contains(err, "127.0.0.1.example:4000|grpc\" names a non-loopback TCP address");
 }
 
 static void test_missing_binary(void **state)

@@ -226,6 +226,10 @@ static void test_cli_errors(void **state)
 	    {{"--listen", "nocolon"}, 2, "--listen: expected HOST:PORT"},
 	    {{"--listen", "127.0.0.1:99999"}, 2, "--listen"},
 	    {{"--listen", "0.0.0.0:0"}, 2, "refusing plain TCP on non-loopback address \"0.0.0.0\""},
+	    /* A name is not resolved: one that merely starts like a loopback address is not one. */
+	    {{"--listen", "127.0.0.1.example:0"},
+	     2,
+	     "refusing plain TCP on non-loopback address \"127.0.0.1.example\""},
 	    {{"--listen", "127.0.0.1:0", "--tls-cert", "/etc/hostname"}, 2, "--tls-key is missing"},
 	    {{"--listen", "127.0.0.1:0", "--tls-cert", "/etc/hostname", "--tls-key", "/etc/hostname"},
 	     2,
