@@ -246,7 +246,8 @@ static void check_field(const struct drv_config_field *f, const json_t *v, struc
 
 	if (!type_ok(f->type, v)) {
 		drv__diags_add(d, SEV_ERROR, path, "wrong type", "field \"%s\" must be %s %s, got %s",
-		               f->name, f->type == DRV_FIELD_INTEGER ? "an" : "a",
+		               f->name,
+		               f->type == DRV_FIELD_INTEGER || f->type == DRV_FIELD_STRING_ARRAY ? "an" : "a",
 		               f->type == DRV_FIELD_STRING_ARRAY ? "array of strings" : type_name(f->type),
 		               json_kind(v));
 		return;

@@ -95,9 +95,12 @@ static int __attribute__((format(printf, 2, 3))) usage_error(const char *prog, c
 	return 2;
 }
 
+/* Decimal digits only: strtol alone would also take " 80" and "+80". */
 static bool parse_int(const char *s, long lo, long hi, int *out)
 {
 	char *end;
+	if (!(*s >= '0' && *s <= '9'))
+		return false;
 	errno = 0;
 	long v = strtol(s, &end, 10);
 	if (errno || end == s || *end || v < lo || v > hi)
@@ -204,7 +207,10 @@ static int check_listen(const char *prog, const struct options *o)
 	if (!o->listen) {
 		if (any_tls || o->insecure)
 			return usage_error(prog, "%s needs --listen HOST:PORT",
-			                   o->insecure ? "--insecure" : "TLS options");
+			                   o->insecure   ? "--insecure"
+			                   : o->tls_cert ? "--tls-cert"
+			                   : o->tls_key  ? "--tls-key"
+			                                 : "--client-ca");
 		return -1;
 	}
 	if (!split_host_port(o->listen, host, sizeof(host), &port))

@@ -159,7 +159,7 @@ static void test_each_diagnostic(void **state)
 	           "got number");
 	expect_one("{\"region\": \"eu\", \"debug\": 1}", key_ok, "/debug", "wrong type", "boolean");
 	expect_one("{\"region\": \"eu\", \"zones\": \"a\"}", key_ok, "/zones", "wrong type",
-	           "array of strings");
+	           "must be an array of strings, got string");
 	expect_one("{\"region\": \"eu\", \"zones\": [\"a\", 7]}", key_ok, "/zones/1", "wrong type",
 	           "element 1");
 	expect_one("{\"region\": \"eu\", \"tier\": \"gold\"}", key_ok, "/tier", "value not allowed",

@@ -234,7 +234,10 @@ static void test_cli_errors(void **state)
 	    {{"--listen", "127.0.0.1:0", "--tls-cert", "/etc/hostname", "--tls-key", "/etc/hostname"},
 	     2,
 	     "--client-ca is missing"},
-	    {{"--tls-key", "/x"}, 2, "needs --listen"},
+	    {{"--tls-key", "/x"}, 2, "--tls-key needs --listen"},
+	    {{"--listen", "127.0.0.1: 80"}, 2, "--listen: expected HOST:PORT"},
+	    {{"--listen", "127.0.0.1:+80"}, 2, "--listen: expected HOST:PORT"},
+	    {{"--workers", " 4"}, 2, "--workers: expected an integer"},
 	    {{"--insecure"}, 2, "needs --listen"},
 	    {{"--listen", "127.0.0.1:0", "--tls-cert", "/nonexistent", "--tls-key", "/x"}, 2, "--client-ca"},
 	};
