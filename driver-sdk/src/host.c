@@ -471,10 +471,10 @@ static int wait_handshake(struct drv_host *h, int wait_ms, int timeout_ms, char 
 			if (h->line_too_long) {
 				char q[256];
 				quote_line(h->handshake, q, sizeof(q));
-				set_err(
-				    err, errlen,
-				    "driver '%s' (%s): garbage handshake line \"%s\": longer than %d bytes",
-				    h->name, h->path, q, DRV_HOST_HANDSHAKE_MAX - 1);
+				set_err(err, errlen,
+				        "driver '%s' (%s): garbage handshake line \"%s\": no newline in its "
+				        "first %d bytes",
+				        h->name, h->path, q, DRV_HOST_HANDSHAKE_MAX - 1);
 				rc = DRV_EHANDSHAKE;
 			} else {
 				snprintf(line, linelen, "%s", h->handshake);
