@@ -22,7 +22,8 @@ const struct conf_test conf_tests[] = {
     {"config.valid_accepted", 0, 0, check_config_valid_accepted,
      "ValidateConfig answers valid=true for the config of --config"},
     {"config.missing_required", 0, 0, check_config_missing_required,
-     "a missing required field gets an error diagnostic at /<field>"},
+     "a missing required field gets an error diagnostic at /<field>, a missing required secret at "
+     "/secrets/<name>"},
     {"config.ill_typed", 0, 0, check_config_ill_typed,
      "a field of the wrong type gets an error diagnostic at /<field>"},
     {"config.unknown_field", 0, 0, check_config_unknown_field,
