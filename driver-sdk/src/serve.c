@@ -227,10 +227,16 @@ void drv__serve_drain(void)
 
 /* ---- replies ---- */
 
+/* A value of enum drv_error: 0, -1..-16 (the gRPC codes) or a local error. */
+static bool is_drv_error(int code)
+{
+	return (code <= 0 && code >= DRV_EUNAUTHENTICATED) || (code <= DRV_ENOMEM && code >= DRV_ESYSTEM);
+}
+
 static void reply_call(struct drv_call *call, int code, const ProtobufCMessage *resp)
 {
 	const char *msg = NULL;
-	if (code > 0) {
+	if (!is_drv_error(code)) {
 		msg = drv_call_printf(call, "driver bug: handler of %s returned %d, which is not a drv_error",
 		                      call->method, code);
 		code = DRV_EINTERNAL;

@@ -69,6 +69,8 @@ static int get_instance(struct drv_call *call, const drv_get_instance_request *r
 static int terminate_instance(struct drv_call *call, const drv_terminate_instance_request *req,
                               drv_terminate_instance_response *resp)
 {
+	if (strcmp(req->instance_id, "bug-negative") == 0)
+		return drv_call_fail(call, -50, "not a code");
 	return strcmp(req->instance_id, "bug") == 0 ? 7 : 0;
 }
 

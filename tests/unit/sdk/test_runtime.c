@@ -542,6 +542,10 @@ static void test_provider_calls(void **state)
 	treq.instance_id = "bug";
 	assert_int_equal(drv_host_terminate_instance(h, &treq, &tresp, CALL_MS, &st), DRV_EINTERNAL);
 	assert_non_null(strstr(st.message, "returned 7, which is not a drv_error"));
+	/* So is a negative value that is no drv_error. */
+	treq.instance_id = "bug-negative";
+	assert_int_equal(drv_host_terminate_instance(h, &treq, &tresp, CALL_MS, &st), DRV_EINTERNAL);
+	assert_non_null(strstr(st.message, "returned -50, which is not a drv_error"));
 
 	/* A handler printing to stdout after the handshake harms nothing. */
 	drv_get_instance_request greq = DROVER__COMPUTE__V1__GET_INSTANCE_REQUEST__INIT;
