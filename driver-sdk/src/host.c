@@ -284,6 +284,28 @@ static int make_sockdir(struct drv_host *h, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * Why the driver program could not be started, from the libuv error of the
+ * spawn (a negated errno on Unix; libuv has no name for some, such as
+ * ENOEXEC), with a hint for the mistakes a driver author makes: a script
+ * without a "#!" line, or one whose interpreter is missing.
+ */
+static void describe_spawn_error(const struct drv_host *h, int uv_err, char *buf, size_t len)
+{
+	int e = -uv_err;
+
+	if (e == ENOEXEC)
+		snprintf(buf, len, "%s (not a program for this machine; a script needs a \"#!\" line)",
+		         strerror(e));
+	else if (e == ENOENT && strchr(h->path, '/') && access(h->path, F_OK) == 0)
+		snprintf(buf, len, "%s (the file exists: is the interpreter on its \"#!\" line missing?)",
+		         strerror(e));
+	else if (e == EACCES)
+		snprintf(buf, len, "%s (is it an executable file?)", strerror(e));
+	else
+		snprintf(buf, len, "%s", e > 0 ? strerror(e) : uv_strerror(uv_err));
+}
+
 /* ---- the handshake ---- */
 
 /* Copies `s` into buf with non-printable bytes escaped and the length capped, for error messages. */
@@ -462,8 +484,9 @@ static int wait_handshake(struct drv_host *h, int wait_ms, int timeout_ms, char 
 		uint64_t now = drv__host_now_ns(), wake = deadline;
 
 		if (h->spawn_done && h->spawn_errno != 0) {
-			set_err(err, errlen, "driver '%s' (%s): cannot start: %s", h->name, h->path,
-			        uv_strerror(h->spawn_errno));
+			char why[200];
+			describe_spawn_error(h, h->spawn_errno, why, sizeof(why));
+			set_err(err, errlen, "driver '%s' (%s): cannot start: %s", h->name, h->path, why);
 			rc = DRV_ESYSTEM;
 			break;
 		}
@@ -659,8 +682,9 @@ int drv_host_spawn(const struct drv_spawn_opts *opts, struct drv_host **out, cha
 		pthread_mutex_unlock(&h->mu);
 		rc = drv__host_spawn_posix(h);
 		if (rc != 0) {
-			set_err(err, errlen, "driver '%s' (%s): cannot start: %s", h->name, h->path,
-			        uv_strerror(rc));
+			char why[200];
+			describe_spawn_error(h, rc, why, sizeof(why));
+			set_err(err, errlen, "driver '%s' (%s): cannot start: %s", h->name, h->path, why);
 			rc = DRV_ESYSTEM;
 			goto fail_prepare;
 		}

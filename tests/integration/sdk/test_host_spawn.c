@@ -178,6 +178,45 @@ static void test_missing_binary(void **state)
 	assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), DRV_ESYSTEM, err);
 	assert_contains(err, "driver 'nope' (/nonexistent/drover-driver-nope): cannot start");
 	assert_null(h);
+
+	/*
+	 * A driver author's script without a "#!" line, or with an interpreter
+	 * that is not there: the message says so (it said "Unknown system
+	 * error -8" for the first and "no such file or directory" for the second).
+	 */
+	char dir[] = "/tmp/drover-test-spawn-XXXXXX", path[64];
+	assert_non_null(mkdtemp(dir));
+	static const struct {
+		const char *name, *text, *want;
+	} cases[] = {
+	    {"no-shebang", "echo hello\n", "a script needs a \"#!\" line"},
+	    {"bad-shebang", "#!/nonexistent/python3\n", "is the interpreter on its \"#!\" line missing?"},
+	};
+	for (int forced = 0; forced < 2; forced++) {
+		drv__host_force_uv_spawn(forced);
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+			/* libuv's fallback execs with execvp, which runs a script without "#!" through
+			 * /bin/sh. */
+			if (forced && strcmp(cases[i].name, "no-shebang") == 0)
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", dir, cases[i].name);
+			FILE *f = fopen(path, "w");
+			assert_non_null(f);
+			fputs(cases[i].text, f);
+			fclose(f);
+			chmod(path, 0755);
+			o.path = path;
+			o.name = cases[i].name;
+			assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), DRV_ESYSTEM, err);
+			assert_null(h);
+			if (!strstr(err, cases[i].want))
+				fail_msg("%s spawn: \"%s\" lacks \"%s\"", forced ? "uv" : "posix", err,
+				         cases[i].want);
+			unlink(path);
+		}
+	}
+	drv__host_force_uv_spawn(false);
+	rmdir(dir);
 }
 
 static void test_bad_options(void **state)
