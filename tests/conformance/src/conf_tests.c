@@ -75,7 +75,7 @@ const struct conf_test conf_tests[] = {
     {"errors.create_without_key", F(CREATE_INSTANCE), 0, check_errors_create_without_key,
      "CreateInstance without an idempotency key answers INVALID_ARGUMENT"},
     {"errors.config_not_json", 0, 0, check_errors_config_not_json,
-     "a provider call with config_json \"not json\" answers INVALID_ARGUMENT"},
+     "a provider call, and GetFeatures, with config_json \"not json\" answer INVALID_ARGUMENT"},
     {"errors.codes_in_table", 0, 0, check_errors_codes_in_table,
      "probes with unknown and empty ids answer only codes compute.proto lists for the RPC"},
     {"volumes.lifecycle", F(VOLUMES), 0, check_volumes_lifecycle,
