@@ -148,6 +148,10 @@ struct drv_driver {
 	/*
 	 * Optional: runs once in drv_main() after argument parsing and before
 	 * serving (not for --help/--version/--info). Non-zero aborts start-up.
+	 * A spawned driver runs it before printing its handshake line, which
+	 * hosts time (docs/PROTOCOL.md section 3; the harness fails a late one):
+	 * keep it quick, and do slow work (credentials, catalogs) lazily in the
+	 * handlers instead.
 	 */
 	int (*start)(void);
 	/* Optional: runs once after the server stopped and every handler returned. */
