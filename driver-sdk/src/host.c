@@ -499,6 +499,14 @@ static int wait_handshake(struct drv_host *h, int wait_ms, int timeout_ms, char 
 				        "first %d bytes",
 				        h->name, h->path, q, DRV_HOST_HANDSHAKE_MAX - 1);
 				rc = DRV_EHANDSHAKE;
+			} else if (h->line_nul) {
+				char q[256];
+				quote_line(h->handshake, q, sizeof(q));
+				set_err(err, errlen,
+				        "driver '%s' (%s): garbage handshake line \"%s...\": it contains a "
+				        "NUL byte",
+				        h->name, h->path, q);
+				rc = DRV_EHANDSHAKE;
 			} else {
 				snprintf(line, linelen, "%s", h->handshake);
 			}
@@ -550,7 +558,7 @@ static int read_handshake_direct(struct drv_host *h, int timeout_ms, char *line,
 {
 	uint64_t deadline = deadline_after_ms(timeout_ms);
 	size_t len = 0, cap = sizeof(h->outbuf) - 1;
-	bool done = false, too_long = false, gone = false, exited = false;
+	bool done = false, too_long = false, gone = false, exited = false, nul = false;
 
 	while (!done && !gone) {
 		uint64_t now = drv__host_now_ns();
@@ -582,6 +590,8 @@ static int read_handshake_direct(struct drv_host *h, int timeout_ms, char *line,
 		char *nl = memchr(h->outbuf + len, '\n', (size_t)r);
 		len += (size_t)r;
 		if (nl) {
+			/* C string functions would see the line end at a NUL byte and miss what follows. */
+			nul = memchr(h->outbuf, '\0', (size_t)(nl - h->outbuf)) != NULL;
 			*nl = '\0';
 			if (nl > h->outbuf && nl[-1] == '\r')
 				nl[-1] = '\0';
@@ -597,6 +607,7 @@ static int read_handshake_direct(struct drv_host *h, int timeout_ms, char *line,
 		h->handshake[sizeof(h->handshake) - 1] = '\0';
 		h->line_ready = true;
 		h->line_too_long = too_long;
+		h->line_nul = nul;
 		h->t_line_ns = drv__host_now_ns();
 	} else if (gone) {
 		h->stdout_eof = true;

@@ -65,6 +65,7 @@ struct drv_host {
 	pid_t pid;
 	bool line_ready; /* handshake (or an over-long first stdout chunk) arrived */
 	bool line_too_long;
+	bool line_nul; /* the line holds a NUL byte */
 	char handshake[DRV_HOST_HANDSHAKE_MAX];
 	bool stdout_eof, stderr_eof;
 	bool exited;

@@ -110,6 +110,18 @@ static void test_garbage_line(void **state)
 	spawn_fails("hs-garbage", 2000, DRV_EHANDSHAKE, "garbage handshake line \"hello\"", err, sizeof(err));
 	/* The parse error says what is wrong with it, not just that it is wrong. */
 	assert_contains(err, "5 '|'-separated fields");
+
+	/* A NUL byte does not end the line early: what follows it would go unchecked. */
+	static const char *const nul[] = {"nul", NULL};
+	struct drv_spawn_opts o = {.path = fixture("hs-garbage"), .args = nul, .handshake_timeout_ms = 2000};
+	for (int forced = 0; forced < 2; forced++) {
+		struct drv_host *h = NULL;
+		drv__host_force_uv_spawn(forced);
+		assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), DRV_EHANDSHAKE, err);
+		assert_null(h);
+		assert_contains(err, "x.sock|grpc...\": it contains a NUL byte");
+	}
+	drv__host_force_uv_spawn(false);
 }
 
 static void test_silent_times_out(void **state)
