@@ -346,6 +346,32 @@ static void stderr_tail_locked(const struct drv_host *h, char *buf, size_t len)
 		snprintf(buf, len, "(nothing)");
 }
 
+/*
+ * What a handshake timeout most likely means, for the two slips a driver
+ * author makes most: the line printed on stderr, or printed on stdout but
+ * never flushed (a pipe is block-buffered, so it waits in the driver).
+ */
+static void timeout_hint_locked(const struct drv_host *h, char *buf, size_t len)
+{
+	unsigned n = h->tail_count < DRV_HOST_TAIL_LINES ? h->tail_count : DRV_HOST_TAIL_LINES;
+	size_t out = h->outlen > h->stdout_bytes ? h->outlen : h->stdout_bytes;
+
+	buf[0] = '\0';
+	for (unsigned i = h->tail_count - n; i < h->tail_count; i++) {
+		const char *line = h->tail[i % DRV_HOST_TAIL_LINES];
+		if (strncmp(line, "1|", 2) == 0 && strstr(line, "|grpc")) {
+			snprintf(buf, len, "; its handshake line went to stderr: print it on stdout");
+			return;
+		}
+	}
+	if (out == 0)
+		snprintf(buf, len,
+		         "; nothing arrived on its stdout (a line printed but not flushed stays in the "
+		         "driver's buffer)");
+	else
+		snprintf(buf, len, "; %zu bytes arrived on its stdout, without a newline", out);
+}
+
 /* True when the host part of "HOST:PORT" or "[V6]:PORT" (already checked by the handshake parser) is
  * loopback. */
 static bool loopback_address(const char *addr)
@@ -531,10 +557,13 @@ static int wait_handshake(struct drv_host *h, int wait_ms, int timeout_ms, char 
 		if (now >= deadline) {
 			char tail[800];
 
+			char hint[200];
 			stderr_tail_locked(h, tail, sizeof(tail));
+			timeout_hint_locked(h, hint, sizeof(hint));
 			set_err(err, errlen,
-			        "driver '%s' (%s): handshake timed out after %d ms%s; stderr: %s", h->name,
-			        h->path, timeout_ms, h->stdout_eof ? " (it closed its stdout)" : "", tail);
+			        "driver '%s' (%s): handshake timed out after %d ms%s%s; stderr: %s", h->name,
+			        h->path, timeout_ms, h->stdout_eof ? " (it closed its stdout)" : "", hint,
+			        tail);
 			rc = DRV_EDEADLINE;
 			break;
 		}
@@ -609,8 +638,10 @@ static int read_handshake_direct(struct drv_host *h, int timeout_ms, char *line,
 		h->line_too_long = too_long;
 		h->line_nul = nul;
 		h->t_line_ns = drv__host_now_ns();
-	} else if (gone) {
-		h->stdout_eof = true;
+	} else {
+		h->stdout_bytes = len;
+		if (gone)
+			h->stdout_eof = true;
 	}
 	pthread_mutex_unlock(&h->mu);
 	uint64_t now = drv__host_now_ns();

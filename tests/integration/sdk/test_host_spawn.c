@@ -135,6 +135,23 @@ static void test_silent_times_out(void **state)
 	assert_true(took < 2000);
 	/* What the driver said meanwhile helps the operator; it is part of the error. */
 	assert_contains(err, "thinking about it");
+	assert_contains(err, "nothing arrived on its stdout");
+
+	/* The two likeliest slips of a driver author are named, on both spawn paths. */
+	static const char *const to_stderr[] = {"stderr", NULL}, *const unflushed[] = {"unflushed", NULL};
+	struct drv_spawn_opts o = {.path = fixture("hs-silent"), .handshake_timeout_ms = 300};
+	for (int forced = 0; forced < 2; forced++) {
+		struct drv_host *h = NULL;
+		drv__host_force_uv_spawn(forced);
+		o.args = to_stderr;
+		assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), DRV_EDEADLINE, err);
+		assert_contains(err, "its handshake line went to stderr: print it on stdout");
+		o.args = unflushed;
+		assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), DRV_EDEADLINE, err);
+		assert_contains(err, "a line printed but not flushed stays in the driver's buffer");
+		assert_null(h);
+	}
+	drv__host_force_uv_spawn(false);
 }
 
 static void test_early_exit(void **state)
