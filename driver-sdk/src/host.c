@@ -300,6 +300,11 @@ static void describe_spawn_error(const struct drv_host *h, int uv_err, char *buf
 	else if (e == ENOENT && strchr(h->path, '/') && access(h->path, F_OK) == 0)
 		snprintf(buf, len, "%s (the file exists: is the interpreter on its \"#!\" line missing?)",
 		         strerror(e));
+	else if (e == ENOENT && !strchr(h->path, '/') && access(h->path, F_OK) == 0)
+		snprintf(buf, len,
+		         "%s in PATH (a name without '/' is looked up in PATH, not in the current "
+		         "directory: use ./%s)",
+		         strerror(e), h->path);
 	else if (e == EACCES)
 		snprintf(buf, len, "%s (is it an executable file?)", strerror(e));
 	else

@@ -245,6 +245,23 @@ static void test_missing_binary(void **state)
 		}
 	}
 	drv__host_force_uv_spawn(false);
+
+	/* A bare name is looked up in PATH; one that is only in the current directory gets a hint. */
+	char cwd[4096];
+	assert_non_null(getcwd(cwd, sizeof(cwd)));
+	snprintf(path, sizeof(path), "%s/drover-driver-here", dir);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("#!/bin/sh\n", f);
+	fclose(f);
+	chmod(path, 0755);
+	assert_int_equal(chdir(dir), 0);
+	o.path = "drover-driver-here";
+	o.name = NULL;
+	assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), DRV_ESYSTEM, err);
+	assert_contains(err, "use ./drover-driver-here");
+	assert_int_equal(chdir(cwd), 0);
+	unlink(path);
 	rmdir(dir);
 }
 
