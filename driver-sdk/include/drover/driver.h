@@ -219,7 +219,9 @@ void *drv_call_message(struct drv_call *call, const ProtobufCMessageDescriptor *
  * The call's config, parsed and checked against the declared fields. Getters
  * return the value, else the declared default, else the given fallback.
  * Strings are borrowed until the handler returns. Secrets come from the
- * secrets map and are never logged by the SDK.
+ * secrets map and are never logged by the SDK. A getter asked for a name
+ * that config_fields does not declare (a typo) returns the fallback and logs
+ * a warning naming it, once per name.
  */
 const char *drv_call_config_json(const struct drv_call *call);
 const char *drv_call_config_string(const struct drv_call *call, const char *name, const char *fallback);
