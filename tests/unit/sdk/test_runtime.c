@@ -547,6 +547,16 @@ static void test_provider_calls(void **state)
 	assert_int_equal(drv_host_terminate_instance(h, &treq, &tresp, CALL_MS, &st), DRV_EINTERNAL);
 	assert_non_null(strstr(st.message, "returned -50, which is not a drv_error"));
 
+	/*
+	 * A 20 KB message keeps its code and the connection stays up (the whole
+	 * message made the host answer RESOURCE_EXHAUSTED and drop the connection
+	 * for good). struct drv_status keeps 511 bytes of what arrives.
+	 */
+	treq.instance_id = "long-message";
+	assert_int_equal(drv_host_terminate_instance(h, &treq, &tresp, CALL_MS, &st), DRV_EUNAVAILABLE);
+	assert_non_null(strstr(st.message, "provider said: \xc3\xa9"));
+	assert_int_equal(drv_host_health(h, CALL_MS, &st), 0);
+
 	/* A handler printing to stdout after the handshake harms nothing. */
 	drv_get_instance_request greq = DROVER__COMPUTE__V1__GET_INSTANCE_REQUEST__INIT;
 	drv_get_instance_response *gresp;
