@@ -76,7 +76,7 @@ static int terminate_instance(struct drv_call *call, const drv_terminate_instanc
 		char *page = drv_call_alloc(call, 20001);
 		for (size_t i = 0; i < 20000; i += 2)
 			memcpy(page + i, "\xc3\xa9", 2);
-		return drv_call_fail(call, DRV_EUNAVAILABLE, "provider said: %s", page);
+		return drv_call_fail(call, DRV_EUNAVAILABLE, "provider said:%s", page);
 	}
 	return strcmp(req->instance_id, "bug") == 0 ? 7 : 0;
 }
