@@ -96,6 +96,12 @@ int drv_driver_check(const struct drv_driver *driver, char *err, size_t errlen)
 			return DRV_EINVAL;
 		}
 	}
+	/* GetInfo carries it, and hosts (the conformance harness first) refuse an empty one. */
+	if (!driver->driver_version || !driver->driver_version[0]) {
+		snprintf(err, errlen, "driver %s: driver_version is empty (\"1.2.3\" for example)",
+		         driver->type);
+		return DRV_EINVAL;
+	}
 	if (strlen(driver->type) > 64) {
 		snprintf(err, errlen, "driver type \"%.64s...\" is longer than 64 characters", driver->type);
 		return DRV_EINVAL;

@@ -123,7 +123,7 @@ void drv_diag_warning(struct drv_diags *d, const char *field_path, const char *s
 struct drv_driver {
 	int version;                /* DRV_DRIVER_V1 */
 	const char *type;           /* backend type, [a-z0-9-]+ */
-	const char *driver_version; /* "1.2.3" */
+	const char *driver_version; /* "1.2.3"; required */
 	const char *description;    /* one line */
 	const struct drv_compute_ops *ops;
 	const struct drv_config_field *config_fields; /* NULL or {.name = NULL}-terminated */

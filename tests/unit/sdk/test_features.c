@@ -123,6 +123,13 @@ static void test_check_declaration(void **state)
 	d = make_driver(&offers);
 	d.version = 2;
 	assert_int_equal(drv_driver_check(&d, err, sizeof(err)), DRV_EINVAL);
+	/* GetInfo would carry an empty driver_version, which info.well_formed fails. */
+	d = make_driver(&offers);
+	d.driver_version = NULL;
+	assert_int_equal(drv_driver_check(&d, err, sizeof(err)), DRV_EINVAL);
+	assert_non_null(strstr(err, "driver_version is empty"));
+	d.driver_version = "";
+	assert_int_equal(drv_driver_check(&d, err, sizeof(err)), DRV_EINVAL);
 
 	static const struct drv_config_field bad_default[] = {
 	    {.name = "n", .type = DRV_FIELD_INTEGER, .default_json = "{oops"}, {.name = NULL}};
