@@ -4,6 +4,7 @@
  */
 #include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -121,17 +122,49 @@ const char *drv_call_config_json(const struct drv_call *call)
 	return call->config->config_json;
 }
 
+/*
+ * A getter asked for a name the driver never declared returns its fallback
+ * on every call, silently: a typo ("capcity") looks like "not configured".
+ * Each such name is logged once (a few, then no more), on the miss path only.
+ */
+static void warn_undeclared(const struct drv_call *call, const char *name, bool secret)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static char warned[8][64];
+	static unsigned n_warned;
+
+	if (!call->driver)
+		return;
+	for (const struct drv_config_field *f = call->driver->config_fields; f && f->name; f++)
+		if (f->secret == secret && strcmp(f->name, name) == 0)
+			return;
+	pthread_mutex_lock(&lock);
+	bool first = n_warned < sizeof(warned) / sizeof(warned[0]);
+	for (unsigned i = 0; first && i < n_warned; i++)
+		first = strncmp(warned[i], name, sizeof(warned[i]) - 1) != 0;
+	if (first)
+		snprintf(warned[n_warned++], sizeof(warned[0]), "%s", name);
+	pthread_mutex_unlock(&lock);
+	if (first)
+		drv_log(DRV_LOG_WARN,
+		        "%s \"%.60s\" is not declared in the driver's config_fields; its getter always "
+		        "returns the fallback",
+		        secret ? "secret" : "config field", name);
+}
+
 /* The value of a config field: the call's, else its declared default (filled in at check time). */
 static json_t *config_value(const struct drv_call *call, const char *name)
 {
-	json_t *v;
+	json_t *v = NULL;
 	if (!call || !name)
 		return NULL;
-	if (call->config_root) {
+	if (call->config_root)
 		v = json_object_get(call->config_root, name);
-		return json_is_null(v) ? NULL : v;
+	if (!v || json_is_null(v)) {
+		warn_undeclared(call, name, false);
+		return NULL;
 	}
-	return NULL;
+	return v;
 }
 
 const char *drv_call_config_string(const struct drv_call *call, const char *name, const char *fallback)
@@ -186,6 +219,7 @@ const char *drv_call_secret(const struct drv_call *call, const char *name)
 		if (e && e->key && strcmp(e->key, name) == 0)
 			return e->value;
 	}
+	warn_undeclared(call, name, true);
 	return NULL;
 }
 

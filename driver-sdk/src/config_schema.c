@@ -246,7 +246,8 @@ static void check_field(const struct drv_config_field *f, const json_t *v, struc
 
 	if (!type_ok(f->type, v)) {
 		drv__diags_add(d, SEV_ERROR, path, "wrong type", "field \"%s\" must be %s %s, got %s",
-		               f->name, f->type == DRV_FIELD_INTEGER ? "an" : "a",
+		               f->name,
+		               f->type == DRV_FIELD_INTEGER || f->type == DRV_FIELD_STRING_ARRAY ? "an" : "a",
 		               f->type == DRV_FIELD_STRING_ARRAY ? "array of strings" : type_name(f->type),
 		               json_kind(v));
 		return;
@@ -290,6 +291,62 @@ static void check_field(const struct drv_config_field *f, const json_t *v, struc
 			drv__diags_add(d, SEV_ERROR, path, "value above maximum",
 			               "field \"%s\" is %g; the maximum is %g", f->name, x, f->maximum);
 	}
+}
+
+int drv__config_field_check(const struct drv_config_field *f, char *err, size_t errlen)
+{
+	bool numeric = f->type == DRV_FIELD_INTEGER || f->type == DRV_FIELD_NUMBER;
+
+	if (!f->name[0])
+		return snprintf(err, errlen, "a config field has an empty name"), DRV_EINVAL;
+	if (f->enum_values && f->type != DRV_FIELD_STRING)
+		return snprintf(err, errlen,
+		                "config field \"%s\" has enum_values but is not DRV_FIELD_STRING", f->name),
+		       DRV_EINVAL;
+	if ((f->has_minimum || f->has_maximum) && !numeric)
+		return snprintf(
+		           err, errlen,
+		           "config field \"%s\" has a minimum or maximum but is neither DRV_FIELD_INTEGER "
+		           "nor DRV_FIELD_NUMBER",
+		           f->name),
+		       DRV_EINVAL;
+	if (f->has_minimum && f->has_maximum && f->minimum > f->maximum)
+		return snprintf(err, errlen, "config field \"%s\" has a minimum %g above its maximum %g",
+		                f->name, f->minimum, f->maximum),
+		       DRV_EINVAL;
+	if (!f->default_json)
+		return 0;
+	/* Secrets have no defaults: the SDK never fills one in, so the schema must not promise it. */
+	if (f->secret)
+		return snprintf(err, errlen, "secret \"%s\" has a default; secrets cannot have one", f->name),
+		       DRV_EINVAL;
+
+	json_error_t je;
+	json_t *v = json_loads(f->default_json, JSON_DECODE_ANY, &je);
+	if (!v)
+		return snprintf(err, errlen, "default of config field \"%s\" is not JSON: %s", f->name,
+		                je.text),
+		       DRV_EINVAL;
+	/*
+	 * The default is published in the schema and handed to handlers as if
+	 * the operator had written it, so it must pass the checks a written value
+	 * gets.
+	 */
+	struct drv__arena a;
+	struct drv_diags d;
+	int rc = 0;
+	drv__arena_init(&a);
+	drv__diags_init(&d, &a);
+	check_field(f, v, &d);
+	if (d.n_errors) {
+		snprintf(err, errlen,
+		         "default %.60s of config field \"%s\" fails its own declaration: %s (%s)",
+		         f->default_json, f->name, d.items[0].summary, d.items[0].detail);
+		rc = DRV_EINVAL;
+	}
+	drv__arena_release(&a);
+	json_decref(v);
+	return rc;
 }
 
 static const struct drv_config_field *field_find(const struct drv_config_field *fields, const char *name,

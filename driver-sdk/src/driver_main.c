@@ -95,9 +95,12 @@ static int __attribute__((format(printf, 2, 3))) usage_error(const char *prog, c
 	return 2;
 }
 
+/* Decimal digits only: strtol alone would also take " 80" and "+80". */
 static bool parse_int(const char *s, long lo, long hi, int *out)
 {
 	char *end;
+	if (!(*s >= '0' && *s <= '9'))
+		return false;
 	errno = 0;
 	long v = strtol(s, &end, 10);
 	if (errno || end == s || *end || v < lo || v > hi)
@@ -195,11 +198,6 @@ static bool split_host_port(const char *addr, char *host, size_t hostlen, int *p
 	return parse_int(colon + 1, 0, 65535, port);
 }
 
-static bool is_loopback(const char *host)
-{
-	return strcmp(host, "localhost") == 0 || strcmp(host, "::1") == 0 || strncmp(host, "127.", 4) == 0;
-}
-
 static int check_listen(const char *prog, const struct options *o)
 {
 	char host[256];
@@ -209,7 +207,10 @@ static int check_listen(const char *prog, const struct options *o)
 	if (!o->listen) {
 		if (any_tls || o->insecure)
 			return usage_error(prog, "%s needs --listen HOST:PORT",
-			                   o->insecure ? "--insecure" : "TLS options");
+			                   o->insecure   ? "--insecure"
+			                   : o->tls_cert ? "--tls-cert"
+			                   : o->tls_key  ? "--tls-key"
+			                                 : "--client-ca");
 		return -1;
 	}
 	if (!split_host_port(o->listen, host, sizeof(host), &port))
@@ -233,7 +234,7 @@ static int check_listen(const char *prog, const struct options *o)
 		for (int i = 0; i < 3; i++)
 			if (access(files[i], R_OK) != 0)
 				return usage_error(prog, "%s: cannot read \"%.200s\"", names[i], files[i]);
-	} else if (!is_loopback(host) && !o->insecure) {
+	} else if (!drv__is_loopback_host(host) && !o->insecure) {
 		return usage_error(
 		    prog,
 		    "refusing plain TCP on non-loopback address \"%.80s\": use --tls-cert, --tls-key "

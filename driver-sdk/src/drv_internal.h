@@ -121,6 +121,13 @@ void drv__diags_add(struct drv_diags *d, int severity, const char *field_path, c
 void drv__config_check(const struct drv_config_field *fields, const drv_backend_config *bc,
                        struct drv_diags *d, json_t **root);
 
+/*
+ * Checks one field's declaration (drv_driver_check): a name, options that
+ * fit its type, and a default that passes the field's own checks. Returns 0,
+ * or DRV_EINVAL with a message naming the field in err.
+ */
+int drv__config_field_check(const struct drv_config_field *f, char *err, size_t errlen);
+
 /* Parsed default values, computed once per process. Thread-safe. */
 void drv__config_defaults_fill(const struct drv_config_field *fields, json_t *root);
 
@@ -196,6 +203,15 @@ int drv__rpc_channel_new_fd(const struct drv_rpc_channel_opts *opts, int fd, str
 
 /* The directory under which socket directories are made ($TMPDIR, $XDG_RUNTIME_DIR, /dev/shm or /tmp). */
 const char *drv__socket_base(void);
+
+/* ---- loopback.c ---- */
+
+/*
+ * True for "localhost", "ip6-localhost" and literal loopback addresses
+ * (127.0.0.0/8, ::1, ::ffff:127.x.y.z), given without brackets or port.
+ * Names are not resolved, so "127.example.com" is not loopback.
+ */
+bool drv__is_loopback_host(const char *host);
 
 /* GetInfo as a JSON object (for --info); caller owns it. */
 json_t *drv__info_json(const struct drv_driver *driver);

@@ -96,6 +96,12 @@ int drv_driver_check(const struct drv_driver *driver, char *err, size_t errlen)
 			return DRV_EINVAL;
 		}
 	}
+	/* GetInfo carries it, and hosts (the conformance harness first) refuse an empty one. */
+	if (!driver->driver_version || !driver->driver_version[0]) {
+		snprintf(err, errlen, "driver %s: driver_version is empty (\"1.2.3\" for example)",
+		         driver->type);
+		return DRV_EINVAL;
+	}
 	if (strlen(driver->type) > 64) {
 		snprintf(err, errlen, "driver type \"%.64s...\" is longer than 64 characters", driver->type);
 		return DRV_EINVAL;
@@ -133,6 +139,15 @@ int drv_driver_check(const struct drv_driver *driver, char *err, size_t errlen)
 		    driver->type);
 		return DRV_EINVAL;
 	}
+	/* GetFeatures would carry it, and hosts refuse a value the protocol does not define. */
+	for (unsigned b = 0; b < 64; b++) {
+		if ((driver->markers & DRV_FEATURE_BIT(b)) && (b == 0 || !drv_feature_name((int)b))) {
+			snprintf(err, errlen,
+			         "driver %s: markers hold bit %u, which is not a feature of the protocol",
+			         driver->type, b);
+			return DRV_EINVAL;
+		}
+	}
 	for (const struct drv_config_field *f = driver->config_fields; f && f->name; f++) {
 		if (f->type < DRV_FIELD_STRING || f->type > DRV_FIELD_STRING_ARRAY) {
 			snprintf(err, errlen, "driver %s: config field \"%s\" has an unknown type %d",
@@ -144,16 +159,24 @@ int drv_driver_check(const struct drv_driver *driver, char *err, size_t errlen)
 			         driver->type, f->name);
 			return DRV_EINVAL;
 		}
-		if (f->default_json) {
-			json_error_t je;
-			json_t *v = json_loads(f->default_json, JSON_DECODE_ANY, &je);
-			if (!v) {
-				snprintf(err, errlen,
-				         "driver %s: default of config field \"%s\" is not JSON: %s",
-				         driver->type, f->name, je.text);
+		char ferr[400];
+		if (drv__config_field_check(f, ferr, sizeof(ferr)) != 0) {
+			snprintf(err, errlen, "driver %s: %s", driver->type, ferr);
+			return DRV_EINVAL;
+		}
+		/*
+		 * One name, one field: the schema would keep the last declaration
+		 * and the checks and getters the first.
+		 */
+		for (const struct drv_config_field *g = driver->config_fields; g != f; g++) {
+			if (strcmp(g->name, f->name) == 0) {
+				snprintf(
+				    err, errlen,
+				    "driver %s: config field \"%s\" is declared twice (config fields and "
+				    "secrets share one set of names)",
+				    driver->type, f->name);
 				return DRV_EINVAL;
 			}
-			json_decref(v);
 		}
 	}
 	return 0;

@@ -284,6 +284,33 @@ static int make_sockdir(struct drv_host *h, char *err, size_t errlen)
 	return 0;
 }
 
+/*
+ * Why the driver program could not be started, from the libuv error of the
+ * spawn (a negated errno on Unix; libuv has no name for some, such as
+ * ENOEXEC), with a hint for the mistakes a driver author makes: a script
+ * without a "#!" line, or one whose interpreter is missing.
+ */
+static void describe_spawn_error(const struct drv_host *h, int uv_err, char *buf, size_t len)
+{
+	int e = -uv_err;
+
+	if (e == ENOEXEC)
+		snprintf(buf, len, "%s (not a program for this machine; a script needs a \"#!\" line)",
+		         strerror(e));
+	else if (e == ENOENT && strchr(h->path, '/') && access(h->path, F_OK) == 0)
+		snprintf(buf, len, "%s (the file exists: is the interpreter on its \"#!\" line missing?)",
+		         strerror(e));
+	else if (e == ENOENT && !strchr(h->path, '/') && access(h->path, F_OK) == 0)
+		snprintf(buf, len,
+		         "%s in PATH (a name without '/' is looked up in PATH, not in the current "
+		         "directory: use ./%s)",
+		         strerror(e), h->path);
+	else if (e == EACCES)
+		snprintf(buf, len, "%s (is it an executable file?)", strerror(e));
+	else
+		snprintf(buf, len, "%s", e > 0 ? strerror(e) : uv_strerror(uv_err));
+}
+
 /* ---- the handshake ---- */
 
 /* Copies `s` into buf with non-printable bytes escaped and the length capped, for error messages. */
@@ -324,11 +351,47 @@ static void stderr_tail_locked(const struct drv_host *h, char *buf, size_t len)
 		snprintf(buf, len, "(nothing)");
 }
 
-/* True for "127.x.y.z:port", "localhost:port" and "[::1]:port". */
+/*
+ * What a handshake timeout most likely means, for the two slips a driver
+ * author makes most: the line printed on stderr, or printed on stdout but
+ * never flushed (a pipe is block-buffered, so it waits in the driver).
+ */
+static void timeout_hint_locked(const struct drv_host *h, char *buf, size_t len)
+{
+	unsigned n = h->tail_count < DRV_HOST_TAIL_LINES ? h->tail_count : DRV_HOST_TAIL_LINES;
+	size_t out = h->outlen > h->stdout_bytes ? h->outlen : h->stdout_bytes;
+
+	buf[0] = '\0';
+	for (unsigned i = h->tail_count - n; i < h->tail_count; i++) {
+		const char *line = h->tail[i % DRV_HOST_TAIL_LINES];
+		if (strncmp(line, "1|", 2) == 0 && strstr(line, "|grpc")) {
+			snprintf(buf, len, "; its handshake line went to stderr: print it on stdout");
+			return;
+		}
+	}
+	if (out == 0)
+		snprintf(buf, len,
+		         "; nothing arrived on its stdout (a line printed but not flushed stays in the "
+		         "driver's buffer)");
+	else
+		snprintf(buf, len, "; %zu bytes arrived on its stdout, without a newline", out);
+}
+
+/* True when the host part of "HOST:PORT" or "[V6]:PORT" (already checked by the handshake parser) is
+ * loopback. */
 static bool loopback_address(const char *addr)
 {
-	return strncmp(addr, "127.", 4) == 0 || strncmp(addr, "localhost:", 10) == 0 ||
-	       strncmp(addr, "[::1]:", 6) == 0;
+	char host[256];
+	const char *colon = strrchr(addr, ':');
+	size_t n = colon ? (size_t)(colon - addr) : 0;
+
+	if (n >= 2 && addr[0] == '[' && addr[n - 1] == ']')
+		addr++, n -= 2;
+	if (n == 0 || n >= sizeof(host))
+		return false;
+	memcpy(host, addr, n);
+	host[n] = '\0';
+	return drv__is_loopback_host(host);
 }
 
 /*
@@ -452,8 +515,9 @@ static int wait_handshake(struct drv_host *h, int wait_ms, int timeout_ms, char 
 		uint64_t now = drv__host_now_ns(), wake = deadline;
 
 		if (h->spawn_done && h->spawn_errno != 0) {
-			set_err(err, errlen, "driver '%s' (%s): cannot start: %s", h->name, h->path,
-			        uv_strerror(h->spawn_errno));
+			char why[200];
+			describe_spawn_error(h, h->spawn_errno, why, sizeof(why));
+			set_err(err, errlen, "driver '%s' (%s): cannot start: %s", h->name, h->path, why);
 			rc = DRV_ESYSTEM;
 			break;
 		}
@@ -461,10 +525,18 @@ static int wait_handshake(struct drv_host *h, int wait_ms, int timeout_ms, char 
 			if (h->line_too_long) {
 				char q[256];
 				quote_line(h->handshake, q, sizeof(q));
-				set_err(
-				    err, errlen,
-				    "driver '%s' (%s): garbage handshake line \"%s\": longer than %d bytes",
-				    h->name, h->path, q, DRV_HOST_HANDSHAKE_MAX - 1);
+				set_err(err, errlen,
+				        "driver '%s' (%s): garbage handshake line \"%s\": no newline in its "
+				        "first %d bytes",
+				        h->name, h->path, q, DRV_HOST_HANDSHAKE_MAX - 1);
+				rc = DRV_EHANDSHAKE;
+			} else if (h->line_nul) {
+				char q[256];
+				quote_line(h->handshake, q, sizeof(q));
+				set_err(err, errlen,
+				        "driver '%s' (%s): garbage handshake line \"%s...\": it contains a "
+				        "NUL byte",
+				        h->name, h->path, q);
 				rc = DRV_EHANDSHAKE;
 			} else {
 				snprintf(line, linelen, "%s", h->handshake);
@@ -490,10 +562,13 @@ static int wait_handshake(struct drv_host *h, int wait_ms, int timeout_ms, char 
 		if (now >= deadline) {
 			char tail[800];
 
+			char hint[200];
 			stderr_tail_locked(h, tail, sizeof(tail));
+			timeout_hint_locked(h, hint, sizeof(hint));
 			set_err(err, errlen,
-			        "driver '%s' (%s): handshake timed out after %d ms%s; stderr: %s", h->name,
-			        h->path, timeout_ms, h->stdout_eof ? " (it closed its stdout)" : "", tail);
+			        "driver '%s' (%s): handshake timed out after %d ms%s%s; stderr: %s", h->name,
+			        h->path, timeout_ms, h->stdout_eof ? " (it closed its stdout)" : "", hint,
+			        tail);
 			rc = DRV_EDEADLINE;
 			break;
 		}
@@ -517,7 +592,7 @@ static int read_handshake_direct(struct drv_host *h, int timeout_ms, char *line,
 {
 	uint64_t deadline = deadline_after_ms(timeout_ms);
 	size_t len = 0, cap = sizeof(h->outbuf) - 1;
-	bool done = false, too_long = false, gone = false, exited = false;
+	bool done = false, too_long = false, gone = false, exited = false, nul = false;
 
 	while (!done && !gone) {
 		uint64_t now = drv__host_now_ns();
@@ -549,6 +624,8 @@ static int read_handshake_direct(struct drv_host *h, int timeout_ms, char *line,
 		char *nl = memchr(h->outbuf + len, '\n', (size_t)r);
 		len += (size_t)r;
 		if (nl) {
+			/* C string functions would see the line end at a NUL byte and miss what follows. */
+			nul = memchr(h->outbuf, '\0', (size_t)(nl - h->outbuf)) != NULL;
 			*nl = '\0';
 			if (nl > h->outbuf && nl[-1] == '\r')
 				nl[-1] = '\0';
@@ -564,9 +641,12 @@ static int read_handshake_direct(struct drv_host *h, int timeout_ms, char *line,
 		h->handshake[sizeof(h->handshake) - 1] = '\0';
 		h->line_ready = true;
 		h->line_too_long = too_long;
+		h->line_nul = nul;
 		h->t_line_ns = drv__host_now_ns();
-	} else if (gone) {
-		h->stdout_eof = true;
+	} else {
+		h->stdout_bytes = len;
+		if (gone)
+			h->stdout_eof = true;
 	}
 	pthread_mutex_unlock(&h->mu);
 	uint64_t now = drv__host_now_ns();
@@ -649,8 +729,9 @@ int drv_host_spawn(const struct drv_spawn_opts *opts, struct drv_host **out, cha
 		pthread_mutex_unlock(&h->mu);
 		rc = drv__host_spawn_posix(h);
 		if (rc != 0) {
-			set_err(err, errlen, "driver '%s' (%s): cannot start: %s", h->name, h->path,
-			        uv_strerror(rc));
+			char why[200];
+			describe_spawn_error(h, rc, why, sizeof(why));
+			set_err(err, errlen, "driver '%s' (%s): cannot start: %s", h->name, h->path, why);
 			rc = DRV_ESYSTEM;
 			goto fail_prepare;
 		}

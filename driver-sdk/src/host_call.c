@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "drv_internal.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "host_internal.h"
 #include "rpc_table.h"
@@ -249,12 +250,6 @@ static bool is_unix_target(const char *addr)
 	return strncmp(addr, "unix:", 5) == 0 || strncmp(addr, "unix-abstract:", 14) == 0;
 }
 
-static bool is_loopback_host(const char *host)
-{
-	return strcasecmp(host, "localhost") == 0 || strncmp(host, "127.", 4) == 0 ||
-	       strcmp(host, "::1") == 0 || strcasecmp(host, "ip6-localhost") == 0;
-}
-
 /*
  * Plain TCP connect with a timeout. Used only to tell "nothing listens" from
  * "TCP works but TLS or gRPC on top failed" in connect errors.
@@ -360,7 +355,7 @@ static int check_connect_opts(const struct drv_connect_opts *o, const char *name
 		        name, o->address);
 		return DRV_EINVAL;
 	}
-	if (!unix_addr && !is_loopback_host(host) && !o->allow_remote_insecure) {
+	if (!unix_addr && !drv__is_loopback_host(host) && !o->allow_remote_insecure) {
 		set_err(err, errlen,
 		        "driver '%s': refusing plain TCP to non-loopback address %s: use mutual TLS, or set "
 		        "allow_remote_insecure if the network is trusted",

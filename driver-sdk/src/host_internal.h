@@ -65,6 +65,8 @@ struct drv_host {
 	pid_t pid;
 	bool line_ready; /* handshake (or an over-long first stdout chunk) arrived */
 	bool line_too_long;
+	bool line_nul;       /* the line holds a NUL byte */
+	size_t stdout_bytes; /* posix_spawn path: bytes read when no line came */
 	char handshake[DRV_HOST_HANDSHAKE_MAX];
 	bool stdout_eof, stderr_eof;
 	bool exited;

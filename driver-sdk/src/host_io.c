@@ -254,6 +254,8 @@ static void on_stdout_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 			h->line_ready = true;
 			h->line_too_long = true;
 		} else {
+			if (c == '\0')
+				h->line_nul = true;
 			h->outbuf[h->outlen++] = c;
 		}
 	}

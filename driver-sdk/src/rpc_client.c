@@ -456,10 +456,13 @@ static int ccall_finish(struct ccall *cc, bool batch_ok, char *msg, size_t msgle
 		return DRV_EINTERNAL;
 	}
 	if (cc->status != GRPC_STATUS_OK) {
+		const uint8_t *d = GRPC_SLICE_START_PTR(cc->details);
 		size_t n = GRPC_SLICE_LENGTH(cc->details);
+		/* Cut a long message between characters, not inside one (callers log and forward it). */
 		if (n >= msglen)
-			n = msglen - 1;
-		memcpy(msg, GRPC_SLICE_START_PTR(cc->details), n);
+			for (n = msglen - 1; n > 0 && (d[n] & 0xc0) == 0x80; n--)
+				;
+		memcpy(msg, d, n);
 		msg[n] = '\0';
 		return drv_error_from_grpc((int)cc->status);
 	}

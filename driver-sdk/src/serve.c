@@ -227,15 +227,43 @@ void drv__serve_drain(void)
 
 /* ---- replies ---- */
 
+/*
+ * A status message travels in an HTTP/2 header block, and gRPC hosts refuse
+ * a block over their limit (8 KB by default) by dropping the whole
+ * connection: a handler quoting a provider's error page would cut off every
+ * later call. Messages are cut to 2 KB (up to 6 KB once percent-encoded), on
+ * a UTF-8 boundary.
+ */
+#define MAX_STATUS_MESSAGE 2048
+
+static const char *capped_message(struct drv_call *call, const char *msg)
+{
+	size_t n = strlen(msg);
+	if (n <= MAX_STATUS_MESSAGE)
+		return msg;
+	size_t cut = MAX_STATUS_MESSAGE - 32;
+	while (cut > 0 && ((unsigned char)msg[cut] & 0xc0) == 0x80)
+		cut--;
+	const char *m = drv_call_printf(call, "%.*s... (%zu bytes cut)", (int)cut, msg, n - cut);
+	return m ? m : "(a message too long to send, and no memory to cut it)";
+}
+
+/* A value of enum drv_error: 0, -1..-16 (the gRPC codes) or a local error. */
+static bool is_drv_error(int code)
+{
+	return (code <= 0 && code >= DRV_EUNAUTHENTICATED) || (code <= DRV_ENOMEM && code >= DRV_ESYSTEM);
+}
+
 static void reply_call(struct drv_call *call, int code, const ProtobufCMessage *resp)
 {
 	const char *msg = NULL;
-	if (code > 0) {
+	if (!is_drv_error(code)) {
 		msg = drv_call_printf(call, "driver bug: handler of %s returned %d, which is not a drv_error",
 		                      call->method, code);
 		code = DRV_EINTERNAL;
 	} else if (code != 0) {
-		msg = call->fail_message && call->fail_message[0] ? call->fail_message : drv_strerror(code);
+		msg = call->fail_message && call->fail_message[0] ? capped_message(call, call->fail_message)
+		                                                  : drv_strerror(code);
 	}
 	/*
 	 * A handler that stops because drv_call_cancelled() turned true when

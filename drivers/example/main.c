@@ -67,7 +67,7 @@ static int get_offers(struct drv_call *call, const drv_get_offers_request *req, 
 		if (drv_offer_matches(o, req->requirements))
 			resp->offers[resp->n_offers++] = o;
 	}
-	return 0; /* or: return drv_call_fail(call, DRV_ENOCAPACITY, "no capacity in %s", region); */
+	return 0; /* or: return drv_call_fail(call, DRV_EUNAVAILABLE, "price API of %s is down", region); */
 }
 
 static const struct drv_compute_ops ops = {

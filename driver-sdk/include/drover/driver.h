@@ -88,7 +88,10 @@ enum drv_field_type {
 /*
  * One config field (or, with .secret, one entry of the secrets map). Arrays of
  * these end with an entry whose .name is NULL. All strings are borrowed for
- * the life of the process (use literals).
+ * the life of the process (use literals). Names are unique across config
+ * fields and secrets; default_json must pass the field's own checks (type,
+ * minimum/maximum, enum); secrets have no default. drv_driver_check() (and so
+ * drv_main()) refuses a declaration that breaks these, naming the field.
  */
 struct drv_config_field {
 	const char *name;
@@ -120,7 +123,7 @@ void drv_diag_warning(struct drv_diags *d, const char *field_path, const char *s
 struct drv_driver {
 	int version;                /* DRV_DRIVER_V1 */
 	const char *type;           /* backend type, [a-z0-9-]+ */
-	const char *driver_version; /* "1.2.3" */
+	const char *driver_version; /* "1.2.3"; required */
 	const char *description;    /* one line */
 	const struct drv_compute_ops *ops;
 	const struct drv_config_field *config_fields; /* NULL or {.name = NULL}-terminated */
@@ -145,6 +148,10 @@ struct drv_driver {
 	/*
 	 * Optional: runs once in drv_main() after argument parsing and before
 	 * serving (not for --help/--version/--info). Non-zero aborts start-up.
+	 * A spawned driver runs it before printing its handshake line, which
+	 * hosts time (docs/PROTOCOL.md section 3; the harness fails a late one):
+	 * keep it quick, and do slow work (credentials, catalogs) lazily in the
+	 * handlers instead.
 	 */
 	int (*start)(void);
 	/* Optional: runs once after the server stopped and every handler returned. */
@@ -171,8 +178,10 @@ int drv_main(int argc, char **argv, const struct drv_driver *driver);
 drv_features drv_driver_features(const struct drv_driver *driver);
 
 /*
- * Checks that every feature group is either complete or empty. Returns 0, or
- * DRV_EINVAL with a message naming the missing member written to `err`.
+ * Checks the declaration: every feature group either complete or empty,
+ * markers that are marker features of the protocol, and config fields as
+ * struct drv_config_field requires. Returns 0, or DRV_EINVAL with a message
+ * naming the missing member or the field at fault written to `err`.
  */
 int drv_driver_check(const struct drv_driver *driver, char *err, size_t errlen);
 
@@ -210,7 +219,9 @@ void *drv_call_message(struct drv_call *call, const ProtobufCMessageDescriptor *
  * The call's config, parsed and checked against the declared fields. Getters
  * return the value, else the declared default, else the given fallback.
  * Strings are borrowed until the handler returns. Secrets come from the
- * secrets map and are never logged by the SDK.
+ * secrets map and are never logged by the SDK. A getter asked for a name
+ * that config_fields does not declare (a typo) returns the fallback and logs
+ * a warning naming it, once per name.
  */
 const char *drv_call_config_json(const struct drv_call *call);
 const char *drv_call_config_string(const struct drv_call *call, const char *name, const char *fallback);

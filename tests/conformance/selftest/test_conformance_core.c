@@ -199,6 +199,10 @@ static void test_junit(void **state)
 	    strstr(x, "<failure message=\"GetOffers answered &lt;bad&gt; &amp; &quot;worse&quot;\"/>"));
 	assert_non_null(strstr(x, "<skipped message=\"driver does not advertise VOLUMES\"/>"));
 	assert_non_null(strstr(x, "name=\"a.pass\" time=\"0.012\"/>"));
+	/* The suite name comes from the driver's GetInfo type: its bytes must not break the XML. */
+	assert_int_equal(conf_report_junit(&r, path, "drover-conformance x\xff\x1b[0m", err, sizeof(err)), 0);
+	x = read_file(path);
+	assert_non_null(strstr(x, "<testsuite name=\"drover-conformance x\\xff\\x1b[0m\""));
 	assert_int_equal(conf_report_junit(&r, "/nonexistent-dir/junit.xml", "s", err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "/nonexistent-dir/junit.xml"));
 }

@@ -460,15 +460,25 @@ void check_errors_config_not_json(struct conf_ctx *c)
 		if (rs)
 			drv_response_free(&rs->base);
 	} else {
-		conf_skip(c, "driver advertises neither OFFERS nor CREATE_INSTANCE, so no provider call "
-		             "takes a config");
-		conf_bc_free(&bc);
-		return;
+		what = NULL; /* no provider call takes a config; GetFeatures still does */
+		rc = DRV_EINVAL;
 	}
 	if (rc != DRV_EINVAL)
 		conf_fail(c,
 		          "%s(config_json \"not json\") answered %s; the protocol requires INVALID_ARGUMENT",
 		          what, conf_answer(rc, &st, ans, sizeof(ans)));
+	/* GetFeatures with a config checks it like any provider call (PROTOCOL.md section 7). */
+	drv_get_features_request fq = DROVER__COMPUTE__V1__GET_FEATURES_REQUEST__INIT;
+	drv_get_features_response *fs = NULL;
+	fq.config = &bc.msg;
+	rc = drv_host_get_features(c->host, &fq, &fs, c->o->call_timeout_ms, &st);
+	if (fs)
+		drv_response_free(&fs->base);
+	if (rc != DRV_EINVAL)
+		conf_fail(c,
+		          "GetFeatures(config_json \"not json\") answered %s; the protocol requires "
+		          "INVALID_ARGUMENT",
+		          conf_answer(rc, &st, ans, sizeof(ans)));
 	conf_bc_free(&bc);
 }
 

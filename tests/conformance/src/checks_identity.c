@@ -154,22 +154,33 @@ static json_t *schema_object(struct conf_ctx *c, const char *what, const char *t
 	return s;
 }
 
-json_t *conf_config_schema(struct conf_ctx *c)
+/* The config schema, and the secrets schema (NULL when the driver has none) into *secrets if asked. */
+static json_t *schemas(struct conf_ctx *c, json_t **secrets)
 {
 	drv_get_info_response *rs = get_info(c);
+	if (secrets)
+		*secrets = NULL;
 	if (!rs)
 		return NULL;
 	json_t *s = schema_object(c, "config_schema_json", rs->config_schema_json);
 	if (s && rs->secrets_schema_json[0]) {
 		json_t *sec = schema_object(c, "secrets_schema_json", rs->secrets_schema_json);
-		json_decref(sec);
 		if (!sec) {
 			json_decref(s);
 			s = NULL;
+		} else if (secrets) {
+			*secrets = sec;
+		} else {
+			json_decref(sec);
 		}
 	}
 	drv_response_free(&rs->base);
 	return s;
+}
+
+json_t *conf_config_schema(struct conf_ctx *c)
+{
+	return schemas(c, NULL);
 }
 
 void check_info_config_schema(struct conf_ctx *c)
@@ -181,10 +192,11 @@ void check_info_config_schema(struct conf_ctx *c)
  * Validates `cfg` and checks the answer is self-consistent. Returns the
  * response (caller frees) or NULL after conf_fail.
  */
-static drv_validate_config_response *validate(struct conf_ctx *c, const json_t *cfg, const char *what)
+static drv_validate_config_response *validate_with(struct conf_ctx *c, const json_t *cfg,
+                                                   const json_t *secrets, const char *what)
 {
 	struct conf_bc bc;
-	conf_bc_init(&bc, cfg, NULL, c->o->secrets, NULL);
+	conf_bc_init(&bc, cfg, NULL, secrets, NULL);
 	drv_validate_config_request rq = DROVER__COMPUTE__V1__VALIDATE_CONFIG_REQUEST__INIT;
 	drv_validate_config_response *rs = NULL;
 	rq.config = &bc.msg;
@@ -223,6 +235,11 @@ static drv_validate_config_response *validate(struct conf_ctx *c, const json_t *
 	return rs;
 }
 
+static drv_validate_config_response *validate(struct conf_ctx *c, const json_t *cfg, const char *what)
+{
+	return validate_with(c, cfg, c->o->secrets, what);
+}
+
 static void describe_diags(const drv_validate_config_response *rs, char *buf, size_t len)
 {
 	size_t off = (size_t)snprintf(buf, len, "valid=%s, diagnostics [", rs->valid ? "true" : "false");
@@ -254,10 +271,10 @@ void check_config_valid_accepted(struct conf_ctx *c)
 
 /* Expects `cfg` to be rejected with an error (or, if any_severity, any) diagnostic at `path` ("" = any path).
  */
-static void expect_rejected(struct conf_ctx *c, json_t *cfg, const char *what, const char *path,
-                            bool any_severity)
+static void expect_rejected_with(struct conf_ctx *c, json_t *cfg, const json_t *secrets, const char *what,
+                                 const char *path, bool any_severity)
 {
-	drv_validate_config_response *rs = validate(c, cfg, what);
+	drv_validate_config_response *rs = validate_with(c, cfg, secrets, what);
 	if (!rs)
 		return;
 	bool found = false;
@@ -285,6 +302,12 @@ static void expect_rejected(struct conf_ctx *c, json_t *cfg, const char *what, c
 	drv_response_free(&rs->base);
 }
 
+static void expect_rejected(struct conf_ctx *c, json_t *cfg, const char *what, const char *path,
+                            bool any_severity)
+{
+	expect_rejected_with(c, cfg, c->o->secrets, what, path, any_severity);
+}
+
 static json_t *base_copy(struct conf_ctx *c)
 {
 	return c->o->config ? json_deep_copy(c->o->config) : json_object();
@@ -292,22 +315,36 @@ static json_t *base_copy(struct conf_ctx *c)
 
 void check_config_missing_required(struct conf_ctx *c)
 {
-	json_t *schema = conf_config_schema(c);
+	json_t *secrets_schema;
+	json_t *schema = schemas(c, &secrets_schema);
 	if (!schema)
 		return;
-	json_t *req = json_object_get(schema, "required");
-	const char *name = json_string_value(json_array_get(req, 0));
-	if (!name) {
-		conf_skip(c, "the driver's config schema declares no required field");
-	} else {
+	const char *name = json_string_value(json_array_get(json_object_get(schema, "required"), 0));
+	const char *secret =
+	    json_string_value(json_array_get(json_object_get(secrets_schema, "required"), 0));
+	char path[300], what[400];
+	if (!name && !secret)
+		conf_skip(c, "the driver's config and secrets schemas declare nothing required");
+	if (name) {
 		json_t *cfg = base_copy(c);
 		json_object_del(cfg, name);
-		char path[300], what[400];
 		snprintf(path, sizeof(path), "/%s", name);
 		snprintf(what, sizeof(what), "config without required \"%s\":", name);
 		expect_rejected(c, cfg, what, path, false);
 		json_decref(cfg);
 	}
+	/* The secrets map without its first required secret (values are never printed). */
+	if (secret && !c->failed) {
+		json_t *cfg = base_copy(c);
+		json_t *sec = c->o->secrets ? json_deep_copy(c->o->secrets) : json_object();
+		json_object_del(sec, secret);
+		snprintf(path, sizeof(path), "/secrets/%s", secret);
+		snprintf(what, sizeof(what), "secrets without required \"%s\", config", secret);
+		expect_rejected_with(c, cfg, sec, what, path, false);
+		json_decref(sec);
+		json_decref(cfg);
+	}
+	json_decref(secrets_schema);
 	json_decref(schema);
 }
 
@@ -585,8 +622,21 @@ static int probe(struct conf_ctx *c, const char *method, bool empty_ids, char *d
 	return rc;
 }
 
+/*
+ * Without a feature set from GetFeatures(config) (features.well_formed fails
+ * that), the two checks below cannot tell advertised from not: skip them.
+ */
+static bool features_known(struct conf_ctx *c)
+{
+	if (!c->features_ok)
+		conf_skip(c, "%s, so which features are advertised is unknown", c->features_error);
+	return c->features_ok;
+}
+
 void check_features_advertised_implemented(struct conf_ctx *c)
 {
+	if (!features_known(c))
+		return;
 	size_t probed = 0;
 	for (size_t i = 0; i < sizeof(rpcs) / sizeof(rpcs[0]) && !c->failed; i++) {
 		if (!conf_has(c, rpcs[i].feature))
@@ -610,6 +660,8 @@ void check_features_advertised_implemented(struct conf_ctx *c)
 
 void check_features_unadvertised_unimplemented(struct conf_ctx *c)
 {
+	if (!features_known(c))
+		return;
 	size_t probed = 0;
 	for (size_t i = 0; i < sizeof(rpcs) / sizeof(rpcs[0]) && !c->failed; i++) {
 		if (conf_has(c, rpcs[i].feature))

@@ -146,6 +146,13 @@ struct conf_ctx {
 	struct conf_tracked *tracked;
 	size_t n_tracked, cap_tracked;
 
+	/*
+	 * How the spawned driver ended, once a check found it gone ("driver x
+	 * exited with status 7"); "" while it runs. The check it died under
+	 * fails, the later ones that need it are skipped with this reason.
+	 */
+	char gone[600];
+
 	/* The check being run. */
 	const char *test_name;
 	bool failed, skipped;

@@ -29,6 +29,51 @@ bool conf_pattern_match(const char *pattern, const char *name)
 	return strstr(name, pattern) != NULL;
 }
 
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlongs, surrogates or > U+10FFFF), or 0. */
+static size_t utf8_len(const unsigned char *s)
+{
+	size_t n = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 && s[0] < 0xe0 ? 2 : 0;
+	if (n == 3 && s[0] > 0xef)
+		n = 0;
+	for (size_t i = 1; i < n; i++)
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+	if ((n == 3 && s[0] == 0xe0 && s[1] < 0xa0) || (n == 3 && s[0] == 0xed && s[1] > 0x9f) ||
+	    (n == 4 && s[0] == 0xf0 && s[1] < 0x90) || (n == 4 && s[0] == 0xf4 && s[1] > 0x8f))
+		return 0;
+	return n;
+}
+
+/*
+ * A result message as one printable line: messages quote what the driver
+ * answered, and a driver's newline, terminal escape or broken UTF-8 must not
+ * split the line, reach the terminal or make the JUnit file unreadable.
+ * Control characters become \n, \r, \t or \xNN, and so does each byte of an
+ * invalid UTF-8 sequence. NULL when out of memory.
+ */
+static char *one_line(const char *msg)
+{
+	const unsigned char *p = (const unsigned char *)msg;
+	char *out = malloc(strlen(msg) * 4 + 1), *o = out;
+	if (!out)
+		return NULL;
+	while (*p) {
+		size_t n = *p >= 0x80 ? utf8_len(p) : 1;
+		if (*p >= 0x20 && *p != 0x7f && n > 0) {
+			memcpy(o, p, n);
+			o += n, p += n;
+			continue;
+		}
+		if (*p == '\n' || *p == '\r' || *p == '\t')
+			o += sprintf(o, "\\%c", *p == '\n' ? 'n' : *p == '\r' ? 'r' : 't');
+		else
+			o += sprintf(o, "\\x%02x", *p);
+		p++;
+	}
+	*o = '\0';
+	return out;
+}
+
 void conf_fail(struct conf_ctx *c, const char *fmt, ...)
 {
 	if (c->failed)
@@ -55,12 +100,14 @@ void conf_note(struct conf_ctx *c, const char *fmt, ...)
 {
 	if (!c->o->verbose)
 		return;
+	char buf[2048];
 	va_list ap;
 	va_start(ap, fmt);
-	printf("  .. %s: ", c->test_name ? c->test_name : "harness");
-	vprintf(fmt, ap);
-	printf("\n");
+	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
+	char *line = one_line(buf);
+	printf("  .. %s: %s\n", c->test_name ? c->test_name : "harness", line ? line : buf);
+	free(line);
 	fflush(stdout);
 }
 
@@ -98,6 +145,8 @@ static const char *skip_reason(const struct conf_ctx *c, const struct conf_test 
 		return NULL;
 	if (!c->host)
 		return snprintf(buf, len, "the driver did not start"), buf;
+	if (c->gone[0] && !(t->flags & CONF_LATE))
+		return snprintf(buf, len, "the driver is no longer running (%s)", c->gone), buf;
 	if (t->feature) {
 		if (!c->features_ok)
 			return snprintf(buf, len, "%s, so whether %s is advertised is unknown",
@@ -139,7 +188,7 @@ static void record(struct conf_report *r, const char *name, enum conf_result res
 	struct conf_result_row *row = &r->rows[r->n++];
 	row->name = name;
 	row->result = res;
-	row->message = strdup(msg ? msg : "");
+	row->message = one_line(msg ? msg : "");
 	row->ms = ms;
 	const char *tag = res == CONF_PASS ? "PASS" : res == CONF_FAIL ? "FAIL" : "SKIP";
 	if (res == CONF_PASS)
@@ -147,6 +196,22 @@ static void record(struct conf_report *r, const char *name, enum conf_result res
 	else
 		printf("%s %s: %s\n", tag, name, row->message);
 	fflush(stdout);
+}
+
+/*
+ * True when the spawned driver has exited; its description goes to c->gone.
+ * Only a driver the harness spawned can be seen to exit, and the late checks
+ * stop processes of their own on purpose.
+ */
+static bool driver_exited(struct conf_ctx *c)
+{
+	if (!c->host || !c->o->driver_path || drv_host_alive(c->host))
+		return false;
+	/* A call on an exited driver fails at once with the host's account of the exit. */
+	struct drv_status st = {0};
+	drv_host_health(c->host, 1000, &st);
+	snprintf(c->gone, sizeof(c->gone), "%s", st.message[0] ? st.message : "the driver exited");
+	return true;
 }
 
 static void run_one(struct conf_ctx *c, struct conf_report *r, const struct conf_test *t)
@@ -162,8 +227,24 @@ static void run_one(struct conf_ctx *c, struct conf_report *r, const struct conf
 	c->test_name = t->name;
 	c->failed = c->skipped = false;
 	c->message[0] = '\0';
+	bool watch = !(t->flags & (CONF_LATE | CONF_STARTUP));
 	double t0 = conf_now_ms();
-	t->fn(c);
+	if (watch && driver_exited(c)) {
+		/* It died between checks (or under the harness's start-up calls): blame the next one. */
+		conf_fail(c, "%s before this check started; a driver must keep serving until it is stopped",
+		          c->gone);
+	} else {
+		t->fn(c);
+		/*
+		 * A check whose calls the driver died under may still pass (an
+		 * UNAVAILABLE is "not UNIMPLEMENTED"); the death itself is the failure.
+		 */
+		if (watch && driver_exited(c) && !c->failed) {
+			c->skipped = false;
+			conf_fail(c, "%s during this check; a driver must keep serving until it is stopped",
+			          c->gone);
+		}
+	}
 	double ms = conf_now_ms() - t0;
 	record(r, t->name, c->failed ? CONF_FAIL : c->skipped ? CONF_SKIP : CONF_PASS, c->message, ms);
 	c->test_name = NULL;
@@ -245,7 +326,10 @@ int conf_report_junit(const struct conf_report *r, const char *path, const char 
 		total += r->rows[i].ms;
 	fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
 	fprintf(f, "<testsuites>\n<testsuite name=\"");
-	xml_escape(f, suite);
+	/* The suite is named after the driver's GetInfo type, which is the driver's to write. */
+	char *suite_line = one_line(suite);
+	xml_escape(f, suite_line ? suite_line : "drover-conformance");
+	free(suite_line);
 	fprintf(f, "\" tests=\"%zu\" failures=\"%d\" errors=\"0\" skipped=\"%d\" time=\"%.3f\">\n", r->n,
 	        failed, skipped, total / 1000.0);
 	for (size_t i = 0; i < r->n; i++) {

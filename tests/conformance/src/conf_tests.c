@@ -22,7 +22,8 @@ const struct conf_test conf_tests[] = {
     {"config.valid_accepted", 0, 0, check_config_valid_accepted,
      "ValidateConfig answers valid=true for the config of --config"},
     {"config.missing_required", 0, 0, check_config_missing_required,
-     "a missing required field gets an error diagnostic at /<field>"},
+     "a missing required field gets an error diagnostic at /<field>, a missing required secret at "
+     "/secrets/<name>"},
     {"config.ill_typed", 0, 0, check_config_ill_typed,
      "a field of the wrong type gets an error diagnostic at /<field>"},
     {"config.unknown_field", 0, 0, check_config_unknown_field,
@@ -74,7 +75,7 @@ const struct conf_test conf_tests[] = {
     {"errors.create_without_key", F(CREATE_INSTANCE), 0, check_errors_create_without_key,
      "CreateInstance without an idempotency key answers INVALID_ARGUMENT"},
     {"errors.config_not_json", 0, 0, check_errors_config_not_json,
-     "a provider call with config_json \"not json\" answers INVALID_ARGUMENT"},
+     "a provider call, and GetFeatures, with config_json \"not json\" answer INVALID_ARGUMENT"},
     {"errors.codes_in_table", 0, 0, check_errors_codes_in_table,
      "probes with unknown and empty ids answer only codes compute.proto lists for the RPC"},
     {"volumes.lifecycle", F(VOLUMES), 0, check_volumes_lifecycle,

@@ -175,6 +175,11 @@ static void test_connect_options(void **state)
 	assert_contains(err, "refusing plain TCP to non-loopback address 10.1.2.3:4000");
 	assert_contains(err, "allow_remote_insecure");
 
+	/* A name that starts like a loopback address may resolve anywhere: not loopback. */
+	struct drv_connect_opts named = {.address = "127.0.0.1.example:4000", .insecure = true};
+	assert_rc(drv_host_connect(&named, &h, err, sizeof(err)), DRV_EINVAL, err);
+	assert_contains(err, "refusing plain TCP to non-loopback address 127.0.0.1.example:4000");
+
 	/* With the explicit flag it is allowed (no wait, so nothing is dialled here). */
 	o.allow_remote_insecure = true;
 	o.connect_timeout_ms = 0;

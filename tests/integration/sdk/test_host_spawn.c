@@ -110,6 +110,18 @@ static void test_garbage_line(void **state)
 	spawn_fails("hs-garbage", 2000, DRV_EHANDSHAKE, "garbage handshake line \"hello\"", err, sizeof(err));
 	/* The parse error says what is wrong with it, not just that it is wrong. */
 	assert_contains(err, "5 '|'-separated fields");
+
+	/* A NUL byte does not end the line early: what follows it would go unchecked. */
+	static const char *const nul[] = {"nul", NULL};
+	struct drv_spawn_opts o = {.path = fixture("hs-garbage"), .args = nul, .handshake_timeout_ms = 2000};
+	for (int forced = 0; forced < 2; forced++) {
+		struct drv_host *h = NULL;
+		drv__host_force_uv_spawn(forced);
+		assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), DRV_EHANDSHAKE, err);
+		assert_null(h);
+		assert_contains(err, "x.sock|grpc...\": it contains a NUL byte");
+	}
+	drv__host_force_uv_spawn(false);
 }
 
 static void test_silent_times_out(void **state)
@@ -123,6 +135,23 @@ static void test_silent_times_out(void **state)
 	assert_true(took < 2000);
 	/* What the driver said meanwhile helps the operator; it is part of the error. */
 	assert_contains(err, "thinking about it");
+	assert_contains(err, "nothing arrived on its stdout");
+
+	/* The two likeliest slips of a driver author are named, on both spawn paths. */
+	static const char *const to_stderr[] = {"stderr", NULL}, *const unflushed[] = {"unflushed", NULL};
+	struct drv_spawn_opts o = {.path = fixture("hs-silent"), .handshake_timeout_ms = 300};
+	for (int forced = 0; forced < 2; forced++) {
+		struct drv_host *h = NULL;
+		drv__host_force_uv_spawn(forced);
+		o.args = to_stderr;
+		assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), DRV_EDEADLINE, err);
+		assert_contains(err, "its handshake line went to stderr: print it on stdout");
+		o.args = unflushed;
+		assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), DRV_EDEADLINE, err);
+		assert_contains(err, "a line printed but not flushed stays in the driver's buffer");
+		assert_null(h);
+	}
+	drv__host_force_uv_spawn(false);
 }
 
 static void test_early_exit(void **state)
@@ -158,6 +187,15 @@ static void test_remote_tcp_refused(void **state)
 
 	spawn_fails("hs-remote-tcp", 2000, DRV_EHANDSHAKE, "non-loopback TCP address", err, sizeof(err));
 	assert_contains(err, "192.0.2.1:4000");
+
+	/* A name that only starts like a loopback address is refused too: it may resolve anywhere. */
+	static const char *const args[] = {"127.0.0.1.example:4000", NULL};
+	struct drv_spawn_opts o = {
+	    .path = fixture("hs-remote-tcp"), .args = args, .handshake_timeout_ms = 2000};
+	struct drv_host *h = NULL;
+	assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), DRV_EHANDSHAKE, err);
+	assert_null(h);
+	assert_contains(err, "127.0.0.1.example:4000|grpc\" names a non-loopback TCP address");
 }
 
 static void test_missing_binary(void **state)
@@ -169,6 +207,62 @@ static void test_missing_binary(void **state)
 	assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), DRV_ESYSTEM, err);
 	assert_contains(err, "driver 'nope' (/nonexistent/drover-driver-nope): cannot start");
 	assert_null(h);
+
+	/*
+	 * A driver author's script without a "#!" line, or with an interpreter
+	 * that is not there: the message says so (it said "Unknown system
+	 * error -8" for the first and "no such file or directory" for the second).
+	 */
+	char dir[] = "/tmp/drover-test-spawn-XXXXXX", path[64];
+	assert_non_null(mkdtemp(dir));
+	static const struct {
+		const char *name, *text, *want;
+	} cases[] = {
+	    {"no-shebang", "echo hello\n", "a script needs a \"#!\" line"},
+	    {"bad-shebang", "#!/nonexistent/python3\n", "is the interpreter on its \"#!\" line missing?"},
+	};
+	for (int forced = 0; forced < 2; forced++) {
+		drv__host_force_uv_spawn(forced);
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+			/* libuv's fallback execs with execvp, which runs a script without "#!" through
+			 * /bin/sh. */
+			if (forced && strcmp(cases[i].name, "no-shebang") == 0)
+				continue;
+			snprintf(path, sizeof(path), "%s/%s", dir, cases[i].name);
+			FILE *f = fopen(path, "w");
+			assert_non_null(f);
+			fputs(cases[i].text, f);
+			fclose(f);
+			chmod(path, 0755);
+			o.path = path;
+			o.name = cases[i].name;
+			assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), DRV_ESYSTEM, err);
+			assert_null(h);
+			if (!strstr(err, cases[i].want))
+				fail_msg("%s spawn: \"%s\" lacks \"%s\"", forced ? "uv" : "posix", err,
+				         cases[i].want);
+			unlink(path);
+		}
+	}
+	drv__host_force_uv_spawn(false);
+
+	/* A bare name is looked up in PATH; one that is only in the current directory gets a hint. */
+	char cwd[4096];
+	assert_non_null(getcwd(cwd, sizeof(cwd)));
+	snprintf(path, sizeof(path), "%s/drover-driver-here", dir);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs("#!/bin/sh\n", f);
+	fclose(f);
+	chmod(path, 0755);
+	assert_int_equal(chdir(dir), 0);
+	o.path = "drover-driver-here";
+	o.name = NULL;
+	assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), DRV_ESYSTEM, err);
+	assert_contains(err, "use ./drover-driver-here");
+	assert_int_equal(chdir(cwd), 0);
+	unlink(path);
+	rmdir(dir);
 }
 
 static void test_bad_options(void **state)

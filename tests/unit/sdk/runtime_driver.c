@@ -69,6 +69,15 @@ static int get_instance(struct drv_call *call, const drv_get_instance_request *r
 static int terminate_instance(struct drv_call *call, const drv_terminate_instance_request *req,
                               drv_terminate_instance_response *resp)
 {
+	if (strcmp(req->instance_id, "bug-negative") == 0)
+		return drv_call_fail(call, -50, "not a code");
+	/* A provider's whole error page, quoted: 20 KB of message with a multi-byte character. */
+	if (strcmp(req->instance_id, "long-message") == 0) {
+		char *page = drv_call_alloc(call, 20001);
+		for (size_t i = 0; i < 20000; i += 2)
+			memcpy(page + i, "\xc3\xa9", 2);
+		return drv_call_fail(call, DRV_EUNAVAILABLE, "provider said:%s", page);
+	}
 	return strcmp(req->instance_id, "bug") == 0 ? 7 : 0;
 }
 

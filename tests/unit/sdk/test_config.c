@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -159,7 +160,7 @@ static void test_each_diagnostic(void **state)
 	           "got number");
 	expect_one("{\"region\": \"eu\", \"debug\": 1}", key_ok, "/debug", "wrong type", "boolean");
 	expect_one("{\"region\": \"eu\", \"zones\": \"a\"}", key_ok, "/zones", "wrong type",
-	           "array of strings");
+	           "must be an array of strings, got string");
 	expect_one("{\"region\": \"eu\", \"zones\": [\"a\", 7]}", key_ok, "/zones/1", "wrong type",
 	           "element 1");
 	expect_one("{\"region\": \"eu\", \"tier\": \"gold\"}", key_ok, "/tier", "value not allowed",
@@ -258,6 +259,49 @@ static void test_valid_with_defaults_and_getters(void **state)
 	drv__call_release(&call);
 }
 
+/* A getter asked for an undeclared name (a typo) says so in the log, once per name. */
+static void test_undeclared_getter_logged(void **state)
+{
+	drv_backend_config bc = DROVER__COMPUTE__V1__BACKEND_CONFIG__INIT;
+	drv_secret_entry e = DROVER__COMPUTE__V1__BACKEND_CONFIG__SECRETS_ENTRY__INIT;
+	drv_secret_entry *ep = &e;
+	e.key = "api_key";
+	e.value = "k";
+	bc.n_secrets = 1;
+	bc.secrets = &ep;
+	bc.config_json = "{\"region\": \"eu\"}";
+	int fds[2];
+	assert_int_equal(pipe(fds), 0);
+	drv__log_set_fd(fds[1]);
+
+	struct drv_call call;
+	drv__call_init(&call, &driver, NULL, "GetOffers");
+	assert_int_equal(drv__call_set_config(&call, &bc, NULL), 0);
+	assert_int_equal(drv_call_config_int(&call, "capcity", 4), 4);
+	assert_int_equal(drv_call_config_int(&call, "capcity", 4), 4);
+	assert_null(drv_call_secret(&call, "api_kye"));
+	/* Declared but absent: no warning. */
+	assert_null(drv_call_secret(&call, "project_id"));
+	assert_null(drv_call_config_array_at(&call, "zones", 0));
+	drv__call_release(&call);
+
+	drv__log_set_fd(2);
+	close(fds[1]);
+	char buf[4096];
+	ssize_t n = read(fds[0], buf, sizeof(buf) - 1);
+	close(fds[0]);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	const char *first = strstr(buf, "config field \\\"capcity\\\" is not declared");
+	if (!first)
+		fail_msg("no warning for \"capcity\" in: %s", buf);
+	if (strstr(strchr(first, '\n'), "capcity"))
+		fail_msg("\"capcity\" warned twice: %s", buf);
+	assert_non_null(strstr(buf, "secret \\\"api_kye\\\" is not declared"));
+	assert_null(strstr(buf, "project_id"));
+	assert_null(strstr(buf, "zones"));
+}
+
 static void test_invalid_config_message(void **state)
 {
 	drv_backend_config bc = DROVER__COMPUTE__V1__BACKEND_CONFIG__INIT;
@@ -345,6 +389,7 @@ int main(void)
 	    cmocka_unit_test(test_many_errors_reported_together),
 	    cmocka_unit_test(test_valid_with_defaults_and_getters),
 	    cmocka_unit_test(test_invalid_config_message),
+	    cmocka_unit_test(test_undeclared_getter_logged),
 	    cmocka_unit_test(test_diag_api),
 	    cmocka_unit_test(test_random_configs),
 	};

@@ -123,6 +123,13 @@ static void test_check_declaration(void **state)
 	d = make_driver(&offers);
 	d.version = 2;
 	assert_int_equal(drv_driver_check(&d, err, sizeof(err)), DRV_EINVAL);
+	/* GetInfo would carry an empty driver_version, which info.well_formed fails. */
+	d = make_driver(&offers);
+	d.driver_version = NULL;
+	assert_int_equal(drv_driver_check(&d, err, sizeof(err)), DRV_EINVAL);
+	assert_non_null(strstr(err, "driver_version is empty"));
+	d.driver_version = "";
+	assert_int_equal(drv_driver_check(&d, err, sizeof(err)), DRV_EINVAL);
 
 	static const struct drv_config_field bad_default[] = {
 	    {.name = "n", .type = DRV_FIELD_INTEGER, .default_json = "{oops"}, {.name = NULL}};
@@ -136,6 +143,92 @@ static void test_check_declaration(void **state)
 	d.config_fields = int_secret;
 	assert_int_equal(drv_driver_check(&d, err, sizeof(err)), DRV_EINVAL);
 	assert_non_null(strstr(err, "secret \"k\""));
+}
+
+/* Each declaration the schema, the checks and the getters would disagree about is refused, naming it. */
+static void test_check_fields(void **state)
+{
+	static const struct drv_compute_ops offers = {.version = DRV_COMPUTE_OPS_V1, .get_offers = op_offers};
+	static const char *const ab[] = {"a", "b", NULL};
+	static const struct {
+		struct drv_config_field f[3];
+		const char *want; /* in the message; NULL: accepted */
+	} cases[] = {
+	    {{{.name = "n", .type = DRV_FIELD_INTEGER, .default_json = "\"abc\""}}, "wrong type"},
+	    {{{.name = "n", .type = DRV_FIELD_INTEGER, .default_json = "null"}}, "wrong type"},
+	    {{{.name = "n", .type = DRV_FIELD_INTEGER, .default_json = "2.5"}}, "wrong type"},
+	    {{{.name = "n",
+	       .type = DRV_FIELD_INTEGER,
+	       .has_maximum = true,
+	       .maximum = 5,
+	       .default_json = "10"}},
+	     "value above maximum"},
+	    {{{.name = "n",
+	       .type = DRV_FIELD_NUMBER,
+	       .has_minimum = true,
+	       .minimum = 1,
+	       .default_json = "0.5"}},
+	     "value below minimum"},
+	    {{{.name = "s", .type = DRV_FIELD_STRING, .enum_values = ab, .default_json = "\"zzz\""}},
+	     "value not allowed"},
+	    {{{.name = "z", .type = DRV_FIELD_STRING_ARRAY, .default_json = "[\"a\", 1]"}}, "wrong type"},
+	    {{{.name = "k", .type = DRV_FIELD_STRING, .secret = true, .default_json = "\"x\""}},
+	     "secret \"k\" has a default"},
+	    {{{.name = "", .type = DRV_FIELD_STRING}}, "empty name"},
+	    {{{.name = "n", .type = DRV_FIELD_INTEGER, .enum_values = ab}}, "enum_values"},
+	    {{{.name = "s", .type = DRV_FIELD_STRING, .has_minimum = true}}, "minimum or maximum"},
+	    {{{.name = "n",
+	       .type = DRV_FIELD_INTEGER,
+	       .has_minimum = true,
+	       .minimum = 5,
+	       .has_maximum = true,
+	       .maximum = 1}},
+	     "above its maximum"},
+	    {{{.name = "s", .type = DRV_FIELD_STRING}, {.name = "s", .type = DRV_FIELD_INTEGER}},
+	     "\"s\" is declared twice"},
+	    {{{.name = "key", .type = DRV_FIELD_STRING},
+	      {.name = "key", .type = DRV_FIELD_STRING, .secret = true}},
+	     "\"key\" is declared twice"},
+	    /* Defaults that fit are fine, 3.0 is an integer as in a written config. */
+	    {{{.name = "n",
+	       .type = DRV_FIELD_INTEGER,
+	       .has_maximum = true,
+	       .maximum = 5,
+	       .default_json = "3.0"},
+	      {.name = "s", .type = DRV_FIELD_STRING, .enum_values = ab, .default_json = "\"b\""}},
+	     NULL},
+	};
+	char err[400];
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct drv_driver d = make_driver(&offers);
+		d.config_fields = cases[i].f;
+		err[0] = '\0';
+		int rc = drv_driver_check(&d, err, sizeof(err));
+		if (!cases[i].want) {
+			if (rc != 0)
+				fail_msg("case %zu refused: %s", i, err);
+			continue;
+		}
+		if (rc != DRV_EINVAL || !strstr(err, cases[i].want))
+			fail_msg("case %zu: rc %d, message \"%s\", want \"%s\"", i, rc, err, cases[i].want);
+	}
+}
+
+/* A marker bit that names no feature of the protocol would reach GetFeatures; refused at start-up. */
+static void test_check_unknown_markers(void **state)
+{
+	static const struct drv_compute_ops offers = {.version = DRV_COMPUTE_OPS_V1, .get_offers = op_offers};
+	struct drv_driver d = make_driver(&offers);
+	char err[300];
+
+	d.markers = BIT(DRV_FEATURE_MULTINODE) | BIT(DRV_FEATURE_PRIVATE_GATEWAYS);
+	assert_int_equal(drv_driver_check(&d, err, sizeof(err)), 0);
+	d.markers = BIT(DRV_FEATURE_MULTINODE) | BIT(40);
+	assert_int_equal(drv_driver_check(&d, err, sizeof(err)), DRV_EINVAL);
+	assert_non_null(strstr(err, "bit 40"));
+	d.markers = BIT(0);
+	assert_int_equal(drv_driver_check(&d, err, sizeof(err)), DRV_EINVAL);
+	assert_non_null(strstr(err, "bit 0"));
 }
 
 /* A narrow hook that drops OFFERS when config says so, and tries to add VOLUMES. */
@@ -206,8 +299,9 @@ static void test_method_table(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_derive_from_ops),   cmocka_unit_test(test_partial_group),
-	    cmocka_unit_test(test_check_declaration), cmocka_unit_test(test_narrowing),
+	    cmocka_unit_test(test_derive_from_ops),       cmocka_unit_test(test_partial_group),
+	    cmocka_unit_test(test_check_declaration),     cmocka_unit_test(test_check_fields),
+	    cmocka_unit_test(test_check_unknown_markers), cmocka_unit_test(test_narrowing),
 	    cmocka_unit_test(test_method_table),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

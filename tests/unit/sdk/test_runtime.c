@@ -226,11 +226,18 @@ static void test_cli_errors(void **state)
 	    {{"--listen", "nocolon"}, 2, "--listen: expected HOST:PORT"},
 	    {{"--listen", "127.0.0.1:99999"}, 2, "--listen"},
 	    {{"--listen", "0.0.0.0:0"}, 2, "refusing plain TCP on non-loopback address \"0.0.0.0\""},
+	    /* A name is not resolved: one that merely starts like a loopback address is not one. */
+	    {{"--listen", "127.0.0.1.example:0"},
+	     2,
+	     "refusing plain TCP on non-loopback address \"127.0.0.1.example\""},
 	    {{"--listen", "127.0.0.1:0", "--tls-cert", "/etc/hostname"}, 2, "--tls-key is missing"},
 	    {{"--listen", "127.0.0.1:0", "--tls-cert", "/etc/hostname", "--tls-key", "/etc/hostname"},
 	     2,
 	     "--client-ca is missing"},
-	    {{"--tls-key", "/x"}, 2, "needs --listen"},
+	    {{"--tls-key", "/x"}, 2, "--tls-key needs --listen"},
+	    {{"--listen", "127.0.0.1: 80"}, 2, "--listen: expected HOST:PORT"},
+	    {{"--listen", "127.0.0.1:+80"}, 2, "--listen: expected HOST:PORT"},
+	    {{"--workers", " 4"}, 2, "--workers: expected an integer"},
 	    {{"--insecure"}, 2, "needs --listen"},
 	    {{"--listen", "127.0.0.1:0", "--tls-cert", "/nonexistent", "--tls-key", "/x"}, 2, "--client-ca"},
 	};
@@ -535,6 +542,24 @@ static void test_provider_calls(void **state)
 	treq.instance_id = "bug";
 	assert_int_equal(drv_host_terminate_instance(h, &treq, &tresp, CALL_MS, &st), DRV_EINTERNAL);
 	assert_non_null(strstr(st.message, "returned 7, which is not a drv_error"));
+	/* So is a negative value that is no drv_error. */
+	treq.instance_id = "bug-negative";
+	assert_int_equal(drv_host_terminate_instance(h, &treq, &tresp, CALL_MS, &st), DRV_EINTERNAL);
+	assert_non_null(strstr(st.message, "returned -50, which is not a drv_error"));
+
+	/*
+	 * A 20 KB message keeps its code and the connection stays up (the whole
+	 * message made the host answer RESOURCE_EXHAUSTED and drop the connection
+	 * for good). struct drv_status keeps 511 bytes of what arrives.
+	 */
+	treq.instance_id = "long-message";
+	assert_int_equal(drv_host_terminate_instance(h, &treq, &tresp, CALL_MS, &st), DRV_EUNAVAILABLE);
+	assert_non_null(strstr(st.message, "provider said:\xc3\xa9"));
+	/* What arrives is cut between two characters, not inside one ("é" is 2 bytes, the prefix 14). */
+	size_t len = strlen(st.message);
+	assert_true(len >= 500);
+	assert_int_equal((unsigned char)st.message[len - 1], 0xa9);
+	assert_int_equal(drv_host_health(h, CALL_MS, &st), 0);
 
 	/* A handler printing to stdout after the handshake harms nothing. */
 	drv_get_instance_request greq = DROVER__COMPUTE__V1__GET_INSTANCE_REQUEST__INIT;
