@@ -400,6 +400,59 @@ static void test_slow_link(void **state)
 	stop_standalone(&s);
 }
 
+/*
+ * A second driver told to listen where one already does exits with an error
+ * naming the address. gRPC's SO_REUSEPORT used to let it "listen" too, and
+ * the kernel split connections between the two.
+ */
+static void test_address_in_use(void **state)
+{
+	struct standalone s;
+	int errp[2], status;
+	char buf[2048] = "";
+	size_t len = 0;
+	ssize_t r;
+
+	start_standalone(&s, "127.0.0.1:0", false);
+	assert_int_equal(pipe(errp), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(errp[1], 2);
+		close(errp[0]);
+		close(errp[1]);
+		int devnull = open("/dev/null", O_WRONLY);
+		dup2(devnull, 1);
+		execl(STANDALONE_BIN, STANDALONE_BIN, "--listen", s.address, (char *)NULL);
+		_exit(127);
+	}
+	close(errp[1]);
+	/* Its stderr closes when it exits; one still serving after 10 s shares the port. */
+	struct pollfd p = {.fd = errp[0], .events = POLLIN};
+	double until = now_ms() + 10000;
+	while (len < sizeof(buf) - 1 && now_ms() < until && poll(&p, 1, 100) >= 0) {
+		if (!p.revents)
+			continue;
+		if ((r = read(errp[0], buf + len, sizeof(buf) - 1 - len)) <= 0)
+			break;
+		len += (size_t)r;
+	}
+	buf[len] = '\0';
+	close(errp[0]);
+	if (waitpid(pid, &status, WNOHANG) == 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		stop_standalone(&s);
+		fail_msg("a second driver serves on %s, which the first holds", s.address);
+	}
+	assert_true(WIFEXITED(status));
+	assert_int_not_equal(WEXITSTATUS(status), 0);
+	assert_contains(buf, s.address);
+	assert_contains(buf, "address in use");
+	stop_standalone(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -409,6 +462,7 @@ int main(void)
 	    cmocka_unit_test(test_unreachable),
 	    cmocka_unit_test(test_reconnect),
 	    cmocka_unit_test(test_slow_link),
+	    cmocka_unit_test(test_address_in_use),
 	};
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests(tests, setup, teardown);
