@@ -440,7 +440,11 @@ static void test_address_in_use(void **state)
 	}
 	buf[len] = '\0';
 	close(errp[0]);
-	if (waitpid(pid, &status, WNOHANG) == 0) {
+	/* Its stderr closes a moment before it can be reaped. */
+	pid_t w = 0;
+	for (int i = 0; i < 500 && (w = waitpid(pid, &status, WNOHANG)) == 0; i++)
+		usleep(10 * 1000);
+	if (w == 0) {
 		kill(pid, SIGKILL);
 		waitpid(pid, &status, 0);
 		stop_standalone(&s);
