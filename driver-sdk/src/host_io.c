@@ -27,6 +27,7 @@
 #include <grpc/grpc.h>
 
 #include "host_internal.h"
+#include "rpc_grpc.h"
 
 struct io_cmd {
 	void (*fn)(struct drv_host *h, int arg);
@@ -104,6 +105,7 @@ static void io_init(void)
 	 * drivers one at a time (a benchmark, a CLI) would pay gRPC's full
 	 * start-up on every spawn.
 	 */
+	drv__rpc_log_install();
 	grpc_init();
 	rc = pthread_create(&io.thread, NULL, io_main, NULL);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);

@@ -213,12 +213,14 @@ static int channel_new(const struct drv_rpc_channel_opts *opts, int *fd, struct 
 	 * gRPC's default reconnect backoff grows to 120 s, far too long for a
 	 * driver that restarts or a network that comes back: cap it at 5 s and
 	 * start at 250 ms. The caller's own retry policy sits on top.
+	 * GRPC_ARG_MIN_RECONNECT_BACKOFF_MS stays gRPC's (20 s): it is also how
+	 * long one connection attempt may take. At 250 ms, a driver farther
+	 * away than that (TCP, TLS and HTTP/2 settings take a few round trips)
+	 * connected only once the backoff had grown past it, seconds later, or
+	 * never.
 	 */
 	args[n].type = GRPC_ARG_INTEGER;
 	args[n].key = GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS;
-	args[n++].value.integer = 250;
-	args[n].type = GRPC_ARG_INTEGER;
-	args[n].key = GRPC_ARG_MIN_RECONNECT_BACKOFF_MS;
 	args[n++].value.integer = 250;
 	args[n].type = GRPC_ARG_INTEGER;
 	args[n].key = GRPC_ARG_MAX_RECONNECT_BACKOFF_MS;

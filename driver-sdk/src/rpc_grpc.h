@@ -55,8 +55,12 @@ extern void _ZN4absl7debian329SetMutexDeadlockDetectionModeENS0_15OnDeadlockCycl
     __attribute__((weak));
 
 /* grpc_init() plus the one-time tuning above. Pair with grpc_shutdown(). */
+/* Sends gRPC's log lines to the SDK's log (rpc_log.c); once per process. */
+void drv__rpc_log_install(void);
+
 static inline void drv__rpc_grpc_init(void)
 {
+	drv__rpc_log_install();
 	if (_ZN4absl7debian329SetMutexDeadlockDetectionModeENS0_15OnDeadlockCycleE)
 		_ZN4absl7debian329SetMutexDeadlockDetectionModeENS0_15OnDeadlockCycleE(0 /* kIgnore */);
 	grpc_init();

@@ -793,7 +793,7 @@ int drv_rpc_server_new(const struct drv_rpc_server_opts *opts, struct drv_rpc_se
 		free(srv);
 		return rc;
 	}
-	grpc_arg args[2];
+	grpc_arg args[3];
 	memset(args, 0, sizeof(args));
 	args[0].type = GRPC_ARG_INTEGER;
 	args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
@@ -801,7 +801,15 @@ int drv_rpc_server_new(const struct drv_rpc_server_opts *opts, struct drv_rpc_se
 	args[1].type = GRPC_ARG_INTEGER;
 	args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
 	args[1].value.integer = srv->max_message;
-	grpc_channel_args cargs = {.num_args = 2, .args = args};
+	/*
+	 * gRPC binds TCP ports with SO_REUSEPORT: a second server on a port in
+	 * use also "listened", and the kernel split the connections between the
+	 * two. An address in use is an error instead.
+	 */
+	args[2].type = GRPC_ARG_INTEGER;
+	args[2].key = GRPC_ARG_ALLOW_REUSEPORT;
+	args[2].value.integer = 0;
+	grpc_channel_args cargs = {.num_args = 3, .args = args};
 	srv->server = grpc_server_create(&cargs, NULL);
 	srv->cq = grpc_completion_queue_create_for_next(NULL);
 	grpc_server_register_completion_queue(srv->server, srv->cq, NULL);

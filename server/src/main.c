@@ -19,6 +19,8 @@
 #include <openssl/rand.h>
 #include <uv.h>
 
+#include "drover/driver.h"
+#include "drover/rpc.h"
 #include "srv_api.h"
 #include "srv_config.h"
 #include "srv_engine.h"
@@ -223,6 +225,16 @@ static void shutdown_all(struct app *a)
 	uv_walk(a->loop, close_walk, NULL);
 }
 
+/* gRPC's own lines (a refused TLS handshake...) into droverd's log, not raw on stderr. */
+static void grpc_log_line(int level, const char *text)
+{
+	srv_log(level == DRV_LOG_ERROR  ? SRV_LOG_ERROR
+	        : level == DRV_LOG_WARN ? SRV_LOG_WARN
+	        : level == DRV_LOG_INFO ? SRV_LOG_INFO
+	                                : SRV_LOG_DEBUG,
+	        "grpc", "%s", text);
+}
+
 static void on_signal(uv_signal_t *s, int signum)
 {
 	struct app *a = s->data;
@@ -300,6 +312,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	drv_rpc_set_log(grpc_log_line);
 	/*
 	 * libuv's pool runs the blocking work: spawns waiting for a handshake,
 	 * connects, health checks. Four threads would let a few hung drivers

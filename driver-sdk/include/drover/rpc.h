@@ -161,4 +161,14 @@ int drv_rpc_call_async(struct drv_rpc_channel *ch, const ProtobufCServiceDescrip
 /* The index of `method` ("GetOffers") in `service`, or -1. */
 int drv_rpc_method_index(const ProtobufCServiceDescriptor *service, const char *method);
 
+/*
+ * Where gRPC's own log lines go (a failed TLS handshake, a dropped
+ * connection): by default they are the SDK's JSON lines on stderr, as
+ * drv_log writes them; a program with a logger of its own gives `fn`, which
+ * gets an enum drv_log_level value and the text, from any thread, and must
+ * not call into gRPC. NULL restores the default.
+ */
+typedef void (*drv_rpc_log_fn)(int level, const char *text);
+void drv_rpc_set_log(drv_rpc_log_fn fn);
+
 #endif

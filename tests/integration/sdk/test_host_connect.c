@@ -13,6 +13,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <unistd.h>
 
 #include "sdk_test.h"
 
@@ -294,6 +298,170 @@ static void test_reconnect(void **state)
 	stop_standalone(&s);
 }
 
+/*
+ * A TCP relay that holds every chunk for `delay_ms` before passing it on,
+ * both ways: a link with a round trip of twice that, like a driver on
+ * another continent. One connection at a time is enough here.
+ */
+struct slow_link {
+	int listen_fd;
+	int delay_ms;
+	char target[256]; /* 127.0.0.1:PORT */
+	char address[64];
+	pthread_t thread;
+	atomic_bool stop;
+};
+
+static void relay(int a, int b, int delay_ms, atomic_bool *stop)
+{
+	char buf[65536];
+	struct pollfd p[2] = {{.fd = a, .events = POLLIN}, {.fd = b, .events = POLLIN}};
+	while (!atomic_load(stop)) {
+		int n = poll(p, 2, 100);
+		if (n < 0)
+			return;
+		for (int i = 0; i < 2; i++) {
+			if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			ssize_t r = read(p[i].fd, buf, sizeof(buf));
+			if (r <= 0)
+				return;
+			usleep((useconds_t)delay_ms * 1000);
+			if (write(p[1 - i].fd, buf, (size_t)r) != r)
+				return;
+		}
+	}
+}
+
+static void *slow_link_main(void *arg)
+{
+	struct slow_link *l = arg;
+	while (!atomic_load(&l->stop)) {
+		struct pollfd p = {.fd = l->listen_fd, .events = POLLIN};
+		if (poll(&p, 1, 100) != 1)
+			continue;
+		int c = accept(l->listen_fd, NULL, NULL);
+		if (c < 0)
+			continue;
+		int u = socket(AF_INET, SOCK_STREAM, 0);
+		struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		sa.sin_port = htons((uint16_t)atoi(strrchr(l->target, ':') + 1));
+		if (u >= 0 && connect(u, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+			relay(c, u, l->delay_ms, &l->stop);
+		if (u >= 0)
+			close(u);
+		close(c);
+	}
+	return NULL;
+}
+
+static void slow_link_start(struct slow_link *l, const char *target, int delay_ms)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t sl = sizeof(sa);
+
+	memset(l, 0, sizeof(*l));
+	l->delay_ms = delay_ms;
+	snprintf(l->target, sizeof(l->target), "%s", target);
+	l->listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(l->listen_fd >= 0);
+	assert_int_equal(bind(l->listen_fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(l->listen_fd, 4), 0);
+	assert_int_equal(getsockname(l->listen_fd, (struct sockaddr *)&sa, &sl), 0);
+	snprintf(l->address, sizeof(l->address), "127.0.0.1:%d", ntohs(sa.sin_port));
+	assert_int_equal(pthread_create(&l->thread, NULL, slow_link_main, l), 0);
+}
+
+static void slow_link_stop(struct slow_link *l)
+{
+	atomic_store(&l->stop, true);
+	pthread_join(l->thread, NULL);
+	close(l->listen_fd);
+}
+
+/*
+ * A driver a 600 ms round trip away: the connection (TCP, then HTTP/2's
+ * settings both ways) takes about a second, and is made within a 5 s
+ * timeout. gRPC gives a connection attempt as long as its minimum reconnect
+ * backoff, which the SDK once set to 250 ms: attempts timed out until the
+ * backoff had grown past the round trip, 7 s here, and a link slow enough
+ * never connected at all.
+ */
+static void test_slow_link(void **state)
+{
+	struct standalone s;
+	struct slow_link l;
+	struct drv_host *h = NULL;
+	struct drv_status st;
+	char err[1024];
+
+	start_standalone(&s, "127.0.0.1:0", false);
+	slow_link_start(&l, s.address, 300);
+	struct drv_connect_opts o = {.address = l.address, .insecure = true, .connect_timeout_ms = 5000};
+	assert_rc(drv_host_connect(&o, &h, err, sizeof(err)), 0, err);
+	assert_rc(drv_host_health(h, CALL_MS, &st), 0, st.message);
+	drv_host_free(h);
+	slow_link_stop(&l);
+	stop_standalone(&s);
+}
+
+/*
+ * A second driver told to listen where one already does exits with an error
+ * naming the address. gRPC's SO_REUSEPORT used to let it "listen" too, and
+ * the kernel split connections between the two.
+ */
+static void test_address_in_use(void **state)
+{
+	struct standalone s;
+	int errp[2], status;
+	char buf[2048] = "";
+	size_t len = 0;
+	ssize_t r;
+
+	start_standalone(&s, "127.0.0.1:0", false);
+	assert_int_equal(pipe(errp), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(errp[1], 2);
+		close(errp[0]);
+		close(errp[1]);
+		int devnull = open("/dev/null", O_WRONLY);
+		dup2(devnull, 1);
+		execl(STANDALONE_BIN, STANDALONE_BIN, "--listen", s.address, (char *)NULL);
+		_exit(127);
+	}
+	close(errp[1]);
+	/* Its stderr closes when it exits; one still serving after 10 s shares the port. */
+	struct pollfd p = {.fd = errp[0], .events = POLLIN};
+	double until = now_ms() + 10000;
+	while (len < sizeof(buf) - 1 && now_ms() < until && poll(&p, 1, 100) >= 0) {
+		if (!p.revents)
+			continue;
+		if ((r = read(errp[0], buf + len, sizeof(buf) - 1 - len)) <= 0)
+			break;
+		len += (size_t)r;
+	}
+	buf[len] = '\0';
+	close(errp[0]);
+	/* Its stderr closes a moment before it can be reaped. */
+	pid_t w = 0;
+	for (int i = 0; i < 500 && (w = waitpid(pid, &status, WNOHANG)) == 0; i++)
+		usleep(10 * 1000);
+	if (w == 0) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		stop_standalone(&s);
+		fail_msg("a second driver serves on %s, which the first holds", s.address);
+	}
+	assert_true(WIFEXITED(status));
+	assert_int_not_equal(WEXITSTATUS(status), 0);
+	assert_contains(buf, s.address);
+	assert_contains(buf, "address in use");
+	stop_standalone(&s);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -302,6 +470,8 @@ int main(void)
 	    cmocka_unit_test(test_connect_closes_no_stranger_fd),
 	    cmocka_unit_test(test_unreachable),
 	    cmocka_unit_test(test_reconnect),
+	    cmocka_unit_test(test_slow_link),
+	    cmocka_unit_test(test_address_in_use),
 	};
 	signal(SIGPIPE, SIG_IGN);
 	return cmocka_run_group_tests(tests, setup, teardown);

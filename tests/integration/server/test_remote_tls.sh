@@ -89,4 +89,12 @@ start_remote
 wait_for 15 "$ready" || fail "the server did not reconnect to the remote driver"
 run 0 --json offer --gpu H100
 [[ $(jout '.backends[] | select(.backend == "remote") | .code') == OK ]] || fail "offers after the reconnection failed"
+
+# The driver's stderr is JSON lines only, gRPC's own included: the refused
+# client certificate is one, at level error (gRPC wrote "E1129 ..." lines).
+# (remote.log has its stdout too: the handshake lines.)
+grep -v -e '^{' -e '^1|1|tcp|' "$T/remote.log" | head -3 | grep . &&
+	fail "the remote driver wrote lines that are not JSON"
+grep '"level":"error"' "$T/remote.log" | grep -q 'gRPC: Handshake failed' ||
+	fail "the refused TLS handshake is not in the remote driver's log as a JSON error line"
 log "ok"

@@ -28,6 +28,7 @@
 
 #include <cmocka.h>
 
+#include "drover/driver.h"
 #include "drover/rpc.h"
 #include "grpc/health/v1/health.pb-c.h"
 
@@ -971,6 +972,21 @@ static void tls_paths(char *buf, size_t n, const char *name)
 	snprintf(buf, n, "%s/%s", certdir, name);
 }
 
+/* gRPC's log lines as drv_rpc_set_log hands them over. */
+static pthread_mutex_t grpc_lines_mu = PTHREAD_MUTEX_INITIALIZER;
+static char grpc_lines[8192];
+static int grpc_errors;
+
+static void capture_grpc_line(int level, const char *text)
+{
+	pthread_mutex_lock(&grpc_lines_mu);
+	size_t n = strlen(grpc_lines);
+	snprintf(grpc_lines + n, sizeof(grpc_lines) - n, "%d %s\n", level, text);
+	if (level == DRV_LOG_ERROR)
+		grpc_errors++;
+	pthread_mutex_unlock(&grpc_lines_mu);
+}
+
 static void test_mtls(void **state)
 {
 	char ca[400], scert[400], skey[400], ccert[400], ckey[400], ocert[400], okey[400], err[256] = "";
@@ -1011,12 +1027,21 @@ static void test_mtls(void **state)
 		fail_msg("mTLS call via localhost: %s", st.message);
 	drv_rpc_channel_free(ch);
 
-	/* A certificate from another CA: refused. */
+	/*
+	 * A certificate from another CA: refused, and gRPC's line about it
+	 * reaches the program's log hook, not stderr.
+	 */
+	drv_rpc_set_log(capture_grpc_line);
 	co = (struct drv_rpc_channel_opts){
 	    .target = f.target, .ca_file = ca, .cert_file = ocert, .key_file = okey};
 	assert_int_equal(drv_rpc_channel_new(&co, &ch, err, sizeof(err)), 0);
 	assert_int_not_equal(check(ch, "", 5000, NULL, &st), 0);
 	drv_rpc_channel_free(ch);
+	drv_rpc_set_log(NULL);
+	pthread_mutex_lock(&grpc_lines_mu);
+	if (grpc_errors == 0 || !strstr(grpc_lines, "gRPC: Handshake failed"))
+		fail_msg("no gRPC error line about the handshake reached the hook; it got:\n%s", grpc_lines);
+	pthread_mutex_unlock(&grpc_lines_mu);
 
 	/* No client certificate: refused. */
 	co = (struct drv_rpc_channel_opts){.target = f.target, .ca_file = ca};
