@@ -716,6 +716,14 @@ static void row_offers(const struct opts *o, const struct sizes *sz, const long 
 	json_object_set_new(r->data, "droverd_cpu_ms_per_call", json_real(cpu));
 	json_object_set_new(r->data, "client_unpack_ms", json_real(g_unpack_ms));
 	json_object_set_new(r->data, "drivers_cpu_ms_per_call", json_real(kids));
+	/*
+	 * What no server can do better than, on these CPUs: the sim's own work for
+	 * the 16 answers, spread perfectly over every core. Everything droverd and
+	 * the client do comes on top.
+	 */
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	double floor_ms = kids / (double)(ncpu > 0 ? ncpu : 1);
+	json_object_set_new(r->data, "sim_cpu_floor_ms", json_real(floor_ms));
 	printf(
 	    "   offers: %d backends x %ld..%ld offers (%ld in all; sim regions %s, requirements cpus >= 2); "
 	    "droverd returned %zu; %d timed calls after 3 warm-ups;\n          CPU per call: droverd %.1f "
@@ -728,6 +736,11 @@ static void row_offers(const struct opts *o, const struct sizes *sz, const long 
 	printf("          CPU per call of this client (decoding and checking the whole answer, gRPC threads "
 	       "included): %.1f ms\n",
 	       self);
+	printf("   floor: the sim's own CPU for the %d answers of one query (%.1f ms), spread perfectly over "
+	       "%ld CPUs,\n"
+	       "          is %.1f ms: %.1fx the slowest backend alone before droverd or the client does "
+	       "anything\n",
+	       N_BACKENDS, kids, ncpu, floor_ms, slow_p50 > 0 ? floor_ms / slow_p50 : 0);
 	printf("   baselines: the verdict compares with the slowest backend alone (one sim answering one "
 	       "GetOffers,\n          nothing else running): p50 %.1f ms, so <= %.1f ms. For reference only, "
 	       "the slowest backend's\n          elapsed_ms inside the same queries (as droverd reports it: "
