@@ -184,9 +184,11 @@ int cli_cmd_event(struct cli_ctx *c, int argc, char **argv)
 			req.after_id = v;
 			break;
 		case O_LIMIT:
-			if (cli_parse_uint(optarg, UINT32_MAX, &v))
-				return cli_usage_error(
-				    "event list: --limit %s: expected a non-negative integer", optarg);
+			/* The API reads 0 as its default of 100, which `offer --limit 0` (no limit) would not
+			 * suggest. */
+			if (cli_parse_uint(optarg, UINT32_MAX, &v) || v == 0)
+				return cli_usage_error("event list: --limit %s: expected a positive integer",
+				                       optarg);
 			req.limit = (uint32_t)v;
 			break;
 		case O_ALL:

@@ -23,6 +23,9 @@ cli 0 offer --help
 contains "$OUT" "--gpu NAME[:COUNT]" "drover offer --help"
 contains "$OUT" "--spot-auto" "drover offer --help"
 
+cli 2 event list --limit 0
+contains "$ERR" "--limit 0: expected a positive integer" "event list --limit 0"
+
 cli 0 --version
 [[ $OUT =~ ^drover\ [0-9]+\.[0-9]+\.[0-9]+$ ]] || fail "drover --version printed '$OUT'"
 
