@@ -226,6 +226,7 @@ struct sim_file_stamp {
 struct sim_state {
 	char *path; /* canonical; "" for the in-memory state */
 	pthread_mutex_t mu;
+	int lock_fd;                 /* "<path>.lock", flock'ed between processes; -1 until opened */
 	struct sim_file_stamp stamp; /* of the file as last loaded or saved */
 	uint64_t next_serial;        /* for ids and made-up addresses */
 	struct sim_vec instances;    /* struct sim_instance * */
@@ -245,11 +246,13 @@ int sim_state_get(const char *path, struct sim_state **out, struct sim_err *e);
 void sim_state_registry_clear(void);
 
 /*
- * Takes st->mu and, if the file changed under us since we last read or wrote
- * it (another driver process, e.g. one still shutting down while its
- * successor runs, or an operator deleting it), reads it again first. A file
- * that cannot be read keeps the contents we have. Every operation runs
- * between sim_state_lock() and sim_state_unlock().
+ * Takes st->mu, then an exclusive flock on "<path>.lock" so that another
+ * driver process on the same file (e.g. one still shutting down while its
+ * successor runs) cannot interleave its read-modify-write with ours; then,
+ * if the file changed under us since we last read or wrote it (that other
+ * process, or an operator deleting it), reads it again first. A file that
+ * cannot be read keeps the contents we have. Every operation runs between
+ * sim_state_lock() and sim_state_unlock().
  */
 void sim_state_lock(struct sim_state *st);
 void sim_state_unlock(struct sim_state *st);

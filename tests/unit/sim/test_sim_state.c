@@ -262,7 +262,12 @@ static void test_atomic_write_size_limit(void **state)
 	assert_non_null(strstr(f->e.msg, f->path));
 	char *after = read_file(f->path);
 	assert_string_equal(after, before);
-	assert_int_equal(count_dir_entries(f->dir), 1);
+	/* The state file and its lock file (sim_state_lock), no temp file. */
+	assert_int_equal(count_dir_entries(f->dir), 2);
+	char *lock;
+	assert_true(asprintf(&lock, "%s.lock", f->path) > 0);
+	assert_int_equal(access(lock, F_OK), 0);
+	free(lock);
 	struct sim_state *st = state_of(f);
 	assert_int_equal(st->instances.n, 1);
 	assert_string_equal(((struct sim_instance *)st->instances.items[0])->id, i1->instance_id);
