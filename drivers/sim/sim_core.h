@@ -71,6 +71,16 @@ struct sim_config {
 /* The defaults of the declared config fields, for tests and the driver alike. */
 #define SIM_DEFAULT_CAPACITY 4
 #define SIM_DEFAULT_SEED 1
+/*
+ * Upper bounds of the declared config fields. Delays: a day of provisioning
+ * and an hour per call are far past any test's need, and keep
+ * created_ms + delay far from overflowing. Synthetic offers: 100,000 answer in
+ * about 13 MB, well inside the protocol's 64 MiB per message, and cost about
+ * 35 MB kept per (count, seed); a million made an answer no host could receive.
+ */
+#define SIM_MAX_PROVISIONING_DELAY_MS 86400000
+#define SIM_MAX_LATENCY_MS 3600000
+#define SIM_MAX_SYNTHETIC_OFFERS 100000
 void sim_config_init(struct sim_config *cfg);
 
 /* Milliseconds of the wall clock (persisted times survive restarts). */

@@ -154,7 +154,10 @@ static struct sim_instance *instance_new(struct sim_state *st, const struct sim_
 	in->spot = offer->resources && offer->resources->spot;
 	in->price = price;
 	in->created_ms = sim_now_ms();
-	in->ready_ms = in->created_ms + (cfg->provisioning_delay_ms > 0 ? cfg->provisioning_delay_ms : 0);
+	/* Clamped here too: the core's callers (tests) need not go through the config schema. */
+	int64_t delay = cfg->provisioning_delay_ms;
+	delay = delay < 0 ? 0 : delay > SIM_MAX_PROVISIONING_DELAY_MS ? SIM_MAX_PROVISIONING_DELAY_MS : delay;
+	in->ready_ms = in->created_ms + delay;
 	if (conf->n_tags) {
 		in->tags = calloc(conf->n_tags, sizeof(*in->tags));
 		if (!in->tags)

@@ -341,6 +341,48 @@ static void test_two_processes_one_file(void **state)
 	free(dir);
 }
 
+/*
+ * The config's bounds: delays that would overflow the clock or never end, and
+ * more synthetic offers than one answer can carry, are refused at their field
+ * path; the largest allowed synthetic set still reaches the host.
+ */
+static void test_config_limits(void **state)
+{
+	struct drv_host *h = spawn_sim();
+	struct config cf;
+	drv_validate_config_response *r = validate(
+	    h, config(&cf,
+	              "{\"provisioning_delay_ms\": 9223372036854775807, \"latency_ms\": 86400000000, "
+	              "\"synthetic_offers\": 1000000}",
+	              NULL));
+	assert_false(r->valid);
+	const char *paths[] = {"/provisioning_delay_ms", "/latency_ms", "/synthetic_offers"};
+	for (size_t i = 0; i < 3; i++) {
+		const drv_diagnostic *d = diag_at(r, paths[i]);
+		if (!d)
+			fail_msg("no diagnostic at %s", paths[i]);
+		assert_int_equal(d->severity, DROVER__COMPUTE__V1__SEVERITY__SEVERITY_ERROR);
+	}
+	FREE(r);
+
+	/* A provider call with such a config is refused before it sleeps or creates anything. */
+	struct drv_status st;
+	drv_get_offers_response *offers;
+	assert_int_equal(
+	    get_offers(h, config(&cf, "{\"latency_ms\": 86400000000}", NULL), &offers, &st, CALL_MS),
+	    DRV_EINVAL);
+	assert_non_null(strstr(st.message, "/latency_ms"));
+	FREE(offers);
+
+	char json[128];
+	snprintf(json, sizeof(json), "{\"synthetic_offers\": %d}", SIM_MAX_SYNTHETIC_OFFERS);
+	if (get_offers(h, config(&cf, json, NULL), &offers, &st, 30000) != 0)
+		fail_msg("GetOffers with %d synthetic offers: %s", SIM_MAX_SYNTHETIC_OFFERS, st.message);
+	assert_true(offers->n_offers > SIM_MAX_SYNTHETIC_OFFERS);
+	FREE(offers);
+	drv_host_free(h);
+}
+
 /* One of two processes creating machines on one state file at the same time. */
 struct racer {
 	struct drv_host *h;
@@ -546,11 +588,11 @@ static void test_command_line(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_validate_hook),          cmocka_unit_test(test_credentials_and_faults),
-	    cmocka_unit_test(test_latency_and_deadline),   cmocka_unit_test(test_two_clouds_one_process),
-	    cmocka_unit_test(test_two_processes_one_file), cmocka_unit_test(test_two_processes_race),
-	    cmocka_unit_test(test_injected_crash),         cmocka_unit_test(test_memory_and_big_offers),
-	    cmocka_unit_test(test_command_line),
+	    cmocka_unit_test(test_validate_hook),         cmocka_unit_test(test_credentials_and_faults),
+	    cmocka_unit_test(test_latency_and_deadline),  cmocka_unit_test(test_two_clouds_one_process),
+	    cmocka_unit_test(test_config_limits),         cmocka_unit_test(test_two_processes_one_file),
+	    cmocka_unit_test(test_two_processes_race),    cmocka_unit_test(test_injected_crash),
+	    cmocka_unit_test(test_memory_and_big_offers), cmocka_unit_test(test_command_line),
 	};
 	return cmocka_run_group_tests_name("sim_driver", tests, NULL, NULL);
 }
