@@ -53,6 +53,17 @@ struct sim_err {
 /* Sets e->msg (printf-style) and returns `code`. */
 int sim_fail(struct sim_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/*
+ * Text from a request that goes into the state file must be UTF-8: JSON
+ * cannot hold anything else, so saving the state would fail (and protobuf's
+ * `string` promises UTF-8 anyway, though the codec does not check it).
+ * sim_check_* return 0, or DRV_EINVAL naming `field`.
+ */
+bool sim_utf8_valid(const char *s);
+int sim_check_text(struct sim_err *e, const char *field, const char *s);
+/* Tag i of the request's map `field`. */
+int sim_check_tag(struct sim_err *e, const char *field, size_t i, const char *key, const char *value);
+
 /* The config of one call, read from the BackendConfig by the driver. Borrowed strings. */
 struct sim_config {
 	const char *state_file; /* NULL or "": the process-wide in-memory state */
@@ -81,6 +92,8 @@ struct sim_config {
 #define SIM_MAX_PROVISIONING_DELAY_MS 86400000
 #define SIM_MAX_LATENCY_MS 3600000
 #define SIM_MAX_SYNTHETIC_OFFERS 100000
+/* The largest volume, as on EBS and GCP persistent disks; size_mib is saved as a JSON integer (int64). */
+#define SIM_MAX_VOLUME_MIB (64 * 1024 * 1024)
 void sim_config_init(struct sim_config *cfg);
 
 /* Milliseconds of the wall clock (persisted times survive restarts). */

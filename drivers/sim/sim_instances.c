@@ -185,9 +185,19 @@ int sim_instance_create(const struct sim_catalog *cat, struct sim_state *st, con
 		return sim_fail(e, DRV_EINVAL, "instance.idempotency_key is required");
 	if (!req->offer)
 		return sim_fail(e, DRV_EINVAL, "offer is required");
+	const drv_instance_configuration *conf = req->instance;
+	int rc = 0;
+	if ((rc = sim_check_text(e, "instance.idempotency_key", conf->idempotency_key)) ||
+	    (rc = sim_check_text(e, "instance.name", conf->name)) ||
+	    (rc = sim_check_text(e, "instance.project", conf->project)) ||
+	    (rc = sim_check_text(e, "instance.reservation", conf->reservation)))
+		return rc;
+	for (size_t i = 0; i < conf->n_tags; i++)
+		if ((rc = sim_check_tag(e, "instance.tags", i, conf->tags[i]->key, conf->tags[i]->value)))
+			return rc;
 	double price = 0;
 	bool no_quota = false;
-	int rc = resolve_offer(cat, cfg, req->offer, &price, &no_quota, e);
+	rc = resolve_offer(cat, cfg, req->offer, &price, &no_quota, e);
 	if (rc)
 		return rc;
 	const char *type = req->offer->instance_type, *region = req->offer->region;
