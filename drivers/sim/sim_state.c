@@ -586,7 +586,17 @@ int sim_state_save(struct sim_state *st, struct sim_err *e)
 		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
 		goto done;
 	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	/*
+	 * A fresh inode every time: whatever has the name (a temp file left by a
+	 * crash, or a symlink someone planted next to a state file in a shared
+	 * directory) is removed, never written through.
+	 */
+	if (unlink(tmp) != 0 && errno != ENOENT && errno != EISDIR) {
+		rc = sim_fail(e, DRV_EUNAVAILABLE, "cannot write state file %s: remove old %s: %s", st->path,
+		              tmp, strerror(errno));
+		goto done;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		rc = sim_fail(e, DRV_EUNAVAILABLE, "cannot write state file %s: create %s: %s", st->path, tmp,
 		              strerror(errno));

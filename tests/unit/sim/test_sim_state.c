@@ -280,6 +280,40 @@ static void test_atomic_write_size_limit(void **state)
 	free(after);
 }
 
+/*
+ * Something already has the temp file's name: a symlink (planted next to a
+ * state file in a shared directory) was followed and its target overwritten,
+ * and the state file itself became that symlink. Now the name is replaced.
+ */
+static void test_temp_name_taken(void **state)
+{
+	struct fixture *f = *state;
+	int rc;
+	char *tmp, *victim;
+	assert_true(asprintf(&tmp, "%s.tmp.%ld", f->path, (long)getpid()) > 0);
+	assert_true(asprintf(&victim, "%s/victim", f->dir) > 0);
+	write_file(victim, "precious");
+	assert_int_equal(symlink(victim, tmp), 0);
+	create(f, "g6.xlarge", "us-west-2", "tn-1", &rc);
+	assert_int_equal(rc, 0);
+	char *text = read_file(victim);
+	assert_string_equal(text, "precious");
+	free(text);
+	struct stat sb;
+	assert_int_equal(lstat(f->path, &sb), 0);
+	assert_true(S_ISREG(sb.st_mode));
+
+	/* A temp file a crash left behind is simply replaced. */
+	write_file(tmp, "half a state fi");
+	create(f, "g6.xlarge", "us-west-2", "tn-2", &rc);
+	assert_int_equal(rc, 0);
+	sim_state_registry_clear();
+	assert_int_equal(state_of(f)->instances.n, 2);
+	assert_int_equal(lstat(tmp, &sb), -1);
+	free(tmp);
+	free(victim);
+}
+
 /* The temp file cannot be created (a directory is in the way, or the directory is read-only). */
 static void test_atomic_write_unwritable(void **state)
 {
@@ -429,6 +463,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_corrupt_file, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_atomic_write_size_limit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_atomic_write_unwritable, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_temp_name_taken, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_unstorable_requests, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_external_changes, setup, teardown),
 	};
