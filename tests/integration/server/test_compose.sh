@@ -43,6 +43,25 @@ for f in $froms; do
 	[[ $f == debian:12 || $f == runtime ]] || fail "docker/Dockerfile has a stage FROM $f (not Debian 12)"
 done
 
+# The build context leaves out build trees and ./var (droverd's secret.key and
+# admin.token), as the builder Debian's docker-compose uses computes it: it
+# reads only <context>/.dockerignore.
+mkdir -p "$T/ctx/var" "$T/ctx/build" "$T/ctx/build-asan" "$T/ctx/.git" "$T/ctx/docker" "$T/ctx/src"
+[[ -f .dockerignore ]] && cp .dockerignore "$T/ctx/"
+touch "$T/ctx/var/secret.key" "$T/ctx/var/admin.token" "$T/ctx/build/droverd" "$T/ctx/build-asan/droverd" \
+	"$T/ctx/.git/config" "$T/ctx/src/main.c" "$T/ctx/docker/Dockerfile"
+/usr/bin/python3 - "$T/ctx" <<'PY' || fail "the docker build context would carry ./var or build trees (no .dockerignore at the root?)"
+import os, sys
+from docker.utils.build import exclude_paths
+ctx = sys.argv[1]
+ign = os.path.join(ctx, ".dockerignore")
+pats = [l.strip() for l in open(ign).read().splitlines()] if os.path.exists(ign) else []
+sent = exclude_paths(ctx, [p for p in pats if p and p[0] != "#"], dockerfile="docker/Dockerfile")
+leaked = sorted(p for p in sent if p.split("/")[0] in ("var", "build", "build-asan", ".git"))
+assert not leaked, leaked
+assert "src/main.c" in sent and "docker/Dockerfile" in sent, sent
+PY
+
 # The certificates the services expect are the ones gen-certs.sh makes.
 "$SRC/scripts/gen-certs.sh" "$T/certs" 2>/dev/null
 for f in ca.pem driver.pem driver-key.pem client.pem client-key.pem; do
