@@ -68,6 +68,28 @@ for f in ca.pem driver.pem driver-key.pem client.pem client-key.pem; do
 	[[ -f $T/certs/$f ]] || fail "gen-certs.sh did not make $f"
 	grep -q "/certs/$f" docker-compose.yml docker/droverd.yaml || fail "nothing uses /certs/$f"
 done
+# The certs service's command, run here on a temp directory (as root, like
+# the container): the services' keys go to uid 10001, the CA's key stays
+# root's and 0600 (the volume is mounted in both service containers); a
+# second run keeps the certificates.
+if [[ $(id -u) == 0 ]]; then
+	ep=$(/usr/bin/python3 -c 'import yaml; print(yaml.safe_load(open("docker-compose.yml"))["services"]["certs"]["entrypoint"][-1])')
+	[[ $ep == *gen-certs.sh* ]] || fail "no certs entrypoint in docker-compose.yml"
+	mkdir -p "$T/epbin" "$T/certs-ep"
+	ln -s "$SRC/scripts/gen-certs.sh" "$T/epbin/gen-certs.sh"
+	PATH=$T/epbin:$PATH /bin/sh -c "${ep//\/certs/$T/certs-ep}" 2>/dev/null || fail "the certs entrypoint failed: $ep"
+	[[ $(stat -c %u:%a "$T/certs-ep/ca-key.pem") == 0:600 ]] ||
+		fail "the CA key is $(stat -c %u:%a "$T/certs-ep/ca-key.pem") (uid:mode), not root's 0600"
+	for f in driver-key.pem client-key.pem; do
+		[[ $(stat -c %u:%a "$T/certs-ep/$f") == 10001:600 ]] || fail "$f is not uid 10001's 0600"
+	done
+	sum=$(md5sum "$T/certs-ep/ca.pem")
+	chown 10001 "$T/certs-ep/ca-key.pem" # as left by the earlier entrypoint
+	PATH=$T/epbin:$PATH /bin/sh -c "${ep//\/certs/$T/certs-ep}" 2>/dev/null || fail "the certs entrypoint failed on a second run"
+	[[ $(md5sum "$T/certs-ep/ca.pem") == "$sum" ]] || fail "a second run replaced the certificates"
+	[[ $(stat -c %u "$T/certs-ep/ca-key.pem") == 0 ]] || fail "a second run left the CA key with uid 10001"
+fi
+
 # droverd itself accepts docker/droverd.yaml (paths moved into the temp dir):
 # it starts, knows the remote sim driver by its compose address, and syncs
 # the backend. The name sim-driver does not resolve here, so the driver is
