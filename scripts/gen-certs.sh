@@ -6,7 +6,8 @@
 #   client.pem, client-key.pem   droverd's client certificate
 # Usage: scripts/gen-certs.sh OUTDIR [DAYS]
 # Private keys are written 0600, in a directory made 0700 if it is new.
-# Existing files in OUTDIR are replaced.
+# Existing files in OUTDIR are replaced, all at once at the end: a run that
+# fails leaves them as they were.
 set -euo pipefail
 
 usage() {
@@ -26,10 +27,12 @@ case "${1:-}" in
 esac
 out=$1
 days=${2:-825}
-if ! [[ $days =~ ^[0-9]+$ ]] || ((days < 1)); then
-	echo "gen-certs.sh: DAYS must be a positive number, got '$days'" >&2
+# Decimal (bash reads "08" as octal), and what openssl can count.
+if ! [[ $days =~ ^0*[1-9][0-9]{0,4}$ ]] || ((10#$days > 36500)); then
+	echo "gen-certs.sh: DAYS must be a whole number of days from 1 to 36500, got '$days'" >&2
 	exit 2
 fi
+days=$((10#$days))
 command -v openssl >/dev/null || {
 	echo "gen-certs.sh: openssl is not installed (apt-get install openssl)" >&2
 	exit 1
@@ -39,6 +42,10 @@ umask 077
 mkdir -p "$out"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+# Everything is made here first and moved into OUTDIR only once all of it exists.
+final=$out
+out=$tmp/out
+mkdir "$out"
 
 key() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
 
@@ -69,4 +76,5 @@ extendedKeyUsage=clientAuth"
 
 chmod 0600 "$out"/*-key.pem
 chmod 0644 "$out/ca.pem" "$out/driver.pem" "$out/client.pem"
-echo "gen-certs.sh: wrote ca.pem, driver.pem, driver-key.pem, client.pem, client-key.pem to $out" >&2
+mv -f "$out"/*.pem "$final"/
+echo "gen-certs.sh: wrote ca.pem, driver.pem, driver-key.pem, client.pem, client-key.pem to $final" >&2

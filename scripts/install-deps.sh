@@ -14,9 +14,18 @@ PACKAGES=(
 	docker-compose
 )
 
+if ! command -v dpkg-query >/dev/null || ! command -v apt-get >/dev/null; then
+	echo "install-deps: dpkg-query or apt-get not found: this script is for Debian 12; install the" >&2
+	echo "install-deps: equivalents of these Debian packages yourself: ${PACKAGES[*]}" >&2
+	exit 1
+fi
+
+# The package's state alone ("installed"), not the selection in front of it:
+# a package on hold ("hold ok installed") is installed too. One line per
+# architecture it is known for; grep reads them all (no SIGPIPE under pipefail).
 missing=()
 for p in "${PACKAGES[@]}"; do
-	if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+	if ! dpkg-query -W -f='${db:Status-Status}\n' "$p" 2>/dev/null | grep -x installed >/dev/null; then
 		missing+=("$p")
 	fi
 done
@@ -25,11 +34,16 @@ if ((${#missing[@]} == 0)); then
 	exit 0
 fi
 
-echo "install-deps: installing ${missing[*]}" >&2
 SUDO=
 if [[ $(id -u) != 0 ]]; then
+	if ! command -v sudo >/dev/null; then
+		echo "install-deps: missing packages: ${missing[*]}" >&2
+		echo "install-deps: run this script as root (or install sudo) to install them" >&2
+		exit 1
+	fi
 	SUDO=sudo
 fi
+echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -53,6 +53,17 @@ struct sim_err {
 /* Sets e->msg (printf-style) and returns `code`. */
 int sim_fail(struct sim_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/*
+ * Text from a request that goes into the state file must be UTF-8: JSON
+ * cannot hold anything else, so saving the state would fail (and protobuf's
+ * `string` promises UTF-8 anyway, though the codec does not check it).
+ * sim_check_* return 0, or DRV_EINVAL naming `field`.
+ */
+bool sim_utf8_valid(const char *s);
+int sim_check_text(struct sim_err *e, const char *field, const char *s);
+/* Tag i of the request's map `field`. */
+int sim_check_tag(struct sim_err *e, const char *field, size_t i, const char *key, const char *value);
+
 /* The config of one call, read from the BackendConfig by the driver. Borrowed strings. */
 struct sim_config {
 	const char *state_file; /* NULL or "": the process-wide in-memory state */
@@ -71,6 +82,18 @@ struct sim_config {
 /* The defaults of the declared config fields, for tests and the driver alike. */
 #define SIM_DEFAULT_CAPACITY 4
 #define SIM_DEFAULT_SEED 1
+/*
+ * Upper bounds of the declared config fields. Delays: a day of provisioning
+ * and an hour per call are far past any test's need, and keep
+ * created_ms + delay far from overflowing. Synthetic offers: 100,000 answer in
+ * about 13 MB, well inside the protocol's 64 MiB per message, and cost about
+ * 35 MB kept per (count, seed); a million made an answer no host could receive.
+ */
+#define SIM_MAX_PROVISIONING_DELAY_MS 86400000
+#define SIM_MAX_LATENCY_MS 3600000
+#define SIM_MAX_SYNTHETIC_OFFERS 100000
+/* The largest volume, as on EBS and GCP persistent disks; size_mib is saved as a JSON integer (int64). */
+#define SIM_MAX_VOLUME_MIB (64 * 1024 * 1024)
 void sim_config_init(struct sim_config *cfg);
 
 /* Milliseconds of the wall clock (persisted times survive restarts). */
@@ -226,6 +249,7 @@ struct sim_file_stamp {
 struct sim_state {
 	char *path; /* canonical; "" for the in-memory state */
 	pthread_mutex_t mu;
+	int lock_fd;                 /* "<path>.lock", flock'ed between processes; -1 until opened */
 	struct sim_file_stamp stamp; /* of the file as last loaded or saved */
 	uint64_t next_serial;        /* for ids and made-up addresses */
 	struct sim_vec instances;    /* struct sim_instance * */
@@ -245,11 +269,13 @@ int sim_state_get(const char *path, struct sim_state **out, struct sim_err *e);
 void sim_state_registry_clear(void);
 
 /*
- * Takes st->mu and, if the file changed under us since we last read or wrote
- * it (another driver process, e.g. one still shutting down while its
- * successor runs, or an operator deleting it), reads it again first. A file
- * that cannot be read keeps the contents we have. Every operation runs
- * between sim_state_lock() and sim_state_unlock().
+ * Takes st->mu, then an exclusive flock on "<path>.lock" so that another
+ * driver process on the same file (e.g. one still shutting down while its
+ * successor runs) cannot interleave its read-modify-write with ours; then,
+ * if the file changed under us since we last read or wrote it (that other
+ * process, or an operator deleting it), reads it again first. A file that
+ * cannot be read keeps the contents we have. Every operation runs between
+ * sim_state_lock() and sim_state_unlock().
  */
 void sim_state_lock(struct sim_state *st);
 void sim_state_unlock(struct sim_state *st);

@@ -154,7 +154,10 @@ static struct sim_instance *instance_new(struct sim_state *st, const struct sim_
 	in->spot = offer->resources && offer->resources->spot;
 	in->price = price;
 	in->created_ms = sim_now_ms();
-	in->ready_ms = in->created_ms + (cfg->provisioning_delay_ms > 0 ? cfg->provisioning_delay_ms : 0);
+	/* Clamped here too: the core's callers (tests) need not go through the config schema. */
+	int64_t delay = cfg->provisioning_delay_ms;
+	delay = delay < 0 ? 0 : delay > SIM_MAX_PROVISIONING_DELAY_MS ? SIM_MAX_PROVISIONING_DELAY_MS : delay;
+	in->ready_ms = in->created_ms + delay;
 	if (conf->n_tags) {
 		in->tags = calloc(conf->n_tags, sizeof(*in->tags));
 		if (!in->tags)
@@ -182,9 +185,19 @@ int sim_instance_create(const struct sim_catalog *cat, struct sim_state *st, con
 		return sim_fail(e, DRV_EINVAL, "instance.idempotency_key is required");
 	if (!req->offer)
 		return sim_fail(e, DRV_EINVAL, "offer is required");
+	const drv_instance_configuration *conf = req->instance;
+	int rc = 0;
+	if ((rc = sim_check_text(e, "instance.idempotency_key", conf->idempotency_key)) ||
+	    (rc = sim_check_text(e, "instance.name", conf->name)) ||
+	    (rc = sim_check_text(e, "instance.project", conf->project)) ||
+	    (rc = sim_check_text(e, "instance.reservation", conf->reservation)))
+		return rc;
+	for (size_t i = 0; i < conf->n_tags; i++)
+		if ((rc = sim_check_tag(e, "instance.tags", i, conf->tags[i]->key, conf->tags[i]->value)))
+			return rc;
 	double price = 0;
 	bool no_quota = false;
-	int rc = resolve_offer(cat, cfg, req->offer, &price, &no_quota, e);
+	rc = resolve_offer(cat, cfg, req->offer, &price, &no_quota, e);
 	if (rc)
 		return rc;
 	const char *type = req->offer->instance_type, *region = req->offer->region;

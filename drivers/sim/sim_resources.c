@@ -57,7 +57,10 @@ int sim_group_create(const struct sim_catalog *cat, struct sim_state *st, const 
 {
 	if (!req->name || !*req->name)
 		return sim_fail(e, DRV_EINVAL, "name is empty");
-	int rc = check_region(cat, cfg, "region", req->region, e);
+	int rc;
+	if ((rc = sim_check_text(e, "name", req->name)) || (rc = sim_check_text(e, "project", req->project)))
+		return rc;
+	rc = check_region(cat, cfg, "region", req->region, e);
 	if (rc)
 		return rc;
 	sim_state_lock(st);
@@ -158,7 +161,20 @@ int sim_volume_create(const struct sim_catalog *cat, struct sim_state *st, const
 		return sim_fail(e, DRV_EINVAL, "volume.idempotency_key is required");
 	if (conf->size_mib == 0)
 		return sim_fail(e, DRV_EINVAL, "volume.size_mib must be greater than 0");
-	int rc = check_region(cat, cfg, "volume.region", conf->region, e);
+	if (conf->size_mib > SIM_MAX_VOLUME_MIB)
+		return sim_fail(e, DRV_EINVAL,
+		                "volume.size_mib %" PRIu64
+		                " is more than the largest volume, %d MiB (64 TiB)",
+		                conf->size_mib, SIM_MAX_VOLUME_MIB);
+	int rc;
+	if ((rc = sim_check_text(e, "volume.idempotency_key", conf->idempotency_key)) ||
+	    (rc = sim_check_text(e, "volume.name", conf->name)) ||
+	    (rc = sim_check_text(e, "volume.project", conf->project)))
+		return rc;
+	for (size_t i = 0; i < conf->n_tags; i++)
+		if ((rc = sim_check_tag(e, "volume.tags", i, conf->tags[i]->key, conf->tags[i]->value)))
+			return rc;
+	rc = check_region(cat, cfg, "volume.region", conf->region, e);
 	if (rc)
 		return rc;
 	sim_state_lock(st);
@@ -367,7 +383,12 @@ int sim_gateway_create(const struct sim_catalog *cat, struct sim_state *st, cons
 		return sim_fail(e, DRV_EINVAL, "gateway is required");
 	if (!*nz(conf->idempotency_key))
 		return sim_fail(e, DRV_EINVAL, "gateway.idempotency_key is required");
-	int rc = check_region(cat, cfg, "gateway.region", conf->region, e);
+	int rc;
+	if ((rc = sim_check_text(e, "gateway.idempotency_key", conf->idempotency_key)) ||
+	    (rc = sim_check_text(e, "gateway.name", conf->name)) ||
+	    (rc = sim_check_text(e, "gateway.project", conf->project)))
+		return rc;
+	rc = check_region(cat, cfg, "gateway.region", conf->region, e);
 	if (rc)
 		return rc;
 	sim_state_lock(st);

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -136,6 +137,8 @@ static void state_free(struct sim_state *st)
 	free(st->volumes.items);
 	free(st->groups.items);
 	free(st->gateways.items);
+	if (st->lock_fd >= 0)
+		close(st->lock_fd);
 	pthread_mutex_destroy(&st->mu);
 	free(st->path);
 	free(st);
@@ -495,16 +498,40 @@ static void state_take_contents(struct sim_state *to, struct sim_state *from)
 	from->instances = from->volumes = from->groups = from->gateways = (struct sim_vec){0};
 }
 
+/*
+ * The lock between processes. A file of its own, because every save renames
+ * a new inode over the state file (a lock on that would guard a file nobody
+ * reads any more). It is never removed: unlinking a lock file lets two
+ * processes hold locks on two different inodes. Best effort: where it cannot
+ * be created (a read-only directory) no save can succeed either, and reads
+ * need no lock since every version of the state file is complete.
+ */
+static void lock_file(struct sim_state *st)
+{
+	if (st->lock_fd < 0) {
+		char *lp;
+		if (asprintf(&lp, "%s.lock", st->path) < 0)
+			return;
+		st->lock_fd = open(lp, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+		free(lp);
+		if (st->lock_fd < 0)
+			return;
+	}
+	while (flock(st->lock_fd, LOCK_EX) != 0 && errno == EINTR)
+		;
+}
+
 void sim_state_lock(struct sim_state *st)
 {
 	pthread_mutex_lock(&st->mu);
 	if (!*st->path)
 		return;
+	lock_file(st);
 	struct sim_file_stamp now;
 	stamp_take(st->path, &now);
 	if (stamp_equal(&now, &st->stamp))
 		return;
-	struct sim_state tmp = {.path = st->path, .next_serial = 1};
+	struct sim_state tmp = {.path = st->path, .lock_fd = -1, .next_serial = 1};
 	struct sim_err ignored;
 	if (state_load(&tmp, &ignored) == 0)
 		state_take_contents(st, &tmp);
@@ -517,6 +544,8 @@ void sim_state_lock(struct sim_state *st)
 
 void sim_state_unlock(struct sim_state *st)
 {
+	if (st->lock_fd >= 0)
+		flock(st->lock_fd, LOCK_UN);
 	pthread_mutex_unlock(&st->mu);
 }
 
@@ -557,7 +586,17 @@ int sim_state_save(struct sim_state *st, struct sim_err *e)
 		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
 		goto done;
 	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	/*
+	 * A fresh inode every time: whatever has the name (a temp file left by a
+	 * crash, or a symlink someone planted next to a state file in a shared
+	 * directory) is removed, never written through.
+	 */
+	if (unlink(tmp) != 0 && errno != ENOENT && errno != EISDIR) {
+		rc = sim_fail(e, DRV_EUNAVAILABLE, "cannot write state file %s: remove old %s: %s", st->path,
+		              tmp, strerror(errno));
+		goto done;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		rc = sim_fail(e, DRV_EUNAVAILABLE, "cannot write state file %s: create %s: %s", st->path, tmp,
 		              strerror(errno));
@@ -658,6 +697,7 @@ int sim_state_get(const char *path, struct sim_state **out, struct sim_err *e)
 			goto done;
 		}
 		pthread_mutex_init(&st->mu, NULL);
+		st->lock_fd = -1;
 		st->next_serial = 1;
 		rc = state_load(st, e);
 		if (rc) {

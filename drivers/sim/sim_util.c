@@ -62,3 +62,49 @@ void *sim_arena_message(struct sim_arena *a, const ProtobufCMessageDescriptor *d
 		protobuf_c_message_init(desc, m);
 	return m;
 }
+
+bool sim_utf8_valid(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)(s ? s : "");
+	while (*p) {
+		unsigned c = *p;
+		size_t n;
+		uint32_t cp, min;
+		if (c < 0x80) {
+			p++;
+			continue;
+		} else if ((c & 0xe0) == 0xc0) {
+			n = 1, cp = c & 0x1f, min = 0x80;
+		} else if ((c & 0xf0) == 0xe0) {
+			n = 2, cp = c & 0x0f, min = 0x800;
+		} else if ((c & 0xf8) == 0xf0) {
+			n = 3, cp = c & 0x07, min = 0x10000;
+		} else {
+			return false;
+		}
+		for (size_t i = 1; i <= n; i++) {
+			if ((p[i] & 0xc0) != 0x80) /* also stops at the terminating NUL */
+				return false;
+			cp = (cp << 6) | (p[i] & 0x3f);
+		}
+		/* Overlong forms, UTF-16 surrogates and values past U+10FFFF are not UTF-8. */
+		if (cp < min || (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
+			return false;
+		p += n + 1;
+	}
+	return true;
+}
+
+int sim_check_text(struct sim_err *e, const char *field, const char *s)
+{
+	if (!sim_utf8_valid(s))
+		return sim_fail(e, DRV_EINVAL, "%s is not valid UTF-8", field);
+	return 0;
+}
+
+int sim_check_tag(struct sim_err *e, const char *field, size_t i, const char *key, const char *value)
+{
+	if (!sim_utf8_valid(key) || !sim_utf8_valid(value))
+		return sim_fail(e, DRV_EINVAL, "%s[%zu] (key or value) is not valid UTF-8", field, i);
+	return 0;
+}

@@ -146,4 +146,27 @@ for k in ca-key.pem driver-key.pem client-key.pem; do
 	[[ $(stat -c %a "$T/certs/$k") == 600 ]] || fail "$k is not 0600"
 done
 "$SRC/scripts/gen-certs.sh" 2>/dev/null && fail "gen-certs.sh without OUTDIR succeeded"
+# A bad DAYS is refused before anything is touched: one openssl cannot count
+# (99999999999999999999) once went on and replaced the CA key before openssl
+# refused, leaving the existing ca.pem without its key.
+sum=$(cat "$T/certs"/*.pem | md5sum)
+for d in 99999999999999999999 36501 0 -5 1e3; do
+	capture "$SRC/scripts/gen-certs.sh" "$T/certs" "$d"
+	[[ $RC == 2 ]] || fail "gen-certs.sh with DAYS '$d': exit $RC, expected 2"
+	contains "$ERR" "DAYS" "gen-certs.sh with DAYS '$d'"
+done
+[[ $(cat "$T/certs"/*.pem | md5sum) == "$sum" ]] || fail "a refused gen-certs.sh run changed the existing files"
+# Leading zeros are decimal, not bash's octal ("08" was an arithmetic error, then an openssl one).
+"$SRC/scripts/gen-certs.sh" "$T/certs-08" 08 2>/dev/null || fail "gen-certs.sh with DAYS 08 failed"
+# openssl failing half-way (here: at the first x509 signing) leaves OUTDIR as it was.
+mkdir -p "$T/fake-openssl"
+cat >"$T/fake-openssl/openssl" <<SH
+#!/bin/bash
+[[ \$1 == x509 ]] && { echo "openssl: simulated failure" >&2; exit 1; }
+exec $(command -v openssl) "\$@"
+SH
+chmod +x "$T/fake-openssl/openssl"
+PATH=$T/fake-openssl:$PATH capture "$SRC/scripts/gen-certs.sh" "$T/certs"
+[[ $RC != 0 ]] || fail "gen-certs.sh succeeded although openssl failed"
+[[ $(cat "$T/certs"/*.pem | md5sum) == "$sum" ]] || fail "a gen-certs.sh run that failed half-way changed the existing files"
 log "ok"

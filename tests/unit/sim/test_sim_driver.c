@@ -4,6 +4,7 @@
  * injected faults and latency (and that identity calls never fault), one
  * process serving two clouds (state files) at once, and idle memory.
  */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -25,6 +26,7 @@
 #endif
 
 #define CALL_MS 5000
+#define RACE_N 40
 
 static struct drv_host *spawn_sim(void)
 {
@@ -340,6 +342,117 @@ static void test_two_processes_one_file(void **state)
 }
 
 /*
+ * The config's bounds: delays that would overflow the clock or never end, and
+ * more synthetic offers than one answer can carry, are refused at their field
+ * path; the largest allowed synthetic set still reaches the host.
+ */
+static void test_config_limits(void **state)
+{
+	struct drv_host *h = spawn_sim();
+	struct config cf;
+	drv_validate_config_response *r = validate(
+	    h, config(&cf,
+	              "{\"provisioning_delay_ms\": 9223372036854775807, \"latency_ms\": 86400000000, "
+	              "\"synthetic_offers\": 1000000}",
+	              NULL));
+	assert_false(r->valid);
+	const char *paths[] = {"/provisioning_delay_ms", "/latency_ms", "/synthetic_offers"};
+	for (size_t i = 0; i < 3; i++) {
+		const drv_diagnostic *d = diag_at(r, paths[i]);
+		if (!d)
+			fail_msg("no diagnostic at %s", paths[i]);
+		assert_int_equal(d->severity, DROVER__COMPUTE__V1__SEVERITY__SEVERITY_ERROR);
+	}
+	FREE(r);
+
+	/* A provider call with such a config is refused before it sleeps or creates anything. */
+	struct drv_status st;
+	drv_get_offers_response *offers;
+	assert_int_equal(
+	    get_offers(h, config(&cf, "{\"latency_ms\": 86400000000}", NULL), &offers, &st, CALL_MS),
+	    DRV_EINVAL);
+	assert_non_null(strstr(st.message, "/latency_ms"));
+	FREE(offers);
+
+	char json[128];
+	snprintf(json, sizeof(json), "{\"synthetic_offers\": %d}", SIM_MAX_SYNTHETIC_OFFERS);
+	if (get_offers(h, config(&cf, json, NULL), &offers, &st, 30000) != 0)
+		fail_msg("GetOffers with %d synthetic offers: %s", SIM_MAX_SYNTHETIC_OFFERS, st.message);
+	assert_true(offers->n_offers > SIM_MAX_SYNTHETIC_OFFERS);
+	FREE(offers);
+	drv_host_free(h);
+}
+
+/* One of two processes creating machines on one state file at the same time. */
+struct racer {
+	struct drv_host *h;
+	drv_backend_config *c;
+	char prefix;
+	char shared_ids[RACE_N][32]; /* the instance id each shared key got from this process */
+	int failures;
+};
+
+static void *race_creates(void *arg)
+{
+	struct racer *r = arg;
+	struct test_arena t;
+	test_arena_init(&t);
+	for (int i = 0; i < RACE_N; i++) {
+		for (int shared = 0; shared < 2; shared++) {
+			char key[32];
+			snprintf(key, sizeof(key), "%c-%d", shared ? 's' : r->prefix, i);
+			drv_create_instance_request *cr =
+			    make_create(&t, "m7i.large", "us-east-1", false, key);
+			cr->config = r->c;
+			drv_create_instance_response *resp = NULL;
+			struct drv_status st;
+			if (drv_host_create_instance(r->h, cr, &resp, CALL_MS, &st) != 0) {
+				r->failures++;
+				continue;
+			}
+			if (shared)
+				snprintf(r->shared_ids[i], sizeof(r->shared_ids[i]), "%s",
+				         resp->data->instance_id);
+			FREE(resp);
+		}
+	}
+	test_arena_free(&t);
+	return NULL;
+}
+
+/*
+ * Two processes mutating one state file at once: each read-modify-write
+ * holds the file's lock, so no answered creation is lost to the other's
+ * save, and a key both use at the same moment makes one machine.
+ */
+static void test_two_processes_race(void **state)
+{
+	char *dir = make_temp_dir();
+	char json[512];
+	snprintf(json, sizeof(json), "{\"state_file\": \"%s/race.json\", \"capacity\": 1000}", dir);
+	struct config cf;
+	drv_backend_config *c = config(&cf, json, NULL);
+	struct racer a = {.h = spawn_sim(), .c = c, .prefix = 'a'},
+	             b = {.h = spawn_sim(), .c = c, .prefix = 'b'};
+	pthread_t ta, tb;
+	assert_int_equal(pthread_create(&ta, NULL, race_creates, &a), 0);
+	assert_int_equal(pthread_create(&tb, NULL, race_creates, &b), 0);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	assert_int_equal(a.failures + b.failures, 0);
+	for (int i = 0; i < RACE_N; i++)
+		assert_string_equal(a.shared_ids[i], b.shared_ids[i]);
+	drv_host_free(a.h);
+	drv_host_free(b.h);
+
+	struct drv_host *h = spawn_sim();
+	assert_int_equal(list_count(h, c), 3 * RACE_N);
+	drv_host_free(h);
+	rm_rf(dir);
+	free(dir);
+}
+
+/*
  * crash_rate 1: the driver aborts during every provider call, sometimes before
  * and sometimes after the call's effect. After a crash "after", the machine
  * exists though nobody was told: the orphan ListInstances must reveal.
@@ -475,10 +588,11 @@ static void test_command_line(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_validate_hook),          cmocka_unit_test(test_credentials_and_faults),
-	    cmocka_unit_test(test_latency_and_deadline),   cmocka_unit_test(test_two_clouds_one_process),
-	    cmocka_unit_test(test_two_processes_one_file), cmocka_unit_test(test_injected_crash),
-	    cmocka_unit_test(test_memory_and_big_offers),  cmocka_unit_test(test_command_line),
+	    cmocka_unit_test(test_validate_hook),         cmocka_unit_test(test_credentials_and_faults),
+	    cmocka_unit_test(test_latency_and_deadline),  cmocka_unit_test(test_two_clouds_one_process),
+	    cmocka_unit_test(test_config_limits),         cmocka_unit_test(test_two_processes_one_file),
+	    cmocka_unit_test(test_two_processes_race),    cmocka_unit_test(test_injected_crash),
+	    cmocka_unit_test(test_memory_and_big_offers), cmocka_unit_test(test_command_line),
 	};
 	return cmocka_run_group_tests_name("sim_driver", tests, NULL, NULL);
 }

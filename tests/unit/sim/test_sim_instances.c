@@ -260,6 +260,12 @@ static void test_provisioning_delay(void **state)
 	assert_true(strncmp(d->internal_ip, "10.", 3) == 0);
 	assert_non_null(strstr(d->hostname, "us-east-1"));
 	free(id);
+
+	/* A delay near INT64_MAX once overflowed created_ms + delay: the machine was RUNNING at once. */
+	f->cfg.provisioning_delay_ms = INT64_MAX;
+	assert_int_equal(create(f, "c7g.large", "us-east-1", false, "forever", &d), 0);
+	assert_int_equal(d->state, DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_PROVISIONING);
+	assert_string_equal(d->internal_ip, "");
 }
 
 static void test_terminate_and_get(void **state)

@@ -262,7 +262,12 @@ static void test_atomic_write_size_limit(void **state)
 	assert_non_null(strstr(f->e.msg, f->path));
 	char *after = read_file(f->path);
 	assert_string_equal(after, before);
-	assert_int_equal(count_dir_entries(f->dir), 1);
+	/* The state file and its lock file (sim_state_lock), no temp file. */
+	assert_int_equal(count_dir_entries(f->dir), 2);
+	char *lock;
+	assert_true(asprintf(&lock, "%s.lock", f->path) > 0);
+	assert_int_equal(access(lock, F_OK), 0);
+	free(lock);
 	struct sim_state *st = state_of(f);
 	assert_int_equal(st->instances.n, 1);
 	assert_string_equal(((struct sim_instance *)st->instances.items[0])->id, i1->instance_id);
@@ -273,6 +278,40 @@ static void test_atomic_write_size_limit(void **state)
 	assert_int_equal(state_of(f)->instances.n, 2);
 	free(before);
 	free(after);
+}
+
+/*
+ * Something already has the temp file's name: a symlink (planted next to a
+ * state file in a shared directory) was followed and its target overwritten,
+ * and the state file itself became that symlink. Now the name is replaced.
+ */
+static void test_temp_name_taken(void **state)
+{
+	struct fixture *f = *state;
+	int rc;
+	char *tmp, *victim;
+	assert_true(asprintf(&tmp, "%s.tmp.%ld", f->path, (long)getpid()) > 0);
+	assert_true(asprintf(&victim, "%s/victim", f->dir) > 0);
+	write_file(victim, "precious");
+	assert_int_equal(symlink(victim, tmp), 0);
+	create(f, "g6.xlarge", "us-west-2", "tn-1", &rc);
+	assert_int_equal(rc, 0);
+	char *text = read_file(victim);
+	assert_string_equal(text, "precious");
+	free(text);
+	struct stat sb;
+	assert_int_equal(lstat(f->path, &sb), 0);
+	assert_true(S_ISREG(sb.st_mode));
+
+	/* A temp file a crash left behind is simply replaced. */
+	write_file(tmp, "half a state fi");
+	create(f, "g6.xlarge", "us-west-2", "tn-2", &rc);
+	assert_int_equal(rc, 0);
+	sim_state_registry_clear();
+	assert_int_equal(state_of(f)->instances.n, 2);
+	assert_int_equal(lstat(tmp, &sb), -1);
+	free(tmp);
+	free(victim);
 }
 
 /* The temp file cannot be created (a directory is in the way, or the directory is read-only). */
@@ -315,6 +354,58 @@ static void test_atomic_write_unwritable(void **state)
 	assert_int_equal(sim_volume_create(f->cat, st, &f->cfg, &vc, &f->t.a, &v, &f->e), 0);
 	assert_int_equal(st->volumes.n, 1);
 	free(before);
+}
+
+/*
+ * Request text and sizes that the state file could not hold. Text that is not
+ * UTF-8 made every save fail with "out of memory serialising the state"
+ * (INTERNAL); a volume of 2^64-1 MiB was saved as size -1 and the next start
+ * refused the whole file. Both are now refused up front, naming the field.
+ */
+static void test_unstorable_requests(void **state)
+{
+	struct fixture *f = *state;
+	drv_create_instance_request *req = make_create(&f->t, "g6.xlarge", "us-west-2", false, "utf-1");
+	req->instance->name = "bad-\xff-name";
+	drv_provisioning_data *d = NULL;
+	assert_int_equal(sim_instance_create(f->cat, state_of(f), &f->cfg, req, &f->t.a, &d, NULL, &f->e),
+	                 DRV_EINVAL);
+	assert_non_null(strstr(f->e.msg, "instance.name"));
+	req->instance->name = "fine";
+	add_tag(&f->t, req->instance, "team", "\xc0\xaf"); /* an overlong '/' */
+	assert_int_equal(sim_instance_create(f->cat, state_of(f), &f->cfg, req, &f->t.a, &d, NULL, &f->e),
+	                 DRV_EINVAL);
+	assert_non_null(strstr(f->e.msg, "instance.tags[0]"));
+	assert_int_equal(state_of(f)->instances.n, 0);
+
+	/* Real UTF-8 is kept as it is, across a restart. */
+	req = make_create(&f->t, "g6.xlarge", "us-west-2", false, "utf-2");
+	req->instance->name = "na\xc3\xafve-\xe5\x90\x8d-\xf0\x9f\x9a\x80";
+	assert_int_equal(sim_instance_create(f->cat, state_of(f), &f->cfg, req, &f->t.a, &d, NULL, &f->e), 0);
+
+	drv_volume_configuration vc = DROVER__COMPUTE__V1__VOLUME_CONFIGURATION__INIT;
+	vc.idempotency_key = "huge";
+	vc.region = "us-west-2";
+	vc.size_mib = UINT64_MAX;
+	drv_volume *v;
+	assert_int_equal(sim_volume_create(f->cat, state_of(f), &f->cfg, &vc, &f->t.a, &v, &f->e),
+	                 DRV_EINVAL);
+	assert_non_null(strstr(f->e.msg, "volume.size_mib"));
+	vc.name = "\xe2\x82";
+	vc.size_mib = SIM_MAX_VOLUME_MIB;
+	assert_int_equal(sim_volume_create(f->cat, state_of(f), &f->cfg, &vc, &f->t.a, &v, &f->e),
+	                 DRV_EINVAL);
+	assert_non_null(strstr(f->e.msg, "volume.name"));
+	vc.name = "largest";
+	assert_int_equal(sim_volume_create(f->cat, state_of(f), &f->cfg, &vc, &f->t.a, &v, &f->e), 0);
+
+	sim_state_registry_clear();
+	struct sim_state *st = state_of(f);
+	assert_int_equal(st->instances.n, 1);
+	assert_string_equal(((struct sim_instance *)st->instances.items[0])->name,
+	                    "na\xc3\xafve-\xe5\x90\x8d-\xf0\x9f\x9a\x80");
+	assert_int_equal(st->volumes.n, 1);
+	assert_int_equal(((struct sim_volume *)st->volumes.items[0])->size_mib, SIM_MAX_VOLUME_MIB);
 }
 
 /* The file is the truth: changes made behind our back (another process) are picked up. */
@@ -372,6 +463,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_corrupt_file, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_atomic_write_size_limit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_atomic_write_unwritable, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_temp_name_taken, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_unstorable_requests, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_external_changes, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("sim_state", tests, NULL, NULL);
