@@ -299,6 +299,9 @@ static long sim_count(struct drv_host *h, const char *config_json, double *ms, c
  * time at most: a bisection finds the exact value. One fresh sim process
  * per seed, since the sim keeps every synthetic set it built.
  */
+/* The largest synthetic_offers the sim takes (drivers/sim/main.c). */
+#define SIM_MAX_SYNTHETIC 100000
+
 static long calibrate(const struct opts *o, int seed, long *count, char *err, size_t errlen)
 {
 	struct drv_host *h;
@@ -320,13 +323,14 @@ static long calibrate(const struct opts *o, int seed, long *count, char *err, si
 			goto fail;
 		if (n >= OFFERS_PER_BACKEND)
 			break;
-		lo = hi;
-		hi *= 2;
-		if (hi > 1000000) {
-			snprintf(err, errlen, "no synthetic_offers up to 1,000,000 reaches %d offers",
-			         OFFERS_PER_BACKEND);
+		if (hi >= SIM_MAX_SYNTHETIC) {
+			snprintf(err, errlen,
+			         "no synthetic_offers up to %d (the sim's maximum) reaches %d offers",
+			         SIM_MAX_SYNTHETIC, OFFERS_PER_BACKEND);
 			goto fail;
 		}
+		lo = hi;
+		hi = hi * 2 > SIM_MAX_SYNTHETIC ? SIM_MAX_SYNTHETIC : hi * 2;
 	}
 	/* count(lo) < target <= count(hi) */
 	while (hi - lo > 1) {
