@@ -299,7 +299,7 @@ static long sim_count(struct drv_host *h, const char *config_json, double *ms, c
  * time at most: a bisection finds the exact value. One fresh sim process
  * per seed, since the sim keeps every synthetic set it built.
  */
-/* The largest synthetic_offers the sim takes (drivers/sim/main.c). */
+/* The largest synthetic_offers the sim takes (drivers/sim/sim_driver.c). */
 #define SIM_MAX_SYNTHETIC 100000
 
 static long calibrate(const struct opts *o, int seed, long *count, char *err, size_t errlen)
