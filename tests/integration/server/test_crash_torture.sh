@@ -6,11 +6,13 @@
 #
 # Each round starts creates (some retried by the client with the same
 # idempotency key) and terminates through the CLI in the background, then
-# SIGKILLs droverd at a random moment (sometimes the sim driver first, and
+# SIGKILLs droverd at a random moment (one round in six stops it with
+# SIGTERM instead; sometimes the sim driver is SIGKILLed first, and
 # the sim itself injects UNAVAILABLE and crashes before or after a call's
 # effect), restarts droverd, lets reconciliation settle, and checks the
 # store against the sim's state file:
-#   - every live row (creating, provisioning, running, terminating) is backed
+#   - every live row (creating, provisioning, running, terminating or
+#     termination failing) is backed
 #     by exactly one live sim machine, and every live sim machine with this
 #     server's tag by exactly one live row (no duplicate, no orphan);
 #   - one live machine at most per drover-instance tag (one per create);
@@ -65,7 +67,10 @@ snapshot_store() {
 # line per violation, nothing when they hold.
 CHECK='
 def live_status: . as $s | ["INSTANCE_STATUS_CREATING", "INSTANCE_STATUS_PROVISIONING",
-  "INSTANCE_STATUS_RUNNING", "INSTANCE_STATUS_TERMINATING"] | index($s) != null;
+  "INSTANCE_STATUS_RUNNING", "INSTANCE_STATUS_TERMINATING", "INSTANCE_STATUS_TERMINATION_FAILING"]
+  | index($s) != null;
+def term_status: . == "INSTANCE_STATUS_TERMINATING" or . == "INSTANCE_STATUS_TERMINATION_FAILING"
+  or . == "INSTANCE_STATUS_TERMINATED";
 ($store[0].instances // []) as $rows
 | ([$sim[0].instances // [] | .[] | select(.tags["drover-server"] != null)]) as $machines
 | ([$machines[] | select(.terminated | not)]) as $live
@@ -92,7 +97,7 @@ def live_status: . as $s | ["INSTANCE_STATUS_CREATING", "INSTANCE_STATUS_PROVISI
   ($acked[0].created[] as $iid | select([$rows[] | select(.id == $iid)] | length == 0)
    | "the create of \($iid) was acknowledged but the store has no such row"),
   ($acked[0].terminated[] as $iid
-   | select([$rows[] | select(.id == $iid and (.status == "INSTANCE_STATUS_TERMINATING" or .status == "INSTANCE_STATUS_TERMINATED"))] | length == 0)
+   | select([$rows[] | select(.id == $iid and (.status | term_status))] | length == 0)
    | "the terminate of \($iid) was acknowledged but the row is \([$rows[] | select(.id == $iid) | .status] | first // "missing")")
 )'
 
@@ -117,7 +122,7 @@ settle() {
 	local deadline=$((SECONDS + ${TORTURE_SETTLE_S:-20}))
 	while ((SECONDS < deadline)); do
 		snapshot_store
-		if ! jq -e '.instances[] | select(.status == "INSTANCE_STATUS_CREATING" or .status == "INSTANCE_STATUS_TERMINATING")' \
+		if ! jq -e '.instances[] | select(.status == "INSTANCE_STATUS_CREATING" or .status == "INSTANCE_STATUS_TERMINATING" or .status == "INSTANCE_STATUS_TERMINATION_FAILING")' \
 			"$T/store.json" >/dev/null && check_invariants; then
 			return 0
 		fi
@@ -195,9 +200,16 @@ for ((round = 1; round <= ROUNDS; round++)); do
 			sleep "0.$((RANDOM % 5))"
 		fi
 	fi
-	kill -KILL "$DROVERD_PID"
-	wait "$DROVERD_PID" 2>/dev/null || true
-	DROVERD_PID=
+	# One round in six is an orderly stop (SIGTERM) instead: rows in flight stay for the next start.
+	how=SIGKILL
+	if ((RANDOM % 6 == 0)); then
+		how=SIGTERM
+		stop_droverd
+	else
+		kill -KILL "$DROVERD_PID"
+		wait "$DROVERD_PID" 2>/dev/null || true
+		DROVERD_PID=
+	fi
 
 	# What the CLI was told before the crash.
 	for p in "${pids[@]}"; do
@@ -231,7 +243,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
 	done
 	settle "$round"
 	live=$(jq '[.instances[] | select(.terminated | not)] | length' "$T/sim.snap.json")
-	log "round $round: ok ($ncreate create(s), ${#victims[@]} terminate(s)$([[ -n $sim_pid ]] && echo ", sim killed"); $live live machine(s))"
+	log "round $round: ok ($how, $ncreate create(s), ${#victims[@]} terminate(s)$([[ -n $sim_pid ]] && echo ", sim killed"); $live live machine(s))"
 done
 # What the crashes hit, from droverd's log (all rounds): a run that never
 # resumes a create or never sees a sim crash tested less than it seems.
