@@ -33,7 +33,7 @@ RANDOM=$SEED
 log "seed $SEED, $ROUNDS round(s) (TORTURE_SEED=$SEED TORTURE_ROUNDS=$ROUNDS to repeat)"
 SIM=$T/sim.json
 
-write_config() { # a new fault seed for the sim each round
+write_config() { # SEED [CRASH_RATE]: a new fault seed for the sim each round
 	config_header
 	cat >>"$CONFIG" <<YAML
 drivers:
@@ -47,7 +47,7 @@ projects:
       - name: sim
         type: sim
         config: {latency_ms: $((50 + RANDOM % 250)), provisioning_delay_ms: 300, capacity: 2,
-                 state_file: $SIM, error_rate: 0.1, crash_rate: 0.03, seed: $1}
+                 state_file: $SIM, error_rate: 0.1, crash_rate: ${2:-0.03}, seed: $1}
 provisioning: {max_tries: 3, reconcile_interval_ms: 100}
 YAML
 }
@@ -138,6 +138,19 @@ settle() {
 	jq -r '.instances[] | select(.status == "INSTANCE_STATUS_CREATING" or .status == "INSTANCE_STATUS_TERMINATING" or .status == "INSTANCE_STATUS_TERMINATION_FAILING")
 		| "row \(.id) (\(.name)) still \(.status) after \(env.TORTURE_SETTLE_S // "20") s: \(.last_error)"' "$T/store.json" >>"$T/violations"
 	[[ -s $T/violations ]] || return 0
+	# The sim's faults are a function of its seed and its call count, which
+	# starts again at each driver restart: when the first call after a restart
+	# draws a crash, every restart crashes the same way and the rows it holds
+	# never settle. Only rows still in flight, then: a new seed without crashes
+	# lets them finish (the invariants were checked all along).
+	if [[ -z ${2:-} ]] && ! grep -qv '^row .* still ' "$T/violations" && grep -q 'injected crash' "$LOG"; then
+		log "round $1: rows still in flight with the sim crash-looping on its seed; restarting without crash_rate"
+		stop_droverd
+		write_config $((SEED + 1000 + $1)) 0
+		start_droverd
+		settle "$1" again
+		return 0
+	fi
 	echo "---- invariant violations (round $1) ----" >&2
 	cat "$T/violations" >&2
 	echo "---- store rows: id name status machine last_error ----" >&2
