@@ -1209,6 +1209,13 @@ static void h_terminate_instance(struct api_call *c)
 		reply_err(c, DRV_ENOMEM, "out of memory");
 		return;
 	}
+	if (rc == DRV_EPRECONDITION) {
+		reply_err(c, DRV_EPRECONDITION,
+		          "instance %s is still being created (its CreateInstance call is out): terminate "
+		          "it once the create has finished",
+		          req->id);
+		return;
+	}
 	if (rc != 0) {
 		reply_err(c, rc < 0 ? DRV_EINTERNAL : DRV_ENOTFOUND, "%s",
 		          rc < 0 ? srv_store_errmsg(c->api->st) : "instance vanished");
