@@ -49,8 +49,23 @@ struct srv_api {
 	uv_async_t async;
 	uv_timer_t trim; /* gives malloc's free memory back once big replies stop coming */
 	pthread_mutex_t mu;
-	struct api_call *head, *tail; /* under mu */
-	bool closed;                  /* under mu: the loop no longer takes calls */
+	struct api_call *head, *tail;         /* under mu */
+	bool closed;                          /* under mu: the loop no longer takes calls */
+	struct deferred *dfr_head, *dfr_tail; /* answers waiting for the store's commit (loop thread) */
+};
+
+/*
+ * An answer given while the store's batch is open: what it says (an
+ * instance "terminating", a create's row) is not durable until the batch
+ * commits, and a crash in between would break a promise already made to the
+ * client. It goes out after the commit (srv_store_set_commit_hook).
+ */
+struct deferred {
+	struct deferred *next;
+	struct api_call *c;
+	int code;
+	char *message;
+	ProtobufCMessage *resp; /* a copy: the handler frees its own on return */
 };
 
 /* ---- a per-reply garbage list: everything built for one response ---- */
@@ -137,10 +152,78 @@ static void finish(struct api_call *c)
 	free(c);
 }
 
+static ProtobufCMessage *msg_copy(const ProtobufCMessage *m)
+{
+	size_t len = protobuf_c_message_get_packed_size(m);
+	uint8_t *buf = malloc(len ? len : 1);
+	if (!buf)
+		return NULL;
+	protobuf_c_message_pack(m, buf);
+	ProtobufCMessage *copy = protobuf_c_message_unpack(m->descriptor, NULL, len, buf);
+	free(buf);
+	return copy;
+}
+
+/* Answers now, or after the commit when the store has writes not yet durable. */
+static void reply(struct api_call *c, int code, const char *msg, const ProtobufCMessage *resp)
+{
+	struct srv_api *api = c->api;
+	if (srv_store_in_batch(api->st)) {
+		struct deferred *d = calloc(1, sizeof(*d));
+		if (d && msg && !(d->message = strdup(msg))) {
+			free(d);
+			d = NULL;
+		}
+		if (d && resp && !(d->resp = msg_copy(resp))) {
+			free(d->message);
+			free(d);
+			d = NULL;
+		}
+		if (!d) {
+			/* No promise made: a retry finds what did happen. */
+			drv_rpc_reply(c->call, DRV_ENOMEM,
+			              "out of memory answering; the request may have taken effect", NULL);
+			finish(c);
+			return;
+		}
+		d->c = c;
+		d->code = code;
+		if (api->dfr_tail)
+			api->dfr_tail->next = d;
+		else
+			api->dfr_head = d;
+		api->dfr_tail = d;
+		return;
+	}
+	drv_rpc_reply(c->call, code, msg, resp);
+	finish(c);
+}
+
+/* The store's commit hook: the answers waiting for it go out, or say it failed. */
+static void committed(void *ud, bool ok)
+{
+	struct srv_api *api = ud;
+	struct deferred *d = api->dfr_head;
+	api->dfr_head = api->dfr_tail = NULL;
+	while (d) {
+		struct deferred *next = d->next;
+		if (ok)
+			drv_rpc_reply(d->c->call, d->code, d->message, d->resp);
+		else
+			drv_rpc_reply(d->c->call, DRV_EINTERNAL,
+			              "the server could not record this request's state; ask again", NULL);
+		finish(d->c);
+		if (d->resp)
+			protobuf_c_message_free_unpacked(d->resp, NULL);
+		free(d->message);
+		free(d);
+		d = next;
+	}
+}
+
 static void reply_ok(struct api_call *c, const ProtobufCMessage *resp)
 {
-	drv_rpc_reply(c->call, 0, NULL, resp);
-	finish(c);
+	reply(c, 0, NULL, resp);
 }
 
 static void reply_err(struct api_call *c, int code, const char *fmt, ...)
@@ -150,8 +233,7 @@ static void reply_err(struct api_call *c, int code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	drv_rpc_reply(c->call, code, msg, NULL);
-	finish(c);
+	reply(c, code, msg, NULL);
 }
 
 /* A reply built with g: sent only when every part of it was allocated. */
@@ -1127,6 +1209,13 @@ static void h_terminate_instance(struct api_call *c)
 		reply_err(c, DRV_ENOMEM, "out of memory");
 		return;
 	}
+	if (rc == DRV_EPRECONDITION) {
+		reply_err(c, DRV_EPRECONDITION,
+		          "instance %s is still being created (its CreateInstance call is out): terminate "
+		          "it once the create has finished",
+		          req->id);
+		return;
+	}
 	if (rc != 0) {
 		reply_err(c, rc < 0 ? DRV_EINTERNAL : DRV_ENOTFOUND, "%s",
 		          rc < 0 ? srv_store_errmsg(c->api->st) : "instance vanished");
@@ -1369,6 +1458,7 @@ int srv_api_start(const struct srv_api_opts *o, struct srv_api **out, char *err,
 	api->async.data = api;
 	uv_timer_init(o->loop, &api->trim);
 	api->trim.data = api;
+	srv_store_set_commit_hook(api->st, committed, api);
 	if (o->unix_path) {
 		if (unix_socket_live(o->unix_path)) {
 			snprintf(
@@ -1442,6 +1532,11 @@ void srv_api_stop(struct srv_api *api)
 		reply_err(c, DRV_EUNAVAILABLE, "the server is shutting down");
 		c = next;
 	}
+	/* Answers still waiting for a commit get it now (and the ones above with them). */
+	if (srv_store_batch_commit(api->st) < 0)
+		srv_error("api", "committing a batch of state: %s", srv_store_errmsg(api->st));
+	committed(api, true);
+	srv_store_set_commit_hook(api->st, NULL, NULL);
 	/* Calls still being worked on by the loop are answered by the shutdown of the transport. */
 	if (api->unix_srv)
 		drv_rpc_server_shutdown(api->unix_srv, 500);

@@ -150,7 +150,8 @@ void srv_engine_create(struct srv_engine *eng, const struct srv_create_request *
  * the reconciliation loop, which calls the driver. Already terminating,
  * terminated or failed: no change. Returns 0 (and the updated row in *out,
  * caller frees), 1 when there is no such instance, -1 on store errors,
- * DRV_ENOMEM when out of memory (nothing written).
+ * DRV_ENOMEM when out of memory (nothing written), DRV_EPRECONDITION while
+ * its create is still out (no machine id yet; nothing written).
  */
 int srv_engine_terminate(struct srv_engine *eng, const char *id, struct srv_instance **out);
 

@@ -19,6 +19,7 @@ struct srv_supervisor;
 struct srv_config;
 struct srv_instance;
 struct offers_cache;
+struct create_op;
 
 /* How often the store's tagged machines are compared with every backend's. */
 #define ORPHAN_SCAN_EVERY_MS 60000
@@ -37,6 +38,8 @@ struct srv_engine {
 	bool stopped;
 	int64_t last_orphan_scan;
 	struct offers_cache *cache; /* offers for creates, shared for a moment */
+	/* Creates not yet answered, whose row may not be written yet (srv_provision.c). */
+	struct create_op *creating;
 };
 
 /* UNAVAILABLE, DEADLINE_EXCEEDED and the like: the driver may or may not have acted. */

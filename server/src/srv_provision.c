@@ -34,6 +34,13 @@
 
 struct create_op;
 
+/* A create with the same project and idempotency key as one not answered yet. */
+struct create_dup {
+	struct create_dup *next;
+	srv_instance_cb cb;
+	void *ud;
+};
+
 struct offers_waiter {
 	struct offers_waiter *next;
 	struct create_op *op;
@@ -155,9 +162,14 @@ struct create_op {
 	uv_timer_t *retry_timer;
 	drv_offer *cur_offer; /* owned when resuming */
 	bool resumed;
+	struct create_op *next_creating; /* in eng->creating until answered */
+	bool listed;
+	struct create_dup *dups; /* answered with this op's answer */
 };
 
 static void create_attempt(struct create_op *op);
+static void create_reply(struct create_op *op, int code, const char *message);
+static void creating_unlist(struct create_op *op);
 static void create_send(struct create_op *op);
 static void retry_timer_cb(uv_timer_t *t);
 
@@ -181,6 +193,10 @@ static void create_op_free(struct create_op *op)
 	for (size_t i = 0; i < op->n_only; i++)
 		free(op->only_backends[i]);
 	free(op->only_backends);
+	/* Never answered (a resumed op has no caller): duplicates still get an answer. */
+	if (op->dups)
+		create_reply(op, DRV_EUNAVAILABLE, "the create was abandoned; ask again");
+	creating_unlist(op);
 	if (op->req)
 		protobuf_c_message_free_unpacked(&op->req->base, NULL);
 	if (op->resumed && op->cur_offer)
@@ -192,11 +208,34 @@ static void create_op_free(struct create_op *op)
 	free(op);
 }
 
+static void creating_unlist(struct create_op *op)
+{
+	if (!op->listed)
+		return;
+	for (struct create_op **pp = &op->eng->creating; *pp; pp = &(*pp)->next_creating)
+		if (*pp == op) {
+			*pp = op->next_creating;
+			break;
+		}
+	op->listed = false;
+}
+
+/*
+ * Answers the create and every duplicate that waited for it. From here on
+ * the row (when there is one) answers later duplicates through the store.
+ */
 static void create_reply(struct create_op *op, int code, const char *message)
 {
+	creating_unlist(op);
 	if (op->cb) {
 		op->cb(op->ud, code, message, code == 0 ? op->in : NULL);
 		op->cb = NULL;
+	}
+	while (op->dups) {
+		struct create_dup *d = op->dups;
+		op->dups = d->next;
+		d->cb(d->ud, code, message, code == 0 ? op->in : NULL);
+		free(d);
 	}
 }
 
@@ -661,6 +700,37 @@ void srv_engine_create(struct srv_engine *eng, const struct srv_create_request *
 		srv_instance_free(existing);
 		return;
 	}
+	/*
+	 * The same key, or the same name, as a create still in its offers phase,
+	 * whose row is not written yet: the store cannot tell, so the list of
+	 * creates in flight does. Without this, two concurrent requests with one
+	 * key made two rows, and with the driver key derived from it, two rows
+	 * for one machine.
+	 */
+	for (struct create_op *p = eng->creating; p; p = p->next_creating) {
+		if (strcmp(p->in->project, r->project) != 0)
+			continue;
+		if (r->idempotency_key && r->idempotency_key[0] &&
+		    strcmp(p->in->idempotency_key, r->idempotency_key) == 0) {
+			struct create_dup *d = calloc(1, sizeof(*d));
+			if (!d) {
+				cb(ud, DRV_ENOMEM, "out of memory", NULL);
+				return;
+			}
+			d->cb = cb;
+			d->ud = ud;
+			d->next = p->dups;
+			p->dups = d;
+			return;
+		}
+		if (r->name && r->name[0] && strcmp(p->in->name, r->name) == 0) {
+			snprintf(msg, sizeof(msg),
+			         "instance \"%s\" already exists in project %s (%s, being created)", r->name,
+			         r->project, p->in->id);
+			cb(ud, DRV_EEXIST, msg, NULL);
+			return;
+		}
+	}
 	if (r->name && r->name[0] &&
 	    srv_store_instance_by_name(eng->st, r->project, r->name, true, &existing) == 0) {
 		snprintf(msg, sizeof(msg), "instance \"%s\" already exists in project %s (%s, %s)", r->name,
@@ -720,6 +790,9 @@ void srv_engine_create(struct srv_engine *eng, const struct srv_create_request *
 		create_op_free(op);
 		return;
 	}
+	op->next_creating = eng->creating;
+	eng->creating = op;
+	op->listed = true;
 	struct srv_offers_query q = {.project = r->project,
 	                             .requirements = r->requirements,
 	                             .required_features = r->required_features,

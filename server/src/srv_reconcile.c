@@ -403,6 +403,15 @@ int srv_engine_terminate(struct srv_engine *eng, const char *id, struct srv_inst
 	int rc = srv_store_instance_get(eng->st, id, &in);
 	if (rc != 0)
 		return rc;
+	if (strcmp(in->status, SRV_ST_CREATING) == 0 && !in->provisioning) {
+		/*
+		 * A CreateInstance call is out (or will be resumed): there is no machine
+		 * id to terminate yet, and nothing here would remember the request once
+		 * the create lands. Refused, so that it is not silently dropped.
+		 */
+		srv_instance_free(in);
+		return DRV_EPRECONDITION;
+	}
 	if (strcmp(in->status, SRV_ST_PENDING) == 0) {
 		/* No driver call was ever made for it. */
 		if (srv__set_str(&in->status, SRV_ST_FAILED) < 0 ||

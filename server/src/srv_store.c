@@ -80,6 +80,8 @@ struct srv_store {
 	bool in_batch; /* the outermost transaction is a batch (holds one level of tx_depth) */
 	srv_store_batch_cb batch_cb;
 	void *batch_ud;
+	srv_store_commit_cb commit_cb;
+	void *commit_ud;
 	char err[512];
 };
 
@@ -304,7 +306,21 @@ int srv_store_batch_commit(struct srv_store *st)
 		return 0;
 	st->in_batch = false;
 	st->tx_depth = 1;
-	return srv_store_commit(st);
+	int rc = srv_store_commit(st);
+	if (st->commit_cb)
+		st->commit_cb(st->commit_ud, rc == 0);
+	return rc;
+}
+
+bool srv_store_in_batch(const struct srv_store *st)
+{
+	return st->in_batch;
+}
+
+void srv_store_set_commit_hook(struct srv_store *st, srv_store_commit_cb cb, void *ud)
+{
+	st->commit_cb = cb;
+	st->commit_ud = ud;
 }
 
 int srv_store_begin(struct srv_store *st)

@@ -49,6 +49,14 @@ typedef void (*srv_store_batch_cb)(void *ud);
 void srv_store_set_batch_hook(struct srv_store *st, srv_store_batch_cb cb, void *ud);
 /* Commits the open batch, if any. 0 or -1. */
 int srv_store_batch_commit(struct srv_store *st);
+/* True while a batch is open: what was written since is not durable yet. */
+bool srv_store_in_batch(const struct srv_store *st);
+/*
+ * Called after each batch's commit (ok false when it failed and was rolled
+ * back), so answers that describe the batch's writes go out only then.
+ */
+typedef void (*srv_store_commit_cb)(void *ud, bool ok);
+void srv_store_set_commit_hook(struct srv_store *st, srv_store_commit_cb cb, void *ud);
 
 /* Server facts ("server_id"). *value is malloc'ed, NULL when absent. */
 int srv_store_meta_get(struct srv_store *st, const char *key, char **value);

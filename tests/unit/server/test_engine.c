@@ -404,6 +404,14 @@ static void test_resume_creating_makes_one_machine(void **state)
 	free(buf);
 	srv_offers_result_free(oo.res);
 
+	/*
+	 * A terminate while the create is out is refused, not dropped: it used to
+	 * answer "creating" and leave the row, which then became running.
+	 */
+	struct srv_instance *t = NULL;
+	assert_int_equal(srv_engine_terminate(f->eng, "i-crash", &t), DRV_EPRECONDITION);
+	assert_null(t);
+
 	/* The restart: engine start resumes it with the same key. */
 	srv_engine_start(f->eng);
 	bool done = false;
