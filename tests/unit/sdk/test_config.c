@@ -209,6 +209,25 @@ static void test_many_errors_reported_together(void **state)
 	done(&c);
 }
 
+/* A BackendConfig of `json` with the api_key secret set to `key`. */
+struct keyed {
+	drv_backend_config bc;
+	drv_secret_entry e;
+	drv_secret_entry *ep;
+};
+
+static void keyed_config(struct keyed *k, const char *key, const char *json)
+{
+	k->bc = (drv_backend_config)DROVER__COMPUTE__V1__BACKEND_CONFIG__INIT;
+	k->e = (drv_secret_entry)DROVER__COMPUTE__V1__BACKEND_CONFIG__SECRETS_ENTRY__INIT;
+	k->e.key = "api_key";
+	k->e.value = (char *)key;
+	k->ep = &k->e;
+	k->bc.n_secrets = 1;
+	k->bc.secrets = &k->ep;
+	k->bc.config_json = (char *)json;
+}
+
 static void test_valid_with_defaults_and_getters(void **state)
 {
 	const char *const secrets[] = {"api_key", "k-123", "project_id", "p-9", NULL};
@@ -222,18 +241,13 @@ static void test_valid_with_defaults_and_getters(void **state)
 	assert_true(json_is_false(json_object_get(c.root, "debug")));
 	done(&c);
 
-	drv_backend_config bc = DROVER__COMPUTE__V1__BACKEND_CONFIG__INIT;
-	drv_secret_entry e = DROVER__COMPUTE__V1__BACKEND_CONFIG__SECRETS_ENTRY__INIT;
-	drv_secret_entry *ep = &e;
-	e.key = "api_key";
-	e.value = "k-123";
-	bc.config_json = "{\"region\": \"eu\", \"ratio\": 0.5, \"zones\": [\"a\", \"b\"], \"capacity\": 3.0}";
-	bc.n_secrets = 1;
-	bc.secrets = &ep;
+	struct keyed k;
+	keyed_config(&k, "k-123",
+	             "{\"region\": \"eu\", \"ratio\": 0.5, \"zones\": [\"a\", \"b\"], \"capacity\": 3.0}");
 	struct drv_call call;
 	drv__call_init(&call, &driver, NULL, "GetOffers");
 	assert_false(drv_call_has_config(&call));
-	assert_int_equal(drv__call_set_config(&call, &bc, NULL), 0);
+	assert_int_equal(drv__call_set_config(&call, &k.bc, NULL), 0);
 	assert_true(drv_call_has_config(&call));
 	assert_string_equal(drv_call_config_string(&call, "region", "x"), "eu");
 	assert_string_equal(drv_call_config_string(&call, "tier", "x"), "basic");
@@ -247,13 +261,13 @@ static void test_valid_with_defaults_and_getters(void **state)
 	assert_int_equal(drv_call_config_int(&call, "region", 7), 7); /* wrong type: fallback */
 	assert_string_equal(drv_call_secret(&call, "api_key"), "k-123");
 	assert_null(drv_call_secret(&call, "project_id"));
-	assert_string_equal(drv_call_config_json(&call), bc.config_json);
+	assert_string_equal(drv_call_config_json(&call), k.bc.config_json);
 	drv__call_release(&call);
 
 	/* "" is an empty object: defaults apply, required fields are still required. */
-	bc.config_json = "";
+	k.bc.config_json = "";
 	drv__call_init(&call, &driver, NULL, "GetOffers");
-	assert_int_equal(drv__call_set_config(&call, &bc, NULL), DRV_EINVAL);
+	assert_int_equal(drv__call_set_config(&call, &k.bc, NULL), DRV_EINVAL);
 	assert_non_null(strstr(call.fail_message, "/region"));
 	assert_non_null(strstr(call.fail_message, "missing required field"));
 	drv__call_release(&call);
@@ -262,21 +276,15 @@ static void test_valid_with_defaults_and_getters(void **state)
 /* A getter asked for an undeclared name (a typo) says so in the log, once per name. */
 static void test_undeclared_getter_logged(void **state)
 {
-	drv_backend_config bc = DROVER__COMPUTE__V1__BACKEND_CONFIG__INIT;
-	drv_secret_entry e = DROVER__COMPUTE__V1__BACKEND_CONFIG__SECRETS_ENTRY__INIT;
-	drv_secret_entry *ep = &e;
-	e.key = "api_key";
-	e.value = "k";
-	bc.n_secrets = 1;
-	bc.secrets = &ep;
-	bc.config_json = "{\"region\": \"eu\"}";
+	struct keyed k;
+	keyed_config(&k, "k", "{\"region\": \"eu\"}");
 	int fds[2];
 	assert_int_equal(pipe(fds), 0);
 	drv__log_set_fd(fds[1]);
 
 	struct drv_call call;
 	drv__call_init(&call, &driver, NULL, "GetOffers");
-	assert_int_equal(drv__call_set_config(&call, &bc, NULL), 0);
+	assert_int_equal(drv__call_set_config(&call, &k.bc, NULL), 0);
 	assert_int_equal(drv_call_config_int(&call, "capcity", 4), 4);
 	assert_int_equal(drv_call_config_int(&call, "capcity", 4), 4);
 	assert_null(drv_call_secret(&call, "api_kye"));
@@ -304,17 +312,11 @@ static void test_undeclared_getter_logged(void **state)
 
 static void test_invalid_config_message(void **state)
 {
-	drv_backend_config bc = DROVER__COMPUTE__V1__BACKEND_CONFIG__INIT;
-	drv_secret_entry e = DROVER__COMPUTE__V1__BACKEND_CONFIG__SECRETS_ENTRY__INIT;
-	drv_secret_entry *ep = &e;
-	e.key = "api_key";
-	e.value = "k";
-	bc.n_secrets = 1;
-	bc.secrets = &ep;
-	bc.config_json = "{\"region\": \"eu\", \"capacity\": 1000}";
+	struct keyed k;
+	keyed_config(&k, "k", "{\"region\": \"eu\", \"capacity\": 1000}");
 	struct drv_call call;
 	drv__call_init(&call, &driver, NULL, "GetOffers");
-	assert_int_equal(drv__call_set_config(&call, &bc, NULL), DRV_EINVAL);
+	assert_int_equal(drv__call_set_config(&call, &k.bc, NULL), DRV_EINVAL);
 	assert_int_equal(call.fail_code, DRV_EINVAL);
 	assert_non_null(strstr(call.fail_message, "\"/capacity\""));
 	assert_non_null(strstr(call.fail_message, "value above maximum"));
