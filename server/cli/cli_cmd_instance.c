@@ -28,9 +28,20 @@ static const char instance_help_head[] =
     "show       one instance with its attempts.\n"
     "terminate  asks for termination; the server confirms it with the driver in\n"
     "           the background. --wait waits for the confirmation (exit 1 if it\n"
-    "           does not come within --timeout).\n"
+    "           does not come within --timeout). An instance still being\n"
+    "           created is terminated as soon as its create ends (or fails\n"
+    "           without trying further offers, when it made no machine).\n"
     "ID|NAME    the instance id, or its name within --project.\n"
     "\n";
+
+/* A terminate waiting for the create call to end, as a suffix of the status. */
+static const char *requested_str(const Drover__Api__V1__Instance *in)
+{
+	return in->terminate_requested &&
+	               in->status == DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_CREATING
+	           ? " (terminate requested: it follows the create)"
+	           : "";
+}
 
 static const char *status_str(int status, char *buf, size_t len)
 {
@@ -58,7 +69,7 @@ static void print_instance(const Drover__Api__V1__Instance *in)
 	printf("id:               %s\n", in->id);
 	printf("name:             %s\n", in->name);
 	printf("project:          %s\n", in->project);
-	printf("status:           %s\n", status_str(in->status, st, sizeof(st)));
+	printf("status:           %s%s\n", status_str(in->status, st, sizeof(st)), requested_str(in));
 	printf("backend:          %s%s%s%s\n", in->backend[0] ? in->backend : "-",
 	       in->backend_type[0] ? " (" : "", in->backend_type, in->backend_type[0] ? ")" : "");
 	if (of) {
@@ -167,6 +178,15 @@ static bool settled_terminated(int s)
 	       s == DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_FAILED;
 }
 
+/* The list's status column: short, with a terminate waiting for the create marked. */
+static const char *list_status(const Drover__Api__V1__Instance *in, char *buf, size_t len)
+{
+	char st[32];
+	snprintf(buf, len, "%s%s", status_str(in->status, st, sizeof(st)),
+	         requested_str(in)[0] ? " (terminate requested)" : "");
+	return buf;
+}
+
 static int show_result(struct cli_ctx *c, const ProtobufCMessage *resp, const Drover__Api__V1__Instance *in)
 {
 	if (c->json)
@@ -225,7 +245,7 @@ static int instance_list(struct cli_ctx *c, Drover__Api__V1__ListInstancesReques
 	struct cli_table *t = cli_table_new(10, hdr);
 	for (size_t i = 0; i < resp->n_instances; i++) {
 		const Drover__Api__V1__Instance *in = resp->instances[i];
-		char st[32], price[32], ts[32];
+		char st[64], price[32], ts[32];
 		const Drover__Compute__V1__Offer *of = in->offer;
 		if (of)
 			snprintf(price, sizeof(price), "$%.4f", of->price_per_hour);
@@ -235,7 +255,7 @@ static int instance_list(struct cli_ctx *c, Drover__Api__V1__ListInstancesReques
 		                     in->name,
 		                     in->project,
 		                     in->backend[0] ? in->backend : "-",
-		                     status_str(in->status, st, sizeof(st)),
+		                     list_status(in, st, sizeof(st)),
 		                     of ? of->instance_type : "-",
 		                     of ? of->region : "-",
 		                     price,
@@ -448,8 +468,9 @@ int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv)
 				if (c->json)
 					cli_print_json(&resp->base);
 				else if (resp->instance)
-					printf("instance %s: %s\n", resp->instance->id,
-					       status_str(resp->instance->status, st, sizeof(st)));
+					printf("instance %s: %s%s\n", resp->instance->id,
+					       status_str(resp->instance->status, st, sizeof(st)),
+					       requested_str(resp->instance));
 				FREE_MSG(resp);
 			} else {
 				Drover__Api__V1__GetInstanceResponse *g;

@@ -351,6 +351,7 @@ static api_instance *instance_msg(struct gc *g, const struct srv_instance *in)
 	m->updated_unix_ms = in->updated_at;
 	m->terminated_unix_ms = in->terminated_at;
 	m->termination_tries = (uint32_t)in->termination_failures;
+	m->terminate_requested = in->terminate_requested;
 	json_error_t jerr;
 	json_t *arr = json_loads(in->attempts_json ? in->attempts_json : "[]", 0, &jerr);
 	/* Damaged text shows no attempts, as before; out of memory fails the reply. */
@@ -1207,13 +1208,6 @@ static void h_terminate_instance(struct api_call *c)
 	srv_instance_free(in);
 	if (rc == DRV_ENOMEM) {
 		reply_err(c, DRV_ENOMEM, "out of memory");
-		return;
-	}
-	if (rc == DRV_EPRECONDITION) {
-		reply_err(c, DRV_EPRECONDITION,
-		          "instance %s is still being created (its CreateInstance call is out): terminate "
-		          "it once the create has finished",
-		          req->id);
 		return;
 	}
 	if (rc != 0) {

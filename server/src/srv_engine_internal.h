@@ -40,6 +40,8 @@ struct srv_engine {
 	struct offers_cache *cache; /* offers for creates, shared for a moment */
 	/* Creates not yet answered, whose row may not be written yet (srv_provision.c). */
 	struct create_op *creating;
+	/* Every create from its start to its end, resumed ones too (srv_provision.c). */
+	struct create_op *ops;
 };
 
 /* UNAVAILABLE, DEADLINE_EXCEEDED and the like: the driver may or may not have acted. */
@@ -58,6 +60,11 @@ void srv__put_or_log(struct srv_engine *eng, struct srv_instance *in);
 
 /* srv_provision.c: resumes an instance left "creating" (takes `in`). */
 void srv__create_resume(struct srv_engine *eng, struct srv_instance *in);
+/*
+ * srv_provision.c: the row a create in progress holds for instance `id`
+ * (borrowed), or NULL. It is the newest copy: the create writes it again.
+ */
+struct srv_instance *srv__create_row(struct srv_engine *eng, const char *id);
 /* srv_provision.c: drops the offers shared between creates. */
 void srv__offers_cache_clear(struct srv_engine *eng);
 /* srv_reconcile.c: a reconciliation pass on the next loop turn; the timer's callback. */

@@ -163,6 +163,7 @@ struct create_op {
 	drv_offer *cur_offer; /* owned when resuming */
 	bool resumed;
 	struct create_op *next_creating; /* in eng->creating until answered */
+	struct create_op *next_op;       /* in eng->ops until freed */
 	bool listed;
 	struct create_dup *dups; /* answered with this op's answer */
 };
@@ -203,9 +204,22 @@ static void create_op_free(struct create_op *op)
 		protobuf_c_message_free_unpacked(&op->cur_offer->base, NULL);
 	if (op->retry_timer)
 		uv_close((uv_handle_t *)op->retry_timer, timer_closed);
+	for (struct create_op **pp = &op->eng->ops; *pp; pp = &(*pp)->next_op)
+		if (*pp == op) {
+			*pp = op->next_op;
+			break;
+		}
 	srv_instance_free(op->in);
 	op->eng->busy--;
 	free(op);
+}
+
+struct srv_instance *srv__create_row(struct srv_engine *eng, const char *id)
+{
+	for (struct create_op *op = eng->ops; op; op = op->next_op)
+		if (op->in && op->in->id && strcmp(op->in->id, id) == 0)
+			return op->in;
+	return NULL;
 }
 
 static void creating_unlist(struct create_op *op)
@@ -275,15 +289,23 @@ static void create_done(void *ud, int code, const char *message, ProtobufCMessag
 		drv_provisioning_data *pd = r ? r->data : NULL;
 		bool has_addr =
 		    pd && ((pd->hostname && pd->hostname[0]) || (pd->internal_ip && pd->internal_ip[0]));
+		/* A terminate asked for during the call: the machine goes at once. */
+		bool terminate = in->terminate_requested;
+		const char *status = terminate  ? SRV_ST_TERMINATING
+		                     : has_addr ? SRV_ST_RUNNING
+		                                : SRV_ST_PROVISIONING;
 		if (srv__set_blob(&in->provisioning, &in->provisioning_len, pd ? &pd->base : NULL) < 0 ||
-		    srv__set_str(&in->status, has_addr ? SRV_ST_RUNNING : SRV_ST_PROVISIONING) < 0) {
+		    srv__set_str(&in->status, status) < 0) {
 			if (resp)
 				drv_response_free(resp);
 			create_defer(op);
 			return;
 		}
 		/* Without an address, reconciliation polls GetInstance. */
-		in->next_check_at = has_addr ? 0 : srv_now_ms() + eng->cfg->reconcile_interval_ms;
+		in->next_check_at = terminate  ? srv_now_ms()
+		                    : has_addr ? 0
+		                               : srv_now_ms() + eng->cfg->reconcile_interval_ms;
+		in->termination_failures = 0;
 		srv__set_str(&in->last_error, NULL);
 		/* Out of memory: the attempt stays recorded as in flight; the status says it worked. */
 		attempt_end(in, "OK", "");
@@ -293,9 +315,15 @@ static void create_done(void *ud, int code, const char *message, ProtobufCMessag
 		srv_engine_event(eng, SRV_EVENT_INFO, "instance.created", in->project, in->id, in->backend,
 		                 in->backend_type, "created on %s as %s (attempt %u)", in->backend,
 		                 pd && pd->instance_id ? pd->instance_id : "?", op->attempt_no);
+		if (terminate)
+			srv_engine_event(eng, SRV_EVENT_INFO, "instance.terminating", in->project, in->id,
+			                 in->backend, in->backend_type,
+			                 "terminating: termination was requested while it was being created");
 		srv_store_commit(eng->st);
 		if (resp)
 			drv_response_free(resp);
+		if (terminate)
+			srv__engine_kick(eng);
 		create_reply(op, 0, "");
 		create_op_free(op);
 		return;
@@ -345,14 +373,17 @@ static void create_done(void *ud, int code, const char *message, ProtobufCMessag
 	                 in->backend_type, "attempt %u on %s (%s): %s", op->attempt_no, in->backend,
 	                 op->cur_offer && op->cur_offer->instance_type ? op->cur_offer->instance_type : "?",
 	                 msg);
-	if (!op->resumed && op->tries < op->n_cands && op->tries < op->max_tries) {
+	/* After a terminate was asked for, no further offer is tried. */
+	if (!op->resumed && !in->terminate_requested && op->tries < op->n_cands &&
+	    op->tries < op->max_tries) {
 		srv__put_or_log(eng, in);
 		create_attempt(op);
 		return;
 	}
 	char fmsg[1700];
 	bool no_count = false; /* only for the message */
-	snprintf(fmsg, sizeof(fmsg), "%u attempt(s) failed; last: %s", attempt_count(in, &no_count), msg);
+	snprintf(fmsg, sizeof(fmsg), "%u attempt(s) failed; last: %s%s", attempt_count(in, &no_count), msg,
+	         in->terminate_requested ? "; termination was requested, so no further offer was tried" : "");
 	/* last_error first: a row is never "failed" with the wrong reason. */
 	if (srv__set_str(&in->last_error, fmsg) < 0 || srv__set_str(&in->status, SRV_ST_FAILED) < 0) {
 		create_defer(op);
@@ -749,6 +780,8 @@ void srv_engine_create(struct srv_engine *eng, const struct srv_create_request *
 	}
 	eng->busy++;
 	op->eng = eng;
+	op->next_op = eng->ops;
+	eng->ops = op;
 	op->cb = cb;
 	op->ud = ud;
 	op->in = in;
@@ -813,6 +846,8 @@ void srv__create_resume(struct srv_engine *eng, struct srv_instance *in)
 	}
 	eng->busy++;
 	op->eng = eng;
+	op->next_op = eng->ops;
+	eng->ops = op;
 	op->in = in;
 	op->resumed = true;
 	bool oom = false;

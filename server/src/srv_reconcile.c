@@ -406,11 +406,32 @@ int srv_engine_terminate(struct srv_engine *eng, const char *id, struct srv_inst
 	if (strcmp(in->status, SRV_ST_CREATING) == 0 && !in->provisioning) {
 		/*
 		 * A CreateInstance call is out (or will be resumed): there is no machine
-		 * id to terminate yet, and nothing here would remember the request once
-		 * the create lands. Refused, so that it is not silently dropped.
+		 * id to terminate yet. The request is written on the row, and the
+		 * create's end acts on it (srv_provision.c): a machine it made is
+		 * terminated, and no further offer is tried. A create in progress holds
+		 * the newest copy of the row and writes it again, so that copy is marked
+		 * and written.
 		 */
-		srv_instance_free(in);
-		return DRV_EPRECONDITION;
+		if (!in->terminate_requested) {
+			struct srv_instance *held = srv__create_row(eng, in->id);
+			struct srv_instance *w = held ? held : in;
+			w->terminate_requested = true;
+			in->terminate_requested = true;
+			srv_store_begin(eng->st);
+			if (srv_store_instance_put(eng->st, w) < 0) {
+				srv_store_commit(eng->st);
+				w->terminate_requested = false;
+				srv_instance_free(in);
+				return -1;
+			}
+			srv_engine_event(
+			    eng, SRV_EVENT_INFO, "instance.terminate_requested", in->project, in->id,
+			    in->backend, in->backend_type,
+			    "termination requested while the create is out: it follows the create");
+			srv_store_commit(eng->st);
+		}
+		*out = in;
+		return 0;
 	}
 	if (strcmp(in->status, SRV_ST_PENDING) == 0) {
 		/* No driver call was ever made for it. */

@@ -47,6 +47,8 @@ static const char *const migrations[] = {
     "ALTER TABLE events ADD COLUMN level INTEGER NOT NULL DEFAULT 1;"
     "ALTER TABLE events ADD COLUMN backend TEXT;"
     "ALTER TABLE events ADD COLUMN driver TEXT;",
+    /* 2 → 3: a terminate asked for while the create call is out, kept until it ends. */
+    "ALTER TABLE instances ADD COLUMN terminate_requested INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -55,7 +57,7 @@ _Static_assert(N_MIGRATIONS == SRV_STORE_SCHEMA_VERSION, "one migration per sche
 #define INSTANCE_COLS                                                                                        \
 	"id, project, backend, backend_type, name, status, offer, provisioning, idempotency_key, attempts,"  \
 	" last_error, created_at, updated_at, termination_failures, next_check_at, requirements, ssh_keys,"  \
-	" terminated_at"
+	" terminated_at, terminate_requested"
 
 enum stmt_id {
 	S_INSTANCE_PUT,
@@ -94,8 +96,9 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_INSTANCE_PUT] =
         "INSERT INTO instances(id, project, backend, backend_type, name, status, offer,"
         " provisioning, idempotency_key, attempts, last_error, created_at, updated_at,"
-        " termination_failures, next_check_at, requirements, ssh_keys, terminated_at)"
-        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"
+        " termination_failures, next_check_at, requirements, ssh_keys, terminated_at,"
+        " terminate_requested)"
+        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)"
         " ON CONFLICT(id) DO UPDATE SET project=excluded.project, backend=excluded.backend,"
         " backend_type=excluded.backend_type, name=excluded.name, status=excluded.status,"
         " offer=excluded.offer, provisioning=excluded.provisioning,"
@@ -103,7 +106,7 @@ static const char *const stmt_sql[S_COUNT] = {
         " last_error=excluded.last_error, updated_at=excluded.updated_at,"
         " termination_failures=excluded.termination_failures, next_check_at=excluded.next_check_at,"
         " requirements=excluded.requirements, ssh_keys=excluded.ssh_keys,"
-        " terminated_at=excluded.terminated_at",
+        " terminated_at=excluded.terminated_at, terminate_requested=excluded.terminate_requested",
     [S_INSTANCE_GET] = "SELECT " INSTANCE_COLS " FROM instances WHERE id = ?1",
     [S_EVENT_ADD] = "INSERT INTO events(ts, project, instance, kind, message, level, backend, driver)"
                     " VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
@@ -822,6 +825,7 @@ int srv_store_instance_put(struct srv_store *st, struct srv_instance *in)
 	bind_blob_or_null(s, 16, in->requirements, in->requirements_len);
 	sqlite3_bind_text(s, 17, in->ssh_keys_json ? in->ssh_keys_json : "[]", -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 18, in->terminated_at);
+	sqlite3_bind_int(s, 19, in->terminate_requested ? 1 : 0);
 	int rc = sqlite3_step(s);
 	sqlite3_reset(s);
 	return rc == SQLITE_DONE ? 0 : db_err(st, "instance put");
@@ -852,6 +856,7 @@ static struct srv_instance *instance_row(sqlite3_stmt *s)
 	in->requirements = col_blob(s, 15, &in->requirements_len, &oom);
 	in->ssh_keys_json = col_str(s, 16, &oom);
 	in->terminated_at = sqlite3_column_int64(s, 17);
+	in->terminate_requested = sqlite3_column_int(s, 18) != 0;
 	if (oom) {
 		srv_instance_free(in);
 		return NULL;

@@ -21,7 +21,7 @@ struct srv_store;
 struct srv_secrets;
 
 /* The newest schema version this build knows (PRAGMA user_version). */
-#define SRV_STORE_SCHEMA_VERSION 2
+#define SRV_STORE_SCHEMA_VERSION 3
 
 /*
  * Opens or creates the database at `path` (":memory:" works) and runs every
@@ -143,6 +143,12 @@ struct srv_instance {
 	int64_t next_check_at;          /* when reconciliation looks at it next; 0 = never */
 	char *ssh_keys_json;            /* JSON array of strings; NULL means "[]" */
 	int64_t terminated_at;          /* ms since the epoch; 0 until terminated */
+	/*
+	 * A terminate asked for while the create call was out: when the create
+	 * ends, a machine it made is terminated, and one that made none fails
+	 * without trying further offers.
+	 */
+	bool terminate_requested;
 };
 
 /* Inserts or replaces by id. Fields are borrowed; updated_at is set to now. */

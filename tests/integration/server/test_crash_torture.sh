@@ -18,7 +18,8 @@
 #   - one live machine at most per drover-instance tag (one per create);
 #   - a row "terminated" or "failed" has no live machine;
 #   - every create the CLI acknowledged has its row; every terminate the CLI
-#     acknowledged stays requested (terminating or terminated).
+#     acknowledged stays requested (terminating or terminated; or, asked
+#     while creating, kept on the row, and failed when the create made nothing).
 # A failure prints both sides and the difference.
 #
 # TORTURE_ROUNDS (default 8) and TORTURE_SEED (default: random, printed)
@@ -72,6 +73,10 @@ def live_status: . as $s | ["INSTANCE_STATUS_CREATING", "INSTANCE_STATUS_PROVISI
   | index($s) != null;
 def term_status: . == "INSTANCE_STATUS_TERMINATING" or . == "INSTANCE_STATUS_TERMINATION_FAILING"
   or . == "INSTANCE_STATUS_TERMINATED";
+# a terminate asked while creating waits on the row, and a create that then
+# made nothing ends failed
+def term_kept: (.status | term_status) or (.terminate_requested == true
+  and (.status == "INSTANCE_STATUS_CREATING" or .status == "INSTANCE_STATUS_FAILED"));
 ($store[0].instances // []) as $rows
 | ([$sim[0].instances // [] | .[] | select(.tags["drover-server"] != null)]) as $machines
 | ([$machines[] | select(.terminated | not)]) as $live
@@ -101,7 +106,7 @@ def term_status: . == "INSTANCE_STATUS_TERMINATING" or . == "INSTANCE_STATUS_TER
   ($acked[0].created[] as $iid | select([$rows[] | select(.id == $iid)] | length == 0)
    | "the create of \($iid) was acknowledged but the store has no such row"),
   ($acked[0].terminated[] as $iid
-   | select([$rows[] | select(.id == $iid and (.status | term_status))] | length == 0)
+   | select([$rows[] | select(.id == $iid and term_kept)] | length == 0)
    | "the terminate of \($iid) was acknowledged but the row is \([$rows[] | select(.id == $iid) | .status] | first // "missing")")
 )'
 
@@ -202,9 +207,15 @@ for ((round = 1; round <= ROUNDS; round++)); do
 			out[$!]=$T/$name.dup.out
 		fi
 	done
-	# Terminates of some live instances.
+	# Terminates of some live instances, some perhaps of this round's creates
+	# (after a moment their rows are written and their driver calls out).
+	sleep "0.$((RANDOM % 5))"
 	snapshot_store
-	mapfile -t victims < <(jq -r '.instances[] | select(.status == "INSTANCE_STATUS_RUNNING" or .status == "INSTANCE_STATUS_PROVISIONING") | .id' "$T/store.json" | shuf -n $((RANDOM % 4)) --random-source=<(yes "$RANDOM"))
+	mapfile -t victims < <(jq -r '.instances[] | select(.status == "INSTANCE_STATUS_RUNNING" or .status == "INSTANCE_STATUS_PROVISIONING") | .id' "$T/store.json" | shuf -n $((RANDOM % 3)) --random-source=<(yes "$RANDOM"))
+	# Every other round, rows still creating too: the request waits on the row until the create ends.
+	if ((RANDOM % 2 == 0)); then
+		mapfile -t -O "${#victims[@]}" victims < <(jq -r '.instances[] | select(.status == "INSTANCE_STATUS_CREATING") | .id' "$T/store.json")
+	fi
 	for v in "${victims[@]}"; do
 		drover --json instance terminate "$v" >"$T/term-$v.out" 2>"$T/term-$v.err" &
 		pids+=($!)
@@ -273,5 +284,6 @@ done
 count() { grep -c "$1" "$LOG" || true; }
 log "creates resumed after a crash: $(count 'resuming attempt'); sim crashes injected: $(count 'injected crash');" \
 	"uncertain attempts: $(count 'instance.attempt_uncertain\|retrying with the same key');" \
-	"orphans adopted: $(count 'orphan.*adopted'); termination retries: $(count 'TerminateInstance failed')"
+	"orphans adopted: $(count 'orphan.*adopted'); termination retries: $(count 'TerminateInstance failed');" \
+	"terminates while creating: $(cat "$T"/term-*.out 2>/dev/null | jq -s '[.[] | select(.instance.terminate_requested == true)] | length')"
 log "ok: $ROUNDS rounds, $n_created acknowledged creates, $n_terminated acknowledged terminates"

@@ -269,6 +269,24 @@ static size_t live_in_sim(const char *path)
 	return n;
 }
 
+/* Polls the store until instance `id` has `status`; false after timeout_ms. */
+static bool wait_status(struct fx *f, const char *id, const char *status, int timeout_ms)
+{
+	int64_t end = srv_now_ms() + timeout_ms;
+	for (;;) {
+		uv_run(&f->loop, UV_RUN_NOWAIT);
+		struct srv_instance *in;
+		assert_int_equal(srv_store_instance_get(f->st, id, &in), 0);
+		bool there = strcmp(in->status, status) == 0;
+		srv_instance_free(in);
+		if (there)
+			return true;
+		if (srv_now_ms() >= end)
+			return false;
+		usleep(2000);
+	}
+}
+
 static void test_create_fallback_and_terminate(void **state)
 {
 	struct fx *f = *state;
@@ -356,12 +374,15 @@ static void done_cb(void *ud, int code, const char *message, ProtobufCMessage *r
 		drv_response_free(resp);
 }
 
-static void test_resume_creating_makes_one_machine(void **state)
+/*
+ * Plays a crash during a create: backend "r" made the machine for attempt 1
+ * of instance i-crash, and the store still has the row "creating". Returns
+ * the sim's state file (caller frees).
+ */
+static char *plant_interrupted_create(struct fx *f)
 {
-	struct fx *f = *state;
 	add_backend(f, "r", "sim", "{\"state_file\": \"%s/r.json\"}");
 	char *rstate = tu_join(f->dir, "r.json");
-	/* Get an offer, then play the crash: the driver made the machine, the server never recorded it. */
 	struct offers_out oo = {0};
 	struct srv_offers_query q = {.project = "p"};
 	srv_engine_offers(f->eng, &q, offers_cb, &oo);
@@ -403,15 +424,13 @@ static void test_resume_creating_makes_one_machine(void **state)
 	assert_int_equal(srv_store_instance_put(f->st, &in), 0);
 	free(buf);
 	srv_offers_result_free(oo.res);
+	return rstate;
+}
 
-	/*
-	 * A terminate while the create is out is refused, not dropped: it used to
-	 * answer "creating" and leave the row, which then became running.
-	 */
-	struct srv_instance *t = NULL;
-	assert_int_equal(srv_engine_terminate(f->eng, "i-crash", &t), DRV_EPRECONDITION);
-	assert_null(t);
-
+static void test_resume_creating_makes_one_machine(void **state)
+{
+	struct fx *f = *state;
+	char *rstate = plant_interrupted_create(f);
 	/* The restart: engine start resumes it with the same key. */
 	srv_engine_start(f->eng);
 	bool done = false;
@@ -428,6 +447,123 @@ static void test_resume_creating_makes_one_machine(void **state)
 	/* Exactly one machine: the resumed attempt got the same one back. */
 	assert_int_equal(live_in_sim(rstate), 1);
 	free(rstate);
+}
+
+/*
+ * A terminate asked for before the restart, while the row was "creating":
+ * the resumed create finds the machine again and terminates it.
+ */
+static void test_terminate_kept_across_restart(void **state)
+{
+	struct fx *f = *state;
+	char *rstate = plant_interrupted_create(f);
+	struct srv_instance *t = NULL;
+	assert_int_equal(srv_engine_terminate(f->eng, "i-crash", &t), 0);
+	assert_string_equal(t->status, SRV_ST_CREATING);
+	srv_instance_free(t);
+	srv_engine_start(f->eng);
+	assert_true(wait_status(f, "i-crash", SRV_ST_TERMINATED, 10000));
+	assert_int_equal(live_in_sim(rstate), 0);
+	free(rstate);
+}
+
+/* Runs the loop until the create named `name` has its row written; returns its id (caller frees). */
+static char *row_of_create(struct fx *f, const char *name)
+{
+	for (int i = 0; i < 5000; i++) {
+		uv_run(&f->loop, UV_RUN_NOWAIT);
+		struct srv_instance *in = NULL;
+		if (srv_store_instance_by_name(f->st, "p", name, true, &in) == 0) {
+			assert_string_equal(in->status, SRV_ST_CREATING);
+			char *id = strdup(in->id);
+			srv_instance_free(in);
+			return id;
+		}
+		usleep(1000);
+	}
+	fail_msg("the create of %s never wrote its row", name);
+	return NULL;
+}
+
+/*
+ * A terminate while the CreateInstance call is out is kept, not refused or
+ * dropped: the create answers TERMINATING, and the machine it made goes.
+ */
+static void test_terminate_during_create(void **state)
+{
+	struct fx *f = *state;
+	add_backend(f, "slow", "sim", "{\"state_file\": \"%s/slow.json\", \"latency_ms\": 400}");
+	char *path = tu_join(f->dir, "slow.json");
+	srv_engine_start(f->eng);
+	struct inst_out o = {0};
+	struct srv_create_request cr = {.project = "p", .name = "brief"};
+	srv_engine_create(f->eng, &cr, inst_cb, &o);
+	char *id = row_of_create(f, "brief");
+	assert_false(o.done);
+
+	struct srv_instance *t = NULL;
+	assert_int_equal(srv_engine_terminate(f->eng, id, &t), 0);
+	assert_string_equal(t->status, SRV_ST_CREATING);
+	assert_true(t->terminate_requested);
+	srv_instance_free(t);
+	/* Written before the answer: a crash from here on keeps it. */
+	struct srv_instance *got;
+	assert_int_equal(srv_store_instance_get(f->st, id, &got), 0);
+	assert_true(got->terminate_requested);
+	srv_instance_free(got);
+	/* Asking again changes nothing. */
+	assert_int_equal(srv_engine_terminate(f->eng, id, &t), 0);
+	assert_string_equal(t->status, SRV_ST_CREATING);
+	srv_instance_free(t);
+
+	assert_true(run_until(&f->loop, &o.done, 10000));
+	assert_int_equal(o.code, 0);
+	assert_string_equal(o.status, SRV_ST_TERMINATING);
+	assert_true(wait_status(f, id, SRV_ST_TERMINATED, 10000));
+	/* The machine was made, then terminated through the driver. */
+	json_t *j = json_load_file(path, 0, NULL);
+	assert_int_equal(json_array_size(json_object_get(j, "instances")), 1);
+	json_decref(j);
+	assert_int_equal(live_in_sim(path), 0);
+	free(id);
+	free(path);
+}
+
+/* A create refused after the terminate was asked for ends FAILED: no further offer is tried. */
+static void test_terminate_during_refused_create(void **state)
+{
+	struct fx *f = *state;
+	add_backend(f, "a-empty", "sim",
+	            "{\"state_file\": \"%s/a.json\", \"capacity\": 0, \"latency_ms\": 400}");
+	add_backend(f, "b-room", "sim", "{\"state_file\": \"%s/b.json\", \"capacity\": 2}");
+	drv_requirements req = DROVER__COMPUTE__V1__REQUIREMENTS__INIT;
+	char *names[] = {"H100"};
+	req.n_gpu_names = 1;
+	req.gpu_names = names;
+	struct inst_out o = {0};
+	struct srv_create_request cr = {
+	    .project = "p", .name = "never", .requirements = &req, .max_tries = 3};
+	srv_engine_create(f->eng, &cr, inst_cb, &o);
+	char *id = row_of_create(f, "never");
+	struct srv_instance *t = NULL;
+	assert_int_equal(srv_engine_terminate(f->eng, id, &t), 0);
+	srv_instance_free(t);
+	assert_true(run_until(&f->loop, &o.done, 10000));
+	assert_int_equal(o.code, 0);
+	assert_string_equal(o.status, SRV_ST_FAILED);
+	json_t *att = json_loads(o.attempts, 0, NULL);
+	assert_int_equal(json_array_size(att), 1);
+	assert_string_equal(json_string_value(json_object_get(json_array_get(att, 0), "code")),
+	                    "RESOURCE_EXHAUSTED");
+	json_decref(att);
+	struct srv_instance *got;
+	assert_int_equal(srv_store_instance_get(f->st, id, &got), 0);
+	assert_non_null(strstr(got->last_error, "termination was requested"));
+	srv_instance_free(got);
+	char *b = tu_join(f->dir, "b.json");
+	assert_int_equal(live_in_sim(b), 0);
+	free(b);
+	free(id);
 }
 
 static void test_orphan_adopted(void **state)
@@ -551,6 +687,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_create_fallback_and_terminate, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_termination_failing_is_kept, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_resume_creating_makes_one_machine, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_terminate_kept_across_restart, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_terminate_during_create, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_terminate_during_refused_create, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_orphan_adopted, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_create_out_of_memory, setup, teardown),
 	};

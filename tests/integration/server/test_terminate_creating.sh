@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# `drover instance terminate` while the instance's CreateInstance call is
+# out (the sim's latency_ms slows every provider call): the request is kept
+# on the row, and the machine the create makes is terminated as soon as the
+# create ends. Then the same with droverd SIGKILLed after the terminate was
+# acknowledged: the restarted server resumes the create with the same key,
+# finds the one machine, and terminates it.
+. "$(dirname "$0")/lib.sh"
+need drover-driver-sim
+
+config_header
+cat >>"$CONFIG" <<YAML
+drivers:
+  dirs: [$BIN]
+  offers_timeout_ms: 10000
+  call_timeout_ms: 20000
+projects:
+  - name: main
+    backends:
+      - name: slow
+        type: sim
+        config: {latency_ms: 1500, capacity: 4, state_file: $T/sim.json}
+provisioning: {max_tries: 1, reconcile_interval_ms: 200}
+YAML
+start_droverd
+
+creating() { # NAME: true once the row is written and the driver call is out
+	drover --json instance list 2>/dev/null |
+		jq -e --arg n "$1" '.instances[] | select(.name == $n and .status == "INSTANCE_STATUS_CREATING")' >/dev/null
+}
+status_of() { # NAME
+	drover --json instance show "$1" | jq -r '.instance.status'
+}
+sim_machines() { # live|all: this run's machines in the sim's state file
+	if [[ $1 == live ]]; then
+		jq '[.instances[] | select(.terminated | not)] | length' "$T/sim.json"
+	else
+		jq '.instances | length' "$T/sim.json"
+	fi
+}
+
+# 1. While the create is out.
+drover instance create --gpu H100 --name brief >"$T/create.out" 2>"$T/create.err" &
+create_pid=$!
+BG_PIDS+=($create_pid)
+wait_for 15 "creating brief" || fail "the instance never reached CREATING"
+run 0 instance terminate brief
+contains "$OUT" "creating (terminate requested: it follows the create)" "terminate while creating"
+run 0 --json instance show brief
+[[ $(jout '.instance.status') == INSTANCE_STATUS_CREATING ]] || fail "the row left CREATING before the create ended"
+[[ $(jout '.instance.terminate_requested') == true ]] || fail "show --json does not say the terminate is requested"
+run 0 instance list
+contains "$OUT" "creating (terminate requested)" "instance list while the terminate waits"
+# Asking again changes nothing.
+run 0 instance terminate brief
+contains "$OUT" "terminate requested" "a second terminate while creating"
+
+set +e
+wait "$create_pid"
+create_rc=$?
+set -e
+[[ $create_rc == 0 ]] || fail "the create exited $create_rc: $(cat "$T/create.err")"
+grep -q "terminating" "$T/create.out" || fail "the create's answer is not TERMINATING: $(cat "$T/create.out")"
+run 0 --timeout 20 instance terminate --wait brief
+contains "$OUT" "terminated" "terminate --wait after the create"
+[[ $(sim_machines all) == 1 && $(sim_machines live) == 0 ]] ||
+	fail "the sim holds $(sim_machines all) machine(s), $(sim_machines live) live; expected 1, none live"
+run 0 event list --instance brief
+contains "$OUT" "instance.terminate_requested" "the events of the instance"
+
+# 2. Acknowledged, then the server is killed before the create ends.
+drover instance create --gpu H100 --name crashy >"$T/create2.out" 2>"$T/create2.err" &
+create_pid=$!
+BG_PIDS+=($create_pid)
+wait_for 15 "creating crashy" || fail "the second instance never reached CREATING"
+run 0 instance terminate crashy
+log "killing droverd (pid $DROVERD_PID) with the terminate acknowledged and the create out"
+kill -KILL "$DROVERD_PID"
+wait "$DROVERD_PID" 2>/dev/null || true
+DROVERD_PID=
+wait "$create_pid" 2>/dev/null || true
+
+start_droverd
+wait_for 30 '[[ $(status_of crashy) == INSTANCE_STATUS_TERMINATED ]]' ||
+	fail "after the restart the instance is $(status_of crashy), not TERMINATED"
+live=$(sim_machines live)
+[[ $live == 0 ]] || fail "the sim still holds $live live machine(s) after the terminate"
+log "ok"
