@@ -38,7 +38,8 @@ static const char instance_help_head[] =
 static const char *requested_str(const Drover__Api__V1__Instance *in)
 {
 	return in->terminate_requested &&
-	               in->status == DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_CREATING
+	               (in->status == DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_CREATING ||
+	                in->status == DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_PENDING)
 	           ? " (terminate requested: it follows the create)"
 	           : "";
 }

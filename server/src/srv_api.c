@@ -1162,24 +1162,36 @@ static void h_list_instances(struct api_call *c)
 }
 
 /* The instance by id, or by name within a project. Replies NOT_FOUND itself. */
-static struct srv_instance *find_instance(struct api_call *c, const char *id, const char *project)
+/* 0 and *in, 1 when the store has no such instance, -1 on store errors. */
+static int lookup_instance(struct api_call *c, const char *id, const char *project, struct srv_instance **in)
 {
-	struct srv_instance *in = NULL;
 	int rc;
+	*in = NULL;
 	if (project && project[0])
-		rc = srv_store_instance_by_name(c->api->st, project, id, false, &in);
+		rc = srv_store_instance_by_name(c->api->st, project, id, false, in);
 	else
 		rc = 1;
 	if (rc == 1)
-		rc = srv_store_instance_get(c->api->st, id, &in);
-	if (rc == 0)
-		return in;
+		rc = srv_store_instance_get(c->api->st, id, in);
+	return rc;
+}
+
+static void reply_lookup_err(struct api_call *c, int rc, const char *id, const char *project)
+{
 	if (rc < 0)
 		reply_err(c, DRV_EINTERNAL, "store: %s", srv_store_errmsg(c->api->st));
 	else
 		reply_err(c, DRV_ENOTFOUND, "no instance \"%s\"%s%s", id,
 		          project && project[0] ? " in project " : "", project && project[0] ? project : "");
-	return NULL;
+}
+
+static struct srv_instance *find_instance(struct api_call *c, const char *id, const char *project)
+{
+	struct srv_instance *in = NULL;
+	int rc = lookup_instance(c, id, project, &in);
+	if (rc != 0)
+		reply_lookup_err(c, rc, id, project);
+	return in;
 }
 
 static void h_get_instance(struct api_call *c)
@@ -1200,12 +1212,23 @@ static void h_terminate_instance(struct api_call *c)
 {
 	const Drover__Api__V1__TerminateInstanceRequest *req = (const void *)c->req;
 	struct gc g = {0};
-	struct srv_instance *in = find_instance(c, req->id, req->project);
-	if (!in)
+	struct srv_instance *in = NULL, *upd = NULL;
+	int rc = lookup_instance(c, req->id, req->project, &in);
+	if (rc < 0) {
+		reply_lookup_err(c, rc, req->id, req->project);
 		return;
-	struct srv_instance *upd = NULL;
-	int rc = srv_engine_terminate(c->api->eng, in->id, &upd);
-	srv_instance_free(in);
+	}
+	if (rc == 1) {
+		/* No row yet: perhaps a create still looking up offers. */
+		rc = srv_engine_terminate_unwritten(c->api->eng, req->project, req->id, &upd);
+		if (rc == 1) {
+			reply_lookup_err(c, 1, req->id, req->project);
+			return;
+		}
+	} else {
+		rc = srv_engine_terminate(c->api->eng, in->id, &upd);
+		srv_instance_free(in);
+	}
 	if (rc == DRV_ENOMEM) {
 		reply_err(c, DRV_ENOMEM, "out of memory");
 		return;

@@ -148,12 +148,24 @@ void srv_engine_create(struct srv_engine *eng, const struct srv_create_request *
 /*
  * Marks an instance "terminating" (written before any driver call) and kicks
  * the reconciliation loop, which calls the driver. Already terminating,
- * terminated or failed: no change. Returns 0 (and the updated row in *out,
+ * terminated or failed: no change. While its CreateInstance call is out (no
+ * machine id yet) it stays "creating" with terminate_requested written, and
+ * the create's end acts on it. Returns 0 (and the updated row in *out,
  * caller frees), 1 when there is no such instance, -1 on store errors,
- * DRV_ENOMEM when out of memory (nothing written), DRV_EPRECONDITION while
- * its create is still out (no machine id yet; nothing written).
+ * DRV_ENOMEM when out of memory (nothing written).
  */
 int srv_engine_terminate(struct srv_engine *eng, const char *id, struct srv_instance **out);
+
+/*
+ * A create still looking up offers, whose row is not written yet, named by
+ * `id` (its instance id, or its name within `project` when that is set):
+ * the terminate is kept on it, and once the offers are in, the create writes
+ * its row "failed" without any driver call. Returns 0 and *out (a copy,
+ * "pending" with terminate_requested; caller frees), 1 when no such create
+ * is looking up offers, DRV_ENOMEM when out of memory (nothing kept).
+ */
+int srv_engine_terminate_unwritten(struct srv_engine *eng, const char *project, const char *id,
+                                   struct srv_instance **out);
 
 /* Appends an event to the store (and the log at WARN/ERROR). */
 void srv_engine_event(struct srv_engine *eng, int level, const char *kind, const char *project,

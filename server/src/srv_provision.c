@@ -528,6 +528,78 @@ static char *new_id(const char *prefix)
 }
 
 /* `res` is borrowed (shared through the cache). */
+/*
+ * Terminated while its offers were looked up: the row is written "failed",
+ * with no attempt, so that both callers can see how it ended.
+ */
+static void create_end_unattempted(struct create_op *op)
+{
+	struct srv_engine *eng = op->eng;
+	struct srv_instance *in = op->in;
+	if (srv__set_str(&in->status, SRV_ST_FAILED) < 0 ||
+	    srv__set_str(&in->last_error, "terminated before any attempt (while its offers were looked up)") <
+	        0) {
+		create_reply(op, DRV_ENOMEM, "out of memory");
+		create_op_free(op);
+		return;
+	}
+	in->next_check_at = 0;
+	srv_store_begin(eng->st);
+	if (srv_store_instance_put(eng->st, in) < 0) {
+		char msg[600];
+		snprintf(msg, sizeof(msg), "cannot record the instance: %s", srv_store_errmsg(eng->st));
+		srv_store_commit(eng->st);
+		create_reply(op, DRV_EINTERNAL, msg);
+		create_op_free(op);
+		return;
+	}
+	srv_engine_event(eng, SRV_EVENT_INFO, "instance.failed", in->project, in->id, NULL, NULL, "%s",
+	                 in->last_error);
+	srv_store_commit(eng->st);
+	create_reply(op, 0, "");
+	create_op_free(op);
+}
+
+int srv_engine_terminate_unwritten(struct srv_engine *eng, const char *project, const char *id,
+                                   struct srv_instance **out)
+{
+	struct create_op *op;
+	/* Still in eng->creating with no attempt made: its offers are being looked up. */
+	for (op = eng->creating; op; op = op->next_creating)
+		if (op->tries == 0 && !op->resumed &&
+		    (strcmp(op->in->id, id) == 0 ||
+		     (project && project[0] && strcmp(op->in->project, project) == 0 &&
+		      strcmp(op->in->name, id) == 0)))
+			break;
+	if (!op)
+		return 1;
+	const struct srv_instance *in = op->in;
+	struct srv_instance *c = calloc(1, sizeof(*c));
+	if (!c)
+		return DRV_ENOMEM;
+	c->id = strdup(in->id);
+	c->project = strdup(in->project);
+	c->name = strdup(in->name);
+	c->backend = strdup("");
+	c->backend_type = strdup("");
+	c->status = strdup(SRV_ST_PENDING);
+	c->idempotency_key = strdup(in->idempotency_key);
+	c->attempts_json = strdup("[]");
+	c->terminate_requested = true;
+	if (!c->id || !c->project || !c->name || !c->backend || !c->backend_type || !c->status ||
+	    !c->idempotency_key || !c->attempts_json) {
+		srv_instance_free(c);
+		return DRV_ENOMEM;
+	}
+	op->in->terminate_requested = true;
+	srv_info("engine",
+	         "instance %s (%s): terminate requested while its offers are looked up; it ends "
+	         "without an attempt",
+	         in->id, in->name);
+	*out = c;
+	return 0;
+}
+
 static void create_with_offers(struct create_op *op, int code, const char *message,
                                const struct srv_offers_result *res)
 {
@@ -536,6 +608,10 @@ static void create_with_offers(struct create_op *op, int code, const char *messa
 		/* Nothing recorded yet, and nothing will be: the caller may simply ask again later. */
 		create_reply(op, DRV_EUNAVAILABLE, "the server is shutting down");
 		create_op_free(op);
+		return;
+	}
+	if (op->in->terminate_requested) {
+		create_end_unattempted(op);
 		return;
 	}
 	if (code != 0) {
@@ -580,12 +656,12 @@ static void create_with_offers(struct create_op *op, int code, const char *messa
 		create_reply(op, DRV_ENOCAPACITY, msg);
 		create_op_free(op);
 		return;
-	} /*
-	   * The first write records the instance already "creating" with its first
-	   * attempt, before any provisioning call: a separate "pending" write
-	   * would only repeat it in the same loop turn.
-	   */
-	(void)eng;
+	}
+	/*
+	 * The first write records the instance already "creating" with its first
+	 * attempt, before any provisioning call: a separate "pending" write
+	 * would only repeat it in the same loop turn.
+	 */
 	create_attempt(op);
 }
 

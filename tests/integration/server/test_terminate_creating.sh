@@ -2,9 +2,10 @@
 # `drover instance terminate` while the instance's CreateInstance call is
 # out (the sim's latency_ms slows every provider call): the request is kept
 # on the row, and the machine the create makes is terminated as soon as the
-# create ends. Then the same with droverd SIGKILLed after the terminate was
-# acknowledged: the restarted server resumes the create with the same key,
-# finds the one machine, and terminates it.
+# create ends; asked while the create still looks up offers, the create ends
+# FAILED with no driver call. Then droverd is SIGKILLed after the terminate
+# was acknowledged: the restarted server resumes the create with the same
+# key, finds the one machine, and terminates it.
 . "$(dirname "$0")/lib.sh"
 need drover-driver-sim
 
@@ -68,7 +69,26 @@ contains "$OUT" "terminated" "terminate --wait after the create"
 run 0 event list --instance brief
 contains "$OUT" "instance.terminate_requested" "the events of the instance"
 
-# 2. Acknowledged, then the server is killed before the create ends.
+# 2. Even earlier: the create is still looking up offers (the sim's latency
+# slows GetOffers too), so it has no row yet. It ends FAILED with no driver call.
+drover instance create --gpu H100 --name early >"$T/create3.out" 2>"$T/create3.err" &
+create_pid=$!
+BG_PIDS+=($create_pid)
+# The create reaches droverd within moments; until then the name is unknown.
+wait_for 10 'capture drover instance terminate early; [[ $RC == 0 ]]' ||
+	fail "terminate of a create looking up offers: exit $RC: $ERR"
+contains "$OUT" "pending (terminate requested: it follows the create)" "terminate while looking up offers"
+set +e
+wait "$create_pid"
+create_rc=$?
+set -e
+[[ $create_rc == 1 ]] || fail "the create terminated before any attempt exited $create_rc, expected 1: $(cat "$T/create3.out" "$T/create3.err")"
+grep -q "terminated before any attempt" "$T/create3.out" ||
+	fail "the create's answer does not say it was terminated: $(cat "$T/create3.out")"
+[[ $(status_of early) == INSTANCE_STATUS_FAILED ]] || fail "the instance is $(status_of early), not FAILED"
+[[ $(sim_machines all) == 1 ]] || fail "a create terminated while looking up offers reached the sim"
+
+# 3. Acknowledged, then the server is killed before the create ends.
 drover instance create --gpu H100 --name crashy >"$T/create2.out" 2>"$T/create2.err" &
 create_pid=$!
 BG_PIDS+=($create_pid)

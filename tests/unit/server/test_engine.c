@@ -566,6 +566,52 @@ static void test_terminate_during_refused_create(void **state)
 	free(id);
 }
 
+/*
+ * A terminate while the create still looks up offers (no row yet): kept on
+ * the create, which then writes its row failed without any driver call.
+ */
+static void test_terminate_during_offers(void **state)
+{
+	struct fx *f = *state;
+	add_backend(f, "slow", "sim", "{\"state_file\": \"%s/slow.json\", \"latency_ms\": 400}");
+	char *path = tu_join(f->dir, "slow.json");
+	struct srv_instance *t = NULL;
+	assert_int_equal(srv_engine_terminate_unwritten(f->eng, "p", "early", &t), 1);
+	struct inst_out o = {0};
+	struct srv_create_request cr = {.project = "p", .name = "early"};
+	srv_engine_create(f->eng, &cr, inst_cb, &o);
+	uv_run(&f->loop, UV_RUN_NOWAIT);
+	struct srv_instance *none = NULL;
+	assert_int_equal(srv_store_instance_by_name(f->st, "p", "early", false, &none), 1);
+	/* By name within its project; another project's name does not match. */
+	assert_int_equal(srv_engine_terminate_unwritten(f->eng, "other", "early", &t), 1);
+	assert_int_equal(srv_engine_terminate_unwritten(f->eng, "p", "early", &t), 0);
+	assert_string_equal(t->status, SRV_ST_PENDING);
+	assert_true(t->terminate_requested);
+	char *id = strdup(t->id);
+	srv_instance_free(t);
+	/* By id too, and again: no change. */
+	assert_int_equal(srv_engine_terminate_unwritten(f->eng, NULL, id, &t), 0);
+	srv_instance_free(t);
+
+	assert_true(run_until(&f->loop, &o.done, 10000));
+	assert_int_equal(o.code, 0);
+	assert_string_equal(o.status, SRV_ST_FAILED);
+	assert_string_equal(o.attempts, "[]");
+	struct srv_instance *got;
+	assert_int_equal(srv_store_instance_get(f->st, id, &got), 0);
+	assert_non_null(strstr(got->last_error, "terminated before any attempt"));
+	srv_instance_free(got);
+	/* No driver call: the sim never made a machine. */
+	json_t *j = json_load_file(path, 0, NULL);
+	assert_int_equal(json_array_size(json_object_get(j, "instances")), 0);
+	json_decref(j);
+	/* Once the row is written, it is no longer a create looking up offers. */
+	assert_int_equal(srv_engine_terminate_unwritten(f->eng, NULL, id, &t), 1);
+	free(id);
+	free(path);
+}
+
 static void test_orphan_adopted(void **state)
 {
 	struct fx *f = *state;
@@ -690,6 +736,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_terminate_kept_across_restart, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_terminate_during_create, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_terminate_during_refused_create, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_terminate_during_offers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_orphan_adopted, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_create_out_of_memory, setup, teardown),
 	};
