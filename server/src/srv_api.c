@@ -1198,9 +1198,19 @@ static void h_get_instance(struct api_call *c)
 {
 	const Drover__Api__V1__GetInstanceRequest *req = (const void *)c->req;
 	struct gc g = {0};
-	struct srv_instance *in = find_instance(c, req->id, req->project);
-	if (!in)
+	struct srv_instance *in = NULL;
+	int rc = lookup_instance(c, req->id, req->project, &in);
+	/* No row yet: perhaps a create still looking up offers, shown "pending". */
+	if (rc == 1)
+		rc = srv_engine_get_unwritten(c->api->eng, req->project, req->id, &in);
+	if (rc == DRV_ENOMEM) {
+		reply_err(c, DRV_ENOMEM, "out of memory");
 		return;
+	}
+	if (rc != 0) {
+		reply_lookup_err(c, rc, req->id, req->project);
+		return;
+	}
 	Drover__Api__V1__GetInstanceResponse resp = DROVER__API__V1__GET_INSTANCE_RESPONSE__INIT;
 	resp.instance = instance_msg(&g, in);
 	reply_gc(c, &g, &resp.base);

@@ -162,10 +162,14 @@ int srv_engine_terminate(struct srv_engine *eng, const char *id, struct srv_inst
  * the terminate is kept on it, and once the offers are in, the create writes
  * its row "failed" without any driver call. Returns 0 and *out (a copy,
  * "pending" with terminate_requested; caller frees), 1 when no such create
- * is looking up offers, DRV_ENOMEM when out of memory (nothing kept).
+ * is looking up offers, DRV_ENOMEM when out of memory (the terminate is
+ * kept all the same).
  */
 int srv_engine_terminate_unwritten(struct srv_engine *eng, const char *project, const char *id,
                                    struct srv_instance **out);
+/* The same create as a copy ("pending"), without changing it; same returns. */
+int srv_engine_get_unwritten(struct srv_engine *eng, const char *project, const char *id,
+                             struct srv_instance **out);
 
 /* Appends an event to the store (and the log at WARN/ERROR). */
 void srv_engine_event(struct srv_engine *eng, int level, const char *kind, const char *project,

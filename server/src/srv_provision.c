@@ -560,23 +560,24 @@ static void create_end_unattempted(struct create_op *op)
 	create_op_free(op);
 }
 
-int srv_engine_terminate_unwritten(struct srv_engine *eng, const char *project, const char *id,
-                                   struct srv_instance **out)
+/* A create still in eng->creating with no attempt made: its offers are being looked up. */
+static struct create_op *find_unwritten(struct srv_engine *eng, const char *project, const char *id)
 {
-	struct create_op *op;
-	/* Still in eng->creating with no attempt made: its offers are being looked up. */
-	for (op = eng->creating; op; op = op->next_creating)
+	for (struct create_op *op = eng->creating; op; op = op->next_creating)
 		if (op->tries == 0 && !op->resumed &&
 		    (strcmp(op->in->id, id) == 0 ||
 		     (project && project[0] && strcmp(op->in->project, project) == 0 &&
 		      strcmp(op->in->name, id) == 0)))
-			break;
-	if (!op)
-		return 1;
-	const struct srv_instance *in = op->in;
+			return op;
+	return NULL;
+}
+
+/* What a caller sees of a create with no row yet: "pending", no attempt. NULL when out of memory. */
+static struct srv_instance *unwritten_copy(const struct srv_instance *in)
+{
 	struct srv_instance *c = calloc(1, sizeof(*c));
 	if (!c)
-		return DRV_ENOMEM;
+		return NULL;
 	c->id = strdup(in->id);
 	c->project = strdup(in->project);
 	c->name = strdup(in->name);
@@ -585,19 +586,38 @@ int srv_engine_terminate_unwritten(struct srv_engine *eng, const char *project, 
 	c->status = strdup(SRV_ST_PENDING);
 	c->idempotency_key = strdup(in->idempotency_key);
 	c->attempts_json = strdup("[]");
-	c->terminate_requested = true;
+	c->ssh_keys_json = strdup(in->ssh_keys_json ? in->ssh_keys_json : "[]");
+	c->terminate_requested = in->terminate_requested;
 	if (!c->id || !c->project || !c->name || !c->backend || !c->backend_type || !c->status ||
-	    !c->idempotency_key || !c->attempts_json) {
+	    !c->idempotency_key || !c->attempts_json || !c->ssh_keys_json) {
 		srv_instance_free(c);
-		return DRV_ENOMEM;
+		return NULL;
 	}
+	return c;
+}
+
+int srv_engine_get_unwritten(struct srv_engine *eng, const char *project, const char *id,
+                             struct srv_instance **out)
+{
+	struct create_op *op = find_unwritten(eng, project, id);
+	if (!op)
+		return 1;
+	return (*out = unwritten_copy(op->in)) ? 0 : DRV_ENOMEM;
+}
+
+int srv_engine_terminate_unwritten(struct srv_engine *eng, const char *project, const char *id,
+                                   struct srv_instance **out)
+{
+	struct create_op *op = find_unwritten(eng, project, id);
+	if (!op)
+		return 1;
+	if (!op->in->terminate_requested)
+		srv_info("engine",
+		         "instance %s (%s): terminate requested while its offers are looked up; it ends "
+		         "without an attempt",
+		         op->in->id, op->in->name);
 	op->in->terminate_requested = true;
-	srv_info("engine",
-	         "instance %s (%s): terminate requested while its offers are looked up; it ends "
-	         "without an attempt",
-	         in->id, in->name);
-	*out = c;
-	return 0;
+	return (*out = unwritten_copy(op->in)) ? 0 : DRV_ENOMEM;
 }
 
 static void create_with_offers(struct create_op *op, int code, const char *message,

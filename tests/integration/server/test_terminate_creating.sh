@@ -78,6 +78,15 @@ BG_PIDS+=($create_pid)
 wait_for 10 'capture drover instance terminate early; [[ $RC == 0 ]]' ||
 	fail "terminate of a create looking up offers: exit $RC: $ERR"
 contains "$OUT" "pending (terminate requested: it follows the create)" "terminate while looking up offers"
+# Not yet a row, but show and terminate --wait see it (they used to say NOT_FOUND).
+run 0 --json instance show early
+case $(jout '.instance.status') in
+INSTANCE_STATUS_PENDING) [[ $(jout '.instance.terminate_requested') == true ]] || fail "show: pending without the terminate" ;;
+INSTANCE_STATUS_FAILED) ;; # the offers came in already
+*) fail "show while looking up offers: $(jout '.instance.status')" ;;
+esac
+run 0 --timeout 20 instance terminate --wait early
+contains "$OUT" "failed: terminated before any attempt" "terminate --wait while looking up offers"
 set +e
 wait "$create_pid"
 create_rc=$?
