@@ -527,7 +527,6 @@ static char *new_id(const char *prefix)
 	return id;
 }
 
-/* `res` is borrowed (shared through the cache). */
 /*
  * Terminated while its offers were looked up: the row is written "failed",
  * with no attempt, so that both callers can see how it ended.
@@ -620,6 +619,7 @@ int srv_engine_terminate_unwritten(struct srv_engine *eng, const char *project, 
 	return (*out = unwritten_copy(op->in)) ? 0 : DRV_ENOMEM;
 }
 
+/* `res` is borrowed (shared through the cache). */
 static void create_with_offers(struct create_op *op, int code, const char *message,
                                const struct srv_offers_result *res)
 {
