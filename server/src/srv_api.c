@@ -1185,6 +1185,17 @@ static void reply_lookup_err(struct api_call *c, int rc, const char *id, const c
 		          project && project[0] ? " in project " : "", project && project[0] ? project : "");
 }
 
+/*
+ * Found by name, and that row is over (terminated or failed): the name may
+ * have been taken again by a create still looking up offers, which has no
+ * row yet and is the instance the caller means.
+ */
+static bool dead_by_name(const struct srv_instance *in, const char *id, const char *project)
+{
+	return in && project && project[0] && strcmp(in->name, id) == 0 &&
+	       (strcmp(in->status, SRV_ST_TERMINATED) == 0 || strcmp(in->status, SRV_ST_FAILED) == 0);
+}
+
 static struct srv_instance *find_instance(struct api_call *c, const char *id, const char *project)
 {
 	struct srv_instance *in = NULL;
@@ -1200,9 +1211,19 @@ static void h_get_instance(struct api_call *c)
 	struct gc g = {0};
 	struct srv_instance *in = NULL;
 	int rc = lookup_instance(c, req->id, req->project, &in);
-	/* No row yet: perhaps a create still looking up offers, shown "pending". */
-	if (rc == 1)
-		rc = srv_engine_get_unwritten(c->api->eng, req->project, req->id, &in);
+	/*
+	 * No row yet, or a dead one of a name taken again: perhaps a create still
+	 * looking up offers, shown "pending".
+	 */
+	if (rc == 1 || (rc == 0 && dead_by_name(in, req->id, req->project))) {
+		struct srv_instance *un = NULL;
+		int u = srv_engine_get_unwritten(c->api->eng, req->project, req->id, &un);
+		if (u != 1) {
+			srv_instance_free(in);
+			in = un;
+			rc = u;
+		}
+	}
 	if (rc == DRV_ENOMEM) {
 		reply_err(c, DRV_ENOMEM, "out of memory");
 		return;
@@ -1228,13 +1249,19 @@ static void h_terminate_instance(struct api_call *c)
 		reply_lookup_err(c, rc, req->id, req->project);
 		return;
 	}
-	if (rc == 1) {
-		/* No row yet: perhaps a create still looking up offers. */
-		rc = srv_engine_terminate_unwritten(c->api->eng, req->project, req->id, &upd);
-		if (rc == 1) {
-			reply_lookup_err(c, 1, req->id, req->project);
-			return;
-		}
+	/*
+	 * No row yet, or a dead one of a name taken again: perhaps a create still
+	 * looking up offers, which the terminate is for.
+	 */
+	int u = 1;
+	if (rc == 1 || dead_by_name(in, req->id, req->project))
+		u = srv_engine_terminate_unwritten(c->api->eng, req->project, req->id, &upd);
+	if (u != 1) {
+		srv_instance_free(in);
+		rc = u;
+	} else if (rc == 1) {
+		reply_lookup_err(c, 1, req->id, req->project);
+		return;
 	} else {
 		rc = srv_engine_terminate(c->api->eng, in->id, &upd);
 		srv_instance_free(in);

@@ -97,6 +97,29 @@ grep -q "terminated before any attempt" "$T/create3.out" ||
 [[ $(status_of early) == INSTANCE_STATUS_FAILED ]] || fail "the instance is $(status_of early), not FAILED"
 [[ $(sim_machines all) == 1 ]] || fail "a create terminated while looking up offers reached the sim"
 
+# 2b. The name again: "early" is free (its row failed), so a new create may
+# take it. A terminate by name while the new create looks up offers is for
+# the new one, not the dead row of the same name (it used to answer that
+# row's "failed", and the new create went on to make a machine).
+old_early=$(drover --json instance show early | jq -r '.instance.id')
+sleep 1.5 # the offers a create fetched serve the creates of the next second
+drover instance create --gpu H100 --name early >"$T/create4.out" 2>"$T/create4.err" &
+create_pid=$!
+BG_PIDS+=($create_pid)
+wait_for 10 'capture drover instance terminate early; [[ $RC == 0 && $OUT == *pending* ]]' ||
+	fail "terminate of a reused name while its create looks up offers: exit $RC: $OUT $ERR"
+[[ $OUT != *"$old_early"* ]] || fail "the terminate answered the dead row of the same name: $OUT"
+set +e
+wait "$create_pid"
+create_rc=$?
+set -e
+[[ $create_rc == 1 ]] || fail "the create of the reused name exited $create_rc, expected 1: $(cat "$T/create4.out" "$T/create4.err")"
+grep -q "terminated before any attempt" "$T/create4.out" ||
+	fail "the create of the reused name does not say it was terminated: $(cat "$T/create4.out")"
+[[ $(sim_machines all) == 1 ]] || fail "a create of a reused name terminated while looking up offers reached the sim"
+run 0 --json instance list --status failed
+[[ $(jout '[.instances[] | select(.name == "early")] | length') == 2 ]] || fail "expected two failed rows named early"
+
 # 3. Acknowledged, then the server is killed before the create ends.
 drover instance create --gpu H100 --name crashy >"$T/create2.out" 2>"$T/create2.err" &
 create_pid=$!
