@@ -228,9 +228,18 @@ static int instance_create(struct cli_ctx *c, Drover__Api__V1__CreateInstanceReq
 		                                                                           : CLI_EXIT_REFUSED;
 	}
 	show_result(c, &resp->base, in);
-	rc = in->status == DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_FAILED ? CLI_EXIT_REFUSED : 0;
-	if (rc && !c->json)
+	bool failed = in->status == DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_FAILED;
+	/*
+	 * --wait promises a running instance: one already ended or terminating
+	 * (a terminate asked while it was created) never runs.
+	 */
+	bool not_running = wait && in->status != DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_RUNNING;
+	rc = failed || not_running ? CLI_EXIT_REFUSED : 0;
+	if (failed && !c->json)
 		fprintf(stderr, "drover: no attempt produced an instance: %s\n", in->last_error);
+	else if (not_running)
+		fprintf(stderr, "drover: instance %s is %s: it will not be running\n", in->id,
+		        status_str(in->status, st, sizeof(st)));
 	FREE_MSG(resp);
 	return rc;
 }

@@ -69,6 +69,23 @@ contains "$OUT" "terminated" "terminate --wait after the create"
 run 0 event list --instance brief
 contains "$OUT" "instance.terminate_requested" "the events of the instance"
 
+# 1b. `create --wait` waits until the instance is running: one terminated
+# while being created never runs, so the wait fails (it used to exit 0 on the
+# create's TERMINATING answer).
+drover --timeout 30 instance create --gpu H100 --name waity --wait >"$T/createw.out" 2>"$T/createw.err" &
+create_pid=$!
+BG_PIDS+=($create_pid)
+wait_for 15 "creating waity" || fail "waity never reached CREATING"
+run 0 instance terminate waity
+set +e
+wait "$create_pid"
+create_rc=$?
+set -e
+[[ $create_rc == 1 ]] || fail "create --wait of an instance terminated while created exited $create_rc, expected 1: $(cat "$T/createw.out" "$T/createw.err")"
+grep -q "terminat" "$T/createw.err" || fail "create --wait does not say why it failed: $(cat "$T/createw.err")"
+wait_for 20 '[[ $(status_of waity) == INSTANCE_STATUS_TERMINATED ]]' || fail "waity is $(status_of waity), not TERMINATED"
+[[ $(sim_machines live) == 0 ]] || fail "the sim still holds a live machine after waity's terminate"
+
 # 2. Even earlier: the create is still looking up offers (the sim's latency
 # slows GetOffers too), so it has no row yet. It ends FAILED with no driver call.
 drover instance create --gpu H100 --name early >"$T/create3.out" 2>"$T/create3.err" &
@@ -95,7 +112,7 @@ set -e
 grep -q "terminated before any attempt" "$T/create3.out" ||
 	fail "the create's answer does not say it was terminated: $(cat "$T/create3.out")"
 [[ $(status_of early) == INSTANCE_STATUS_FAILED ]] || fail "the instance is $(status_of early), not FAILED"
-[[ $(sim_machines all) == 1 ]] || fail "a create terminated while looking up offers reached the sim"
+[[ $(sim_machines all) == 2 ]] || fail "a create terminated while looking up offers reached the sim"
 
 # 2b. The name again: "early" is free (its row failed), so a new create may
 # take it. A terminate by name while the new create looks up offers is for
@@ -116,7 +133,7 @@ set -e
 [[ $create_rc == 1 ]] || fail "the create of the reused name exited $create_rc, expected 1: $(cat "$T/create4.out" "$T/create4.err")"
 grep -q "terminated before any attempt" "$T/create4.out" ||
 	fail "the create of the reused name does not say it was terminated: $(cat "$T/create4.out")"
-[[ $(sim_machines all) == 1 ]] || fail "a create of a reused name terminated while looking up offers reached the sim"
+[[ $(sim_machines all) == 2 ]] || fail "a create of a reused name terminated while looking up offers reached the sim"
 run 0 --json instance list --status failed
 [[ $(jout '[.instances[] | select(.name == "early")] | length') == 2 ]] || fail "expected two failed rows named early"
 
