@@ -38,8 +38,7 @@ static const char instance_help_head[] =
 static const char *requested_str(const Drover__Api__V1__Instance *in)
 {
 	return in->terminate_requested &&
-	               (in->status == DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_CREATING ||
-	                in->status == DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_PENDING)
+	               in->status == DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_CREATING
 	           ? " (terminate requested: it follows the create)"
 	           : "";
 }
@@ -478,9 +477,11 @@ int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv)
 				if (c->json)
 					cli_print_json(&resp->base);
 				else if (resp->instance)
-					printf("instance %s: %s%s\n", resp->instance->id,
+					printf("instance %s: %s%s%s%s\n", resp->instance->id,
 					       status_str(resp->instance->status, st, sizeof(st)),
-					       requested_str(resp->instance));
+					       requested_str(resp->instance),
+					       resp->instance->last_error[0] ? ": " : "",
+					       resp->instance->last_error);
 				FREE_MSG(resp);
 			} else {
 				Drover__Api__V1__GetInstanceResponse *g;

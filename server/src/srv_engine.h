@@ -159,15 +159,15 @@ int srv_engine_terminate(struct srv_engine *eng, const char *id, struct srv_inst
 /*
  * A create still looking up offers, whose row is not written yet, named by
  * `id` (its instance id, or its name within `project` when that is set):
- * the terminate is kept on it, and once the offers are in, the create writes
- * its row "failed" without any driver call. Returns 0 and *out (a copy,
- * "pending" with terminate_requested; caller frees), 1 when no such create
- * is looking up offers, DRV_ENOMEM when out of memory (the terminate is
- * kept all the same).
+ * its row is written "failed" at once (no driver call is made for it), and
+ * the create answers the same once its offers are in. Returns 0 and *out
+ * (the row written; caller frees), 1 when no such create is looking up
+ * offers, -1 on store errors, DRV_ENOMEM when out of memory (nothing
+ * written).
  */
 int srv_engine_terminate_unwritten(struct srv_engine *eng, const char *project, const char *id,
                                    struct srv_instance **out);
-/* The same create as a copy ("pending"), without changing it; same returns. */
+/* The same create as a copy ("pending"), without changing it; same returns but -1. */
 int srv_engine_get_unwritten(struct srv_engine *eng, const char *project, const char *id,
                              struct srv_instance **out);
 

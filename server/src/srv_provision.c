@@ -527,43 +527,41 @@ static char *new_id(const char *prefix)
 	return id;
 }
 
+#define UNATTEMPTED_MSG "terminated before any attempt (while its offers were looked up)"
+
+/* Sets `in` failed by a terminate asked while its offers were looked up; -1 when out of memory. */
+static int mark_unattempted(struct srv_instance *in)
+{
+	if (srv__set_str(&in->status, SRV_ST_FAILED) < 0 ||
+	    srv__set_str(&in->last_error, UNATTEMPTED_MSG) < 0)
+		return -1;
+	in->terminate_requested = true;
+	in->next_check_at = 0;
+	return 0;
+}
+
 /*
- * Terminated while its offers were looked up: the row is written "failed",
- * with no attempt, so that both callers can see how it ended.
+ * Terminated while its offers were looked up: its row was written "failed"
+ * then (srv_engine_terminate_unwritten); the create answers the same.
  */
 static void create_end_unattempted(struct create_op *op)
 {
-	struct srv_engine *eng = op->eng;
-	struct srv_instance *in = op->in;
-	if (srv__set_str(&in->status, SRV_ST_FAILED) < 0 ||
-	    srv__set_str(&in->last_error, "terminated before any attempt (while its offers were looked up)") <
-	        0) {
+	if (mark_unattempted(op->in) < 0)
 		create_reply(op, DRV_ENOMEM, "out of memory");
-		create_op_free(op);
-		return;
-	}
-	in->next_check_at = 0;
-	srv_store_begin(eng->st);
-	if (srv_store_instance_put(eng->st, in) < 0) {
-		char msg[600];
-		snprintf(msg, sizeof(msg), "cannot record the instance: %s", srv_store_errmsg(eng->st));
-		srv_store_commit(eng->st);
-		create_reply(op, DRV_EINTERNAL, msg);
-		create_op_free(op);
-		return;
-	}
-	srv_engine_event(eng, SRV_EVENT_INFO, "instance.failed", in->project, in->id, NULL, NULL, "%s",
-	                 in->last_error);
-	srv_store_commit(eng->st);
-	create_reply(op, 0, "");
+	else
+		create_reply(op, 0, "");
 	create_op_free(op);
 }
 
-/* A create still in eng->creating with no attempt made: its offers are being looked up. */
+/*
+ * A create still in eng->creating with no attempt made: its offers are being
+ * looked up. Once a terminate is asked for, its row is written and the store
+ * answers for it.
+ */
 static struct create_op *find_unwritten(struct srv_engine *eng, const char *project, const char *id)
 {
 	for (struct create_op *op = eng->creating; op; op = op->next_creating)
-		if (op->tries == 0 && !op->resumed &&
+		if (op->tries == 0 && !op->resumed && !op->in->terminate_requested &&
 		    (strcmp(op->in->id, id) == 0 ||
 		     (project && project[0] && strcmp(op->in->project, project) == 0 &&
 		      strcmp(op->in->name, id) == 0)))
@@ -586,7 +584,7 @@ static struct srv_instance *unwritten_copy(const struct srv_instance *in)
 	c->idempotency_key = strdup(in->idempotency_key);
 	c->attempts_json = strdup("[]");
 	c->ssh_keys_json = strdup(in->ssh_keys_json ? in->ssh_keys_json : "[]");
-	c->terminate_requested = in->terminate_requested;
+	c->created_at = in->created_at;
 	if (!c->id || !c->project || !c->name || !c->backend || !c->backend_type || !c->status ||
 	    !c->idempotency_key || !c->attempts_json || !c->ssh_keys_json) {
 		srv_instance_free(c);
@@ -610,13 +608,31 @@ int srv_engine_terminate_unwritten(struct srv_engine *eng, const char *project, 
 	struct create_op *op = find_unwritten(eng, project, id);
 	if (!op)
 		return 1;
-	if (!op->in->terminate_requested)
-		srv_info("engine",
-		         "instance %s (%s): terminate requested while its offers are looked up; it ends "
-		         "without an attempt",
-		         op->in->id, op->in->name);
+	/*
+	 * The row is written now, "failed", before the answer: kept only in
+	 * memory, the terminate would be lost with a server stop before the
+	 * offers are in, and the create retried with the same key after the
+	 * restart would make a machine. The create, when its offers are in,
+	 * answers the same without any driver call.
+	 */
+	struct srv_instance *row = unwritten_copy(op->in);
+	if (!row || mark_unattempted(row) < 0) {
+		srv_instance_free(row);
+		return DRV_ENOMEM;
+	}
+	srv_store_begin(eng->st);
+	if (srv_store_instance_put(eng->st, row) < 0) {
+		srv_store_commit(eng->st);
+		srv_instance_free(row);
+		return -1;
+	}
+	srv_engine_event(eng, SRV_EVENT_INFO, "instance.failed", row->project, row->id, NULL, NULL, "%s",
+	                 UNATTEMPTED_MSG);
+	srv_store_commit(eng->st);
 	op->in->terminate_requested = true;
-	return (*out = unwritten_copy(op->in)) ? 0 : DRV_ENOMEM;
+	op->in->created_at = row->created_at;
+	*out = row;
+	return 0;
 }
 
 /* `res` is borrowed (shared through the cache). */

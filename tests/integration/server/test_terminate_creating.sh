@@ -87,21 +87,20 @@ wait_for 20 '[[ $(status_of waity) == INSTANCE_STATUS_TERMINATED ]]' || fail "wa
 [[ $(sim_machines live) == 0 ]] || fail "the sim still holds a live machine after waity's terminate"
 
 # 2. Even earlier: the create is still looking up offers (the sim's latency
-# slows GetOffers too), so it has no row yet. It ends FAILED with no driver call.
-drover instance create --gpu H100 --name early >"$T/create3.out" 2>"$T/create3.err" &
+# slows GetOffers too), so it has no row yet. Shown pending until then; the
+# terminate writes its row FAILED at once, and no driver call is made.
+drover instance create --gpu H100 --name early --idempotency-key key-early >"$T/create3.out" 2>"$T/create3.err" &
 create_pid=$!
 BG_PIDS+=($create_pid)
-# The create reaches droverd within moments; until then the name is unknown.
-wait_for 10 'capture drover instance terminate early; [[ $RC == 0 ]]' ||
-	fail "terminate of a create looking up offers: exit $RC: $ERR"
-contains "$OUT" "pending (terminate requested: it follows the create)" "terminate while looking up offers"
-# Not yet a row, but show and terminate --wait see it (they used to say NOT_FOUND).
+# The create reaches droverd within moments; until then the name is unknown
+# (and show used to say NOT_FOUND until the offers were in).
+wait_for 10 'capture drover --json instance show early; [[ $RC == 0 ]]' || fail "show of a create looking up offers: exit $RC: $ERR"
+[[ $(jout '.instance.status') == INSTANCE_STATUS_PENDING ]] || fail "show while looking up offers: $(jout '.instance.status')"
+run 0 instance terminate early
+contains "$OUT" "failed: terminated before any attempt" "terminate while looking up offers"
 run 0 --json instance show early
-case $(jout '.instance.status') in
-INSTANCE_STATUS_PENDING) [[ $(jout '.instance.terminate_requested') == true ]] || fail "show: pending without the terminate" ;;
-INSTANCE_STATUS_FAILED) ;; # the offers came in already
-*) fail "show while looking up offers: $(jout '.instance.status')" ;;
-esac
+[[ $(jout '.instance.status') == INSTANCE_STATUS_FAILED && $(jout '.instance.terminate_requested') == true ]] ||
+	fail "after the terminate, show says $(jout '.instance.status'), terminate_requested $(jout '.instance.terminate_requested')"
 run 0 --timeout 20 instance terminate --wait early
 contains "$OUT" "failed: terminated before any attempt" "terminate --wait while looking up offers"
 set +e
@@ -114,6 +113,25 @@ grep -q "terminated before any attempt" "$T/create3.out" ||
 [[ $(status_of early) == INSTANCE_STATUS_FAILED ]] || fail "the instance is $(status_of early), not FAILED"
 [[ $(sim_machines all) == 2 ]] || fail "a create terminated while looking up offers reached the sim"
 
+# 2a. The same, with droverd SIGKILLed right after the terminate's answer,
+# before the offers are in: the create retried with its key after the
+# restart answers the failed row instead of making a machine.
+sleep 1.5 # the offers a create fetched serve the creates of the next second
+drover instance create --gpu H100 --name late --idempotency-key key-late >"$T/create5.out" 2>"$T/create5.err" &
+create_pid=$!
+BG_PIDS+=($create_pid)
+wait_for 10 'capture drover instance terminate late; [[ $RC == 0 ]]' || fail "terminate of late: exit $RC: $ERR"
+late_id=$(drover --json instance show late | jq -r '.instance.id')
+kill -KILL "$DROVERD_PID"
+wait "$DROVERD_PID" 2>/dev/null || true
+DROVERD_PID=
+wait "$create_pid" 2>/dev/null || true
+start_droverd
+run 1 --json instance create --gpu H100 --name late --idempotency-key key-late
+[[ $(jout '.instance.id') == "$late_id" && $(jout '.instance.status') == INSTANCE_STATUS_FAILED ]] ||
+	fail "the create retried after the restart answered $(jout '.instance.id') $(jout '.instance.status'), expected $late_id FAILED"
+[[ $(sim_machines all) == 2 ]] || fail "the create terminated before the crash reached the sim"
+
 # 2b. The name again: "early" is free (its row failed), so a new create may
 # take it. A terminate by name while the new create looks up offers is for
 # the new one, not the dead row of the same name (it used to answer that
@@ -123,9 +141,9 @@ sleep 1.5 # the offers a create fetched serve the creates of the next second
 drover instance create --gpu H100 --name early >"$T/create4.out" 2>"$T/create4.err" &
 create_pid=$!
 BG_PIDS+=($create_pid)
-wait_for 10 'capture drover instance terminate early; [[ $RC == 0 && $OUT == *pending* ]]' ||
+wait_for 10 'capture drover instance terminate early; [[ $RC == 0 && $OUT != *"$old_early"* ]]' ||
 	fail "terminate of a reused name while its create looks up offers: exit $RC: $OUT $ERR"
-[[ $OUT != *"$old_early"* ]] || fail "the terminate answered the dead row of the same name: $OUT"
+contains "$OUT" "failed: terminated before any attempt" "terminate of a reused name while its create looks up offers"
 set +e
 wait "$create_pid"
 create_rc=$?

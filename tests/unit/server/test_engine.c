@@ -567,8 +567,10 @@ static void test_terminate_during_refused_create(void **state)
 }
 
 /*
- * A terminate while the create still looks up offers (no row yet): kept on
- * the create, which then writes its row failed without any driver call.
+ * A terminate while the create still looks up offers (no row yet): the row
+ * is written failed at once, before the answer, and the create then answers
+ * the same without any driver call. A create repeated with its key gets
+ * that row, so a server stop in between cannot turn it into a machine.
  */
 static void test_terminate_during_offers(void **state)
 {
@@ -578,36 +580,48 @@ static void test_terminate_during_offers(void **state)
 	struct srv_instance *t = NULL;
 	assert_int_equal(srv_engine_terminate_unwritten(f->eng, "p", "early", &t), 1);
 	struct inst_out o = {0};
-	struct srv_create_request cr = {.project = "p", .name = "early"};
+	struct srv_create_request cr = {.project = "p", .name = "early", .idempotency_key = "key-early"};
 	srv_engine_create(f->eng, &cr, inst_cb, &o);
 	uv_run(&f->loop, UV_RUN_NOWAIT);
-	struct srv_instance *none = NULL;
-	assert_int_equal(srv_store_instance_by_name(f->st, "p", "early", false, &none), 1);
+	struct srv_instance *got = NULL;
+	assert_int_equal(srv_store_instance_by_name(f->st, "p", "early", false, &got), 1);
+	/* Shown "pending" while it has no row. */
+	assert_int_equal(srv_engine_get_unwritten(f->eng, "p", "early", &got), 0);
+	assert_string_equal(got->status, SRV_ST_PENDING);
+	srv_instance_free(got);
 	/* By name within its project; another project's name does not match. */
 	assert_int_equal(srv_engine_terminate_unwritten(f->eng, "other", "early", &t), 1);
 	assert_int_equal(srv_engine_terminate_unwritten(f->eng, "p", "early", &t), 0);
-	assert_string_equal(t->status, SRV_ST_PENDING);
+	assert_string_equal(t->status, SRV_ST_FAILED);
 	assert_true(t->terminate_requested);
 	char *id = strdup(t->id);
 	srv_instance_free(t);
-	/* By id too, and again: no change. */
-	assert_int_equal(srv_engine_terminate_unwritten(f->eng, NULL, id, &t), 0);
-	srv_instance_free(t);
+	/* Written before the answer, while the offers are still out. */
+	assert_false(o.done);
+	assert_int_equal(srv_store_instance_get(f->st, id, &got), 0);
+	assert_string_equal(got->status, SRV_ST_FAILED);
+	assert_non_null(strstr(got->last_error, "terminated before any attempt"));
+	srv_instance_free(got);
+	/* From here the store answers for it. */
+	assert_int_equal(srv_engine_terminate_unwritten(f->eng, NULL, id, &t), 1);
+	assert_int_equal(srv_engine_get_unwritten(f->eng, NULL, id, &got), 1);
 
 	assert_true(run_until(&f->loop, &o.done, 10000));
 	assert_int_equal(o.code, 0);
+	assert_string_equal(o.key, id);
 	assert_string_equal(o.status, SRV_ST_FAILED);
 	assert_string_equal(o.attempts, "[]");
-	struct srv_instance *got;
-	assert_int_equal(srv_store_instance_get(f->st, id, &got), 0);
-	assert_non_null(strstr(got->last_error, "terminated before any attempt"));
-	srv_instance_free(got);
 	/* No driver call: the sim never made a machine. */
 	json_t *j = json_load_file(path, 0, NULL);
 	assert_int_equal(json_array_size(json_object_get(j, "instances")), 0);
 	json_decref(j);
-	/* Once the row is written, it is no longer a create looking up offers. */
-	assert_int_equal(srv_engine_terminate_unwritten(f->eng, NULL, id, &t), 1);
+	/* The same key again answers the failed row, and makes nothing. */
+	struct inst_out o2 = {0};
+	srv_engine_create(f->eng, &cr, inst_cb, &o2);
+	assert_true(run_until(&f->loop, &o2.done, 10000));
+	assert_int_equal(o2.code, 0);
+	assert_string_equal(o2.key, id);
+	assert_string_equal(o2.status, SRV_ST_FAILED);
 	free(id);
 	free(path);
 }
