@@ -1165,14 +1165,11 @@ static void h_list_instances(struct api_call *c)
 /* 0 and *in, 1 when the store has no such instance, -1 on store errors. */
 static int lookup_instance(struct api_call *c, const char *id, const char *project, struct srv_instance **in)
 {
-	int rc;
 	*in = NULL;
-	if (project && project[0])
+	/* The id first, as api.proto says: ids are unique, and a name may look like one. */
+	int rc = srv_store_instance_get(c->api->st, id, in);
+	if (rc == 1 && project && project[0])
 		rc = srv_store_instance_by_name(c->api->st, project, id, false, in);
-	else
-		rc = 1;
-	if (rc == 1)
-		rc = srv_store_instance_get(c->api->st, id, in);
 	return rc;
 }
 

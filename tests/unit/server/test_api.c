@@ -289,6 +289,24 @@ static void test_backends_offers_instances(void **state)
 	assert_int_equal(CALL(f, "CreateInstance", ci, &cir, &st), 0);
 	assert_string_equal(cir->instance->id, id);
 	drv_response_free(&cir->base);
+	/*
+	 * A name that is another instance's id: by id and project, the id is
+	 * tried first, as api.proto says (the name was, and answered the twin).
+	 */
+	Drover__Api__V1__CreateInstanceRequest twin = DROVER__API__V1__CREATE_INSTANCE_REQUEST__INIT;
+	twin.project = "main";
+	twin.name = id;
+	assert_int_equal(CALL(f, "CreateInstance", twin, &cir, &st), 0);
+	char twin_id[64];
+	snprintf(twin_id, sizeof(twin_id), "%s", cir->instance->id);
+	drv_response_free(&cir->base);
+	Drover__Api__V1__GetInstanceRequest by = DROVER__API__V1__GET_INSTANCE_REQUEST__INIT;
+	Drover__Api__V1__GetInstanceResponse *byr = NULL;
+	by.id = id;
+	by.project = "main";
+	assert_int_equal(CALL(f, "GetInstance", by, &byr, &st), 0);
+	assert_string_equal(byr->instance->name, "web");
+	drv_response_free(&byr->base);
 
 	Drover__Api__V1__RemoveBackendRequest rb = DROVER__API__V1__REMOVE_BACKEND_REQUEST__INIT;
 	Drover__Api__V1__RemoveBackendResponse *rbr = NULL;
@@ -315,6 +333,21 @@ static void test_backends_offers_instances(void **state)
 		    gir->instance->status == DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_TERMINATED;
 		if (terminated)
 			assert_true(gir->instance->terminated_unix_ms > 0);
+		drv_response_free(&gir->base);
+		usleep(20000);
+	}
+	assert_true(terminated);
+	/* The twin goes too, so that its backend can be removed below. */
+	ti.id = twin_id;
+	assert_int_equal(CALL(f, "TerminateInstance", ti, &tir, &st), 0);
+	assert_string_equal(tir->instance->name, id);
+	drv_response_free(&tir->base);
+	gi.id = twin_id;
+	terminated = false;
+	for (int i = 0; i < 200 && !terminated; i++) {
+		assert_int_equal(CALL(f, "GetInstance", gi, &gir, &st), 0);
+		terminated =
+		    gir->instance->status == DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_TERMINATED;
 		drv_response_free(&gir->base);
 		usleep(20000);
 	}
