@@ -1142,18 +1142,36 @@ static void h_list_instances(struct api_call *c)
 		reply_err(c, DRV_EINTERNAL, "store: %s", srv_store_errmsg(c->api->st));
 		return;
 	}
+	/* Creates still looking up offers have no row yet: listed "pending" all the same. */
+	struct srv_instance **pend = NULL;
+	size_t np = 0;
+	if (srv_engine_list_unwritten(c->api->eng, project, &pend, &np) != 0) {
+		srv_instance_list_free(list, n);
+		reply_err(c, DRV_ENOMEM, "out of memory");
+		return;
+	}
 	Drover__Api__V1__ListInstancesResponse resp = DROVER__API__V1__LIST_INSTANCES_RESPONSE__INIT;
-	resp.instances = gc_alloc(&g, (n + 1) * sizeof(*resp.instances));
-	/* The store gives newest first; the API lists by creation time, oldest first. */
-	for (size_t k = n; k-- > 0;) {
+	resp.instances = gc_alloc(&g, (n + np + 1) * sizeof(*resp.instances));
+	/*
+	 * The store gives newest first; the API lists by creation time, oldest
+	 * first, the pending creates merged in.
+	 */
+	size_t k = n, p = 0;
+	while (k > 0 || p < np) {
+		struct srv_instance *in;
+		if (p < np && (k == 0 || pend[p]->created_at < list[k - 1]->created_at))
+			in = pend[p++];
+		else
+			in = list[--k];
 		bool keep = req->n_statuses == 0;
-		Drover__Api__V1__InstanceStatus s = status_of(list[k]);
+		Drover__Api__V1__InstanceStatus s = status_of(in);
 		for (size_t j = 0; j < req->n_statuses && !keep; j++)
 			keep = req->statuses[j] == s;
 		if (keep && resp.instances)
-			resp.instances[resp.n_instances++] = instance_msg(&g, list[k]);
+			resp.instances[resp.n_instances++] = instance_msg(&g, in);
 	}
 	srv_instance_list_free(list, n);
+	srv_instance_list_free(pend, np);
 	struct srv_api *api = c->api; /* c is gone after the reply */
 	reply_gc(c, &g, &resp.base);
 	gc_free(&g);
@@ -1161,8 +1179,8 @@ static void h_list_instances(struct api_call *c)
 		trim_later(api);
 }
 
-/* The instance by id, or by name within a project. Replies NOT_FOUND itself. */
-/* 0 and *in, 1 when the store has no such instance, -1 on store errors. */
+/* The instance by id, or by name within a project: 0 and *in, 1 when the store has none, -1 on store errors.
+ */
 static int lookup_instance(struct api_call *c, const char *id, const char *project, struct srv_instance **in)
 {
 	*in = NULL;
@@ -1193,6 +1211,7 @@ static bool dead_by_name(const struct srv_instance *in, const char *id, const ch
 	       (strcmp(in->status, SRV_ST_TERMINATED) == 0 || strcmp(in->status, SRV_ST_FAILED) == 0);
 }
 
+/* The same; replies NOT_FOUND (or the store's error) itself. */
 static struct srv_instance *find_instance(struct api_call *c, const char *id, const char *project)
 {
 	struct srv_instance *in = NULL;

@@ -170,6 +170,13 @@ int srv_engine_terminate_unwritten(struct srv_engine *eng, const char *project, 
 /* The same create as a copy ("pending"), without changing it; same returns but -1. */
 int srv_engine_get_unwritten(struct srv_engine *eng, const char *project, const char *id,
                              struct srv_instance **out);
+/*
+ * Copies ("pending") of every create still looking up offers, of `project`
+ * (NULL: every project), oldest first, in *out (srv_instance_list_free). 0, or DRV_ENOMEM
+ * with nothing in *out.
+ */
+int srv_engine_list_unwritten(struct srv_engine *eng, const char *project, struct srv_instance ***out,
+                              size_t *n);
 
 /* Appends an event to the store (and the log at WARN/ERROR). */
 void srv_engine_event(struct srv_engine *eng, int level, const char *kind, const char *project,

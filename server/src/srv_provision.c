@@ -602,6 +602,41 @@ int srv_engine_get_unwritten(struct srv_engine *eng, const char *project, const 
 	return (*out = unwritten_copy(op->in)) ? 0 : DRV_ENOMEM;
 }
 
+int srv_engine_list_unwritten(struct srv_engine *eng, const char *project, struct srv_instance ***out,
+                              size_t *n)
+{
+	size_t cap = 0;
+	*out = NULL;
+	*n = 0;
+	for (struct create_op *op = eng->creating; op; op = op->next_creating)
+		cap++;
+	if (!cap)
+		return 0;
+	struct srv_instance **v = calloc(cap, sizeof(*v));
+	if (!v)
+		return DRV_ENOMEM;
+	size_t k = 0;
+	for (struct create_op *op = eng->creating; op; op = op->next_creating) {
+		if (op->tries != 0 || op->resumed || op->in->terminate_requested ||
+		    (project && strcmp(op->in->project, project) != 0))
+			continue;
+		if (!(v[k] = unwritten_copy(op->in))) {
+			srv_instance_list_free(v, k);
+			return DRV_ENOMEM;
+		}
+		k++;
+	}
+	/* eng->creating is newest first. */
+	for (size_t i = 0; i < k / 2; i++) {
+		struct srv_instance *t = v[i];
+		v[i] = v[k - 1 - i];
+		v[k - 1 - i] = t;
+	}
+	*out = v;
+	*n = k;
+	return 0;
+}
+
 int srv_engine_terminate_unwritten(struct srv_engine *eng, const char *project, const char *id,
                                    struct srv_instance **out)
 {
@@ -898,6 +933,8 @@ void srv_engine_create(struct srv_engine *eng, const struct srv_create_request *
 	op->ud = ud;
 	op->in = in;
 	op->max_tries = r->max_tries ? r->max_tries : (unsigned)eng->cfg->max_tries;
+	/* Listed by creation time from the start, before its row is written. */
+	in->created_at = srv_now_ms();
 	/* Every copy is checked once at the end; create_op_free frees what was made. */
 	in->id = new_id("i-");
 	bool ok = in->id != NULL;

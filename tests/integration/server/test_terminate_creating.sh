@@ -96,6 +96,13 @@ BG_PIDS+=($create_pid)
 # (and show used to say NOT_FOUND until the offers were in).
 wait_for 10 'capture drover --json instance show early; [[ $RC == 0 ]]' || fail "show of a create looking up offers: exit $RC: $ERR"
 [[ $(jout '.instance.status') == INSTANCE_STATUS_PENDING ]] || fail "show while looking up offers: $(jout '.instance.status')"
+run 0 --json instance list --status pending
+[[ $(jout '[.instances[] | select(.name == "early")] | length') == 1 ]] || fail "instance list --status pending does not list the create looking up offers: $OUT"
+run 0 --json instance list
+[[ $(jout '.instances[-1].name') == early && $(jout '.instances | length') -ge 3 ]] ||
+	fail "instance list does not end with the newest, pending create: $(jout '[.instances[].name] | join(" ")')"
+run 0 --json instance list --status running
+[[ $(jout '[.instances[] | select(.name == "early")] | length') == 0 ]] || fail "instance list --status running lists a pending create"
 run 0 instance terminate early
 contains "$OUT" "failed: terminated before any attempt" "terminate while looking up offers"
 run 0 --json instance show early

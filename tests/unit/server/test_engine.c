@@ -589,6 +589,18 @@ static void test_terminate_during_offers(void **state)
 	assert_int_equal(srv_engine_get_unwritten(f->eng, "p", "early", &got), 0);
 	assert_string_equal(got->status, SRV_ST_PENDING);
 	srv_instance_free(got);
+	/* And listed, in its project only. */
+	struct srv_instance **pend = NULL;
+	size_t np = 0;
+	assert_int_equal(srv_engine_list_unwritten(f->eng, "p", &pend, &np), 0);
+	assert_int_equal(np, 1);
+	assert_string_equal(pend[0]->name, "early");
+	assert_string_equal(pend[0]->status, SRV_ST_PENDING);
+	assert_true(pend[0]->created_at > 0);
+	srv_instance_list_free(pend, np);
+	assert_int_equal(srv_engine_list_unwritten(f->eng, "other", &pend, &np), 0);
+	assert_int_equal(np, 0);
+	srv_instance_list_free(pend, np);
 	/* By name within its project; another project's name does not match. */
 	assert_int_equal(srv_engine_terminate_unwritten(f->eng, "other", "early", &t), 1);
 	assert_int_equal(srv_engine_terminate_unwritten(f->eng, "p", "early", &t), 0);
@@ -605,6 +617,9 @@ static void test_terminate_during_offers(void **state)
 	/* From here the store answers for it. */
 	assert_int_equal(srv_engine_terminate_unwritten(f->eng, NULL, id, &t), 1);
 	assert_int_equal(srv_engine_get_unwritten(f->eng, NULL, id, &got), 1);
+	assert_int_equal(srv_engine_list_unwritten(f->eng, NULL, &pend, &np), 0);
+	assert_int_equal(np, 0);
+	srv_instance_list_free(pend, np);
 
 	assert_true(run_until(&f->loop, &o.done, 10000));
 	assert_int_equal(o.code, 0);
