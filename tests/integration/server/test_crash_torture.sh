@@ -212,9 +212,11 @@ for ((round = 1; round <= ROUNDS; round++)); do
 	sleep "0.$((RANDOM % 5))"
 	snapshot_store
 	mapfile -t victims < <(jq -r '.instances[] | select(.status == "INSTANCE_STATUS_RUNNING" or .status == "INSTANCE_STATUS_PROVISIONING") | .id' "$T/store.json" | shuf -n $((RANDOM % 3)) --random-source=<(yes "$RANDOM"))
-	# Every other round, rows still creating too: the request waits on the row until the create ends.
+	# Every other round, creates still going on too: one still looking up
+	# offers (pending, no row yet) is written failed at once; on a row still
+	# creating the request waits until the create ends.
 	if ((RANDOM % 2 == 0)); then
-		mapfile -t -O "${#victims[@]}" victims < <(jq -r '.instances[] | select(.status == "INSTANCE_STATUS_CREATING") | .id' "$T/store.json")
+		mapfile -t -O "${#victims[@]}" victims < <(jq -r '.instances[] | select(.status == "INSTANCE_STATUS_CREATING" or .status == "INSTANCE_STATUS_PENDING") | .id' "$T/store.json")
 	fi
 	for v in "${victims[@]}"; do
 		drover --json instance terminate "$v" >"$T/term-$v.out" 2>"$T/term-$v.err" &
@@ -285,5 +287,6 @@ count() { grep -c "$1" "$LOG" || true; }
 log "creates resumed after a crash: $(count 'resuming attempt'); sim crashes injected: $(count 'injected crash');" \
 	"uncertain attempts: $(count 'instance.attempt_uncertain\|retrying with the same key');" \
 	"orphans adopted: $(count 'orphan.*adopted'); termination retries: $(count 'TerminateInstance failed');" \
-	"terminates while creating: $(cat "$T"/term-*.out 2>/dev/null | jq -s '[.[] | select(.instance.terminate_requested == true)] | length')"
+	"terminates while creating: $(cat "$T"/term-*.out 2>/dev/null | jq -s '[.[] | select(.instance.terminate_requested == true and .instance.status == "INSTANCE_STATUS_CREATING")] | length');" \
+	"while looking up offers: $(cat "$T"/term-*.out 2>/dev/null | jq -s '[.[] | select(.instance.terminate_requested == true and .instance.status == "INSTANCE_STATUS_FAILED")] | length')"
 log "ok: $ROUNDS rounds, $n_created acknowledged creates, $n_terminated acknowledged terminates"
