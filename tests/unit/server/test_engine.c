@@ -269,6 +269,15 @@ static size_t live_in_sim(const char *path)
 	return n;
 }
 
+/* Requirements of one H100: both sims have such offers, and "a-empty" refuses them all. */
+static void h100(drv_requirements *req)
+{
+	static char *names[] = {"H100"};
+	drover__compute__v1__requirements__init(req);
+	req->n_gpu_names = 1;
+	req->gpu_names = names;
+}
+
 /* Polls the store until instance `id` has `status`; false after timeout_ms. */
 static bool wait_status(struct fx *f, const char *id, const char *status, int timeout_ms)
 {
@@ -292,10 +301,8 @@ static void test_create_fallback_and_terminate(void **state)
 	struct fx *f = *state;
 	add_backend(f, "a-empty", "sim", "{\"state_file\": \"%s/a.json\", \"capacity\": 0}");
 	add_backend(f, "b-room", "sim", "{\"state_file\": \"%s/b.json\", \"capacity\": 2}");
-	drv_requirements req = DROVER__COMPUTE__V1__REQUIREMENTS__INIT;
-	char *names[] = {"H100"};
-	req.n_gpu_names = 1;
-	req.gpu_names = names;
+	drv_requirements req;
+	h100(&req);
 	struct inst_out o = {0};
 	struct srv_create_request cr = {.project = "p", .name = "web", .requirements = &req, .max_tries = 3};
 	srv_engine_create(f->eng, &cr, inst_cb, &o);
@@ -536,10 +543,8 @@ static void test_terminate_during_refused_create(void **state)
 	add_backend(f, "a-empty", "sim",
 	            "{\"state_file\": \"%s/a.json\", \"capacity\": 0, \"latency_ms\": 400}");
 	add_backend(f, "b-room", "sim", "{\"state_file\": \"%s/b.json\", \"capacity\": 2}");
-	drv_requirements req = DROVER__COMPUTE__V1__REQUIREMENTS__INIT;
-	char *names[] = {"H100"};
-	req.n_gpu_names = 1;
-	req.gpu_names = names;
+	drv_requirements req;
+	h100(&req);
 	struct inst_out o = {0};
 	struct srv_create_request cr = {
 	    .project = "p", .name = "never", .requirements = &req, .max_tries = 3};
