@@ -21,8 +21,8 @@ projects:
       - name: slow
         type: sim
         config: {latency_ms: 1500, capacity: 4, state_file: $T/sim.json}
-      # Slower still, for the terminates while offers are looked up: they must
-      # land inside that lookup, after a few CLI calls, even on a loaded machine.
+      # Slower still, where several CLI calls must land inside one driver call
+      # (the offers lookup, or the create of section 1), even on a loaded machine.
       - name: lazy
         type: sim
         config: {latency_ms: 4000, capacity: 4, state_file: $T/sim.json}
@@ -46,7 +46,7 @@ sim_machines() { # live|all: this run's machines in the sim's state file
 }
 
 # 1. While the create is out.
-drover instance create --gpu H100 --backend slow --name brief >"$T/create.out" 2>"$T/create.err" &
+drover instance create --gpu H100 --backend lazy --name brief >"$T/create.out" 2>"$T/create.err" &
 create_pid=$!
 BG_PIDS+=($create_pid)
 wait_for 15 "creating brief" || fail "the instance never reached CREATING"
