@@ -1179,7 +1179,9 @@ static void h_list_instances(struct api_call *c)
 		trim_later(api);
 }
 
-/* The instance by id, or by name within a project: 0 and *in, 1 when the store has none, -1 on store errors.
+/*
+ * The instance by id, or by name within a project: 0 and *in, 1 when the
+ * store has none, -1 on store errors.
  */
 static int lookup_instance(struct api_call *c, const char *id, const char *project, struct srv_instance **in)
 {
