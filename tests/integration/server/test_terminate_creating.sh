@@ -45,6 +45,14 @@ sim_machines() { # live|all: this run's machines in the sim's state file
 	fi
 }
 
+# create_ended WANT_RC FILE WHAT: the create started in the background
+# ($create_pid, output in $T/FILE.out and .err) exits WANT_RC.
+create_ended() {
+	local rc=0
+	wait "$create_pid" || rc=$?
+	[[ $rc == "$1" ]] || fail "$3 exited $rc, expected $1: $(cat "$T/$2.out" "$T/$2.err")"
+}
+
 # 1. While the create is out.
 drover instance create --gpu H100 --backend lazy --name brief >"$T/create.out" 2>"$T/create.err" &
 create_pid=$!
@@ -61,11 +69,7 @@ contains "$OUT" "creating (terminate requested)" "instance list while the termin
 run 0 instance terminate brief
 contains "$OUT" "terminate requested" "a second terminate while creating"
 
-set +e
-wait "$create_pid"
-create_rc=$?
-set -e
-[[ $create_rc == 0 ]] || fail "the create exited $create_rc: $(cat "$T/create.err")"
+create_ended 0 create "the create"
 grep -q "terminating" "$T/create.out" || fail "the create's answer is not TERMINATING: $(cat "$T/create.out")"
 run 0 --timeout 20 instance terminate --wait brief
 contains "$OUT" "terminated" "terminate --wait after the create"
@@ -82,11 +86,7 @@ create_pid=$!
 BG_PIDS+=($create_pid)
 wait_for 15 "creating waity" || fail "waity never reached CREATING"
 run 0 instance terminate waity
-set +e
-wait "$create_pid"
-create_rc=$?
-set -e
-[[ $create_rc == 1 ]] || fail "create --wait of an instance terminated while created exited $create_rc, expected 1: $(cat "$T/createw.out" "$T/createw.err")"
+create_ended 1 createw "create --wait of an instance terminated while created"
 grep -q "terminat" "$T/createw.err" || fail "create --wait does not say why it failed: $(cat "$T/createw.err")"
 wait_for 20 '[[ $(status_of waity) == INSTANCE_STATUS_TERMINATED ]]' || fail "waity is $(status_of waity), not TERMINATED"
 [[ $(sim_machines live) == 0 ]] || fail "the sim still holds a live machine after waity's terminate"
@@ -115,11 +115,7 @@ run 0 --json instance show early
 	fail "after the terminate, show says $(jout '.instance.status'), terminate_requested $(jout '.instance.terminate_requested')"
 run 0 --timeout 20 instance terminate --wait early
 contains "$OUT" "failed: terminated before any attempt" "terminate --wait while looking up offers"
-set +e
-wait "$create_pid"
-create_rc=$?
-set -e
-[[ $create_rc == 1 ]] || fail "the create terminated before any attempt exited $create_rc, expected 1: $(cat "$T/create3.out" "$T/create3.err")"
+create_ended 1 create3 "the create terminated before any attempt"
 grep -q "terminated before any attempt" "$T/create3.out" ||
 	fail "the create's answer does not say it was terminated: $(cat "$T/create3.out")"
 [[ $(status_of early) == INSTANCE_STATUS_FAILED ]] || fail "the instance is $(status_of early), not FAILED"
@@ -156,11 +152,7 @@ BG_PIDS+=($create_pid)
 wait_for 10 'capture drover instance terminate early; [[ $RC == 0 && $OUT != *"$old_early"* ]]' ||
 	fail "terminate of a reused name while its create looks up offers: exit $RC: $OUT $ERR"
 contains "$OUT" "failed: terminated before any attempt" "terminate of a reused name while its create looks up offers"
-set +e
-wait "$create_pid"
-create_rc=$?
-set -e
-[[ $create_rc == 1 ]] || fail "the create of the reused name exited $create_rc, expected 1: $(cat "$T/create4.out" "$T/create4.err")"
+create_ended 1 create4 "the create of the reused name"
 grep -q "terminated before any attempt" "$T/create4.out" ||
 	fail "the create of the reused name does not say it was terminated: $(cat "$T/create4.out")"
 [[ $(sim_machines all) == 2 ]] || fail "a create of a reused name terminated while looking up offers reached the sim"
