@@ -17,6 +17,7 @@
 #define SIM_CORE_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -77,11 +78,21 @@ struct sim_config {
 	int64_t synthetic_offers;
 	int64_t seed;
 	bool fail_termination;
+	int64_t terminated_retention_ms;
 };
 
 /* The defaults of the declared config fields, for tests and the driver alike. */
 #define SIM_DEFAULT_CAPACITY 4
 #define SIM_DEFAULT_SEED 1
+/*
+ * How long a terminated instance or gateway is still answered (GetInstance
+ * says TERMINATED, its idempotency key names it) before the state forgets
+ * it, as EC2 keeps a terminated instance visible for about an hour. Without
+ * this every create and terminate of a long-lived state rewrote every machine
+ * it ever made (3,000 made: 7 create+terminate cycles/s, from 29 at the start).
+ */
+#define SIM_DEFAULT_TERMINATED_RETENTION_S 3600
+#define SIM_MAX_TERMINATED_RETENTION_S (7 * 86400)
 /*
  * Upper bounds of the declared config fields. Delays: a day of provisioning
  * and an hour per call are far past any test's need, and keep
@@ -231,6 +242,7 @@ struct sim_gateway {
 	char *ip_address, *hostname;
 	bool public_ip;
 	bool terminated;
+	int64_t terminated_ms;
 };
 
 /* A growable array of pointers to records (records never move). */
@@ -249,14 +261,15 @@ struct sim_file_stamp {
 struct sim_state {
 	char *path; /* canonical; "" for the in-memory state */
 	pthread_mutex_t mu;
-	int lock_fd;                 /* "<path>.lock", flock'ed between processes; -1 until opened */
-	struct sim_file_stamp stamp; /* of the file as last loaded or saved */
-	uint64_t next_serial;        /* for ids and made-up addresses */
-	struct sim_vec instances;    /* struct sim_instance * */
-	struct sim_vec volumes;      /* struct sim_volume * */
-	struct sim_vec groups;       /* struct sim_placement_group * */
-	struct sim_vec gateways;     /* struct sim_gateway * */
-	struct sim_state *next;      /* registry list */
+	int lock_fd;                  /* "<path>.lock", flock'ed between processes; -1 until opened */
+	struct sim_file_stamp stamp;  /* of the file as last loaded or saved */
+	uint64_t next_serial;         /* for ids and made-up addresses */
+	struct sim_vec instances;     /* struct sim_instance * */
+	struct sim_vec volumes;       /* struct sim_volume * */
+	struct sim_vec groups;        /* struct sim_placement_group * */
+	struct sim_vec gateways;      /* struct sim_gateway * */
+	_Atomic int64_t retention_ms; /* of terminated instances and gateways; see sim_state_set_retention */
+	struct sim_state *next;       /* registry list */
 };
 
 /*
@@ -293,9 +306,17 @@ int sim_state_save(struct sim_state *st, struct sim_err *e);
 int sim_state_reload(struct sim_state *st, struct sim_err *e);
 /*
  * Saves after a mutation; if that fails, reloads the last saved contents so
- * memory never runs ahead of the file. Returns the save's result.
+ * memory never runs ahead of the file. Returns the save's result. Before
+ * saving, forgets the instances and gateways terminated longer ago than the
+ * state's retention.
  */
 int sim_state_commit(struct sim_state *st, struct sim_err *e);
+/*
+ * The retention of terminated records (ms; 0 forgets them at the next
+ * commit), taken from the latest call's config: backends sharing a state
+ * file share it too. Any thread, locked or not.
+ */
+void sim_state_set_retention(struct sim_state *st, int64_t ms);
 
 /* Takes a new serial number (state locked). */
 uint64_t sim_state_serial(struct sim_state *st);

@@ -77,6 +77,15 @@ static const struct drv_config_field config_fields[] = {
      .type = DRV_FIELD_BOOLEAN,
      .description = "TerminateInstance always answers UNAVAILABLE (to test termination retries)",
      .default_json = "false"},
+    {.name = "terminated_retention_s",
+     .type = DRV_FIELD_INTEGER,
+     .description = "How long a terminated instance or gateway is still answered (TERMINATED, and its "
+                    "idempotency key names it) before the simulated cloud forgets it (NOT_FOUND)",
+     .default_json = "3600",
+     .has_minimum = true,
+     .minimum = 0,
+     .has_maximum = true,
+     .maximum = SIM_MAX_TERMINATED_RETENTION_S},
     {.name = "api_key",
      .type = DRV_FIELD_STRING,
      .secret = true,
@@ -126,6 +135,8 @@ static int read_config(struct drv_call *call, struct sim_config *cfg)
 	cfg->synthetic_offers = drv_call_config_int(call, "synthetic_offers", 0);
 	cfg->seed = drv_call_config_int(call, "seed", SIM_DEFAULT_SEED);
 	cfg->fail_termination = drv_call_config_bool(call, "fail_termination", false);
+	cfg->terminated_retention_ms =
+	    drv_call_config_int(call, "terminated_retention_s", SIM_DEFAULT_TERMINATED_RETENTION_S) * 1000;
 	return 0;
 }
 
@@ -169,6 +180,7 @@ static int begin(struct drv_call *call, struct ctx *c)
 	rc = sim_state_get(c->cfg.state_file, &c->st, &c->err);
 	if (rc)
 		return drv_call_fail(call, rc, "%s", c->err.msg);
+	sim_state_set_retention(c->st, c->cfg.terminated_retention_ms);
 	return 0;
 }
 

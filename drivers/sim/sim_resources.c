@@ -458,6 +458,7 @@ int sim_gateway_terminate(struct sim_state *st, const char *gateway_id, struct s
 		if (strcmp(g->id, gateway_id) == 0) {
 			if (!g->terminated) {
 				g->terminated = true;
+				g->terminated_ms = sim_now_ms();
 				rc = sim_state_commit(st, e);
 			}
 			break;

@@ -205,11 +205,11 @@ static json_t *state_to_json(const struct sim_state *st)
 	}
 	for (size_t i = 0; i < st->gateways.n; i++) {
 		const struct sim_gateway *g = st->gateways.items[i];
-		json_t *o =
-		    json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:b}", "id", g->id, "idempotency_key",
-		              g->idempotency_key, "name", g->name, "project", g->project, "region", g->region,
-		              "ip_address", g->ip_address, "hostname", g->hostname, "public_ip", g->public_ip,
-		              "terminated", g->terminated);
+		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:b, s:b, s:I}", "id", g->id,
+		                      "idempotency_key", g->idempotency_key, "name", g->name, "project",
+		                      g->project, "region", g->region, "ip_address", g->ip_address,
+		                      "hostname", g->hostname, "public_ip", g->public_ip, "terminated",
+		                      g->terminated, "terminated_ms", (json_int_t)g->terminated_ms);
 		if (!o || json_array_append_new(gws, o))
 			goto fail;
 	}
@@ -415,6 +415,10 @@ static int state_from_json(struct sim_state *st, json_t *root, struct sim_err *e
 		g->hostname = get_str(o, "hostname", &bad);
 		g->public_ip = get_bool(o, "public_ip", &bad);
 		g->terminated = get_bool(o, "terminated", &bad);
+		/* Files written before gateways had it: the retention counts from now. */
+		g->terminated_ms = json_object_get(o, "terminated_ms") ? get_int(o, "terminated_ms", &bad)
+		                   : g->terminated                     ? sim_now_ms()
+		                                                       : 0;
 		if (bad)
 			goto bad;
 	}
@@ -641,8 +645,38 @@ done:
 	return rc;
 }
 
+void sim_state_set_retention(struct sim_state *st, int64_t ms)
+{
+	atomic_store_explicit(&st->retention_ms, ms < 0 ? 0 : ms, memory_order_relaxed);
+}
+
+/* Drops the instances and gateways terminated at least the retention ago (state locked). */
+static void forget_terminated(struct sim_state *st)
+{
+	int64_t keep = atomic_load_explicit(&st->retention_ms, memory_order_relaxed), now = sim_now_ms();
+	size_t n = 0;
+	for (size_t i = 0; i < st->instances.n; i++) {
+		struct sim_instance *in = st->instances.items[i];
+		if (in->terminated && now - in->terminated_ms >= keep)
+			sim_instance_free(in);
+		else
+			st->instances.items[n++] = in;
+	}
+	st->instances.n = n;
+	n = 0;
+	for (size_t i = 0; i < st->gateways.n; i++) {
+		struct sim_gateway *g = st->gateways.items[i];
+		if (g->terminated && now - g->terminated_ms >= keep)
+			sim_gateway_free(g);
+		else
+			st->gateways.items[n++] = g;
+	}
+	st->gateways.n = n;
+}
+
 int sim_state_commit(struct sim_state *st, struct sim_err *e)
 {
+	forget_terminated(st);
 	int rc = sim_state_save(st, e);
 	if (rc) {
 		struct sim_err ignored;
@@ -699,6 +733,7 @@ int sim_state_get(const char *path, struct sim_state **out, struct sim_err *e)
 		pthread_mutex_init(&st->mu, NULL);
 		st->lock_fd = -1;
 		st->next_serial = 1;
+		atomic_init(&st->retention_ms, (int64_t)SIM_DEFAULT_TERMINATED_RETENTION_S * 1000);
 		rc = state_load(st, e);
 		if (rc) {
 			/* Not kept: a fixed file is read again on the next call. */

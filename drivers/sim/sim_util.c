@@ -46,6 +46,7 @@ void sim_config_init(struct sim_config *cfg)
 	memset(cfg, 0, sizeof(*cfg));
 	cfg->capacity = SIM_DEFAULT_CAPACITY;
 	cfg->seed = SIM_DEFAULT_SEED;
+	cfg->terminated_retention_ms = (int64_t)SIM_DEFAULT_TERMINATED_RETENTION_S * 1000;
 }
 
 int64_t sim_now_ms(void)

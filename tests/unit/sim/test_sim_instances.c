@@ -508,6 +508,53 @@ static void test_gateways(void **state)
 	assert_int_equal(sim_gateway_terminate(f->st, "", &f->e), DRV_EINVAL);
 }
 
+/* A terminated instance or gateway is answered for the retention, then forgotten at a commit. */
+static void test_terminated_forgotten(void **state)
+{
+	struct fixture *f = *state;
+	drv_provisioning_data *d;
+	assert_int_equal(create(f, "m7i.large", "eu-west-1", false, "old", &d), 0);
+	char *old = strdup(d->instance_id);
+	assert_int_equal(sim_instance_terminate(f->st, old, &f->e), 0);
+	drv_gateway_configuration gc = DROVER__COMPUTE__V1__GATEWAY_CONFIGURATION__INIT;
+	gc.idempotency_key = "gw-old";
+	gc.name = "gw";
+	gc.region = "eastus";
+	drv_gateway *g;
+	assert_int_equal(sim_gateway_create(f->cat, f->st, &f->cfg, &gc, &f->t.a, &g, &f->e), 0);
+	assert_int_equal(sim_gateway_terminate(f->st, g->instance_id, &f->e), 0);
+
+	/* Within the default retention (an hour) both are kept. */
+	assert_int_equal(create(f, "m7i.large", "eu-west-1", false, "live", &d), 0);
+	char *live = strdup(d->instance_id);
+	assert_int_equal(f->st->instances.n, 2);
+	assert_int_equal(f->st->gateways.n, 1);
+	assert_int_equal(sim_instance_get(f->st, old, &f->t.a, &d, &f->e), 0);
+	assert_int_equal(d->state, DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_TERMINATED);
+
+	/* Terminated a moment more than the retention ago: the next commit forgets them. */
+	int64_t ago = (int64_t)SIM_DEFAULT_TERMINATED_RETENTION_S * 1000 + 1;
+	((struct sim_instance *)f->st->instances.items[0])->terminated_ms -= ago;
+	((struct sim_gateway *)f->st->gateways.items[0])->terminated_ms -= ago;
+	assert_int_equal(create(f, "m7i.large", "eu-west-1", false, "next", &d), 0);
+	assert_int_equal(f->st->instances.n, 2); /* live and next */
+	assert_int_equal(f->st->gateways.n, 0);
+	assert_int_equal(sim_instance_get(f->st, old, &f->t.a, &d, &f->e), DRV_ENOTFOUND);
+	/* Its key is free again: a very late retry makes a new machine. */
+	assert_int_equal(create(f, "m7i.large", "eu-west-1", false, "old", &d), 0);
+	assert_string_not_equal(d->instance_id, old);
+	assert_int_equal(d->state, DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_RUNNING);
+
+	/* Retention 0: forgotten by the terminate's own commit; live machines never are. */
+	sim_state_set_retention(f->st, 0);
+	assert_int_equal(sim_instance_terminate(f->st, d->instance_id, &f->e), 0);
+	assert_int_equal(f->st->instances.n, 2);
+	assert_int_equal(sim_instance_get(f->st, live, &f->t.a, &d, &f->e), 0);
+	assert_int_equal(d->state, DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_RUNNING);
+	free(old);
+	free(live);
+}
+
 struct racer {
 	struct fixture *f;
 	const char *region;
@@ -628,6 +675,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_placement_groups, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_volumes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gateways, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_terminated_forgotten, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_concurrent_creates, setup, teardown),
 	    cmocka_unit_test(test_fault_draws),
 	    cmocka_unit_test(test_fault_latency),

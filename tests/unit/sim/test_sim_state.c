@@ -198,6 +198,40 @@ static void test_round_trip(void **state)
 	free(other);
 }
 
+/* Forgotten records leave the file too; a terminated gateway saved without its time is kept. */
+static void test_forgotten_on_file(void **state)
+{
+	struct fixture *f = *state;
+	write_file(
+	    f->path,
+	    "{\"format\":\"drover-sim-state\",\"version\":1,\"next_serial\":5,\"instances\":[],"
+	    "\"volumes\":[],\"placement_groups\":[],\"gateways\":[{\"id\":\"gw-1\","
+	    "\"idempotency_key\":\"k\",\"name\":\"n\",\"project\":\"p\",\"region\":\"eastus\","
+	    "\"ip_address\":\"10.0.0.9\",\"hostname\":\"h\",\"public_ip\":false,\"terminated\":true}]}");
+	struct sim_state *st = state_of(f);
+	assert_int_equal(st->gateways.n, 1);
+	int rc;
+	drv_provisioning_data *d = create(f, "g6.xlarge", "us-west-2", "gone", &rc);
+	assert_int_equal(rc, 0);
+	assert_int_equal(st->gateways.n, 1); /* its hour counts from the load */
+	char *text = read_file(f->path);
+	assert_non_null(strstr(text, "\"gw-1\""));
+	assert_non_null(strstr(text, "\"terminated_ms\""));
+	assert_non_null(strstr(text, d->instance_id));
+	free(text);
+
+	sim_state_set_retention(st, 0);
+	assert_int_equal(sim_instance_terminate(st, d->instance_id, &f->e), 0);
+	text = read_file(f->path);
+	assert_null(strstr(text, d->instance_id));
+	assert_null(strstr(text, "\"gw-1\""));
+	free(text);
+	sim_state_registry_clear();
+	st = state_of(f);
+	assert_int_equal(st->instances.n, 0);
+	assert_int_equal(st->gateways.n, 0);
+}
+
 static void test_corrupt_file(void **state)
 {
 	struct fixture *f = *state;
@@ -460,6 +494,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_round_trip, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_forgotten_on_file, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_corrupt_file, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_atomic_write_size_limit, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_atomic_write_unwritable, setup, teardown),
