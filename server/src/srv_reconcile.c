@@ -64,8 +64,40 @@ static void get_instance_done(void *ud, int code, const char *message, ProtobufC
 		rec_op_free(op);
 		return;
 	}
+	drv_provisioning_data *pd = code == 0 && resp ? ((drv_get_instance_response *)resp)->data : NULL;
+	if (pd && (pd->state == DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_TERMINATED ||
+	           pd->state == DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_TERMINATING)) {
+		/*
+		 * Gone, or going, without drover asking (the provider's console, a spot
+		 * reclaim). It takes the usual termination path: TerminateInstance of a
+		 * machine that is gone is OK, and that answer is what confirms it.
+		 */
+		if (srv__set_blob(&cur->provisioning, &cur->provisioning_len, &pd->base) < 0 ||
+		    srv__set_str(&cur->status, SRV_ST_TERMINATING) < 0) {
+			srv_warn("engine", "instance %s: out of memory recording GetInstance; trying again",
+			         cur->id);
+		} else {
+			cur->next_check_at = srv_now_ms();
+			cur->termination_failures = 0;
+			srv_store_begin(eng->st);
+			srv__put_or_log(eng, cur);
+			srv_engine_event(
+			    eng, SRV_EVENT_WARNING, "instance.gone", cur->project, cur->id, cur->backend,
+			    cur->backend_type,
+			    "the driver reports it %s while it was provisioning; drover did not "
+			    "ask for that",
+			    pd->state == DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_TERMINATED
+			        ? "terminated"
+			        : "terminating");
+			srv_store_commit(eng->st);
+			srv__engine_kick(eng);
+		}
+		srv_instance_free(cur);
+		drv_response_free(resp);
+		rec_op_free(op);
+		return;
+	}
 	if (code == 0 && resp) {
-		drv_provisioning_data *pd = ((drv_get_instance_response *)resp)->data;
 		bool has_addr =
 		    pd && ((pd->hostname && pd->hostname[0]) || (pd->internal_ip && pd->internal_ip[0]));
 		if ((pd && srv__set_blob(&cur->provisioning, &cur->provisioning_len, &pd->base) < 0) ||

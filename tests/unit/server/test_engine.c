@@ -713,6 +713,64 @@ static void test_orphan_adopted(void **state)
 }
 
 /*
+ * A machine terminated behind drover's back while it provisions (the
+ * provider's console, a spot reclaim): GetInstance says TERMINATED, and the row
+ * goes through termination to "terminated" instead of polling for ever.
+ */
+static void test_gone_while_provisioning(void **state)
+{
+	struct fx *f = *state;
+	add_backend(f, "g", "sim", "{\"state_file\": \"%s/g.json\", \"provisioning_delay_ms\": 600000}");
+	drv_requirements req;
+	h100(&req);
+	struct inst_out o = {0};
+	struct srv_create_request cr = {
+	    .project = "p", .name = "doomed", .requirements = &req, .max_tries = 1};
+	srv_engine_start(f->eng);
+	srv_engine_create(f->eng, &cr, inst_cb, &o);
+	assert_true(run_until(&f->loop, &o.done, 10000));
+	assert_int_equal(o.code, 0);
+	assert_string_equal(o.status, SRV_ST_PROVISIONING);
+
+	struct srv_instance *in;
+	assert_int_equal(srv_store_instance_get(f->st, o.key, &in), 0);
+	drv_provisioning_data *pd =
+	    drover__compute__v1__provisioning_data__unpack(NULL, in->provisioning_len, in->provisioning);
+	assert_non_null(pd);
+	srv_instance_free(in);
+	struct srv_backend *be;
+	assert_int_equal(srv_store_backend_get(f->st, "p", "g", &be), 0);
+	struct srv_bcfg bc;
+	srv_bcfg_init(&bc, be);
+	drv_terminate_instance_request treq = DROVER__COMPUTE__V1__TERMINATE_INSTANCE_REQUEST__INIT;
+	treq.config = &bc.cfg;
+	treq.instance_id = pd->instance_id;
+	treq.region = pd->region;
+	bool done = false;
+	srv_supervisor_call(f->sup, "sim", "TerminateInstance", &treq.base, 5000, done_cb, &done);
+	assert_true(run_until(&f->loop, &done, 5000));
+	srv_bcfg_clear(&bc);
+	srv_backend_free(be);
+	drover__compute__v1__provisioning_data__free_unpacked(pd, NULL);
+
+	/* Polled every 100 ms here (reconcile_interval_ms). */
+	assert_true(wait_status(f, o.key, SRV_ST_TERMINATED, 10000));
+	struct srv_event_filter flt = {.instance = o.key};
+	struct srv_event *ev;
+	size_t n;
+	assert_int_equal(srv_store_event_list(f->st, &flt, &ev, &n), 0);
+	bool gone = false, confirmed = false;
+	for (size_t i = 0; i < n; i++) {
+		gone |= strcmp(ev[i].kind, "instance.gone") == 0 && ev[i].level == SRV_EVENT_WARNING &&
+		        strstr(ev[i].message, "terminated") != NULL;
+		confirmed |= strcmp(ev[i].kind, "instance.terminated") == 0;
+	}
+	srv_event_list_free(ev, n);
+	assert_true(gone);
+	assert_true(confirmed);
+}
+
+/*
  * Allocations fail here without a hook: a count no allocation can hold makes
  * calloc return NULL, the same path as an exhausted heap. Under ASan this
  * option makes such a request return NULL too rather than stop the test.
@@ -772,6 +830,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_terminate_during_refused_create, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_terminate_during_offers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_orphan_adopted, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_gone_while_provisioning, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_create_out_of_memory, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("server_engine", tests, NULL, NULL);
