@@ -626,6 +626,8 @@ static int provisioning_field(struct walk *w, const char *key, yaml_node_t *v, c
 		return get_int(w, v, path, &cfg->max_tries, 1, 1000);
 	if (strcmp(key, "reconcile_interval_ms") == 0)
 		return get_int(w, v, path, &cfg->reconcile_interval_ms, 10, 3600000);
+	if (strcmp(key, "running_check_interval_ms") == 0)
+		return get_int(w, v, path, &cfg->running_check_interval_ms, 0, 86400000);
 	return FIELD_UNKNOWN;
 }
 
@@ -658,7 +660,8 @@ static int root_field(struct walk *w, const char *key, yaml_node_t *v, const cha
 		return walk_list(w, v, path, project_item, cfg);
 	}
 	if (strcmp(key, "provisioning") == 0)
-		return walk_mapping(w, v, path, provisioning_field, cfg, "max_tries, reconcile_interval_ms");
+		return walk_mapping(w, v, path, provisioning_field, cfg,
+		                    "max_tries, reconcile_interval_ms, running_check_interval_ms");
 	return FIELD_UNKNOWN;
 }
 
@@ -684,6 +687,7 @@ struct srv_config *srv_config_new_default(void)
 	cfg->shutdown_grace_ms = 3000;
 	cfg->max_tries = 3;
 	cfg->reconcile_interval_ms = 1000;
+	cfg->running_check_interval_ms = 60000;
 	return cfg;
 }
 

@@ -79,6 +79,8 @@ struct srv_config {
 
 	int max_tries;             /* provisioning: offers tried per create, default 3 */
 	int reconcile_interval_ms; /* default 1000 */
+	/* GetInstance of each running machine, to notice one gone behind our back; 0 never; default 60000 */
+	int running_check_interval_ms;
 };
 
 /* A config with every default set and no projects, for tests and for running without a file. */

@@ -88,6 +88,12 @@ void srv__put_or_log(struct srv_engine *eng, struct srv_instance *in)
 		          srv_store_errmsg(eng->st));
 }
 
+int64_t srv__running_check_at(const struct srv_engine *eng)
+{
+	int ms = eng->cfg->running_check_interval_ms;
+	return ms > 0 ? srv_now_ms() + ms : 0;
+}
+
 /* ---- life cycle ---- */
 
 /*
@@ -245,6 +251,24 @@ void srv_engine_start(struct srv_engine *eng)
 			}
 			srv__put_or_log(eng, list[i]);
 		}
+		srv_instance_list_free(list, n);
+	}
+	/*
+	 * Running machines that are not checked yet (written by a server that did
+	 * not check them, or with running_check_interval_ms 0): their checks are
+	 * spread over one interval rather than all sent at once.
+	 */
+	int every = eng->cfg->running_check_interval_ms;
+	if (every > 0 && srv_store_instance_by_status(eng->st, SRV_ST_RUNNING, &list, &n) == 0) {
+		int64_t now = srv_now_ms();
+		srv_store_begin(eng->st);
+		for (size_t i = 0; i < n; i++) {
+			if (list[i]->next_check_at != 0)
+				continue;
+			list[i]->next_check_at = now + 1 + (int64_t)((double)every * (double)i / (double)n);
+			srv__put_or_log(eng, list[i]);
+		}
+		srv_store_commit(eng->st);
 		srv_instance_list_free(list, n);
 	}
 	/* Left "creating": resumed by reconciliation right away, with the same key. */

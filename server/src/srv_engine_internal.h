@@ -57,6 +57,8 @@ int srv__set_str(char **dst, const char *src);
 int srv__set_blob(unsigned char **dst, size_t *dlen, const ProtobufCMessage *m);
 /* Writes the instance; a failure is logged (the loop goes on). */
 void srv__put_or_log(struct srv_engine *eng, struct srv_instance *in);
+/* next_check_at for a running machine: its next GetInstance, or 0 when they are not checked. */
+int64_t srv__running_check_at(const struct srv_engine *eng);
 
 /* srv_provision.c: resumes an instance left "creating" (takes `in`). */
 void srv__create_resume(struct srv_engine *eng, struct srv_instance *in);

@@ -301,9 +301,9 @@ static void create_done(void *ud, int code, const char *message, ProtobufCMessag
 			create_defer(op);
 			return;
 		}
-		/* Without an address, reconciliation polls GetInstance. */
+		/* Without an address, reconciliation polls GetInstance; with one, checks it now and then. */
 		in->next_check_at = terminate  ? srv_now_ms()
-		                    : has_addr ? 0
+		                    : has_addr ? srv__running_check_at(eng)
 		                               : srv_now_ms() + eng->cfg->reconcile_interval_ms;
 		in->termination_failures = 0;
 		srv__set_str(&in->last_error, NULL);

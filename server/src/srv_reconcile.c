@@ -44,6 +44,9 @@ void srv__engine_kick(struct srv_engine *eng)
 		uv_timer_start(&eng->kick, srv__reconcile_timer_cb, 0, 0);
 }
 
+/* How a failed GetInstance starts in last_error; a later good one clears only such text. */
+#define GET_ERROR_PREFIX "GetInstance: "
+
 static void get_instance_done(void *ud, int code, const char *message, ProtobufCMessage *resp)
 {
 	struct rec_op *op = ud;
@@ -55,9 +58,12 @@ static void get_instance_done(void *ud, int code, const char *message, ProtobufC
 		rec_op_free(op);
 		return;
 	}
-	/* The row may have moved on meanwhile (a terminate request): only a still-provisioning row is
-	 * updated. */
-	if (strcmp(cur->status, SRV_ST_PROVISIONING) != 0) {
+	/*
+	 * The row may have moved on meanwhile (a terminate request): only a row
+	 * still provisioning or running is updated.
+	 */
+	bool running = strcmp(cur->status, SRV_ST_RUNNING) == 0;
+	if (!running && strcmp(cur->status, SRV_ST_PROVISIONING) != 0) {
 		srv_instance_free(cur);
 		if (resp)
 			drv_response_free(resp);
@@ -84,11 +90,11 @@ static void get_instance_done(void *ud, int code, const char *message, ProtobufC
 			srv_engine_event(
 			    eng, SRV_EVENT_WARNING, "instance.gone", cur->project, cur->id, cur->backend,
 			    cur->backend_type,
-			    "the driver reports it %s while it was provisioning; drover did not "
-			    "ask for that",
+			    "the driver reports it %s while it was %s; drover did not ask for that",
 			    pd->state == DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_TERMINATED
 			        ? "terminated"
-			        : "terminating");
+			        : "terminating",
+			    running ? SRV_ST_RUNNING : SRV_ST_PROVISIONING);
 			srv_store_commit(eng->st);
 			srv__engine_kick(eng);
 		}
@@ -97,7 +103,23 @@ static void get_instance_done(void *ud, int code, const char *message, ProtobufC
 		rec_op_free(op);
 		return;
 	}
-	if (code == 0 && resp) {
+	if (code == 0 && resp && running) {
+		/* Still there: its data is refreshed (an address may change), and an old check's error goes.
+		 */
+		if (pd && srv__set_blob(&cur->provisioning, &cur->provisioning_len, &pd->base) < 0) {
+			/* The row stays as it was; it is checked again when its lease runs out. */
+			srv_warn("engine", "instance %s: out of memory recording GetInstance; trying again",
+			         cur->id);
+			srv_instance_free(cur);
+			drv_response_free(resp);
+			rec_op_free(op);
+			return;
+		}
+		if (cur->last_error &&
+		    strncmp(cur->last_error, GET_ERROR_PREFIX, strlen(GET_ERROR_PREFIX)) == 0)
+			srv__set_str(&cur->last_error, NULL);
+		cur->next_check_at = srv__running_check_at(eng);
+	} else if (code == 0 && resp) {
 		bool has_addr =
 		    pd && ((pd->hostname && pd->hostname[0]) || (pd->internal_ip && pd->internal_ip[0]));
 		if ((pd && srv__set_blob(&cur->provisioning, &cur->provisioning_len, &pd->base) < 0) ||
@@ -111,7 +133,7 @@ static void get_instance_done(void *ud, int code, const char *message, ProtobufC
 			return;
 		}
 		if (has_addr) {
-			cur->next_check_at = 0;
+			cur->next_check_at = srv__running_check_at(eng);
 			srv__set_str(&cur->last_error, NULL);
 			srv_engine_event(eng, SRV_EVENT_INFO, "instance.running", cur->project, cur->id,
 			                 cur->backend, cur->backend_type, "has an address: %s",
@@ -121,11 +143,15 @@ static void get_instance_done(void *ud, int code, const char *message, ProtobufC
 		}
 	} else {
 		char msg[1200];
-		snprintf(msg, sizeof(msg), "GetInstance: %s: %s", drv_error_name(code), message);
+		snprintf(msg, sizeof(msg), GET_ERROR_PREFIX "%s: %s", drv_error_name(code), message);
 		/* Out of memory: last_error keeps its previous text; the slower pace still applies. */
 		srv__set_str(&cur->last_error, msg);
-		/* Polling goes on with a slower pace; it never decides the machine is gone on its own. */
-		cur->next_check_at = srv_now_ms() + 5 * (int64_t)eng->cfg->reconcile_interval_ms;
+		/*
+		 * Polling goes on, a provisioning one at a slower pace; an error never
+		 * decides that the machine is gone.
+		 */
+		cur->next_check_at = running ? srv__running_check_at(eng)
+		                             : srv_now_ms() + 5 * (int64_t)eng->cfg->reconcile_interval_ms;
 	}
 	srv__put_or_log(eng, cur);
 	srv_instance_free(cur);
@@ -194,7 +220,9 @@ static bool reconcile_one(struct srv_engine *eng, struct srv_instance *in)
 	}
 	bool prov = strcmp(in->status, SRV_ST_PROVISIONING) == 0;
 	bool term = strcmp(in->status, SRV_ST_TERMINATING) == 0;
-	if (!prov && !term) {
+	/* A running machine is checked only while running_check_interval_ms is set. */
+	bool run = strcmp(in->status, SRV_ST_RUNNING) == 0 && eng->cfg->running_check_interval_ms > 0;
+	if (!prov && !term && !run) {
 		in->next_check_at = 0;
 		srv__put_or_log(eng, in);
 		srv_instance_free(in);
@@ -261,7 +289,7 @@ static bool reconcile_one(struct srv_engine *eng, struct srv_instance *in)
 	op->in = in;
 	eng->busy++;
 	eng->reconcile_inflight++;
-	if (prov) {
+	if (!term) {
 		drv_get_instance_request req = DROVER__COMPUTE__V1__GET_INSTANCE_REQUEST__INIT;
 		req.config = &bc.cfg;
 		req.instance_id = pd->instance_id;
@@ -316,6 +344,7 @@ static void list_done(void *ud, int code, const char *message, ProtobufCMessage 
 			    .backend_type = op->type,
 			    .name = li->name && li->name[0] ? li->name : (char *)iid,
 			    .status = SRV_ST_RUNNING,
+			    .next_check_at = srv__running_check_at(eng),
 			    .idempotency_key = li->idempotency_key ? li->idempotency_key : "",
 			    .last_error = "orphan: found by ListInstances with this server's tag "
 			                  "but missing from the store; adopted"};

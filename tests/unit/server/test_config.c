@@ -31,7 +31,7 @@ static const char good[] = "listen: {unix: ./var/droverd.sock}\n"
                            "                 spot: true, regions: [eu, us], label: \"007\", none: ~}\n"
                            "        secrets: {api_key: \"abc\"}\n"
                            "      - {name: other, type: never-heard-of-it}\n"
-                           "provisioning: {max_tries: 5}\n";
+                           "provisioning: {max_tries: 5, running_check_interval_ms: 0}\n";
 
 static void test_good(void **state)
 {
@@ -56,6 +56,7 @@ static void test_good(void **state)
 	assert_int_equal(c->offers_timeout_ms, 700);
 	assert_int_equal(c->call_timeout_ms, 10000); /* default kept */
 	assert_int_equal(c->max_tries, 5);
+	assert_int_equal(c->running_check_interval_ms, 0);
 	assert_int_equal(c->n_projects, 1);
 	assert_int_equal(c->projects[0].n_backends, 2);
 	struct srv_config_backend *b = &c->projects[0].backends[0];
@@ -90,6 +91,8 @@ static void test_bad(void **state)
 	    {"drivers:\n  handshake_timeout_ms: soon\n",
 	     "bad.yaml:2: drivers.handshake_timeout_ms: expected an integer, found \"soon\""},
 	    {"drivers:\n  call_timeout_ms: -5\n", "bad.yaml:2: drivers.call_timeout_ms: -5 is out of range"},
+	    {"provisioning:\n  running_check_interval_ms: -1\n",
+	     "bad.yaml:2: provisioning.running_check_interval_ms: -1 is out of range"},
 	    {"listen: {unix: a}\nlisen: {}\n", "bad.yaml:2: lisen: unknown field"},
 	    {"projects: {name: main}\n", "bad.yaml:1: projects: expected a list, found a mapping"},
 	    {"projects:\n  - name: a\n  - name: a\n",
@@ -162,6 +165,7 @@ static void test_load_file_and_empty(void **state)
 	assert_int_equal(srv_config_load(p, &c, err, sizeof(err)), 0);
 	assert_int_equal(c->n_projects, 0);
 	assert_int_equal(c->max_tries, 3);
+	assert_int_equal(c->running_check_interval_ms, 60000);
 	srv_config_free(c);
 	/* A directory opens, and read as an empty config before: it must be refused. */
 	c = NULL;

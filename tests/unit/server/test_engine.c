@@ -712,6 +712,46 @@ static void test_orphan_adopted(void **state)
 	assert_int_equal(n, 1);
 }
 
+/* Terminates instance `id`'s machine through backend `backend`'s driver, as the provider's console would. */
+static void terminate_behind_our_back(struct fx *f, const char *backend, const char *id)
+{
+	struct srv_instance *in;
+	assert_int_equal(srv_store_instance_get(f->st, id, &in), 0);
+	drv_provisioning_data *pd =
+	    drover__compute__v1__provisioning_data__unpack(NULL, in->provisioning_len, in->provisioning);
+	assert_non_null(pd);
+	srv_instance_free(in);
+	struct srv_backend *be;
+	assert_int_equal(srv_store_backend_get(f->st, "p", backend, &be), 0);
+	struct srv_bcfg bc;
+	srv_bcfg_init(&bc, be);
+	drv_terminate_instance_request treq = DROVER__COMPUTE__V1__TERMINATE_INSTANCE_REQUEST__INIT;
+	treq.config = &bc.cfg;
+	treq.instance_id = pd->instance_id;
+	treq.region = pd->region;
+	bool done = false;
+	srv_supervisor_call(f->sup, be->type, "TerminateInstance", &treq.base, 5000, done_cb, &done);
+	assert_true(run_until(&f->loop, &done, 5000));
+	srv_bcfg_clear(&bc);
+	srv_backend_free(be);
+	drover__compute__v1__provisioning_data__free_unpacked(pd, NULL);
+}
+
+/* True when instance `id` has an event of `kind` whose message contains `text`. */
+static bool has_event(struct fx *f, const char *id, const char *kind, int level, const char *text)
+{
+	struct srv_event_filter flt = {.instance = id};
+	struct srv_event *ev;
+	size_t n;
+	assert_int_equal(srv_store_event_list(f->st, &flt, &ev, &n), 0);
+	bool found = false;
+	for (size_t i = 0; i < n; i++)
+		found |= strcmp(ev[i].kind, kind) == 0 && ev[i].level == level &&
+		         strstr(ev[i].message, text) != NULL;
+	srv_event_list_free(ev, n);
+	return found;
+}
+
 /*
  * A machine terminated behind drover's back while it provisions (the
  * provider's console, a spot reclaim): GetInstance says TERMINATED, and the row
@@ -732,42 +772,133 @@ static void test_gone_while_provisioning(void **state)
 	assert_int_equal(o.code, 0);
 	assert_string_equal(o.status, SRV_ST_PROVISIONING);
 
-	struct srv_instance *in;
-	assert_int_equal(srv_store_instance_get(f->st, o.key, &in), 0);
-	drv_provisioning_data *pd =
-	    drover__compute__v1__provisioning_data__unpack(NULL, in->provisioning_len, in->provisioning);
-	assert_non_null(pd);
-	srv_instance_free(in);
-	struct srv_backend *be;
-	assert_int_equal(srv_store_backend_get(f->st, "p", "g", &be), 0);
-	struct srv_bcfg bc;
-	srv_bcfg_init(&bc, be);
-	drv_terminate_instance_request treq = DROVER__COMPUTE__V1__TERMINATE_INSTANCE_REQUEST__INIT;
-	treq.config = &bc.cfg;
-	treq.instance_id = pd->instance_id;
-	treq.region = pd->region;
-	bool done = false;
-	srv_supervisor_call(f->sup, "sim", "TerminateInstance", &treq.base, 5000, done_cb, &done);
-	assert_true(run_until(&f->loop, &done, 5000));
-	srv_bcfg_clear(&bc);
-	srv_backend_free(be);
-	drover__compute__v1__provisioning_data__free_unpacked(pd, NULL);
+	terminate_behind_our_back(f, "g", o.key);
 
 	/* Polled every 100 ms here (reconcile_interval_ms). */
 	assert_true(wait_status(f, o.key, SRV_ST_TERMINATED, 10000));
-	struct srv_event_filter flt = {.instance = o.key};
-	struct srv_event *ev;
-	size_t n;
-	assert_int_equal(srv_store_event_list(f->st, &flt, &ev, &n), 0);
-	bool gone = false, confirmed = false;
-	for (size_t i = 0; i < n; i++) {
-		gone |= strcmp(ev[i].kind, "instance.gone") == 0 && ev[i].level == SRV_EVENT_WARNING &&
-		        strstr(ev[i].message, "terminated") != NULL;
-		confirmed |= strcmp(ev[i].kind, "instance.terminated") == 0;
+	assert_true(
+	    has_event(f, o.key, "instance.gone", SRV_EVENT_WARNING, "terminated while it was provisioning"));
+	assert_true(has_event(f, o.key, "instance.terminated", SRV_EVENT_INFO, "confirmed"));
+}
+
+/* The row's next_check_at. */
+static int64_t next_check_of(struct fx *f, const char *id)
+{
+	struct srv_instance *in;
+	assert_int_equal(srv_store_instance_get(f->st, id, &in), 0);
+	int64_t at = in->next_check_at;
+	srv_instance_free(in);
+	return at;
+}
+
+/* Waits until instance `id`'s last_error is NULL (want NULL) or contains `want`; false after timeout_ms. */
+static bool wait_last_error(struct fx *f, const char *id, const char *want, int timeout_ms)
+{
+	int64_t end = srv_now_ms() + timeout_ms;
+	for (;;) {
+		uv_run(&f->loop, UV_RUN_NOWAIT);
+		struct srv_instance *in;
+		assert_int_equal(srv_store_instance_get(f->st, id, &in), 0);
+		bool there = want ? in->last_error && strstr(in->last_error, want) : !in->last_error;
+		bool running = strcmp(in->status, SRV_ST_RUNNING) == 0;
+		srv_instance_free(in);
+		assert_true(running);
+		if (there)
+			return true;
+		if (srv_now_ms() >= end)
+			return false;
+		usleep(2000);
 	}
-	srv_event_list_free(ev, n);
-	assert_true(gone);
-	assert_true(confirmed);
+}
+
+/*
+ * A running machine is checked every running_check_interval_ms: one gone
+ * behind drover's back is terminated in the store; a failing check is shown
+ * but decides nothing; with the interval 0 nothing is checked.
+ */
+static void test_gone_while_running(void **state)
+{
+	struct fx *f = *state;
+	f->cfg->running_check_interval_ms = 200;
+	add_backend(f, "r", "sim", "{\"state_file\": \"%s/r.json\"}");
+	srv_engine_start(f->eng);
+	drv_requirements req;
+	h100(&req);
+	struct inst_out o = {0};
+	struct srv_create_request cr = {
+	    .project = "p", .name = "vanishing", .requirements = &req, .max_tries = 1};
+	srv_engine_create(f->eng, &cr, inst_cb, &o);
+	assert_true(run_until(&f->loop, &o.done, 10000));
+	assert_int_equal(o.code, 0);
+	assert_string_equal(o.status, SRV_ST_RUNNING);
+	int64_t at = next_check_of(f, o.key);
+	assert_true(at > srv_now_ms() - 1000 && at <= srv_now_ms() + 200);
+
+	/* Checks that fail leave it running, with the reason shown; the next good one clears it. */
+	char cfg[512];
+	snprintf(cfg, sizeof(cfg), "{\"state_file\": \"%s/r.json\", \"error_rate\": 1}", f->dir);
+	struct srv_backend b = {
+	    .project = "p", .name = "r", .type = "sim", .config_json = cfg, .source = "api"};
+	assert_int_equal(srv_store_backend_put(f->st, &b), 0);
+	assert_true(wait_last_error(f, o.key, "GetInstance: UNAVAILABLE: injected fault", 10000));
+	add_backend(f, "r", "sim", "{\"state_file\": \"%s/r.json\"}");
+	assert_true(wait_last_error(f, o.key, NULL, 10000));
+
+	terminate_behind_our_back(f, "r", o.key);
+	assert_true(wait_status(f, o.key, SRV_ST_TERMINATED, 10000));
+	assert_true(
+	    has_event(f, o.key, "instance.gone", SRV_EVENT_WARNING, "terminated while it was running"));
+}
+
+static void test_running_not_checked(void **state)
+{
+	struct fx *f = *state;
+	f->cfg->running_check_interval_ms = 0;
+	add_backend(f, "r", "sim", "{\"state_file\": \"%s/r.json\"}");
+	srv_engine_start(f->eng);
+	drv_requirements req;
+	h100(&req);
+	struct inst_out o = {0};
+	struct srv_create_request cr = {
+	    .project = "p", .name = "unwatched", .requirements = &req, .max_tries = 1};
+	srv_engine_create(f->eng, &cr, inst_cb, &o);
+	assert_true(run_until(&f->loop, &o.done, 10000));
+	assert_string_equal(o.status, SRV_ST_RUNNING);
+	assert_int_equal(next_check_of(f, o.key), 0);
+	terminate_behind_our_back(f, "r", o.key);
+	/* Ten reconciliation passes later it is still running. */
+	assert_false(wait_status(f, o.key, SRV_ST_TERMINATED, 1000));
+}
+
+/* Running rows a server wrote unchecked get their first check spread over one interval at start. */
+static void test_running_checks_scheduled_at_start(void **state)
+{
+	struct fx *f = *state;
+	f->cfg->running_check_interval_ms = 60000;
+	char id[32];
+	for (int i = 0; i < 4; i++) {
+		snprintf(id, sizeof(id), "i-old-%d", i);
+		struct srv_instance in = {.id = id,
+		                          .project = "p",
+		                          .backend = "r",
+		                          .backend_type = "sim",
+		                          .name = id,
+		                          .status = SRV_ST_RUNNING,
+		                          .idempotency_key = id,
+		                          .attempts_json = "[]"};
+		assert_int_equal(srv_store_instance_put(f->st, &in), 0);
+	}
+	int64_t t0 = srv_now_ms();
+	srv_engine_start(f->eng);
+	int64_t first = INT64_MAX, last = 0;
+	for (int i = 0; i < 4; i++) {
+		snprintf(id, sizeof(id), "i-old-%d", i);
+		int64_t at = next_check_of(f, id);
+		first = at < first ? at : first;
+		last = at > last ? at : last;
+	}
+	assert_true(first > t0 && first <= srv_now_ms() + 1);
+	assert_true(last >= t0 + 3 * 60000 / 4 && last <= srv_now_ms() + 60000);
 }
 
 /*
@@ -831,6 +962,9 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_terminate_during_offers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_orphan_adopted, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gone_while_provisioning, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_gone_while_running, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_running_not_checked, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_running_checks_scheduled_at_start, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_create_out_of_memory, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("server_engine", tests, NULL, NULL);
