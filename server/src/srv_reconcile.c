@@ -47,104 +47,71 @@ void srv__engine_kick(struct srv_engine *eng)
 /* How a failed GetInstance starts in last_error; a later good one clears only such text. */
 #define GET_ERROR_PREFIX "GetInstance: "
 
+/* Updates the row as the store has it now; when that cannot be done, its lease brings it back. */
 static void get_instance_done(void *ud, int code, const char *message, ProtobufCMessage *resp)
 {
 	struct rec_op *op = ud;
 	struct srv_engine *eng = op->eng;
 	struct srv_instance *cur = NULL;
-	if (eng->stopped || srv_store_instance_get(eng->st, op->in->id, &cur) != 0) {
-		if (resp)
-			drv_response_free(resp);
-		rec_op_free(op);
-		return;
-	}
+	if (eng->stopped || srv_store_instance_get(eng->st, op->in->id, &cur) != 0)
+		goto done;
 	/*
 	 * The row may have moved on meanwhile (a terminate request): only a row
 	 * still provisioning or running is updated.
 	 */
 	bool running = strcmp(cur->status, SRV_ST_RUNNING) == 0;
-	if (!running && strcmp(cur->status, SRV_ST_PROVISIONING) != 0) {
-		srv_instance_free(cur);
-		if (resp)
-			drv_response_free(resp);
-		rec_op_free(op);
-		return;
-	}
+	if (!running && strcmp(cur->status, SRV_ST_PROVISIONING) != 0)
+		goto done;
 	drv_provisioning_data *pd = code == 0 && resp ? ((drv_get_instance_response *)resp)->data : NULL;
-	if (pd && (pd->state == DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_TERMINATED ||
-	           pd->state == DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_TERMINATING)) {
+	bool gone = pd && (pd->state == DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_TERMINATED ||
+	                   pd->state == DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_TERMINATING);
+	bool has_addr = pd && ((pd->hostname && pd->hostname[0]) || (pd->internal_ip && pd->internal_ip[0]));
+	/* Out of memory here: the row stays as it was, and is looked at again when its lease runs out. */
+	if ((pd && srv__set_blob(&cur->provisioning, &cur->provisioning_len, &pd->base) < 0) ||
+	    (gone && srv__set_str(&cur->status, SRV_ST_TERMINATING) < 0) ||
+	    (!gone && !running && has_addr && srv__set_str(&cur->status, SRV_ST_RUNNING) < 0)) {
+		srv_warn("engine", "instance %s: out of memory recording GetInstance; trying again", cur->id);
+		goto done;
+	}
+	if (gone) {
 		/*
 		 * Gone, or going, without drover asking (the provider's console, a spot
 		 * reclaim). It takes the usual termination path: TerminateInstance of a
 		 * machine that is gone is OK, and that answer is what confirms it.
 		 */
-		if (srv__set_blob(&cur->provisioning, &cur->provisioning_len, &pd->base) < 0 ||
-		    srv__set_str(&cur->status, SRV_ST_TERMINATING) < 0) {
-			srv_warn("engine", "instance %s: out of memory recording GetInstance; trying again",
-			         cur->id);
-		} else {
-			cur->next_check_at = srv_now_ms();
-			cur->termination_failures = 0;
-			srv_store_begin(eng->st);
-			srv__put_or_log(eng, cur);
-			srv_engine_event(
-			    eng, SRV_EVENT_WARNING, "instance.gone", cur->project, cur->id, cur->backend,
-			    cur->backend_type,
-			    "the driver reports it %s while it was %s; drover did not ask for that",
-			    pd->state == DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_TERMINATED
-			        ? "terminated"
-			        : "terminating",
-			    running ? SRV_ST_RUNNING : SRV_ST_PROVISIONING);
-			srv_store_commit(eng->st);
-			srv__engine_kick(eng);
-		}
-		srv_instance_free(cur);
-		drv_response_free(resp);
-		rec_op_free(op);
-		return;
+		cur->next_check_at = srv_now_ms();
+		cur->termination_failures = 0;
+		srv_store_begin(eng->st);
+		srv__put_or_log(eng, cur);
+		srv_engine_event(eng, SRV_EVENT_WARNING, "instance.gone", cur->project, cur->id, cur->backend,
+		                 cur->backend_type,
+		                 "the driver reports it %s while it was %s; drover did not ask for that",
+		                 pd->state == DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_TERMINATED
+		                     ? "terminated"
+		                     : "terminating",
+		                 running ? SRV_ST_RUNNING : SRV_ST_PROVISIONING);
+		srv_store_commit(eng->st);
+		srv__engine_kick(eng);
+		goto done;
 	}
-	if (code == 0 && resp && running) {
-		/* Still there: its data is refreshed (an address may change), and an old check's error goes.
-		 */
-		if (pd && srv__set_blob(&cur->provisioning, &cur->provisioning_len, &pd->base) < 0) {
-			/* The row stays as it was; it is checked again when its lease runs out. */
-			srv_warn("engine", "instance %s: out of memory recording GetInstance; trying again",
-			         cur->id);
-			srv_instance_free(cur);
-			drv_response_free(resp);
-			rec_op_free(op);
-			return;
-		}
+	if (code == 0 && running) {
+		/* Still there, its data refreshed (an address may change); an old check's error goes. */
 		if (cur->last_error &&
 		    strncmp(cur->last_error, GET_ERROR_PREFIX, strlen(GET_ERROR_PREFIX)) == 0)
 			srv__set_str(&cur->last_error, NULL);
 		cur->next_check_at = srv__running_check_at(eng);
-	} else if (code == 0 && resp) {
-		bool has_addr =
-		    pd && ((pd->hostname && pd->hostname[0]) || (pd->internal_ip && pd->internal_ip[0]));
-		if ((pd && srv__set_blob(&cur->provisioning, &cur->provisioning_len, &pd->base) < 0) ||
-		    (has_addr && srv__set_str(&cur->status, SRV_ST_RUNNING) < 0)) {
-			/* The row stays as it was; it is polled again when its lease runs out. */
-			srv_warn("engine", "instance %s: out of memory recording GetInstance; trying again",
-			         cur->id);
-			srv_instance_free(cur);
-			drv_response_free(resp);
-			rec_op_free(op);
-			return;
-		}
-		if (has_addr) {
-			cur->next_check_at = srv__running_check_at(eng);
-			srv__set_str(&cur->last_error, NULL);
-			srv_engine_event(eng, SRV_EVENT_INFO, "instance.running", cur->project, cur->id,
-			                 cur->backend, cur->backend_type, "has an address: %s",
-			                 pd->hostname && pd->hostname[0] ? pd->hostname : pd->internal_ip);
-		} else {
-			cur->next_check_at = srv_now_ms() + eng->cfg->reconcile_interval_ms;
-		}
+	} else if (code == 0 && has_addr) {
+		cur->next_check_at = srv__running_check_at(eng);
+		srv__set_str(&cur->last_error, NULL);
+		srv_engine_event(eng, SRV_EVENT_INFO, "instance.running", cur->project, cur->id, cur->backend,
+		                 cur->backend_type, "has an address: %s",
+		                 pd->hostname && pd->hostname[0] ? pd->hostname : pd->internal_ip);
+	} else if (code == 0) {
+		cur->next_check_at = srv_now_ms() + eng->cfg->reconcile_interval_ms;
 	} else {
 		char msg[1200];
 		snprintf(msg, sizeof(msg), GET_ERROR_PREFIX "%s: %s", drv_error_name(code), message);
-		/* Out of memory: last_error keeps its previous text; the slower pace still applies. */
+		/* Out of memory: last_error keeps its previous text; the pace below still applies. */
 		srv__set_str(&cur->last_error, msg);
 		/*
 		 * Polling goes on, a provisioning one at a slower pace; an error never
@@ -154,6 +121,7 @@ static void get_instance_done(void *ud, int code, const char *message, ProtobufC
 		                             : srv_now_ms() + 5 * (int64_t)eng->cfg->reconcile_interval_ms;
 	}
 	srv__put_or_log(eng, cur);
+done:
 	srv_instance_free(cur);
 	if (resp)
 		drv_response_free(resp);

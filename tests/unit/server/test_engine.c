@@ -278,15 +278,16 @@ static void h100(drv_requirements *req)
 	req->gpu_names = names;
 }
 
-/* Polls the store until instance `id` has `status`; false after timeout_ms. */
-static bool wait_status(struct fx *f, const char *id, const char *status, int timeout_ms)
+/* Polls the store until ok(row, arg) holds for instance `id`; false after timeout_ms. */
+static bool wait_row(struct fx *f, const char *id, bool (*ok)(const struct srv_instance *, const char *),
+                     const char *arg, int timeout_ms)
 {
 	int64_t end = srv_now_ms() + timeout_ms;
 	for (;;) {
 		uv_run(&f->loop, UV_RUN_NOWAIT);
 		struct srv_instance *in;
 		assert_int_equal(srv_store_instance_get(f->st, id, &in), 0);
-		bool there = strcmp(in->status, status) == 0;
+		bool there = ok(in, arg);
 		srv_instance_free(in);
 		if (there)
 			return true;
@@ -294,6 +295,17 @@ static bool wait_status(struct fx *f, const char *id, const char *status, int ti
 			return false;
 		usleep(2000);
 	}
+}
+
+static bool has_status(const struct srv_instance *in, const char *status)
+{
+	return strcmp(in->status, status) == 0;
+}
+
+/* Polls the store until instance `id` has `status`; false after timeout_ms. */
+static bool wait_status(struct fx *f, const char *id, const char *status, int timeout_ms)
+{
+	return wait_row(f, id, has_status, status, timeout_ms);
 }
 
 static void test_create_fallback_and_terminate(void **state)
@@ -791,24 +803,11 @@ static int64_t next_check_of(struct fx *f, const char *id)
 	return at;
 }
 
-/* Waits until instance `id`'s last_error is NULL (want NULL) or contains `want`; false after timeout_ms. */
-static bool wait_last_error(struct fx *f, const char *id, const char *want, int timeout_ms)
+/* Running, with last_error NULL (want NULL) or containing `want`; never anything but running. */
+static bool running_with_error(const struct srv_instance *in, const char *want)
 {
-	int64_t end = srv_now_ms() + timeout_ms;
-	for (;;) {
-		uv_run(&f->loop, UV_RUN_NOWAIT);
-		struct srv_instance *in;
-		assert_int_equal(srv_store_instance_get(f->st, id, &in), 0);
-		bool there = want ? in->last_error && strstr(in->last_error, want) : !in->last_error;
-		bool running = strcmp(in->status, SRV_ST_RUNNING) == 0;
-		srv_instance_free(in);
-		assert_true(running);
-		if (there)
-			return true;
-		if (srv_now_ms() >= end)
-			return false;
-		usleep(2000);
-	}
+	assert_string_equal(in->status, SRV_ST_RUNNING);
+	return want ? in->last_error && strstr(in->last_error, want) : !in->last_error;
 }
 
 /*
@@ -840,9 +839,10 @@ static void test_gone_while_running(void **state)
 	struct srv_backend b = {
 	    .project = "p", .name = "r", .type = "sim", .config_json = cfg, .source = "api"};
 	assert_int_equal(srv_store_backend_put(f->st, &b), 0);
-	assert_true(wait_last_error(f, o.key, "GetInstance: UNAVAILABLE: injected fault", 10000));
+	assert_true(
+	    wait_row(f, o.key, running_with_error, "GetInstance: UNAVAILABLE: injected fault", 10000));
 	add_backend(f, "r", "sim", "{\"state_file\": \"%s/r.json\"}");
-	assert_true(wait_last_error(f, o.key, NULL, 10000));
+	assert_true(wait_row(f, o.key, running_with_error, NULL, 10000));
 
 	terminate_behind_our_back(f, "r", o.key);
 	assert_true(wait_status(f, o.key, SRV_ST_TERMINATED, 10000));
