@@ -10,6 +10,18 @@
 
 #include "checks.h"
 
+/* "TERMINATED" for an InstanceState value, or its number for one the protocol does not name. */
+static const char *state_name(int state)
+{
+	static _Thread_local char num[16];
+	const ProtobufCEnumValue *v =
+	    protobuf_c_enum_descriptor_get_value(&drover__compute__v1__instance_state__descriptor, state);
+	if (v)
+		return v->name;
+	snprintf(num, sizeof(num), "%d", state);
+	return num;
+}
+
 static void sleep_ms(int ms)
 {
 	struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -170,16 +182,17 @@ static bool wait_for_address(struct conf_ctx *c, const char *id)
 			bool done = rs->data && (rs->data->hostname[0] || rs->data->internal_ip[0]);
 			int state = rs->data ? (int)rs->data->state : 0;
 			drv_response_free(&rs->base);
-			if (done)
-				return true;
+			/* Checked before the address: a server terminates a machine reported gone. */
 			if (state == DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_TERMINATED ||
 			    state == DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_TERMINATING) {
 				conf_fail(c,
-				          "GetInstance(id=\"%s\") reports state %d before the harness "
-				          "terminated it",
-				          id, state);
+				          "GetInstance(id=\"%s\") reports state %s before the harness "
+				          "terminated it; a server takes that as the machine being gone",
+				          id, state_name(state));
 				return false;
 			}
+			if (done)
+				return true;
 		}
 		if (conf_interrupted) {
 			conf_fail(c, "interrupted while waiting for instance \"%s\" to get an address", id);
@@ -232,10 +245,7 @@ void check_instances_lifecycle(struct conf_ctx *c)
 		conf_fail(c,
 		          "GetInstance(id=\"%s\") after TerminateInstance answered OK with state %s; "
 		          "terminated means gone or going",
-		          id,
-		          gs->data->state == DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_RUNNING
-		              ? "RUNNING"
-		              : "PROVISIONING");
+		          id, state_name((int)gs->data->state));
 	else if (rc && rc != DRV_ENOTFOUND)
 		conf_fail(c,
 		          "GetInstance(id=\"%s\") after TerminateInstance answered %s; the protocol allows "
