@@ -724,6 +724,17 @@ static void test_orphan_adopted(void **state)
 	assert_int_equal(n, 1);
 }
 
+/* Creates instance `name` on one H100 (one try) and waits for the answer, which must be OK. */
+static void create_h100(struct fx *f, const char *name, struct inst_out *o)
+{
+	drv_requirements req;
+	h100(&req);
+	struct srv_create_request cr = {.project = "p", .name = name, .requirements = &req, .max_tries = 1};
+	srv_engine_create(f->eng, &cr, inst_cb, o);
+	assert_true(run_until(&f->loop, &o->done, 10000));
+	assert_int_equal(o->code, 0);
+}
+
 /* Terminates instance `id`'s machine through backend `backend`'s driver, as the provider's console would. */
 static void terminate_behind_our_back(struct fx *f, const char *backend, const char *id)
 {
@@ -773,15 +784,9 @@ static void test_gone_while_provisioning(void **state)
 {
 	struct fx *f = *state;
 	add_backend(f, "g", "sim", "{\"state_file\": \"%s/g.json\", \"provisioning_delay_ms\": 600000}");
-	drv_requirements req;
-	h100(&req);
-	struct inst_out o = {0};
-	struct srv_create_request cr = {
-	    .project = "p", .name = "doomed", .requirements = &req, .max_tries = 1};
 	srv_engine_start(f->eng);
-	srv_engine_create(f->eng, &cr, inst_cb, &o);
-	assert_true(run_until(&f->loop, &o.done, 10000));
-	assert_int_equal(o.code, 0);
+	struct inst_out o = {0};
+	create_h100(f, "doomed", &o);
 	assert_string_equal(o.status, SRV_ST_PROVISIONING);
 
 	terminate_behind_our_back(f, "g", o.key);
@@ -821,14 +826,8 @@ static void test_gone_while_running(void **state)
 	f->cfg->running_check_interval_ms = 200;
 	add_backend(f, "r", "sim", "{\"state_file\": \"%s/r.json\"}");
 	srv_engine_start(f->eng);
-	drv_requirements req;
-	h100(&req);
 	struct inst_out o = {0};
-	struct srv_create_request cr = {
-	    .project = "p", .name = "vanishing", .requirements = &req, .max_tries = 1};
-	srv_engine_create(f->eng, &cr, inst_cb, &o);
-	assert_true(run_until(&f->loop, &o.done, 10000));
-	assert_int_equal(o.code, 0);
+	create_h100(f, "vanishing", &o);
 	assert_string_equal(o.status, SRV_ST_RUNNING);
 	int64_t at = next_check_of(f, o.key);
 	assert_true(at > srv_now_ms() - 1000 && at <= srv_now_ms() + 200);
@@ -856,13 +855,8 @@ static void test_running_not_checked(void **state)
 	f->cfg->running_check_interval_ms = 0;
 	add_backend(f, "r", "sim", "{\"state_file\": \"%s/r.json\"}");
 	srv_engine_start(f->eng);
-	drv_requirements req;
-	h100(&req);
 	struct inst_out o = {0};
-	struct srv_create_request cr = {
-	    .project = "p", .name = "unwatched", .requirements = &req, .max_tries = 1};
-	srv_engine_create(f->eng, &cr, inst_cb, &o);
-	assert_true(run_until(&f->loop, &o.done, 10000));
+	create_h100(f, "unwatched", &o);
 	assert_string_equal(o.status, SRV_ST_RUNNING);
 	assert_int_equal(next_check_of(f, o.key), 0);
 	terminate_behind_our_back(f, "r", o.key);
