@@ -24,7 +24,9 @@ static const char instance_help_head[] =
     "           first instance instead of making a second one.\n"
     "list       all instances, terminated ones too; --status running (repeatable)\n"
     "           filters: pending, creating, provisioning, running, terminating,\n"
-    "           terminated, failed, termination_failing.\n"
+    "           terminated, failed, termination_failing. \"running (see last\n"
+    "           error)\": the server's last check of the machine failed (or it\n"
+    "           was adopted as an orphan); show says why.\n"
     "show       one instance with its attempts.\n"
     "terminate  asks for termination; the server confirms it with the driver in\n"
     "           the background. --wait waits for the confirmation (exit 1 if it\n"
@@ -178,12 +180,18 @@ static bool settled_terminated(int s)
 	       s == DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_FAILED;
 }
 
-/* The list's status column: short, with a terminate waiting for the create marked. */
+/*
+ * The list's status column: short, with a terminate waiting for the create
+ * marked, and a running instance that has something in last_error (its
+ * check failing, or an adopted orphan) pointed at it.
+ */
 static const char *list_status(const Drover__Api__V1__Instance *in, char *buf, size_t len)
 {
 	char st[32];
-	snprintf(buf, len, "%s%s", status_str(in->status, st, sizeof(st)),
-	         requested_str(in)[0] ? " (terminate requested)" : "");
+	bool noted =
+	    in->status == DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_RUNNING && in->last_error[0];
+	snprintf(buf, len, "%s%s%s", status_str(in->status, st, sizeof(st)),
+	         requested_str(in)[0] ? " (terminate requested)" : "", noted ? " (see last error)" : "");
 	return buf;
 }
 
