@@ -554,17 +554,21 @@ static void create_end_unattempted(struct create_op *op)
 }
 
 /*
- * A create still in eng->creating with no attempt made: its offers are being
- * looked up. Once a terminate is asked for, its row is written and the store
- * answers for it.
+ * A create in eng->creating with no row yet: no attempt made, its offers
+ * being looked up. Once a terminate is asked for, its row is written and the
+ * store answers for it.
  */
+static bool unwritten(const struct create_op *op)
+{
+	return op->tries == 0 && !op->resumed && !op->in->terminate_requested;
+}
+
 static struct create_op *find_unwritten(struct srv_engine *eng, const char *project, const char *id)
 {
 	for (struct create_op *op = eng->creating; op; op = op->next_creating)
-		if (op->tries == 0 && !op->resumed && !op->in->terminate_requested &&
-		    (strcmp(op->in->id, id) == 0 ||
-		     (project && project[0] && strcmp(op->in->project, project) == 0 &&
-		      strcmp(op->in->name, id) == 0)))
+		if (unwritten(op) && (strcmp(op->in->id, id) == 0 ||
+		                      (project && project[0] && strcmp(op->in->project, project) == 0 &&
+		                       strcmp(op->in->name, id) == 0)))
 			return op;
 	return NULL;
 }
@@ -617,8 +621,7 @@ int srv_engine_list_unwritten(struct srv_engine *eng, const char *project, struc
 		return DRV_ENOMEM;
 	size_t k = 0;
 	for (struct create_op *op = eng->creating; op; op = op->next_creating) {
-		if (op->tries != 0 || op->resumed || op->in->terminate_requested ||
-		    (project && strcmp(op->in->project, project) != 0))
+		if (!unwritten(op) || (project && strcmp(op->in->project, project) != 0))
 			continue;
 		if (!(v[k] = unwritten_copy(op->in))) {
 			srv_instance_list_free(v, k);
