@@ -6,7 +6,7 @@
  * usage: conformance-expect --exit N [--fail CHECK]... [--pass CHECK]...
  *            [--output TEXT]... [--no-output TEXT]... [--file PATH --file-contains TEXT]...
  *            [--listen-driver PATH [--listen-arg ARG]...] [--timeout SEC] [--no-summary]
- *            [--signal-after-ms MS]
+ *            [--signal-after-ms MS] [--workdir DIR] [--max-line N]
  *            -- HARNESS ARGS...
  *
  * --no-summary: the run prints no closing line (--help, --list).
@@ -15,6 +15,10 @@
  * driver; with each --listen-arg ARG appended, else --insecure), reads its
  * handshake line and replaces @ADDRESS@ in the harness arguments with the
  * address it bound.
+ * --workdir DIR: runs everything in DIR, made empty first (its files are
+ * removed), so relative state files of one test's drivers are its own and
+ * start empty every run.
+ * --max-line N: no line of the harness's stdout is longer than N bytes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +36,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <dirent.h>
+#include <sys/stat.h>
+
 #include <cmocka.h>
 
 #define MAX_LIST 32
@@ -48,6 +55,8 @@ static struct {
 	int timeout_s;
 	int signal_after_ms; /* SIGTERM to the harness this long after its start; 0: never */
 	bool no_summary;
+	const char *workdir;
+	long max_line; /* 0: no limit */
 	char **argv;
 } opt = {.exit_code = -1, .timeout_s = 120};
 
@@ -281,6 +290,16 @@ static void test_harness_run(void **state)
 			         opt.no_output[i]);
 		}
 	}
+	for (const char *line = so.data; ok && opt.max_line > 0 && *line;) {
+		const char *end = strchr(line, '\n');
+		size_t n = end ? (size_t)(end - line) : strlen(line);
+		if ((long)n > opt.max_line) {
+			ok = false;
+			snprintf(why, sizeof(why), "a line of stdout is %zu bytes long (at most %ld): \"%.60s...\"", n,
+			         opt.max_line, line);
+		}
+		line += n + (end != NULL);
+	}
 	for (size_t i = 0; ok && i < opt.n_file; i++) {
 		FILE *f = fopen(opt.file[i], "r");
 		struct buf fb = {0};
@@ -309,6 +328,41 @@ static void test_harness_run(void **state)
 	free(args);
 }
 
+/* Makes `dir` (and its parent) exist and hold no files, then makes it the working directory. */
+static int enter_workdir(const char *dir)
+{
+	char parent[4096];
+	snprintf(parent, sizeof(parent), "%s", dir);
+	char *slash = strrchr(parent, '/');
+	if (slash && slash != parent) {
+		*slash = '\0';
+		mkdir(parent, 0755);
+	}
+	if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+		fprintf(stderr, "conformance-expect: --workdir %s: %s\n", dir, strerror(errno));
+		return -1;
+	}
+	DIR *d = opendir(dir);
+	if (!d) {
+		fprintf(stderr, "conformance-expect: --workdir %s: %s\n", dir, strerror(errno));
+		return -1;
+	}
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		char path[8192];
+		snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+		struct stat sb;
+		if (lstat(path, &sb) == 0 && !S_ISDIR(sb.st_mode))
+			unlink(path);
+	}
+	closedir(d);
+	if (chdir(dir) != 0) {
+		fprintf(stderr, "conformance-expect: --workdir %s: %s\n", dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 static int usage(void)
 {
 	fprintf(
@@ -316,7 +370,7 @@ static int usage(void)
 	    "usage: conformance-expect --exit N [--fail CHECK]... [--pass CHECK]... [--output TEXT]... "
 	    "[--no-output TEXT]...\n"
 	    "         [--file PATH --file-contains TEXT]... [--listen-driver PATH [--listen-arg ARG]...]\n"
-	    "         [--timeout SEC] [--no-summary] [--signal-after-ms MS]\n"
+	    "         [--timeout SEC] [--no-summary] [--signal-after-ms MS] [--workdir DIR] [--max-line N]\n"
 	    "         -- HARNESS ARGS...\n");
 	return 2;
 }
@@ -363,12 +417,18 @@ int main(int argc, char **argv)
 			opt.timeout_s = atoi(v);
 		else if (strcmp(a, "--signal-after-ms") == 0)
 			opt.signal_after_ms = atoi(v);
+		else if (strcmp(a, "--workdir") == 0)
+			opt.workdir = v;
+		else if (strcmp(a, "--max-line") == 0)
+			opt.max_line = atol(v);
 		else
 			return usage();
 	}
 	if (i >= argc || opt.exit_code < 0)
 		return usage();
 	opt.argv = &argv[i];
+	if (opt.workdir && enter_workdir(opt.workdir))
+		return 2;
 	const struct CMUnitTest tests[] = {cmocka_unit_test(test_harness_run)};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

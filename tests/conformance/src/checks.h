@@ -21,6 +21,7 @@ void check_features_stable(struct conf_ctx *c);
 void check_features_advertised_implemented(struct conf_ctx *c);
 void check_features_unadvertised_unimplemented(struct conf_ctx *c);
 void check_errors_codes_in_table(struct conf_ctx *c);
+void check_errors_bad_secrets(struct conf_ctx *c);
 /* GetInfo's config schema, checked; new reference or NULL after conf_fail. */
 json_t *conf_config_schema(struct conf_ctx *c);
 
@@ -46,6 +47,7 @@ void check_instances_terminate_unknown(struct conf_ctx *c);
 void check_instances_get_unknown(struct conf_ctx *c);
 void check_instances_idempotent_create(struct conf_ctx *c);
 void check_instances_list(struct conf_ctx *c);
+void check_instances_survive_restart(struct conf_ctx *c);
 void check_instances_key_reuse(struct conf_ctx *c);
 void check_errors_create_without_key(struct conf_ctx *c);
 void check_errors_config_not_json(struct conf_ctx *c);

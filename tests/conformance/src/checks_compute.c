@@ -429,6 +429,69 @@ out:
 	maker_free(&m);
 }
 
+/*
+ * A cloud's machines outlive the driver process that made them: an instance
+ * created before the driver is killed and started again is still answered by
+ * GetInstance and listed by ListInstances afterwards. A driver that keeps
+ * its state only in memory loses it here, and with it the server's way to
+ * find and terminate the machine.
+ */
+void check_instances_survive_restart(struct conf_ctx *c)
+{
+	struct maker m;
+	if (!maker_init(c, &m, "restart"))
+		return;
+	char key[200], id[256], ans[700];
+	struct drv_status st = {0};
+	drv_get_instance_response *gs = NULL;
+	drv_list_instances_response *ls = NULL;
+	conf_name(c, "key", key, sizeof(key));
+	int rc = create_instance(c, &m, key, id, sizeof(id), &st);
+	if (rc) {
+		conf_fail(c, "CreateInstance(key \"%s\") answered %s; the protocol requires OK", key,
+		          conf_answer(rc, &st, ans, sizeof(ans)));
+		goto out;
+	}
+	if (!conf_restart_driver(c))
+		goto out;
+	rc = get_instance(c, id, &gs, &st);
+	int state = rc == 0 && gs->data ? (int)gs->data->state : 0;
+	if (rc)
+		conf_fail(c,
+		          "after the driver was killed and started again, GetInstance(id=\"%s\") of the "
+		          "instance created before answered %s; a driver must not keep its machines only in "
+		          "memory",
+		          id, conf_answer(rc, &st, ans, sizeof(ans)));
+	else if (!gs->data || strcmp(gs->data->instance_id, id))
+		conf_fail(c,
+		          "after the driver was killed and started again, GetInstance(id=\"%s\") answered "
+		          "OK without that instance's provisioning data",
+		          id);
+	else if (state == DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_TERMINATED ||
+	         state == DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_TERMINATING)
+		conf_fail(c,
+		          "after the driver was killed and started again, GetInstance(id=\"%s\") reports "
+		          "state %s for an instance nobody terminated",
+		          id, state_name(state));
+	if (c->failed)
+		goto out;
+	ls = list_tagged(c, m.tag_value);
+	if (ls && !listed(ls, id))
+		conf_fail(c,
+		          "after the driver was killed and started again, ListInstances(tag "
+		          "drover-conformance-check=%s) does not list instance \"%s\" created before with "
+		          "that tag (%zu listed)",
+		          m.tag_value, id, ls->n_instances);
+	if (!c->failed && terminate_ok(c, id))
+		conf_untrack(c, CONF_INSTANCE, id);
+out:
+	if (gs)
+		drv_response_free(&gs->base);
+	if (ls)
+		drv_response_free(&ls->base);
+	maker_free(&m);
+}
+
 void check_errors_create_without_key(struct conf_ctx *c)
 {
 	struct maker m;

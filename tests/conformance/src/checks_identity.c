@@ -496,21 +496,35 @@ struct rpc_entry {
 static const struct rpc_entry rpcs[] = {DRV_RPC_TABLE(X)};
 #undef X
 
+/* How a probe's request is built. */
+struct probe_how {
+	bool empty_ids; /* the malformed variant, every id and name "" (INVALID_ARGUMENT territory) */
+	/*
+	 * Well-formed creates: each carries an idempotency key (CreateInstance
+	 * `offer` too, when set), so that only the config can be wrong.
+	 */
+	bool keyed;
+	const drv_offer *offer;
+	drv_backend_config *cfg; /* NULL: the base config */
+};
+
 /*
  * Calls `method` with a request that a driver implementing it answers with
  * something other than UNIMPLEMENTED, without creating anything when the
- * driver follows the protocol (unknown ids, missing idempotency keys).
- * Whatever a driver does create anyway is tracked for cleanup.
+ * driver follows the protocol (unknown ids, missing idempotency keys, or
+ * with how->keyed a config it must refuse). Whatever a driver does create
+ * anyway is tracked for cleanup.
  */
-static int probe(struct conf_ctx *c, const char *method, bool empty_ids, char *desc, size_t desclen,
-                 struct drv_status *st)
+static int probe(struct conf_ctx *c, const char *method, const struct probe_how *how, char *desc,
+                 size_t desclen, struct drv_status *st)
 {
 	char missing[160] = "";
-	/* empty_ids: the malformed variant, every id and name "" (INVALID_ARGUMENT territory). */
-	if (!empty_ids)
+	if (!how->empty_ids)
 		conf_name(c, "missing", missing, sizeof(missing));
 	int to = c->o->call_timeout_ms;
-	drv_backend_config *cfg = &c->bc.msg;
+	drv_backend_config *cfg = how->cfg ? how->cfg : &c->bc.msg;
+	const char *key = how->keyed ? missing : "";
+	const char *region = how->offer ? how->offer->region : "";
 	ProtobufCMessage *resp = NULL;
 	int rc;
 	if (strcmp(method, "GetOffers") == 0) {
@@ -522,9 +536,15 @@ static int probe(struct conf_ctx *c, const char *method, bool empty_ids, char *d
 		drv_create_instance_request rq = DROVER__COMPUTE__V1__CREATE_INSTANCE_REQUEST__INIT;
 		drv_instance_configuration ic = DROVER__COMPUTE__V1__INSTANCE_CONFIGURATION__INIT;
 		ic.name = missing;
+		ic.idempotency_key = (char *)key;
 		rq.config = cfg;
 		rq.instance = &ic;
-		snprintf(desc, desclen, "CreateInstance(no offer, no idempotency key)");
+		rq.offer = (drv_offer *)how->offer;
+		if (how->keyed)
+			snprintf(desc, desclen, "CreateInstance(%s, key \"%s\")",
+			         how->offer ? "an offer" : "no offer", key);
+		else
+			snprintf(desc, desclen, "CreateInstance(no offer, no idempotency key)");
 		rc = drv_host_call(c->host, method, &rq.base, &resp, to, st);
 		if (rc == 0 && ((drv_create_instance_response *)resp)->data)
 			conf_track(c, CONF_INSTANCE,
@@ -570,9 +590,12 @@ static int probe(struct conf_ctx *c, const char *method, bool empty_ids, char *d
 		drv_volume_configuration vc = DROVER__COMPUTE__V1__VOLUME_CONFIGURATION__INIT;
 		vc.name = missing;
 		vc.size_mib = c->o->volume_size_mib;
+		vc.idempotency_key = (char *)key;
+		vc.region = (char *)region;
 		rq.config = cfg;
 		rq.volume = &vc;
-		snprintf(desc, desclen, "CreateVolume(no idempotency key)");
+		snprintf(desc, desclen, "CreateVolume(%s)",
+		         how->keyed ? "with an idempotency key" : "no idempotency key");
 		rc = drv_host_call(c->host, method, &rq.base, &resp, to, st);
 		if (rc == 0 && ((drv_create_volume_response *)resp)->volume)
 			conf_track(c, CONF_VOLUME, ((drv_create_volume_response *)resp)->volume->volume_id,
@@ -597,9 +620,12 @@ static int probe(struct conf_ctx *c, const char *method, bool empty_ids, char *d
 		drv_gateway_configuration gc = DROVER__COMPUTE__V1__GATEWAY_CONFIGURATION__INIT;
 		gc.name = missing;
 		gc.public_ip = 1;
+		gc.idempotency_key = (char *)key;
+		gc.region = (char *)region;
 		rq.config = cfg;
 		rq.gateway = &gc;
-		snprintf(desc, desclen, "CreateGateway(no idempotency key)");
+		snprintf(desc, desclen, "CreateGateway(%s)",
+		         how->keyed ? "with an idempotency key" : "no idempotency key");
 		rc = drv_host_call(c->host, method, &rq.base, &resp, to, st);
 		if (rc == 0 && ((drv_create_gateway_response *)resp)->gateway)
 			conf_track(c, CONF_GATEWAY,
@@ -643,7 +669,7 @@ void check_features_advertised_implemented(struct conf_ctx *c)
 			continue;
 		char desc[300], ans[700];
 		struct drv_status st = {0};
-		int rc = probe(c, rpcs[i].method, false, desc, sizeof(desc), &st);
+		int rc = probe(c, rpcs[i].method, &(struct probe_how){0}, desc, sizeof(desc), &st);
 		probed++;
 		if (rc == DRV_EUNIMPLEMENTED)
 			conf_fail(c,
@@ -668,7 +694,7 @@ void check_features_unadvertised_unimplemented(struct conf_ctx *c)
 			continue;
 		char desc[300], ans[700];
 		struct drv_status st = {0};
-		int rc = probe(c, rpcs[i].method, false, desc, sizeof(desc), &st);
+		int rc = probe(c, rpcs[i].method, &(struct probe_how){0}, desc, sizeof(desc), &st);
 		probed++;
 		if (rc != DRV_EUNIMPLEMENTED)
 			conf_fail(c,
@@ -740,8 +766,115 @@ void check_errors_codes_in_table(struct conf_ctx *c)
 		for (int empty = 0; empty < 2 && !c->failed; empty++) {
 			char desc[300];
 			memset(&st, 0, sizeof(st));
-			rc = probe(c, rpcs[i].method, empty, desc, sizeof(desc), &st);
+			rc = probe(c, rpcs[i].method, &(struct probe_how){.empty_ids = empty}, desc,
+			           sizeof(desc), &st);
 			expect_code_allowed(c, rpcs[i].method, desc, rc, &st);
 		}
 	}
+}
+
+/* ---- credentials ---- */
+
+/* The secrets of --config with params.bad_secrets over them; new reference. */
+static json_t *bad_secrets(struct conf_ctx *c)
+{
+	json_t *sec = c->o->secrets ? json_deep_copy(c->o->secrets) : json_object();
+	json_object_update(sec, c->o->bad_secrets);
+	return sec;
+}
+
+/* ValidateConfig(config, bad secrets) must answer an error at /secrets/<one of params.bad_secrets>. */
+static void validate_bad_secrets(struct conf_ctx *c, json_t *secrets)
+{
+	json_t *cfg = base_copy(c);
+	drv_validate_config_response *rs = validate_with(c, cfg, secrets, "config with params.bad_secrets,");
+	json_decref(cfg);
+	if (!rs)
+		return;
+	bool found = false;
+	for (size_t i = 0; i < rs->n_diagnostics && !found; i++) {
+		const drv_diagnostic *d = rs->diagnostics[i];
+		const char *key;
+		json_t *val;
+		json_object_foreach(c->o->bad_secrets, key, val)
+		{
+			char path[300];
+			snprintf(path, sizeof(path), "/secrets/%s", key);
+			found = found || (d->severity == DROVER__COMPUTE__V1__SEVERITY__SEVERITY_ERROR &&
+			                  strcmp(d->field_path, path) == 0);
+		}
+	}
+	if (!found) {
+		char d[1000];
+		describe_diags(rs, d, sizeof(d));
+		/* The secrets' values are never printed, only their names. */
+		char names[300] = "";
+		size_t off = 0;
+		const char *key;
+		json_t *val;
+		json_object_foreach(c->o->bad_secrets, key, val)
+		{
+			if (off < sizeof(names))
+				off += (size_t)snprintf(names + off, sizeof(names) - off, "%s/secrets/%s",
+				                        off ? " or " : "", key);
+		}
+		conf_fail(c,
+		          "ValidateConfig(config with params.bad_secrets) answered %s; the protocol requires "
+		          "an error diagnostic at the secret's field path (%s)",
+		          d, names);
+	}
+	drv_response_free(&rs->base);
+}
+
+void check_errors_bad_secrets(struct conf_ctx *c)
+{
+	if (!c->o->bad_secrets) {
+		conf_skip(c, "params.bad_secrets is not set in --config (secrets the provider refuses)");
+		return;
+	}
+	json_t *secrets = bad_secrets(c);
+	struct conf_bc bad;
+	conf_bc_init(&bad, c->o->config, NULL, secrets, NULL);
+	/*
+	 * An offer for CreateInstance, asked with the good secrets, so that the
+	 * create is well-formed and only its credentials are wrong.
+	 */
+	drv_get_offers_response *offers = NULL;
+	if (conf_has(c, DRV_FEATURE_OFFERS)) {
+		drv_get_offers_request rq = DROVER__COMPUTE__V1__GET_OFFERS_REQUEST__INIT;
+		struct drv_status st = {0};
+		rq.config = &c->bc.msg;
+		if (drv_host_get_offers(c->host, &rq, &offers, c->o->call_timeout_ms, &st))
+			offers = NULL;
+	}
+	struct probe_how how = {
+	    .keyed = true,
+	    .offer = offers && offers->n_offers ? offers->offers[0] : NULL,
+	    .cfg = &bad.msg,
+	};
+	size_t probed = 0;
+	for (size_t i = 0; i < sizeof(rpcs) / sizeof(rpcs[0]) && !c->failed; i++) {
+		if (!conf_has(c, rpcs[i].feature))
+			continue;
+		char desc[300], ans[700];
+		struct drv_status st = {0};
+		int rc = probe(c, rpcs[i].method, &how, desc, sizeof(desc), &st);
+		probed++;
+		if (rc != DRV_EUNAUTHENTICATED && rc != DRV_EPERM)
+			conf_fail(c,
+			          "%s with params.bad_secrets answered %s; the protocol requires "
+			          "UNAUTHENTICATED or "
+			          "PERMISSION_DENIED for secrets the provider refuses",
+			          desc, conf_answer(rc, &st, ans, sizeof(ans)));
+		else
+			conf_note(c, "%s answered %s", desc, conf_answer(rc, &st, ans, sizeof(ans)));
+	}
+	if (!c->failed)
+		validate_bad_secrets(c, secrets);
+	if (!probed && !c->failed)
+		conf_note(c, "driver advertises no provider call; only ValidateConfig was checked");
+	if (offers)
+		drv_response_free(&offers->base);
+	conf_bc_free(&bad);
+	json_decref(secrets);
 }

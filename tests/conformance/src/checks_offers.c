@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include "checks.h"
+#include "offer_rules.h"
 
 static int get_offers(struct conf_ctx *c, const drv_requirements *req, const json_t *overlay, int timeout_ms,
                       drv_get_offers_response **out, struct drv_status *st)
@@ -30,53 +31,24 @@ static int get_offers(struct conf_ctx *c, const drv_requirements *req, const jso
 
 static const char *offer_label(const drv_offer *o, char *buf, size_t len)
 {
-	snprintf(buf, len, "\"%s\" in %s%s", o->instance_type, o->region[0] ? o->region : "(no region)",
+	char type[96], region[96];
+	snprintf(buf, len, "\"%s\" in %s%s", conf_cut(o->instance_type, 64, type, sizeof(type)),
+	         o->region[0] ? conf_cut(o->region, 64, region, sizeof(region)) : "(no region)",
 	         o->resources && o->resources->spot ? " (spot)" : "");
 	return buf;
 }
 
 bool conf_offer_well_formed(struct conf_ctx *c, const drv_offer *o, size_t i, const char *what)
 {
-	char l[300];
-	const drv_resources *r = o->resources;
-	offer_label(o, l, sizeof(l));
-	if (!o->instance_type[0])
-		conf_fail(c, "%s: offer %zu has an empty instance_type", what, i);
-	else if (!r)
-		conf_fail(c, "%s: offer %zu %s has no resources", what, i, l);
-	else if (!(o->price_per_hour > 0) || !isfinite(o->price_per_hour))
-		conf_fail(c, "%s: offer %zu %s has price_per_hour %g; the protocol requires > 0", what, i, l,
-		          o->price_per_hour);
-	else if (r->cpus == 0)
-		conf_fail(c, "%s: offer %zu %s has 0 cpus", what, i, l);
-	else if (r->memory_mib == 0)
-		conf_fail(c, "%s: offer %zu %s has 0 memory_mib", what, i, l);
-	else if (o->availability < DROVER__COMPUTE__V1__AVAILABILITY__AVAILABILITY_AVAILABLE ||
-	         o->availability > DROVER__COMPUTE__V1__AVAILABILITY__AVAILABILITY_UNKNOWN)
-		conf_fail(c,
-		          "%s: offer %zu %s has availability %d; the protocol requires one of AVAILABLE, "
-		          "NOT_AVAILABLE, NO_QUOTA, NO_BALANCE, UNKNOWN",
-		          what, i, l, (int)o->availability);
-	else if (!o->region[0])
-		conf_fail(c, "%s: offer %zu %s has an empty region", what, i, l);
+	char l[300], why[300], bt[96];
+	const char *problem = offer_rules_check(o, why, sizeof(why));
+	if (problem)
+		conf_fail(c, "%s: offer %zu %s: %s", what, i, offer_label(o, l, sizeof(l)), problem);
 	else if (c->info && c->info->type[0] && strcmp(o->backend_type, c->info->type))
 		conf_fail(c, "%s: offer %zu %s has backend_type \"%s\"; GetInfo says the type is \"%s\"",
-		          what, i, l, o->backend_type, c->info->type);
-	if (c->failed || !r)
-		return false;
-	for (size_t g = 0; g < r->n_gpus; g++) {
-		const drv_gpu *gpu = r->gpus[g];
-		if (!gpu->name[0] || gpu->count == 0 || gpu->memory_mib == 0 || !gpu->vendor[0]) {
-			conf_fail(c,
-			          "%s: offer %zu %s has GPU %zu {name \"%s\", count %u, memory_mib %llu, "
-			          "vendor \"%s\"}; "
-			          "the protocol requires a name, a vendor, count > 0 and memory > 0",
-			          what, i, l, g, gpu->name, gpu->count, (unsigned long long)gpu->memory_mib,
-			          gpu->vendor);
-			return false;
-		}
-	}
-	return true;
+		          what, i, offer_label(o, l, sizeof(l)),
+		          conf_cut(o->backend_type, 64, bt, sizeof(bt)), c->info->type);
+	return !c->failed;
 }
 
 /* The driver's unfiltered offers for the base config; NULL after conf_fail/conf_skip. */
@@ -233,13 +205,18 @@ static bool satisfies(const drv_offer *o, const drv_requirements *r)
 static void describe_offer(const drv_offer *o, char *buf, size_t len)
 {
 	const drv_resources *r = o->resources;
+	char type[96], region[96], arch[96], gpu[96];
+	/* %g, not %f: a price of 1e308 must not print as 309 digits. */
 	size_t off = (size_t)snprintf(
-	    buf, len, "\"%s\" in %s: %u cpus, %llu MiB, disk %llu MiB, %s, $%.4f/h, arch \"%s\"",
-	    o->instance_type, o->region, r->cpus, (unsigned long long)r->memory_mib,
-	    (unsigned long long)r->disk_mib, r->spot ? "spot" : "on-demand", o->price_per_hour, r->cpu_arch);
-	for (size_t i = 0; i < r->n_gpus && off < len; i++)
+	    buf, len, "\"%s\" in %s: %u cpus, %llu MiB, disk %llu MiB, %s, $%.6g/h, arch \"%s\"",
+	    conf_cut(o->instance_type, 64, type, sizeof(type)),
+	    conf_cut(o->region, 64, region, sizeof(region)), r->cpus, (unsigned long long)r->memory_mib,
+	    (unsigned long long)r->disk_mib, r->spot ? "spot" : "on-demand", o->price_per_hour,
+	    conf_cut(r->cpu_arch, 64, arch, sizeof(arch)));
+	for (size_t i = 0; i < r->n_gpus && i < 4 && off < len; i++)
 		off += (size_t)snprintf(buf + off, len - off, ", %ux %s %llu MiB", r->gpus[i]->count,
-		                        r->gpus[i]->name, (unsigned long long)r->gpus[i]->memory_mib);
+		                        conf_cut(r->gpus[i]->name, 64, gpu, sizeof(gpu)),
+		                        (unsigned long long)r->gpus[i]->memory_mib);
 }
 
 /*

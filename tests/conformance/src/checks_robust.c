@@ -199,6 +199,29 @@ static struct drv_host *spawn_again(struct conf_ctx *c)
 	return h;
 }
 
+bool conf_restart_driver(struct conf_ctx *c)
+{
+	/* SIGKILL, not SIGTERM: a crash gives a driver no chance to save anything on the way out. */
+	pid_t pid = drv_host_pid(c->host);
+	if (pid > 0)
+		kill(pid, SIGKILL);
+	int status = -1;
+	if (drv_host_wait(c->host, c->o->shutdown_grace_ms, &status)) {
+		conf_fail(c, "the driver (pid %d) was still running %d ms after SIGKILL", (int)pid,
+		          c->o->shutdown_grace_ms);
+		return false;
+	}
+	struct drv_host *h = spawn_again(c);
+	if (!h) {
+		/* The dead host stays, so the checks after this one are skipped as "no longer running". */
+		return false;
+	}
+	drv_host_free(c->host);
+	c->host = h;
+	conf_note(c, "killed pid %d and started the driver again (pid %d)", (int)pid, (int)drv_host_pid(h));
+	return true;
+}
+
 struct inflight {
 	pthread_mutex_t mu;
 	bool done;

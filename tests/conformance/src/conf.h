@@ -51,6 +51,7 @@ struct conf_opts {
 	json_t *slow_config;         /* merged into config to make the driver slow, or NULL */
 	json_t *large_offers_config; /* merged into config for >= large_offers_min offers, or NULL */
 	json_t *invalid_config;      /* a config the driver must reject, or NULL */
+	json_t *bad_secrets;         /* secrets (merged over `secrets`) the provider refuses, or NULL */
 	char name_prefix[64];
 	int call_timeout_ms;
 	int provisioning_timeout_ms;
@@ -169,6 +170,13 @@ void conf_skip(struct conf_ctx *c, const char *fmt, ...) __attribute__((format(p
 /* Progress detail shown with --verbose. */
 void conf_note(struct conf_ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/*
+ * `s` for a result message: at most `max` bytes of it, and when longer, its
+ * length ("abc...(1048576 bytes)"), so a megabyte string from a driver
+ * cannot fill the line. Returns buf, which needs max + 32 bytes.
+ */
+const char *conf_cut(const char *s, size_t max, char *buf, size_t len);
+
 /* The driver's answer as text: `OK` or `NOT_FOUND "no such instance"`. Returns buf. */
 const char *conf_answer(int rc, const struct drv_status *st, char *buf, size_t len);
 
@@ -214,6 +222,13 @@ bool conf_pattern_match(const char *pattern, const char *name);
 
 /* The tag key every instance and volume of a run carries, with the run id as value. */
 #define CONF_RUN_TAG "drover-conformance-run"
+
+/*
+ * Kills the spawned driver with SIGKILL and starts it again with the same
+ * arguments; c->host is the new process afterwards (checks_robust.c).
+ * Returns false after conf_fail.
+ */
+bool conf_restart_driver(struct conf_ctx *c);
 
 /*
  * Picks the cheapest AVAILABLE offer matching params.offer_requirements

@@ -33,6 +33,8 @@ void conf_config_free(struct conf_opts *o)
 	json_decref(o->slow_config);
 	json_decref(o->large_offers_config);
 	json_decref(o->invalid_config);
+	json_decref(o->bad_secrets);
+	o->bad_secrets = NULL;
 	o->config = o->secrets = o->offer_requirements = NULL;
 	o->slow_config = o->large_offers_config = o->invalid_config = NULL;
 }
@@ -65,13 +67,21 @@ static int get_object(json_t *parent, const char *where, const char *key, json_t
 }
 
 static const char *const known_params[] = {
-    "offer_requirements",   "name_prefix",
-    "call_timeout_ms",      "provisioning_timeout_ms",
-    "handshake_timeout_ms", "short_deadline_ms",
-    "recovery_ms",          "shutdown_grace_ms",
-    "slow_config",          "large_offers_config",
-    "large_offers_min",     "invalid_config_field",
-    "volume_size_mib",      NULL,
+    "offer_requirements",
+    "name_prefix",
+    "call_timeout_ms",
+    "provisioning_timeout_ms",
+    "handshake_timeout_ms",
+    "short_deadline_ms",
+    "recovery_ms",
+    "shutdown_grace_ms",
+    "slow_config",
+    "large_offers_config",
+    "large_offers_min",
+    "invalid_config_field",
+    "volume_size_mib",
+    "bad_secrets",
+    NULL,
 };
 
 static int load_params(struct conf_opts *o, json_t *params, char *err, size_t errlen)
@@ -93,6 +103,21 @@ static int load_params(struct conf_opts *o, json_t *params, char *err, size_t er
 	    get_object(params, "params.", "large_offers_config", &o->large_offers_config, err, errlen) ||
 	    get_object(params, "params.", "invalid_config_field", &o->invalid_config, err, errlen))
 		return -1;
+	if (get_object(params, "params.", "bad_secrets", &o->bad_secrets, err, errlen))
+		return -1;
+	if (o->bad_secrets) {
+		if (json_object_size(o->bad_secrets) == 0) {
+			snprintf(err, errlen, "params.bad_secrets: must name at least one secret");
+			return -1;
+		}
+		json_object_foreach(o->bad_secrets, key, val)
+		{
+			if (!json_is_string(val)) {
+				snprintf(err, errlen, "params.bad_secrets.%s: must be a string", key);
+				return -1;
+			}
+		}
+	}
 	if (o->offer_requirements) {
 		drv_requirements r;
 		int rc = conf_requirements_from_json(o->offer_requirements, &r, err, errlen);

@@ -12,6 +12,7 @@
 
 #include "conf.h"
 #include "conf_run.h"
+#include "offer_rules.h"
 
 volatile sig_atomic_t conf_interrupted;
 
@@ -29,27 +30,17 @@ bool conf_pattern_match(const char *pattern, const char *name)
 	return strstr(name, pattern) != NULL;
 }
 
-/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlongs, surrogates or > U+10FFFF), or 0. */
-static size_t utf8_len(const unsigned char *s)
-{
-	size_t n = s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 && s[0] < 0xe0 ? 2 : 0;
-	if (n == 3 && s[0] > 0xef)
-		n = 0;
-	for (size_t i = 1; i < n; i++)
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-	if ((n == 3 && s[0] == 0xe0 && s[1] < 0xa0) || (n == 3 && s[0] == 0xed && s[1] > 0x9f) ||
-	    (n == 4 && s[0] == 0xf0 && s[1] < 0x90) || (n == 4 && s[0] == 0xf4 && s[1] > 0x8f))
-		return 0;
-	return n;
-}
+/* Digit runs longer than this are cut in result lines (a price of 1e308 printed with %f has 309). */
+#define MAX_DIGITS 24
 
 /*
  * A result message as one printable line: messages quote what the driver
  * answered, and a driver's newline, terminal escape or broken UTF-8 must not
  * split the line, reach the terminal or make the JUnit file unreadable.
- * Control characters become \n, \r, \t or \xNN, and so does each byte of an
- * invalid UTF-8 sequence. NULL when out of memory.
+ * Control characters become \n, \r, \t or \xNN (C1 ones \u0080..\u009f), and
+ * so does each byte of an invalid UTF-8 sequence. A run of more than MAX_DIGITS digits keeps its
+ * first MAX_DIGITS and says how many it had, whatever check printed it.
+ * NULL when out of memory.
  */
 static char *one_line(const char *msg)
 {
@@ -58,7 +49,23 @@ static char *one_line(const char *msg)
 	if (!out)
 		return NULL;
 	while (*p) {
-		size_t n = *p >= 0x80 ? utf8_len(p) : 1;
+		size_t digits = strspn((const char *)p, "0123456789");
+		if (digits > MAX_DIGITS) {
+			/* Within the 4 output bytes budgeted per input byte: 24 digits plus a note of
+			 * under 30. */
+			memcpy(o, p, MAX_DIGITS);
+			o += MAX_DIGITS;
+			o += sprintf(o, "...(%zu digits)", digits);
+			p += digits;
+			continue;
+		}
+		size_t n = offer_rules_utf8_len(p);
+		if (n == 2 && p[0] == 0xc2 && p[1] < 0xa0) {
+			/* C1 (U+0080..U+009F): well-formed, but U+009B is CSI on an 8-bit terminal. */
+			o += sprintf(o, "\\u%04x", p[1]);
+			p += 2;
+			continue;
+		}
 		if (*p >= 0x20 && *p != 0x7f && n > 0) {
 			memcpy(o, p, n);
 			o += n, p += n;
@@ -72,6 +79,21 @@ static char *one_line(const char *msg)
 	}
 	*o = '\0';
 	return out;
+}
+
+const char *conf_cut(const char *s, size_t max, char *buf, size_t len)
+{
+	size_t n = strlen(s);
+	if (n <= max) {
+		snprintf(buf, len, "%s", s);
+		return buf;
+	}
+	/* Back up to the start of a UTF-8 sequence, so the cut does not make a valid text invalid. */
+	size_t keep = max;
+	while (keep > 0 && ((unsigned char)s[keep] & 0xc0) == 0x80)
+		keep--;
+	snprintf(buf, len, "%.*s...(%zu bytes)", (int)keep, s, n);
+	return buf;
 }
 
 void conf_fail(struct conf_ctx *c, const char *fmt, ...)
@@ -115,9 +137,11 @@ const char *conf_answer(int rc, const struct drv_status *st, char *buf, size_t l
 {
 	if (rc == 0)
 		snprintf(buf, len, "OK");
-	else if (st && st->message[0])
-		snprintf(buf, len, "%s \"%s\"", drv_error_name(rc), st->message);
-	else
+	else if (st && st->message[0]) {
+		char msg[320];
+		snprintf(buf, len, "%s \"%s\"", drv_error_name(rc),
+		         conf_cut(st->message, 300, msg, sizeof(msg)));
+	} else
 		snprintf(buf, len, "%s", drv_error_name(rc));
 	return buf;
 }

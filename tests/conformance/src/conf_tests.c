@@ -38,7 +38,8 @@ const struct conf_test conf_tests[] = {
     {"features.unadvertised_unimplemented", 0, 0, check_features_unadvertised_unimplemented,
      "every RPC of a feature not advertised answers UNIMPLEMENTED"},
     {"offers.well_formed", F(OFFERS), 0, check_offers_well_formed,
-     "offers have price > 0, cpus > 0, memory > 0, a known availability, sane GPUs"},
+     "offers keep offer_rules.c: names printable UTF-8 of <= 128 bytes, a finite price in "
+     "[1e-6, 10000] USD/h, cpus and memory > 0, a known availability, GPU memory plausible in MiB"},
     {"offers.filter_cpus", F(OFFERS), 0, check_offers_filter_cpus, "every offer satisfies Requirements.cpus"},
     {"offers.filter_memory", F(OFFERS), 0, check_offers_filter_memory,
      "every offer satisfies Requirements.memory_mib"},
@@ -72,12 +73,18 @@ const struct conf_test conf_tests[] = {
      "an idempotency key reused with another offer answers ALREADY_EXISTS"},
     {"instances.list", F(CREATE_INSTANCE), 0, check_instances_list,
      "ListInstances by tag lists what exists, not what was terminated"},
+    {"instances.survive_restart", F(CREATE_INSTANCE), CONF_NEEDS_SPAWN, check_instances_survive_restart,
+     "an instance created before the driver is killed (SIGKILL) and started again is still there: "
+     "GetInstance answers it, ListInstances lists it"},
     {"errors.create_without_key", F(CREATE_INSTANCE), 0, check_errors_create_without_key,
      "CreateInstance without an idempotency key answers INVALID_ARGUMENT"},
     {"errors.config_not_json", 0, 0, check_errors_config_not_json,
      "a provider call, and GetFeatures, with config_json \"not json\" answer INVALID_ARGUMENT"},
     {"errors.codes_in_table", 0, 0, check_errors_codes_in_table,
      "probes with unknown and empty ids answer only codes compute.proto lists for the RPC"},
+    {"errors.bad_secrets", 0, 0, check_errors_bad_secrets,
+     "with params.bad_secrets, every provider call answers UNAUTHENTICATED or PERMISSION_DENIED and "
+     "ValidateConfig reports an error at /secrets/<name>"},
     {"volumes.lifecycle", F(VOLUMES), 0, check_volumes_lifecycle,
      "create (idempotent), attach, detach, delete, delete again OK"},
     {"volumes.register", F(VOLUMES), 0, check_volumes_register,
