@@ -295,7 +295,8 @@ static void test_harness_run(void **state)
 		size_t n = end ? (size_t)(end - line) : strlen(line);
 		if ((long)n > opt.max_line) {
 			ok = false;
-			snprintf(why, sizeof(why), "a line of stdout is %zu bytes long (at most %ld): \"%.60s...\"", n,
+			snprintf(why, sizeof(why),
+			         "a line of stdout is %zu bytes long (at most %ld): \"%.60s...\"", n,
 			         opt.max_line, line);
 		}
 		line += n + (end != NULL);

@@ -78,6 +78,12 @@ static void test_config_errors_name_the_field(void **state)
 	load_expect_error("{\"params\": {\"offer_requirements\": {\"gpus\": 1}}}",
 	                  "params.offer_requirements.gpus: unknown filter");
 	load_expect_error("{\"config\": {}", "conf.json:");
+	load_expect_error("{\"params\": {\"bad_secrets\": \"x\"}}",
+	                  "params.bad_secrets: must be a JSON object");
+	load_expect_error("{\"params\": {\"bad_secrets\": {}}}",
+	                  "params.bad_secrets: must name at least one");
+	load_expect_error("{\"params\": {\"bad_secrets\": {\"k\": 1}}}",
+	                  "params.bad_secrets.k: must be a string");
 }
 
 static void test_config_loads(void **state)
@@ -86,15 +92,16 @@ static void test_config_loads(void **state)
 	struct conf_opts o = {0};
 	conf_config_defaults(&o);
 	char err[1024] = "";
-	const char *path =
-	    write_file("ok.json", "{\"config\": {\"capacity\": 2}, \"secrets\": {\"k\": \"v\"},"
-	                          " \"params\": {\"name_prefix\": \"t-\", \"call_timeout_ms\": 1234,"
-	                          " \"slow_config\": {\"latency_ms\": 5}}}");
+	const char *path = write_file(
+	    "ok.json", "{\"config\": {\"capacity\": 2}, \"secrets\": {\"k\": \"v\"},"
+	               " \"params\": {\"name_prefix\": \"t-\", \"call_timeout_ms\": 1234,"
+	               " \"slow_config\": {\"latency_ms\": 5}, \"bad_secrets\": {\"k\": \"no\"}}}");
 	assert_int_equal(conf_config_load(&o, path, err, sizeof(err)), 0);
 	assert_string_equal(o.name_prefix, "t-");
 	assert_int_equal(o.call_timeout_ms, 1234);
 	assert_int_equal(o.repeat, 3);
 	assert_non_null(o.slow_config);
+	assert_string_equal(json_string_value(json_object_get(o.bad_secrets, "k")), "no");
 
 	/* The backend config merges the overlay and carries the secrets. */
 	struct conf_bc bc;
@@ -176,6 +183,32 @@ static void test_answer_text(void **state)
 	assert_string_equal(conf_answer(DRV_EUNIMPLEMENTED, &st, buf, sizeof(buf)), "UNIMPLEMENTED");
 }
 
+/* Result lines: one line, no terminal controls (C1 included), no runaway numbers or strings. */
+static void test_one_line_and_cut(void **state)
+{
+	(void)state;
+	char *l = conf_one_line("a\nb\x1b[0m \xc2\x9b \xff caf\xc3\xa9");
+	assert_string_equal(l, "a\\nb\\x1b[0m \\u009b \\xff caf\xc3\xa9");
+	free(l);
+	char digits[400];
+	snprintf(digits, sizeof(digits), "$%.4f/h", 1e308);
+	l = conf_one_line(digits);
+	assert_string_equal(l, "$100000000000000001097906...(309 digits).0000/h");
+	free(l);
+	l = conf_one_line("id 123456789012345678901234 stays");
+	assert_string_equal(l, "id 123456789012345678901234 stays");
+	free(l);
+
+	char buf[128];
+	assert_string_equal(conf_cut("short", 10, buf, sizeof(buf)), "short");
+	assert_string_equal(conf_cut("abcdefghijkl", 4, buf, sizeof(buf)), "abcd...(12 bytes)");
+	/* The cut backs up to a character boundary: "é" is two bytes. */
+	assert_string_equal(conf_cut("ab\xc3\xa9"
+	                             "cd",
+	                             3, buf, sizeof(buf)),
+	                    "ab...(6 bytes)");
+}
+
 static void test_junit(void **state)
 {
 	(void)state;
@@ -243,6 +276,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_yaml_config_equals_json),
 	    cmocka_unit_test(test_requirements_from_json),
 	    cmocka_unit_test(test_answer_text),
+	    cmocka_unit_test(test_one_line_and_cut),
 	    cmocka_unit_test(test_junit),
 	    cmocka_unit_test(test_table_is_sane),
 	};

@@ -42,7 +42,7 @@ bool conf_pattern_match(const char *pattern, const char *name)
  * first MAX_DIGITS and says how many it had, whatever check printed it.
  * NULL when out of memory.
  */
-static char *one_line(const char *msg)
+char *conf_one_line(const char *msg)
 {
 	const unsigned char *p = (const unsigned char *)msg;
 	char *out = malloc(strlen(msg) * 4 + 1), *o = out;
@@ -127,7 +127,7 @@ void conf_note(struct conf_ctx *c, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	char *line = one_line(buf);
+	char *line = conf_one_line(buf);
 	printf("  .. %s: %s\n", c->test_name ? c->test_name : "harness", line ? line : buf);
 	free(line);
 	fflush(stdout);
@@ -212,7 +212,7 @@ static void record(struct conf_report *r, const char *name, enum conf_result res
 	struct conf_result_row *row = &r->rows[r->n++];
 	row->name = name;
 	row->result = res;
-	row->message = one_line(msg ? msg : "");
+	row->message = conf_one_line(msg ? msg : "");
 	row->ms = ms;
 	const char *tag = res == CONF_PASS ? "PASS" : res == CONF_FAIL ? "FAIL" : "SKIP";
 	if (res == CONF_PASS)
@@ -351,7 +351,7 @@ int conf_report_junit(const struct conf_report *r, const char *path, const char 
 	fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
 	fprintf(f, "<testsuites>\n<testsuite name=\"");
 	/* The suite is named after the driver's GetInfo type, which is the driver's to write. */
-	char *suite_line = one_line(suite);
+	char *suite_line = conf_one_line(suite);
 	xml_escape(f, suite_line ? suite_line : "drover-conformance");
 	free(suite_line);
 	fprintf(f, "\" tests=\"%zu\" failures=\"%d\" errors=\"0\" skipped=\"%d\" time=\"%.3f\">\n", r->n,

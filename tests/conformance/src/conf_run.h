@@ -24,4 +24,11 @@ int conf_report_junit(const struct conf_report *r, const char *path, const char 
                       size_t errlen);
 void conf_report_free(struct conf_report *r);
 
+/*
+ * A result message as one printable line (control characters, C1 and
+ * invalid UTF-8 escaped, digit runs over 24 cut), as the run prints it.
+ * Returns a new string (caller frees), NULL when out of memory.
+ */
+char *conf_one_line(const char *msg);
+
 #endif
