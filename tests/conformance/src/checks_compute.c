@@ -9,6 +9,7 @@
 #include <time.h>
 
 #include "checks.h"
+#include "offer_rules.h"
 
 /* "TERMINATED" for an InstanceState value, or its number for one the protocol does not name. */
 static const char *state_name(int state)
@@ -79,10 +80,25 @@ static int create_instance(struct conf_ctx *c, struct maker *m, const char *key,
 	rq.offer = m->offer;
 	rq.instance = &ic;
 	int rc = drv_host_create_instance(c->host, &rq, &rs, c->o->call_timeout_ms, st);
+	char why[300];
 	if (rc == 0) {
 		if (!rs->data || !rs->data->instance_id[0]) {
 			snprintf(st->message, sizeof(st->message),
 			         "no provisioning data with an instance_id");
+			rc = DRV_EINTERNAL;
+		} else if (offer_rules_text("instance_id", rs->data->instance_id, OFFER_RULES_ID_MAX, true,
+		                            why, sizeof(why))) {
+			/*
+			 * Tracked all the same: the cleanup tries it, and the run tag finds
+			 * what is left. The failure is recorded here, so the caller's own
+			 * message about rc (which comes second) is not the one shown.
+			 */
+			conf_track(c, CONF_INSTANCE, rs->data->instance_id, rs->data->region, NULL);
+			conf_fail(c,
+			          "CreateInstance(key \"%s\") answered OK with an unusable id: %s; an id is "
+			          "printable UTF-8 of 1 to %d bytes",
+			          key, why, OFFER_RULES_ID_MAX);
+			snprintf(st->message, sizeof(st->message), "an unusable id: %s", why);
 			rc = DRV_EINTERNAL;
 		} else {
 			conf_track(c, CONF_INSTANCE, rs->data->instance_id, rs->data->region, NULL);
