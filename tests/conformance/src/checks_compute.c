@@ -110,6 +110,20 @@ static int create_instance(struct conf_ctx *c, struct maker *m, const char *key,
 	return rc;
 }
 
+/* CreateInstance with a fresh key (written to key), which must answer OK; false after conf_fail. */
+static bool create_fresh(struct conf_ctx *c, struct maker *m, char *key, size_t keylen, char *id,
+                         size_t idlen)
+{
+	char ans[700];
+	struct drv_status st = {0};
+	conf_name(c, "key", key, keylen);
+	int rc = create_instance(c, m, key, id, idlen, &st);
+	if (rc)
+		conf_fail(c, "CreateInstance(key \"%s\") answered %s; the protocol requires OK", key,
+		          conf_answer(rc, &st, ans, sizeof(ans)));
+	return rc == 0;
+}
+
 static int terminate_instance(struct conf_ctx *c, const char *id, struct drv_status *st)
 {
 	drv_terminate_instance_request rq = DROVER__COMPUTE__V1__TERMINATE_INSTANCE_REQUEST__INIT;
@@ -351,16 +365,11 @@ void check_instances_key_reuse(struct conf_ctx *c)
 	}
 	char key[200], id[256], id2[256] = "", ans[700];
 	struct drv_status st = {0};
-	conf_name(c, "key", key, sizeof(key));
-	int rc = create_instance(c, &m, key, id, sizeof(id), &st);
-	if (rc) {
-		conf_fail(c, "CreateInstance(key \"%s\") answered %s; the protocol requires OK", key,
-		          conf_answer(rc, &st, ans, sizeof(ans)));
+	if (!create_fresh(c, &m, key, sizeof(key), id, sizeof(id)))
 		goto out;
-	}
 	drv_offer *first = m.offer;
 	m.offer = other;
-	rc = create_instance(c, &m, key, id2, sizeof(id2), &st);
+	int rc = create_instance(c, &m, key, id2, sizeof(id2), &st);
 	m.offer = first;
 	if (rc != DRV_EEXIST)
 		conf_fail(c,
@@ -386,16 +395,11 @@ void check_instances_list(struct conf_ctx *c)
 	struct maker m;
 	if (!maker_init(c, &m, "list"))
 		return;
-	char key[200], id[256], ans[700];
+	char key[200], id[256];
 	struct drv_status st = {0};
 	drv_list_instances_response *ls = NULL;
-	conf_name(c, "key", key, sizeof(key));
-	int rc = create_instance(c, &m, key, id, sizeof(id), &st);
-	if (rc) {
-		conf_fail(c, "CreateInstance(key \"%s\") answered %s; the protocol requires OK", key,
-		          conf_answer(rc, &st, ans, sizeof(ans)));
+	if (!create_fresh(c, &m, key, sizeof(key), id, sizeof(id)))
 		goto out;
-	}
 	ls = list_tagged(c, m.tag_value);
 	if (!ls)
 		goto out;
@@ -418,7 +422,7 @@ void check_instances_list(struct conf_ctx *c)
 	if (c->failed)
 		goto out;
 
-	rc = list_by_tag(c, "drover-conformance-check", "conformance-no-such-tag-value", &ls, &st);
+	int rc = list_by_tag(c, "drover-conformance-check", "conformance-no-such-tag-value", &ls, &st);
 	if (rc == 0 && ls->n_instances)
 		conf_fail(c,
 		          "ListInstances(tag drover-conformance-check=conformance-no-such-tag-value) lists "
@@ -461,16 +465,11 @@ void check_instances_survive_restart(struct conf_ctx *c)
 	struct drv_status st = {0};
 	drv_get_instance_response *gs = NULL;
 	drv_list_instances_response *ls = NULL;
-	conf_name(c, "key", key, sizeof(key));
-	int rc = create_instance(c, &m, key, id, sizeof(id), &st);
-	if (rc) {
-		conf_fail(c, "CreateInstance(key \"%s\") answered %s; the protocol requires OK", key,
-		          conf_answer(rc, &st, ans, sizeof(ans)));
+	if (!create_fresh(c, &m, key, sizeof(key), id, sizeof(id)))
 		goto out;
-	}
 	if (!conf_restart_driver(c))
 		goto out;
-	rc = get_instance(c, id, &gs, &st);
+	int rc = get_instance(c, id, &gs, &st);
 	int state = rc == 0 && gs->data ? (int)gs->data->state : 0;
 	if (rc)
 		conf_fail(c,
