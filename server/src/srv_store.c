@@ -1006,6 +1006,54 @@ int srv_store_instance_count(struct srv_store *st, const char *status, int64_t *
 	                  "instance count", n);
 }
 
+int srv_store_instance_holding(struct srv_store *st, const char *project, const char *backend,
+                               const char *provider_id, const char *except, char **holder)
+{
+	/*
+	 * Provisioning data is stored packed, and protobuf-c packs fields by
+	 * number: a non-empty instance_id (field 1) opens the blob as its key
+	 * byte, its length as a varint, then its bytes. That prefix is compared,
+	 * so no row is unpacked.
+	 */
+	size_t idlen = strlen(provider_id);
+	unsigned char *prefix = malloc(idlen + 11);
+	if (!prefix)
+		return set_err(st, "out of memory");
+	size_t n = 0;
+	prefix[n++] = 0x0a;
+	for (size_t v = idlen;; v >>= 7) {
+		prefix[n++] = (unsigned char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+		if (v <= 0x7f)
+			break;
+	}
+	memcpy(prefix + n, provider_id, idlen);
+	n += idlen;
+	sqlite3_stmt *s;
+	if (prep(st,
+	         "SELECT id FROM instances WHERE project = ?1 AND backend = ?2 AND id <> ?3"
+	         " AND status NOT IN ('terminated', 'failed') AND substr(provisioning, 1, ?4) = ?5 LIMIT 1",
+	         -1, &s, NULL) != SQLITE_OK) {
+		free(prefix);
+		return db_err(st, "instance holding");
+	}
+	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, backend, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, except, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 4, (sqlite3_int64)n);
+	sqlite3_bind_blob(s, 5, prefix, (int)n, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	bool oom = false;
+	if (rc == SQLITE_ROW)
+		*holder = col_str(s, 0, &oom);
+	unprep(st, s);
+	free(prefix);
+	if (oom)
+		return set_err(st, "out of memory");
+	if (rc == SQLITE_ROW)
+		return 0;
+	return rc == SQLITE_DONE ? 1 : db_err(st, "instance holding");
+}
+
 void srv_instance_free(struct srv_instance *in)
 {
 	if (!in)

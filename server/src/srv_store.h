@@ -193,6 +193,13 @@ int srv_store_instance_by_name(struct srv_store *st, const char *project, const 
 int srv_store_instance_by_key(struct srv_store *st, const char *project, const char *key,
                               struct srv_instance **out);
 int srv_store_instance_count_live(struct srv_store *st, const char *project, int64_t *n);
+/*
+ * A live instance of `backend` in `project`, other than `except`, whose
+ * provisioning data names the provider's instance `provider_id` (non-empty):
+ * 0 and its id in *holder (malloc'ed), 1 when there is none, -1 on error.
+ */
+int srv_store_instance_holding(struct srv_store *st, const char *project, const char *backend,
+                               const char *provider_id, const char *except, char **holder);
 
 /*
  * The backend an instance was made on, with its secrets: the live backend, or
