@@ -1091,6 +1091,45 @@ static void test_bad_get_answer(void **state)
 	free(before);
 }
 
+/*
+ * The machine of a bad answer cannot be terminated (TerminateInstance keeps
+ * answering UNAVAILABLE): the outcome stays uncertain. The row stays
+ * "creating" with nothing of the answer stored, the attempt is retried with
+ * the same key (one machine, never two), and the create never goes on to
+ * another offer while the machine may live.
+ */
+static void test_bad_create_answer_stuck(void **state)
+{
+	struct fx *f = *state;
+	add_backend(f, "h", "hostile", "{\"project\": \"x\"}");
+	srv_engine_start(f->eng);
+	const char *only[] = {"h"};
+	struct srv_create_request cr = {
+	    .project = "p", .name = "stuck", .max_tries = 3, .backends = only, .n_backends = 1};
+	struct inst_out o = {0};
+	srv_engine_create(f->eng, &cr, inst_cb, &o);
+	assert_true(run_until(&f->loop, &o.done, 20000));
+	assert_int_equal(o.code, 0);
+	assert_string_equal(o.status, SRV_ST_CREATING);
+	struct srv_instance *in;
+	assert_int_equal(srv_store_instance_get(f->st, o.key, &in), 0);
+	assert_null(in->provisioning);
+	assert_non_null(strstr(in->last_error, "backend h"));
+	assert_non_null(strstr(in->last_error, "instance_id is empty"));
+	assert_non_null(strstr(in->last_error, "not terminated yet"));
+	assert_non_null(strstr(in->last_error, "UNAVAILABLE"));
+	json_t *att = json_loads(in->attempts_json, 0, NULL);
+	assert_int_equal(json_array_size(att), 1);
+	json_decref(att);
+	srv_instance_free(in);
+	int total, live;
+	hostile_machines(f, &total, &live);
+	assert_int_equal(total, 1);
+	assert_int_equal(live, 1);
+	assert_true(has_event(f, o.key, "instance.attempt_uncertain", SRV_EVENT_WARNING,
+	                      "retrying with the same key"));
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -1117,6 +1156,8 @@ int main(void)
 	                                             (void *)"create-control-chars"),
 	    cmocka_unit_test_prestate_setup_teardown(test_bad_create_answer, setup, teardown,
 	                                             (void *)"create-bad-address"),
+	    cmocka_unit_test_prestate_setup_teardown(test_bad_create_answer_stuck, setup, teardown,
+	                                             (void *)"create-empty-id-stuck"),
 	    cmocka_unit_test_prestate_setup_teardown(test_dup_create_answer, setup, teardown,
 	                                             (void *)"create-dup-id"),
 	    cmocka_unit_test_prestate_setup_teardown(test_bad_get_answer, setup, teardown,
