@@ -22,6 +22,8 @@
  */
 #define CREATE_INLINE_RETRIES 3
 #define CREATE_RETRY_BASE_MS 200
+/* At most this many machines are terminated after one answer that failed droverd's check. */
+#define CLEANUP_MAX_MACHINES 16
 
 /*
  * Creates in bulk ask for the same offers again and again. For creates only
@@ -546,6 +548,13 @@ static void cleanup_listed(void *ud, int code, const char *message, ProtobufCMes
 		if (srv__check_provisioning(li->data, why, sizeof(why)) < 0) {
 			cleanup_fail(op, "ListInstances lists it, and %s", why);
 			continue;
+		}
+		/* One attempt makes one machine: a listing of many is not believed, nor acted on without end.
+		 */
+		if (op->cleanup_pending > CLEANUP_MAX_MACHINES) {
+			cleanup_fail(op, "ListInstances lists more than %d machines with its tags",
+			             CLEANUP_MAX_MACHINES);
+			break;
 		}
 		drv_terminate_instance_request req = DROVER__COMPUTE__V1__TERMINATE_INSTANCE_REQUEST__INIT;
 		req.config = &bc.cfg;
