@@ -549,8 +549,7 @@ static void cleanup_listed(void *ud, int code, const char *message, ProtobufCMes
 			cleanup_fail(op, "ListInstances lists it, and %s", why);
 			continue;
 		}
-		/* One attempt makes one machine: a listing of many is not believed, nor acted on without end.
-		 */
+		/* One attempt makes one machine: a long listing is not acted on without end. */
 		if (op->cleanup_pending > CLEANUP_MAX_MACHINES) {
 			cleanup_fail(op, "ListInstances lists more than %d machines with its tags",
 			             CLEANUP_MAX_MACHINES);
