@@ -256,43 +256,11 @@ static int instance_table(const Drover__Api__V1__ListInstancesResponse *resp);
 /* Every page of the listing, followed to the end; one table or one JSON answer for them all. */
 static int instance_list(struct cli_ctx *c, Drover__Api__V1__ListInstancesRequest *req)
 {
-	Drover__Api__V1__ListInstancesResponse all = DROVER__API__V1__LIST_INSTANCES_RESPONSE__INIT;
-	Drover__Api__V1__ListInstancesResponse **pages = NULL;
-	size_t n_pages = 0;
-	int rc;
-	req->page_size = 1000;
-	for (;;) {
-		Drover__Api__V1__ListInstancesResponse *page;
-		if ((rc = cli_call(c, "ListInstances", &req->base, (ProtobufCMessage **)&page)))
-			break;
-		pages = realloc(pages, (n_pages + 1) * sizeof(*pages));
-		all.instances = realloc(all.instances,
-		                        (all.n_instances + page->n_instances + 1) * sizeof(*all.instances));
-		if (!pages || !all.instances)
-			abort();
-		pages[n_pages++] = page;
-		memcpy(all.instances + all.n_instances, page->instances,
-		       page->n_instances * sizeof(*all.instances));
-		all.n_instances += page->n_instances;
-		if (!page->next_page_token[0])
-			break;
-		/* A server that answers the token it was given would page for ever. */
-		if (strcmp(page->next_page_token, req->page_token) == 0) {
-			fprintf(stderr, "drover: ListInstances: the server repeated page token %.40s\n",
-			        page->next_page_token);
-			rc = CLI_EXIT_REFUSED;
-			break;
-		}
-		req->page_token = page->next_page_token;
-	}
-	if (rc == 0 && c->json)
-		cli_print_json(&all.base);
-	else if (rc == 0)
-		rc = instance_table(&all);
-	for (size_t i = 0; i < n_pages; i++)
-		FREE_MSG(pages[i]);
-	free(pages);
-	free(all.instances);
+	struct cli_pages p;
+	int rc = cli_call_pages(c, "ListInstances", &req->base, &p);
+	if (rc == 0 && p.all)
+		rc = instance_table((const Drover__Api__V1__ListInstancesResponse *)p.all);
+	cli_pages_free(&p);
 	return rc;
 }
 

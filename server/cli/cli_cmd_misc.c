@@ -205,42 +205,11 @@ int cli_cmd_event(struct cli_ctx *c, int argc, char **argv)
 	if (argc - optind != 1 || strcmp(argv[optind], "list") != 0)
 		return cli_usage_error("event: expected 'list' (see drover event --help)");
 	req.project = all ? "" : (char *)c->project;
-	req.page_size = 1000;
 	/* Every page, followed to the end; one table or one JSON answer for them all. */
-	Drover__Api__V1__ListEventsResponse all_ev = DROVER__API__V1__LIST_EVENTS_RESPONSE__INIT;
-	Drover__Api__V1__ListEventsResponse **pages = NULL;
-	size_t n_pages = 0;
-	for (;;) {
-		Drover__Api__V1__ListEventsResponse *page;
-		if ((rc = cli_call(c, "ListEvents", &req.base, (ProtobufCMessage **)&page)))
-			break;
-		pages = realloc(pages, (n_pages + 1) * sizeof(*pages));
-		all_ev.events =
-		    realloc(all_ev.events, (all_ev.n_events + page->n_events + 1) * sizeof(*all_ev.events));
-		if (!pages || !all_ev.events)
-			abort();
-		pages[n_pages++] = page;
-		memcpy(all_ev.events + all_ev.n_events, page->events, page->n_events * sizeof(*page->events));
-		all_ev.n_events += page->n_events;
-		if (!page->next_page_token[0])
-			break;
-		/* A server that answers the token it was given would page for ever. */
-		if (strcmp(page->next_page_token, req.page_token) == 0) {
-			fprintf(stderr, "drover: ListEvents: the server repeated page token %.40s\n",
-			        page->next_page_token);
-			rc = CLI_EXIT_REFUSED;
-			break;
-		}
-		req.page_token = page->next_page_token;
-	}
-	if (rc == 0 && c->json)
-		cli_print_json(&all_ev.base);
-	else if (rc == 0)
-		event_table(&all_ev);
-	for (size_t i = 0; i < n_pages; i++)
-		FREE_MSG(pages[i]);
-	free(pages);
-	free(all_ev.events);
+	struct cli_pages p;
+	if ((rc = cli_call_pages(c, "ListEvents", &req.base, &p)) == 0 && p.all)
+		event_table((const Drover__Api__V1__ListEventsResponse *)p.all);
+	cli_pages_free(&p);
 	return rc;
 }
 
