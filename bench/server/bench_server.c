@@ -891,15 +891,29 @@ static long count_instances(const char *project, const api_status *statuses, siz
 	req.project = (char *)project;
 	req.statuses = (api_status *)statuses;
 	req.n_statuses = n_statuses;
-	ProtobufCMessage *resp = NULL;
-	struct drv_status st;
-	int rc = api("ListInstances", &req.base, &resp, 30000, &st);
-	if (rc) {
-		snprintf(err, errlen, "ListInstances: %s: %.300s", drv_error_name(rc), st.message);
-		return -1;
-	}
-	long n = (long)((Drover__Api__V1__ListInstancesResponse *)resp)->n_instances;
-	drv_response_free(resp);
+	req.page_size = 1000;
+	char token[1100] = "";
+	long n = 0;
+	/* Every page, to the end. */
+	do {
+		req.page_token = token;
+		ProtobufCMessage *resp = NULL;
+		struct drv_status st;
+		int rc = api("ListInstances", &req.base, &resp, 30000, &st);
+		if (rc) {
+			snprintf(err, errlen, "ListInstances: %s: %.300s", drv_error_name(rc), st.message);
+			return -1;
+		}
+		const Drover__Api__V1__ListInstancesResponse *r = (const void *)resp;
+		n += (long)r->n_instances;
+		bool same = strcmp(r->next_page_token, token) == 0;
+		snprintf(token, sizeof(token), "%s", r->next_page_token);
+		drv_response_free(resp);
+		if (same && token[0]) {
+			snprintf(err, errlen, "ListInstances: the server repeated its page token");
+			return -1;
+		}
+	} while (token[0]);
 	return n;
 }
 

@@ -61,6 +61,24 @@ int cli_call(struct cli_ctx *c, const char *method, const ProtobufCMessage *req,
 int cli_call_text(struct cli_ctx *c, const char *method, const ProtobufCMessage *req,
                   ProtobufCMessage **resp);
 
+/* Every page of a paged listing, and one answer that holds them all. */
+struct cli_pages {
+	ProtobufCMessage **pages;
+	size_t n_pages;
+	ProtobufCMessage *all; /* the answer's type, its repeated field holding every page's items */
+	void *items;
+};
+
+/*
+ * cli_call() for a paged listing: a request with `page_size` and
+ * `page_token`, an answer with `next_page_token` and one repeated field
+ * (ListInstances, ListEvents). Follows every page (`req` is changed), and on
+ * CLI_EXIT_OK fills *out, freed with cli_pages_free(); with --json the merged
+ * answer is printed and out->all is NULL.
+ */
+int cli_call_pages(struct cli_ctx *c, const char *method, ProtobufCMessage *req, struct cli_pages *out);
+void cli_pages_free(struct cli_pages *p);
+
 /*
  * Options every subcommand takes (--json, --project, --timeout, --help), as
  * getopt_long entries with the short codes 'J', 'P', 'T' and 'h'.

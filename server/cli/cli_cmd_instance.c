@@ -251,12 +251,21 @@ static int instance_create(struct cli_ctx *c, Drover__Api__V1__CreateInstanceReq
 	return rc;
 }
 
+static int instance_table(const Drover__Api__V1__ListInstancesResponse *resp);
+
+/* Every page of the listing, followed to the end; one table or one JSON answer for them all. */
 static int instance_list(struct cli_ctx *c, Drover__Api__V1__ListInstancesRequest *req)
 {
-	Drover__Api__V1__ListInstancesResponse *resp;
-	int rc = cli_call_text(c, "ListInstances", &req->base, (ProtobufCMessage **)&resp);
-	if (rc || !resp)
-		return rc;
+	struct cli_pages p;
+	int rc = cli_call_pages(c, "ListInstances", &req->base, &p);
+	if (rc == 0 && p.all)
+		rc = instance_table((const Drover__Api__V1__ListInstancesResponse *)p.all);
+	cli_pages_free(&p);
+	return rc;
+}
+
+static int instance_table(const Drover__Api__V1__ListInstancesResponse *resp)
+{
 	static const char *const hdr[] = {"ID",       "NAME",   "PROJECT", "BACKEND", "STATUS",
 	                                  "INSTANCE", "REGION", "PRICE/H", "ADDRESS", "CREATED"};
 	struct cli_table *t = cli_table_new(10, hdr);
@@ -281,7 +290,6 @@ static int instance_list(struct cli_ctx *c, Drover__Api__V1__ListInstancesReques
 		cli_table_row(t, row);
 	}
 	cli_table_print(t, stdout);
-	FREE_MSG(resp);
 	return 0;
 }
 

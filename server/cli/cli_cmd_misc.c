@@ -155,6 +155,8 @@ static const char event_help[] =
     "crashed...), oldest first. --all lists the events of every project.\n"
     "--limit (default 100) keeps the latest N.\n";
 
+static void event_table(const Drover__Api__V1__ListEventsResponse *resp);
+
 int cli_cmd_event(struct cli_ctx *c, int argc, char **argv)
 {
 	enum { O_INSTANCE = 400, O_AFTER, O_LIMIT, O_ALL };
@@ -203,9 +205,16 @@ int cli_cmd_event(struct cli_ctx *c, int argc, char **argv)
 	if (argc - optind != 1 || strcmp(argv[optind], "list") != 0)
 		return cli_usage_error("event: expected 'list' (see drover event --help)");
 	req.project = all ? "" : (char *)c->project;
-	Drover__Api__V1__ListEventsResponse *resp;
-	if ((rc = cli_call_text(c, "ListEvents", &req.base, (ProtobufCMessage **)&resp)) || !resp)
-		return rc;
+	/* Every page, followed to the end; one table or one JSON answer for them all. */
+	struct cli_pages p;
+	if ((rc = cli_call_pages(c, "ListEvents", &req.base, &p)) == 0 && p.all)
+		event_table((const Drover__Api__V1__ListEventsResponse *)p.all);
+	cli_pages_free(&p);
+	return rc;
+}
+
+static void event_table(const Drover__Api__V1__ListEventsResponse *resp)
+{
 	static const char *const hdr[] = {"ID",      "TIME",     "LEVEL",   "KIND",
 	                                  "PROJECT", "INSTANCE", "BACKEND", "MESSAGE"};
 	struct cli_table *t = cli_table_new(8, hdr);
@@ -230,6 +239,4 @@ int cli_cmd_event(struct cli_ctx *c, int argc, char **argv)
 		cli_table_row(t, row);
 	}
 	cli_table_print(t, stdout);
-	FREE_MSG(resp);
-	return 0;
 }

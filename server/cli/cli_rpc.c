@@ -282,6 +282,85 @@ int cli_call_text(struct cli_ctx *c, const char *method, const ProtobufCMessage 
 	return rc;
 }
 
+/* The member of message `m` that field `name` is stored in; the field must exist. */
+static void *field_at(ProtobufCMessage *m, const char *name, const ProtobufCFieldDescriptor **fd)
+{
+	*fd = protobuf_c_message_descriptor_get_field_by_name(m->descriptor, name);
+	if (!*fd)
+		abort();
+	return (char *)m + (*fd)->offset;
+}
+
+void cli_pages_free(struct cli_pages *p)
+{
+	for (size_t i = 0; i < p->n_pages; i++)
+		drv_response_free(p->pages[i]);
+	free(p->pages);
+	free(p->items);
+	free(p->all);
+	memset(p, 0, sizeof(*p));
+}
+
+int cli_call_pages(struct cli_ctx *c, const char *method, ProtobufCMessage *req, struct cli_pages *out)
+{
+	const ProtobufCFieldDescriptor *fd;
+	memset(out, 0, sizeof(*out));
+	*(uint32_t *)field_at(req, "page_size", &fd) = 1000;
+	char **token = field_at(req, "page_token", &fd);
+	const ProtobufCMessageDescriptor *rd = NULL;
+	const ProtobufCFieldDescriptor *items = NULL;
+	size_t n_items = 0;
+	int rc;
+	for (;;) {
+		ProtobufCMessage *page;
+		if ((rc = cli_call(c, method, req, &page)))
+			break;
+		out->pages = realloc(out->pages, (out->n_pages + 1) * sizeof(*out->pages));
+		if (!out->pages)
+			abort();
+		out->pages[out->n_pages++] = page;
+		rd = page->descriptor;
+		for (unsigned i = 0; !items && i < rd->n_fields; i++)
+			if (rd->fields[i].label == PROTOBUF_C_LABEL_REPEATED)
+				items = &rd->fields[i];
+		if (!items)
+			abort(); /* a method that is not a paged listing: a bug of the caller */
+		size_t n = *(size_t *)((char *)page + items->quantifier_offset);
+		void **from = *(void ***)((char *)page + items->offset);
+		out->items = realloc(out->items, (n_items + n + 1) * sizeof(void *));
+		if (!out->items)
+			abort();
+		memcpy((void **)out->items + n_items, from, n * sizeof(void *));
+		n_items += n;
+		const char *next = *(char **)field_at(page, "next_page_token", &fd);
+		if (!next[0])
+			break;
+		/* A server that answers the token it was given would page for ever. */
+		if (strcmp(next, *token) == 0) {
+			fprintf(stderr, "drover: %s: the server repeated page token %.40s\n", method, next);
+			rc = CLI_EXIT_REFUSED;
+			break;
+		}
+		*token = (char *)next;
+	}
+	if (rc) {
+		cli_pages_free(out);
+		return rc;
+	}
+	out->all = calloc(1, rd->sizeof_message);
+	if (!out->all)
+		abort();
+	protobuf_c_message_init(rd, out->all);
+	*(size_t *)((char *)out->all + items->quantifier_offset) = n_items;
+	*(void **)((char *)out->all + items->offset) = out->items;
+	if (c->json) {
+		cli_print_json(out->all);
+		free(out->all);
+		out->all = NULL;
+	}
+	return 0;
+}
+
 bool cli_common_option(struct cli_ctx *c, int opt)
 {
 	switch (opt) {

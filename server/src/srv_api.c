@@ -1,6 +1,8 @@
 #include "srv_api.h"
 
+#include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <fcntl.h>
 #include <malloc.h>
 #include <netdb.h>
@@ -1108,6 +1110,63 @@ static void h_create_instance(struct api_call *c)
 	srv_engine_create(c->api->eng, &r, create_done, c);
 }
 
+/*
+ * Paging of ListInstances and ListEvents. A page holds at most PAGE_SIZE_MAX
+ * items and ends before PAGE_MAX_BYTES (with at least one item), so that no
+ * answer nears the transport's limit, whatever a driver put in the rows.
+ */
+#define PAGE_SIZE_DEFAULT 100
+#define PAGE_SIZE_MAX 1000
+#define PAGE_MAX_BYTES (4u << 20)
+
+static size_t page_size(uint32_t asked)
+{
+	return asked == 0 ? PAGE_SIZE_DEFAULT : asked > PAGE_SIZE_MAX ? PAGE_SIZE_MAX : asked;
+}
+
+/*
+ * A page token: "<kind>:<number>:<text>" in hex, so that clients treat it as
+ * opaque. NULL when out of memory.
+ */
+static char *page_token(struct gc *g, char kind, int64_t num, const char *text)
+{
+	char plain[600];
+	int len = snprintf(plain, sizeof(plain), "%c:%lld:%s", kind, (long long)num, text);
+	if (len < 0 || (size_t)len >= sizeof(plain))
+		return gc_strdup(g, "");
+	char *hex = gc_alloc(g, 2 * (size_t)len + 1);
+	for (int i = 0; hex && i < len; i++)
+		snprintf(hex + 2 * i, 3, "%02x", (unsigned char)plain[i]);
+	return hex;
+}
+
+/* Reads a token of `kind`: 0, or -1 when it is not one this server made. `text` has room for 512. */
+static int page_token_parse(const char *tok, char kind, int64_t *num, char *text)
+{
+	char plain[600];
+	size_t len = strlen(tok);
+	if (len % 2 || len / 2 >= sizeof(plain))
+		return -1;
+	for (size_t i = 0; i < len / 2; i++) {
+		unsigned v;
+		if (sscanf(tok + 2 * i, "%2x", &v) != 1 || !isxdigit((unsigned char)tok[2 * i]) ||
+		    !isxdigit((unsigned char)tok[2 * i + 1]) || v == 0)
+			return -1;
+		plain[i] = (char)v;
+	}
+	plain[len / 2] = '\0';
+	char *end;
+	if (plain[0] != kind || plain[1] != ':')
+		return -1;
+	errno = 0;
+	long long v = strtoll(plain + 2, &end, 10);
+	if (errno || end == plain + 2 || *end != ':' || strlen(end + 1) > 512)
+		return -1;
+	*num = v;
+	strcpy(text, end + 1);
+	return 0;
+}
+
 static void h_list_instances(struct api_call *c)
 {
 	const Drover__Api__V1__ListInstancesRequest *req = (const void *)c->req;
@@ -1115,6 +1174,14 @@ static void h_list_instances(struct api_call *c)
 	struct gc g = {0};
 	if (project && need_project(c, project) < 0)
 		return;
+	int64_t after_created = 0;
+	char after_id[520] = "";
+	if (req->page_token && req->page_token[0] &&
+	    page_token_parse(req->page_token, 'i', &after_created, after_id) < 0) {
+		reply_err(c, DRV_EINVAL, "page_token: not a token of this server's ListInstances");
+		return;
+	}
+	size_t want = page_size(req->page_size);
 	struct srv_instance **list;
 	size_t n;
 	/* The store filters by its own states; TERMINATING and TERMINATION_FAILING share one. */
@@ -1137,7 +1204,13 @@ static void h_list_instances(struct api_call *c)
 			snprintf(states + l, sizeof(states) - l, "%s,", names[v]);
 		}
 	}
-	struct srv_instance_filter f = {.project = project, .statuses = req->n_statuses ? states : NULL};
+	/* One more than a page: whether a next page exists is known without another query. */
+	struct srv_instance_filter f = {.project = project,
+	                                .statuses = req->n_statuses ? states : NULL,
+	                                .limit = (int64_t)want + 1,
+	                                .oldest_first = true,
+	                                .after_created = after_created,
+	                                .after_id = after_id[0] ? after_id : NULL};
 	if (srv_store_instance_list(c->api->st, &f, &list, &n) < 0) {
 		reply_err(c, DRV_EINTERNAL, "store: %s", srv_store_errmsg(c->api->st));
 		return;
@@ -1151,31 +1224,61 @@ static void h_list_instances(struct api_call *c)
 		return;
 	}
 	Drover__Api__V1__ListInstancesResponse resp = DROVER__API__V1__LIST_INSTANCES_RESPONSE__INIT;
-	resp.instances = gc_alloc(&g, (n + np + 1) * sizeof(*resp.instances));
+	resp.instances = gc_alloc(&g, (want + 1) * sizeof(*resp.instances));
+	resp.next_page_token = "";
 	/*
-	 * The store gives newest first; the API lists by creation time, oldest
-	 * first, the pending creates merged in.
+	 * By creation time and id, oldest first, the pending creates merged in:
+	 * the same key the store's rows are paged by.
 	 */
-	size_t k = n, p = 0;
-	while (k > 0 || p < np) {
-		struct srv_instance *in;
-		if (p < np && (k == 0 || pend[p]->created_at < list[k - 1]->created_at))
-			in = pend[p++];
-		else
-			in = list[--k];
+	size_t k = 0, p = 0, bytes = 0;
+	const struct srv_instance *last = NULL;
+	for (;;) {
+		/* Pending creates before the token were on an earlier page. */
+		while (p < np && (pend[p]->created_at < after_created ||
+		                  (pend[p]->created_at == after_created && after_id[0] &&
+		                   strcmp(pend[p]->id, after_id) <= 0)))
+			p++;
+		bool from_store = k < n;
+		if (p < np && from_store &&
+		    (pend[p]->created_at < list[k]->created_at ||
+		     (pend[p]->created_at == list[k]->created_at && strcmp(pend[p]->id, list[k]->id) < 0)))
+			from_store = false;
+		if (!from_store && p == np)
+			break;
+		const struct srv_instance *in = from_store ? list[k] : pend[p];
 		bool keep = req->n_statuses == 0;
 		Drover__Api__V1__InstanceStatus s = status_of(in);
 		for (size_t j = 0; j < req->n_statuses && !keep; j++)
 			keep = req->statuses[j] == s;
-		if (keep && resp.instances)
-			resp.instances[resp.n_instances++] = instance_msg(&g, in);
+		api_instance *m = NULL;
+		if (keep) {
+			if (resp.n_instances == want)
+				break;
+			m = instance_msg(&g, in);
+			if (g.oom || !resp.instances)
+				break;
+			size_t sz = protobuf_c_message_get_packed_size(&m->base) + 8;
+			if (resp.n_instances > 0 && bytes + sz > PAGE_MAX_BYTES)
+				break;
+			bytes += sz;
+			resp.instances[resp.n_instances++] = m;
+		}
+		last = in;
+		if (from_store)
+			k++;
+		else
+			p++;
 	}
+	/* Stopped before the end, or the store had more than it was asked for: there is a next page. */
+	bool more = (k < n || p < np) || n > want;
+	if (more && last && !g.oom)
+		resp.next_page_token = page_token(&g, 'i', last->created_at, last->id);
 	srv_instance_list_free(list, n);
 	srv_instance_list_free(pend, np);
 	struct srv_api *api = c->api; /* c is gone after the reply */
 	reply_gc(c, &g, &resp.base);
 	gc_free(&g);
-	if (n > 1000)
+	if (bytes > (1u << 20))
 		trim_later(api);
 }
 
@@ -1314,6 +1417,19 @@ static void h_list_events(struct api_call *c)
 	if (project && need_project(c, project) < 0)
 		return;
 	/*
+	 * The token names the last event sent and how many of the `limit` are
+	 * left: the window is fixed by the first page, and events added since
+	 * come after it.
+	 */
+	int64_t left = 0, after = 0;
+	char last[520] = "";
+	bool paged = req->page_token && req->page_token[0];
+	if (paged && (page_token_parse(req->page_token, 'e', &left, last) < 0 || left <= 0 ||
+	              sscanf(last, "%" SCNd64, &after) != 1 || after < 0)) {
+		reply_err(c, DRV_EINVAL, "page_token: not a token of this server's ListEvents");
+		return;
+	}
+	/*
 	 * The instance by id or by name, as for `instance show`: a name (or a typo)
 	 * matched no event id and listed nothing, which looked like "no events".
 	 */
@@ -1326,9 +1442,19 @@ static void h_list_events(struct api_call *c)
 	    /* ids are int64 in the store: a larger after_id read as negative, i.e. all */
 	    .after_id = req->after_id > INT64_MAX ? INT64_MAX : (int64_t)req->after_id,
 	    .limit = req->limit ? req->limit : 100};
-	struct srv_event *ev;
-	size_t n;
-	int rc = srv_store_event_list(c->api->st, &f, &ev, &n);
+	int rc = 0;
+	if (!paged) {
+		left = f.limit;
+		rc = srv_store_event_window(c->api->st, &f, &after);
+	}
+	size_t want = page_size(req->page_size);
+	f.after_id = after;
+	f.first = true;
+	f.limit = (int64_t)want < left ? (int64_t)want : left;
+	struct srv_event *ev = NULL;
+	size_t n = 0;
+	if (rc == 0)
+		rc = srv_store_event_list(c->api->st, &f, &ev, &n);
 	srv_instance_free(in);
 	if (rc < 0) {
 		reply_err(c, DRV_EINTERNAL, "store: %s", srv_store_errmsg(c->api->st));
@@ -1337,6 +1463,8 @@ static void h_list_events(struct api_call *c)
 	Drover__Api__V1__ListEventsResponse resp = DROVER__API__V1__LIST_EVENTS_RESPONSE__INIT;
 	Drover__Api__V1__Event *ms = gc_alloc(&g, (n + 1) * sizeof(*ms));
 	resp.events = gc_alloc(&g, (n + 1) * sizeof(*resp.events));
+	resp.next_page_token = "";
+	size_t bytes = 0;
 	for (size_t i = 0; !g.oom && i < n; i++) {
 		drover__api__v1__event__init(&ms[i]);
 		ms[i].id = (uint64_t)ev[i].id;
@@ -1348,9 +1476,19 @@ static void h_list_events(struct api_call *c)
 		ms[i].backend = ev[i].backend ? ev[i].backend : "";
 		ms[i].driver = ev[i].driver ? ev[i].driver : "";
 		ms[i].message = ev[i].message ? ev[i].message : "";
-		resp.events[i] = &ms[i];
+		size_t sz = protobuf_c_message_get_packed_size(&ms[i].base) + 8;
+		if (i > 0 && bytes + sz > PAGE_MAX_BYTES)
+			break;
+		bytes += sz;
+		resp.events[resp.n_events++] = &ms[i];
 	}
-	resp.n_events = n;
+	left -= (int64_t)resp.n_events;
+	/* A full page (by count or by bytes) with some of the window left: there may be more. */
+	if (!g.oom && left > 0 && resp.n_events > 0 && (n == (size_t)f.limit || resp.n_events < n)) {
+		char id[24];
+		snprintf(id, sizeof(id), "%lld", (long long)ms[resp.n_events - 1].id);
+		resp.next_page_token = page_token(&g, 'e', left, id);
+	}
 	reply_gc(c, &g, &resp.base);
 	srv_event_list_free(ev, n);
 	gc_free(&g);

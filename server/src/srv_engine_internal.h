@@ -60,6 +60,17 @@ void srv__put_or_log(struct srv_engine *eng, struct srv_instance *in);
 /* next_check_at for a running machine: its next GetInstance, or 0 when they are not checked. */
 int64_t srv__running_check_at(const struct srv_engine *eng);
 
+/* The limits of srv__check_provisioning (srv_instance_check.c). */
+#define SRV_MAX_INSTANCE_ID 256
+#define SRV_MAX_NAME 128
+#define SRV_MAX_BACKEND_DATA 65536
+/*
+ * srv_instance_check.c: 0 when a driver's provisioning data can be stored
+ * and used (a usable instance id, sane address fields); else -1 with the
+ * fault, naming the field, in why.
+ */
+int srv__check_provisioning(const drv_provisioning_data *pd, char *why, size_t len);
+
 /* srv_provision.c: resumes an instance left "creating" (takes `in`). */
 void srv__create_resume(struct srv_engine *eng, struct srv_instance *in);
 /*

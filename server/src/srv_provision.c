@@ -22,6 +22,8 @@
  */
 #define CREATE_INLINE_RETRIES 3
 #define CREATE_RETRY_BASE_MS 200
+/* At most this many machines are terminated after one answer that failed droverd's check. */
+#define CLEANUP_MAX_MACHINES 16
 
 /*
  * Creates in bulk ask for the same offers again and again. For creates only
@@ -166,9 +168,16 @@ struct create_op {
 	struct create_op *next_op;       /* in eng->ops until freed */
 	bool listed;
 	struct create_dup *dups; /* answered with this op's answer */
+	/* Cleaning up after an answer that failed droverd's check (create_bad_answer). */
+	char *bad_why;
+	unsigned cleanup_pending;   /* TerminateInstance calls out */
+	char cleanup_fault[600];    /* why the machine could not be found and terminated; "" */
+	char cleanup_done_ids[600]; /* the machines terminated, for the message */
 };
 
 static void create_attempt(struct create_op *op);
+static void create_refused(struct create_op *op, const char *code, const char *message);
+static void create_bad_answer(struct create_op *op, const char *why);
 static void create_reply(struct create_op *op, int code, const char *message);
 static void creating_unlist(struct create_op *op);
 static void create_send(struct create_op *op);
@@ -204,6 +213,7 @@ static void create_op_free(struct create_op *op)
 		protobuf_c_message_free_unpacked(&op->cur_offer->base, NULL);
 	if (op->retry_timer)
 		uv_close((uv_handle_t *)op->retry_timer, timer_closed);
+	free(op->bad_why);
 	for (struct create_op **pp = &op->eng->ops; *pp; pp = &(*pp)->next_op)
 		if (*pp == op) {
 			*pp = op->next_op;
@@ -268,6 +278,30 @@ static void create_defer(struct create_op *op)
 	create_op_free(op);
 }
 
+/*
+ * Whether a CreateInstance answer can be stored: 0, or 1 with the fault in
+ * why. Beside srv__check_provisioning, the machine must not be one that
+ * another live instance of the same backend holds: a second row for one
+ * machine would terminate it under the other's feet.
+ */
+static int answer_fault(struct create_op *op, const drv_provisioning_data *pd, char *why, size_t len)
+{
+	if (srv__check_provisioning(pd, why, len) < 0)
+		return 1;
+	char *holder = NULL;
+	struct srv_instance *in = op->in;
+	int rc = srv_store_instance_holding(op->eng->st, in->project, in->backend, pd->instance_id, in->id,
+	                                    &holder);
+	if (rc == 0)
+		snprintf(why, len, "instance_id names the machine of instance %s, live on the same backend",
+		         holder);
+	else if (rc < 0)
+		snprintf(why, len, "instance_id cannot be compared with the store's: %s",
+		         srv_store_errmsg(op->eng->st));
+	free(holder);
+	return rc == 1 ? 0 : 1;
+}
+
 static void create_done(void *ud, int code, const char *message, ProtobufCMessage *resp)
 {
 	struct create_op *op = ud;
@@ -287,6 +321,14 @@ static void create_done(void *ud, int code, const char *message, ProtobufCMessag
 	if (code == 0) {
 		drv_create_instance_response *r = (drv_create_instance_response *)resp;
 		drv_provisioning_data *pd = r ? r->data : NULL;
+		char why[500];
+		if (answer_fault(op, pd, why, sizeof(why))) {
+			/* Nothing of it is stored: the machine is found by its tags and terminated. */
+			if (resp)
+				drv_response_free(resp);
+			create_bad_answer(op, why);
+			return;
+		}
 		bool has_addr =
 		    pd && ((pd->hostname && pd->hostname[0]) || (pd->internal_ip && pd->internal_ip[0]));
 		/* A terminate asked for during the call: the machine goes at once. */
@@ -366,9 +408,22 @@ static void create_done(void *ud, int code, const char *message, ProtobufCMessag
 		create_op_free(op);
 		return;
 	}
+	create_refused(op, drv_error_name(code), message);
+}
+
+/*
+ * A definite outcome that left no machine (`code` a status name, as the
+ * attempt records it): the next offer, or the end of the create.
+ */
+static void create_refused(struct create_op *op, const char *code, const char *message)
+{
+	struct srv_engine *eng = op->eng;
+	struct srv_instance *in = op->in;
+	char msg[1500];
+	snprintf(msg, sizeof(msg), "%s: %s", code, message);
 	/* A definite refusal: no machine was made. Try the next offer. */
 	/* Out of memory: the attempt stays recorded as in flight; the next one or the status follow. */
-	attempt_end(in, drv_error_name(code), message);
+	attempt_end(in, code, message);
 	srv_engine_event(eng, SRV_EVENT_WARNING, "instance.attempt_failed", in->project, in->id, in->backend,
 	                 in->backend_type, "attempt %u on %s (%s): %s", op->attempt_no, in->backend,
 	                 op->cur_offer && op->cur_offer->instance_type ? op->cur_offer->instance_type : "?",
@@ -395,6 +450,196 @@ static void create_done(void *ud, int code, const char *message, ProtobufCMessag
 	                 in->backend_type, "%s", fmsg);
 	create_reply(op, 0, "");
 	create_op_free(op);
+}
+
+/* ---- an answer that failed the check: the machine is found by its tags and terminated ---- */
+
+/*
+ * The end of the clean-up. Every machine found was terminated (or none
+ * carries the instance's tags): a definite failure of the attempt, and the
+ * create goes on. Otherwise the outcome stays uncertain: the attempt is
+ * retried with the same key, then by reconciliation, as after a crash, and
+ * each answer is checked again.
+ */
+static void cleanup_finish(struct create_op *op)
+{
+	char msg[1500];
+	const char *backend = op->in->backend;
+	if (op->eng->stopped) {
+		create_reply(op, DRV_EUNAVAILABLE,
+		             "the server is shutting down; the instance is resumed at the next start");
+		create_op_free(op);
+		return;
+	}
+	if (op->cleanup_fault[0]) {
+		snprintf(msg, sizeof(msg),
+		         "backend %s: the CreateInstance answer failed droverd's check (%s); the machine it "
+		         "may have made is not terminated yet: %s",
+		         backend, op->bad_why, op->cleanup_fault);
+		create_done(op, DRV_EINTERNAL, msg, NULL);
+		return;
+	}
+	snprintf(msg, sizeof(msg), "backend %s: the CreateInstance answer failed droverd's check (%s); %s",
+	         backend, op->bad_why,
+	         op->cleanup_done_ids[0] ? op->cleanup_done_ids : "no machine carries the instance's tags");
+	create_refused(op, drv_error_name(DRV_EINTERNAL), msg);
+}
+
+static void cleanup_fail(struct create_op *op, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void cleanup_fail(struct create_op *op, const char *fmt, ...)
+{
+	if (op->cleanup_fault[0])
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(op->cleanup_fault, sizeof(op->cleanup_fault), fmt, ap);
+	va_end(ap);
+}
+
+static void cleanup_terminated(void *ud, int code, const char *message, ProtobufCMessage *resp)
+{
+	struct create_op *op = ud;
+	if (resp)
+		drv_response_free(resp);
+	if (code != 0)
+		cleanup_fail(op, "TerminateInstance: %s: %.300s", drv_error_name(code), message);
+	if (--op->cleanup_pending == 0)
+		cleanup_finish(op);
+}
+
+/* Whether a listed machine is this attempt's: droverd's instance tag, or the attempt's key. */
+static bool cleanup_match(const struct create_op *op, const drv_listed_instance *li, const char *key)
+{
+	for (size_t t = 0; t < li->n_tags; t++)
+		if (strcmp(li->tags[t]->key, "drover-instance") == 0 &&
+		    strcmp(li->tags[t]->value, op->in->id) == 0)
+			return true;
+	return li->idempotency_key && strcmp(li->idempotency_key, key) == 0;
+}
+
+static void cleanup_listed(void *ud, int code, const char *message, ProtobufCMessage *resp)
+{
+	struct create_op *op = ud;
+	struct srv_engine *eng = op->eng;
+	drv_list_instances_response *r = (drv_list_instances_response *)resp;
+	struct srv_backend *be = NULL;
+	struct srv_bcfg bc;
+	bool have_cfg = false;
+	char key[300];
+	snprintf(key, sizeof(key), "%s/%u", op->in->idempotency_key, op->attempt_no);
+	/* One more than the calls: the clean-up ends once, after the last call is sent. */
+	op->cleanup_pending = 1;
+	if (eng->stopped) {
+		/* cleanup_finish answers. */
+	} else if (code != 0 || !r) {
+		cleanup_fail(op, "ListInstances: %s: %.300s", drv_error_name(code), message);
+	} else if (srv_store_instance_backend(eng->st, op->in, &be) != 0 || srv_bcfg_init(&bc, be) < 0) {
+		cleanup_fail(op, "the backend's config cannot be read");
+	} else {
+		have_cfg = true;
+	}
+	size_t done_len = 0;
+	for (size_t i = 0; have_cfg && r && i < r->n_instances; i++) {
+		const drv_listed_instance *li = r->instances[i];
+		if (!cleanup_match(op, li, key))
+			continue;
+		char why[500];
+		if (srv__check_provisioning(li->data, why, sizeof(why)) < 0) {
+			cleanup_fail(op, "ListInstances lists it, and %s", why);
+			continue;
+		}
+		/* One attempt makes one machine: a long listing is not acted on without end. */
+		if (op->cleanup_pending > CLEANUP_MAX_MACHINES) {
+			cleanup_fail(op, "ListInstances lists more than %d machines with its tags",
+			             CLEANUP_MAX_MACHINES);
+			break;
+		}
+		drv_terminate_instance_request req = DROVER__COMPUTE__V1__TERMINATE_INSTANCE_REQUEST__INIT;
+		req.config = &bc.cfg;
+		req.instance_id = li->data->instance_id;
+		req.region = li->data->region;
+		req.backend_data = li->data->backend_data;
+		int w =
+		    snprintf(op->cleanup_done_ids + done_len, sizeof(op->cleanup_done_ids) - done_len, "%s%s",
+		             done_len ? ", " : "the machine it made was terminated: ", li->data->instance_id);
+		if (w > 0 && done_len + (size_t)w < sizeof(op->cleanup_done_ids))
+			done_len += (size_t)w;
+		srv_engine_event(eng, SRV_EVENT_WARNING, "instance.bad_answer_terminate", op->in->project,
+		                 op->in->id, op->in->backend, op->in->backend_type,
+		                 "terminating machine %s, found by its tags after a CreateInstance answer "
+		                 "that failed droverd's check",
+		                 li->data->instance_id);
+		op->cleanup_pending++;
+		srv_supervisor_call(eng->sup, be->type, "TerminateInstance", &req.base,
+		                    eng->cfg->call_timeout_ms, cleanup_terminated, op);
+	}
+	if (have_cfg)
+		srv_bcfg_clear(&bc);
+	srv_backend_free(be);
+	if (resp)
+		drv_response_free(resp);
+	if (--op->cleanup_pending == 0)
+		cleanup_finish(op);
+}
+
+/*
+ * CreateInstance answered OK with data droverd cannot store (an empty or
+ * huge id, control characters, no address, another instance's machine).
+ * The machine may exist all the same: as after a crash, it is looked for by
+ * the tags droverd gave it and its idempotency key, and terminated, before
+ * the create goes on. Nothing of the answer is stored.
+ */
+static void create_bad_answer(struct create_op *op, const char *why)
+{
+	struct srv_engine *eng = op->eng;
+	struct srv_instance *in = op->in;
+	char msg[1200];
+	free(op->bad_why);
+	op->bad_why = strdup(why);
+	op->cleanup_fault[0] = '\0';
+	op->cleanup_done_ids[0] = '\0';
+	snprintf(msg, sizeof(msg),
+	         "attempt %u on %s: the CreateInstance answer failed droverd's check (%s); looking for the "
+	         "machine by its tags to terminate it",
+	         op->attempt_no, in->backend, why);
+	/* Out of memory: last_error keeps its previous text; the clean-up goes on. */
+	srv__set_str(&in->last_error, msg);
+	srv_store_begin(eng->st);
+	srv__put_or_log(eng, in);
+	srv_engine_event(eng, SRV_EVENT_WARNING, "instance.bad_answer", in->project, in->id, in->backend,
+	                 in->backend_type, "%s", msg);
+	srv_store_commit(eng->st);
+	if (!op->bad_why) {
+		create_done(op, DRV_ENOMEM, "out of memory", NULL);
+		return;
+	}
+	struct srv_backend *be = NULL;
+	struct srv_bcfg bc;
+	if (srv_store_instance_backend(eng->st, in, &be) != 0 || srv_bcfg_init(&bc, be) < 0) {
+		srv_backend_free(be);
+		op->cleanup_pending = 1;
+		cleanup_fail(op, "the backend's config cannot be read");
+		cleanup_terminated(op, 0, "", NULL);
+		return;
+	}
+	drv_list_instances_request req = DROVER__COMPUTE__V1__LIST_INSTANCES_REQUEST__INIT;
+	Drover__Compute__V1__ListInstancesRequest__TagsEntry tags[2], *tagp[2];
+	for (int i = 0; i < 2; i++) {
+		drover__compute__v1__list_instances_request__tags_entry__init(&tags[i]);
+		tagp[i] = &tags[i];
+	}
+	tags[0].key = "drover-server";
+	tags[0].value = eng->server_id;
+	tags[1].key = "drover-instance";
+	tags[1].value = in->id;
+	req.config = &bc.cfg;
+	req.n_tags = 2;
+	req.tags = tagp;
+	srv_supervisor_call(eng->sup, be->type, "ListInstances", &req.base, eng->cfg->call_timeout_ms,
+	                    cleanup_listed, op);
+	srv_bcfg_clear(&bc);
+	srv_backend_free(be);
 }
 
 static void retry_timer_cb(uv_timer_t *t)

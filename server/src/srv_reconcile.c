@@ -47,6 +47,32 @@ void srv__engine_kick(struct srv_engine *eng)
 /* How a failed GetInstance starts in last_error; a later good one clears only such text. */
 #define GET_ERROR_PREFIX "GetInstance: "
 
+/*
+ * Whether a GetInstance answer is unusable: 1 with the fault in why. It must
+ * pass srv__check_provisioning and name the machine it was asked about.
+ */
+static int get_answer_fault(const struct srv_instance *cur, const drv_provisioning_data *pd, char *why,
+                            size_t len)
+{
+	char fault[500];
+	if (srv__check_provisioning(pd, fault, sizeof(fault)) < 0) {
+		snprintf(why, len, "the answer failed droverd's check (%s); the last good data is kept",
+		         fault);
+		return 1;
+	}
+	drv_provisioning_data *was = cur->provisioning ? drover__compute__v1__provisioning_data__unpack(
+	                                                     NULL, cur->provisioning_len, cur->provisioning)
+	                                               : NULL;
+	int bad = was && strcmp(was->instance_id, pd->instance_id) != 0;
+	if (bad)
+		snprintf(why, len,
+		         "the answer failed droverd's check (instance_id names another machine than the one "
+		         "asked about); the last good data is kept");
+	if (was)
+		protobuf_c_message_free_unpacked(&was->base, NULL);
+	return bad;
+}
+
 /* Updates the row as the store has it now; when that cannot be done, its lease brings it back. */
 static void get_instance_done(void *ud, int code, const char *message, ProtobufCMessage *resp)
 {
@@ -63,6 +89,16 @@ static void get_instance_done(void *ud, int code, const char *message, ProtobufC
 	if (!running && strcmp(cur->status, SRV_ST_PROVISIONING) != 0)
 		goto done;
 	drv_provisioning_data *pd = code == 0 && resp ? ((drv_get_instance_response *)resp)->data : NULL;
+	/*
+	 * An answer droverd cannot use is not stored: the row keeps its last good
+	 * data, and the fault shows as a failed check would.
+	 */
+	char why[600];
+	if (code == 0 && get_answer_fault(cur, pd, why, sizeof(why))) {
+		code = DRV_EINTERNAL;
+		message = why;
+		pd = NULL;
+	}
 	bool gone = pd && (pd->state == DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_TERMINATED ||
 	                   pd->state == DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_TERMINATING);
 	bool has_addr = pd && ((pd->hostname && pd->hostname[0]) || (pd->internal_ip && pd->internal_ip[0]));
@@ -291,6 +327,8 @@ static void list_done(void *ud, int code, const char *message, ProtobufCMessage 
 {
 	struct orphan_op *op = ud;
 	struct srv_engine *eng = op->eng;
+	char why[500], first_why[500] = "";
+	size_t unusable = 0;
 	if (code == 0 && resp && !eng->stopped) {
 		drv_list_instances_response *r = (drv_list_instances_response *)resp;
 		for (size_t i = 0; i < r->n_instances; i++) {
@@ -302,6 +340,12 @@ static void list_done(void *ud, int code, const char *message, ProtobufCMessage 
 			struct srv_instance *known = NULL;
 			if (!iid || srv_store_instance_get(eng->st, iid, &known) == 0) {
 				srv_instance_free(known);
+				continue;
+			}
+			/* Data droverd could not use (to terminate it, to show it) never becomes a row. */
+			if (srv__check_provisioning(li->data, why, sizeof(why)) < 0) {
+				if (unusable++ == 0)
+					snprintf(first_why, sizeof(first_why), "%s", why);
 				continue;
 			}
 			/* Adopted and shown, never silently dropped: it may be billed. */
@@ -331,6 +375,12 @@ static void list_done(void *ud, int code, const char *message, ProtobufCMessage 
 			    li->data && li->data->instance_id ? li->data->instance_id : "?", op->backend);
 		}
 	}
+	if (unusable)
+		srv_warn(
+		    "engine",
+		    "backend %s/%s: %zu machine(s) listed with droverd's tags were not adopted: their data "
+		    "failed droverd's check (the first: %s)",
+		    op->project, op->backend, unusable, first_why);
 	if (resp)
 		drv_response_free(resp);
 	eng->busy--;

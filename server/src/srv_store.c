@@ -937,14 +937,21 @@ int srv_store_instance_list(struct srv_store *st, const struct srv_instance_filt
                             struct srv_instance ***out, size_t *n)
 {
 	sqlite3_stmt *s;
+#define INSTANCE_LIST_WHERE                                                                                  \
+	"SELECT " INSTANCE_COLS " FROM instances WHERE (?1 IS NULL OR project = ?1)"                         \
+	" AND (?2 IS NULL OR backend = ?2)"                                                                  \
+	" AND (?3 = 0 OR status NOT IN ('terminated', 'failed'))"                                            \
+	" AND (?6 IS NULL OR instr(?6, ',' || status || ',') > 0)"                                           \
+	" AND (?7 IS NULL OR created_at > ?8 OR (created_at = ?8 AND id > ?7))"
 	if (prep(st,
-	         "SELECT " INSTANCE_COLS " FROM instances WHERE (?1 IS NULL OR project = ?1)"
-	         " AND (?2 IS NULL OR backend = ?2)"
-	         " AND (?3 = 0 OR status NOT IN ('terminated', 'failed'))"
-	         " AND (?6 IS NULL OR instr(?6, ',' || status || ',') > 0)"
-	         " ORDER BY created_at DESC, id DESC LIMIT ?4 OFFSET ?5",
+	         f && f->oldest_first ? INSTANCE_LIST_WHERE " ORDER BY created_at, id LIMIT ?4 OFFSET ?5"
+	                              : INSTANCE_LIST_WHERE
+	             " ORDER BY created_at DESC, id DESC LIMIT ?4 OFFSET ?5",
 	         -1, &s, NULL) != SQLITE_OK)
 		return db_err(st, "instance list");
+#undef INSTANCE_LIST_WHERE
+	sqlite3_bind_text(s, 7, f ? f->after_id : NULL, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 8, f ? f->after_created : 0);
 	sqlite3_bind_text(s, 1, f ? f->project : NULL, -1, SQLITE_STATIC);
 	sqlite3_bind_text(s, 2, f ? f->backend : NULL, -1, SQLITE_STATIC);
 	sqlite3_bind_int(s, 3, f && f->live_only);
@@ -997,6 +1004,54 @@ int srv_store_instance_count(struct srv_store *st, const char *status, int64_t *
 {
 	return count_rows(st, "SELECT count(*) FROM instances WHERE ?1 IS NULL OR status = ?1", status, NULL,
 	                  "instance count", n);
+}
+
+int srv_store_instance_holding(struct srv_store *st, const char *project, const char *backend,
+                               const char *provider_id, const char *except, char **holder)
+{
+	/*
+	 * Provisioning data is stored packed, and protobuf-c packs fields by
+	 * number: a non-empty instance_id (field 1) opens the blob as its key
+	 * byte, its length as a varint, then its bytes. That prefix is compared,
+	 * so no row is unpacked.
+	 */
+	size_t idlen = strlen(provider_id);
+	unsigned char *prefix = malloc(idlen + 11);
+	if (!prefix)
+		return set_err(st, "out of memory");
+	size_t n = 0;
+	prefix[n++] = 0x0a;
+	for (size_t v = idlen;; v >>= 7) {
+		prefix[n++] = (unsigned char)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+		if (v <= 0x7f)
+			break;
+	}
+	memcpy(prefix + n, provider_id, idlen);
+	n += idlen;
+	sqlite3_stmt *s;
+	if (prep(st,
+	         "SELECT id FROM instances WHERE project = ?1 AND backend = ?2 AND id <> ?3"
+	         " AND status NOT IN ('terminated', 'failed') AND substr(provisioning, 1, ?4) = ?5 LIMIT 1",
+	         -1, &s, NULL) != SQLITE_OK) {
+		free(prefix);
+		return db_err(st, "instance holding");
+	}
+	sqlite3_bind_text(s, 1, project, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, backend, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 3, except, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 4, (sqlite3_int64)n);
+	sqlite3_bind_blob(s, 5, prefix, (int)n, SQLITE_STATIC);
+	int rc = sqlite3_step(s);
+	bool oom = false;
+	if (rc == SQLITE_ROW)
+		*holder = col_str(s, 0, &oom);
+	unprep(st, s);
+	free(prefix);
+	if (oom)
+		return set_err(st, "out of memory");
+	if (rc == SQLITE_ROW)
+		return 0;
+	return rc == SQLITE_DONE ? 1 : db_err(st, "instance holding");
 }
 
 void srv_instance_free(struct srv_instance *in)
@@ -1054,13 +1109,16 @@ int srv_store_event_list(struct srv_store *st, const struct srv_event_filter *f,
 	sqlite3_stmt *s;
 	size_t cnt = 0, cap = 16;
 	struct srv_event *ev = calloc(cap, sizeof(*ev));
-	/* The latest `limit` events after after_id, returned oldest first. */
-	if (!ev || prep(st,
-	                "SELECT * FROM (SELECT id, ts, project, instance, kind, message, level,"
-	                " backend, driver FROM events WHERE (?1 IS NULL OR project = ?1)"
-	                " AND (?2 IS NULL OR instance = ?2) AND id > ?3 ORDER BY id DESC LIMIT ?4)"
-	                " ORDER BY id",
-	                -1, &s, NULL) != SQLITE_OK) {
+	/* The latest (or first) `limit` events after after_id, returned oldest first. */
+#define EVENT_LIST_WHERE                                                                                     \
+	"SELECT id, ts, project, instance, kind, message, level, backend, driver FROM events"                \
+	" WHERE (?1 IS NULL OR project = ?1) AND (?2 IS NULL OR instance = ?2) AND id > ?3"
+	if (!ev ||
+	    prep(st,
+	         f->first ? EVENT_LIST_WHERE " ORDER BY id LIMIT ?4"
+	                  : "SELECT * FROM (" EVENT_LIST_WHERE " ORDER BY id DESC LIMIT ?4) ORDER BY id",
+	         -1, &s, NULL) != SQLITE_OK) {
+#undef EVENT_LIST_WHERE
 		free(ev);
 		return db_err(st, "event list");
 	}
@@ -1099,6 +1157,27 @@ int srv_store_event_list(struct srv_store *st, const struct srv_event_filter *f,
 	*out = ev;
 	*n = cnt;
 	return 0;
+}
+
+int srv_store_event_window(struct srv_store *st, const struct srv_event_filter *f, int64_t *after)
+{
+	sqlite3_stmt *s;
+	if (prep(st,
+	         "SELECT id FROM events WHERE (?1 IS NULL OR project = ?1) AND (?2 IS NULL OR instance = ?2)"
+	         " AND id > ?3 ORDER BY id DESC LIMIT 1 OFFSET ?4",
+	         -1, &s, NULL) != SQLITE_OK)
+		return db_err(st, "event window");
+	sqlite3_bind_text(s, 1, f->project, -1, SQLITE_STATIC);
+	sqlite3_bind_text(s, 2, f->instance, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, f->after_id);
+	sqlite3_bind_int64(s, 4, f->limit > 0 ? f->limit : 100);
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*after = sqlite3_column_int64(s, 0);
+	else if (rc == SQLITE_DONE)
+		*after = f->after_id;
+	unprep(st, s);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_err(st, "event window");
 }
 
 void srv_event_list_free(struct srv_event *ev, size_t n)

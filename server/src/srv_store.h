@@ -163,8 +163,15 @@ struct srv_instance_filter {
 	const char *statuses; /* ",running,terminating,": only these states; NULL: any */
 	int64_t limit;        /* 0: no limit */
 	int64_t offset;
+	/*
+	 * Paging by key rather than offset: oldest first, and only instances
+	 * after (after_created, after_id) when after_id is set.
+	 */
+	bool oldest_first;
+	int64_t after_created;
+	const char *after_id;
 };
-/* Newest first. */
+/* Newest first, or oldest first with f->oldest_first. */
 int srv_store_instance_list(struct srv_store *st, const struct srv_instance_filter *f,
                             struct srv_instance ***out, size_t *n);
 /* Instances whose next_check_at is set and <= now_ms, oldest due first. */
@@ -186,6 +193,13 @@ int srv_store_instance_by_name(struct srv_store *st, const char *project, const 
 int srv_store_instance_by_key(struct srv_store *st, const char *project, const char *key,
                               struct srv_instance **out);
 int srv_store_instance_count_live(struct srv_store *st, const char *project, int64_t *n);
+/*
+ * A live instance of `backend` in `project`, other than `except`, whose
+ * provisioning data names the provider's instance `provider_id` (non-empty):
+ * 0 and its id in *holder (malloc'ed), 1 when there is none, -1 on error.
+ */
+int srv_store_instance_holding(struct srv_store *st, const char *project, const char *backend,
+                               const char *provider_id, const char *except, char **holder);
 
 /*
  * The backend an instance was made on, with its secrets: the live backend, or
@@ -217,10 +231,16 @@ struct srv_event_filter {
 	const char *instance; /* NULL: any */
 	int64_t after_id;
 	int64_t limit; /* the latest `limit`; 0: 100 */
+	bool first;    /* the first `limit` after after_id instead of the latest */
 };
 /* Oldest first. */
 int srv_store_event_list(struct srv_store *st, const struct srv_event_filter *f, struct srv_event **out,
                          size_t *n);
+/*
+ * Where the latest f->limit events matching f begin: *after is the id just
+ * before them (f->after_id when there are no more than f->limit). 0 or -1.
+ */
+int srv_store_event_window(struct srv_store *st, const struct srv_event_filter *f, int64_t *after);
 void srv_event_list_free(struct srv_event *ev, size_t n);
 
 /* Milliseconds since the epoch, the store's clock. */

@@ -46,6 +46,8 @@ static void add_backend(struct fx *f, const char *name, const char *type, const 
 
 static int setup(void **state)
 {
+	/* A fault name as the test's initial state: a "hostile" driver type runs the fixture with it. */
+	const char *fault = *state;
 	struct fx *f = calloc(1, sizeof(*f));
 	char err[512];
 	f->dir = tu_tempdir();
@@ -59,6 +61,19 @@ static int setup(void **state)
 	f->cfg->offers_timeout_ms = 700;
 	f->cfg->reconcile_interval_ms = 100;
 	f->cfg->shutdown_grace_ms = 1000;
+	if (fault) {
+		struct srv_config_command *c = calloc(1, sizeof(*c));
+		c->type = strdup("hostile");
+		c->path = strdup(DROVER_BIN_DIR "/fixture-driver-broken-sdk");
+		c->args = calloc(5, sizeof(char *));
+		c->args[0] = strdup("--fault");
+		c->args[1] = strdup(fault);
+		c->args[2] = strdup("--state-file");
+		c->args[3] = tu_join(f->dir, "hostile.state");
+		c->n_args = 4;
+		f->cfg->commands = c;
+		f->cfg->n_commands = 1;
+	}
 	assert_int_equal(srv_supervisor_new(&f->loop, f->cfg, &f->sup, err, sizeof(err)), 0);
 	assert_int_equal(srv_engine_new(&f->loop, f->st, f->sup, f->cfg, "s-test", &f->eng), 0);
 	assert_int_equal(srv_store_project_put(f->st, "p"), 0);
@@ -942,6 +957,179 @@ static void test_create_out_of_memory(void **state)
 	assert_int_equal(srv_bcfg_init(&bc, &be), DRV_ENOMEM);
 }
 
+/* The hostile fixture's machines from its state file: how many, and how many are live. */
+static void hostile_machines(struct fx *f, int *total, int *live)
+{
+	char *path = tu_join(f->dir, "hostile.state");
+	FILE *fp = fopen(path, "r");
+	free(path);
+	*total = *live = 0;
+	char line[512];
+	while (fp && fgets(line, sizeof(line), fp)) {
+		(*total)++;
+		if (strstr(line, " live"))
+			(*live)++;
+	}
+	if (fp)
+		fclose(fp);
+}
+
+/* Creates instance `name` on backend `backend` alone, one try; waits for the answer, which must be OK. */
+static void create_on(struct fx *f, const char *backend, const char *name, struct inst_out *o)
+{
+	const char *only[] = {backend};
+	struct srv_create_request cr = {
+	    .project = "p", .name = name, .max_tries = 1, .backends = only, .n_backends = 1};
+	srv_engine_create(f->eng, &cr, inst_cb, o);
+	assert_true(run_until(&f->loop, &o->done, 15000));
+	assert_int_equal(o->code, 0);
+}
+
+/*
+ * CreateInstance answered OK with data droverd cannot use (the test's
+ * initial state names the fault): nothing of it is stored, the machine the
+ * driver made is found by its tags and terminated, the create fails naming
+ * the backend and the check, and a healthy backend beside works on.
+ */
+static void test_bad_create_answer(void **state)
+{
+	struct fx *f = *state;
+	add_backend(f, "h", "hostile", "{\"project\": \"x\"}");
+	add_backend(f, "s", "sim", "{\"state_file\": \"%s/s.json\"}");
+	srv_engine_start(f->eng);
+	const char *fault = NULL;
+	for (size_t i = 0; i < f->cfg->commands[0].n_args; i++)
+		if (strcmp(f->cfg->commands[0].args[i], "--fault") == 0)
+			fault = f->cfg->commands[0].args[i + 1];
+	struct inst_out o = {0};
+	create_on(f, "h", "bad", &o);
+	assert_string_equal(o.status, SRV_ST_FAILED);
+	struct srv_instance *in;
+	assert_int_equal(srv_store_instance_get(f->st, o.key, &in), 0);
+	assert_null(in->provisioning);
+	assert_non_null(strstr(in->last_error, "backend h"));
+	assert_non_null(strstr(in->last_error, "failed droverd's check"));
+	const char *field = strcmp(fault, "create-bad-address") == 0 ? "internal_ip" : "instance_id";
+	if (!strstr(in->last_error, field))
+		fail_msg("%s: last_error does not name %s: %s", fault, field, in->last_error);
+	assert_non_null(strstr(in->last_error, "the machine it made was terminated"));
+	srv_instance_free(in);
+	/* The fixture's own state: its one machine was terminated. */
+	int total, live;
+	hostile_machines(f, &total, &live);
+	assert_int_equal(total, 1);
+	assert_int_equal(live, 0);
+	assert_true(has_event(f, o.key, "instance.bad_answer", SRV_EVENT_WARNING, field));
+
+	/* The healthy backend beside. */
+	struct inst_out ok = {0};
+	create_on(f, "s", "good", &ok);
+	assert_true(strcmp(ok.status, SRV_ST_RUNNING) == 0 || strcmp(ok.status, SRV_ST_PROVISIONING) == 0);
+	int64_t n;
+	assert_int_equal(srv_store_instance_count(f->st, NULL, &n), 0);
+	assert_int_equal(n, 2);
+}
+
+/*
+ * The second machine's answer names the first one's id: a conflict, not a
+ * second row for one machine. The first row keeps its machine; the second
+ * machine is terminated.
+ */
+static void test_dup_create_answer(void **state)
+{
+	struct fx *f = *state;
+	add_backend(f, "h", "hostile", "{\"project\": \"x\"}");
+	srv_engine_start(f->eng);
+	struct inst_out first = {0}, second = {0};
+	create_on(f, "h", "first", &first);
+	assert_true(strcmp(first.status, SRV_ST_RUNNING) == 0);
+	create_on(f, "h", "second", &second);
+	assert_string_equal(second.status, SRV_ST_FAILED);
+	struct srv_instance *in;
+	assert_int_equal(srv_store_instance_get(f->st, second.key, &in), 0);
+	assert_null(in->provisioning);
+	assert_non_null(strstr(in->last_error, first.key));
+	srv_instance_free(in);
+	assert_int_equal(srv_store_instance_get(f->st, first.key, &in), 0);
+	assert_string_equal(in->status, SRV_ST_RUNNING);
+	srv_instance_free(in);
+	int total, live;
+	hostile_machines(f, &total, &live);
+	assert_int_equal(total, 2);
+	assert_int_equal(live, 1);
+}
+
+static bool get_fault_shown(const struct srv_instance *in, const char *text)
+{
+	return in->last_error && strncmp(in->last_error, "GetInstance: ", 13) == 0 &&
+	       strstr(in->last_error, text) != NULL;
+}
+
+/* GetInstance answers a hostname with a terminal escape: not stored, the row keeps its last good data. */
+static void test_bad_get_answer(void **state)
+{
+	struct fx *f = *state;
+	f->cfg->running_check_interval_ms = 100;
+	add_backend(f, "h", "hostile", "{\"project\": \"x\"}");
+	srv_engine_start(f->eng);
+	struct inst_out o = {0};
+	create_on(f, "h", "watched", &o);
+	assert_string_equal(o.status, SRV_ST_RUNNING);
+	struct srv_instance *in;
+	assert_int_equal(srv_store_instance_get(f->st, o.key, &in), 0);
+	unsigned char *before = malloc(in->provisioning_len);
+	size_t before_len = in->provisioning_len;
+	memcpy(before, in->provisioning, before_len);
+	srv_instance_free(in);
+	assert_true(wait_row(f, o.key, get_fault_shown, "hostname", 10000));
+	assert_int_equal(srv_store_instance_get(f->st, o.key, &in), 0);
+	assert_string_equal(in->status, SRV_ST_RUNNING);
+	assert_int_equal(in->provisioning_len, before_len);
+	assert_memory_equal(in->provisioning, before, before_len);
+	assert_non_null(strstr(in->last_error, "failed droverd's check"));
+	srv_instance_free(in);
+	free(before);
+}
+
+/*
+ * The machine of a bad answer cannot be terminated (TerminateInstance keeps
+ * answering UNAVAILABLE): the outcome stays uncertain. The row stays
+ * "creating" with nothing of the answer stored, the attempt is retried with
+ * the same key (one machine, never two), and the create never goes on to
+ * another offer while the machine may live.
+ */
+static void test_bad_create_answer_stuck(void **state)
+{
+	struct fx *f = *state;
+	add_backend(f, "h", "hostile", "{\"project\": \"x\"}");
+	srv_engine_start(f->eng);
+	const char *only[] = {"h"};
+	struct srv_create_request cr = {
+	    .project = "p", .name = "stuck", .max_tries = 3, .backends = only, .n_backends = 1};
+	struct inst_out o = {0};
+	srv_engine_create(f->eng, &cr, inst_cb, &o);
+	assert_true(run_until(&f->loop, &o.done, 20000));
+	assert_int_equal(o.code, 0);
+	assert_string_equal(o.status, SRV_ST_CREATING);
+	struct srv_instance *in;
+	assert_int_equal(srv_store_instance_get(f->st, o.key, &in), 0);
+	assert_null(in->provisioning);
+	assert_non_null(strstr(in->last_error, "backend h"));
+	assert_non_null(strstr(in->last_error, "instance_id is empty"));
+	assert_non_null(strstr(in->last_error, "not terminated yet"));
+	assert_non_null(strstr(in->last_error, "UNAVAILABLE"));
+	json_t *att = json_loads(in->attempts_json, 0, NULL);
+	assert_int_equal(json_array_size(att), 1);
+	json_decref(att);
+	srv_instance_free(in);
+	int total, live;
+	hostile_machines(f, &total, &live);
+	assert_int_equal(total, 1);
+	assert_int_equal(live, 1);
+	assert_true(has_event(f, o.key, "instance.attempt_uncertain", SRV_EVENT_WARNING,
+	                      "retrying with the same key"));
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -960,6 +1148,20 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_running_not_checked, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_running_checks_scheduled_at_start, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_create_out_of_memory, setup, teardown),
+	    cmocka_unit_test_prestate_setup_teardown(test_bad_create_answer, setup, teardown,
+	                                             (void *)"create-empty-id"),
+	    cmocka_unit_test_prestate_setup_teardown(test_bad_create_answer, setup, teardown,
+	                                             (void *)"create-huge-id"),
+	    cmocka_unit_test_prestate_setup_teardown(test_bad_create_answer, setup, teardown,
+	                                             (void *)"create-control-chars"),
+	    cmocka_unit_test_prestate_setup_teardown(test_bad_create_answer, setup, teardown,
+	                                             (void *)"create-bad-address"),
+	    cmocka_unit_test_prestate_setup_teardown(test_bad_create_answer_stuck, setup, teardown,
+	                                             (void *)"create-empty-id-stuck"),
+	    cmocka_unit_test_prestate_setup_teardown(test_dup_create_answer, setup, teardown,
+	                                             (void *)"create-dup-id"),
+	    cmocka_unit_test_prestate_setup_teardown(test_bad_get_answer, setup, teardown,
+	                                             (void *)"get-bad-fields"),
 	};
 	return cmocka_run_group_tests_name("server_engine", tests, NULL, NULL);
 }

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 #include <sqlite3.h>
 
+#include "drover/compute/v1/compute.pb-c.h"
 #include "srv_secrets.h"
 #include "srv_store.h"
 #include "testutil.h"
@@ -305,6 +306,49 @@ static void test_events(void **state)
 	srv_event_list_free(ev, n);
 }
 
+/* The live instance of a backend that holds a provider's machine id, found by the packed prefix. */
+static void test_instance_holding(void **state)
+{
+	struct fx *f = *state;
+	/* 200 bytes: the length takes two varint bytes. */
+	char mid[201], other[201];
+	memset(mid, 'm', 200);
+	mid[200] = '\0';
+	memcpy(other, mid, sizeof(mid));
+	other[199] = 'o';
+	Drover__Compute__V1__ProvisioningData pd = DROVER__COMPUTE__V1__PROVISIONING_DATA__INIT;
+	pd.instance_id = mid;
+	pd.hostname = "h.example";
+	unsigned char buf[512];
+	size_t len = protobuf_c_message_pack(&pd.base, buf);
+	struct srv_instance in = {.id = "i-1",
+	                          .project = "main",
+	                          .backend = "b1",
+	                          .backend_type = "sim",
+	                          .name = "web",
+	                          .status = SRV_ST_RUNNING,
+	                          .idempotency_key = "k1",
+	                          .provisioning = buf,
+	                          .provisioning_len = len};
+	assert_int_equal(srv_store_instance_put(f->st, &in), 0);
+	char *holder = NULL;
+	assert_int_equal(srv_store_instance_holding(f->st, "main", "b1", mid, "i-2", &holder), 0);
+	assert_string_equal(holder, "i-1");
+	free(holder);
+	/* Not its own row, not another id, not a prefix of the id, not another backend or project. */
+	assert_int_equal(srv_store_instance_holding(f->st, "main", "b1", mid, "i-1", &holder), 1);
+	assert_int_equal(srv_store_instance_holding(f->st, "main", "b1", other, "i-2", &holder), 1);
+	mid[150] = '\0';
+	assert_int_equal(srv_store_instance_holding(f->st, "main", "b1", mid, "i-2", &holder), 1);
+	mid[150] = 'm';
+	assert_int_equal(srv_store_instance_holding(f->st, "main", "b2", mid, "i-2", &holder), 1);
+	assert_int_equal(srv_store_instance_holding(f->st, "other", "b1", mid, "i-2", &holder), 1);
+	/* A terminated row holds nothing. */
+	in.status = SRV_ST_TERMINATED;
+	assert_int_equal(srv_store_instance_put(f->st, &in), 0);
+	assert_int_equal(srv_store_instance_holding(f->st, "main", "b1", mid, "i-2", &holder), 1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -316,6 +360,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_instance_due_and_lists, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_forced_removal_keeps_config, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_events, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_instance_holding, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("server_store", tests, NULL, NULL);
 }
