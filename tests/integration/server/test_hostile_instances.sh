@@ -16,10 +16,10 @@ cat >>"$CONFIG" <<YAML
 drivers:
   dirs: [$BIN]
   commands:
-    - {type: h-empty, path: $fx, args: [--fault, create-empty-id, --state-file, $T/h-empty.state]}
-    - {type: h-huge, path: $fx, args: [--fault, create-huge-id, --state-file, $T/h-huge.state]}
-    - {type: h-dup, path: $fx, args: [--fault, create-dup-id, --state-file, $T/h-dup.state]}
-    - {type: h-big, path: $fx, args: [--fault, big-answers, --state-file, $T/h-big.state]}
+    - {type: h-empty, path: $fx, args: [--fault, create-empty-id, --report-file, $T/h-empty.state]}
+    - {type: h-huge, path: $fx, args: [--fault, create-huge-id, --report-file, $T/h-huge.state]}
+    - {type: h-dup, path: $fx, args: [--fault, create-dup-id, --report-file, $T/h-dup.state]}
+    - {type: h-big, path: $fx, args: [--fault, big-answers, --report-file, $T/h-big.state]}
 projects:
   - name: main
     backends:

@@ -68,7 +68,7 @@ static int setup(void **state)
 		c->args = calloc(5, sizeof(char *));
 		c->args[0] = strdup("--fault");
 		c->args[1] = strdup(fault);
-		c->args[2] = strdup("--state-file");
+		c->args[2] = strdup("--report-file");
 		c->args[3] = tu_join(f->dir, "hostile.state");
 		c->n_args = 4;
 		f->cfg->commands = c;
