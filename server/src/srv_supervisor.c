@@ -36,6 +36,8 @@ struct drv_entry {
 	bool remote;
 	char **argv; /* spawned: path then args, NULL-terminated */
 	const struct srv_config_remote *rcfg;
+	const struct srv_driver_limits
+	    *limits; /* the entry's own (commands, remote); NULL for found drivers */
 
 	struct drv_host *host;
 	enum srv_driver_state state;
@@ -392,6 +394,10 @@ static void start_work_cb(uv_work_t *req)
 	/* The old process (crashed or unhealthy) is stopped and reaped here, off the loop. */
 	drv_host_free(w->old_host);
 	w->old_host = NULL;
+	struct srv_driver_limits lim = srv_config_driver_limits(cfg, e->limits);
+	struct drv_answer_limits al = {.answer_bytes = (size_t)lim.answer_bytes,
+	                               .offers_answer_bytes = (size_t)lim.offers_answer_bytes,
+	                               .offers = (size_t)lim.offers};
 	if (e->remote) {
 		const struct srv_config_remote *r = e->rcfg;
 		struct drv_connect_opts o = {.address = r->address,
@@ -401,7 +407,8 @@ static void start_work_cb(uv_work_t *req)
 		                             .key_file = r->key,
 		                             .server_name = r->server_name,
 		                             .insecure = r->insecure,
-		                             .connect_timeout_ms = cfg->handshake_timeout_ms};
+		                             .connect_timeout_ms = cfg->handshake_timeout_ms,
+		                             .limits = al};
 		w->rc = drv_host_connect(&o, &w->host, w->err, sizeof(w->err));
 	} else {
 		struct drv_spawn_opts o = {.path = e->argv[0],
@@ -410,7 +417,8 @@ static void start_work_cb(uv_work_t *req)
 		                           .handshake_timeout_ms = cfg->handshake_timeout_ms,
 		                           .on_stderr = on_stderr_cb,
 		                           .on_exit = on_exit_cb,
-		                           .ud = w->ctx};
+		                           .ud = w->ctx,
+		                           .limits = al};
 		w->rc = drv_host_spawn(&o, &w->host, w->err, sizeof(w->err));
 	}
 	if (w->rc != 0)
@@ -811,10 +819,12 @@ int srv_supervisor_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv
 		bool ok = argv && (argv[0] = strdup(c->path));
 		for (size_t j = 0; ok && j < c->n_args; j++)
 			ok = (argv[j + 1] = strdup(c->args[j])) != NULL;
-		if (!ok || !add_entry(sup, c->type, c->type, argv)) {
+		struct drv_entry *e = ok ? add_entry(sup, c->type, c->type, argv) : NULL;
+		if (!e) {
 			free_argv(argv);
 			goto fail_oom;
 		}
+		e->limits = &c->limits;
 	}
 	for (size_t i = 0; i < cfg->n_remotes; i++) {
 		const struct srv_config_remote *r = &cfg->remotes[i];
@@ -827,6 +837,7 @@ int srv_supervisor_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv
 			goto fail_oom;
 		e->remote = true;
 		e->rcfg = r;
+		e->limits = &r->limits;
 		snprintf(e->address, sizeof(e->address), "%s", r->address);
 	}
 	scan_dirs(sup, true);
