@@ -553,37 +553,56 @@ static size_t count_field(const uint8_t *p, size_t len, uint32_t field, size_t m
 	return k;
 }
 
-/*
- * The per-call limits of an answer gRPC accepted: its size, then the count
- * of its entries, on the bytes as received, before anything is unpacked.
- */
-static bool over_answer_limit(struct ccall *cc, char *msg, size_t msglen)
+/* The size limit of an answer gRPC accepted, on its length as received. */
+static bool over_size_limit(struct ccall *cc, char *msg, size_t msglen)
 {
-	const struct drv__answer_limit *l = &cc->lim;
 	size_t len = grpc_byte_buffer_length(cc->recv_bb);
 	char lim[32];
 
-	if (l->max_bytes && len > l->max_bytes) {
-		drv__format_bytes(l->max_bytes, lim, sizeof(lim));
-		snprintf(msg, msglen, "%s answer of %zu bytes exceeds the %s limit", cc->method->name, len,
-		         lim);
-		return true;
-	}
-	if (!l->counted_field)
+	if (!cc->lim.max_bytes || len <= cc->lim.max_bytes)
 		return false;
-	grpc_byte_buffer_reader r;
-	if (!grpc_byte_buffer_reader_init(&r, cc->recv_bb))
-		return false;
-	grpc_slice all = grpc_byte_buffer_reader_readall(&r);
-	grpc_byte_buffer_reader_destroy(&r);
-	size_t k =
-	    count_field(GRPC_SLICE_START_PTR(all), GRPC_SLICE_LENGTH(all), l->counted_field, l->max_count);
-	grpc_slice_unref(all);
-	if (k <= l->max_count)
-		return false;
-	snprintf(msg, msglen, "%s answer holds more than %zu %s, the limit", cc->method->name, l->max_count,
-	         l->count_noun ? l->count_noun : "entries");
+	drv__format_bytes(cc->lim.max_bytes, lim, sizeof(lim));
+	snprintf(msg, msglen, "%s answer of %zu bytes exceeds the %s limit", cc->method->name, len, lim);
 	return true;
+}
+
+/*
+ * Unpacks an answer whose entries of one field are counted first, on the
+ * same contiguous bytes the unpack reads (joined once when the answer came
+ * in several slices), so that an answer over the count costs no unpacking.
+ * Returns 0 with *resp (NULL: not a valid message), or DRV_ERANGE.
+ */
+static int unpack_counted(struct ccall *cc, char *msg, size_t msglen, ProtobufCMessage **resp)
+{
+	const struct drv__answer_limit *l = &cc->lim;
+	grpc_byte_buffer *bb = cc->recv_bb;
+	grpc_slice all = grpc_empty_slice();
+	const uint8_t *data;
+	size_t len;
+
+	if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
+	    bb->data.raw.slice_buffer.count == 1) {
+		data = GRPC_SLICE_START_PTR(bb->data.raw.slice_buffer.slices[0]);
+		len = GRPC_SLICE_LENGTH(bb->data.raw.slice_buffer.slices[0]);
+	} else {
+		grpc_byte_buffer_reader r;
+		if (!grpc_byte_buffer_reader_init(&r, bb))
+			return 0;
+		all = grpc_byte_buffer_reader_readall(&r);
+		grpc_byte_buffer_reader_destroy(&r);
+		data = GRPC_SLICE_START_PTR(all);
+		len = GRPC_SLICE_LENGTH(all);
+	}
+	int rc = 0;
+	if (count_field(data, len, l->counted_field, l->max_count) > l->max_count) {
+		snprintf(msg, msglen, "%s answer holds more than %zu %s, the limit", cc->method->name,
+		         l->max_count, l->count_noun ? l->count_noun : "entries");
+		rc = DRV_ERANGE;
+	} else {
+		*resp = drv__response_unpack(cc->method->output, len, data ? data : (const uint8_t *)"");
+	}
+	grpc_slice_unref(all);
+	return rc;
 }
 
 /* Turns the finished batch into code, message and response. */
@@ -608,9 +627,14 @@ static int ccall_finish(struct ccall *cc, bool batch_ok, char *msg, size_t msgle
 		msg[n] = '\0';
 		return drv_error_from_grpc((int)cc->status);
 	}
-	if (cc->recv_bb && over_answer_limit(cc, msg, msglen))
+	if (cc->recv_bb && over_size_limit(cc, msg, msglen))
 		return DRV_ERANGE;
-	*resp = drv__rpc_unpack(cc->method->output, cc->recv_bb, drv__response_unpack);
+	if (cc->recv_bb && cc->lim.counted_field) {
+		if (unpack_counted(cc, msg, msglen, resp) != 0)
+			return DRV_ERANGE;
+	} else {
+		*resp = drv__rpc_unpack(cc->method->output, cc->recv_bb, drv__response_unpack);
+	}
 	if (!*resp) {
 		snprintf(msg, msglen, "%s: response is %s a valid %s message", cc->method->name,
 		         cc->recv_bb ? "not" : "missing,", cc->method->output->name);
