@@ -5,9 +5,17 @@
 # about twice the 16 MiB cap; offers with bad prices, empty or over-long or
 # non-UTF-8 text, GiB for MiB, or another backend's type are dropped (and
 # counted) or stamped; `instance create --cpus 1` never lands on a bad
-# offer; and pages of the merged answer add up to the whole.
+# offer; a driver's own `limits:` entry overrides drivers.limits; a remote
+# (TCP) driver's answer is bounded the same way; and pages of the merged
+# answer add up to the whole.
 . "$(dirname "$0")/lib.sh"
 need drover-driver-sim fixture-driver-broken-sdk
+
+# A remote driver with the huge-offers fault, reached over loopback TCP.
+"$BIN/fixture-driver-broken-sdk" --fault huge-offers --listen 127.0.0.1:0 --insecure >"$T/far.out" 2>"$T/far.err" &
+BG_PIDS+=($!)
+wait_for 10 "grep -q '|' '$T/far.out'" || fail "the remote hostile driver printed no address: $(cat "$T/far.err")"
+far=$(cut -d'|' -f4 <"$T/far.out" | head -n 1)
 
 broken() { # broken TYPE FAULT: a drivers.commands entry
 	echo "    - {type: $1, path: $BIN/fixture-driver-broken-sdk, args: [--fault, $2]}"
@@ -27,7 +35,10 @@ YAML
 	broken longs long-strings
 	broken utf8 bad-utf8
 	broken liar claims-other-backend
+	echo "    - {type: many-ok, path: $BIN/fixture-driver-broken-sdk, args: [--fault, too-many-offers], limits: {offers: 30000}}"
 	cat <<YAML
+  remote:
+    - {type: far, address: $far, insecure: true}
 projects:
   - name: main
     backends:
@@ -42,11 +53,20 @@ projects:
       - {name: good, type: sim, config: {state_file: $T/flood-good.json}}
       - {name: huge, type: huge, config: {project: p, huge_offers_bytes: 60000000}}
       - {name: many, type: many, config: {project: p}}
+  - name: override
+    backends:
+      - {name: many-ok, type: many-ok, config: {project: p}}
+  - name: far
+    backends:
+      - {name: good, type: sim, config: {state_file: $T/far-good.json}}
+      - {name: far, type: far, config: {project: p, huge_offers_bytes: 60000000}}
 YAML
 } >>"$CONFIG"
 start_droverd
 
 status_kb() { awk -v k="$1:" '$1 == k {print $2}' /proc/"$DROVERD_PID"/status; }
+# Resets droverd's peak RSS (VmHWM) to its current RSS.
+reset_peak() { echo 5 >/proc/"$DROVERD_PID"/clear_refs; }
 
 # ---- bad offers: dropped, counted, stamped; the healthy backend unharmed ----
 run 0 --json offer --all
@@ -107,11 +127,12 @@ awk -v p="$price" 'BEGIN { exit !(p >= 0.000001 && p < 10000) }' || fail "instan
 # ---- floods: limits named, healthy offers arrive, RSS bounded ----
 run 0 driver list
 contains "$OUT" "huge" "driver list"
+reset_peak
 idle_kb=$(status_kb VmRSS)
 run 0 --json --project flood offer --all
 [[ $(jout '.backends[] | select(.backend == "good") | .code') == OK ]] || fail "flood: the healthy backend failed"
 (($(jout '[.offers[] | select(.backend == "good")] | length') > 0)) || fail "flood: no healthy offers"
-[[ $(jout '[.offers[] | select(.backend != "good")] | length') == 0 ]] || fail "flood: offers of a flooding backend"
+[[ $(jout '[.offers[] | select(.backend == "huge" or .backend == "many")] | length') == 0 ]] || fail "flood: offers of a flooding backend"
 msg=$(jout '.backends[] | select(.backend == "huge") | .message')
 contains "$msg" "16 MiB" "the huge answer's failure"
 contains "$msg" "drivers.limits.offers_answer_bytes" "the huge answer's failure"
@@ -119,9 +140,31 @@ msg=$(jout '.backends[] | select(.backend == "many") | .message')
 contains "$msg" "more than 20000 offers" "the 25,000-offer answer's failure"
 contains "$msg" "drivers.limits.offers" "the 25,000-offer answer's failure"
 hwm_kb=$(status_kb VmHWM)
-log "droverd RSS idle $((idle_kb / 1024)) MiB, peak $((hwm_kb / 1024)) MiB after a 60 MB answer (cap 16 MiB)"
-(((hwm_kb - idle_kb) < 40 * 1024)) ||
+log "droverd RSS $((idle_kb / 1024)) MiB before, peak $((hwm_kb / 1024)) MiB after a 60 MB answer (cap 16 MiB)"
+# The quota allows twice the cap; 44 MiB leaves room for the healthy answer and gRPC's own
+# bookkeeping, and is still far below what an unbounded answer costs (about 60 MiB when gRPC
+# buffers it whole, 340 MiB when it is unpacked).
+(((hwm_kb - idle_kb) < 44 * 1024)) ||
 	fail "a 60 MB answer raised droverd's peak RSS by $(((hwm_kb - idle_kb) / 1024)) MiB (cap 16 MiB, allowed ~2x)"
+
+# A driver's own limits: (here offers: 30000) win over drivers.limits.
+run 0 --json --project override offer --limit 1
+[[ $(jout '.backends[] | select(.backend == "many-ok") | .code') == OK ]] ||
+	fail "a driver whose own limits: allow 30,000 offers failed its 25,000"
+[[ $(jout '.backends[] | select(.backend == "many-ok") | .offer_count') == 25000 ]] ||
+	fail "a driver whose own limits: allow 30,000 offers did not deliver its 25,000"
+
+# The same over TCP, from a driver droverd did not spawn.
+reset_peak
+idle_kb=$(status_kb VmRSS)
+run 0 --json --project far offer --all
+(($(jout '[.offers[] | select(.backend == "good")] | length') > 0)) || fail "far: no healthy offers"
+msg=$(jout '.backends[] | select(.backend == "far") | .message')
+contains "$msg" "drivers.limits.offers_answer_bytes" "the remote huge answer's failure"
+hwm_kb=$(status_kb VmHWM)
+log "droverd RSS $((idle_kb / 1024)) MiB before, peak $((hwm_kb / 1024)) MiB after a remote 60 MB answer"
+(((hwm_kb - idle_kb) < 44 * 1024)) ||
+	fail "a remote 60 MB answer raised droverd's peak RSS by $(((hwm_kb - idle_kb) / 1024)) MiB"
 run 0 driver list
 contains "$OUT" "huge" "driver list after the flood"
 log "ok"
