@@ -465,24 +465,6 @@ static void warn_bad_offers(struct fanout *fo, const struct srv_backend_result *
 }
 
 /*
- * Names the config field of a limit the SDK reports (a GetOffers answer over
- * its size or its count of offers), so that the operator knows what to
- * raise if the driver is honest.
- */
-static void name_limit(struct srv_backend_result *br, const char *message)
-{
-	const char *field = strstr(message, " offers, the limit") ? "drivers.limits.offers"
-	                    : strstr(message, "limit")            ? "drivers.limits.offers_answer_bytes"
-	                                                          : NULL;
-	char msg[600];
-
-	if (!field)
-		return;
-	snprintf(msg, sizeof(msg), "%s (%s, or limits: on the driver's entry)", message, field);
-	srv__set_str(&br->message, msg);
-}
-
-/*
  * Keeps only the offers that pass drv_offer_check, counting the others, and
  * stamps each kept offer with the backend's type: a driver's word on which
  * backend an offer belongs to is not taken. Returns false when a stamp
@@ -530,8 +512,6 @@ static void offers_done(void *ud, int code, const char *message, ProtobufCMessag
 	br->elapsed_ms = (unsigned)(srv_now_ms() - s->started);
 	/* Out of memory for a message: the backend's code still says what happened. */
 	srv__set_str(&br->message, code ? message : "");
-	if (code == DRV_ERANGE)
-		name_limit(br, message);
 	if (code == 0 && resp) {
 		drv_get_offers_response *r = (drv_get_offers_response *)resp;
 		fo->res->resps[s->idx] = resp;

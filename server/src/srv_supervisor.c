@@ -241,6 +241,27 @@ static void fail_later(struct sup_call *c, int code, const char *message)
 	post(c->sup, ev);
 }
 
+/*
+ * The SDK's message for an answer over one of the driver's limits, with the
+ * config field that sets it, so that the operator knows what to raise if
+ * the driver is honest. NULL when the message is not such a one.
+ */
+static char *name_limit(const char *method, int code, const char *message)
+{
+	const char *field;
+	char *out;
+
+	if (code != DRV_ERANGE || !strstr(message, " answer ") || !strstr(message, "limit"))
+		return NULL;
+	if (strcmp(method, "GetOffers") != 0)
+		field = "drivers.limits.answer_bytes";
+	else if (strstr(message, " offers, the limit"))
+		field = "drivers.limits.offers";
+	else
+		field = "drivers.limits.offers_answer_bytes";
+	return asprintf(&out, "%s (%s, or limits: on the driver's entry)", message, field) < 0 ? NULL : out;
+}
+
 static void on_sdk_done(void *ud, int code, const char *message, ProtobufCMessage *resp)
 {
 	struct sup_call *c = ud;
@@ -248,7 +269,10 @@ static void on_sdk_done(void *ud, int code, const char *message, ProtobufCMessag
 	ev->kind = EV_DONE;
 	ev->call = c;
 	ev->code = code;
-	ev->message = strdup(message ? message : "");
+	message = message ? message : "";
+	ev->message = name_limit(c->method, code, message);
+	if (!ev->message)
+		ev->message = strdup(message);
 	ev->resp = resp;
 	post(c->sup, ev);
 }
