@@ -13,6 +13,12 @@
  *   2. Instances created and terminated through the server, per second,
  *      against the same create+terminate made on the sim directly.
  *   3. droverd's RSS idle, and with 10,000 instances in its store.
+ *   4. One hostile 60 MB GetOffers answer (fixture-driver-broken-sdk
+ *      --fault huge-offers) beside 15 sim backends: the sims' offers must
+ *      arrive, the hostile backend must fail with its limit named, and
+ *      droverd's peak RSS during that query is printed beside the 16 MiB
+ *      cap, the idle RSS of the same run, and the peak of the same query
+ *      without the hostile backend (what the 15 sims cost by themselves).
  *
  * Machines are noisy, so each row shows the ratio to its baseline too.
  */
@@ -50,6 +56,9 @@
 #define CHURN_THREADS 16
 #define STORE_TARGET 10000
 /* Regions of every offers backend: enough catalog offers to be realistic, few enough for 1,000. */
+#define HOSTILE_SIMS 15
+#define HOSTILE_BYTES 60000000L
+#define OFFERS_CAP_MIB 16 /* droverd's default drivers.limits.offers_answer_bytes */
 #define OFFER_REGIONS "[\"us-east-1\", \"eu-west-1\"]"
 #define CHURN_REGIONS "[\"us-east-1\"]"
 
@@ -427,12 +436,28 @@ static int write_config(const struct opts *o, const long *synthetic, char *err, 
 	        o->log_level ? o->log_level : "warn");
 	fprintf(f, "drivers:\n  commands:\n    - {type: sim, path: %s/drover-driver-sim, args: []}\n",
 	        o->bin);
+	fprintf(f,
+	        "    - {type: hostile, path: %s/fixture-driver-broken-sdk, args: [--fault, huge-offers]}\n",
+	        o->bin);
+	/* The hostile driver takes seconds to build its answer; the cap must cut it, not the deadline. */
+	fprintf(f, "  offers_timeout_ms: 30000\n");
 	fprintf(f, "projects:\n  - name: offers\n    backends:\n");
 	for (int i = 0; i < N_BACKENDS; i++) {
 		char cfg[256];
 		offers_config(cfg, sizeof(cfg), synthetic[i], i + 1);
 		fprintf(f, "      - {name: b%02d, type: sim, config: %s}\n", i, cfg);
 	}
+	for (int p = 0; p < 2; p++) {
+		fprintf(f, "  - name: %s\n    backends:\n", p ? "hostile" : "calm");
+		for (int i = 0; i < HOSTILE_SIMS; i++) {
+			char cfg[256];
+			offers_config(cfg, sizeof(cfg), synthetic[i], i + 1);
+			fprintf(f, "      - {name: s%02d, type: sim, config: %s}\n", i, cfg);
+		}
+	}
+	fprintf(f,
+	        "      - {name: zz-hostile, type: hostile, config: {project: p, huge_offers_bytes: %ld}}\n",
+	        HOSTILE_BYTES);
 	fprintf(f,
 	        "  - name: churn\n    backends:\n"
 	        "      - {name: sim, type: sim, config: {regions: %s, provisioning_delay_ms: 0, "
@@ -577,6 +602,8 @@ static int server_offers(size_t *n_offers, char *err, size_t errlen, double *ms,
 	offers_requirements(&rq, &cpus);
 	req.project = "offers";
 	req.requirements = &rq;
+	/* Every offer in one answer, as before droverd paged them (16,000 fit a page of 20,000). */
+	req.page_size = 20000;
 	ProtobufCMessage *resp = NULL;
 	struct drv_status st;
 	double t0 = now_ms();
@@ -1035,6 +1062,137 @@ static void row_rss_idle(long sim_idle_kb, struct row *r, long *idle_kb)
 	json_object_set_new(r->data, "baseline_rss_kb", json_integer(sim_idle_kb));
 }
 
+static long status_kb(pid_t pid, const char *key)
+{
+	char path[64], line[256];
+	size_t kl = strlen(key);
+	long kb = -1;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (strncmp(line, key, kl) == 0 && line[kl] == ':') {
+			kb = strtol(line + kl + 1, NULL, 10);
+			break;
+		}
+	fclose(f);
+	return kb;
+}
+
+/* Resets droverd's peak RSS (VmHWM) to its current RSS; 0 or -1. */
+static int reset_peak(void)
+{
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/clear_refs", (int)g_droverd);
+	FILE *f = fopen(path, "w");
+	if (!f)
+		return -1;
+	int rc = fputs("5", f) < 0;
+	return fclose(f) != 0 || rc ? -1 : 0;
+}
+
+struct peak_query {
+	long before_kb, peak_kb;
+	size_t ok, offers; /* backends answering OK, offers, both without the hostile one */
+	char hostile_msg[600];
+	double ms;
+};
+
+/* One GetOffers of `project` with droverd's peak RSS reset before it and read after it. */
+static int peak_query(const char *project, struct peak_query *q, char *err, size_t errlen)
+{
+	Drover__Api__V1__GetOffersRequest req = DROVER__API__V1__GET_OFFERS_REQUEST__INIT;
+	ProtobufCMessage *resp = NULL;
+	struct drv_status st;
+
+	memset(q, 0, sizeof(*q));
+	snprintf(q->hostile_msg, sizeof(q->hostile_msg), "(not in the answer)");
+	malloc_trim(0);
+	if (reset_peak()) {
+		snprintf(err, errlen, "cannot reset droverd's peak RSS (/proc/%d/clear_refs)",
+		         (int)g_droverd);
+		return -1;
+	}
+	q->before_kb = status_kb(g_droverd, "VmRSS");
+	req.project = (char *)project;
+	req.page_size = 20000;
+	double t0 = now_ms();
+	int rc = api("GetOffers", &req.base, &resp, 60000, &st);
+	q->ms = now_ms() - t0;
+	q->peak_kb = status_kb(g_droverd, "VmHWM");
+	if (rc) {
+		snprintf(err, errlen, "GetOffers of %s: %s: %.200s", project, drv_error_name(rc), st.message);
+		return -1;
+	}
+	Drover__Api__V1__GetOffersResponse *a = (Drover__Api__V1__GetOffersResponse *)resp;
+	for (size_t i = 0; i < a->n_backends; i++) {
+		const Drover__Api__V1__BackendResult *b = a->backends[i];
+		if (strcmp(b->backend, "zz-hostile") == 0)
+			snprintf(q->hostile_msg, sizeof(q->hostile_msg), "%s", b->message);
+		else if (strcmp(b->code, "OK") == 0)
+			q->ok++;
+	}
+	for (size_t i = 0; i < a->n_offers; i++)
+		q->offers += strcmp(a->offers[i]->backend, "zz-hostile") != 0;
+	drv_response_free(resp);
+	return 0;
+}
+
+/*
+ * Row 4: GetOffers of project "hostile" (15 sims and the 60 MB answer),
+ * after the same 15 sims alone (project "calm") as the baseline. Each peak
+ * is VmHWM after its query, reset just before it (clear_refs 5), so that it
+ * is that query's alone.
+ */
+static void row_hostile(const struct opts *o, long idle_kb, struct row *r)
+{
+	char path[PATH_MAX + 64], err[512];
+	struct peak_query calm, hostile;
+
+	snprintf(path, sizeof(path), "%s/fixture-driver-broken-sdk", o->bin);
+	if (access(path, X_OK) != 0) {
+		row_error(r, "no %s (build the fixtures)", path);
+		return;
+	}
+	if (peak_query("calm", &calm, err, sizeof(err)) ||
+	    peak_query("hostile", &hostile, err, sizeof(err))) {
+		row_error(r, "%s", err);
+		return;
+	}
+	bool named = strstr(hostile.hostile_msg, "drivers.limits.offers_answer_bytes") != NULL;
+	long cap_kb = OFFERS_CAP_MIB * 1024L, rise_kb = hostile.peak_kb - hostile.before_kb,
+	     calm_kb = calm.peak_kb - calm.before_kb, own_kb = rise_kb - calm_kb;
+	snprintf(r->figure, sizeof(r->figure), "peak %.1f MB (+%.1f)", hostile.peak_kb / 1024.0,
+	         rise_kb / 1024.0);
+	snprintf(r->baseline, sizeof(r->baseline), "idle %.1f; sims alone +%.1f; cap %d MiB",
+	         idle_kb / 1024.0, calm_kb / 1024.0, OFFERS_CAP_MIB);
+	snprintf(r->ratio, sizeof(r->ratio), "%.2fx cap", (double)own_kb / (double)cap_kb);
+	/* "About twice the cap": the quota's two caps, plus a little for gRPC's own bookkeeping. */
+	row_set(r, hostile.ok == HOSTILE_SIMS && hostile.offers > 0 && hostile.offers == calm.offers &&
+	               named && own_kb <= 5 * cap_kb / 2);
+	printf(
+	    "   hostile: %zu of %d sim backends OK with %zu offers (%zu without the hostile one) in %.0f ms "
+	    "beside a %ld-byte answer,\n          which failed with: %s\n"
+	    "          droverd RSS: idle %.1f MB; this query from %.1f MB to a peak of %.1f MB (+%.1f); the "
+	    "15 sims alone +%.1f;\n          so the hostile answer's own cost is %.1f MB, %.2fx the %d MiB "
+	    "cap\n",
+	    hostile.ok, HOSTILE_SIMS, hostile.offers, calm.offers, hostile.ms, HOSTILE_BYTES,
+	    hostile.hostile_msg, idle_kb / 1024.0, hostile.before_kb / 1024.0, hostile.peak_kb / 1024.0,
+	    rise_kb / 1024.0, calm_kb / 1024.0, own_kb / 1024.0, (double)own_kb / (double)cap_kb,
+	    OFFERS_CAP_MIB);
+	json_object_set_new(r->data, "peak_rss_kb", json_integer(hostile.peak_kb));
+	json_object_set_new(r->data, "rss_before_kb", json_integer(hostile.before_kb));
+	json_object_set_new(r->data, "idle_rss_kb", json_integer(idle_kb));
+	json_object_set_new(r->data, "sims_alone_rise_kb", json_integer(calm_kb));
+	json_object_set_new(r->data, "hostile_own_kb", json_integer(own_kb));
+	json_object_set_new(r->data, "cap_kb", json_integer(cap_kb));
+	json_object_set_new(r->data, "healthy_backends_ok", json_integer((json_int_t)hostile.ok));
+	json_object_set_new(r->data, "healthy_offers", json_integer((json_int_t)hostile.offers));
+	json_object_set_new(r->data, "hostile_message", json_string(hostile.hostile_msg));
+	json_object_set_new(r->data, "ms", json_real(hostile.ms));
+}
+
 static void row_rss_store(const struct sizes *sz, long idle_kb, struct row *r)
 {
 	char err[512];
@@ -1265,11 +1423,12 @@ int main(int argc, char **argv)
 	atexit(cleanup);
 	double load0 = loadavg1();
 
-	struct row rows[4];
+	struct row rows[5];
 	row_init(&rows[0], "1", "GetOffers 16x1000, droverd", "p50 <= 40 ms and <= 2x baseline");
 	row_init(&rows[1], "2", "create+terminate", ">= 500 instances/s");
 	row_init(&rows[2], "3a", "droverd RSS idle", "<= 20 MB");
 	row_init(&rows[3], "3b", "droverd RSS, 10k in store", "<= 40 MB");
+	row_init(&rows[4], "4", "60 MB hostile + 15 sims", "sims OK; rise <= ~2x cap");
 	if (o.quick)
 		rows[3].name = "droverd RSS, 1k in store";
 
@@ -1280,7 +1439,7 @@ int main(int argc, char **argv)
 		synthetic[b] = calibrate(&o, b + 1, &counts[b], err, sizeof(err));
 		if (synthetic[b] < 0) {
 			fprintf(stderr, "drover-bench-server: calibrating backend %d: %s\n", b, err);
-			for (int i = 0; i < 4; i++)
+			for (int i = 0; i < 5; i++)
 				row_error(&rows[i], "calibration failed: %.200s", err);
 			goto out;
 		}
@@ -1304,7 +1463,7 @@ int main(int argc, char **argv)
 
 	if (write_config(&o, synthetic, err, sizeof(err)) || start_droverd(&o, err, sizeof(err))) {
 		fprintf(stderr, "drover-bench-server: %s\n", err);
-		for (int i = 0; i < 4; i++)
+		for (int i = 0; i < 5; i++)
 			row_error(&rows[i], "%.200s", err);
 		goto out;
 	}
@@ -1313,14 +1472,15 @@ int main(int argc, char **argv)
 	row_offers(&o, &sz, synthetic, counts, &rows[0]);
 	row_churn(&o, &sz, &rows[1]);
 	row_rss_store(&sz, idle_kb, &rows[3]);
+	row_hostile(&o, idle_kb, &rows[4]);
 
 out:;
 	double load1 = loadavg1();
-	print_table(rows, 4, o.quick, load0, load1);
+	print_table(rows, 5, o.quick, load0, load1);
 	if (o.json)
-		write_json(o.json, rows, 4, o.quick, load0, load1);
+		write_json(o.json, rows, 5, o.quick, load0, load1);
 	int rc = 0;
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < 5; i++) {
 		rc |= rows[i].verdict == V_ERROR;
 		json_decref(rows[i].data);
 	}

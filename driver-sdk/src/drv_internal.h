@@ -199,6 +199,34 @@ struct drv_rpc_channel_opts;
 int drv__rpc_channel_new_fd(const struct drv_rpc_channel_opts *opts, int fd, struct drv_rpc_channel **out,
                             char *err, size_t errlen);
 
+/*
+ * Limits on one call's answer, checked on the received bytes before they are
+ * unpacked, so an answer over a limit costs no unpacking. An answer larger
+ * than the channel's max_message_bytes never gets here: gRPC refuses it and
+ * the call reports it in the same words. Either way the call fails with
+ * DRV_ERANGE and a message naming the limit.
+ */
+struct drv__answer_limit {
+	size_t max_bytes;       /* 0: only the channel's limit */
+	uint32_t counted_field; /* a top-level repeated field whose entries are counted; 0: none */
+	size_t max_count;       /* entries of counted_field at most */
+	const char *count_noun; /* what the entries are, for the message ("offers") */
+};
+
+struct drv_rpc_metadata;
+/* drv_rpc_call() and drv_rpc_call_async() with limits on the answer (`lim` copied; NULL: none). */
+int drv__rpc_call_limited(struct drv_rpc_channel *ch, const ProtobufCServiceDescriptor *service,
+                          unsigned method_index, const ProtobufCMessage *req, ProtobufCMessage **resp,
+                          int timeout_ms, const struct drv_rpc_metadata *md,
+                          const struct drv__answer_limit *lim, struct drv_status *st);
+int drv__rpc_call_async_limited(struct drv_rpc_channel *ch, const ProtobufCServiceDescriptor *service,
+                                unsigned method_index, const ProtobufCMessage *req, int timeout_ms,
+                                const struct drv_rpc_metadata *md, const struct drv__answer_limit *lim,
+                                void (*cb)(void *ud, int code, const char *message, ProtobufCMessage *resp),
+                                void *ud);
+/* Formats a byte count for messages: "16 MiB", "1536 KiB", "1000 bytes". */
+void drv__format_bytes(size_t n, char *buf, size_t len);
+
 /* ---- sockdir.c ---- */
 
 /* The directory under which socket directories are made ($TMPDIR, $XDG_RUNTIME_DIR, /dev/shm or /tmp). */

@@ -489,6 +489,7 @@ static int finish_handshake(struct drv_host *h, const char *line, char *err, siz
 		return DRV_ENOMEM;
 	}
 	struct drv_rpc_channel_opts co = {.target = h->target};
+	drv__host_channel_limits(h, &co);
 	char cerr[256] = "";
 	rc = ufd >= 0 ? drv__rpc_channel_new_fd(&co, ufd, &h->ch, cerr, sizeof(cerr))
 	              : drv_rpc_channel_new(&co, &h->ch, cerr, sizeof(cerr));
@@ -703,6 +704,7 @@ int drv_host_spawn(const struct drv_spawn_opts *opts, struct drv_host **out, cha
 	h->on_stderr = opts->on_stderr;
 	h->on_exit = opts->on_exit;
 	h->ud = opts->ud;
+	h->limits = opts->limits;
 	timeout_ms =
 	    opts->handshake_timeout_ms > 0 ? opts->handshake_timeout_ms : DEFAULT_HANDSHAKE_TIMEOUT_MS;
 	if (!h->name || !h->path || build_argv(h, opts) != 0) {

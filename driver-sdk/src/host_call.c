@@ -21,6 +21,7 @@
 #include "rpc_table.h"
 
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
+#define QUOTA_FACTOR 2
 #define SERVICE (&drover__compute__v1__compute__descriptor)
 
 static void status_set(struct drv_status *st, int code, const char *fmt, ...)
@@ -109,6 +110,44 @@ static void explain_death(struct drv_host *h, const char *method, struct drv_sta
 	pthread_mutex_unlock(&h->mu);
 }
 
+/*
+ * The transport's limit is the largest per-call limit, so gRPC refuses
+ * whatever no call may accept; each call then checks its own. The memory
+ * quota bounds what the connection buffers for an answer gRPC is still
+ * receiving (gRPC reads a whole message before it compares its size with
+ * the limit): twice the largest answer allowed, so that answers within
+ * their limits, several at once, still fit.
+ */
+void drv__host_channel_limits(const struct drv_host *h, struct drv_rpc_channel_opts *co)
+{
+	const struct drv_answer_limits *l = &h->limits;
+	size_t max = l->answer_bytes > l->offers_answer_bytes ? l->answer_bytes : l->offers_answer_bytes;
+
+	if (!l->answer_bytes || !l->offers_answer_bytes)
+		return;
+	co->max_message_bytes = max;
+	co->memory_quota_bytes = QUOTA_FACTOR * max;
+}
+
+/* The limits of one method's answers. */
+static void method_limit(const struct drv_host *h, const ProtobufCServiceDescriptor *svc, int idx,
+                         struct drv__answer_limit *lim)
+{
+	memset(lim, 0, sizeof(*lim));
+	if (svc != SERVICE)
+		return;
+	if (strcmp(svc->methods[idx].name, "GetOffers") == 0) {
+		lim->max_bytes = h->limits.offers_answer_bytes;
+		lim->counted_field = 1; /* GetOffersResponse.offers */
+		lim->max_count = h->limits.offers;
+		lim->count_noun = "offers";
+		if (!lim->max_count)
+			lim->counted_field = 0;
+	} else {
+		lim->max_bytes = h->limits.answer_bytes;
+	}
+}
+
 static int call_index(struct drv_host *h, const ProtobufCServiceDescriptor *svc, int idx,
                       const ProtobufCMessage *req, ProtobufCMessage **resp, int timeout_ms,
                       struct drv_status *st)
@@ -118,7 +157,9 @@ static int call_index(struct drv_host *h, const ProtobufCServiceDescriptor *svc,
 	rc = check_usable(h, st);
 	if (rc != 0)
 		return rc;
-	rc = drv_rpc_call(h->ch, svc, (unsigned)idx, req, resp, timeout_ms, NULL, st);
+	struct drv__answer_limit lim;
+	method_limit(h, svc, idx, &lim);
+	rc = drv__rpc_call_limited(h->ch, svc, (unsigned)idx, req, resp, timeout_ms, NULL, &lim, st);
 	if (rc == DRV_EUNAVAILABLE && h->spawned && h->pid > 0)
 		explain_death(h, svc->methods[idx].name, st);
 	return rc;
@@ -184,7 +225,10 @@ int drv_host_call_async(struct drv_host *h, const char *method, const ProtobufCM
 	rc = check_usable(h, NULL);
 	if (rc != 0)
 		return rc;
-	return drv_rpc_call_async(h->ch, SERVICE, (unsigned)idx, req, timeout_ms, NULL, cb, ud);
+	struct drv__answer_limit lim;
+	method_limit(h, SERVICE, idx, &lim);
+	return drv__rpc_call_async_limited(h->ch, SERVICE, (unsigned)idx, req, timeout_ms, NULL, &lim, cb,
+	                                   ud);
 }
 
 int drv_host_health(struct drv_host *h, int timeout_ms, struct drv_status *st)
@@ -409,6 +453,7 @@ int drv_host_connect(const struct drv_connect_opts *opts, struct drv_host **out,
 	}
 	h->name = strdup(name);
 	h->target = strdup(opts->address);
+	h->limits = opts->limits;
 	if (!h->name || !h->target) {
 		set_err(err, errlen, "drv_host_connect: out of memory");
 		rc = DRV_ENOMEM;
@@ -421,6 +466,7 @@ int drv_host_connect(const struct drv_connect_opts *opts, struct drv_host **out,
 	    .key_file = tls ? opts->key_file : NULL,
 	    .server_name = opts->server_name,
 	};
+	drv__host_channel_limits(h, &co);
 	rc = drv_rpc_channel_new(&co, &h->ch, cerr, sizeof(cerr));
 	if (rc != 0) {
 		set_err(err, errlen, "driver '%s' at %s: cannot set up the %schannel: %s", name,

@@ -35,6 +35,7 @@ struct drv_host {
 	char *target; /* gRPC target */
 	bool spawned;
 	struct drv_rpc_channel *ch;
+	struct drv_answer_limits limits;
 	char sockdir[PATH_MAX]; /* "" when none */
 	char **argv;
 	char **envp;
@@ -136,5 +137,8 @@ struct drv_host *drv__host_new(void);
 
 /* Frees a host that has no live handles left (close_all done). */
 void drv__host_release(struct drv_host *h);
+
+/* Sets the channel options that h->limits imply (host_call.c). */
+void drv__host_channel_limits(const struct drv_host *h, struct drv_rpc_channel_opts *co);
 
 #endif

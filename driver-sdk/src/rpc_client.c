@@ -53,6 +53,8 @@ struct drv_rpc_channel {
 	grpc_channel *ch;
 	char *target;
 	int max_message;
+	grpc_resource_quota *quota; /* NULL: gRPC's default */
+	size_t quota_bytes;
 	bool wait_for_ready;
 	_Atomic(struct svc_cache *) services;
 
@@ -88,6 +90,7 @@ struct ccall {
 	drv_rpc_done cb;
 	void *ud;
 	struct ccall *prev, *next;
+	struct drv__answer_limit lim; /* all zero: none */
 };
 
 static void set_status(struct drv_status *st, int code, const char *fmt, ...)
@@ -196,9 +199,18 @@ static int channel_new(const struct drv_rpc_channel_opts *opts, int *fd, struct 
 		free(ch);
 		return rc;
 	}
-	grpc_arg args[8];
+	grpc_arg args[9];
 	size_t n = 0;
 	memset(args, 0, sizeof(args));
+	if (opts->memory_quota_bytes > 0) {
+		ch->quota = grpc_resource_quota_create(opts->target);
+		grpc_resource_quota_resize(ch->quota, opts->memory_quota_bytes);
+		ch->quota_bytes = opts->memory_quota_bytes;
+		args[n].type = GRPC_ARG_POINTER;
+		args[n].key = GRPC_ARG_RESOURCE_QUOTA;
+		args[n].value.pointer.p = ch->quota;
+		args[n++].value.pointer.vtable = grpc_resource_quota_arg_vtable();
+	}
 	args[n].type = GRPC_ARG_INTEGER;
 	args[n].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
 	args[n++].value.integer = ch->max_message;
@@ -244,6 +256,8 @@ static int channel_new(const struct drv_rpc_channel_opts *opts, int *fd, struct 
 	}
 	grpc_channel_credentials_release(creds);
 	if (!ch->ch) {
+		if (ch->quota)
+			grpc_resource_quota_unref(ch->quota);
 		grpc_shutdown();
 		pthread_mutex_destroy(&ch->lock);
 		free(ch->target);
@@ -448,6 +462,149 @@ static int ccall_start(struct drv_rpc_channel *ch, grpc_completion_queue *cq, st
 	return 0;
 }
 
+void drv__format_bytes(size_t n, char *buf, size_t len)
+{
+	if (n >= ((size_t)1 << 20) && n % ((size_t)1 << 20) == 0)
+		snprintf(buf, len, "%zu MiB", n >> 20);
+	else if (n >= 1024 && n % 1024 == 0)
+		snprintf(buf, len, "%zu KiB", n >> 10);
+	else
+		snprintf(buf, len, "%zu bytes", n);
+}
+
+/*
+ * gRPC refused an answer over the channel's max_message_bytes: the words of
+ * the per-call limit instead of gRPC's, when the call has one. gRPC says
+ * "Received message larger than max (N vs. M)"; a driver could answer those
+ * words itself, which only makes its own call fail the same way.
+ */
+static bool over_channel_limit(struct ccall *cc, char *msg, size_t msglen)
+{
+	static const char prefix[] = "Received message larger than max (";
+	const char *d = (const char *)GRPC_SLICE_START_PTR(cc->details);
+	size_t n = GRPC_SLICE_LENGTH(cc->details);
+	char text[128], lim[32];
+	unsigned long long got;
+
+	if (cc->status != GRPC_STATUS_RESOURCE_EXHAUSTED || !cc->lim.max_bytes || n >= sizeof(text))
+		return false;
+	memcpy(text, d, n);
+	text[n] = '\0';
+	if (strcmp(text, "Buffers full") == 0 && cc->ch->quota_bytes) {
+		/* The quota's reclaimer cancelled the call while its answer was still arriving. */
+		char quota[32];
+		drv__format_bytes(cc->lim.max_bytes, lim, sizeof(lim));
+		drv__format_bytes(cc->ch->quota_bytes, quota, sizeof(quota));
+		snprintf(
+		    msg, msglen,
+		    "%s answer cut off: the answers arriving on the driver's connection filled its %s of "
+		    "buffers (this answer's limit is %s)",
+		    cc->method->name, quota, lim);
+		return true;
+	}
+	if (strncmp(text, prefix, sizeof(prefix) - 1) != 0 ||
+	    sscanf(text + sizeof(prefix) - 1, "%llu", &got) != 1)
+		return false;
+	drv__format_bytes(cc->lim.max_bytes, lim, sizeof(lim));
+	snprintf(msg, msglen, "%s answer of %llu bytes exceeds the %s limit", cc->method->name, got, lim);
+	return true;
+}
+
+/* Entries of top-level field `field` in protobuf bytes; stops counting past `max`. */
+static size_t count_field(const uint8_t *p, size_t len, uint32_t field, size_t max)
+{
+	const uint8_t *end = p + len;
+	size_t k = 0;
+
+	while (p < end && k <= max) {
+		uint64_t tag = 0, v = 0;
+		unsigned shift;
+		for (shift = 0; p < end && shift < 64; shift += 7) {
+			tag |= (uint64_t)(*p & 0x7f) << shift;
+			if (!(*p++ & 0x80))
+				break;
+		}
+		switch (tag & 7) {
+		case 0:
+			while (p < end && (*p++ & 0x80))
+				;
+			break;
+		case 1:
+			p = (size_t)(end - p) < 8 ? end : p + 8;
+			break;
+		case 2:
+			for (shift = 0; p < end && shift < 64; shift += 7) {
+				v |= (uint64_t)(*p & 0x7f) << shift;
+				if (!(*p++ & 0x80))
+					break;
+			}
+			p = v > (uint64_t)(end - p) ? end : p + v;
+			if (tag >> 3 == field)
+				k++;
+			break;
+		case 5:
+			p = (size_t)(end - p) < 4 ? end : p + 4;
+			break;
+		default:
+			/* Not a valid message: the unpack that follows says so. */
+			return k;
+		}
+	}
+	return k;
+}
+
+/* The size limit of an answer gRPC accepted, on its length as received. */
+static bool over_size_limit(struct ccall *cc, char *msg, size_t msglen)
+{
+	size_t len = grpc_byte_buffer_length(cc->recv_bb);
+	char lim[32];
+
+	if (!cc->lim.max_bytes || len <= cc->lim.max_bytes)
+		return false;
+	drv__format_bytes(cc->lim.max_bytes, lim, sizeof(lim));
+	snprintf(msg, msglen, "%s answer of %zu bytes exceeds the %s limit", cc->method->name, len, lim);
+	return true;
+}
+
+/*
+ * Unpacks an answer whose entries of one field are counted first, on the
+ * same contiguous bytes the unpack reads (joined once when the answer came
+ * in several slices), so that an answer over the count costs no unpacking.
+ * Returns 0 with *resp (NULL: not a valid message), or DRV_ERANGE.
+ */
+static int unpack_counted(struct ccall *cc, char *msg, size_t msglen, ProtobufCMessage **resp)
+{
+	const struct drv__answer_limit *l = &cc->lim;
+	grpc_byte_buffer *bb = cc->recv_bb;
+	grpc_slice all = grpc_empty_slice();
+	const uint8_t *data;
+	size_t len;
+
+	if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
+	    bb->data.raw.slice_buffer.count == 1) {
+		data = GRPC_SLICE_START_PTR(bb->data.raw.slice_buffer.slices[0]);
+		len = GRPC_SLICE_LENGTH(bb->data.raw.slice_buffer.slices[0]);
+	} else {
+		grpc_byte_buffer_reader r;
+		if (!grpc_byte_buffer_reader_init(&r, bb))
+			return 0;
+		all = grpc_byte_buffer_reader_readall(&r);
+		grpc_byte_buffer_reader_destroy(&r);
+		data = GRPC_SLICE_START_PTR(all);
+		len = GRPC_SLICE_LENGTH(all);
+	}
+	int rc = 0;
+	if (count_field(data, len, l->counted_field, l->max_count) > l->max_count) {
+		snprintf(msg, msglen, "%s answer holds more than %zu %s, the limit", cc->method->name,
+		         l->max_count, l->count_noun ? l->count_noun : "entries");
+		rc = DRV_ERANGE;
+	} else {
+		*resp = drv__response_unpack(cc->method->output, len, data ? data : (const uint8_t *)"");
+	}
+	grpc_slice_unref(all);
+	return rc;
+}
+
 /* Turns the finished batch into code, message and response. */
 static int ccall_finish(struct ccall *cc, bool batch_ok, char *msg, size_t msglen, ProtobufCMessage **resp)
 {
@@ -459,6 +616,8 @@ static int ccall_finish(struct ccall *cc, bool batch_ok, char *msg, size_t msgle
 	}
 	if (cc->status != GRPC_STATUS_OK) {
 		const uint8_t *d = GRPC_SLICE_START_PTR(cc->details);
+		if (over_channel_limit(cc, msg, msglen))
+			return DRV_ERANGE;
 		size_t n = GRPC_SLICE_LENGTH(cc->details);
 		/* Cut a long message between characters, not inside one (callers log and forward it). */
 		if (n >= msglen)
@@ -468,7 +627,14 @@ static int ccall_finish(struct ccall *cc, bool batch_ok, char *msg, size_t msgle
 		msg[n] = '\0';
 		return drv_error_from_grpc((int)cc->status);
 	}
-	*resp = drv__rpc_unpack(cc->method->output, cc->recv_bb, drv__response_unpack);
+	if (cc->recv_bb && over_size_limit(cc, msg, msglen))
+		return DRV_ERANGE;
+	if (cc->recv_bb && cc->lim.counted_field) {
+		if (unpack_counted(cc, msg, msglen, resp) != 0)
+			return DRV_ERANGE;
+	} else {
+		*resp = drv__rpc_unpack(cc->method->output, cc->recv_bb, drv__response_unpack);
+	}
 	if (!*resp) {
 		snprintf(msg, msglen, "%s: response is %s a valid %s message", cc->method->name,
 		         cc->recv_bb ? "not" : "missing,", cc->method->output->name);
@@ -515,6 +681,14 @@ int drv_rpc_call(struct drv_rpc_channel *ch, const ProtobufCServiceDescriptor *s
                  const ProtobufCMessage *req, ProtobufCMessage **resp, int timeout_ms,
                  const struct drv_rpc_metadata *md, struct drv_status *st)
 {
+	return drv__rpc_call_limited(ch, service, method_index, req, resp, timeout_ms, md, NULL, st);
+}
+
+int drv__rpc_call_limited(struct drv_rpc_channel *ch, const ProtobufCServiceDescriptor *service,
+                          unsigned method_index, const ProtobufCMessage *req, ProtobufCMessage **resp,
+                          int timeout_ms, const struct drv_rpc_metadata *md,
+                          const struct drv__answer_limit *lim, struct drv_status *st)
+{
 	if (!resp) {
 		set_status(st, DRV_EINVAL, "drv_rpc_call: resp is required");
 		return DRV_EINVAL;
@@ -526,6 +700,9 @@ int drv_rpc_call(struct drv_rpc_channel *ch, const ProtobufCServiceDescriptor *s
 	}
 	struct ccall cc;
 	memset(&cc, 0, sizeof(cc));
+	if (lim)
+		cc.lim = *lim;
+	cc.ch = ch;
 	grpc_completion_queue *cq = cq_get(ch);
 	int rc = ccall_start(ch, cq, &cc, service, method_index, req, timeout_ms, md, false, st);
 	if (rc == 0) {
@@ -597,6 +774,14 @@ int drv_rpc_call_async(struct drv_rpc_channel *ch, const ProtobufCServiceDescrip
                        unsigned method_index, const ProtobufCMessage *req, int timeout_ms,
                        const struct drv_rpc_metadata *md, drv_rpc_done cb, void *ud)
 {
+	return drv__rpc_call_async_limited(ch, service, method_index, req, timeout_ms, md, NULL, cb, ud);
+}
+
+int drv__rpc_call_async_limited(struct drv_rpc_channel *ch, const ProtobufCServiceDescriptor *service,
+                                unsigned method_index, const ProtobufCMessage *req, int timeout_ms,
+                                const struct drv_rpc_metadata *md, const struct drv__answer_limit *lim,
+                                drv_rpc_done cb, void *ud)
+{
 	if (!ch || !service || !req || !cb || method_index >= service->n_methods)
 		return DRV_EINVAL;
 	struct ccall *cc = calloc(1, sizeof(*cc));
@@ -605,6 +790,8 @@ int drv_rpc_call_async(struct drv_rpc_channel *ch, const ProtobufCServiceDescrip
 	cc->ch = ch;
 	cc->cb = cb;
 	cc->ud = ud;
+	if (lim)
+		cc->lim = *lim;
 	/* One lock per call: the queue's creation check and the listing share it. */
 	pthread_mutex_lock(&ch->lock);
 	if (!ch->cq) {
@@ -674,6 +861,8 @@ void drv_rpc_channel_free(struct drv_rpc_channel *ch)
 		s = next;
 	}
 	pthread_mutex_destroy(&ch->lock);
+	if (ch->quota)
+		grpc_resource_quota_unref(ch->quota);
 	free(ch->target);
 	free(ch);
 	grpc_shutdown();

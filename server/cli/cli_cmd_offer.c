@@ -8,23 +8,97 @@
 #define FREE_MSG(m) drv_response_free((ProtobufCMessage *)(m))
 
 static const char offer_help_head[] =
-    "Usage: drover offer [REQUIREMENTS] [--limit N] [--project P] [--json]\n"
+    "Usage: drover offer [REQUIREMENTS] [--limit N | --all] [--project P] [--json]\n"
     "\n"
     "Asks every backend of the project for offers at once (each within the\n"
     "server's per-driver deadline), and prints the matching ones cheapest first.\n"
     "A backend that fails or is too slow is reported on stderr beside the\n"
-    "results; it never fails the query (exit 0). --limit N shows the N cheapest.\n"
+    "results; it never fails the query (exit 0). The 50 cheapest are shown;\n"
+    "--limit N shows the N cheapest, --all every one (fetched page by page).\n"
     "\n";
+
+#define OFFER_DEFAULT_SHOWN 50
+#define OFFER_PAGE_MAX 20000
+
+/*
+ * The pages of one query, `want` offers at most (0: all), as one answer:
+ * the first page's, with the offers of every page. The pages stay alive
+ * (their offers are borrowed) until offer_pages_free().
+ */
+struct offer_pages {
+	Drover__Api__V1__GetOffersResponse **pages;
+	size_t n_pages;
+	Drover__Api__V1__GetOffersResponse all;
+};
+
+static void offer_pages_free(struct offer_pages *p)
+{
+	for (size_t i = 0; i < p->n_pages; i++)
+		FREE_MSG(p->pages[i]);
+	free(p->pages);
+	free(p->all.offers);
+}
+
+static int fetch_offers(struct cli_ctx *c, Drover__Api__V1__GetOffersRequest *req, size_t want,
+                        struct offer_pages *p)
+{
+	char token[64] = "";
+	int rc;
+
+	memset(p, 0, sizeof(*p));
+	do {
+		Drover__Api__V1__GetOffersResponse *r, **pages;
+		size_t left = want ? want - p->all.n_offers : OFFER_PAGE_MAX;
+		req->page_size = (uint32_t)(left < OFFER_PAGE_MAX ? left : OFFER_PAGE_MAX);
+		req->page_token = token;
+		if ((rc = cli_call(c, "GetOffers", &req->base, (ProtobufCMessage **)&r)))
+			return rc;
+		pages = realloc(p->pages, (p->n_pages + 1) * sizeof(*pages));
+		Drover__Api__V1__BackendOffer **offers =
+		    realloc(p->all.offers, (p->all.n_offers + r->n_offers + 1) * sizeof(*offers));
+		if (pages)
+			p->pages = pages;
+		if (offers)
+			p->all.offers = offers;
+		if (!pages || !offers) {
+			FREE_MSG(r);
+			fprintf(stderr, "drover: out of memory\n");
+			return CLI_EXIT_REFUSED;
+		}
+		p->pages[p->n_pages++] = r;
+		memcpy(p->all.offers + p->all.n_offers, r->offers, r->n_offers * sizeof(*offers));
+		p->all.n_offers += r->n_offers;
+		/* A page token is short; a longer one is not from droverd and is not followed. */
+		snprintf(token, sizeof(token), "%s",
+		         strlen(r->next_page_token) < sizeof(token) ? r->next_page_token : "");
+	} while (token[0] && (!want || p->all.n_offers < want));
+	p->all = (Drover__Api__V1__GetOffersResponse){
+	    .base = p->pages[0]->base,
+	    .offers = p->all.offers,
+	    .n_offers = p->all.n_offers,
+	    .backends = p->pages[0]->backends,
+	    .n_backends = p->pages[0]->n_backends,
+	    .total_offers = p->pages[0]->total_offers,
+	    .next_page_token = (char *)"",
+	};
+	p->all.base.n_unknown_fields = 0;
+	p->all.base.unknown_fields = NULL;
+	return 0;
+}
 
 int cli_cmd_offer(struct cli_ctx *c, int argc, char **argv)
 {
-	enum { O_LIMIT = 400 };
+	enum { O_LIMIT = 400, O_ALL };
 	static const struct option o[] = {CLI_COMMON_OPTIONS,
 	                                  CLI_REQ_OPTIONS,
 	                                  {"limit", required_argument, NULL, O_LIMIT},
+	                                  {"all", no_argument, NULL, O_ALL},
 	                                  {NULL, 0, NULL, 0}};
 	Drover__Api__V1__GetOffersRequest req = DROVER__API__V1__GET_OFFERS_REQUEST__INIT;
+	struct offer_pages pages = {0};
 	struct cli_req r;
+	size_t want = OFFER_DEFAULT_SHOWN;
+	bool all = false, limited = false;
 	uint64_t v;
 	int opt, rc = 0;
 
@@ -49,7 +123,11 @@ int cli_cmd_offer(struct cli_ctx *c, int argc, char **argv)
 				                     optarg);
 				goto out;
 			}
-			req.limit = (uint32_t)v;
+			want = (size_t)v;
+			limited = true;
+			break;
+		case O_ALL:
+			all = true;
 			break;
 		default:
 			if (cli_common_option(c, opt))
@@ -64,15 +142,23 @@ int cli_cmd_offer(struct cli_ctx *c, int argc, char **argv)
 		    argv[optind]);
 		goto out;
 	}
+	if (all && limited) {
+		rc = cli_usage_error("offer: --limit and --all exclude each other");
+		goto out;
+	}
+	if (all || (limited && want == 0))
+		want = 0;
 	cli_req_finish(&r);
 	req.project = (char *)c->project;
 	req.requirements = &r.req;
 	req.required_features = r.features;
 	req.n_required_features = r.n_features;
 
-	Drover__Api__V1__GetOffersResponse *resp;
-	if ((rc = cli_call(c, "GetOffers", &req.base, (ProtobufCMessage **)&resp)))
+	if ((rc = fetch_offers(c, &req, want, &pages)))
 		goto out;
+	Drover__Api__V1__GetOffersResponse *resp = &pages.all;
+	if (want && resp->n_offers > want)
+		resp->n_offers = want;
 	if (c->json) {
 		cli_print_json(&resp->base);
 	} else {
@@ -105,7 +191,7 @@ int cli_cmd_offer(struct cli_ctx *c, int argc, char **argv)
 		if (!resp->n_offers)
 			printf("(no offers match the requirements)\n");
 		if (resp->total_offers > resp->n_offers)
-			printf("(%zu of %u matching offers shown)\n", resp->n_offers, resp->total_offers);
+			printf("%zu more: --limit N or --all\n", (size_t)resp->total_offers - resp->n_offers);
 	}
 	/* Problems go to stderr in both modes, so a script reading --json still sees them in its log. */
 	for (size_t i = 0; i < resp->n_backends; i++) {
@@ -113,9 +199,14 @@ int cli_cmd_offer(struct cli_ctx *c, int argc, char **argv)
 		if (strcmp(b->code, "OK") != 0 && b->code[0])
 			fprintf(stderr, "drover: backend %s (%s): %s: %s (after %u ms)\n", b->backend,
 			        b->type, b->code, b->message, b->elapsed_ms);
+		if (b->bad_offers)
+			fprintf(
+			    stderr,
+			    "drover: backend %s (%s): %u malformed offers dropped (see drover event list)\n",
+			    b->backend, b->type, b->bad_offers);
 	}
-	FREE_MSG(resp);
 out:
+	offer_pages_free(&pages);
 	cli_req_free(&r);
 	return rc;
 }

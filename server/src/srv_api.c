@@ -954,7 +954,45 @@ static void trim_later(struct srv_api *api)
 struct offers_ctx {
 	struct api_call *c;
 	uint32_t limit;
+	size_t page_size;
+	size_t start; /* from the page token */
 };
+
+/*
+ * GetOffers pages: a page holds page_size offers at most, and ends before
+ * OFFERS_PAGE_MAX_BYTES of them, so droverd's answer stays far below the
+ * transport's 64 MiB whatever the offers hold (each is bounded by the
+ * checks of docs/PROTOCOL.md §12.2).
+ */
+#define OFFERS_PAGE_DEFAULT 1000
+#define OFFERS_PAGE_MAX 20000
+#define OFFERS_PAGE_MAX_BYTES ((size_t)16 << 20)
+
+/* A page token is the offset of the page's first offer: "o" and decimal digits. */
+static int parse_page_token(const char *tok, size_t *start)
+{
+	char *end;
+	unsigned long long v;
+
+	*start = 0;
+	if (!tok || !tok[0])
+		return 0;
+	if (tok[0] != 'o' || tok[1] < '0' || tok[1] > '9')
+		return -1;
+	errno = 0;
+	v = strtoull(tok + 1, &end, 10);
+	if (*end || errno || v > UINT32_MAX)
+		return -1;
+	*start = (size_t)v;
+	return 0;
+}
+
+/* The bytes item `it` takes in the answer, roughly: its offer and the backend's name. */
+static size_t offer_item_bytes(const struct srv_offer_item *it)
+{
+	size_t n = it->wire ? it->wire_len : drover__compute__v1__offer__get_packed_size(it->offer) + 4;
+	return n + strlen(it->backend) + 8;
+}
 
 static void offers_done(void *ud, int code, const char *message, struct srv_offers_result *res)
 {
@@ -967,9 +1005,20 @@ static void offers_done(void *ud, int code, const char *message, struct srv_offe
 		return;
 	}
 	Drover__Api__V1__GetOffersResponse resp = DROVER__API__V1__GET_OFFERS_RESPONSE__INIT;
-	size_t n = res->n_items;
-	if (o->limit && n > o->limit)
-		n = o->limit;
+	size_t all = res->n_items, n = 0, bytes = 0;
+	if (o->limit && all > o->limit)
+		all = o->limit;
+	size_t start = o->start < all ? o->start : all;
+	while (start + n < all && n < o->page_size) {
+		bytes += offer_item_bytes(&res->items[start + n]);
+		if (n > 0 && bytes > OFFERS_PAGE_MAX_BYTES)
+			break;
+		n++;
+	}
+	char next[32] = "";
+	if (start + n < all)
+		snprintf(next, sizeof(next), "o%zu", start + n);
+	resp.next_page_token = next;
 	resp.total_offers = (uint32_t)res->n_items;
 	/* One allocation for all offer wrappers: 16,000 offers must stay cheap. */
 	Drover__Api__V1__BackendOffer *bos = gc_alloc(&g, (n + 1) * sizeof(*bos));
@@ -981,7 +1030,7 @@ static void offers_done(void *ud, int code, const char *message, struct srv_offe
 	 */
 	ProtobufCMessageUnknownField *ufs = gc_alloc(&g, (n + 1) * sizeof(*ufs));
 	for (size_t i = 0; !g.oom && i < n; i++) {
-		const struct srv_offer_item *it = &res->items[i];
+		const struct srv_offer_item *it = &res->items[start + i];
 		drover__api__v1__backend_offer__init(&bos[i]);
 		bos[i].backend = (char *)it->backend;
 		if (it->wire) {
@@ -1008,6 +1057,7 @@ static void offers_done(void *ud, int code, const char *message, struct srv_offe
 		brs[i].message = b->message ? b->message : "";
 		brs[i].offer_count = b->offer_count;
 		brs[i].elapsed_ms = b->elapsed_ms;
+		brs[i].bad_offers = b->bad_offers;
 		resp.backends[i] = &brs[i];
 	}
 	resp.n_backends = res->n_backends;
@@ -1033,6 +1083,12 @@ static void h_get_offers(struct api_call *c)
 	if (need_selection(c, req->required_features, req->n_required_features, req->requirements,
 	                   &required) < 0)
 		return;
+	size_t start;
+	if (parse_page_token(req->page_token, &start) < 0) {
+		reply_err(c, DRV_EINVAL, "page_token: \"%.40s\" is not a token of a GetOffers answer",
+		          req->page_token);
+		return;
+	}
 	struct offers_ctx *o = calloc(1, sizeof(*o));
 	if (!o) {
 		reply_err(c, DRV_ENOMEM, "out of memory");
@@ -1040,6 +1096,10 @@ static void h_get_offers(struct api_call *c)
 	}
 	o->c = c;
 	o->limit = req->limit;
+	o->start = start;
+	o->page_size = req->page_size == 0                ? OFFERS_PAGE_DEFAULT
+	               : req->page_size > OFFERS_PAGE_MAX ? OFFERS_PAGE_MAX
+	                                                  : req->page_size;
 	struct srv_offers_query q = {.project = req->project,
 	                             .requirements = req->requirements,
 	                             .required_features = required,

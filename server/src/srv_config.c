@@ -471,6 +471,36 @@ static int parse_string_list(struct walk *w, yaml_node_t *v, const char *path, c
 	return 0;
 }
 
+static int limits_field(struct walk *w, const char *key, yaml_node_t *v, const char *path, void *ctx)
+{
+	struct srv_driver_limits *l = ctx;
+	if (strcmp(key, "answer_bytes") == 0)
+		return get_int(w, v, path, &l->answer_bytes, 1024, 1 << 30);
+	if (strcmp(key, "offers_answer_bytes") == 0)
+		return get_int(w, v, path, &l->offers_answer_bytes, 1024, 1 << 30);
+	if (strcmp(key, "offers") == 0)
+		return get_int(w, v, path, &l->offers, 1, 10000000);
+	return FIELD_UNKNOWN;
+}
+
+static int parse_limits(struct walk *w, yaml_node_t *v, const char *path, struct srv_driver_limits *l)
+{
+	return walk_mapping(w, v, path, limits_field, l, "answer_bytes, offers_answer_bytes, offers");
+}
+
+struct srv_driver_limits srv_config_driver_limits(const struct srv_config *cfg,
+                                                  const struct srv_driver_limits *entry)
+{
+	struct srv_driver_limits l = cfg->limits;
+	if (entry && entry->answer_bytes)
+		l.answer_bytes = entry->answer_bytes;
+	if (entry && entry->offers_answer_bytes)
+		l.offers_answer_bytes = entry->offers_answer_bytes;
+	if (entry && entry->offers)
+		l.offers = entry->offers;
+	return l;
+}
+
 static int command_field(struct walk *w, const char *key, yaml_node_t *v, const char *path, void *ctx)
 {
 	struct srv_config_command *c = ctx;
@@ -480,6 +510,8 @@ static int command_field(struct walk *w, const char *key, yaml_node_t *v, const 
 		return get_string(w, v, path, &c->path);
 	if (strcmp(key, "args") == 0)
 		return parse_string_list(w, v, path, &c->args, &c->n_args);
+	if (strcmp(key, "limits") == 0)
+		return parse_limits(w, v, path, &c->limits);
 	return FIELD_UNKNOWN;
 }
 
@@ -488,7 +520,7 @@ static int command_item(struct walk *w, yaml_node_t *n, const char *path, void *
 {
 	struct srv_config *cfg = ctx;
 	struct srv_config_command *c = &cfg->commands[cfg->n_commands++];
-	if (walk_mapping(w, n, path, command_field, c, "type, path, args") < 0)
+	if (walk_mapping(w, n, path, command_field, c, "type, path, args, limits") < 0)
 		return -1;
 	if (!c->type)
 		return fail(w, n, path, "missing field 'type'");
@@ -521,6 +553,8 @@ static int remote_field(struct walk *w, const char *key, yaml_node_t *v, const c
 		return get_string(w, v, path, dst);
 	if (strcmp(key, "insecure") == 0)
 		return get_bool(w, v, path, &r->insecure);
+	if (strcmp(key, "limits") == 0)
+		return parse_limits(w, v, path, &r->limits);
 	return FIELD_UNKNOWN;
 }
 
@@ -530,7 +564,7 @@ static int remote_item(struct walk *w, yaml_node_t *n, const char *path, void *c
 	struct srv_config *cfg = ctx;
 	struct srv_config_remote *r = &cfg->remotes[cfg->n_remotes++];
 	if (walk_mapping(w, n, path, remote_field, r,
-	                 "type, name, address, ca, cert, key, server_name, insecure") < 0)
+	                 "type, name, address, ca, cert, key, server_name, insecure, limits") < 0)
 		return -1;
 	if (!r->type)
 		return fail(w, n, path, "missing field 'type'");
@@ -582,6 +616,8 @@ static int drivers_field(struct walk *w, const char *key, yaml_node_t *v, const 
 		return get_int(w, v, path, &cfg->restart_backoff_max_ms, 1, 3600000);
 	if (strcmp(key, "shutdown_grace_ms") == 0)
 		return get_int(w, v, path, &cfg->shutdown_grace_ms, 0, 600000);
+	if (strcmp(key, "limits") == 0)
+		return parse_limits(w, v, path, &cfg->limits);
 	return FIELD_UNKNOWN;
 }
 
@@ -650,7 +686,7 @@ static int root_field(struct walk *w, const char *key, yaml_node_t *v, const cha
 		return walk_mapping(w, v, path, drivers_field, cfg,
 		                    "dirs, commands, remote, handshake_timeout_ms, call_timeout_ms, "
 		                    "offers_timeout_ms, health_interval_ms, restart_backoff_ms, "
-		                    "restart_backoff_max_ms, shutdown_grace_ms");
+		                    "restart_backoff_max_ms, shutdown_grace_ms, limits");
 	if (strcmp(key, "projects") == 0) {
 		void *arr;
 		int rc = list_open(w, v, path, sizeof(*cfg->projects), &arr);
@@ -685,6 +721,9 @@ struct srv_config *srv_config_new_default(void)
 	cfg->restart_backoff_ms = 200;
 	cfg->restart_backoff_max_ms = 30000;
 	cfg->shutdown_grace_ms = 3000;
+	cfg->limits.answer_bytes = 1 << 20;
+	cfg->limits.offers_answer_bytes = 16 << 20;
+	cfg->limits.offers = 20000;
 	cfg->max_tries = 3;
 	cfg->reconcile_interval_ms = 1000;
 	cfg->running_check_interval_ms = 60000;

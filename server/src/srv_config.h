@@ -33,12 +33,24 @@ struct srv_config_project {
 	int line;
 };
 
+/*
+ * Limits on a driver's answers (docs/PROTOCOL.md §12.1): drivers.limits, or
+ * the `limits:` of a command or remote entry, whose fields left out (0) are
+ * drivers.limits'.
+ */
+struct srv_driver_limits {
+	int answer_bytes;        /* every answer but GetOffers', default 1 MiB */
+	int offers_answer_bytes; /* one GetOffers answer, default 16 MiB */
+	int offers;              /* offers in one GetOffers answer, default 20,000 */
+};
+
 /* A driver started from an explicit command rather than found in a directory. */
 struct srv_config_command {
 	char *type;
 	char *path;
 	char **args; /* NULL-terminated */
 	size_t n_args;
+	struct srv_driver_limits limits;
 };
 
 /* A driver reached over the network with mutual TLS. */
@@ -49,6 +61,7 @@ struct srv_config_remote {
 	char *ca, *cert, *key; /* PEM files */
 	char *server_name;     /* may be NULL */
 	bool insecure;         /* plain TCP; loopback only */
+	struct srv_driver_limits limits;
 };
 
 struct srv_config {
@@ -73,6 +86,7 @@ struct srv_config {
 	int restart_backoff_ms;     /* first restart delay, default 200 */
 	int restart_backoff_max_ms; /* cap, default 30000 */
 	int shutdown_grace_ms;      /* SIGTERM → SIGKILL, default 3000 */
+	struct srv_driver_limits limits;
 
 	struct srv_config_project *projects;
 	size_t n_projects;
@@ -82,6 +96,10 @@ struct srv_config {
 	/* GetInstance of each running machine, to notice one gone behind our back; 0 never; default 60000 */
 	int running_check_interval_ms;
 };
+
+/* The limits of one driver: `entry`'s (may be NULL) where set, else cfg->limits. */
+struct srv_driver_limits srv_config_driver_limits(const struct srv_config *cfg,
+                                                  const struct srv_driver_limits *entry);
 
 /* A config with every default set and no projects, for tests and for running without a file. */
 struct srv_config *srv_config_new_default(void);

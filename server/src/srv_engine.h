@@ -95,6 +95,7 @@ struct srv_backend_result {
 	char *message;
 	unsigned offer_count; /* before filtering */
 	unsigned elapsed_ms;
+	unsigned bad_offers; /* dropped by drv_offer_check (docs/PROTOCOL.md §12.2) */
 };
 
 struct srv_offers_result {

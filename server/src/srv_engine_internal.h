@@ -42,6 +42,8 @@ struct srv_engine {
 	struct create_op *creating;
 	/* Every create from its start to its end, resumed ones too (srv_provision.c). */
 	struct create_op *ops;
+	/* When each backend last had its dropped offers reported (srv_offers.c). */
+	struct offer_warn *offer_warns;
 };
 
 /* UNAVAILABLE, DEADLINE_EXCEEDED and the like: the driver may or may not have acted. */
@@ -80,6 +82,8 @@ void srv__create_resume(struct srv_engine *eng, struct srv_instance *in);
 struct srv_instance *srv__create_row(struct srv_engine *eng, const char *id);
 /* srv_provision.c: drops the offers shared between creates. */
 void srv__offers_cache_clear(struct srv_engine *eng);
+/* Frees the record of warnings about dropped offers (srv_offers.c). */
+void srv__offer_warns_free(struct srv_engine *eng);
 /* srv_reconcile.c: a reconciliation pass on the next loop turn; the timer's callback. */
 void srv__engine_kick(struct srv_engine *eng);
 void srv__reconcile_timer_cb(uv_timer_t *t);

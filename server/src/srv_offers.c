@@ -11,6 +11,7 @@
 #include <openssl/rand.h>
 
 #include "drover/driver.h"
+#include "drover/offer_check.h"
 #include "srv_config.h"
 #include "srv_engine.h"
 #include "srv_engine_internal.h"
@@ -65,6 +66,7 @@ struct fan_slot {
 
 struct fanout {
 	struct srv_engine *eng;
+	char *project;
 	srv_offers_cb cb;
 	void *ud;
 	drv_requirements *req; /* own copy */
@@ -87,6 +89,7 @@ static void fanout_maybe_free(struct fanout *fo)
 		return;
 	if (fo->req)
 		protobuf_c_message_free_unpacked(&fo->req->base, NULL);
+	free(fo->project);
 	for (size_t i = 0; i < fo->n; i++)
 		free(fo->slots[i].run);
 	free(fo->slots);
@@ -416,6 +419,82 @@ static void slot_done(struct fan_slot *s)
 		fanout_finish(fo);
 }
 
+/* Dropped offers are reported at most once a minute per backend: a driver answers many queries. */
+#define OFFER_WARN_INTERVAL_MS 60000
+
+struct offer_warn {
+	struct offer_warn *next;
+	int64_t last_ms;
+	char key[]; /* "project/backend" */
+};
+
+void srv__offer_warns_free(struct srv_engine *eng)
+{
+	while (eng->offer_warns) {
+		struct offer_warn *w = eng->offer_warns;
+		eng->offer_warns = w->next;
+		free(w);
+	}
+}
+
+/* One warning event (offers.dropped) for a backend's bad offers, unless it had one within the interval. */
+static void warn_bad_offers(struct fanout *fo, const struct srv_backend_result *br, const char *why)
+{
+	struct srv_engine *eng = fo->eng;
+	char key[300];
+	int64_t now = srv_now_ms();
+	struct offer_warn *w;
+
+	snprintf(key, sizeof(key), "%s/%s", fo->project ? fo->project : "", br->backend);
+	for (w = eng->offer_warns; w; w = w->next)
+		if (strcmp(w->key, key) == 0)
+			break;
+	if (w && now - w->last_ms < OFFER_WARN_INTERVAL_MS)
+		return;
+	if (!w && (w = calloc(1, sizeof(*w) + strlen(key) + 1))) {
+		memcpy(w->key, key, strlen(key) + 1);
+		w->next = eng->offer_warns;
+		eng->offer_warns = w;
+	}
+	if (w)
+		w->last_ms = now;
+	srv_engine_event(eng, SRV_EVENT_WARNING, "offers.dropped", fo->project, NULL, br->backend, br->type,
+	                 "backend %s: %u of %u offers dropped as malformed (first: %s); at most one such "
+	                 "event a minute",
+	                 br->backend, br->bad_offers, br->offer_count, why);
+}
+
+/*
+ * Keeps only the offers that pass drv_offer_check, counting the others, and
+ * stamps each kept offer with the backend's type: a driver's word on which
+ * backend an offer belongs to is not taken. Returns false when a stamp
+ * changed an offer, whose received bytes then no longer match it.
+ */
+static bool screen_offers(struct fanout *fo, struct srv_backend_result *br, drv_get_offers_response *r)
+{
+	char why[400] = "";
+	bool bytes_ok = true;
+
+	for (size_t k = 0; k < r->n_offers; k++) {
+		drv_offer *o = r->offers[k];
+		char w[300];
+		if (!drv_offer_check(o, w, sizeof(w))) {
+			if (!br->bad_offers++)
+				snprintf(why, sizeof(why), "offer %zu: %s", k, w);
+			r->offers[k] = NULL;
+			continue;
+		}
+		if (strcmp(o->backend_type, br->type) != 0) {
+			/* br->type lives as long as the response: both go with the result. */
+			o->backend_type = br->type;
+			bytes_ok = false;
+		}
+	}
+	if (br->bad_offers)
+		warn_bad_offers(fo, br, why);
+	return bytes_ok;
+}
+
 static void offers_done(void *ud, int code, const char *message, ProtobufCMessage *resp)
 {
 	struct fan_slot *s = ud;
@@ -437,6 +516,7 @@ static void offers_done(void *ud, int code, const char *message, ProtobufCMessag
 		drv_get_offers_response *r = (drv_get_offers_response *)resp;
 		fo->res->resps[s->idx] = resp;
 		br->offer_count = (unsigned)r->n_offers;
+		bool bytes_ok = screen_offers(fo, br, r);
 		s->run = malloc((r->n_offers + 1) * sizeof(*s->run));
 		if (!s->run) {
 			/* This backend's offers cannot be kept: it reports the failure, the others still
@@ -446,7 +526,7 @@ static void offers_done(void *ud, int code, const char *message, ProtobufCMessag
 			slot_done(s);
 			return;
 		}
-		struct span *at = fo->packed_offers ? offer_spans(r) : NULL;
+		struct span *at = fo->packed_offers && bytes_ok ? offer_spans(r) : NULL;
 		for (size_t k = 0; k < r->n_offers; k++) {
 			const drv_offer *o = r->offers[k];
 			/* Drivers filter too; the server checks again so one sloppy driver cannot widen a
@@ -557,6 +637,7 @@ void srv_engine_offers(struct srv_engine *eng, const struct srv_offers_query *q,
 	bool ok = fo && res;
 	if (ok) {
 		fo->eng = eng;
+		fo->project = q->project ? strdup(q->project) : NULL;
 		fo->cb = cb;
 		fo->ud = ud;
 		fo->required = q->required_features;
@@ -599,6 +680,7 @@ void srv_engine_offers(struct srv_engine *eng, const struct srv_offers_query *q,
 		if (fo) {
 			if (fo->req)
 				protobuf_c_message_free_unpacked(&fo->req->base, NULL);
+			free(fo->project);
 			free(fo->slots);
 			free(fo);
 		}

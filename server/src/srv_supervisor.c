@@ -36,6 +36,8 @@ struct drv_entry {
 	bool remote;
 	char **argv; /* spawned: path then args, NULL-terminated */
 	const struct srv_config_remote *rcfg;
+	const struct srv_driver_limits
+	    *limits; /* the entry's own (commands, remote); NULL for found drivers */
 
 	struct drv_host *host;
 	enum srv_driver_state state;
@@ -239,6 +241,27 @@ static void fail_later(struct sup_call *c, int code, const char *message)
 	post(c->sup, ev);
 }
 
+/*
+ * The SDK's message for an answer over one of the driver's limits, with the
+ * config field that sets it, so that the operator knows what to raise if
+ * the driver is honest. NULL when the message is not such a one.
+ */
+static char *name_limit(const char *method, int code, const char *message)
+{
+	const char *field;
+	char *out;
+
+	if (code != DRV_ERANGE || !strstr(message, " answer ") || !strstr(message, "limit"))
+		return NULL;
+	if (strcmp(method, "GetOffers") != 0)
+		field = "drivers.limits.answer_bytes";
+	else if (strstr(message, " offers, the limit"))
+		field = "drivers.limits.offers";
+	else
+		field = "drivers.limits.offers_answer_bytes";
+	return asprintf(&out, "%s (%s, or limits: on the driver's entry)", message, field) < 0 ? NULL : out;
+}
+
 static void on_sdk_done(void *ud, int code, const char *message, ProtobufCMessage *resp)
 {
 	struct sup_call *c = ud;
@@ -246,7 +269,10 @@ static void on_sdk_done(void *ud, int code, const char *message, ProtobufCMessag
 	ev->kind = EV_DONE;
 	ev->call = c;
 	ev->code = code;
-	ev->message = strdup(message ? message : "");
+	message = message ? message : "";
+	ev->message = name_limit(c->method, code, message);
+	if (!ev->message)
+		ev->message = strdup(message);
 	ev->resp = resp;
 	post(c->sup, ev);
 }
@@ -392,6 +418,10 @@ static void start_work_cb(uv_work_t *req)
 	/* The old process (crashed or unhealthy) is stopped and reaped here, off the loop. */
 	drv_host_free(w->old_host);
 	w->old_host = NULL;
+	struct srv_driver_limits lim = srv_config_driver_limits(cfg, e->limits);
+	struct drv_answer_limits al = {.answer_bytes = (size_t)lim.answer_bytes,
+	                               .offers_answer_bytes = (size_t)lim.offers_answer_bytes,
+	                               .offers = (size_t)lim.offers};
 	if (e->remote) {
 		const struct srv_config_remote *r = e->rcfg;
 		struct drv_connect_opts o = {.address = r->address,
@@ -401,7 +431,8 @@ static void start_work_cb(uv_work_t *req)
 		                             .key_file = r->key,
 		                             .server_name = r->server_name,
 		                             .insecure = r->insecure,
-		                             .connect_timeout_ms = cfg->handshake_timeout_ms};
+		                             .connect_timeout_ms = cfg->handshake_timeout_ms,
+		                             .limits = al};
 		w->rc = drv_host_connect(&o, &w->host, w->err, sizeof(w->err));
 	} else {
 		struct drv_spawn_opts o = {.path = e->argv[0],
@@ -410,7 +441,8 @@ static void start_work_cb(uv_work_t *req)
 		                           .handshake_timeout_ms = cfg->handshake_timeout_ms,
 		                           .on_stderr = on_stderr_cb,
 		                           .on_exit = on_exit_cb,
-		                           .ud = w->ctx};
+		                           .ud = w->ctx,
+		                           .limits = al};
 		w->rc = drv_host_spawn(&o, &w->host, w->err, sizeof(w->err));
 	}
 	if (w->rc != 0)
@@ -811,10 +843,12 @@ int srv_supervisor_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv
 		bool ok = argv && (argv[0] = strdup(c->path));
 		for (size_t j = 0; ok && j < c->n_args; j++)
 			ok = (argv[j + 1] = strdup(c->args[j])) != NULL;
-		if (!ok || !add_entry(sup, c->type, c->type, argv)) {
+		struct drv_entry *e = ok ? add_entry(sup, c->type, c->type, argv) : NULL;
+		if (!e) {
 			free_argv(argv);
 			goto fail_oom;
 		}
+		e->limits = &c->limits;
 	}
 	for (size_t i = 0; i < cfg->n_remotes; i++) {
 		const struct srv_config_remote *r = &cfg->remotes[i];
@@ -827,6 +861,7 @@ int srv_supervisor_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv
 			goto fail_oom;
 		e->remote = true;
 		e->rcfg = r;
+		e->limits = &r->limits;
 		snprintf(e->address, sizeof(e->address), "%s", r->address);
 	}
 	scan_dirs(sup, true);

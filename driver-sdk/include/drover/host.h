@@ -30,6 +30,20 @@ typedef void (*drv_host_exit_cb)(void *ud, const char *driver_name, int64_t exit
 #define DRV_MAGIC_COOKIE_KEY "DROVER_MAGIC_COOKIE"
 #define DRV_MAGIC_COOKIE_VALUE "6b1d4c0e-drover-driver-v1"
 
+/*
+ * Limits on a driver's answers, checked where they arrive, before anything
+ * is unpacked (docs/PROTOCOL.md §12.1). An answer over a limit fails its
+ * call with DRV_ERANGE and a message naming the limit ("GetOffers answer of
+ * 62914560 bytes exceeds the 16 MiB limit"). All zero: the transport's own
+ * limit of 64 MiB and nothing else, as for the conformance harness, which
+ * reports large answers itself.
+ */
+struct drv_answer_limits {
+	size_t answer_bytes;        /* every answer but GetOffers'; 0: no limit of its own */
+	size_t offers_answer_bytes; /* a GetOffers answer; 0: no limit of its own */
+	size_t offers;              /* offers in one GetOffers answer; 0: no limit */
+};
+
 struct drv_spawn_opts {
 	const char *path;        /* driver binary; required */
 	const char *const *args; /* extra argv after argv[0], NULL-terminated; may be NULL */
@@ -46,6 +60,7 @@ struct drv_spawn_opts {
 	drv_host_line_cb on_stderr; /* each stderr line; NULL: written to our stderr prefixed with the name */
 	drv_host_exit_cb on_exit;   /* once, when the process exits; never for a failed spawn; may be NULL */
 	void *ud;
+	struct drv_answer_limits limits; /* added after the fields above; zero: none */
 };
 
 /*
@@ -74,6 +89,7 @@ struct drv_connect_opts {
 	bool insecure;
 	bool allow_remote_insecure;
 	int connect_timeout_ms; /* wait for the first health check: 0 = do not wait, negative = 5000 */
+	struct drv_answer_limits limits; /* added after the fields above; zero: none */
 };
 
 /*

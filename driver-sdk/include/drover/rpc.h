@@ -115,6 +115,14 @@ struct drv_rpc_channel_opts {
 	 * the fields above; false by default.
 	 */
 	bool wait_for_ready;
+	/*
+	 * Bytes the channel's connection may hold in its buffers at once (a
+	 * gRPC resource quota of its own): past it gRPC cancels the calls whose
+	 * answers fill them (RESOURCE_EXHAUSTED), so one peer that streams an
+	 * answer far over max_message_bytes cannot make us buffer all of it
+	 * first. 0: no quota of its own. Added after the fields above.
+	 */
+	size_t memory_quota_bytes;
 };
 
 int drv_rpc_channel_new(const struct drv_rpc_channel_opts *opts, struct drv_rpc_channel **out, char *err,

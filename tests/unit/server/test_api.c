@@ -251,6 +251,43 @@ static void test_backends_offers_instances(void **state)
 		            gor->offers[i]->offer->price_per_hour);
 	assert_string_equal(gor->backends[0]->code, "OK");
 	drv_response_free(&gor->base);
+
+	/*
+	 * Pages: the first 23 offers fetched 5 at a time (five pages, the last
+	 * cut by the limit) are the first 23 of one answer, in order, and the
+	 * last page has no next token.
+	 */
+	go.limit = 23;
+	Drover__Api__V1__GetOffersResponse *whole = NULL;
+	assert_int_equal(CALL(f, "GetOffers", go, &whole, &st), 0);
+	assert_int_equal(whole->n_offers, 23);
+	assert_string_equal(whole->next_page_token, "");
+	go.page_size = 5;
+	char token[64] = "";
+	size_t got = 0, pages = 0;
+	do {
+		go.page_token = token;
+		assert_int_equal(CALL(f, "GetOffers", go, &gor, &st), 0);
+		assert_true(gor->n_offers <= 5);
+		for (size_t i = 0; i < gor->n_offers; i++, got++) {
+			assert_true(got < whole->n_offers);
+			assert_string_equal(gor->offers[i]->offer->instance_type,
+			                    whole->offers[got]->offer->instance_type);
+			assert_string_equal(gor->offers[i]->offer->region, whole->offers[got]->offer->region);
+		}
+		snprintf(token, sizeof(token), "%s", gor->next_page_token);
+		pages++;
+		drv_response_free(&gor->base);
+	} while (token[0]);
+	assert_int_equal(got, 23);
+	assert_int_equal(pages, 5);
+	drv_response_free(&whole->base);
+	go.page_token = "x17";
+	assert_int_equal(CALL(f, "GetOffers", go, &gor, &st), DRV_EINVAL);
+	assert_non_null(strstr(st.message, "page_token"));
+	go.page_token = "";
+	go.page_size = 0;
+	go.limit = 0;
 	char *bad_feature = "TELEPORT";
 	go.n_required_features = 1;
 	go.required_features = &bad_feature;

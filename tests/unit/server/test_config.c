@@ -192,11 +192,66 @@ static void test_shipped_config(void **state)
 	assert_string_equal(c->listen_tcp, "127.0.0.1:7443");
 	assert_int_equal(c->n_remotes, 1);
 	assert_int_equal(c->projects[0].n_backends, 2);
+	assert_int_equal(c->limits.offers_answer_bytes, 16 << 20);
+	assert_int_equal(c->limits.offers, 20000);
+	assert_int_equal(c->commands[0].limits.offers_answer_bytes, 32 << 20);
 	srv_config_free(c);
 	if (srv_config_load(DROVER_SOURCE_DIR "/config/examples/remote-tls.yaml", &c, err, sizeof(err)) != 0)
 		fail_msg("%s", err);
 	assert_string_equal(c->remotes[0].name, "remote-sim");
 	srv_config_free(c);
+}
+
+/* drivers.limits and the limits: of a command or remote entry; the defaults where neither says. */
+static void test_driver_limits(void **state)
+{
+	static const char yaml[] =
+	    "drivers:\n"
+	    "  limits: {answer_bytes: 2097152, offers: 500}\n"
+	    "  commands:\n"
+	    "    - {type: a, path: /x, limits: {offers_answer_bytes: 33554432}}\n"
+	    "    - {type: b, path: /y}\n"
+	    "  remote:\n"
+	    "    - {type: c, address: 127.0.0.1:4100, insecure: true, limits: {offers: 7}}\n";
+	struct srv_config *c = srv_config_new_default();
+	char err[512] = "";
+
+	struct srv_driver_limits l = srv_config_driver_limits(c, NULL);
+	assert_int_equal(l.answer_bytes, 1 << 20);
+	assert_int_equal(l.offers_answer_bytes, 16 << 20);
+	assert_int_equal(l.offers, 20000);
+	srv_config_free(c);
+	if (srv_config_parse("limits.yaml", yaml, strlen(yaml), &c, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	l = srv_config_driver_limits(c, &c->commands[0].limits);
+	assert_int_equal(l.answer_bytes, 2 << 20);
+	assert_int_equal(l.offers_answer_bytes, 32 << 20);
+	assert_int_equal(l.offers, 500);
+	l = srv_config_driver_limits(c, &c->commands[1].limits);
+	assert_int_equal(l.offers_answer_bytes, 16 << 20);
+	assert_int_equal(l.offers, 500);
+	l = srv_config_driver_limits(c, &c->remotes[0].limits);
+	assert_int_equal(l.answer_bytes, 2 << 20);
+	assert_int_equal(l.offers, 7);
+	srv_config_free(c);
+
+	const struct bad_case cases[] = {
+	    {"drivers:\n  limits: {offers: 0}\n", "bad.yaml:2: drivers.limits.offers: 0 is out of range"},
+	    {"drivers:\n  limits: {answer_bytes: 10}\n", "drivers.limits.answer_bytes: 10 is out of range"},
+	    {"drivers:\n  limits: {offer_bytes: 10}\n", "drivers.limits.offer_bytes: unknown field"},
+	    {"drivers:\n  commands: [{type: a, path: b, limits: {offers_answer_bytes: big}}]\n",
+	     "drivers.commands[0].limits.offers_answer_bytes"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		c = NULL;
+		err[0] = '\0';
+		assert_int_not_equal(
+		    srv_config_parse("bad.yaml", cases[i].yaml, strlen(cases[i].yaml), &c, err, sizeof(err)),
+		    0);
+		assert_null(c);
+		if (!strstr(err, cases[i].expect))
+			fail_msg("case %zu: error \"%s\" lacks \"%s\"", i, err, cases[i].expect);
+	}
 }
 
 int main(void)
@@ -207,6 +262,7 @@ int main(void)
 	    cmocka_unit_test(test_secret_value_not_in_errors),
 	    cmocka_unit_test(test_load_file_and_empty),
 	    cmocka_unit_test(test_shipped_config),
+	    cmocka_unit_test(test_driver_limits),
 	};
 	return cmocka_run_group_tests_name("server_config", tests, NULL, NULL);
 }
