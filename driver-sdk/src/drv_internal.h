@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 
@@ -203,6 +204,27 @@ int drv__rpc_channel_new_fd(const struct drv_rpc_channel_opts *opts, int fd, str
 
 /* The directory under which socket directories are made ($TMPDIR, $XDG_RUNTIME_DIR, /dev/shm or /tmp). */
 const char *drv__socket_base(void);
+
+/*
+ * Makes a private (0700) socket directory under drv__socket_base() named
+ * <prefix>-<pid>-<start>-XXXXXX, which says which process owns it (see
+ * sockdir.c), and writes its path to out. 0, or -1 with errno.
+ */
+int drv__sockdir_make(const char *prefix, char *out, size_t len);
+
+/* Removes a socket directory and its contents without following symlinks. Best effort. */
+void drv__sockdir_remove(const char *path);
+
+/*
+ * Removes the socket directories under `base` (drover-*, named by
+ * drv__sockdir_make) whose owner process is gone: only real directories of
+ * our own uid, never through a symlink. Returns how many, or -1 when base
+ * cannot be read.
+ */
+int drv__sockdir_sweep(const char *base);
+
+/* ppid and start time (clock ticks since boot) of a process from /proc; -1 when it cannot be read. */
+int drv__proc_stat(pid_t pid, pid_t *ppid, unsigned long long *start);
 
 /* ---- loopback.c ---- */
 

@@ -35,7 +35,9 @@ struct drv_host {
 	char *target; /* gRPC target */
 	bool spawned;
 	struct drv_rpc_channel *ch;
-	char sockdir[PATH_MAX]; /* "" when none */
+	char sockdir[PATH_MAX];      /* "" when none */
+	char sockdir_real[PATH_MAX]; /* the same, resolved: where a handshake's socket must be */
+	bool allow_tcp;              /* drv_spawn_opts.allow_tcp_handshake */
 	char **argv;
 	char **envp;
 	drv_host_line_cb on_stderr;
