@@ -200,6 +200,44 @@ struct drv_rpc_channel_opts;
 int drv__rpc_channel_new_fd(const struct drv_rpc_channel_opts *opts, int fd, struct drv_rpc_channel **out,
                             char *err, size_t errlen);
 
+/* ---- log.c ---- */
+
+/*
+ * Length of the valid UTF-8 sequence starting at s, or 0 if it is not one.
+ * Reads no further than a byte that is not a continuation byte, so a
+ * NUL-terminated buffer is never read past its end.
+ */
+size_t drv__utf8_len(const unsigned char *s);
+
+/* ---- line_limit.c: the rate limit of a driver's stderr lines ---- */
+
+/*
+ * Two token buckets, lines and bytes, each refilled at its rate and holding
+ * at most one second's worth, so a burst of up to a second's budget passes
+ * at once. Not thread-safe: one per driver, used by the host's I/O thread.
+ */
+struct drv__line_limit {
+	double lines_per_s, bytes_per_s;
+	double lines, bytes; /* tokens left */
+	uint64_t last_ns;
+	uint64_t dropped_lines, dropped_bytes; /* since the last report */
+	uint64_t report_ns;                    /* when drops were last reported */
+};
+
+void drv__line_limit_init(struct drv__line_limit *l, unsigned lines_per_s, unsigned bytes_per_s,
+                          uint64_t now_ns);
+
+/* True when a line of len bytes may pass now; false when it is dropped (and counted). */
+bool drv__line_limit_take(struct drv__line_limit *l, size_t len, uint64_t now_ns);
+
+/*
+ * True, with the drops since the last report in *lines and *bytes (then
+ * reset), when they are due for a report: `force` (a line passes next, or
+ * the stream ended), or a second since the last report while dropping.
+ */
+bool drv__line_limit_report(struct drv__line_limit *l, uint64_t now_ns, bool force, uint64_t *lines,
+                            uint64_t *bytes);
+
 /* ---- sockdir.c ---- */
 
 /* The directory under which socket directories are made ($TMPDIR, $XDG_RUNTIME_DIR, /dev/shm or /tmp). */

@@ -125,6 +125,8 @@ void drv__host_release(struct drv_host *h)
 	free(h->name);
 	free(h->path);
 	free(h->target);
+	free(h->errbuf);
+	free(h->cleanbuf);
 	pthread_cond_destroy(&h->cv);
 	pthread_mutex_destroy(&h->mu);
 	free(h);
@@ -831,6 +833,11 @@ int drv_host_spawn(const struct drv_spawn_opts *opts, struct drv_host **out, cha
 	h->on_exit = opts->on_exit;
 	h->ud = opts->ud;
 	h->allow_tcp = opts->allow_tcp_handshake;
+	if (drv__host_stderr_init(h, opts) != 0) {
+		set_err(err, errlen, "drv_host_spawn: out of memory");
+		rc = DRV_ENOMEM;
+		goto fail_prepare;
+	}
 	timeout_ms =
 	    opts->handshake_timeout_ms > 0 ? opts->handshake_timeout_ms : DEFAULT_HANDSHAKE_TIMEOUT_MS;
 	if (!h->name || !h->path || build_argv(h, opts) != 0) {

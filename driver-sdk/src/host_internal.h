@@ -24,10 +24,16 @@
 
 #include "drover/host.h"
 #include "drover/rpc.h"
+#include "drv_internal.h"
 
 #define DRV_HOST_TAIL_LINES 8
-#define DRV_HOST_LINE_MAX 4096
 #define DRV_HOST_HANDSHAKE_MAX 1024
+/* Defaults of drv_spawn_opts' stderr bounds (PROTOCOL.md §12.7). */
+#define DRV_HOST_LINES_PER_S 1000
+#define DRV_HOST_BYTES_PER_S (1u << 20)
+#define DRV_HOST_LINE_MAX (16u << 10)
+#define DRV_HOST_LINE_MAX_MIN 256u
+#define DRV_HOST_LINE_MAX_MAX (1u << 20)
 
 struct drv_host {
 	char *name;
@@ -56,8 +62,13 @@ struct drv_host {
 	bool in_open;
 	char outbuf[DRV_HOST_HANDSHAKE_MAX];
 	size_t outlen;
-	char errbuf[DRV_HOST_LINE_MAX];
+	char *errbuf;  /* the stderr line being read: errmax bytes and a NUL */
+	size_t errmax; /* the line cap */
 	size_t errlen;
+	bool errskip;   /* dropping the rest of a line cut at errmax */
+	char *cleanbuf; /* a line with control characters escaped, for the callback */
+	size_t cleanlen;
+	struct drv__line_limit limit;
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -135,6 +146,12 @@ uint64_t drv__host_now_ns(void);
  * drv__host_release closes every pipe end that is not -1. NULL when out of memory.
  */
 struct drv_host *drv__host_new(void);
+
+/*
+ * Sets up the stderr line buffers and rate limit from the spawn options.
+ * 0 or DRV_ENOMEM.
+ */
+int drv__host_stderr_init(struct drv_host *h, const struct drv_spawn_opts *o);
 
 /* Frees a host that has no live handles left (close_all done). */
 void drv__host_release(struct drv_host *h);

@@ -177,12 +177,65 @@ static void remember_stderr_locked(struct drv_host *h, const char *line)
 	h->tail_count++;
 }
 
-static void emit_stderr_line(struct drv_host *h, char *line)
+size_t drv_host_clean_text(char *out, size_t outlen, const char *in, size_t len)
 {
-	size_t n = strlen(line);
+	const unsigned char *p = (const unsigned char *)in, *end = p + len;
+	size_t o = 0;
 
-	if (n > 0 && line[n - 1] == '\r')
-		line[n - 1] = '\0';
+	if (outlen == 0)
+		return 0;
+	while (p < end) {
+		unsigned char seq[4] = {0};
+		char esc[8];
+		const char *src = (const char *)p;
+		size_t left = (size_t)(end - p), n = 1, w = 1;
+
+		/* A copy, so that a sequence cut by the end of the text is never read past it. */
+		memcpy(seq, p, left < 4 ? left : 4);
+		if (*p >= 0x80)
+			n = w = drv__utf8_len(seq);
+		if (n == 0 || (*p < 0x20 && *p != '\t') || *p == 0x7f) {
+			n = 1;
+			src = esc;
+			w = (size_t)snprintf(esc, sizeof(esc), "\\x%02x", *p);
+		} else if (n == 2 && p[0] == 0xc2 && p[1] < 0xa0) {
+			/* U+0080..U+009F, the C1 controls (U+009B is CSI on some terminals). */
+			src = esc;
+			w = (size_t)snprintf(esc, sizeof(esc), "\\u%04x", p[1]);
+		}
+		if (o + w >= outlen)
+			break;
+		memcpy(out + o, src, w);
+		o += w;
+		p += n;
+	}
+	out[o] = '\0';
+	return o;
+}
+
+int drv__host_stderr_init(struct drv_host *h, const struct drv_spawn_opts *o)
+{
+	size_t max = o->stderr_line_max ? o->stderr_line_max : DRV_HOST_LINE_MAX;
+
+	if (max < DRV_HOST_LINE_MAX_MIN)
+		max = DRV_HOST_LINE_MAX_MIN;
+	if (max > DRV_HOST_LINE_MAX_MAX)
+		max = DRV_HOST_LINE_MAX_MAX;
+	h->errmax = max;
+	/* An escaped byte takes at most 4; room for the cut marker besides. */
+	h->cleanlen = 4 * max + 128;
+	h->errbuf = malloc(max + 1);
+	h->cleanbuf = malloc(h->cleanlen);
+	if (!h->errbuf || !h->cleanbuf)
+		return DRV_ENOMEM;
+	drv__line_limit_init(&h->limit, o->stderr_lines_per_s ? o->stderr_lines_per_s : DRV_HOST_LINES_PER_S,
+	                     o->stderr_bytes_per_s ? o->stderr_bytes_per_s : DRV_HOST_BYTES_PER_S,
+	                     drv__host_now_ns());
+	return 0;
+}
+
+static void deliver_line(struct drv_host *h, const char *line)
+{
 	pthread_mutex_lock(&h->mu);
 	remember_stderr_locked(h, line);
 	pthread_mutex_unlock(&h->mu);
@@ -192,16 +245,58 @@ static void emit_stderr_line(struct drv_host *h, char *line)
 		fprintf(stderr, "[%s] %s\n", h->name, line);
 }
 
+/* Says how many lines the rate limit dropped, as a JSON line at warn level as the SDK logs. */
+static void report_drops(struct drv_host *h, bool force, uint64_t now)
+{
+	uint64_t lines, bytes;
+	char msg[300];
+
+	if (!drv__line_limit_report(&h->limit, now, force, &lines, &bytes))
+		return;
+	snprintf(msg, sizeof(msg),
+	         "{\"level\":\"warn\",\"msg\":\"%llu lines dropped (%llu bytes): the driver wrote more "
+	         "than %.0f lines or %.0f bytes a second to stderr\",\"dropped_lines\":%llu}",
+	         (unsigned long long)lines, (unsigned long long)bytes, h->limit.lines_per_s,
+	         h->limit.bytes_per_s, (unsigned long long)lines);
+	deliver_line(h, msg);
+}
+
+/* One line of the driver's stderr (errbuf[0..len), cut at errmax when `cut`): rate-limited, cleaned, passed
+ * on. */
+static void emit_stderr_line(struct drv_host *h, size_t len, bool cut)
+{
+	uint64_t now = drv__host_now_ns();
+
+	if (!cut && len > 0 && h->errbuf[len - 1] == '\r')
+		len--;
+	if (!drv__line_limit_take(&h->limit, len, now)) {
+		report_drops(h, false, now);
+		return;
+	}
+	report_drops(h, true, now);
+	h->errbuf[len] = '\0';
+	size_t n = drv_host_clean_text(h->cleanbuf, h->cleanlen - 96, h->errbuf, len);
+	if (cut)
+		snprintf(h->cleanbuf + n, h->cleanlen - n, " [cut: the line is longer than %zu bytes]",
+		         h->errmax);
+	deliver_line(h, h->cleanbuf);
+}
+
+/*
+ * Splits what arrives into lines. Everything is read, whatever the driver
+ * writes: it never blocks on a full pipe. A line longer than errmax is passed
+ * on cut, and the rest of it is skipped up to its newline.
+ */
 static void on_stderr_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	struct drv_host *h = s->data;
+	const char *p = buf->base, *end = buf->base + (nread > 0 ? nread : 0);
 
 	if (nread < 0) {
-		if (h->errlen > 0) {
-			h->errbuf[h->errlen] = '\0';
-			emit_stderr_line(h, h->errbuf);
-			h->errlen = 0;
-		}
+		if (h->errlen > 0 && !h->errskip)
+			emit_stderr_line(h, h->errlen, false);
+		h->errlen = 0;
+		report_drops(h, true, drv__host_now_ns());
 		close_handle(h, (uv_handle_t *)s);
 		pthread_mutex_lock(&h->mu);
 		h->stderr_eof = true;
@@ -209,18 +304,28 @@ static void on_stderr_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		pthread_mutex_unlock(&h->mu);
 		return;
 	}
-	for (ssize_t i = 0; i < nread; i++) {
-		char c = buf->base[i];
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		const char *stop = nl ? nl : end;
 
-		/* Over-long lines are cut rather than held: a driver cannot make us buffer without bound. */
-		if (c == '\n' || h->errlen == sizeof(h->errbuf) - 1) {
-			h->errbuf[h->errlen] = '\0';
-			emit_stderr_line(h, h->errbuf);
-			h->errlen = 0;
-			if (c == '\n')
-				continue;
+		if (h->errskip) {
+			h->errskip = nl == NULL;
+		} else {
+			size_t seg = (size_t)(stop - p), room = h->errmax - h->errlen;
+			size_t take = seg < room ? seg : room;
+
+			memcpy(h->errbuf + h->errlen, p, take);
+			h->errlen += take;
+			if (seg > room) {
+				emit_stderr_line(h, h->errlen, true);
+				h->errlen = 0;
+				h->errskip = nl == NULL;
+			} else if (nl) {
+				emit_stderr_line(h, h->errlen, false);
+				h->errlen = 0;
+			}
 		}
-		h->errbuf[h->errlen++] = c;
+		p = nl ? nl + 1 : end;
 	}
 }
 

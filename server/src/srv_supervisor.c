@@ -34,7 +34,8 @@ struct drv_entry {
 	char *type;
 	char *name;
 	bool remote;
-	char **argv; /* spawned: path then args, NULL-terminated */
+	char **argv;    /* spawned: path then args, NULL-terminated */
+	bool allow_tcp; /* drivers.commands[].allow_tcp_handshake */
 	const struct srv_config_remote *rcfg;
 
 	struct drv_host *host;
@@ -410,7 +411,11 @@ static void start_work_cb(uv_work_t *req)
 		                           .handshake_timeout_ms = cfg->handshake_timeout_ms,
 		                           .on_stderr = on_stderr_cb,
 		                           .on_exit = on_exit_cb,
-		                           .ud = w->ctx};
+		                           .ud = w->ctx,
+		                           .allow_tcp_handshake = e->allow_tcp,
+		                           .stderr_lines_per_s = (unsigned)cfg->driver_log_lines_per_s,
+		                           .stderr_bytes_per_s = (unsigned)cfg->driver_log_bytes_per_s,
+		                           .stderr_line_max = (unsigned)cfg->driver_log_line_max};
 		w->rc = drv_host_spawn(&o, &w->host, w->err, sizeof(w->err));
 	}
 	if (w->rc != 0)
@@ -811,10 +816,12 @@ int srv_supervisor_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv
 		bool ok = argv && (argv[0] = strdup(c->path));
 		for (size_t j = 0; ok && j < c->n_args; j++)
 			ok = (argv[j + 1] = strdup(c->args[j])) != NULL;
-		if (!ok || !add_entry(sup, c->type, c->type, argv)) {
+		struct drv_entry *e = ok ? add_entry(sup, c->type, c->type, argv) : NULL;
+		if (!e) {
 			free_argv(argv);
 			goto fail_oom;
 		}
+		e->allow_tcp = c->allow_tcp_handshake;
 	}
 	for (size_t i = 0; i < cfg->n_remotes; i++) {
 		const struct srv_config_remote *r = &cfg->remotes[i];

@@ -197,6 +197,17 @@ void drv_host_free(struct drv_host *h);
  */
 int drv_host_sweep_socket_dirs(void);
 
+/*
+ * Copies the `len` bytes at `in` into `out` (always NUL-terminated) with
+ * what could drive a terminal escaped: C0 controls but tab, DEL and bytes
+ * that are not UTF-8 as \xNN, C1 controls (U+0080..U+009F) as \u00NN. The
+ * host does this to every stderr line of a driver; a host that decodes a
+ * line further (a JSON string's escapes) does it again on the result.
+ * Returns the length written; output that does not fit is cut at a
+ * character boundary.
+ */
+size_t drv_host_clean_text(char *out, size_t outlen, const char *in, size_t len);
+
 /* Parses a handshake line into its parts. Exposed for tests and tools. */
 struct drv_handshake {
 	int core_version;     /* 1 */
