@@ -873,7 +873,7 @@ int drv_host_spawn(const struct drv_spawn_opts *opts, struct drv_host **out, cha
 		pthread_mutex_lock(&h->mu);
 		h->spawn_done = true;
 		/* Counted before the loop opens them, so a teardown can never see zero too early. */
-		h->open_handles = 4;
+		h->open_handles = 5;
 		pthread_mutex_unlock(&h->mu);
 		while (drv__host_io_submit(drv__host_io_adopt, h, 0) != 0)
 			usleep(1000);

@@ -69,6 +69,9 @@ struct drv_host {
 	char *cleanbuf; /* a line with control characters escaped, for the callback */
 	size_t cleanlen;
 	struct drv__line_limit limit;
+	uv_timer_t errpause;    /* resumes reading stderr after the read cap paused it */
+	uint64_t err_window_ns; /* start of the read cap's current window */
+	size_t err_window_bytes;
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
