@@ -55,24 +55,10 @@ port=$(cat "$T/rec/port")
 
 # The other droverd, with a live sim driver whose socket the hostile drivers name.
 V=$T/victim
-mkdir -p "$V"
-cat >"$V/droverd.yaml" <<YAML
-listen: {unix: $V/droverd.sock}
-data_dir: $V
-drivers: {dirs: [$BIN]}
-projects:
-  - name: main
-    backends:
-      - {name: sim, type: sim, config: {state_file: $V/sim.json}, secrets: {api_key: victim-secret-1234}}
-YAML
-TMPDIR=$VS "$BIN/droverd" --config "$V/droverd.yaml" >>"$V/droverd.log" 2>&1 &
-BG_PIDS+=($!)
-victim_pid=$!
-vdrover() { "$BIN/drover" --server "unix:$V/droverd.sock" --token-file "$V/admin.token" "$@"; }
-vsock=
-wait_for 15 "vsock=\$(vdrover --json driver list 2>/dev/null | jq -r '.drivers[] | select(.type == \"sim\" and .state == \"DRIVER_STATE_READY\") | .address'); [[ \$vsock == unix:* ]]" ||
-	fail "the other droverd's sim driver did not start"
-vsock=${vsock#unix:}
+TMPDIR=$VS start_other_droverd "$V"
+victim_pid=$OTHER_PID
+wait_other_sim "$V"
+vsock=$SIM_SOCK
 log "the other droverd's sim socket: $vsock"
 
 # A standalone sim on loopback: what an allowed TCP handshake names.
@@ -155,6 +141,6 @@ run 0 --json offer --gpu H100
 (($(jout '[.offers[] | select(.backend == "sim")] | length') > 0)) || fail "no offers from the healthy sim backend"
 (($(jout '[.offers[] | select(.backend == "tcp-sim")] | length') > 0)) || fail "no offers through the allowed TCP handshake"
 alive "$victim_pid" || fail "the other droverd died"
-capture vdrover --json offer --gpu H100
+capture other_drover "$V" --json offer --gpu H100
 ((RC == 0)) || fail "the other droverd's offers failed: $ERR"
 log "ok"
