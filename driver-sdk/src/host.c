@@ -461,15 +461,15 @@ static bool descends_from(pid_t pid, pid_t ancestor)
  * directory, or swapped in after the path checks) is refused before a byte
  * is sent. 0, or -1 with `why`.
  */
-static int check_peer(const struct drv_host *h, int fd, const struct stat *st, char *why, size_t len)
+static int check_peer(struct drv_host *h, int fd, const struct stat *st, char *why, size_t len)
 {
 	struct ucred cr;
 	socklen_t cl = sizeof(cr);
 	pid_t driver;
 
-	pthread_mutex_lock((pthread_mutex_t *)&h->mu);
+	pthread_mutex_lock(&h->mu);
 	driver = h->pid;
-	pthread_mutex_unlock((pthread_mutex_t *)&h->mu);
+	pthread_mutex_unlock(&h->mu);
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) != 0) {
 		snprintf(why, len, "cannot tell who listens there (%s)", strerror(errno));
 		return -1;
