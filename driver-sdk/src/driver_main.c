@@ -290,11 +290,11 @@ static int make_socket_path(const struct drv_driver *d, char *path, size_t len, 
 			return DRV_EINVAL;
 		}
 	} else {
-		const char *tmp = drv__socket_base();
-		int n = snprintf(own_dir, dirlen, "%s/drover-%s-XXXXXX", tmp, d->type);
-		if (n < 0 || (size_t)n >= dirlen || !mkdtemp(own_dir)) {
-			drv_log(DRV_LOG_ERROR, "cannot create a socket directory in %s: %s", tmp,
-			        strerror(errno));
+		char prefix[128];
+		snprintf(prefix, sizeof(prefix), "drover-%.100s", d->type);
+		if (drv__sockdir_make(prefix, own_dir, dirlen) != 0) {
+			drv_log(DRV_LOG_ERROR, "cannot create a socket directory in %s: %s",
+			        drv__socket_base(), strerror(errno));
 			own_dir[0] = '\0';
 			return DRV_ESYSTEM;
 		}

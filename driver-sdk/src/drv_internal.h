@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <jansson.h>
 
@@ -226,11 +227,69 @@ int drv__rpc_call_async_limited(struct drv_rpc_channel *ch, const ProtobufCServi
                                 void *ud);
 /* Formats a byte count for messages: "16 MiB", "1536 KiB", "1000 bytes". */
 void drv__format_bytes(size_t n, char *buf, size_t len);
+/* ---- log.c ---- */
+
+/*
+ * Length of the valid UTF-8 sequence starting at s, or 0 if it is not one.
+ * Reads no further than a byte that is not a continuation byte, so a
+ * NUL-terminated buffer is never read past its end.
+ */
+size_t drv__utf8_len(const unsigned char *s);
+
+/* ---- line_limit.c: the rate limit of a driver's stderr lines ---- */
+
+/*
+ * Two token buckets, lines and bytes, each refilled at its rate and holding
+ * at most one second's worth, so a burst of up to a second's budget passes
+ * at once. Not thread-safe: one per driver, used by the host's I/O thread.
+ */
+struct drv__line_limit {
+	double lines_per_s, bytes_per_s;
+	double lines, bytes; /* tokens left */
+	uint64_t last_ns;
+	uint64_t dropped_lines, dropped_bytes; /* since the last report */
+	uint64_t report_ns;                    /* when drops were last reported */
+};
+
+void drv__line_limit_init(struct drv__line_limit *l, unsigned lines_per_s, unsigned bytes_per_s,
+                          uint64_t now_ns);
+
+/* True when a line of len bytes may pass now; false when it is dropped (and counted). */
+bool drv__line_limit_take(struct drv__line_limit *l, size_t len, uint64_t now_ns);
+
+/*
+ * True, with the drops since the last report in *lines and *bytes (then
+ * reset), when they are due for a report: `force` (a line passes next, or
+ * the stream ended), or a second since the last report while dropping.
+ */
+bool drv__line_limit_report(struct drv__line_limit *l, uint64_t now_ns, bool force, uint64_t *lines,
+                            uint64_t *bytes);
 
 /* ---- sockdir.c ---- */
 
 /* The directory under which socket directories are made ($TMPDIR, $XDG_RUNTIME_DIR, /dev/shm or /tmp). */
 const char *drv__socket_base(void);
+
+/*
+ * Makes a private (0700) socket directory under drv__socket_base() named
+ * <prefix>-<pid>-<start>-XXXXXX, which says which process owns it (see
+ * sockdir.c), and writes its path to out. 0, or -1 with errno.
+ */
+int drv__sockdir_make(const char *prefix, char *out, size_t len);
+
+/* Removes a socket directory and its contents without following symlinks. Best effort. */
+void drv__sockdir_remove(const char *path);
+
+/*
+ * Removes the socket directories under `base` (drover-*, named by
+ * drv__sockdir_make) whose owner process is gone: only real directories of
+ * our own uid, never through a symlink. Returns how many, or -1 when base
+ * cannot be read.
+ */
+int drv__sockdir_sweep(const char *base);
+
+/* ppid and start time (clock ticks since boot) of a process from /proc; -1 when it cannot be read. */
+int drv__proc_stat(pid_t pid, pid_t *ppid, unsigned long long *start);
 
 /* ---- loopback.c ---- */
 

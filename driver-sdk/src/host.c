@@ -103,24 +103,10 @@ static void free_strv(char **v)
 
 static void remove_sockdir(struct drv_host *h)
 {
-	DIR *d;
-	struct dirent *e;
-
 	if (!h->sockdir[0])
 		return;
-	d = opendir(h->sockdir);
-	if (d) {
-		while ((e = readdir(d)) != NULL) {
-			char p[PATH_MAX + 256];
-
-			if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-				continue;
-			snprintf(p, sizeof(p), "%s/%s", h->sockdir, e->d_name);
-			unlink(p);
-		}
-		closedir(d);
-	}
-	rmdir(h->sockdir);
+	/* Never through a symlink: the driver could have put one where its directory was. */
+	drv__sockdir_remove(h->sockdir);
 	h->sockdir[0] = '\0';
 }
 
@@ -139,6 +125,8 @@ void drv__host_release(struct drv_host *h)
 	free(h->name);
 	free(h->path);
 	free(h->target);
+	free(h->errbuf);
+	free(h->cleanbuf);
 	pthread_cond_destroy(&h->cv);
 	pthread_mutex_destroy(&h->mu);
 	free(h);
@@ -268,19 +256,34 @@ static int build_argv(struct drv_host *h, const struct drv_spawn_opts *o)
 	return 0;
 }
 
+static pthread_once_t sweep_once = PTHREAD_ONCE_INIT;
+
+static void sweep_at_start(void)
+{
+	drv__sockdir_sweep(drv__socket_base());
+}
+
+int drv_host_sweep_socket_dirs(void)
+{
+	return drv__sockdir_sweep(drv__socket_base());
+}
+
 static int make_sockdir(struct drv_host *h, char *err, size_t errlen)
 {
-	const char *tmp = drv__socket_base();
-
-	snprintf(h->sockdir, sizeof(h->sockdir), "%s/drover-XXXXXX", tmp);
-	if (!mkdtemp(h->sockdir)) {
-		set_err(err, errlen, "driver '%s': cannot create a socket directory in %s: %s", h->name, tmp,
-		        strerror(errno));
+	/* The litter of hosts and drivers that were killed goes once per process, before we add ours. */
+	pthread_once(&sweep_once, sweep_at_start);
+	if (drv__sockdir_make("drover", h->sockdir, sizeof(h->sockdir)) != 0) {
+		set_err(err, errlen, "driver '%s': cannot create a socket directory in %s: %s", h->name,
+		        drv__socket_base(), strerror(errno));
 		h->sockdir[0] = '\0';
 		return DRV_ESYSTEM;
 	}
-	/* mkdtemp already uses 0700; be explicit against an odd umask. */
-	chmod(h->sockdir, 0700);
+	/* What the handshake's socket must resolve into; the base may be reached through a symlink. */
+	if (!realpath(h->sockdir, h->sockdir_real)) {
+		set_err(err, errlen, "driver '%s': cannot resolve its socket directory %s: %s", h->name,
+		        h->sockdir, strerror(errno));
+		return DRV_ESYSTEM;
+	}
 	return 0;
 }
 
@@ -395,6 +398,98 @@ static bool loopback_address(const char *addr)
 }
 
 /*
+ * The path checks of a unix handshake, before we connect: the socket's
+ * directory resolves (symlinks followed) into the one made for this driver,
+ * and the socket itself is a socket, not a link. They make the error clear;
+ * the listener's credentials, checked after connecting, are what a swap of
+ * the file between the two steps cannot fool. 0; -1 when nothing is there;
+ * -2 when what is there is refused; with `why`.
+ */
+static int check_socket_path(const struct drv_host *h, const char *path, struct stat *st, char *why,
+                             size_t len)
+{
+	char dir[PATH_MAX], real[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	size_t n = strlen(h->sockdir_real);
+
+	snprintf(dir, sizeof(dir), "%.*s", slash == path ? 1 : (int)(slash - path), path);
+	if (!realpath(dir, real)) {
+		snprintf(why, len, "its directory cannot be resolved (%s)", strerror(errno));
+		return -1;
+	}
+	if (strncmp(real, h->sockdir_real, n) != 0 || (real[n] != '\0' && real[n] != '/')) {
+		snprintf(why, len,
+		         "it is outside the socket directory made for this driver (%s); a spawned driver "
+		         "must listen in $DROVER_SOCKET_DIR",
+		         h->sockdir);
+		return -2;
+	}
+	if (lstat(path, st) != 0) {
+		snprintf(why, len, "nothing is there (%s)", strerror(errno));
+		return -1;
+	}
+	if (S_ISLNK(st->st_mode)) {
+		snprintf(why, len, "it is a symbolic link, not the driver's own socket");
+		return -2;
+	}
+	if (!S_ISSOCK(st->st_mode)) {
+		snprintf(why, len, "it is not a socket");
+		return -2;
+	}
+	return 0;
+}
+
+/* True when pid is `ancestor` or one of its descendants, from the parent links in /proc. */
+static bool descends_from(pid_t pid, pid_t ancestor)
+{
+	for (int depth = 0; depth < 64 && pid > 1; depth++) {
+		pid_t ppid;
+
+		if (pid == ancestor)
+			return true;
+		if (drv__proc_stat(pid, &ppid, NULL) != 0)
+			return false;
+		pid = ppid;
+	}
+	return false;
+}
+
+/*
+ * Who listens at the other end of a connected unix socket: the driver we
+ * spawned or a process it started, under the uid that owns the socket file.
+ * Anything else (another program's socket, hard-linked into the driver's
+ * directory, or swapped in after the path checks) is refused before a byte
+ * is sent. 0, or -1 with `why`.
+ */
+static int check_peer(struct drv_host *h, int fd, const struct stat *st, char *why, size_t len)
+{
+	struct ucred cr;
+	socklen_t cl = sizeof(cr);
+	pid_t driver;
+
+	pthread_mutex_lock(&h->mu);
+	driver = h->pid;
+	pthread_mutex_unlock(&h->mu);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) != 0) {
+		snprintf(why, len, "cannot tell who listens there (%s)", strerror(errno));
+		return -1;
+	}
+	if (!descends_from(cr.pid, driver)) {
+		snprintf(why, len,
+		         "the process listening there (pid %d) is not the driver (pid %d) nor one of its "
+		         "children",
+		         (int)cr.pid, (int)driver);
+		return -1;
+	}
+	if (cr.uid != st->st_uid) {
+		snprintf(why, len, "the socket is owned by uid %u, not by the driver's uid %u",
+		         (unsigned)st->st_uid, (unsigned)cr.uid);
+		return -1;
+	}
+	return 0;
+}
+
+/*
  * A spawned driver announces a socket it already listens on. We connect
  * at once: "nobody listens there" becomes a clear handshake error instead of
  * a puzzling UNAVAILABLE on the first call, and the connection is the
@@ -428,7 +523,10 @@ static int connect_unix(const char *path, char *why, size_t len)
 /*
  * Checks the handshake line and connects the channel. A driver of another
  * protocol version gets its own error code and message: the operator must
- * upgrade something, not debug garbage.
+ * upgrade something, not debug garbage. The address must be the driver's
+ * own (PROTOCOL.md §12.6): the calls that follow carry backends' configs and
+ * secrets, so a driver that names another program's socket or port is
+ * refused before anything is sent there.
  */
 static int finish_handshake(struct drv_host *h, const char *line, char *err, size_t errlen)
 {
@@ -455,8 +553,20 @@ static int finish_handshake(struct drv_host *h, const char *line, char *err, siz
 		return DRV_EPROTOCOL;
 	}
 	if (strcmp(hs.network, "unix") == 0) {
-		char why[PATH_MAX + 64];
+		char why[PATH_MAX + 160];
+		struct stat st;
 
+		rc = check_socket_path(h, hs.address, &st, why, sizeof(why));
+		if (rc == -1)
+			set_err(err, errlen,
+			        "driver '%s' (%s): handshake \"%s\" names a socket nobody answers on: %s",
+			        h->name, h->path, q, why);
+		else if (rc != 0)
+			set_err(err, errlen,
+			        "driver '%s' (%s): handshake refused: it names the socket %s: %s", h->name,
+			        h->path, hs.address, why);
+		if (rc != 0)
+			return DRV_EHANDSHAKE;
 		ufd = connect_unix(hs.address, why, sizeof(why));
 		if (ufd < 0) {
 			set_err(err, errlen,
@@ -464,14 +574,33 @@ static int finish_handshake(struct drv_host *h, const char *line, char *err, siz
 			        h->name, h->path, q, why);
 			return DRV_EHANDSHAKE;
 		}
+		if (check_peer(h, ufd, &st, why, sizeof(why)) != 0) {
+			close(ufd);
+			set_err(err, errlen,
+			        "driver '%s' (%s): handshake refused: it names the socket %s: %s", h->name,
+			        h->path, hs.address, why);
+			return DRV_EHANDSHAKE;
+		}
 		if (asprintf(&h->target, "unix:%s", hs.address) < 0)
 			h->target = NULL;
 	} else {
 		/*
-		 * A spawned driver talks to us over plain text: a TCP address is only
-		 * acceptable on loopback, else a driver could route our calls (and the
-		 * secrets in them) over the network.
+		 * A TCP port may belong to any process, and nothing tells us which:
+		 * only a host that allowed it for this driver takes one. Even then a
+		 * spawned driver talks to us in plain text, so the address must be
+		 * loopback, else a driver could route our calls (and the secrets in
+		 * them) over the network.
 		 */
+		if (!h->allow_tcp) {
+			set_err(
+			    err, errlen,
+			    "driver '%s' (%s): handshake refused: it names the TCP address %s, which "
+			    "could be any process's port; a spawned driver must listen on a unix socket in "
+			    "$DROVER_SOCKET_DIR, unless its host allows TCP for it (droverd: "
+			    "allow_tcp_handshake: true in its drivers.commands entry)",
+			    h->name, h->path, hs.address);
+			return DRV_EHANDSHAKE;
+		}
 		if (!loopback_address(hs.address)) {
 			set_err(
 			    err, errlen,
@@ -705,6 +834,12 @@ int drv_host_spawn(const struct drv_spawn_opts *opts, struct drv_host **out, cha
 	h->on_exit = opts->on_exit;
 	h->ud = opts->ud;
 	h->limits = opts->limits;
+	h->allow_tcp = opts->allow_tcp_handshake;
+	if (drv__host_stderr_init(h, opts) != 0) {
+		set_err(err, errlen, "drv_host_spawn: out of memory");
+		rc = DRV_ENOMEM;
+		goto fail_prepare;
+	}
 	timeout_ms =
 	    opts->handshake_timeout_ms > 0 ? opts->handshake_timeout_ms : DEFAULT_HANDSHAKE_TIMEOUT_MS;
 	if (!h->name || !h->path || build_argv(h, opts) != 0) {
@@ -740,7 +875,7 @@ int drv_host_spawn(const struct drv_spawn_opts *opts, struct drv_host **out, cha
 		pthread_mutex_lock(&h->mu);
 		h->spawn_done = true;
 		/* Counted before the loop opens them, so a teardown can never see zero too early. */
-		h->open_handles = 4;
+		h->open_handles = 5;
 		pthread_mutex_unlock(&h->mu);
 		while (drv__host_io_submit(drv__host_io_adopt, h, 0) != 0)
 			usleep(1000);

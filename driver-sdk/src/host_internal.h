@@ -24,10 +24,16 @@
 
 #include "drover/host.h"
 #include "drover/rpc.h"
+#include "drv_internal.h"
 
 #define DRV_HOST_TAIL_LINES 8
-#define DRV_HOST_LINE_MAX 4096
 #define DRV_HOST_HANDSHAKE_MAX 1024
+/* Defaults of drv_spawn_opts' stderr bounds (PROTOCOL.md §12.7). */
+#define DRV_HOST_LINES_PER_S 1000
+#define DRV_HOST_BYTES_PER_S (1u << 20)
+#define DRV_HOST_LINE_MAX (16u << 10)
+#define DRV_HOST_LINE_MAX_MIN 256u
+#define DRV_HOST_LINE_MAX_MAX (1u << 20)
 
 struct drv_host {
 	char *name;
@@ -36,7 +42,9 @@ struct drv_host {
 	bool spawned;
 	struct drv_rpc_channel *ch;
 	struct drv_answer_limits limits;
-	char sockdir[PATH_MAX]; /* "" when none */
+	char sockdir[PATH_MAX];      /* "" when none */
+	char sockdir_real[PATH_MAX]; /* the same, resolved: where a handshake's socket must be */
+	bool allow_tcp;              /* drv_spawn_opts.allow_tcp_handshake */
 	char **argv;
 	char **envp;
 	drv_host_line_cb on_stderr;
@@ -55,8 +63,16 @@ struct drv_host {
 	bool in_open;
 	char outbuf[DRV_HOST_HANDSHAKE_MAX];
 	size_t outlen;
-	char errbuf[DRV_HOST_LINE_MAX];
+	char *errbuf;  /* the stderr line being read: errmax bytes and a NUL */
+	size_t errmax; /* the line cap */
 	size_t errlen;
+	bool errskip;   /* dropping the rest of a line cut at errmax */
+	char *cleanbuf; /* a line with control characters escaped, for the callback */
+	size_t cleanlen;
+	struct drv__line_limit limit;
+	uv_timer_t errpause;    /* resumes reading stderr after the read cap paused it */
+	uint64_t err_window_ns; /* start of the read cap's current window */
+	size_t err_window_bytes;
 
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -134,6 +150,12 @@ uint64_t drv__host_now_ns(void);
  * drv__host_release closes every pipe end that is not -1. NULL when out of memory.
  */
 struct drv_host *drv__host_new(void);
+
+/*
+ * Sets up the stderr line buffers and rate limit from the spawn options.
+ * 0 or DRV_ENOMEM.
+ */
+int drv__host_stderr_init(struct drv_host *h, const struct drv_spawn_opts *o);
 
 /* Frees a host that has no live handles left (close_all done). */
 void drv__host_release(struct drv_host *h);

@@ -163,7 +163,8 @@ static void close_handle(struct drv_host *h, uv_handle_t *handle)
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
-	static _Thread_local char chunk[65536];
+	/* As large as a driver's stderr pipe (see drv__host_spawn_posix): a flood is read in few calls. */
+	static _Thread_local char chunk[1 << 20];
 
 	buf->base = chunk;
 	buf->len = sizeof(chunk);
@@ -177,12 +178,65 @@ static void remember_stderr_locked(struct drv_host *h, const char *line)
 	h->tail_count++;
 }
 
-static void emit_stderr_line(struct drv_host *h, char *line)
+size_t drv_host_clean_text(char *out, size_t outlen, const char *in, size_t len)
 {
-	size_t n = strlen(line);
+	const unsigned char *p = (const unsigned char *)in, *end = p + len;
+	size_t o = 0;
 
-	if (n > 0 && line[n - 1] == '\r')
-		line[n - 1] = '\0';
+	if (outlen == 0)
+		return 0;
+	while (p < end) {
+		unsigned char seq[4] = {0};
+		char esc[8];
+		const char *src = (const char *)p;
+		size_t left = (size_t)(end - p), n = 1, w = 1;
+
+		/* A copy, so that a sequence cut by the end of the text is never read past it. */
+		memcpy(seq, p, left < 4 ? left : 4);
+		if (*p >= 0x80)
+			n = w = drv__utf8_len(seq);
+		if (n == 0 || (*p < 0x20 && *p != '\t') || *p == 0x7f) {
+			n = 1;
+			src = esc;
+			w = (size_t)snprintf(esc, sizeof(esc), "\\x%02x", *p);
+		} else if (n == 2 && p[0] == 0xc2 && p[1] < 0xa0) {
+			/* U+0080..U+009F, the C1 controls (U+009B is CSI on some terminals). */
+			src = esc;
+			w = (size_t)snprintf(esc, sizeof(esc), "\\u%04x", p[1]);
+		}
+		if (o + w >= outlen)
+			break;
+		memcpy(out + o, src, w);
+		o += w;
+		p += n;
+	}
+	out[o] = '\0';
+	return o;
+}
+
+int drv__host_stderr_init(struct drv_host *h, const struct drv_spawn_opts *o)
+{
+	size_t max = o->stderr_line_max ? o->stderr_line_max : DRV_HOST_LINE_MAX;
+
+	if (max < DRV_HOST_LINE_MAX_MIN)
+		max = DRV_HOST_LINE_MAX_MIN;
+	if (max > DRV_HOST_LINE_MAX_MAX)
+		max = DRV_HOST_LINE_MAX_MAX;
+	h->errmax = max;
+	/* An escaped byte takes at most 4; room for the cut marker besides. */
+	h->cleanlen = 4 * max + 128;
+	h->errbuf = malloc(max + 1);
+	h->cleanbuf = malloc(h->cleanlen);
+	if (!h->errbuf || !h->cleanbuf)
+		return DRV_ENOMEM;
+	drv__line_limit_init(&h->limit, o->stderr_lines_per_s ? o->stderr_lines_per_s : DRV_HOST_LINES_PER_S,
+	                     o->stderr_bytes_per_s ? o->stderr_bytes_per_s : DRV_HOST_BYTES_PER_S,
+	                     drv__host_now_ns());
+	return 0;
+}
+
+static void deliver_line(struct drv_host *h, const char *line)
+{
 	pthread_mutex_lock(&h->mu);
 	remember_stderr_locked(h, line);
 	pthread_mutex_unlock(&h->mu);
@@ -192,16 +246,94 @@ static void emit_stderr_line(struct drv_host *h, char *line)
 		fprintf(stderr, "[%s] %s\n", h->name, line);
 }
 
+/* Says how many lines the rate limit dropped, as a JSON line at warn level as the SDK logs. */
+static void report_drops(struct drv_host *h, bool force, uint64_t now)
+{
+	uint64_t lines, bytes;
+	char msg[300];
+
+	if (!drv__line_limit_report(&h->limit, now, force, &lines, &bytes))
+		return;
+	snprintf(msg, sizeof(msg),
+	         "{\"level\":\"warn\",\"msg\":\"%llu lines dropped (%llu bytes): the driver wrote more "
+	         "than %.0f lines or %.0f bytes a second to stderr\",\"dropped_lines\":%llu}",
+	         (unsigned long long)lines, (unsigned long long)bytes, h->limit.lines_per_s,
+	         h->limit.bytes_per_s, (unsigned long long)lines);
+	deliver_line(h, msg);
+}
+
+/* One line of the driver's stderr (errbuf[0..len), cut at errmax when `cut`): rate-limited, cleaned, passed
+ * on. */
+static void emit_stderr_line(struct drv_host *h, size_t len, bool cut, uint64_t now)
+{
+	if (!cut && len > 0 && h->errbuf[len - 1] == '\r')
+		len--;
+	if (!drv__line_limit_take(&h->limit, len, now)) {
+		report_drops(h, false, now);
+		return;
+	}
+	report_drops(h, true, now);
+	h->errbuf[len] = '\0';
+	size_t n = drv_host_clean_text(h->cleanbuf, h->cleanlen - 96, h->errbuf, len);
+	if (cut)
+		snprintf(h->cleanbuf + n, h->cleanlen - n, " [cut: the line is longer than %zu bytes]",
+		         h->errmax);
+	deliver_line(h, h->cleanbuf);
+}
+
+/*
+ * How fast a driver's stderr is read at most: 64 MiB/s, in 100 ms windows.
+ * That is 64 times the default log budget, so only a driver flooding its
+ * stderr ever waits on a write; without a cap, one driver writing 2.4 GB/s
+ * kept droverd's I/O thread 64% busy just reading and dropping it.
+ */
+#define READ_WINDOW_NS 100000000u
+#define READ_CAP_PER_WINDOW (64u << 20) / 10
+
+static void on_stderr_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void resume_stderr(uv_timer_t *t)
+{
+	struct drv_host *h = t->data;
+
+	if (uv_is_closing((uv_handle_t *)&h->err))
+		return;
+	h->err_window_ns = drv__host_now_ns();
+	h->err_window_bytes = 0;
+	uv_read_start((uv_stream_t *)&h->err, on_alloc, on_stderr_read);
+}
+
+/* Counts a read against the cap; past it, reading pauses until the window ends. */
+static void read_cap(struct drv_host *h, size_t n, uint64_t now)
+{
+	if (now - h->err_window_ns >= READ_WINDOW_NS) {
+		h->err_window_ns = now;
+		h->err_window_bytes = 0;
+	}
+	h->err_window_bytes += n;
+	if (h->err_window_bytes < READ_CAP_PER_WINDOW)
+		return;
+	uint64_t left = READ_WINDOW_NS - (now - h->err_window_ns);
+	uv_read_stop((uv_stream_t *)&h->err);
+	uv_timer_start(&h->errpause, resume_stderr, left / 1000000u + 1, 0);
+}
+
+/*
+ * Splits what arrives into lines. Everything is read, whatever the driver
+ * writes (up to the read cap above): it never blocks on a full pipe. A line longer than errmax is passed
+ * on cut, and the rest of it is skipped up to its newline.
+ */
 static void on_stderr_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	struct drv_host *h = s->data;
+	const char *p = buf->base, *end = buf->base + (nread > 0 ? nread : 0);
+	uint64_t now = drv__host_now_ns();
 
 	if (nread < 0) {
-		if (h->errlen > 0) {
-			h->errbuf[h->errlen] = '\0';
-			emit_stderr_line(h, h->errbuf);
-			h->errlen = 0;
-		}
+		if (h->errlen > 0 && !h->errskip)
+			emit_stderr_line(h, h->errlen, false, now);
+		h->errlen = 0;
+		report_drops(h, true, now);
 		close_handle(h, (uv_handle_t *)s);
 		pthread_mutex_lock(&h->mu);
 		h->stderr_eof = true;
@@ -209,19 +341,30 @@ static void on_stderr_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		pthread_mutex_unlock(&h->mu);
 		return;
 	}
-	for (ssize_t i = 0; i < nread; i++) {
-		char c = buf->base[i];
+	while (p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		const char *stop = nl ? nl : end;
 
-		/* Over-long lines are cut rather than held: a driver cannot make us buffer without bound. */
-		if (c == '\n' || h->errlen == sizeof(h->errbuf) - 1) {
-			h->errbuf[h->errlen] = '\0';
-			emit_stderr_line(h, h->errbuf);
-			h->errlen = 0;
-			if (c == '\n')
-				continue;
+		if (h->errskip) {
+			h->errskip = nl == NULL;
+		} else {
+			size_t seg = (size_t)(stop - p), room = h->errmax - h->errlen;
+			size_t take = seg < room ? seg : room;
+
+			memcpy(h->errbuf + h->errlen, p, take);
+			h->errlen += take;
+			if (seg > room) {
+				emit_stderr_line(h, h->errlen, true, now);
+				h->errlen = 0;
+				h->errskip = nl == NULL;
+			} else if (nl) {
+				emit_stderr_line(h, h->errlen, false, now);
+				h->errlen = 0;
+			}
 		}
-		h->errbuf[h->errlen++] = c;
+		p = nl ? nl + 1 : end;
 	}
+	read_cap(h, (size_t)nread, now);
 }
 
 static void on_stdout_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
@@ -361,6 +504,12 @@ int drv__host_spawn_posix(struct drv_host *h)
 		rc = uv_translate_sys_error(errno);
 		goto fail_pipes;
 	}
+	/*
+	 * A larger stderr pipe (1 MiB, Linux's default cap for unprivileged
+	 * users; smaller where the cap is lower, which is fine): a flooding
+	 * driver costs the I/O thread a read per MiB instead of per 64 KiB.
+	 */
+	fcntl(err[0], F_SETPIPE_SZ, 1 << 20);
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, in[0], 0);
 	posix_spawn_file_actions_adddup2(&fa, out[1], 1);
@@ -441,6 +590,8 @@ void drv__host_io_adopt(struct drv_host *h, int unused)
 	uv_poll_init(loop, &h->pidpoll, h->pidfd);
 	h->pidpoll.data = h;
 	h->poll_inited = true;
+	uv_timer_init(loop, &h->errpause);
+	h->errpause.data = h;
 	uv_read_start((uv_stream_t *)&h->err, on_alloc, on_stderr_read);
 	uv_poll_start(&h->pidpoll, UV_READABLE, on_pidfd);
 }
@@ -499,8 +650,10 @@ void drv__host_io_spawn(struct drv_host *h, int unused)
 	uv_pipe_init(loop, &h->err, 0);
 	h->in.data = h->out.data = h->err.data = h;
 	h->in_open = true;
+	uv_timer_init(loop, &h->errpause);
+	h->errpause.data = h;
 	pthread_mutex_lock(&h->mu);
-	h->open_handles = 3;
+	h->open_handles = 4;
 	h->quiet = true;
 	h->t_spawn_ns = drv__host_now_ns();
 	pthread_mutex_unlock(&h->mu);
@@ -557,6 +710,7 @@ void drv__host_io_close_all(struct drv_host *h, int unused)
 	drv__host_io_close_stdin(h, 0);
 	close_handle(h, (uv_handle_t *)&h->out);
 	close_handle(h, (uv_handle_t *)&h->err);
+	close_handle(h, (uv_handle_t *)&h->errpause);
 	if (h->proc_inited)
 		close_handle(h, (uv_handle_t *)&h->proc);
 	if (h->poll_inited && !uv_is_closing((uv_handle_t *)&h->pidpoll))

@@ -38,8 +38,7 @@ void drv__log_set_level(enum drv_log_level level)
 	log_min = level;
 }
 
-/* Length of the valid UTF-8 sequence starting at s, or 0 if it is not one. */
-static size_t utf8_len(const unsigned char *s)
+size_t drv__utf8_len(const unsigned char *s)
 {
 	size_t n;
 	unsigned min;
@@ -94,7 +93,7 @@ size_t drv__json_escape(char *buf, size_t buflen, size_t len, const char *s)
 			snprintf(esc, sizeof(esc), "\\u%04x", *p);
 			len = put(buf, buflen, len, esc, 6), p++;
 		} else {
-			size_t n = utf8_len(p);
+			size_t n = drv__utf8_len(p);
 			if (n == 0) {
 				/* Invalid UTF-8 would make the whole line invalid JSON. */
 				len = put(buf, buflen, len, "\\ufffd", 6), p++;

@@ -20,6 +20,7 @@
 #include <uv.h>
 
 #include "drover/driver.h"
+#include "drover/host.h"
 #include "drover/rpc.h"
 #include "srv_api.h"
 #include "srv_config.h"
@@ -334,6 +335,17 @@ int main(int argc, char **argv)
 		log_level = a.cfg->log_level;
 	if (log_level)
 		srv_log_set_level((enum srv_log_level)srv_log_level_from_name(log_level));
+	if (a.cfg->log_file &&
+	    srv_log_open_file(a.cfg->log_file, a.cfg->log_max_bytes, a.cfg->log_keep, err, sizeof(err)) < 0) {
+		fprintf(stderr, "droverd: %s\n", err);
+		srv_config_free(a.cfg);
+		return 1;
+	}
+	/* Socket directories of droverds and drivers that were killed, before ours are made next to them. */
+	int swept = drv_host_sweep_socket_dirs();
+	if (swept > 0)
+		srv_info("droverd", "removed %d stale socket director%s (their owner process is gone)", swept,
+		         swept == 1 ? "y" : "ies");
 	if (!data_dir)
 		data_dir = a.cfg->data_dir ? a.cfg->data_dir : "./var";
 	if (!data_dir[0]) {
@@ -498,5 +510,6 @@ out:
 	srv_store_close(a.st);
 	srv_secrets_free(a.sec);
 	srv_config_free(a.cfg);
+	srv_log_close_file();
 	return rc;
 }

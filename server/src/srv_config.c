@@ -512,6 +512,8 @@ static int command_field(struct walk *w, const char *key, yaml_node_t *v, const 
 		return parse_string_list(w, v, path, &c->args, &c->n_args);
 	if (strcmp(key, "limits") == 0)
 		return parse_limits(w, v, path, &c->limits);
+	if (strcmp(key, "allow_tcp_handshake") == 0)
+		return get_bool(w, v, path, &c->allow_tcp_handshake);
 	return FIELD_UNKNOWN;
 }
 
@@ -520,7 +522,7 @@ static int command_item(struct walk *w, yaml_node_t *n, const char *path, void *
 {
 	struct srv_config *cfg = ctx;
 	struct srv_config_command *c = &cfg->commands[cfg->n_commands++];
-	if (walk_mapping(w, n, path, command_field, c, "type, path, args, limits") < 0)
+	if (walk_mapping(w, n, path, command_field, c, "type, path, args, limits, allow_tcp_handshake") < 0)
 		return -1;
 	if (!c->type)
 		return fail(w, n, path, "missing field 'type'");
@@ -667,6 +669,25 @@ static int provisioning_field(struct walk *w, const char *key, yaml_node_t *v, c
 	return FIELD_UNKNOWN;
 }
 
+static int log_field(struct walk *w, const char *key, yaml_node_t *v, const char *path, void *ctx)
+{
+	struct srv_config *cfg = ctx;
+	if (strcmp(key, "file") == 0)
+		return get_string(w, v, path, &cfg->log_file);
+	/* A rotated file holds at least a few of the longest lines (a driver's line is cut at 1 MiB). */
+	if (strcmp(key, "max_bytes") == 0)
+		return get_int(w, v, path, &cfg->log_max_bytes, 65536, INT_MAX);
+	if (strcmp(key, "keep") == 0)
+		return get_int(w, v, path, &cfg->log_keep, 0, 100);
+	if (strcmp(key, "driver_lines_per_s") == 0)
+		return get_int(w, v, path, &cfg->driver_log_lines_per_s, 1, 1000000);
+	if (strcmp(key, "driver_bytes_per_s") == 0)
+		return get_int(w, v, path, &cfg->driver_log_bytes_per_s, 256, INT_MAX);
+	if (strcmp(key, "driver_line_max") == 0)
+		return get_int(w, v, path, &cfg->driver_log_line_max, 256, 1 << 20);
+	return FIELD_UNKNOWN;
+}
+
 static int root_field(struct walk *w, const char *key, yaml_node_t *v, const char *path, void *ctx)
 {
 	struct srv_config *cfg = ctx;
@@ -682,6 +703,10 @@ static int root_field(struct walk *w, const char *key, yaml_node_t *v, const cha
 			return fail(w, v, path, "expected debug, info, warn or error, found \"%s\"", l);
 		return 0;
 	}
+	if (strcmp(key, "log") == 0)
+		return walk_mapping(w, v, path, log_field, cfg,
+		                    "file, max_bytes, keep, driver_lines_per_s, driver_bytes_per_s, "
+		                    "driver_line_max");
 	if (strcmp(key, "drivers") == 0)
 		return walk_mapping(w, v, path, drivers_field, cfg,
 		                    "dirs, commands, remote, handshake_timeout_ms, call_timeout_ms, "
@@ -706,7 +731,7 @@ static int parse_root(struct walk *w, struct srv_config *cfg, yaml_node_t *root)
 	if (!root)
 		return 0; /* an empty file is all defaults */
 	return walk_mapping(w, root, "", root_field, cfg,
-	                    "listen, data_dir, log_level, drivers, projects, provisioning");
+	                    "listen, data_dir, log_level, log, drivers, projects, provisioning");
 }
 
 struct srv_config *srv_config_new_default(void)
@@ -727,6 +752,11 @@ struct srv_config *srv_config_new_default(void)
 	cfg->max_tries = 3;
 	cfg->reconcile_interval_ms = 1000;
 	cfg->running_check_interval_ms = 60000;
+	cfg->log_max_bytes = 64 << 20;
+	cfg->log_keep = 3;
+	cfg->driver_log_lines_per_s = 1000;
+	cfg->driver_log_bytes_per_s = 1 << 20;
+	cfg->driver_log_line_max = 16 << 10;
 	return cfg;
 }
 
@@ -820,6 +850,7 @@ void srv_config_free(struct srv_config *cfg)
 	free(cfg->tcp_client_ca);
 	free(cfg->data_dir);
 	free(cfg->log_level);
+	free(cfg->log_file);
 	for (size_t i = 0; i < cfg->n_driver_dirs; i++)
 		free(cfg->driver_dirs[i]);
 	free(cfg->driver_dirs);

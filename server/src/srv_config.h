@@ -51,6 +51,7 @@ struct srv_config_command {
 	char **args; /* NULL-terminated */
 	size_t n_args;
 	struct srv_driver_limits limits;
+	bool allow_tcp_handshake; /* take a loopback TCP handshake from it (default: unix socket only) */
 };
 
 /* A driver reached over the network with mutual TLS. */
@@ -72,6 +73,15 @@ struct srv_config {
 	char *tcp_cert, *tcp_key, *tcp_client_ca;
 	char *data_dir;  /* NULL when the file has none */
 	char *log_level; /* NULL: info */
+
+	/* log: droverd's log file (NULL: stderr), rotated past max_bytes, keep old files kept. */
+	char *log_file;
+	int log_max_bytes; /* default 64 MiB */
+	int log_keep;      /* default 3 */
+	/* Bounds on each driver's stderr lines in the log (PROTOCOL.md §12.7). */
+	int driver_log_lines_per_s; /* default 1000 */
+	int driver_log_bytes_per_s; /* default 1 MiB */
+	int driver_log_line_max;    /* default 16 KiB */
 
 	char **driver_dirs;
 	size_t n_driver_dirs;

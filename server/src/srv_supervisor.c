@@ -34,7 +34,8 @@ struct drv_entry {
 	char *type;
 	char *name;
 	bool remote;
-	char **argv; /* spawned: path then args, NULL-terminated */
+	char **argv;    /* spawned: path then args, NULL-terminated */
+	bool allow_tcp; /* drivers.commands[].allow_tcp_handshake */
 	const struct srv_config_remote *rcfg;
 	const struct srv_driver_limits
 	    *limits; /* the entry's own (commands, remote); NULL for found drivers */
@@ -442,7 +443,11 @@ static void start_work_cb(uv_work_t *req)
 		                           .on_stderr = on_stderr_cb,
 		                           .on_exit = on_exit_cb,
 		                           .ud = w->ctx,
-		                           .limits = al};
+		                           .limits = al,
+		                           .allow_tcp_handshake = e->allow_tcp,
+		                           .stderr_lines_per_s = (unsigned)cfg->driver_log_lines_per_s,
+		                           .stderr_bytes_per_s = (unsigned)cfg->driver_log_bytes_per_s,
+		                           .stderr_line_max = (unsigned)cfg->driver_log_line_max};
 		w->rc = drv_host_spawn(&o, &w->host, w->err, sizeof(w->err));
 	}
 	if (w->rc != 0)
@@ -849,6 +854,7 @@ int srv_supervisor_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv
 			goto fail_oom;
 		}
 		e->limits = &c->limits;
+		e->allow_tcp = c->allow_tcp_handshake;
 	}
 	for (size_t i = 0; i < cfg->n_remotes; i++) {
 		const struct srv_config_remote *r = &cfg->remotes[i];

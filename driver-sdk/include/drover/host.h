@@ -61,6 +61,23 @@ struct drv_spawn_opts {
 	drv_host_exit_cb on_exit;   /* once, when the process exits; never for a failed spawn; may be NULL */
 	void *ud;
 	struct drv_answer_limits limits; /* added after the fields above; zero: none */
+	/*
+	 * Accept a handshake naming a TCP address (loopback only). Off by
+	 * default: a port may belong to any process, while a unix socket is
+	 * checked to be the driver's own (inside its socket directory, a socket
+	 * owned by the driver's uid, listened on by the driver or its child).
+	 */
+	bool allow_tcp_handshake;
+	/*
+	 * Bounds on the driver's stderr (0: the default). Lines past either rate
+	 * are dropped and counted, and the count is reported in a line of its
+	 * own ("N lines dropped"); a line longer than line_max is cut there with
+	 * a marker and the rest of it dropped. stderr is always read, so the
+	 * driver never blocks on it.
+	 */
+	unsigned stderr_lines_per_s; /* default 1000 */
+	unsigned stderr_bytes_per_s; /* default 1 MiB */
+	unsigned stderr_line_max;    /* default 16 KiB; at least 256 */
 };
 
 /*
@@ -186,6 +203,26 @@ int drv_host_wait(struct drv_host *h, int timeout_ms, int *exit_status);
 
 /* Stops (if still running, with a 2 s grace), closes and frees. NULL is fine. */
 void drv_host_free(struct drv_host *h);
+
+/*
+ * Removes the socket directories that hosts and drivers of this user left
+ * behind when they were killed (their owner process is gone), under the
+ * directory where socket directories are made. drv_host_spawn does it once
+ * per process by itself; a server calls it at start to report the count.
+ * Returns how many were removed, or -1 when that directory cannot be read.
+ */
+int drv_host_sweep_socket_dirs(void);
+
+/*
+ * Copies the `len` bytes at `in` into `out` (always NUL-terminated) with
+ * what could drive a terminal escaped: C0 controls but tab, DEL and bytes
+ * that are not UTF-8 as \xNN, C1 controls (U+0080..U+009F) as \u00NN. The
+ * host does this to every stderr line of a driver; a host that decodes a
+ * line further (a JSON string's escapes) does it again on the result.
+ * Returns the length written; output that does not fit is cut at a
+ * character boundary.
+ */
+size_t drv_host_clean_text(char *out, size_t outlen, const char *in, size_t len);
 
 /* Parses a handshake line into its parts. Exposed for tests and tools. */
 struct drv_handshake {

@@ -10,11 +10,16 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include "sdk_test.h"
 
-/* Internal: the test switch between the two spawn paths. */
+/* Internal: the test switch between the two spawn paths, and a process's start time from /proc. */
 void drv__host_force_uv_spawn(bool on);
+int drv__proc_stat(pid_t pid, pid_t *ppid, unsigned long long *start);
 
 #ifndef FIXTURE_DIR
 #error FIXTURE_DIR must name the directory of the fixture-driver-* programs
@@ -185,17 +190,284 @@ static void test_remote_tcp_refused(void **state)
 {
 	char err[1024];
 
-	spawn_fails("hs-remote-tcp", 2000, DRV_EHANDSHAKE, "non-loopback TCP address", err, sizeof(err));
+	/* A TCP handshake is refused unless the host allows it: any process may own a port. */
+	spawn_fails("hs-remote-tcp", 2000, DRV_EHANDSHAKE, "handshake refused: it names the TCP address", err,
+	            sizeof(err));
 	assert_contains(err, "192.0.2.1:4000");
+	assert_contains(err, "allow_tcp_handshake");
 
-	/* A name that only starts like a loopback address is refused too: it may resolve anywhere. */
+	/* Allowed, it must still be loopback: a name that only starts like a loopback address may resolve
+	 * anywhere. */
 	static const char *const args[] = {"127.0.0.1.example:4000", NULL};
-	struct drv_spawn_opts o = {
-	    .path = fixture("hs-remote-tcp"), .args = args, .handshake_timeout_ms = 2000};
+	struct drv_spawn_opts o = {.path = fixture("hs-remote-tcp"),
+	                           .args = args,
+	                           .handshake_timeout_ms = 2000,
+	                           .allow_tcp_handshake = true};
 	struct drv_host *h = NULL;
 	assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), DRV_EHANDSHAKE, err);
 	assert_null(h);
 	assert_contains(err, "127.0.0.1.example:4000|grpc\" names a non-loopback TCP address");
+	static const char *const remote[] = {"192.0.2.1:4000", NULL};
+	o.args = remote;
+	assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), DRV_EHANDSHAKE, err);
+	assert_contains(err, "non-loopback TCP address");
+}
+
+/* A listener that is not the driver: the test process itself, on a unix socket or a loopback port. */
+static int listen_unix_at(const char *path)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_true(strlen(path) < sizeof(sa.sun_path));
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(fd, 16), 0);
+	return fd;
+}
+
+static int listen_tcp_loopback(int *port)
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t sl = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	assert_true(fd >= 0);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(fd, 16), 0);
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+	*port = ntohs(sa.sin_port);
+	return fd;
+}
+
+/* Accepts what waits on a listener; returns the number of connections, and the bytes they sent in *bytes. */
+static int drain_listener(int lfd, size_t *bytes)
+{
+	int conns = 0, c;
+	char buf[4096];
+
+	*bytes = 0;
+	while ((c = accept(lfd, NULL, NULL)) >= 0) {
+		conns++;
+		/* The host closed its end when it refused: read to EOF. */
+		struct pollfd p = {.fd = c, .events = POLLIN};
+		while (poll(&p, 1, 1000) > 0) {
+			ssize_t n = read(c, buf, sizeof(buf));
+			if (n <= 0)
+				break;
+			*bytes += (size_t)n;
+		}
+		close(c);
+	}
+	return conns;
+}
+
+/*
+ * A handshake may name only the driver's own socket: inside the directory
+ * made for it, a socket (no symlink), listened on by the driver itself.
+ * Another program's socket, named by path, through a symlink or through a
+ * hard link in the driver's own directory, is refused, and nothing is sent
+ * to it: its listener sees no byte.
+ */
+static void test_foreign_socket_refused(void **state)
+{
+	char dir[64], sock[128], arg[200], err[1024];
+	size_t bytes;
+
+	make_tmpdir(dir, sizeof(dir), "foreign");
+	snprintf(sock, sizeof(sock), "%s/other.sock", dir);
+	int lfd = listen_unix_at(sock);
+	static const struct {
+		const char *fault, *want;
+		bool connects; /* the host gets as far as connecting (then checks who listens) */
+	} cases[] = {
+	    {"handshake-unix", "outside the socket directory made for this driver", false},
+	    {"handshake-symlink", "it is a symbolic link", false},
+	    {"handshake-link", "is not the driver (pid", true},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(arg, sizeof(arg), "%s=%s", cases[i].fault, sock);
+		const char *args[] = {"--fault", arg, NULL};
+		struct drv_spawn_opts o = {
+		    .path = fixture("broken-sdk"), .args = args, .handshake_timeout_ms = 3000};
+		struct drv_host *h = NULL;
+		int before = count_children();
+		assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), DRV_EHANDSHAKE, err);
+		assert_null(h);
+		assert_contains(err, "driver 'fixture-driver-broken-sdk'");
+		assert_contains(err, "handshake refused");
+		assert_contains(err, cases[i].want);
+		/* The message names the address the driver gave. */
+		assert_contains(err, i == 0 ? sock : "broken-sdk.sock");
+		assert_int_equal(count_children(), before);
+		assert_int_equal(count_tmp_entries(), 0);
+		int conns = drain_listener(lfd, &bytes);
+		if (conns != (cases[i].connects ? 1 : 0) || bytes != 0)
+			fail_msg("%s: the foreign listener saw %d connections and %zu bytes", cases[i].fault,
+			         conns, bytes);
+	}
+	close(lfd);
+
+	/* A TCP port of another process: refused unless allowed, and then nothing connects to it. */
+	int port;
+	lfd = listen_tcp_loopback(&port);
+	snprintf(arg, sizeof(arg), "handshake-tcp=127.0.0.1:%d", port);
+	const char *args[] = {"--fault", arg, NULL};
+	struct drv_spawn_opts o = {.path = fixture("broken-sdk"), .args = args, .handshake_timeout_ms = 3000};
+	struct drv_host *h = NULL;
+	assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), DRV_EHANDSHAKE, err);
+	assert_contains(err, "handshake refused: it names the TCP address 127.0.0.1:");
+	assert_int_equal(drain_listener(lfd, &bytes), 0);
+	/* Allowed for this driver, the same handshake is taken (the operator vouched for the port). */
+	o.allow_tcp_handshake = true;
+	assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), 0, err);
+	assert_contains(drv_host_target(h), arg + strlen("handshake-tcp="));
+	drv_host_free(h);
+	close(lfd);
+	rm_rf(dir);
+}
+
+/*
+ * A driver that swaps its socket directory for a symlink to another
+ * directory does not make the host empty that directory when it cleans up:
+ * the link is removed, never followed.
+ */
+static void test_sockdir_swap_does_not_follow(void **state)
+{
+	char victim[64], precious[128], arg[200], err[1024];
+
+	make_tmpdir(victim, sizeof(victim), "victim");
+	snprintf(precious, sizeof(precious), "%s/precious", victim);
+	FILE *f = fopen(precious, "w");
+	assert_non_null(f);
+	fclose(f);
+	snprintf(arg, sizeof(arg), "sockdir-swap=%s", victim);
+	const char *args[] = {"--fault", arg, NULL};
+	struct drv_spawn_opts o = {.path = fixture("broken-sdk"), .args = args, .handshake_timeout_ms = 3000};
+	struct drv_host *h = NULL;
+	assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), DRV_EHANDSHAKE, err);
+	assert_contains(err, "outside the socket directory made for this driver");
+	assert_int_equal(access(precious, F_OK), 0);
+	/* The directory it moved away is its own litter; the symlink itself is gone. */
+	DIR *d = opendir(getenv("TMPDIR"));
+	struct dirent *e;
+	int links = 0;
+	while ((e = readdir(d)) != NULL) {
+		char p[600];
+		struct stat st;
+		snprintf(p, sizeof(p), "%s/%s", getenv("TMPDIR"), e->d_name);
+		if (e->d_name[0] != '.' && lstat(p, &st) == 0) {
+			links += S_ISLNK(st.st_mode);
+			if (S_ISDIR(st.st_mode))
+				rm_rf(p);
+		}
+	}
+	closedir(d);
+	assert_int_equal(links, 0);
+	rm_rf(victim);
+}
+
+/* Runs the broken-sdk fixture as a driver with no host socket directory (it makes its own), then SIGKILLs it.
+ */
+static void litter_by_killed_driver(char *dir, size_t len)
+{
+	int out[2], in[2];
+	char line[600] = "";
+	size_t n = 0;
+
+	assert_int_equal(pipe(out), 0);
+	assert_int_equal(pipe(in), 0);
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		dup2(in[0], 0);
+		dup2(out[1], 1);
+		char *const argv[] = {(char *)fixture("broken-sdk"), NULL};
+		char env_tmp[300];
+		snprintf(env_tmp, sizeof(env_tmp), "TMPDIR=%s", getenv("TMPDIR"));
+		char *const envp[] = {DRV_MAGIC_COOKIE_KEY "=" DRV_MAGIC_COOKIE_VALUE, env_tmp, NULL};
+		execve(argv[0], argv, envp);
+		_exit(127);
+	}
+	close(out[1]);
+	close(in[0]);
+	while (n < sizeof(line) - 1 && read(out[0], line + n, 1) == 1 && line[n] != '\n')
+		n++;
+	line[n] = '\0';
+	/* "1|1|unix|<dir>/broken-sdk.sock|grpc" */
+	char *start = strstr(line, "|unix|"), *end = strstr(line, "/broken-sdk.sock|");
+	if (!start || !end)
+		fail_msg("no handshake from the fixture: \"%s\"", line);
+	start += 6;
+	snprintf(dir, len, "%.*s", (int)(end - start), start);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	close(out[0]);
+	close(in[1]);
+}
+
+static bool exists(const char *path)
+{
+	struct stat st;
+	return lstat(path, &st) == 0;
+}
+
+/*
+ * Socket directories whose owner was killed are removed by the next host;
+ * a live owner's directory, a pid reused by a later process, a symlink and
+ * a name that is not ours are each told apart.
+ */
+static void test_stale_socket_dirs(void **state)
+{
+	const char *tmp = getenv("TMPDIR");
+	char killed[600], reused[600], live[600], link_name[600], legacy[600], target[64], keep[600];
+	unsigned long long start;
+
+	/* A driver that made its own directory and was SIGKILLed left it with its socket inside. */
+	litter_by_killed_driver(killed, sizeof(killed));
+	assert_true(exists(killed));
+	/* Our pid, but another start time: the owner of that name is gone and its pid was reused. */
+	assert_int_equal(drv__proc_stat(getpid(), NULL, &start), 0);
+	snprintf(reused, sizeof(reused), "%s/drover-%d-%llx-Reused", tmp, (int)getpid(), start + 1);
+	assert_int_equal(mkdir(reused, 0700), 0);
+	/* A live owner (us), as a host of this process names its directories. */
+	snprintf(live, sizeof(live), "%s/drover-%d-%llx-LiveOn", tmp, (int)getpid(), start);
+	assert_int_equal(mkdir(live, 0700), 0);
+	/* A symlink with a stale owner's name is not followed: its target and what is in it stay. */
+	make_tmpdir(target, sizeof(target), "sweep-target");
+	snprintf(keep, sizeof(keep), "%s/keep", target);
+	fclose(fopen(keep, "w"));
+	snprintf(link_name, sizeof(link_name), "%s/drover-%d-%llx-Linked", tmp, (int)getpid(), start + 1);
+	assert_int_equal(symlink(target, link_name), 0);
+	/* A name without an owner (an older version's, or someone else's) is left alone. */
+	snprintf(legacy, sizeof(legacy), "%s/drover-AbCdEf", tmp);
+	assert_int_equal(mkdir(legacy, 0700), 0);
+
+	/* A live host's directory, made by a real spawn, is kept too. */
+	struct drv_host *h = NULL;
+	char err[1024];
+	struct drv_spawn_opts o = {.path = fixture("hs-env")};
+	assert_rc(drv_host_spawn(&o, &h, err, sizeof(err)), 0, err);
+	char host_dir[600];
+	snprintf(host_dir, sizeof(host_dir), "%s", strstr(drv_host_handshake(h), "|unix|") + 6);
+	*strrchr(host_dir, '/') = '\0';
+
+	assert_int_equal(drv_host_sweep_socket_dirs(), 2);
+	assert_false(exists(killed));
+	assert_false(exists(reused));
+	assert_true(exists(live));
+	assert_true(exists(link_name));
+	assert_true(exists(keep));
+	assert_true(exists(legacy));
+	assert_true(exists(host_dir));
+	drv_host_free(h);
+	assert_false(exists(host_dir));
+	rmdir(live);
+	unlink(link_name);
+	rmdir(legacy);
+	rm_rf(target);
+	assert_int_equal(count_tmp_entries(), 0);
 }
 
 static void test_missing_binary(void **state)
@@ -488,6 +760,9 @@ int main(void)
 	    cmocka_unit_test(test_wrong_protocol),
 	    cmocka_unit_test(test_no_listener),
 	    cmocka_unit_test(test_remote_tcp_refused),
+	    cmocka_unit_test(test_foreign_socket_refused),
+	    cmocka_unit_test(test_sockdir_swap_does_not_follow),
+	    cmocka_unit_test(test_stale_socket_dirs),
 	    cmocka_unit_test(test_missing_binary),
 	    cmocka_unit_test(test_bad_options),
 	    cmocka_unit_test(test_env_allowlist),

@@ -197,3 +197,39 @@ wait_for() {
 driver_pid() {
 	drover --json driver list | jq -r --arg t "$1" '[.drivers[] | select(.type == $t)][0].pid // 0'
 }
+
+# Starts another droverd on data directory $1 (config, store, socket, log
+# there) with one sim backend; its pid in OTHER_PID, stopped at cleanup.
+start_other_droverd() {
+	local d=$1
+	mkdir -p "$d"
+	cat >"$d/droverd.yaml" <<YAML
+listen: {unix: $d/droverd.sock}
+data_dir: $d
+drivers: {dirs: [$BIN]}
+projects:
+  - name: main
+    backends:
+      - {name: sim, type: sim, config: {state_file: $d/sim.json}, secrets: {api_key: other-secret-1234}}
+YAML
+	"$BIN/droverd" --config "$d/droverd.yaml" >>"$d/droverd.log" 2>&1 &
+	OTHER_PID=$!
+	BG_PIDS+=("$OTHER_PID")
+}
+
+# The CLI pointed at the droverd on data directory $1.
+other_drover() {
+	local d=$1
+	shift
+	"$BIN/drover" --server "unix:$d/droverd.sock" --token-file "$d/admin.token" "$@"
+}
+
+# Waits until the sim driver of the droverd on data directory $1 is ready;
+# its socket path in SIM_SOCK, its pid in SIM_PID.
+wait_other_sim() {
+	local line
+	wait_for 15 "line=\$(other_drover '$1' --json driver list 2>/dev/null | jq -r '.drivers[] | select(.type == \"sim\" and .state == \"DRIVER_STATE_READY\") | \"\(.address) \(.pid)\"'); [[ \$line == unix:* ]]" ||
+		fail "the sim driver of the droverd on $1 did not start"
+	read -r SIM_SOCK SIM_PID <<<"$line"
+	SIM_SOCK=${SIM_SOCK#unix:}
+}

@@ -16,7 +16,8 @@ static const char good[] = "listen: {unix: ./var/droverd.sock}\n"
                            "data_dir: ./var\n"
                            "drivers:\n"
                            "  dirs: [./build/bin]\n"
-                           "  commands: [{type: sim2, path: /opt/x/drover-driver-sim, args: [--flag]}]\n"
+                           "  commands: [{type: sim2, path: /opt/x/drover-driver-sim, args: [--flag], "
+                           "allow_tcp_handshake: true}]\n"
                            "  remote:\n"
                            "    - {type: sim, name: far-sim, address: 127.0.0.1:4100, ca: ca.pem,\n"
                            "       cert: c.pem, key: k.pem}\n"
@@ -31,7 +32,8 @@ static const char good[] = "listen: {unix: ./var/droverd.sock}\n"
                            "                 spot: true, regions: [eu, us], label: \"007\", none: ~}\n"
                            "        secrets: {api_key: \"abc\"}\n"
                            "      - {name: other, type: never-heard-of-it}\n"
-                           "provisioning: {max_tries: 5, running_check_interval_ms: 0}\n";
+                           "provisioning: {max_tries: 5, running_check_interval_ms: 0}\n"
+                           "log: {file: ./var/d.log, max_bytes: 1048576, keep: 0, driver_lines_per_s: 10}\n";
 
 static void test_good(void **state)
 {
@@ -49,6 +51,13 @@ static void test_good(void **state)
 	assert_int_equal(c->commands[0].n_args, 1);
 	assert_string_equal(c->commands[0].args[0], "--flag");
 	assert_null(c->commands[0].args[1]);
+	assert_true(c->commands[0].allow_tcp_handshake);
+	assert_string_equal(c->log_file, "./var/d.log");
+	assert_int_equal(c->log_max_bytes, 1048576);
+	assert_int_equal(c->log_keep, 0);
+	assert_int_equal(c->driver_log_lines_per_s, 10);
+	assert_int_equal(c->driver_log_bytes_per_s, 1 << 20); /* defaults kept */
+	assert_int_equal(c->driver_log_line_max, 16384);
 	assert_int_equal(c->n_remotes, 1);
 	assert_string_equal(c->remotes[0].name, "far-sim");
 	assert_string_equal(c->remotes[0].cert, "c.pem");
@@ -104,6 +113,13 @@ static void test_bad(void **state)
 	    {"a: [unclosed\n", "bad.yaml:2: YAML syntax error"},
 	    {"- just\n- a list\n", "bad.yaml:1: (top level): expected a mapping, found a list"},
 	    {"log_level: loud\n", "bad.yaml:1: log_level: expected debug, info, warn or error"},
+	    {"log: {file: x.log, max_bytes: 100}\n",
+	     "bad.yaml:1: log.max_bytes: 100 is out of range [65536,"},
+	    {"log:\n  keep: -1\n", "bad.yaml:2: log.keep: -1 is out of range [0, 100]"},
+	    {"log: {colour: red}\n", "bad.yaml:1: log.colour: unknown field (expected file, max_bytes"},
+	    {"log: {driver_line_max: 10}\n", "bad.yaml:1: log.driver_line_max: 10 is out of range"},
+	    {"drivers:\n  commands: [{type: a, path: b, allow_tcp_handshake: maybe}]\n",
+	     "bad.yaml:2: drivers.commands[0].allow_tcp_handshake: expected true or false"},
 	    /* A key given twice: a list given twice was read past its array before. */
 	    {"drivers:\n  commands: [{type: a, path: b}]\n  commands: [{type: c, path: d}, {type: e, "
 	     "path: f}]\n",
@@ -195,6 +211,11 @@ static void test_shipped_config(void **state)
 	assert_int_equal(c->limits.offers_answer_bytes, 16 << 20);
 	assert_int_equal(c->limits.offers, 20000);
 	assert_int_equal(c->commands[0].limits.offers_answer_bytes, 32 << 20);
+	assert_false(c->commands[0].allow_tcp_handshake);
+	assert_string_equal(c->log_file, "./var/droverd.log");
+	assert_int_equal(c->log_max_bytes, 64 << 20);
+	assert_int_equal(c->log_keep, 3);
+	assert_int_equal(c->driver_log_lines_per_s, 1000);
 	srv_config_free(c);
 	if (srv_config_load(DROVER_SOURCE_DIR "/config/examples/remote-tls.yaml", &c, err, sizeof(err)) != 0)
 		fail_msg("%s", err);
