@@ -4,41 +4,16 @@
  * operator, secrets) against its declared fields before anything else.
  *
  * Input: the config JSON, then NUL-separated secret names and values. The
- * declared fields use every field type, bounds, an enum, defaults, required
- * fields and secrets. What must hold: no crash; an accepted config gives an
- * object with every default filled in; a refused one has at least one error
- * diagnostic and no object.
+ * declared fields (tests/unit/sdk/config_fields.h) use every field type,
+ * bounds, an enum, defaults, required fields and secrets. What must hold: no crash; an accepted config gives
+ * an object with every default filled in; a refused one has at least one error diagnostic and no object.
  */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "config_fields.h"
 #include "drv_internal.h"
-
-static const char *const tiers[] = {"basic", "pro", NULL};
-
-static const struct drv_config_field fields[] = {
-    {.name = "region", .type = DRV_FIELD_STRING, .required = true},
-    {.name = "tier", .type = DRV_FIELD_STRING, .enum_values = tiers, .default_json = "\"basic\""},
-    {.name = "capacity",
-     .type = DRV_FIELD_INTEGER,
-     .has_minimum = true,
-     .minimum = 1,
-     .has_maximum = true,
-     .maximum = 100,
-     .default_json = "10"},
-    {.name = "ratio",
-     .type = DRV_FIELD_NUMBER,
-     .has_minimum = true,
-     .minimum = -2,
-     .has_maximum = true,
-     .maximum = 1.5},
-    {.name = "debug", .type = DRV_FIELD_BOOLEAN, .default_json = "false"},
-    {.name = "zones", .type = DRV_FIELD_STRING_ARRAY},
-    {.name = "api_key", .type = DRV_FIELD_STRING, .secret = true, .required = true},
-    {.name = "project_id", .type = DRV_FIELD_STRING, .secret = true},
-    {.name = NULL},
-};
 
 #define MAX_SECRETS 8
 

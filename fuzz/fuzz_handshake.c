@@ -13,11 +13,10 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	char *line = malloc(size + 1);
+	/* The host reads the line as a C string: a NUL ends it there too. */
+	char *line = strndup((const char *)data, size);
 	if (!line)
 		return 0;
-	memcpy(line, data, size);
-	line[size] = '\0';
 	struct drv_handshake hs, again;
 	char err[256] = "", buf[512];
 	if (drv_handshake_parse(line, &hs, err, sizeof(err)) != 0) {

@@ -103,6 +103,19 @@ static void test_deep_nesting(void **state)
 	free(y);
 }
 
+/* `levels` lines a1..aN, each a list of ten aliases to the line before: 10^N copies of a0. */
+static size_t laughs(char *y, size_t cap, int levels)
+{
+	size_t o = (size_t)snprintf(y, cap, "a0: &a0 [lol]\n");
+	for (int i = 1; i <= levels; i++) {
+		o += (size_t)snprintf(y + o, cap - o, "a%d: &a%d [", i, i);
+		for (int k = 0; k < 10; k++)
+			o += (size_t)snprintf(y + o, cap - o, "%s*a%d", k ? "," : "", i - 1);
+		o += (size_t)snprintf(y + o, cap - o, "]\n");
+	}
+	return o;
+}
+
 /*
  * Billion laughs: each level a list of ten aliases to the level below. Nine
  * levels name 10^9 nodes in under 600 bytes; converting them took 1.2 GB and
@@ -112,11 +125,7 @@ static void test_alias_bomb(void **state)
 {
 	(void)state;
 	char y[1024];
-	size_t o = (size_t)snprintf(y, sizeof(y), "a0: &a0 [lol]\n");
-	for (int i = 1; i <= 9; i++)
-		o += (size_t)snprintf(y + o, sizeof(y) - o,
-		                      "a%d: &a%d [*a%d,*a%d,*a%d,*a%d,*a%d,*a%d,*a%d,*a%d,*a%d,*a%d]\n", i, i,
-		                      i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1);
+	size_t o = laughs(y, sizeof(y), 9);
 	assert_true(o < 600);
 	double t0 = cpu_seconds();
 	expect_error(y, o, "nodes (an alias counts as a copy of what it names)");
@@ -124,11 +133,7 @@ static void test_alias_bomb(void **state)
 	assert_true(cpu_seconds() - t0 < 2.0);
 	/* Below the limit the same construction loads: 3 levels of 10 is 1,000 copies. */
 	char err[512];
-	o = (size_t)snprintf(y, sizeof(y), "a0: &a0 [lol]\n");
-	for (int i = 1; i <= 3; i++)
-		o += (size_t)snprintf(y + o, sizeof(y) - o,
-		                      "a%d: &a%d [*a%d,*a%d,*a%d,*a%d,*a%d,*a%d,*a%d,*a%d,*a%d,*a%d]\n", i, i,
-		                      i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1, i - 1);
+	o = laughs(y, sizeof(y), 3);
 	char *s = load(y, o, err, sizeof(err));
 	if (!s)
 		fail_msg("%s", err);
