@@ -59,57 +59,69 @@ static int fail(struct check *c, const yaml_node_t *n, const struct seg *at, con
 	return -1;
 }
 
-/* FNV-1a: keys are short and come from a file, so a simple spread suffices. */
-static uint64_t hash(const char *s)
-{
-	uint64_t h = 0xcbf29ce484222325u;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 0x100000001b3u;
-	return h;
-}
-
 static const char *key_text(const yaml_node_t *k)
 {
 	return (const char *)k->data.scalar.value;
 }
 
+struct key {
+	const char *text;
+	size_t index; /* of its pair in the mapping */
+};
+
+static int key_cmp(const void *a, const void *b)
+{
+	const struct key *x = a, *y = b;
+	int d = strcmp(x->text, y->text);
+	return d ? d : (x->index > y->index) - (x->index < y->index);
+}
+
 /*
- * Every key of mapping `n` is a scalar and none is given twice. An open
- * addressing table of pair indexes, at most half full, keeps this linear.
+ * Every key of mapping `n` is a scalar and none is given twice. The keys are
+ * sorted, so that equal ones sit side by side: O(n log n) whatever the keys
+ * are, where a hash table without a secret seed can be flooded with keys
+ * that collide. The duplicate reported is the one that comes first in the
+ * file, as a walk in file order would report it.
  */
 static int check_keys(struct check *c, const yaml_node_t *n, const struct seg *at)
 {
 	const yaml_node_pair_t *pairs = n->data.mapping.pairs.start;
-	size_t count = (size_t)(n->data.mapping.pairs.top - pairs), cap = 8;
-	while (cap < 2 * count)
-		cap *= 2;
-	size_t *slot = calloc(cap, sizeof(*slot)); /* pair index + 1; 0 = free */
-	if (!slot)
+	size_t count = (size_t)(n->data.mapping.pairs.top - pairs);
+	if (count == 0)
+		return 0;
+	struct key *keys = malloc(count * sizeof(*keys));
+	if (!keys)
 		return fail(c, n, at, "out of memory");
 	int rc = 0;
-	for (size_t i = 0; i < count && rc == 0; i++) {
+	for (size_t i = 0; i < count; i++) {
 		const yaml_node_t *k = yaml_document_get_node(c->doc, pairs[i].key);
 		if (!k || k->type != YAML_SCALAR_NODE) {
 			rc = fail(c, k ? k : n, at, "mapping keys must be strings");
-			break;
+			goto out;
 		}
 		if (++c->nodes > DYAML_MAX_NODES) {
 			rc = fail(c, k, at, "more than %d nodes (an alias counts as a copy of what it names)",
 			          DYAML_MAX_NODES);
-			break;
+			goto out;
 		}
-		size_t h = (size_t)hash(key_text(k)) & (cap - 1);
-		for (; slot[h]; h = (h + 1) & (cap - 1)) {
-			const yaml_node_t *seen = yaml_document_get_node(c->doc, pairs[slot[h] - 1].key);
-			if (strcmp(key_text(seen), key_text(k)) == 0) {
-				rc = fail(c, k, at, "field '%s' is given twice (first on line %zu)",
-				          key_text(k), (size_t)seen->start_mark.line + 1);
-				break;
-			}
-		}
-		slot[h] = i + 1;
+		keys[i] = (struct key){.text = key_text(k), .index = i};
 	}
-	free(slot);
+	qsort(keys, count, sizeof(*keys), key_cmp);
+	size_t again = SIZE_MAX, first = 0; /* the earliest second occurrence, and its first */
+	for (size_t i = 1, run = 0; i < count; i++) {
+		if (strcmp(keys[i].text, keys[run].text) != 0)
+			run = i;
+		else if (keys[i].index < again)
+			again = keys[i].index, first = keys[run].index;
+	}
+	if (again != SIZE_MAX) {
+		const yaml_node_t *k = yaml_document_get_node(c->doc, pairs[again].key);
+		const yaml_node_t *k0 = yaml_document_get_node(c->doc, pairs[first].key);
+		rc = fail(c, k, at, "field '%s' is given twice (first on line %zu)", key_text(k),
+		          (size_t)k0->start_mark.line + 1);
+	}
+out:
+	free(keys);
 	return rc;
 }
 

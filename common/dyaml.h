@@ -9,11 +9,12 @@
  * laughs"). Every walk that expands aliases, as a conversion to JSON does,
  * pays for the expansion. dyaml_load() therefore refuses, each with an error
  * "NAME:LINE: PATH: what":
- *  - nesting deeper than DYAML_MAX_DEPTH (and so any cycle);
+ *  - an alias that names a node containing it (a cycle);
+ *  - nesting deeper than DYAML_MAX_DEPTH;
  *  - more than DYAML_MAX_NODES nodes, counting every node an alias names
  *    once for each place it is named;
  *  - a mapping key that is not a scalar, or the same key twice in one
- *    mapping (found with a hash table: linear in the number of keys).
+ *    mapping (found by sorting the keys: O(n log n) whatever they are).
  */
 #ifndef DYAML_H
 #define DYAML_H

@@ -189,6 +189,9 @@ static void test_keys_are_scalars(void **state)
 	expect_error(y, strlen(y), "t.yaml:2: a: mapping keys must be strings");
 	y = "a: [1\n";
 	expect_error(y, strlen(y), "t.yaml:2: YAML syntax error");
+	/* Of several keys given twice, the one whose second use comes first in the file is named. */
+	y = "m:\n  b: 1\n  a: 1\n  c: 1\n  b: 2\n  a: 2\n  c: 3\n  b: 3\n";
+	expect_error(y, strlen(y), "t.yaml:5: m: field 'b' is given twice (first on line 2)");
 }
 
 int main(void)
