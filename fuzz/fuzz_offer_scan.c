@@ -9,7 +9,11 @@
  * inside the input and unpacking (after its length varint) to an offer equal
  * to protobuf-c's offers[k]. When the scan succeeds on bytes protobuf-c
  * refuses, no harm is done (droverd never scans bytes it could not unpack),
- * but every span must still lie inside the input.
+ * but every span must still lie inside the input. (It does succeed on some:
+ * the scan reads any tag varint up to 10 bytes, protobuf-c at most 5, and
+ * protobuf-c takes field number 0 in a non-canonical tag such as 80 00.
+ * Both differences only make the scan decline, or concern bytes droverd has
+ * already refused.)
  */
 #include <stdint.h>
 #include <stdio.h>
