@@ -10,6 +10,8 @@ PACKAGES=(
 	openssl sqlite3 procps jq
 	# the Python driver, the benchmark's Python baseline and the proto→Python generation
 	python3 python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc
+	# the fuzz targets (make fuzz, make test-fuzz): clang and its libFuzzer runtime
+	clang libclang-rt-14-dev
 	# validating docker-compose.yml without an engine
 	docker-compose
 )

@@ -166,14 +166,19 @@ int cli_parse_price(const char *s, double *out);
 /* ---- output (cli_output.c) ---- */
 
 /*
- * Blanks the control characters (ESC included) of every string in `msg`, in
- * place: text from drivers reaches the terminal only as text. --json output
- * escapes them instead. cli_clean_str() does one string.
+ * Blanks the control characters (C0 with ESC, DEL, C1 with CSI) and the bytes
+ * that are not UTF-8 of every string in `msg`, in place: text from drivers
+ * reaches the terminal only as text. --json output escapes them instead.
+ * cli_clean_str() does one string.
  */
 void cli_clean_text(ProtobufCMessage *msg);
 void cli_clean_str(char *s);
-/* Prints a message as JSON (proto field names, enum value names) to stdout. */
+/*
+ * Prints a message as JSON (proto field names, enum value names) to stdout,
+ * or to `f`; control characters in strings, C1 included, are escaped.
+ */
 void cli_print_json(const ProtobufCMessage *msg);
+void cli_print_json_to(FILE *f, const ProtobufCMessage *msg);
 
 /* A tiny table: collect rows of strings, then print with aligned columns. */
 struct cli_table;

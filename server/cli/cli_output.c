@@ -211,11 +211,26 @@ static json_t *message_to_json(const ProtobufCMessage *msg)
 	return obj;
 }
 
+/*
+ * Blanks what a terminal could take for a control: C0 and DEL, the C1 range
+ * U+0080-U+009F (UTF-8 C2 80 to C2 9F; U+009B is CSI, as ESC [ is), and every
+ * byte that is not part of valid UTF-8, which an 8-bit terminal reads as
+ * Latin-1, where 0x80-0x9F are the same C1 controls. In place: each byte of
+ * such a sequence becomes one space.
+ */
 void cli_clean_str(char *s)
 {
-	for (; s && *s; s++)
-		if ((unsigned char)*s < 0x20 || *s == 0x7f)
-			*s = ' ';
+	unsigned char *p = (unsigned char *)s;
+	while (p && *p) {
+		size_t n = utf8_seq(p);
+		bool control = n == 0 || (n == 1 && (*p < 0x20 || *p == 0x7f)) ||
+		               (n == 2 && p[0] == 0xc2 && p[1] < 0xa0);
+		if (n == 0)
+			n = 1;
+		if (control)
+			memset(p, ' ', n);
+		p += n;
+	}
 }
 
 void cli_clean_text(ProtobufCMessage *msg)
@@ -249,12 +264,36 @@ void cli_clean_text(ProtobufCMessage *msg)
 	}
 }
 
-void cli_print_json(const ProtobufCMessage *msg)
+void cli_print_json_to(FILE *f, const ProtobufCMessage *msg)
 {
 	json_t *j = message_to_json(msg);
-	json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
-	fputc('\n', stdout);
+	char *text = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
 	json_decref(j);
+	if (!text)
+		abort();
+	/*
+	 * jansson escapes C0 controls but writes DEL and C1 (U+0080-U+009F) as
+	 * they are, which a terminal obeys. Its output is valid UTF-8, where those
+	 * can only be characters inside strings: each is escaped as \u00XX, so the
+	 * JSON keeps its value and the terminal sees ASCII.
+	 */
+	for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+		if (*p == 0x7f) {
+			fputs("\\u007f", f);
+		} else if (p[0] == 0xc2 && p[1] >= 0x80 && p[1] < 0xa0) {
+			fprintf(f, "\\u%04x", p[1]);
+			p++;
+		} else {
+			fputc(*p, f);
+		}
+	}
+	fputc('\n', f);
+	free(text);
+}
+
+void cli_print_json(const ProtobufCMessage *msg)
+{
+	cli_print_json_to(stdout, msg);
 }
 
 struct cli_table {

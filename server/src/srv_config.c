@@ -11,6 +11,8 @@
 #include <jansson.h>
 #include <yaml.h>
 
+#include "dyaml.h"
+
 /* Walking state: the document and where errors go. */
 struct walk {
 	yaml_document_t *doc;
@@ -56,11 +58,7 @@ static const char *scalar(const yaml_node_t *n)
 
 static bool is_null_scalar(const yaml_node_t *n)
 {
-	if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
-		return false;
-	const char *s = scalar(n);
-	return s[0] == 0 || strcmp(s, "~") == 0 || strcmp(s, "null") == 0 || strcmp(s, "Null") == 0 ||
-	       strcmp(s, "NULL") == 0;
+	return dyaml_is_null(n);
 }
 
 bool srv_valid_name(const char *s)
@@ -160,26 +158,15 @@ static yaml_node_t *node_at(struct walk *w, int id)
 	return yaml_document_get_node(w->doc, id);
 }
 
-/* The key of a mapping pair as a string, or an error when it is not a scalar. */
 /*
- * The key of pair `p` of mapping `map`. A key given twice is refused, as YAML
- * requires: silently keeping one of the two would hide a mistake (and a
- * list given twice would be read into an array sized for the other).
+ * The key of pair `p`. dyaml_load() has checked the whole document: every key
+ * is a scalar and none is given twice in one mapping, as YAML requires
+ * (silently keeping one of the two would hide a mistake, and a list given
+ * twice would be read into an array sized for the other).
  */
-static int pair_key(struct walk *w, const yaml_node_t *map, yaml_node_pair_t *p, const char *path,
-                    const char **key)
+static const char *pair_key(struct walk *w, const yaml_node_pair_t *p)
 {
-	yaml_node_t *k = node_at(w, p->key);
-	if (!k || k->type != YAML_SCALAR_NODE)
-		return fail(w, k, path, "mapping keys must be strings");
-	for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < p; q++) {
-		yaml_node_t *qk = node_at(w, q->key);
-		if (qk && qk->type == YAML_SCALAR_NODE && strcmp(scalar(qk), scalar(k)) == 0)
-			return fail(w, k, path, "field '%s' is given twice (first on line %zu)", scalar(k),
-			            (size_t)qk->start_mark.line + 1);
-	}
-	*key = scalar(k);
-	return 0;
+	return scalar(node_at(w, p->key));
 }
 
 /* Field paths are cut at the buffer's size; a path that long is only for messages. */
@@ -195,81 +182,6 @@ static void pathf(char *buf, size_t len, const char *fmt, ...)
 static void join(char *buf, size_t len, const char *parent, const char *field)
 {
 	pathf(buf, len, "%s%s%s", parent, parent[0] ? "." : "", field);
-}
-
-/* Plain YAML scalars become JSON null/bool/number when they look like one; quoted ones stay strings. */
-static json_t *scalar_to_json(const yaml_node_t *n)
-{
-	const char *s = scalar(n);
-	if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
-		return json_string(s);
-	if (is_null_scalar(n))
-		return json_null();
-	if (strcmp(s, "true") == 0 || strcmp(s, "True") == 0)
-		return json_true();
-	if (strcmp(s, "false") == 0 || strcmp(s, "False") == 0)
-		return json_false();
-	char *end;
-	errno = 0;
-	long long ll = strtoll(s, &end, 10);
-	if (!errno && end != s && !*end)
-		return json_integer(ll);
-	errno = 0;
-	double d = strtod(s, &end);
-	if (!errno && end != s && !*end && strspn(s, "0123456789.eE+-") == strlen(s))
-		return json_real(d);
-	return json_string(s);
-}
-
-static int to_json(struct walk *w, const yaml_node_t *n, const char *path, json_t **out)
-{
-	char sub[512];
-	json_t *v = NULL;
-
-	switch (n->type) {
-	case YAML_SCALAR_NODE:
-		v = scalar_to_json(n);
-		break;
-	case YAML_SEQUENCE_NODE: {
-		v = json_array();
-		size_t i = 0;
-		FOR_ITEMS(n, it)
-		{
-			json_t *e;
-			pathf(sub, sizeof(sub), "%s[%zu]", path, i++);
-			if (to_json(w, node_at(w, *it), sub, &e) < 0) {
-				json_decref(v);
-				return -1;
-			}
-			json_array_append_new(v, e);
-		}
-		break;
-	}
-	case YAML_MAPPING_NODE:
-		v = json_object();
-		FOR_PAIRS(w, n, p)
-		{
-			const char *key = NULL;
-			json_t *e;
-			if (pair_key(w, n, p, path, &key) < 0) {
-				json_decref(v);
-				return -1;
-			}
-			join(sub, sizeof(sub), path, key);
-			if (to_json(w, node_at(w, p->value), sub, &e) < 0) {
-				json_decref(v);
-				return -1;
-			}
-			json_object_set_new(v, key, e);
-		}
-		break;
-	default:
-		return fail(w, n, path, "unsupported YAML node");
-	}
-	if (!v)
-		return fail(w, n, path, "out of memory");
-	*out = v;
-	return 0;
 }
 
 /* What a field function returns for a key its mapping does not have. */
@@ -295,9 +207,7 @@ static int walk_mapping(struct walk *w, yaml_node_t *n, const char *path, field_
 		return -1;
 	FOR_PAIRS(w, n, p)
 	{
-		const char *key = NULL;
-		if (pair_key(w, n, p, path, &key) < 0)
-			return -1;
+		const char *key = pair_key(w, p);
 		join(sub, sizeof(sub), path, key);
 		int rc = field(w, key, node_at(w, p->value), sub, ctx);
 		if (rc == FIELD_UNKNOWN)
@@ -363,13 +273,13 @@ static int backend_field(struct walk *w, const char *key, yaml_node_t *v, const 
 	if (strcmp(key, "type") == 0)
 		return get_string(w, v, path, &b->type);
 	if (strcmp(key, "config") == 0) {
-		json_t *j;
 		if (is_null_scalar(v))
 			return 0;
-		if (expect(w, v, path, YAML_MAPPING_NODE) < 0 || to_json(w, v, path, &j) < 0)
+		if (expect(w, v, path, YAML_MAPPING_NODE) < 0)
 			return -1;
+		json_t *j = dyaml_to_json(w->doc, v);
 		free(b->config_json);
-		b->config_json = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+		b->config_json = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
 		json_decref(j);
 		if (!b->config_json)
 			return fail(w, v, path, "out of memory");
@@ -763,7 +673,6 @@ struct srv_config *srv_config_new_default(void)
 int srv_config_parse(const char *name, const char *text, size_t len, struct srv_config **out, char *err,
                      size_t errlen)
 {
-	yaml_parser_t parser;
 	yaml_document_t doc;
 	struct walk w = {.doc = &doc, .name = name, .err = err, .errlen = errlen};
 	struct srv_config *cfg = srv_config_new_default();
@@ -774,23 +683,12 @@ int srv_config_parse(const char *name, const char *text, size_t len, struct srv_
 		return -1;
 	}
 	cfg->path = strdup(name);
-	if (!yaml_parser_initialize(&parser)) {
-		snprintf(err, errlen, "%s: cannot initialise the YAML parser", name);
-		srv_config_free(cfg);
-		return -1;
-	}
-	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
-	if (!yaml_parser_load(&parser, &doc)) {
-		snprintf(err, errlen, "%s:%zu: YAML syntax error: %s%s%s", name, parser.problem_mark.line + 1,
-		         parser.problem ? parser.problem : "unknown", parser.context ? " " : "",
-		         parser.context ? parser.context : "");
-		yaml_parser_delete(&parser);
+	if (dyaml_load(name, text, len, &doc, err, errlen) < 0) {
 		srv_config_free(cfg);
 		return -1;
 	}
 	rc = parse_root(&w, cfg, yaml_document_get_root_node(&doc));
 	yaml_document_delete(&doc);
-	yaml_parser_delete(&parser);
 	if (rc < 0) {
 		srv_config_free(cfg);
 		return -1;

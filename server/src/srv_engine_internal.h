@@ -72,6 +72,22 @@ int64_t srv__running_check_at(const struct srv_engine *eng);
  * fault, naming the field, in why.
  */
 int srv__check_provisioning(const drv_provisioning_data *pd, char *why, size_t len);
+/* Bytes of one offer inside a response's bytes. */
+struct srv__span {
+	const uint8_t *p;
+	size_t len;
+};
+/*
+ * srv_offers.c: where each offer of a GetOffersResponse lies in the `len`
+ * bytes at `p` it was unpacked from: for every top-level field 1 (offers)
+ * entry, in order, its length varint and body, which is what a
+ * length-delimited field carries after its tag. protobuf-c keeps a repeated
+ * field's entries in wire order, so entry k is offers[k]. Only the top level
+ * is walked; the offers themselves stay opaque. Returns false unless exactly
+ * `n` entries are found in well-formed bytes (the caller then packs the
+ * offers itself). Bytes from a driver: fuzzed by fuzz/fuzz_offer_scan.c.
+ */
+bool srv__offers_scan(const uint8_t *p, size_t len, size_t n, struct srv__span *at);
 
 /* srv_provision.c: resumes an instance left "creating" (takes `in`). */
 void srv__create_resume(struct srv_engine *eng, struct srv_instance *in);

@@ -208,12 +208,6 @@ static void pack_run(struct fanout *fo, struct fan_slot *s)
 	fo->res->wires[s->idx] = buf;
 }
 
-/* Bytes of one offer inside a response's bytes. */
-struct span {
-	const uint8_t *p;
-	size_t len;
-};
-
 /* One varint at *p (before end): its value, and *p moved past it; false when cut short. */
 static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 {
@@ -229,16 +223,8 @@ static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
 	return false;
 }
 
-/*
- * Where each offer of a GetOffersResponse lies in the bytes it was unpacked
- * from: for every top-level field 1 (offers) entry, in order, its length
- * varint and body, which is what a length-delimited field carries after its
- * tag. protobuf-c keeps a repeated field's entries in wire order, so entry k
- * is offers[k]. Only the top level is walked; the offers themselves stay
- * opaque. Returns false unless exactly `n` entries are found in well-formed
- * bytes (the caller then packs the offers itself).
- */
-static bool scan_offers(const uint8_t *p, size_t len, size_t n, struct span *at)
+/* See srv_engine_internal.h. */
+bool srv__offers_scan(const uint8_t *p, size_t len, size_t n, struct srv__span *at)
 {
 	const uint8_t *end = p + len;
 	size_t k = 0;
@@ -286,14 +272,14 @@ static bool scan_offers(const uint8_t *p, size_t len, size_t n, struct span *at)
  * unpacked offer again, unknown fields included, without the packing. NULL
  * when those bytes are not at hand; the caller then packs the offers.
  */
-static struct span *offer_spans(const drv_get_offers_response *r)
+static struct srv__span *offer_spans(const drv_get_offers_response *r)
 {
 	size_t len;
 	const uint8_t *bytes = drv_response_bytes(r, &len);
 	if (!bytes)
 		return NULL;
-	struct span *at = malloc((r->n_offers + 1) * sizeof(*at));
-	if (at && !scan_offers(bytes, len, r->n_offers, at)) {
+	struct srv__span *at = malloc((r->n_offers + 1) * sizeof(*at));
+	if (at && !srv__offers_scan(bytes, len, r->n_offers, at)) {
 		free(at);
 		at = NULL;
 	}
@@ -526,7 +512,7 @@ static void offers_done(void *ud, int code, const char *message, ProtobufCMessag
 			slot_done(s);
 			return;
 		}
-		struct span *at = fo->packed_offers && bytes_ok ? offer_spans(r) : NULL;
+		struct srv__span *at = fo->packed_offers && bytes_ok ? offer_spans(r) : NULL;
 		for (size_t k = 0; k < r->n_offers; k++) {
 			const drv_offer *o = r->offers[k];
 			/* Drivers filter too; the server checks again so one sloppy driver cannot widen a

@@ -63,7 +63,10 @@ struct conf_opts {
 	uint64_t volume_size_mib;
 };
 
-/* Parses a YAML file into a JSON tree (conf_yaml.c); NULL with a message (line:column) in err. */
+/*
+ * Parses a YAML file into a JSON tree (conf_yaml.c), with droverd's limits on
+ * nesting, size and keys (common/dyaml.h); NULL with "PATH:LINE: ..." in err.
+ */
 json_t *conf_yaml_load(const char *path, char *err, size_t errlen);
 
 /* Loads `path` (JSON, or YAML when it ends in .yaml/.yml) into `o`. Returns 0, or -1 with a message naming

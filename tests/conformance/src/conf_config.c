@@ -176,12 +176,9 @@ int conf_config_load(struct conf_opts *o, const char *path, char *err, size_t er
 	size_t len = strlen(path);
 	if ((len > 5 && strcmp(path + len - 5, ".yaml") == 0) ||
 	    (len > 4 && strcmp(path + len - 4, ".yml") == 0)) {
-		char yerr[400];
-		root = conf_yaml_load(path, yerr, sizeof(yerr));
-		if (!root) {
-			snprintf(err, errlen, "%s: %s", path, yerr);
+		root = conf_yaml_load(path, err, errlen);
+		if (!root)
 			return -1;
-		}
 	} else {
 		root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
 		if (!root) {

@@ -148,6 +148,46 @@ static void test_clean_text(void **state)
 	assert_string_equal(backend, "sim ");
 }
 
+/*
+ * C1 controls too: U+009B (C2 9B) and a raw 0x9B byte are CSI on terminals
+ * that honour 8-bit controls, as ESC [ is everywhere. Both are blanked in
+ * tables and escaped in --json; other non-ASCII text is kept.
+ */
+static void test_clean_c1(void **state)
+{
+	char type[] = "gpu\xc2\x9b"
+	              "2J.big",
+	     region[] = "us\x9b"
+	                "2J-east",
+	     zone[] = "z\xc3\xbcrich\xc2\x85x\xc2\xa0";
+	char *zones[] = {zone};
+	Drover__Compute__V1__Offer offer = DROVER__COMPUTE__V1__OFFER__INIT;
+	offer.instance_type = type;
+	offer.region = region;
+	offer.zones = zones;
+	offer.n_zones = 1;
+
+	char *out = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&out, &len);
+	assert_non_null(f);
+	cli_print_json_to(f, &offer.base);
+	fclose(f);
+	assert_non_null(strstr(out, "\"instance_type\": \"gpu\\u009b2J.big\""));
+	assert_non_null(strstr(out, "\"us\xef\xbf\xbd"
+	                            "2J-east\"")); /* not UTF-8: U+FFFD, as before */
+	assert_non_null(strstr(out, "\"z\xc3\xbcrich\\u0085x\xc2\xa0\""));
+	for (const unsigned char *p = (const unsigned char *)out; *p; p++)
+		if (*p == 0x9b || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] < 0xa0))
+			fail_msg("a C1 control in --json output at byte %td: %s", (const char *)p - out, out);
+	free(out);
+
+	cli_clean_text(&offer.base);
+	assert_string_equal(type, "gpu  2J.big");
+	assert_string_equal(region, "us 2J-east");
+	assert_string_equal(zone, "z\xc3\xbcrich  x\xc2\xa0"); /* ü and the no-break space stay */
+}
+
 static void test_arch(void **state)
 {
 	assert_string_equal(cli_arch_name("x86_64"), "x86_64");
@@ -269,9 +309,10 @@ static void test_json(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_sizes), cmocka_unit_test(test_ranges),     cmocka_unit_test(test_gpu),
-	    cmocka_unit_test(test_arch),  cmocka_unit_test(test_clean_text), cmocka_unit_test(test_numbers),
-	    cmocka_unit_test(test_json),
+	    cmocka_unit_test(test_sizes),      cmocka_unit_test(test_ranges),
+	    cmocka_unit_test(test_gpu),        cmocka_unit_test(test_arch),
+	    cmocka_unit_test(test_clean_text), cmocka_unit_test(test_clean_c1),
+	    cmocka_unit_test(test_numbers),    cmocka_unit_test(test_json),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

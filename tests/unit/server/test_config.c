@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -168,6 +169,61 @@ static void test_secret_value_not_in_errors(void **state)
 	assert_null(strstr(err, "topsecretvalue"));
 }
 
+/*
+ * A backend's config is converted to JSON, which expands every alias: the
+ * document is checked whole first (common/dyaml.c). Before, a cycle or
+ * 20,000 nested lists crashed droverd (SIGSEGV, no message), an alias bomb
+ * took gigabytes, and 100,000 keys took over 30 s.
+ */
+static void test_hostile_yaml(void **state)
+{
+	static const char head[] =
+	    "projects:\n  - name: main\n    backends:\n      - name: a\n        type: sim\n";
+	size_t cap = 4 * 1000000, o;
+	char *y = malloc(cap), err[512];
+	struct srv_config *c = NULL;
+	assert_non_null(y);
+
+	o = (size_t)snprintf(y, cap, "%s        config: &c {x: *c}\n", head);
+	assert_int_equal(srv_config_parse("bad.yaml", y, o, &c, err, sizeof(err)), -1);
+	assert_non_null(strstr(err,
+	                       "bad.yaml:6: projects[0].backends[0].config.x: an alias names a node that "
+	                       "contains it (a cycle)"));
+
+	o = (size_t)snprintf(y, cap, "%s        config: {x: ", head);
+	for (int i = 0; i < 20000; i++)
+		y[o++] = '[';
+	for (int i = 0; i < 20000; i++)
+		y[o++] = ']';
+	o += (size_t)snprintf(y + o, cap - o, "}\n");
+	assert_int_equal(srv_config_parse("bad.yaml", y, o, &c, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "bad.yaml:6: projects[0].backends[0].config.x[0][0]"));
+	assert_non_null(strstr(err, "nested more than 64 levels deep"));
+
+	o = (size_t)snprintf(y, cap, "%s        config:\n          a0: &a0 [lol]\n", head);
+	for (int i = 1; i <= 9; i++) {
+		o += (size_t)snprintf(y + o, cap - o, "          a%d: &a%d [", i, i);
+		for (int k = 0; k < 10; k++)
+			o += (size_t)snprintf(y + o, cap - o, "%s*a%d", k ? "," : "", i - 1);
+		o += (size_t)snprintf(y + o, cap - o, "]\n");
+	}
+	clock_t t0 = clock();
+	assert_int_equal(srv_config_parse("bad.yaml", y, o, &c, err, sizeof(err)), -1);
+	assert_non_null(strstr(err, "nodes (an alias counts as a copy of what it names)"));
+	assert_true((double)(clock() - t0) / CLOCKS_PER_SEC < 2.0);
+
+	o = (size_t)snprintf(y, cap, "%s        config:\n", head);
+	for (int i = 0; i < 100000; i++)
+		o += (size_t)snprintf(y + o, cap - o, "          k%d: %d\n", i, i);
+	t0 = clock();
+	if (srv_config_parse("big.yaml", y, o, &c, err, sizeof(err)) != 0)
+		fail_msg("%s", err);
+	assert_true((double)(clock() - t0) / CLOCKS_PER_SEC < 5.0);
+	assert_non_null(strstr(c->projects[0].backends[0].config_json, "\"k99999\":99999"));
+	srv_config_free(c);
+	free(y);
+}
+
 static void test_load_file_and_empty(void **state)
 {
 	char err[512];
@@ -281,6 +337,7 @@ int main(void)
 	    cmocka_unit_test(test_good),
 	    cmocka_unit_test(test_bad),
 	    cmocka_unit_test(test_secret_value_not_in_errors),
+	    cmocka_unit_test(test_hostile_yaml),
 	    cmocka_unit_test(test_load_file_and_empty),
 	    cmocka_unit_test(test_shipped_config),
 	    cmocka_unit_test(test_driver_limits),
