@@ -628,6 +628,12 @@ static int provisioning_field(struct walk *w, const char *key, yaml_node_t *v, c
 		return get_int(w, v, path, &cfg->reconcile_interval_ms, 10, 3600000);
 	if (strcmp(key, "running_check_interval_ms") == 0)
 		return get_int(w, v, path, &cfg->running_check_interval_ms, 0, 86400000);
+	if (strcmp(key, "termination_confirm_window_ms") == 0)
+		return get_int(w, v, path, &cfg->termination_confirm_window_ms, 10, 604800000);
+	if (strcmp(key, "orphan_max_listed") == 0)
+		return get_int(w, v, path, &cfg->orphan_max_listed, 1, 10000000);
+	if (strcmp(key, "orphan_max_adopted") == 0)
+		return get_int(w, v, path, &cfg->orphan_max_adopted, 0, 1000000);
 	return FIELD_UNKNOWN;
 }
 
@@ -661,7 +667,8 @@ static int root_field(struct walk *w, const char *key, yaml_node_t *v, const cha
 	}
 	if (strcmp(key, "provisioning") == 0)
 		return walk_mapping(w, v, path, provisioning_field, cfg,
-		                    "max_tries, reconcile_interval_ms, running_check_interval_ms");
+		                    "max_tries, reconcile_interval_ms, running_check_interval_ms, "
+		                    "termination_confirm_window_ms, orphan_max_listed, orphan_max_adopted");
 	return FIELD_UNKNOWN;
 }
 
@@ -688,6 +695,9 @@ struct srv_config *srv_config_new_default(void)
 	cfg->max_tries = 3;
 	cfg->reconcile_interval_ms = 1000;
 	cfg->running_check_interval_ms = 60000;
+	cfg->termination_confirm_window_ms = 600000;
+	cfg->orphan_max_listed = 10000;
+	cfg->orphan_max_adopted = 1000;
 	return cfg;
 }
 

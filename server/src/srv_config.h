@@ -81,6 +81,13 @@ struct srv_config {
 	int reconcile_interval_ms; /* default 1000 */
 	/* GetInstance of each running machine, to notice one gone behind our back; 0 never; default 60000 */
 	int running_check_interval_ms;
+	/* TerminateInstance answered OK but the machine's end not observed for this long: a warning; default
+	 * 600000 */
+	int termination_confirm_window_ms;
+	/* Per backend and orphan scan: listed machines looked at (default 10000) and adopted (default 1000).
+	 */
+	int orphan_max_listed;
+	int orphan_max_adopted;
 };
 
 /* A config with every default set and no projects, for tests and for running without a file. */
