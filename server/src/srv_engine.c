@@ -313,6 +313,7 @@ void srv_engine_free(struct srv_engine *eng)
 	if (!eng)
 		return;
 	srv__offers_cache_clear(eng);
+	srv__foreign_clear(eng);
 	free(eng->server_id);
 	free(eng);
 }
