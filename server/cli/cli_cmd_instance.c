@@ -482,8 +482,12 @@ int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv)
 	int nargs = argc - optind;
 	const char *sub = nargs > 0 ? argv[optind] : "";
 	/* Options of another subcommand were ignored: 'instance create --status running' made a machine. */
-	if ((n_statuses || all || foreign) && strcmp(sub, "list") != 0) {
-		rc = cli_usage_error("instance: --status, --all and --foreign belong to 'instance list'");
+	if ((n_statuses || all) && strcmp(sub, "list") != 0) {
+		rc = cli_usage_error("instance: --status and --all belong to 'instance list'");
+		goto out;
+	}
+	if (foreign && strcmp(sub, "list") != 0) {
+		rc = cli_usage_error("instance: --foreign belongs to 'instance list'");
 		goto out;
 	}
 	if (foreign && n_statuses) {

@@ -64,6 +64,9 @@ run 0 instance list --foreign
 contains "$OUT" "i-forged-0" "instance list --foreign"
 contains "$OUT" "10020 foreign machine(s) in the last scan" "instance list --foreign"
 run 2 instance list --foreign --status running
+contains "$ERR" "--foreign lists machines" "instance list --foreign --status"
+run 2 instance create --foreign --cpus 2
+contains "$ERR" "--foreign belongs to 'instance list'" "instance create --foreign"
 
 # The healthy backend keeps working beside them, and its instance is fine.
 run 0 --json instance show real
