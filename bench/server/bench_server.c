@@ -1034,7 +1034,7 @@ static void row_churn(const struct opts *o, const struct sizes *sz, struct row *
 	printf("   churn: %d instances, %d client threads each doing CreateInstance (returns RUNNING) then "
 	       "TerminateInstance;\n          timed from the first call until ListInstances shows all %d "
 	       "TERMINATED "
-	       "(driver confirmed): %.0f ms (calls alone %.0f ms)\n",
+	       "(each end observed): %.0f ms (calls alone %.0f ms)\n",
 	       sz->churn, CHURN_THREADS, sz->churn, all_ms, calls_ms);
 }
 

@@ -125,6 +125,8 @@ void drv__host_channel_limits(const struct drv_host *h, struct drv_rpc_channel_o
 
 	if (!l->answer_bytes || !l->offers_answer_bytes)
 		return;
+	if (l->list_answer_bytes > max)
+		max = l->list_answer_bytes;
 	co->max_message_bytes = max;
 	co->memory_quota_bytes = QUOTA_FACTOR * max;
 }
@@ -143,6 +145,9 @@ static void method_limit(const struct drv_host *h, const ProtobufCServiceDescrip
 		lim->count_noun = "offers";
 		if (!lim->max_count)
 			lim->counted_field = 0;
+	} else if (strcmp(svc->methods[idx].name, "ListInstances") == 0 && h->limits.list_answer_bytes) {
+		/* A listing grows with the machines a backend holds, unlike the answers about one. */
+		lim->max_bytes = h->limits.list_answer_bytes;
 	} else {
 		lim->max_bytes = h->limits.answer_bytes;
 	}

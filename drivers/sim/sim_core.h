@@ -79,6 +79,7 @@ struct sim_config {
 	int64_t seed;
 	bool fail_termination;
 	int64_t terminated_retention_ms;
+	double terminate_lie_rate; /* share of TerminateInstance calls answered OK with no effect */
 };
 
 /* The defaults of the declared config fields, for tests and the driver alike. */
@@ -388,6 +389,12 @@ enum sim_fault {
  * deterministic for a given seed and call sequence number (process-wide).
  */
 enum sim_fault sim_fault_draw(const struct sim_config *cfg);
+
+/*
+ * True when this TerminateInstance lies (answers OK and leaves the machine
+ * running), drawn from terminate_lie_rate like the other faults.
+ */
+bool sim_fault_lie(const struct sim_config *cfg);
 
 /*
  * Sleeps the config's latency_ms in small steps, returning early with

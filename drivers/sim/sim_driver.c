@@ -77,6 +77,15 @@ static const struct drv_config_field config_fields[] = {
      .type = DRV_FIELD_BOOLEAN,
      .description = "TerminateInstance always answers UNAVAILABLE (to test termination retries)",
      .default_json = "false"},
+    {.name = "terminate_lie_rate",
+     .type = DRV_FIELD_NUMBER,
+     .description = "Share of TerminateInstance calls that answer OK but leave the machine running (a lying "
+                    "provider, to test that droverd observes termination rather than believing it)",
+     .default_json = "0",
+     .has_minimum = true,
+     .minimum = 0,
+     .has_maximum = true,
+     .maximum = 1},
     {.name = "terminated_retention_s",
      .type = DRV_FIELD_INTEGER,
      .description = "How long a terminated instance or gateway is still answered (TERMINATED, and its "
@@ -135,6 +144,7 @@ static int read_config(struct drv_call *call, struct sim_config *cfg)
 	cfg->synthetic_offers = drv_call_config_int(call, "synthetic_offers", 0);
 	cfg->seed = drv_call_config_int(call, "seed", SIM_DEFAULT_SEED);
 	cfg->fail_termination = drv_call_config_bool(call, "fail_termination", false);
+	cfg->terminate_lie_rate = drv_call_config_number(call, "terminate_lie_rate", 0);
 	cfg->terminated_retention_ms =
 	    drv_call_config_int(call, "terminated_retention_s", SIM_DEFAULT_TERMINATED_RETENTION_S) * 1000;
 	return 0;
@@ -238,6 +248,12 @@ static int terminate_instance(struct drv_call *call, const drv_terminate_instanc
 		c.err =
 		    (struct sim_err){"termination failed: fail_termination is set in this backend's config"};
 		return finish(&c, DRV_EUNAVAILABLE);
+	}
+	if (sim_fault_lie(&c.cfg)) {
+		drv_call_log(call, DRV_LOG_INFO,
+		             "injected lie (terminate_lie_rate %.3f): %s answered OK, left running",
+		             c.cfg.terminate_lie_rate, req->instance_id);
+		return finish(&c, 0);
 	}
 	return finish(&c, sim_instance_terminate(c.st, req->instance_id, &c.err));
 }

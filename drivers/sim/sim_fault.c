@@ -48,6 +48,16 @@ enum sim_fault sim_fault_draw(const struct sim_config *cfg)
 	return SIM_FAULT_NONE;
 }
 
+bool sim_fault_lie(const struct sim_config *cfg)
+{
+	if (cfg->terminate_lie_rate <= 0)
+		return false;
+	pthread_once(&salt_once, make_salt);
+	uint64_t n = atomic_fetch_add(&draws, 1);
+	return unit((uint64_t)cfg->seed * UINT64_C(0x9e3779b97f4a7c15) + process_salt + n * 3 + 1) <
+	       cfg->terminate_lie_rate;
+}
+
 int sim_fault_sleep(const struct sim_config *cfg, bool (*cancelled)(void *ctx), void *ctx)
 {
 	int64_t left = cfg->latency_ms;

@@ -13,6 +13,7 @@ static const char instance_help_head[] =
     "                              [--backend B]... [--ssh-key KEY|@FILE]...\n"
     "                              [--idempotency-key K] [--wait] [--project P] [--json]\n"
     "       drover instance list [--status S]... [--project P | --all] [--json]\n"
+    "       drover instance list --foreign [--project P | --all] [--json]\n"
     "       drover instance show ID|NAME [--project P] [--json]\n"
     "       drover instance terminate ID|NAME [--wait] [--project P] [--json]\n"
     "\n"
@@ -26,7 +27,12 @@ static const char instance_help_head[] =
     "           filters: pending, creating, provisioning, running, terminating,\n"
     "           terminated, failed, termination_failing. \"running (see last\n"
     "           error)\": the server's last check of the machine failed (or it\n"
-    "           was adopted as an orphan); show says why.\n"
+    "           was adopted as an orphan); show says why. \"(unconfirmed)\": its\n"
+    "           termination was answered OK, but the machine's end has not been\n"
+    "           observed within the server's window: it may still be billed.\n"
+    "           --foreign: machines a backend lists with this server's tags but\n"
+    "           without its signature, from the last scan; the server never adopts\n"
+    "           or terminates them.\n"
     "show       one instance with its attempts.\n"
     "terminate  asks for termination; the server confirms it with the driver in\n"
     "           the background. --wait waits for the confirmation (exit 1 if it\n"
@@ -97,6 +103,8 @@ static void print_instance(const Drover__Api__V1__Instance *in)
 		printf("terminated:       %s\n", cli_time_str(in->terminated_unix_ms, ts, sizeof(ts)));
 	if (in->termination_tries)
 		printf("termination tries: %u\n", in->termination_tries);
+	if (in->termination_unconfirmed)
+		printf("termination:      unconfirmed: answered OK, the machine's end not observed yet\n");
 	if (in->last_error[0])
 		printf("last error:       %s\n", in->last_error);
 	if (!in->n_attempts) {
@@ -190,8 +198,9 @@ static const char *list_status(const Drover__Api__V1__Instance *in, char *buf, s
 	char st[32];
 	bool noted =
 	    in->status == DROVER__API__V1__INSTANCE_STATUS__INSTANCE_STATUS_RUNNING && in->last_error[0];
-	snprintf(buf, len, "%s%s%s", status_str(in->status, st, sizeof(st)),
-	         requested_str(in)[0] ? " (terminate requested)" : "", noted ? " (see last error)" : "");
+	snprintf(buf, len, "%s%s%s%s", status_str(in->status, st, sizeof(st)),
+	         requested_str(in)[0] ? " (terminate requested)" : "", noted ? " (see last error)" : "",
+	         in->termination_unconfirmed ? " (unconfirmed)" : "");
 	return buf;
 }
 
@@ -293,6 +302,42 @@ static int instance_table(const Drover__Api__V1__ListInstancesResponse *resp)
 	return 0;
 }
 
+/* The last orphan scan's foreign machines: listed with this server's tags, not signed by it. */
+static int instance_list_foreign(struct cli_ctx *c, const char *project)
+{
+	Drover__Api__V1__ListForeignMachinesRequest req =
+	    DROVER__API__V1__LIST_FOREIGN_MACHINES_REQUEST__INIT;
+	Drover__Api__V1__ListForeignMachinesResponse *resp;
+	req.project = (char *)project;
+	int rc = cli_call_text(c, "ListForeignMachines", &req.base, (ProtobufCMessage **)&resp);
+	if (rc || !resp)
+		return rc;
+	static const char *const hdr[] = {"PROJECT",         "BACKEND", "PROVIDER ID",
+	                                  "DROVER-INSTANCE", "NAME",    "INSTANCE",
+	                                  "REGION",          "WHY",     "SEEN"};
+	struct cli_table *t = cli_table_new(9, hdr);
+	for (size_t i = 0; i < resp->n_machines; i++) {
+		const Drover__Api__V1__ForeignMachine *m = resp->machines[i];
+		char ts[32];
+		const char *row[] = {m->project,
+		                     m->backend,
+		                     m->instance_id[0] ? m->instance_id : "-",
+		                     m->drover_instance,
+		                     m->name[0] ? m->name : "-",
+		                     m->instance_type[0] ? m->instance_type : "-",
+		                     m->region[0] ? m->region : "-",
+		                     m->reason,
+		                     cli_time_str(m->seen_unix_ms, ts, sizeof(ts))};
+		cli_table_row(t, row);
+	}
+	cli_table_print(t, stdout);
+	printf("%llu foreign machine(s) in the last scan%s: not adopted and never terminated by drover\n",
+	       (unsigned long long)resp->total,
+	       resp->total > resp->n_machines ? " (not all listed: 1,000 are kept per backend)" : "");
+	FREE_MSG(resp);
+	return 0;
+}
+
 static int parse_status(const char *s, Drover__Api__V1__InstanceStatus *out)
 {
 	const ProtobufCEnumDescriptor *d = &drover__api__v1__instance_status__descriptor;
@@ -308,7 +353,7 @@ static int parse_status(const char *s, Drover__Api__V1__InstanceStatus *out)
 
 int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv)
 {
-	enum { O_NAME = 400, O_MAX_TRIES, O_BACKEND, O_SSH_KEY, O_IDEM, O_WAIT, O_STATUS, O_ALL };
+	enum { O_NAME = 400, O_MAX_TRIES, O_BACKEND, O_SSH_KEY, O_IDEM, O_WAIT, O_STATUS, O_ALL, O_FOREIGN };
 	static const struct option o[] = {CLI_COMMON_OPTIONS,
 	                                  CLI_REQ_OPTIONS,
 	                                  {"name", required_argument, NULL, O_NAME},
@@ -319,6 +364,7 @@ int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv)
 	                                  {"wait", no_argument, NULL, O_WAIT},
 	                                  {"status", required_argument, NULL, O_STATUS},
 	                                  {"all", no_argument, NULL, O_ALL},
+	                                  {"foreign", no_argument, NULL, O_FOREIGN},
 	                                  {NULL, 0, NULL, 0}};
 	Drover__Api__V1__CreateInstanceRequest creq = DROVER__API__V1__CREATE_INSTANCE_REQUEST__INIT;
 	Drover__Api__V1__ListInstancesRequest lreq = DROVER__API__V1__LIST_INSTANCES_REQUEST__INIT;
@@ -327,7 +373,7 @@ int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv)
 	size_t n_backends = 0, n_keys = 0;
 	Drover__Api__V1__InstanceStatus statuses[16];
 	size_t n_statuses = 0;
-	bool wait = false, all = false, create_only = false;
+	bool wait = false, all = false, create_only = false, foreign = false;
 	uint64_t v;
 	int opt, rc = 0;
 
@@ -431,6 +477,9 @@ int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv)
 		case O_ALL:
 			all = true;
 			break;
+		case O_FOREIGN:
+			foreign = true;
+			break;
 		default:
 			if (cli_common_option(c, opt))
 				break;
@@ -443,6 +492,14 @@ int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv)
 	/* Options of another subcommand were ignored: 'instance create --status running' made a machine. */
 	if ((n_statuses || all) && strcmp(sub, "list") != 0) {
 		rc = cli_usage_error("instance: --status and --all belong to 'instance list'");
+		goto out;
+	}
+	if (foreign && strcmp(sub, "list") != 0) {
+		rc = cli_usage_error("instance: --foreign belongs to 'instance list'");
+		goto out;
+	}
+	if (foreign && n_statuses) {
+		rc = cli_usage_error("instance list: --foreign lists machines, not instances: no --status");
 		goto out;
 	}
 	if (wait && strcmp(sub, "create") != 0 && strcmp(sub, "terminate") != 0) {
@@ -464,6 +521,8 @@ int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv)
 	} else if (create_only) {
 		rc = cli_usage_error("instance: requirement, --name, --backend, --ssh-key, --max-tries and "
 		                     "--idempotency-key belong to 'instance create'");
+	} else if (strcmp(sub, "list") == 0 && nargs == 1 && foreign) {
+		rc = instance_list_foreign(c, all ? "" : c->project);
 	} else if (strcmp(sub, "list") == 0 && nargs == 1) {
 		lreq.project = all ? "" : (char *)c->project;
 		lreq.statuses = statuses;

@@ -354,6 +354,8 @@ static api_instance *instance_msg(struct gc *g, const struct srv_instance *in)
 	m->terminated_unix_ms = in->terminated_at;
 	m->termination_tries = (uint32_t)in->termination_failures;
 	m->terminate_requested = in->terminate_requested;
+	m->termination_unconfirmed =
+	    in->termination_unconfirmed && strcmp(in->status, SRV_ST_TERMINATING) == 0;
 	json_error_t jerr;
 	json_t *arr = json_loads(in->attempts_json ? in->attempts_json : "[]", 0, &jerr);
 	/* Damaged text shows no attempts, as before; out of memory fails the reply. */
@@ -1467,6 +1469,50 @@ static void h_terminate_instance(struct api_call *c)
 	gc_free(&g);
 }
 
+/* ---- foreign machines ---- */
+
+static void h_list_foreign_machines(struct api_call *c)
+{
+	const Drover__Api__V1__ListForeignMachinesRequest *req = (const void *)c->req;
+	const char *project = req->project && req->project[0] ? req->project : NULL;
+	struct gc g = {0};
+	if (project && need_project(c, project) < 0)
+		return;
+	size_t n, count = 0;
+	const struct srv_foreign_scan *scans = srv_engine_foreign_scans(c->api->eng, &n);
+	Drover__Api__V1__ListForeignMachinesResponse resp =
+	    DROVER__API__V1__LIST_FOREIGN_MACHINES_RESPONSE__INIT;
+	for (size_t i = 0; i < n; i++)
+		if (!project || strcmp(scans[i].project, project) == 0)
+			count += scans[i].n_machines;
+	Drover__Api__V1__ForeignMachine *ms = gc_alloc(&g, (count + 1) * sizeof(*ms));
+	resp.machines = gc_alloc(&g, (count + 1) * sizeof(*resp.machines));
+	for (size_t i = 0; !g.oom && i < n; i++) {
+		const struct srv_foreign_scan *f = &scans[i];
+		if (project && strcmp(f->project, project) != 0)
+			continue;
+		resp.total += f->total;
+		for (size_t k = 0; k < f->n_machines; k++) {
+			const struct srv_foreign_machine *fm = &f->machines[k];
+			Drover__Api__V1__ForeignMachine *m = &ms[resp.n_machines];
+			drover__api__v1__foreign_machine__init(m);
+			m->project = f->project;
+			m->backend = f->backend;
+			m->backend_type = f->backend_type;
+			m->instance_id = fm->instance_id;
+			m->drover_instance = fm->tag_instance;
+			m->name = fm->name;
+			m->region = fm->region;
+			m->instance_type = fm->instance_type;
+			m->reason = (char *)fm->reason;
+			m->seen_unix_ms = f->scanned_at;
+			resp.machines[resp.n_machines++] = m;
+		}
+	}
+	reply_gc(c, &g, &resp.base);
+	gc_free(&g);
+}
+
 /* ---- events ---- */
 
 static void h_list_events(struct api_call *c)
@@ -1571,6 +1617,7 @@ static const struct {
     {"ListInstances", h_list_instances},
     {"GetInstance", h_get_instance},
     {"TerminateInstance", h_terminate_instance},
+    {"ListForeignMachines", h_list_foreign_machines},
     {"ListEvents", h_list_events},
 };
 

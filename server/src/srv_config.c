@@ -388,6 +388,8 @@ static int limits_field(struct walk *w, const char *key, yaml_node_t *v, const c
 		return get_int(w, v, path, &l->answer_bytes, 1024, 1 << 30);
 	if (strcmp(key, "offers_answer_bytes") == 0)
 		return get_int(w, v, path, &l->offers_answer_bytes, 1024, 1 << 30);
+	if (strcmp(key, "list_answer_bytes") == 0)
+		return get_int(w, v, path, &l->list_answer_bytes, 1024, 1 << 30);
 	if (strcmp(key, "offers") == 0)
 		return get_int(w, v, path, &l->offers, 1, 10000000);
 	return FIELD_UNKNOWN;
@@ -395,7 +397,8 @@ static int limits_field(struct walk *w, const char *key, yaml_node_t *v, const c
 
 static int parse_limits(struct walk *w, yaml_node_t *v, const char *path, struct srv_driver_limits *l)
 {
-	return walk_mapping(w, v, path, limits_field, l, "answer_bytes, offers_answer_bytes, offers");
+	return walk_mapping(w, v, path, limits_field, l,
+	                    "answer_bytes, offers_answer_bytes, list_answer_bytes, offers");
 }
 
 struct srv_driver_limits srv_config_driver_limits(const struct srv_config *cfg,
@@ -406,6 +409,8 @@ struct srv_driver_limits srv_config_driver_limits(const struct srv_config *cfg,
 		l.answer_bytes = entry->answer_bytes;
 	if (entry && entry->offers_answer_bytes)
 		l.offers_answer_bytes = entry->offers_answer_bytes;
+	if (entry && entry->list_answer_bytes)
+		l.list_answer_bytes = entry->list_answer_bytes;
 	if (entry && entry->offers)
 		l.offers = entry->offers;
 	return l;
@@ -576,6 +581,12 @@ static int provisioning_field(struct walk *w, const char *key, yaml_node_t *v, c
 		return get_int(w, v, path, &cfg->reconcile_interval_ms, 10, 3600000);
 	if (strcmp(key, "running_check_interval_ms") == 0)
 		return get_int(w, v, path, &cfg->running_check_interval_ms, 0, 86400000);
+	if (strcmp(key, "termination_confirm_window_ms") == 0)
+		return get_int(w, v, path, &cfg->termination_confirm_window_ms, 10, 604800000);
+	if (strcmp(key, "orphan_max_listed") == 0)
+		return get_int(w, v, path, &cfg->orphan_max_listed, 1, 10000000);
+	if (strcmp(key, "orphan_max_adopted") == 0)
+		return get_int(w, v, path, &cfg->orphan_max_adopted, 0, 1000000);
 	return FIELD_UNKNOWN;
 }
 
@@ -632,7 +643,8 @@ static int root_field(struct walk *w, const char *key, yaml_node_t *v, const cha
 	}
 	if (strcmp(key, "provisioning") == 0)
 		return walk_mapping(w, v, path, provisioning_field, cfg,
-		                    "max_tries, reconcile_interval_ms, running_check_interval_ms");
+		                    "max_tries, reconcile_interval_ms, running_check_interval_ms, "
+		                    "termination_confirm_window_ms, orphan_max_listed, orphan_max_adopted");
 	return FIELD_UNKNOWN;
 }
 
@@ -658,6 +670,7 @@ struct srv_config *srv_config_new_default(void)
 	cfg->shutdown_grace_ms = 3000;
 	cfg->limits.answer_bytes = 1 << 20;
 	cfg->limits.offers_answer_bytes = 16 << 20;
+	cfg->limits.list_answer_bytes = 8 << 20;
 	cfg->limits.offers = 20000;
 	cfg->max_tries = 3;
 	cfg->reconcile_interval_ms = 1000;
@@ -667,6 +680,9 @@ struct srv_config *srv_config_new_default(void)
 	cfg->driver_log_lines_per_s = 1000;
 	cfg->driver_log_bytes_per_s = 1 << 20;
 	cfg->driver_log_line_max = 16 << 10;
+	cfg->termination_confirm_window_ms = 600000;
+	cfg->orphan_max_listed = 10000;
+	cfg->orphan_max_adopted = 1000;
 	return cfg;
 }
 

@@ -39,8 +39,9 @@ struct srv_config_project {
  * drivers.limits'.
  */
 struct srv_driver_limits {
-	int answer_bytes;        /* every answer but GetOffers', default 1 MiB */
+	int answer_bytes;        /* every answer but GetOffers' and ListInstances', default 1 MiB */
 	int offers_answer_bytes; /* one GetOffers answer, default 16 MiB */
+	int list_answer_bytes;   /* one ListInstances answer, default 8 MiB */
 	int offers;              /* offers in one GetOffers answer, default 20,000 */
 };
 
@@ -105,6 +106,13 @@ struct srv_config {
 	int reconcile_interval_ms; /* default 1000 */
 	/* GetInstance of each running machine, to notice one gone behind our back; 0 never; default 60000 */
 	int running_check_interval_ms;
+	/* TerminateInstance answered OK but the machine's end not observed for this long: a warning; default
+	 * 600000 */
+	int termination_confirm_window_ms;
+	/* Per backend and orphan scan: listed machines looked at (default 10000) and adopted (default 1000).
+	 */
+	int orphan_max_listed;
+	int orphan_max_adopted;
 };
 
 /* The limits of one driver: `entry`'s (may be NULL) where set, else cfg->limits. */

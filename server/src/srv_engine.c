@@ -314,6 +314,7 @@ void srv_engine_free(struct srv_engine *eng)
 		return;
 	srv__offers_cache_clear(eng);
 	srv__offer_warns_free(eng);
+	srv__foreign_clear(eng);
 	free(eng->server_id);
 	free(eng);
 }

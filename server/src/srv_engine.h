@@ -14,8 +14,9 @@
  * "creating" are resumed with the same key. A reconciliation loop on a timer
  * polls GetInstance until an instance has an address, retries
  * TerminateInstance with backoff, never marks an instance terminated without
- * the driver's confirmation, and finds orphans through ListInstances and the
- * server's tags.
+ * observing the machine's end (GetInstance or ListInstances after
+ * TerminateInstance answered OK), and finds orphans through ListInstances and
+ * the server's signed tags.
  *
  * Threads: the loop thread only; callbacks run there.
  */
@@ -186,10 +187,43 @@ void srv_engine_event(struct srv_engine *eng, int level, const char *kind, const
 
 /*
  * Asks every backend whose driver is up for the machines carrying this
- * server's tag, and adopts (as "running", with a warning event) any the store
- * does not know. Runs by itself a few seconds after start and every minute.
+ * server's tag. A machine whose signature tag verifies (droverd made it)
+ * and that the store does not know is adopted (as "running", with a warning
+ * event); one the store holds terminated or failed that is listed alive
+ * goes back to "terminating". A machine with the tags but no valid
+ * signature is foreign: kept for srv_engine_foreign_scans, reported in one
+ * event per backend and scan, never adopted and never terminated. Each
+ * backend's scan looks at provisioning.orphan_max_listed machines and adopts
+ * orphan_max_adopted at most. Runs by itself a few seconds after start and
+ * every minute.
  */
 void srv_engine_find_orphans(struct srv_engine *eng);
+
+/* A foreign machine as listed; strings cut to SRV_FOREIGN_FIELD_MAX bytes, unprintable bytes as '?'. */
+struct srv_foreign_machine {
+	char *instance_id;  /* the provider's id */
+	char *tag_instance; /* its drover-instance tag */
+	char *name, *region, *instance_type;
+	const char *reason; /* static text: why it does not verify */
+};
+#define SRV_FOREIGN_FIELD_MAX 128
+/* Foreign machines kept per backend; more are counted in `total` only. */
+#define SRV_FOREIGN_KEPT 1000
+
+/* The last scan of one backend that found foreign machines. */
+struct srv_foreign_scan {
+	char *project, *backend, *backend_type;
+	int64_t scanned_at;
+	size_t total;
+	struct srv_foreign_machine *machines;
+	size_t n_machines;
+};
+
+/*
+ * The last scan's foreign machines, per backend (only backends that had
+ * any); borrowed, valid until the loop runs again.
+ */
+const struct srv_foreign_scan *srv_engine_foreign_scans(const struct srv_engine *eng, size_t *n);
 
 /* For tests: runs one reconciliation pass now. */
 void srv_engine_reconcile_now(struct srv_engine *eng);

@@ -24,6 +24,15 @@ struct create_op;
 /* How often the store's tagged machines are compared with every backend's. */
 #define ORPHAN_SCAN_EVERY_MS 60000
 
+/*
+ * The tags droverd gives every machine it creates: its server id, the
+ * instance id, and the signature of the instance id, project and backend
+ * name (srv_secrets_sign_machine), which proves droverd made it.
+ */
+#define SRV_TAG_SERVER "drover-server"
+#define SRV_TAG_INSTANCE "drover-instance"
+#define SRV_TAG_SIGNATURE "drover-sig"
+
 struct srv_engine {
 	uv_loop_t *loop;
 	struct srv_store *st;
@@ -44,6 +53,9 @@ struct srv_engine {
 	struct create_op *ops;
 	/* When each backend last had its dropped offers reported (srv_offers.c). */
 	struct offer_warn *offer_warns;
+	/* The last orphan scan's foreign machines, one entry per backend that had any (srv_orphans.c). */
+	struct srv_foreign_scan *foreign;
+	size_t n_foreign;
 };
 
 /* UNAVAILABLE, DEADLINE_EXCEEDED and the like: the driver may or may not have acted. */
@@ -100,6 +112,12 @@ struct srv_instance *srv__create_row(struct srv_engine *eng, const char *id);
 void srv__offers_cache_clear(struct srv_engine *eng);
 /* Frees the record of warnings about dropped offers (srv_offers.c). */
 void srv__offer_warns_free(struct srv_engine *eng);
+/* srv_reconcile.c: a row (re)starting termination: no OK, no look, no warning yet. */
+void srv__termination_reset(struct srv_instance *in);
+/* srv_reconcile.c: the value of a listed machine's tag `key` in *value; false when it has none. */
+bool srv__listed_tag(const drv_listed_instance *li, const char *key, const char **value);
+/* srv_orphans.c: forgets every kept foreign machine. */
+void srv__foreign_clear(struct srv_engine *eng);
 /* srv_reconcile.c: a reconciliation pass on the next loop turn; the timer's callback. */
 void srv__engine_kick(struct srv_engine *eng);
 void srv__reconcile_timer_cb(uv_timer_t *t);

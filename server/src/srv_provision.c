@@ -15,6 +15,7 @@
 #include "srv_engine.h"
 #include "srv_engine_internal.h"
 #include "srv_log.h"
+#include "srv_secrets.h"
 #include "srv_store.h"
 #include "srv_supervisor.h"
 
@@ -684,20 +685,36 @@ static void create_send(struct create_op *op)
 	}
 	drv_create_instance_request req = DROVER__COMPUTE__V1__CREATE_INSTANCE_REQUEST__INIT;
 	drv_instance_configuration ic = DROVER__COMPUTE__V1__INSTANCE_CONFIGURATION__INIT;
-	drv_tag_entry tags[2], *tagp[2];
-	for (int i = 0; i < 2; i++) {
+	drv_tag_entry tags[3], *tagp[3];
+	for (int i = 0; i < 3; i++) {
 		drover__compute__v1__instance_configuration__tags_entry__init(&tags[i]);
 		tagp[i] = &tags[i];
 	}
-	/* The server's tags let ListInstances find machines the store forgot (orphans). */
-	tags[0].key = "drover-server";
+	/*
+	 * The server's tags let ListInstances find machines the store forgot
+	 * (orphans); the signature proves droverd made the machine, so that only
+	 * such machines are adopted (srv_orphans.c).
+	 */
+	char sig[SRV_SECRETS_SIG_LEN + 1];
+	struct srv_secrets *sec = srv_store_secrets(eng->st);
+	size_t n_tags = 2;
+	tags[0].key = SRV_TAG_SERVER;
 	tags[0].value = eng->server_id;
-	tags[1].key = "drover-instance";
+	tags[1].key = SRV_TAG_INSTANCE;
 	tags[1].value = in->id;
+	if (sec && srv_secrets_sign_machine(sec, in->id, in->project, in->backend, sig) == 0) {
+		tags[2].key = SRV_TAG_SIGNATURE;
+		tags[2].value = sig;
+		n_tags = 3;
+	} else {
+		srv_warn("engine",
+		         "instance %s: cannot sign its machine (no key); it will not be adopted if lost",
+		         in->id);
+	}
 	ic.name = in->name;
 	ic.project = in->project;
 	ic.idempotency_key = key;
-	ic.n_tags = 2;
+	ic.n_tags = n_tags;
 	ic.tags = tagp;
 	ic.n_ssh_public_keys = op->n_ssh;
 	ic.ssh_public_keys = op->ssh_keys;

@@ -9,7 +9,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 
 #define KEY_LEN 32
@@ -17,9 +19,24 @@
 #define TAG_LEN 16
 #define BLOB_VERSION 1
 
+/* The label that derives the machine-signing key from the secrets key. */
+#define SIGN_LABEL "drover/machine-signature/v1"
+
 struct srv_secrets {
 	unsigned char key[KEY_LEN];
+	unsigned char sign_key[KEY_LEN]; /* HMAC-SHA256(key, SIGN_LABEL) */
 };
+
+/* Derives the signing key; -1 when OpenSSL fails. */
+static int derive(struct srv_secrets *s)
+{
+	unsigned int len = 0;
+	if (!HMAC(EVP_sha256(), s->key, KEY_LEN, (const unsigned char *)SIGN_LABEL, strlen(SIGN_LABEL),
+	          s->sign_key, &len) ||
+	    len != KEY_LEN)
+		return -1;
+	return 0;
+}
 
 static int read_key(int fd, unsigned char *key)
 {
@@ -34,6 +51,19 @@ static int read_key(int fd, unsigned char *key)
 	}
 	char extra;
 	return read(fd, &extra, 1) == 0 ? 0 : -1;
+}
+
+static int derive_or_fail(struct srv_secrets *s, const char *path, struct srv_secrets **out, char *err,
+                          size_t errlen)
+{
+	if (derive(s) < 0) {
+		snprintf(err, errlen, "%s: cannot derive the machine-signing key (OpenSSL HMAC failed)",
+		         path);
+		srv_secrets_free(s);
+		return -1;
+	}
+	*out = s;
+	return 0;
 }
 
 int srv_secrets_open(const char *path, struct srv_secrets **out, char *err, size_t errlen)
@@ -58,8 +88,7 @@ int srv_secrets_open(const char *path, struct srv_secrets **out, char *err, size
 			return -1;
 		}
 		close(fd);
-		*out = s;
-		return 0;
+		return derive_or_fail(s, path, out, err, errlen);
 	}
 	if (errno != EEXIST) {
 		snprintf(err, errlen, "%s: cannot create: %s", path, strerror(errno));
@@ -97,8 +126,7 @@ int srv_secrets_open(const char *path, struct srv_secrets **out, char *err, size
 		return -1;
 	}
 	close(fd);
-	*out = s;
-	return 0;
+	return derive_or_fail(s, path, out, err, errlen);
 }
 
 void srv_secrets_free(struct srv_secrets *s)
@@ -183,4 +211,42 @@ fail:
 	*out = plain;
 	*out_len = plen;
 	return 0;
+}
+
+int srv_secrets_sign_machine(const struct srv_secrets *s, const char *instance_id, const char *project,
+                             const char *backend, char *out)
+{
+	/* NUL-separated: no two triples of C strings give the same message. */
+	size_t li = strlen(instance_id), lp = strlen(project), lb = strlen(backend);
+	size_t len = li + 1 + lp + 1 + lb;
+	unsigned char *msg = malloc(len);
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned int mlen = 0;
+	if (!msg)
+		return -1;
+	memcpy(msg, instance_id, li + 1);
+	memcpy(msg + li + 1, project, lp + 1);
+	memcpy(msg + li + 1 + lp + 1, backend, lb);
+	bool ok = HMAC(EVP_sha256(), s->sign_key, KEY_LEN, msg, len, mac, &mlen) && mlen >= 16;
+	free(msg);
+	if (!ok)
+		return -1;
+	static const char hex[] = "0123456789abcdef";
+	memcpy(out, "v1-", 3);
+	for (int i = 0; i < 16; i++) {
+		out[3 + 2 * i] = hex[mac[i] >> 4];
+		out[3 + 2 * i + 1] = hex[mac[i] & 15];
+	}
+	out[SRV_SECRETS_SIG_LEN] = '\0';
+	return 0;
+}
+
+bool srv_secrets_verify_machine(const struct srv_secrets *s, const char *instance_id, const char *project,
+                                const char *backend, const char *sig)
+{
+	char want[SRV_SECRETS_SIG_LEN + 1];
+	if (!s || !sig || strlen(sig) != SRV_SECRETS_SIG_LEN ||
+	    srv_secrets_sign_machine(s, instance_id, project, backend, want) < 0)
+		return false;
+	return CRYPTO_memcmp(want, sig, SRV_SECRETS_SIG_LEN) == 0;
 }

@@ -9,6 +9,7 @@
 #ifndef SRV_SECRETS_H
 #define SRV_SECRETS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct srv_secrets;
@@ -37,5 +38,23 @@ int srv_secrets_seal(struct srv_secrets *s, const char *what, const void *plain,
  */
 int srv_secrets_open_blob(struct srv_secrets *s, const char *what, const unsigned char *blob, size_t len,
                           char **out, size_t *out_len);
+
+/*
+ * Machine signatures. droverd tags every machine it creates with an
+ * HMAC-SHA256 of the instance id, the project and the backend name, under a
+ * key derived from the secrets key with its own label (so the signatures
+ * reveal nothing of the key that seals secrets). A listed machine whose tag
+ * verifies was provably made by this data directory's droverd; anything else
+ * carrying droverd's tags is foreign. The tag value is "v1-" and the first
+ * 128 bits of the MAC in lowercase hex: short, and within every provider's
+ * tag and label alphabet (GCP labels take only [a-z0-9_-], 63 characters).
+ */
+#define SRV_SECRETS_SIG_LEN 35
+/* Writes the signature and a NUL into out (SRV_SECRETS_SIG_LEN + 1 bytes). 0, or -1 when OpenSSL fails. */
+int srv_secrets_sign_machine(const struct srv_secrets *s, const char *instance_id, const char *project,
+                             const char *backend, char *out);
+/* True when `sig` (may be NULL) is the signature of these three; compared in constant time. */
+bool srv_secrets_verify_machine(const struct srv_secrets *s, const char *instance_id, const char *project,
+                                const char *backend, const char *sig);
 
 #endif

@@ -49,6 +49,10 @@ static const char *const migrations[] = {
     "ALTER TABLE events ADD COLUMN driver TEXT;",
     /* 2 → 3: a terminate asked for while the create call is out, kept until it ends. */
     "ALTER TABLE instances ADD COLUMN terminate_requested INTEGER NOT NULL DEFAULT 0;",
+    /* 3 → 4: termination is observed, not believed (issue 12). */
+    "ALTER TABLE instances ADD COLUMN termination_acked_at INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE instances ADD COLUMN termination_checks INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE instances ADD COLUMN termination_unconfirmed INTEGER NOT NULL DEFAULT 0;",
 };
 
 #define N_MIGRATIONS (sizeof(migrations) / sizeof(migrations[0]))
@@ -57,7 +61,8 @@ _Static_assert(N_MIGRATIONS == SRV_STORE_SCHEMA_VERSION, "one migration per sche
 #define INSTANCE_COLS                                                                                        \
 	"id, project, backend, backend_type, name, status, offer, provisioning, idempotency_key, attempts,"  \
 	" last_error, created_at, updated_at, termination_failures, next_check_at, requirements, ssh_keys,"  \
-	" terminated_at, terminate_requested"
+	" terminated_at, terminate_requested, termination_acked_at, termination_checks,"                     \
+	" termination_unconfirmed"
 
 enum stmt_id {
 	S_INSTANCE_PUT,
@@ -97,8 +102,8 @@ static const char *const stmt_sql[S_COUNT] = {
         "INSERT INTO instances(id, project, backend, backend_type, name, status, offer,"
         " provisioning, idempotency_key, attempts, last_error, created_at, updated_at,"
         " termination_failures, next_check_at, requirements, ssh_keys, terminated_at,"
-        " terminate_requested)"
-        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)"
+        " terminate_requested, termination_acked_at, termination_checks, termination_unconfirmed)"
+        " VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22)"
         " ON CONFLICT(id) DO UPDATE SET project=excluded.project, backend=excluded.backend,"
         " backend_type=excluded.backend_type, name=excluded.name, status=excluded.status,"
         " offer=excluded.offer, provisioning=excluded.provisioning,"
@@ -106,7 +111,9 @@ static const char *const stmt_sql[S_COUNT] = {
         " last_error=excluded.last_error, updated_at=excluded.updated_at,"
         " termination_failures=excluded.termination_failures, next_check_at=excluded.next_check_at,"
         " requirements=excluded.requirements, ssh_keys=excluded.ssh_keys,"
-        " terminated_at=excluded.terminated_at, terminate_requested=excluded.terminate_requested",
+        " terminated_at=excluded.terminated_at, terminate_requested=excluded.terminate_requested,"
+        " termination_acked_at=excluded.termination_acked_at, termination_checks=excluded.termination_checks,"
+        " termination_unconfirmed=excluded.termination_unconfirmed",
     [S_INSTANCE_GET] = "SELECT " INSTANCE_COLS " FROM instances WHERE id = ?1",
     [S_EVENT_ADD] = "INSERT INTO events(ts, project, instance, kind, message, level, backend, driver)"
                     " VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
@@ -140,6 +147,11 @@ static int db_err(struct srv_store *st, const char *what)
 const char *srv_store_errmsg(const struct srv_store *st)
 {
 	return st->err;
+}
+
+struct srv_secrets *srv_store_secrets(const struct srv_store *st)
+{
+	return st->secrets;
 }
 
 static sqlite3_stmt *stmt(struct srv_store *st, enum stmt_id id)
@@ -826,6 +838,9 @@ int srv_store_instance_put(struct srv_store *st, struct srv_instance *in)
 	sqlite3_bind_text(s, 17, in->ssh_keys_json ? in->ssh_keys_json : "[]", -1, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 18, in->terminated_at);
 	sqlite3_bind_int(s, 19, in->terminate_requested ? 1 : 0);
+	sqlite3_bind_int64(s, 20, in->termination_acked_at);
+	sqlite3_bind_int64(s, 21, in->termination_checks);
+	sqlite3_bind_int(s, 22, in->termination_unconfirmed ? 1 : 0);
 	int rc = sqlite3_step(s);
 	sqlite3_reset(s);
 	return rc == SQLITE_DONE ? 0 : db_err(st, "instance put");
@@ -857,6 +872,9 @@ static struct srv_instance *instance_row(sqlite3_stmt *s)
 	in->ssh_keys_json = col_str(s, 16, &oom);
 	in->terminated_at = sqlite3_column_int64(s, 17);
 	in->terminate_requested = sqlite3_column_int(s, 18) != 0;
+	in->termination_acked_at = sqlite3_column_int64(s, 19);
+	in->termination_checks = sqlite3_column_int64(s, 20);
+	in->termination_unconfirmed = sqlite3_column_int(s, 21) != 0;
 	if (oom) {
 		srv_instance_free(in);
 		return NULL;

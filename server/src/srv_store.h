@@ -21,7 +21,7 @@ struct srv_store;
 struct srv_secrets;
 
 /* The newest schema version this build knows (PRAGMA user_version). */
-#define SRV_STORE_SCHEMA_VERSION 3
+#define SRV_STORE_SCHEMA_VERSION 4
 
 /*
  * Opens or creates the database at `path` (":memory:" works) and runs every
@@ -33,6 +33,8 @@ int srv_store_open(const char *path, struct srv_secrets *secrets, struct srv_sto
                    size_t errlen);
 void srv_store_close(struct srv_store *st);
 const char *srv_store_errmsg(const struct srv_store *st);
+/* The key the store was opened with (borrowed; may be NULL), which also signs droverd's machines. */
+struct srv_secrets *srv_store_secrets(const struct srv_store *st);
 int srv_store_schema_version(struct srv_store *st);
 
 /* Groups writes into one transaction (nesting is counted). */
@@ -110,7 +112,9 @@ struct srv_backend *srv_backend_dup(const struct srv_backend *b);
  * CreateInstance is (or may be) in flight with `idempotency_key`; on restart
  * it is resumed with the same key. "provisioning": the driver made it, no
  * address yet. "running": has an address. "terminating": termination asked,
- * not yet confirmed by the driver. "terminated": the driver confirmed.
+ * its end not yet observed. "terminated": droverd observed the machine's
+ * end (GetInstance says TERMINATED or NOT_FOUND, or ListInstances by its tag
+ * no longer lists it) after TerminateInstance answered OK.
  * "failed": no machine was made (every attempt refused).
  */
 #define SRV_ST_PENDING "pending"
@@ -149,6 +153,17 @@ struct srv_instance {
 	 * without trying further offers.
 	 */
 	bool terminate_requested;
+	/*
+	 * Termination is observed, not believed. termination_acked_at: when
+	 * TerminateInstance first answered OK for this termination (0: not yet);
+	 * the window of the termination.unconfirmed warning runs from it.
+	 * termination_checks: observations since then that found the machine
+	 * still there (their backoff). termination_unconfirmed: that warning was
+	 * raised. All three are reset when a row starts terminating again.
+	 */
+	int64_t termination_acked_at;
+	int64_t termination_checks;
+	bool termination_unconfirmed;
 };
 
 /* Inserts or replaces by id. Fields are borrowed; updated_at is set to now. */

@@ -254,7 +254,9 @@ static char *name_limit(const char *method, int code, const char *message)
 
 	if (code != DRV_ERANGE || !strstr(message, " answer ") || !strstr(message, "limit"))
 		return NULL;
-	if (strcmp(method, "GetOffers") != 0)
+	if (strcmp(method, "ListInstances") == 0)
+		field = "drivers.limits.list_answer_bytes";
+	else if (strcmp(method, "GetOffers") != 0)
 		field = "drivers.limits.answer_bytes";
 	else if (strstr(message, " offers, the limit"))
 		field = "drivers.limits.offers";
@@ -422,6 +424,7 @@ static void start_work_cb(uv_work_t *req)
 	struct srv_driver_limits lim = srv_config_driver_limits(cfg, e->limits);
 	struct drv_answer_limits al = {.answer_bytes = (size_t)lim.answer_bytes,
 	                               .offers_answer_bytes = (size_t)lim.offers_answer_bytes,
+	                               .list_answer_bytes = (size_t)lim.list_answer_bytes,
 	                               .offers = (size_t)lim.offers};
 	if (e->remote) {
 		const struct srv_config_remote *r = e->rcfg;

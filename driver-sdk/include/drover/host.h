@@ -39,8 +39,9 @@ typedef void (*drv_host_exit_cb)(void *ud, const char *driver_name, int64_t exit
  * reports large answers itself.
  */
 struct drv_answer_limits {
-	size_t answer_bytes;        /* every answer but GetOffers'; 0: no limit of its own */
+	size_t answer_bytes; /* every answer but GetOffers' and ListInstances'; 0: no limit of its own */
 	size_t offers_answer_bytes; /* a GetOffers answer; 0: no limit of its own */
+	size_t list_answer_bytes;   /* a ListInstances answer; 0: answer_bytes */
 	size_t offers;              /* offers in one GetOffers answer; 0: no limit */
 };
 

@@ -2,7 +2,10 @@
 # Randomized crash torture of the promise of issue 3 §6: state is written
 # before and after each driver call, so a server crash at any point never
 # makes a second machine and never forgets one, and no instance is marked
-# terminated without the driver's confirmation.
+# terminated without an observation of its machine's end (issue 12 §5): the
+# sim's TerminateInstance lies now and then (terminate_lie_rate: OK, and the
+# machine keeps running), and no row may end terminated while its machine
+# lives.
 #
 # Each round starts creates (some retried by the client with the same
 # idempotency key) and terminates through the CLI in the background, then
@@ -48,7 +51,8 @@ projects:
       - name: sim
         type: sim
         config: {latency_ms: $((50 + RANDOM % 250)), provisioning_delay_ms: 300, capacity: 2,
-                 state_file: $SIM, error_rate: ${3:-0.1}, crash_rate: ${2:-0.03}, seed: $1}
+                 state_file: $SIM, error_rate: ${3:-0.1}, crash_rate: ${2:-0.03}, seed: $1,
+                 terminate_lie_rate: 0.25}
 provisioning: {max_tries: 3, reconcile_interval_ms: 100}
 YAML
 }
@@ -128,10 +132,31 @@ check_invariants() { # prints violations into $T/violations; true when none
 # Settled: nothing creating or terminating, and the invariants hold (an
 # orphan is adopted by the scan 5 s after a start, so this may take that
 # long). A row still in flight after TORTURE_SETTLE_S (20) is reported too.
+# Checked at every look, not only once settled: a row "terminated" is an
+# observation of its machine's end, and machines never come back here, so no
+# snapshot may show one whose machine lives (the store is read before the
+# sim's state). A believed lie shows here even when a later orphan scan
+# repairs it.
+check_no_believed_termination() {
+	cp "$SIM" "$T/sim.strict.json" 2>/dev/null || return 0
+	jq -rn --slurpfile store "$T/store.json" --slurpfile sim "$T/sim.strict.json" '
+		([$sim[0].instances // [] | .[] | select(.terminated | not)]) as $live
+		| $store[0].instances[] | select(.status == "INSTANCE_STATUS_TERMINATED")
+		| .id as $iid | (.provisioning_data.instance_id // "") as $mid
+		| select([$live[] | select(.tags["drover-instance"] == $iid or .id == $mid)] | length > 0)
+		| "row \(.id) (\(.name)) is terminated but its machine \($mid) lives"' >"$T/believed" ||
+		fail "the termination check itself failed"
+	if [[ -s $T/believed ]]; then
+		KEEP_TMP=1
+		fail "round $1: $(cat "$T/believed")"
+	fi
+}
+
 settle() {
 	local deadline=$((SECONDS + ${TORTURE_SETTLE_S:-20}))
 	while ((SECONDS < deadline)); do
 		snapshot_store
+		check_no_believed_termination "$1"
 		if ! jq -e '.instances[] | select(.status == "INSTANCE_STATUS_CREATING" or .status == "INSTANCE_STATUS_TERMINATING" or .status == "INSTANCE_STATUS_TERMINATION_FAILING")' \
 			"$T/store.json" >/dev/null && check_invariants; then
 			return 0
@@ -287,6 +312,7 @@ count() { grep -c "$1" "$LOG" || true; }
 log "creates resumed after a crash: $(count 'resuming attempt'); sim crashes injected: $(count 'injected crash');" \
 	"uncertain attempts: $(count 'instance.attempt_uncertain\|retrying with the same key');" \
 	"orphans adopted: $(count 'orphan.*adopted'); termination retries: $(count 'TerminateInstance failed');" \
+	"lying terminates: $(count 'injected lie');" \
 	"terminates while creating: $(cat "$T"/term-*.out 2>/dev/null | jq -s '[.[] | select(.instance.terminate_requested == true and .instance.status == "INSTANCE_STATUS_CREATING")] | length');" \
 	"while looking up offers: $(cat "$T"/term-*.out 2>/dev/null | jq -s '[.[] | select(.instance.terminate_requested == true and .instance.status == "INSTANCE_STATUS_FAILED")] | length')"
 log "ok: $ROUNDS rounds, $n_created acknowledged creates, $n_terminated acknowledged terminates"

@@ -296,6 +296,7 @@ static void test_driver_limits(void **state)
 	struct srv_driver_limits l = srv_config_driver_limits(c, NULL);
 	assert_int_equal(l.answer_bytes, 1 << 20);
 	assert_int_equal(l.offers_answer_bytes, 16 << 20);
+	assert_int_equal(l.list_answer_bytes, 8 << 20);
 	assert_int_equal(l.offers, 20000);
 	srv_config_free(c);
 	if (srv_config_parse("limits.yaml", yaml, strlen(yaml), &c, err, sizeof(err)) != 0)
@@ -331,6 +332,44 @@ static void test_driver_limits(void **state)
 	}
 }
 
+/* The termination window and the orphan scan's caps (issue 12): defaults, values, and bounds. */
+static void test_termination_and_orphan_fields(void **state)
+{
+	char err[512] = "";
+	struct srv_config *c;
+	assert_int_equal(srv_config_parse("d.yaml", "", 0, &c, err, sizeof(err)), 0);
+	assert_int_equal(c->termination_confirm_window_ms, 600000);
+	assert_int_equal(c->orphan_max_listed, 10000);
+	assert_int_equal(c->orphan_max_adopted, 1000);
+	srv_config_free(c);
+	const char *y = "provisioning: {termination_confirm_window_ms: 1500, orphan_max_listed: 50,\n"
+	                "               orphan_max_adopted: 0}\n";
+	int rc = srv_config_parse("t.yaml", y, strlen(y), &c, err, sizeof(err));
+	if (rc)
+		fail_msg("%s", err);
+	assert_int_equal(c->termination_confirm_window_ms, 1500);
+	assert_int_equal(c->orphan_max_listed, 50);
+	assert_int_equal(c->orphan_max_adopted, 0);
+	srv_config_free(c);
+	const struct bad_case cases[] = {
+	    {"provisioning:\n  termination_confirm_window_ms: 0\n",
+	     "bad.yaml:2: provisioning.termination_confirm_window_ms: 0 is out of range"},
+	    {"provisioning:\n  orphan_max_listed: 0\n",
+	     "bad.yaml:2: provisioning.orphan_max_listed: 0 is out of range"},
+	    {"provisioning:\n  orphan_max_adopted: -1\n",
+	     "bad.yaml:2: provisioning.orphan_max_adopted: -1 is out of range"},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		c = NULL;
+		assert_int_equal(
+		    srv_config_parse("bad.yaml", cases[i].yaml, strlen(cases[i].yaml), &c, err, sizeof(err)),
+		    -1);
+		assert_null(c);
+		if (!strstr(err, cases[i].expect))
+			fail_msg("case %zu: got \"%s\", expected \"%s\"", i, err, cases[i].expect);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -341,6 +380,7 @@ int main(void)
 	    cmocka_unit_test(test_load_file_and_empty),
 	    cmocka_unit_test(test_shipped_config),
 	    cmocka_unit_test(test_driver_limits),
+	    cmocka_unit_test(test_termination_and_orphan_fields),
 	};
 	return cmocka_run_group_tests_name("server_config", tests, NULL, NULL);
 }

@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -673,62 +675,107 @@ static void test_terminate_during_offers(void **state)
 	free(path);
 }
 
-static void test_orphan_adopted(void **state)
+/*
+ * Makes a machine through backend `backend`'s driver with these tags (pairs
+ * of key and value), as a droverd whose store was lost (or a forger) would.
+ */
+static void make_machine(struct fx *f, const char *backend, const char *key, const char *const *kv,
+                         size_t n_tags)
 {
-	struct fx *f = *state;
-	add_backend(f, "o", "sim", "{\"state_file\": \"%s/o.json\"}");
-	/* A machine made with this server's tags that the store never heard of (a lost database, say). */
 	struct offers_out oo = {0};
-	struct srv_offers_query q = {.project = "p"};
+	const char *only[] = {backend};
+	struct srv_offers_query q = {.project = "p", .backends = only, .n_backends = 1};
 	srv_engine_offers(f->eng, &q, offers_cb, &oo);
 	assert_true(run_until(&f->loop, &oo.done, 10000));
+	assert_true(oo.res->n_items > 0);
 	struct srv_backend *be;
-	assert_int_equal(srv_store_backend_get(f->st, "p", "o", &be), 0);
+	assert_int_equal(srv_store_backend_get(f->st, "p", backend, &be), 0);
 	struct srv_bcfg bc;
 	srv_bcfg_init(&bc, be);
 	drv_create_instance_request creq = DROVER__COMPUTE__V1__CREATE_INSTANCE_REQUEST__INIT;
 	drv_instance_configuration ic = DROVER__COMPUTE__V1__INSTANCE_CONFIGURATION__INIT;
-	drv_tag_entry t0 = DROVER__COMPUTE__V1__INSTANCE_CONFIGURATION__TAGS_ENTRY__INIT, t1 = t0, t2 = t0;
-	drv_tag_entry *tags[] = {&t0, &t1};
-	t0.key = "drover-server";
-	t0.value = "s-test";
-	t1.key = "drover-instance";
-	t1.value = "i-lost";
-	ic.name = "lost";
+	drv_tag_entry t[4], *tp[4];
+	for (size_t i = 0; i < n_tags; i++) {
+		drover__compute__v1__instance_configuration__tags_entry__init(&t[i]);
+		t[i].key = (char *)kv[2 * i];
+		t[i].value = (char *)kv[2 * i + 1];
+		tp[i] = &t[i];
+	}
+	ic.name = (char *)key;
 	ic.project = "p";
-	ic.idempotency_key = "lost/1";
-	ic.n_tags = 2;
-	ic.tags = tags;
+	ic.idempotency_key = (char *)key;
+	ic.n_tags = n_tags;
+	ic.tags = tp;
 	creq.config = &bc.cfg;
 	creq.offer = (drv_offer *)oo.res->items[0].offer;
 	creq.instance = &ic;
 	bool made = false;
-	srv_supervisor_call(f->sup, "sim", "CreateInstance", &creq.base, 5000, done_cb, &made);
-	assert_true(run_until(&f->loop, &made, 5000));
-	/* Another server's machine on the same backend: not ours, never adopted. */
-	drv_tag_entry *tags2[] = {&t2};
-	t2.key = "drover-server";
-	t2.value = "s-someone-else";
-	ic.name = "theirs";
-	ic.idempotency_key = "theirs/1";
-	ic.n_tags = 1;
-	ic.tags = tags2;
-	made = false;
-	srv_supervisor_call(f->sup, "sim", "CreateInstance", &creq.base, 5000, done_cb, &made);
+	srv_supervisor_call(f->sup, be->type, "CreateInstance", &creq.base, 5000, done_cb, &made);
 	assert_true(run_until(&f->loop, &made, 5000));
 	srv_bcfg_clear(&bc);
 	srv_backend_free(be);
 	srv_offers_result_free(oo.res);
+}
 
+/* A machine of instance `id` signed as droverd signs it, for backend `backend` of project p. */
+static void make_signed(struct fx *f, const char *backend, const char *id, const char *sig_backend)
+{
+	char sig[SRV_SECRETS_SIG_LEN + 1];
+	assert_int_equal(srv_secrets_sign_machine(f->sec, id, "p", sig_backend, sig), 0);
+	const char *kv[] = {"drover-server", "s-test", "drover-instance", id, "drover-sig", sig};
+	make_machine(f, backend, id, kv, 3);
+}
+
+/* Runs one orphan scan and waits until every answer is in. */
+static void scan(struct fx *f)
+{
 	srv_engine_find_orphans(f->eng);
-	struct srv_instance *in = NULL;
-	bool adopted = false;
-	for (int i = 0; i < 2500 && !adopted; i++) {
+	for (int i = 0; i < 5000 && srv_engine_busy(f->eng) > 0; i++) {
 		uv_run(&f->loop, UV_RUN_NOWAIT);
-		usleep(2000);
-		adopted = srv_store_instance_get(f->st, "i-lost", &in) == 0;
+		usleep(1000);
 	}
-	assert_true(adopted);
+	assert_int_equal(srv_engine_busy(f->eng), 0);
+}
+
+static int64_t count_events(struct fx *f, const char *kind)
+{
+	struct srv_event_filter flt = {.limit = 10000};
+	struct srv_event *ev;
+	size_t n;
+	assert_int_equal(srv_store_event_list(f->st, &flt, &ev, &n), 0);
+	int64_t k = 0;
+	for (size_t i = 0; i < n; i++)
+		k += strcmp(ev[i].kind, kind) == 0;
+	srv_event_list_free(ev, n);
+	return k;
+}
+
+/*
+ * Only a machine signed by this server's key for this backend is adopted;
+ * unsigned, forged and misdirected ones are foreign: kept for display,
+ * reported once per scan, never made rows. Another server's machine is none
+ * of these.
+ */
+static void test_orphan_adopted(void **state)
+{
+	struct fx *f = *state;
+	add_backend(f, "o", "sim", "{\"state_file\": \"%s/o.json\", \"capacity\": 10}");
+	/* A machine made with this server's tags that the store never heard of (a lost database, say). */
+	make_signed(f, "o", "i-lost", "o");
+	const char *forged[] = {"drover-server", "s-test",     "drover-instance",
+	                        "i-forged",      "drover-sig", "v1-00000000000000000000000000000000"};
+	make_machine(f, "o", "forged", forged, 3);
+	const char *unsigned_[] = {"drover-server", "s-test", "drover-instance", "i-unsigned\x1b[31m"};
+	make_machine(f, "o", "unsigned", unsigned_, 2);
+	/* Signed, but for another backend: a listing of "o" must not vouch for it. */
+	make_signed(f, "o", "i-elsewhere", "other");
+	/* Another server's machine on the same backend: not ours, never adopted, not foreign either. */
+	const char *theirs[] = {"drover-server", "s-someone-else", "drover-instance", "i-theirs"};
+	make_machine(f, "o", "theirs", theirs, 2);
+
+	scan(f);
+	struct srv_instance *in = NULL;
+	assert_int_equal(srv_store_instance_get(f->st, "i-lost", &in), 0);
 	assert_string_equal(in->status, SRV_ST_RUNNING);
 	assert_string_equal(in->backend, "o");
 	assert_non_null(strstr(in->last_error, "orphan"));
@@ -737,6 +784,73 @@ static void test_orphan_adopted(void **state)
 	int64_t n;
 	assert_int_equal(srv_store_instance_count(f->st, NULL, &n), 0);
 	assert_int_equal(n, 1);
+
+	size_t ns;
+	const struct srv_foreign_scan *fs = srv_engine_foreign_scans(f->eng, &ns);
+	assert_int_equal(ns, 1);
+	assert_string_equal(fs[0].backend, "o");
+	assert_int_equal(fs[0].total, 3);
+	assert_int_equal(fs[0].n_machines, 3);
+	int unsigned_seen = 0, bad_sig = 0;
+	for (size_t i = 0; i < fs[0].n_machines; i++) {
+		const struct srv_foreign_machine *m = &fs[0].machines[i];
+		assert_true(m->instance_id[0] != '\0');
+		if (strcmp(m->reason, "no signature") == 0) {
+			/* The escape of the listing is not passed on. */
+			assert_string_equal(m->tag_instance, "i-unsigned?[31m");
+			unsigned_seen++;
+		} else {
+			assert_string_equal(m->reason, "the signature does not verify");
+			bad_sig++;
+		}
+	}
+	assert_int_equal(unsigned_seen, 1);
+	assert_int_equal(bad_sig, 2);
+	assert_int_equal(count_events(f, "orphan.foreign"), 1);
+	assert_int_equal(count_events(f, "instance.orphan_adopted"), 1);
+
+	/* The next scan replaces the list (never adds to it) and reports once more; nothing is terminated. */
+	scan(f);
+	fs = srv_engine_foreign_scans(f->eng, &ns);
+	assert_int_equal(ns, 1);
+	assert_int_equal(fs[0].total, 3);
+	assert_int_equal(count_events(f, "orphan.foreign"), 2);
+	assert_int_equal(count_events(f, "instance.orphan_adopted"), 1);
+	char *path = tu_join(f->dir, "o.json");
+	assert_int_equal(live_in_sim(path), 5);
+	free(path);
+}
+
+/* Each backend's scan adopts orphan_max_adopted and looks at orphan_max_listed machines at most. */
+static void test_orphan_caps(void **state)
+{
+	struct fx *f = *state;
+	f->cfg->orphan_max_adopted = 1;
+	add_backend(f, "o", "sim", "{\"state_file\": \"%s/o.json\"}");
+	make_signed(f, "o", "i-a", "o");
+	make_signed(f, "o", "i-b", "o");
+	make_signed(f, "o", "i-c", "o");
+	int64_t n;
+	for (int64_t want = 1; want <= 3; want++) {
+		scan(f);
+		assert_int_equal(srv_store_instance_count(f->st, NULL, &n), 0);
+		assert_int_equal(n, want);
+	}
+	/* Two scans had adoptions waiting: each said so. */
+	assert_int_equal(count_events(f, "orphan.scan_capped"), 2);
+
+	/* A listing longer than orphan_max_listed: the rest is not looked at, and that is reported. */
+	f->cfg->orphan_max_adopted = 1000;
+	f->cfg->orphan_max_listed = 2;
+	add_backend(f, "q", "sim", "{\"state_file\": \"%s/q.json\"}");
+	make_signed(f, "q", "i-d", "q");
+	make_signed(f, "q", "i-e", "q");
+	make_signed(f, "q", "i-f", "q");
+	scan(f);
+	assert_int_equal(srv_store_instance_count(f->st, NULL, &n), 0);
+	assert_int_equal(n, 5);
+	/* Both backends listed three: each scan looked at two and said so. */
+	assert_int_equal(count_events(f, "orphan.scan_capped"), 4);
 }
 
 /* Creates instance `name` on one H100 (one try) and waits for the answer, which must be OK. */
@@ -908,6 +1022,170 @@ static void test_running_checks_scheduled_at_start(void **state)
 	}
 	assert_true(first > t0 && first <= srv_now_ms() + 1);
 	assert_true(last >= t0 + 3 * 60000 / 4 && last <= srv_now_ms() + 60000);
+}
+
+/* Terminating, never terminated, until the unconfirmed warning is raised. */
+static bool unconfirmed(const struct srv_instance *in, const char *unused)
+{
+	(void)unused;
+	assert_string_equal(in->status, SRV_ST_TERMINATING);
+	return in->termination_unconfirmed;
+}
+
+/*
+ * A TerminateInstance that answers OK and leaves the machine running is not
+ * believed: the row stays terminating, is asked again with backoff, and past
+ * the window raises termination.unconfirmed; once the provider stops lying,
+ * the end is observed and the row is terminated.
+ */
+static void test_terminate_lie_unconfirmed(void **state)
+{
+	struct fx *f = *state;
+	f->cfg->termination_confirm_window_ms = 300;
+	add_backend(f, "l", "sim", "{\"state_file\": \"%s/l.json\", \"terminate_lie_rate\": 1}");
+	srv_engine_start(f->eng);
+	struct inst_out o = {0};
+	create_h100(f, "liar", &o);
+	struct srv_instance *in;
+	assert_int_equal(srv_engine_terminate(f->eng, o.key, &in), 0);
+	srv_instance_free(in);
+	assert_true(wait_row(f, o.key, unconfirmed, NULL, 15000));
+	assert_int_equal(srv_store_instance_get(f->st, o.key, &in), 0);
+	assert_non_null(strstr(in->last_error, "GetInstance still reports RUNNING"));
+	assert_true(in->termination_acked_at > 0);
+	assert_true(in->termination_checks >= 1);
+	srv_instance_free(in);
+	assert_true(has_event(f, o.key, "termination.unconfirmed", SRV_EVENT_WARNING, "not observed"));
+	char *path = tu_join(f->dir, "l.json");
+	assert_int_equal(live_in_sim(path), 1);
+
+	add_backend(f, "l", "sim", "{\"state_file\": \"%s/l.json\"}");
+	assert_true(wait_status(f, o.key, SRV_ST_TERMINATED, 20000));
+	assert_int_equal(live_in_sim(path), 0);
+	assert_true(has_event(f, o.key, "instance.terminated", SRV_EVENT_INFO,
+	                      "GetInstance reports TERMINATED (after the termination.unconfirmed warning)"));
+	assert_int_equal(srv_store_instance_get(f->st, o.key, &in), 0);
+	assert_false(in->termination_unconfirmed);
+	srv_instance_free(in);
+	free(path);
+}
+
+/* A machine droverd asked to terminate that its cloud then forgets (NOT_FOUND): that is its end. */
+static void test_terminate_not_found_confirms(void **state)
+{
+	struct fx *f = *state;
+	add_backend(f, "n", "sim", "{\"state_file\": \"%s/n.json\", \"terminated_retention_s\": 0}");
+	srv_engine_start(f->eng);
+	struct inst_out o = {0};
+	create_h100(f, "forgotten", &o);
+	struct srv_instance *in;
+	assert_int_equal(srv_engine_terminate(f->eng, o.key, &in), 0);
+	srv_instance_free(in);
+	assert_true(wait_status(f, o.key, SRV_ST_TERMINATED, 10000));
+	assert_true(
+	    has_event(f, o.key, "instance.terminated", SRV_EVENT_INFO, "GetInstance answers NOT_FOUND"));
+}
+
+/* A terminating row as a driver that answered a create without a machine id leaves it. */
+static void put_terminating_without_id(struct fx *f, const char *id, const char *backend)
+{
+	struct srv_instance in = {.id = (char *)id,
+	                          .project = "p",
+	                          .backend = (char *)backend,
+	                          .backend_type = "sim",
+	                          .name = (char *)id,
+	                          .status = SRV_ST_TERMINATING,
+	                          .idempotency_key = (char *)id,
+	                          .attempts_json = "[]",
+	                          .next_check_at = srv_now_ms()};
+	assert_int_equal(srv_store_instance_put(f->st, &in), 0);
+}
+
+/*
+ * A terminating row with no machine id is looked for by its tags: a machine
+ * listed with them is then terminated by its id and observed gone; a row
+ * whose tags list nothing is terminated by that listing. Never "terminated"
+ * with no look at all.
+ */
+static void test_terminate_without_machine_id(void **state)
+{
+	struct fx *f = *state;
+	add_backend(f, "t", "sim", "{\"state_file\": \"%s/t.json\"}");
+	const char *kv[] = {"drover-server", "s-test", "drover-instance", "i-noid"};
+	make_machine(f, "t", "noid", kv, 2);
+	char *path = tu_join(f->dir, "t.json");
+	assert_int_equal(live_in_sim(path), 1);
+	put_terminating_without_id(f, "i-noid", "t");
+	put_terminating_without_id(f, "i-nothing", "t");
+	srv_engine_start(f->eng);
+	assert_true(wait_status(f, "i-noid", SRV_ST_TERMINATED, 10000));
+	assert_true(wait_status(f, "i-nothing", SRV_ST_TERMINATED, 10000));
+	assert_int_equal(live_in_sim(path), 0);
+	assert_true(has_event(f, "i-noid", "instance.found_by_tag", SRV_EVENT_INFO, "terminating it"));
+	assert_true(
+	    has_event(f, "i-noid", "instance.terminated", SRV_EVENT_INFO, "GetInstance reports TERMINATED"));
+	assert_true(has_event(f, "i-nothing", "instance.terminated", SRV_EVENT_INFO,
+	                      "ListInstances by its tags no longer lists it"));
+	free(path);
+}
+
+/* Sets the sim machine of drover-instance `id` alive again in its state file, under the sim's lock. */
+static void revive_in_sim(const char *path, const char *id)
+{
+	char lock[600], tmp[600];
+	snprintf(lock, sizeof(lock), "%s.lock", path);
+	snprintf(tmp, sizeof(tmp), "%s.new", path);
+	int fd = open(lock, O_RDWR | O_CREAT, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(flock(fd, LOCK_EX), 0);
+	json_t *j = json_load_file(path, 0, NULL);
+	assert_non_null(j);
+	size_t idx, hits = 0;
+	json_t *v;
+	json_array_foreach(json_object_get(j, "instances"), idx, v)
+	{
+		const char *tag =
+		    json_string_value(json_object_get(json_object_get(v, "tags"), "drover-instance"));
+		if (tag && strcmp(tag, id) == 0) {
+			json_object_set_new(v, "terminated", json_false());
+			hits++;
+		}
+	}
+	assert_int_equal(hits, 1);
+	assert_int_equal(json_dump_file(j, tmp, 0), 0);
+	assert_int_equal(rename(tmp, path), 0);
+	json_decref(j);
+	flock(fd, LOCK_UN);
+	close(fd);
+}
+
+/*
+ * A machine droverd made, whose row was terminated, listed alive again (a
+ * termination that failed or lied): back to terminating, and terminated
+ * again once its end is observed.
+ */
+static void test_alive_after_termination(void **state)
+{
+	struct fx *f = *state;
+	add_backend(f, "r", "sim", "{\"state_file\": \"%s/r.json\"}");
+	srv_engine_start(f->eng);
+	struct inst_out o = {0};
+	create_h100(f, "phoenix", &o);
+	struct srv_instance *in;
+	assert_int_equal(srv_engine_terminate(f->eng, o.key, &in), 0);
+	srv_instance_free(in);
+	assert_true(wait_status(f, o.key, SRV_ST_TERMINATED, 10000));
+	char *path = tu_join(f->dir, "r.json");
+	revive_in_sim(path, o.key);
+	assert_int_equal(live_in_sim(path), 1);
+	scan(f);
+	assert_true(has_event(f, o.key, "instance.alive_after_termination", SRV_EVENT_WARNING,
+	                      "terminating it again"));
+	assert_true(wait_status(f, o.key, SRV_ST_TERMINATED, 10000));
+	assert_int_equal(live_in_sim(path), 0);
+	/* Terminated twice, each time on an observation. */
+	assert_int_equal(count_events(f, "instance.terminated"), 2);
+	free(path);
 }
 
 /*
@@ -1143,6 +1421,11 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_terminate_during_refused_create, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_terminate_during_offers, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_orphan_adopted, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_orphan_caps, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_terminate_lie_unconfirmed, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_terminate_not_found_confirms, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_terminate_without_machine_id, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_alive_after_termination, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gone_while_provisioning, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_gone_while_running, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_running_not_checked, setup, teardown),

@@ -80,6 +80,55 @@ static void test_migrations_from_zero(void **state)
 	assert_int_equal(srv_store_schema_version(f->st), SRV_STORE_SCHEMA_VERSION);
 }
 
+/*
+ * Schema 3 → 4: a terminating row written before observed termination keeps
+ * its state with nothing acknowledged yet; the new fields round-trip.
+ */
+static void test_termination_fields_migrate(void **state)
+{
+	struct fx *f = *state;
+	struct srv_instance in = {.id = "i-old",
+	                          .project = "main",
+	                          .backend = "sim",
+	                          .backend_type = "sim",
+	                          .name = "old",
+	                          .status = SRV_ST_TERMINATING,
+	                          .idempotency_key = "k-old",
+	                          .next_check_at = 5};
+	assert_int_equal(srv_store_instance_put(f->st, &in), 0);
+	srv_store_close(f->st);
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(f->db_path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+	                              "ALTER TABLE instances DROP COLUMN termination_acked_at;"
+	                              " ALTER TABLE instances DROP COLUMN termination_checks;"
+	                              " ALTER TABLE instances DROP COLUMN termination_unconfirmed;"
+	                              " PRAGMA user_version = 3",
+	                              NULL, NULL, NULL),
+	                 SQLITE_OK);
+	sqlite3_close(db);
+	char err[512];
+	assert_int_equal(srv_store_open(f->db_path, f->sec, &f->st, err, sizeof(err)), 0);
+	assert_int_equal(srv_store_schema_version(f->st), 4);
+	struct srv_instance *got;
+	assert_int_equal(srv_store_instance_get(f->st, "i-old", &got), 0);
+	assert_string_equal(got->status, SRV_ST_TERMINATING);
+	assert_int_equal(got->next_check_at, 5);
+	assert_int_equal(got->termination_acked_at, 0);
+	assert_int_equal(got->termination_checks, 0);
+	assert_false(got->termination_unconfirmed);
+	got->termination_acked_at = 1234;
+	got->termination_checks = 3;
+	got->termination_unconfirmed = true;
+	assert_int_equal(srv_store_instance_put(f->st, got), 0);
+	srv_instance_free(got);
+	assert_int_equal(srv_store_instance_get(f->st, "i-old", &got), 0);
+	assert_int_equal(got->termination_acked_at, 1234);
+	assert_int_equal(got->termination_checks, 3);
+	assert_true(got->termination_unconfirmed);
+	srv_instance_free(got);
+}
+
 static void test_backend_of_unknown_type(void **state)
 {
 	struct fx *f = *state;
@@ -353,6 +402,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_migrations_from_zero, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_termination_fields_migrate, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_backend_of_unknown_type, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_backend_needs_project, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_secrets_encrypted_in_file, setup, teardown),
