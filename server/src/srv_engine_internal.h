@@ -74,9 +74,10 @@ void srv__put_or_log(struct srv_engine *eng, struct srv_instance *in);
 /* next_check_at for a running machine: its next GetInstance, or 0 when they are not checked. */
 int64_t srv__running_check_at(const struct srv_engine *eng);
 
-/* The limits of srv__check_provisioning (srv_instance_check.c). */
-#define SRV_MAX_INSTANCE_ID 256
-#define SRV_MAX_NAME 128
+/*
+ * The limit of srv__check_provisioning (srv_instance_check.c) on backend_data;
+ * its ids and names keep the SDK's text rules (drover/offer_check.h).
+ */
 #define SRV_MAX_BACKEND_DATA 65536
 /*
  * srv_instance_check.c: 0 when a driver's provisioning data can be stored

@@ -9,7 +9,7 @@
 #include <time.h>
 
 #include "checks.h"
-#include "offer_rules.h"
+#include "drover/offer_check.h"
 
 /* "TERMINATED" for an InstanceState value, or its number for one the protocol does not name. */
 static const char *state_name(int state)
@@ -86,8 +86,8 @@ static int create_instance(struct conf_ctx *c, struct maker *m, const char *key,
 			snprintf(st->message, sizeof(st->message),
 			         "no provisioning data with an instance_id");
 			rc = DRV_EINTERNAL;
-		} else if (offer_rules_text("instance_id", rs->data->instance_id, OFFER_RULES_ID_MAX, true,
-		                            why, sizeof(why))) {
+		} else if (!drv_text_check("instance_id", rs->data->instance_id, DRV_TEXT_MAX_ID, true, why,
+		                           sizeof(why))) {
 			/*
 			 * Tracked all the same: the cleanup tries it, and the run tag finds
 			 * what is left. The failure is recorded here, so the caller's own
@@ -97,7 +97,7 @@ static int create_instance(struct conf_ctx *c, struct maker *m, const char *key,
 			conf_fail(c,
 			          "CreateInstance(key \"%s\") answered OK with an unusable id: %s; an id is "
 			          "printable UTF-8 of 1 to %d bytes",
-			          key, why, OFFER_RULES_ID_MAX);
+			          key, why, DRV_TEXT_MAX_ID);
 			snprintf(st->message, sizeof(st->message), "an unusable id: %s", why);
 			rc = DRV_EINTERNAL;
 		} else {

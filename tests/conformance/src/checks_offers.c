@@ -14,7 +14,7 @@
 #include <strings.h>
 
 #include "checks.h"
-#include "offer_rules.h"
+#include "drover/offer_check.h"
 
 static int get_offers(struct conf_ctx *c, const drv_requirements *req, const json_t *overlay, int timeout_ms,
                       drv_get_offers_response **out, struct drv_status *st)
@@ -41,9 +41,8 @@ static const char *offer_label(const drv_offer *o, char *buf, size_t len)
 bool conf_offer_well_formed(struct conf_ctx *c, const drv_offer *o, size_t i, const char *what)
 {
 	char l[300], why[300], bt[96];
-	const char *problem = offer_rules_check(o, why, sizeof(why));
-	if (problem)
-		conf_fail(c, "%s: offer %zu %s: %s", what, i, offer_label(o, l, sizeof(l)), problem);
+	if (!drv_offer_check(o, why, sizeof(why)))
+		conf_fail(c, "%s: offer %zu %s: %s", what, i, offer_label(o, l, sizeof(l)), why);
 	else if (c->info && c->info->type[0] && strcmp(o->backend_type, c->info->type))
 		conf_fail(c, "%s: offer %zu %s has backend_type \"%s\"; GetInfo says the type is \"%s\"",
 		          what, i, offer_label(o, l, sizeof(l)),

@@ -12,7 +12,7 @@
 
 #include "conf.h"
 #include "conf_run.h"
-#include "offer_rules.h"
+#include "drover/offer_check.h"
 
 volatile sig_atomic_t conf_interrupted;
 
@@ -59,7 +59,7 @@ char *conf_one_line(const char *msg)
 			p += digits;
 			continue;
 		}
-		size_t n = offer_rules_utf8_len(p);
+		size_t n = drv_utf8_len((const char *)p);
 		if (n == 2 && p[0] == 0xc2 && p[1] < 0xa0) {
 			/* C1 (U+0080..U+009F): well-formed, but U+009B is CSI on an 8-bit terminal. */
 			o += sprintf(o, "\\u%04x", p[1]);

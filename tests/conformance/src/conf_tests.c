@@ -38,7 +38,8 @@ const struct conf_test conf_tests[] = {
     {"features.unadvertised_unimplemented", 0, 0, check_features_unadvertised_unimplemented,
      "every RPC of a feature not advertised answers UNIMPLEMENTED"},
     {"offers.well_formed", F(OFFERS), 0, check_offers_well_formed,
-     "offers keep offer_rules.c: names printable UTF-8 of <= 128 bytes, a finite price in "
+     "offers keep the SDK's drv_offer_check (droverd's rules): names printable UTF-8 of <= 128 bytes, a "
+     "finite price in "
      "[1e-6, 10000] USD/h, cpus and memory > 0, a known availability, GPU memory plausible in MiB"},
     {"offers.filter_cpus", F(OFFERS), 0, check_offers_filter_cpus, "every offer satisfies Requirements.cpus"},
     {"offers.filter_memory", F(OFFERS), 0, check_offers_filter_memory,

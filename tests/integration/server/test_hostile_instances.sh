@@ -51,7 +51,7 @@ bad_create() {
 bad_create empty "instance_id is empty"
 [[ $(machines "$T/h-empty.state") == 1 && $(live_machines "$T/h-empty.state") == 0 ]] ||
 	fail "the machine of the empty-id create was not terminated: $(cat "$T/h-empty.state")"
-bad_create huge "instance_id is 1044480 bytes long, more than 256"
+bad_create huge "instance_id is 1044480 bytes long, at most 256"
 [[ $(machines "$T/h-huge.state") == 1 && $(live_machines "$T/h-huge.state") == 0 ]] ||
 	fail "the machine of the huge-id create was not terminated: $(cat "$T/h-huge.state")"
 

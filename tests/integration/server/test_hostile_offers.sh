@@ -3,7 +3,8 @@
 # sim backend: a 60 MB answer and a 25,000-offer answer each fail only their
 # own backend, with the limit named, and droverd's peak RSS stays within
 # about twice the 16 MiB cap; offers with bad prices, empty or over-long or
-# non-UTF-8 text, GiB for MiB, or another backend's type are dropped (and
+# non-UTF-8 text, GiB for MiB, GPU memory implausible for a known GPU, or
+# another backend's type are dropped (and
 # counted) or stamped; `instance create --cpus 1` never lands on a bad
 # offer; a driver's own `limits:` entry overrides drivers.limits; a remote
 # (TCP) driver's answer is bounded the same way; and pages of the merged
@@ -35,6 +36,7 @@ YAML
 	broken longs long-strings
 	broken utf8 bad-utf8
 	broken liar claims-other-backend
+	broken gpus offer-gpu-implausible
 	echo "    - {type: many-ok, path: $BIN/fixture-driver-broken-sdk, args: [--fault, too-many-offers], limits: {offers: 30000}}"
 	cat <<YAML
   remote:
@@ -48,6 +50,7 @@ projects:
       - {name: longs, type: longs, config: {project: p}}
       - {name: utf8, type: utf8, config: {project: p}}
       - {name: liar, type: liar, config: {project: p}}
+      - {name: gpus, type: gpus, config: {project: p}}
   - name: flood
     backends:
       - {name: good, type: sim, config: {state_file: $T/flood-good.json}}
@@ -88,6 +91,13 @@ done
 	fail "an offer with an over-long string was listed"
 [[ $(jout '[.offers[] | .offer.resources.gpus[]? | select(.memory_mib | tonumber < 1024)] | length') == 0 ]] ||
 	fail "an offer with GPU memory in GiB was listed"
+# Every GPU offer of backend gpus claims 16,384 MiB for an L4, A100 or MI300X: within any GPU's
+# bounds, implausible for those by the known-GPU table. Its CPU offers are good and listed.
+(($(jout '.backends[] | select(.backend == "gpus") | .bad_offers // 0') > 0)) ||
+	fail "backend gpus: no offer with GPU memory implausible for its known GPU was dropped"
+[[ $(jout '[.offers[] | select(.backend == "gpus") | .offer.resources.gpus[]?] | length') == 0 ]] ||
+	fail "an offer with GPU memory implausible for its known GPU was listed"
+(($(jout '[.offers[] | select(.backend == "gpus")] | length') > 0)) || fail "backend gpus: its CPU offers were lost"
 [[ $(jout '[.offers[] | select(.backend == "liar" and .offer.backend_type != "liar")] | length') == 0 ]] ||
 	fail "an offer of backend liar kept the backend_type its driver claimed"
 (($(jout '[.offers[] | select(.backend == "liar")] | length') > 0)) || fail "the liar's (good) offers were lost"
