@@ -54,3 +54,14 @@ def test_schemas_agree(drivers):
             for prop in schema["properties"].values():
                 prop.pop("description", None)  # the C fixture describes fewer fields
         assert py == c, field
+
+
+def test_info_output_has_the_c_sdks_shape(drivers):
+    import subprocess
+
+    c = json.loads(subprocess.run([C_DRIVER, "--info"], capture_output=True, text=True, check=True).stdout)
+    py = json.loads(subprocess.run(script("config_diag") + ["--info"], capture_output=True, text=True,
+                                   check=True).stdout)
+    assert list(py) == list(c)
+    for key in ("type", "driver_version", "protocol_version", "features"):
+        assert py[key] == c[key], key
