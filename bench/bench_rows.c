@@ -712,7 +712,7 @@ done:
 
 /* ---- 4: spawn -> first successful RPC ---- */
 
-enum contender { SIM, PYTHON, ECHO };
+enum contender { SIM, PYTHON, PYTHON_RAW, ECHO };
 
 /*
  * One spawn's timeline, in ms from the start of drv_host_spawn: the
@@ -734,7 +734,11 @@ static int spawn_once(struct ctx *c, enum contender who, struct spawn_times *t, 
 	if (who == ECHO)
 		rc = spawn_echo(c, c->features_bytes, &h, err, errlen);
 	else
-		rc = spawn(c, who == SIM ? c->o->sim : c->o->python, NULL, &h, err, errlen);
+		rc = spawn(c,
+		           who == SIM      ? c->o->sim
+		           : who == PYTHON ? c->o->python
+		                           : c->o->python_raw,
+		           NULL, &h, err, errlen);
 	if (rc != 0)
 		return -1;
 	t->spawned = (now_us() - t0) / 1e3;
@@ -918,6 +922,141 @@ done:
 	drv_host_free(sim);
 }
 
+/* ---- 6-8: the Python driver SDK against a Python driver on grpcio alone ---- */
+
+/* Row 6: spawn -> first successful RPC, the two alternating. */
+static void row_pysdk_spawn(struct ctx *c, struct bench_row *r)
+{
+	int n = c->o->quick ? 2 : 15;
+	double vs[64], vr[64], sdk, raw;
+	struct spawn_times t;
+	char err[256];
+
+	for (int i = 0; i < n; i++) {
+		if (spawn_once(c, PYTHON, &t, err, sizeof(err)) != 0) {
+			bench_row_error(r, "python sdk: %s", err);
+			return;
+		}
+		vs[i] = t.first_rpc;
+		if (spawn_once(c, PYTHON_RAW, &t, err, sizeof(err)) != 0) {
+			bench_row_error(r, "python raw: %s", err);
+			return;
+		}
+		vr[i] = t.first_rpc;
+	}
+	sdk = bench_percentile(vs, (size_t)n, 50);
+	raw = bench_percentile(vr, (size_t)n, 50);
+	snprintf(r->drover, sizeof(r->drover), "median %.1f ms", sdk);
+	snprintf(r->baselines, sizeof(r->baselines), "raw grpcio %.1f ms", raw);
+	snprintf(r->ratio, sizeof(r->ratio), "%.2fx raw", ratio(sdk, raw));
+	bench_row_num(r, "python_sdk_median_ms", sdk);
+	bench_row_num(r, "python_raw_median_ms", raw);
+	bench_row_num(r, "spawns", n);
+	r->verdict = sdk <= 100 ? BENCH_PASS : BENCH_FAIL;
+}
+
+/* Row 7: GetFeatures calls/s with 8 in flight; the best of alternating rounds. */
+static void row_pysdk_throughput(struct ctx *c, struct bench_row *r)
+{
+	long n = c->o->quick ? 200 : 3000;
+	int rounds = c->o->quick ? 1 : 6;
+	struct drv_host *sdk = NULL, *raw = NULL;
+	double sdk_best = 0, raw_best = 0;
+	struct cpu_mark sdk_cpu = {0, 0}, raw_cpu = {0, 0};
+	char err[256];
+
+	if (spawn(c, c->o->python, NULL, &sdk, err, sizeof(err)) != 0) {
+		bench_row_error(r, "python sdk: %s", err);
+		return;
+	}
+	if (spawn(c, c->o->python_raw, NULL, &raw, err, sizeof(err)) != 0) {
+		bench_row_error(r, "python raw: %s", err);
+		goto done;
+	}
+	/*
+	 * The calls/s of a loaded machine swing by a third between rounds; the
+	 * drivers' CPU per call, summed over all rounds, shows the cost of each
+	 * side whatever the load.
+	 */
+	for (int k = 0; k < rounds; k++) {
+		struct cpu_mark m = cpu_mark(drv_host_pid(sdk));
+		double s = sdk_throughput(sdk, 8, n, err, sizeof(err));
+		cpu_add(&sdk_cpu, m, drv_host_pid(sdk));
+		if (s < 0) {
+			bench_row_error(r, "python sdk with 8 in flight: %s", err);
+			goto done;
+		}
+		sdk_best = s > sdk_best ? s : sdk_best;
+		m = cpu_mark(drv_host_pid(raw));
+		s = sdk_throughput(raw, 8, n, err, sizeof(err));
+		cpu_add(&raw_cpu, m, drv_host_pid(raw));
+		if (s < 0) {
+			bench_row_error(r, "python raw with 8 in flight: %s", err);
+			goto done;
+		}
+		raw_best = s > raw_best ? s : raw_best;
+	}
+	double calls = (double)n * rounds;
+	snprintf(r->drover, sizeof(r->drover), "%.0f calls/s, %.0f us CPU/call", sdk_best,
+	         sdk_cpu.peer / calls * 1e6);
+	snprintf(r->baselines, sizeof(r->baselines), "raw grpcio %.0f calls/s, %.0f us CPU/call", raw_best,
+	         raw_cpu.peer / calls * 1e6);
+	snprintf(r->ratio, sizeof(r->ratio), "%.2fx raw", ratio(sdk_best, raw_best));
+	bench_row_num(r, "python_sdk_calls_per_s", sdk_best);
+	bench_row_num(r, "python_raw_calls_per_s", raw_best);
+	bench_row_num(r, "python_sdk_driver_cpu_us_per_call", sdk_cpu.peer / calls * 1e6);
+	bench_row_num(r, "python_raw_driver_cpu_us_per_call", raw_cpu.peer / calls * 1e6);
+	r->verdict = sdk_best >= raw_best ? BENCH_PASS : BENCH_FAIL;
+done:
+	drv_host_free(raw);
+	drv_host_free(sdk);
+}
+
+/* Row 8: RSS after the calls a server makes when it adds a backend, and 1 s idle. */
+static void row_pysdk_rss(struct ctx *c, struct bench_row *r)
+{
+	struct drv_host *h[2] = {NULL, NULL};
+	const char *paths[2] = {c->o->python, c->o->python_raw};
+	long rss[2], thr[2];
+	struct drv_status st;
+	char err[256];
+
+	for (int i = 0; i < 2; i++) {
+		if (spawn(c, paths[i], NULL, &h[i], err, sizeof(err)) != 0) {
+			bench_row_error(r, "%s: %s", paths[i], err);
+			goto done;
+		}
+		drv_get_info_request ireq = DROVER__COMPUTE__V1__GET_INFO_REQUEST__INIT;
+		drv_get_info_response *iresp = NULL;
+		size_t count;
+
+		drv_host_get_info(h[i], &ireq, &iresp, CALL_TIMEOUT_MS, &st);
+		free_msg(iresp);
+		get_features(h[i], &st);
+		drv_host_health(h[i], CALL_TIMEOUT_MS, &st);
+		offers_call(h[i], "{}", &count, NULL, err, sizeof(err));
+	}
+	usleep(c->o->quick ? 300000 : 1000000);
+	for (int i = 0; i < 2; i++) {
+		if (proc_status(drv_host_pid(h[i]), &rss[i], &thr[i]) != 0) {
+			bench_row_error(r, "cannot read /proc/%d/status", (int)drv_host_pid(h[i]));
+			goto done;
+		}
+	}
+	snprintf(r->drover, sizeof(r->drover), "%.1f MB, %ld threads", (double)rss[0] / 1024, thr[0]);
+	snprintf(r->baselines, sizeof(r->baselines), "raw grpcio %.1f MB, %ld thr", (double)rss[1] / 1024,
+	         thr[1]);
+	snprintf(r->ratio, sizeof(r->ratio), "%.2fx raw", ratio((double)rss[0], (double)rss[1]));
+	bench_row_num(r, "python_sdk_rss_kb", (double)rss[0]);
+	bench_row_num(r, "python_sdk_threads", (double)thr[0]);
+	bench_row_num(r, "python_raw_rss_kb", (double)rss[1]);
+	bench_row_num(r, "python_raw_threads", (double)thr[1]);
+	r->verdict = rss[0] <= 35 * 1024 ? BENCH_PASS : BENCH_FAIL;
+done:
+	drv_host_free(h[1]);
+	drv_host_free(h[0]);
+}
+
 static bool wanted(const struct bench_opts *o, int id)
 {
 	return !o->rows || (o->rows & (1u << id));
@@ -935,6 +1074,9 @@ void bench_rows_run(const struct bench_opts *o, struct bench_row *rows)
 	               "p50 <= 1.0 ms; >= 5x faster than py");
 	bench_row_init(&rows[3], 4, "spawn -> first successful RPC", "median <= 3.5 ms");
 	bench_row_init(&rows[4], 5, "idle driver RSS (1 s idle), threads", "RSS <= 10 MB");
+	bench_row_init(&rows[5], 6, "py sdk: spawn -> first RPC", "median <= 100 ms");
+	bench_row_init(&rows[6], 7, "py sdk: calls/s, 8 in flight", ">= 1.0x raw");
+	bench_row_init(&rows[7], 8, "py sdk: idle RSS, threads", "RSS <= 35 MB");
 
 	c.sim_ok = spawn(&c, o->sim, NULL, &c.sim, c.sim_err, sizeof(c.sim_err)) == 0;
 	if (!c.sim_ok)
@@ -983,4 +1125,10 @@ void bench_rows_run(const struct bench_opts *o, struct bench_row *rows)
 	c.sim = NULL;
 	if (wanted(o, 5))
 		row_rss(&c, &rows[4]);
+	if (wanted(o, 6))
+		row_pysdk_spawn(&c, &rows[5]);
+	if (wanted(o, 7))
+		row_pysdk_throughput(&c, &rows[6]);
+	if (wanted(o, 8))
+		row_pysdk_rss(&c, &rows[7]);
 }

@@ -23,17 +23,20 @@ static void usage(FILE *f)
 	fprintf(f,
 	        "usage: drover-bench [--quick] [--json FILE] [--strict] [--sim PATH] [--python PATH] "
 	        "[--verbose]\n"
-	        "                    [--rows LIST]\n"
+	        "                    [--python-raw PATH] [--rows LIST]\n"
 	        "\n"
 	        "Measures drover's driver protocol against baselines run in the same process, and prints\n"
 	        "one table: GetFeatures latency and throughput (vs a bare gRPC C core echo and the Python\n"
-	        "driver), GetOffers with 1,000 offers, spawn to first RPC, and idle driver memory.\n"
+	        "driver), GetOffers with 1,000 offers, spawn to first RPC, and idle driver memory; then\n"
+	        "the Python driver SDK against a Python driver on grpcio alone (rows 6-8).\n"
 	        "\n"
 	        "  --quick        few iterations: checks that every row runs (figures are rough)\n"
 	        "  --json FILE    also write the results as JSON to FILE\n"
 	        "  --strict       exit 1 when a row misses its target (default: only on errors)\n"
 	        "  --sim PATH     the C sim driver (default: drover-driver-sim next to this binary)\n"
 	        "  --python PATH  the Python driver (default: drover-driver-example-python next to it)\n"
+	        "  --python-raw PATH  a Python driver on grpcio alone, rows 6-8's baseline\n"
+	        "                 (default: fixture-driver-broken-py next to it)\n"
 	        "  --verbose      show the drivers' stderr and each row's breakdown\n"
 	        "  --rows LIST    only these rows, e.g. 4,5 (comma-separated numbers 1-%d)\n"
 	        "  --help         this text\n"
@@ -101,7 +104,8 @@ static int echo_main(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
-	static char self[PATH_MAX], dir[PATH_MAX], sim[PATH_MAX + 32], python[PATH_MAX + 32];
+	static char self[PATH_MAX], dir[PATH_MAX], sim[PATH_MAX + 32], python[PATH_MAX + 32],
+	    python_raw[PATH_MAX + 32];
 	struct bench_opts o = {0};
 	struct bench_row rows[BENCH_ROWS];
 	const char *json = NULL;
@@ -127,6 +131,8 @@ int main(int argc, char **argv)
 	snprintf(python, sizeof(python), "%s/drover-driver-example-python", dir);
 	o.sim = sim;
 	o.python = python;
+	snprintf(python_raw, sizeof(python_raw), "%s/fixture-driver-broken-py", dir);
+	o.python_raw = python_raw;
 	o.self = self;
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -153,8 +159,11 @@ int main(int argc, char **argv)
 			o.sim = argv[++i];
 		} else if (strcmp(a, "--python") == 0 && has_value) {
 			o.python = argv[++i];
+		} else if (strcmp(a, "--python-raw") == 0 && has_value) {
+			o.python_raw = argv[++i];
 		} else if (strcmp(a, "--json") == 0 || strcmp(a, "--sim") == 0 ||
-		           strcmp(a, "--python") == 0 || strcmp(a, "--rows") == 0) {
+		           strcmp(a, "--python") == 0 || strcmp(a, "--python-raw") == 0 ||
+		           strcmp(a, "--rows") == 0) {
 			fprintf(stderr, "drover-bench: %s needs a value\n", a);
 			return 2;
 		} else {

@@ -8,8 +8,10 @@ PACKAGES=(
 	libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
 	libuv1-dev libsqlite3-dev libcmocka-dev libyaml-dev libjansson-dev libssl-dev
 	openssl sqlite3 procps jq
-	# the Python driver, the benchmark's Python baseline and the proto→Python generation
+	# the Python driver SDK (driver-sdk/python, built offline with pip into a venv), its
+	# proto→Python generation, its tests, and the benchmark's Python baseline
 	python3 python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc
+	python3-pip python3-venv python3-setuptools python3-wheel python3-pytest
 	# the fuzz targets (make fuzz, make test-fuzz): clang and its libFuzzer runtime
 	clang libclang-rt-14-dev
 	# validating docker-compose.yml without an engine
