@@ -54,7 +54,7 @@ projects:
       - {name: healthy, type: sim, config: {state_file: $T/sim.json}}
 YAML
 start_droverd
-run 0 --json offer
+run 0 --json offer --all
 [[ $(jout '.backends[] | select(.backend == "acme") | .code') == OK ]] || fail "offers from the Python driver failed"
 [[ $(jout '[.offers[] | select(.backend == "acme") | .offer.region] | unique | join(",")') == acmecloud-west-1 ]] ||
 	fail "the Python driver did not apply its config"
