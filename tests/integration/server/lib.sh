@@ -198,6 +198,21 @@ driver_pid() {
 	drover --json driver list | jq -r --arg t "$1" '[.drivers[] | select(.type == $t)][0].pid // 0'
 }
 
+# Prints that pid once the driver is up, waiting up to 15 s: droverd's API
+# answers before the drivers it spawns are. Fails (status 1) past that.
+wait_driver_pid() {
+	local p i
+	for ((i = 0; i < 150; i++)); do
+		p=$(driver_pid "$1")
+		if [[ $p =~ ^[0-9]+$ ]] && ((p > 0)); then
+			echo "$p"
+			return 0
+		fi
+		sleep 0.1
+	done
+	return 1
+}
+
 # Starts another droverd on data directory $1 (config, store, socket, log
 # there) with one sim backend; its pid in OTHER_PID, stopped at cleanup.
 start_other_droverd() {

@@ -22,8 +22,7 @@ projects:
 provisioning: {max_tries: 1, reconcile_interval_ms: 200}
 YAML
 start_droverd
-sim_pid=$(driver_pid sim)
-[[ $sim_pid =~ ^[0-9]+$ ]] && ((sim_pid > 0)) || fail "no pid for the sim driver in drover driver list"
+sim_pid=$(wait_driver_pid sim) || fail "no pid for the sim driver in drover driver list"
 
 drover instance create --gpu H100 --name crashy >"$T/create.out" 2>"$T/create.err" &
 create_pid=$!

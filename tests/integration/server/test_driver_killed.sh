@@ -19,8 +19,7 @@ projects:
         config: {latency_ms: 4000, state_file: $T/sim.json}
 YAML
 start_droverd
-pid1=$(driver_pid sim)
-[[ $pid1 =~ ^[0-9]+$ ]] && ((pid1 > 0)) || fail "no pid for the sim driver in drover driver list"
+pid1=$(wait_driver_pid sim) || fail "no pid for the sim driver in drover driver list"
 
 start=$(date +%s%N)
 drover --json offer --gpu H100 >"$T/offer1.json" 2>"$T/offer1.err" &

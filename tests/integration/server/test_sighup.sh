@@ -18,9 +18,7 @@ projects:
         config: {state_file: $T/sim.json}
 YAML
 start_droverd
-# The API answers before the drivers it spawns are up: wait for the sim's pid.
-wait_for 15 'pid=$(driver_pid sim); [[ $pid =~ ^[0-9]+$ ]] && ((pid > 0))' ||
-	fail "no pid for the sim driver in drover driver list"
+pid=$(wait_driver_pid sim) || fail "no pid for the sim driver in drover driver list"
 
 kill -HUP "$DROVERD_PID"
 wait_gone "$DROVERD_PID" 100 || fail "droverd did not stop within 10 s of SIGHUP"
