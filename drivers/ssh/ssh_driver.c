@@ -224,7 +224,7 @@ static int cfg_load(struct drv_call *call, struct cfg *c, struct diag_sink *s)
 		sink_error(s, "/hosts", "no hosts", "the backend needs at least one host");
 	if (n > MAX_HOSTS)
 		sink_error(s, "/hosts", "too many hosts", "%zu hosts; at most %d per backend", n, MAX_HOSTS);
-	if (s->n)
+	if (n == 0 || n > MAX_HOSTS)
 		return DRV_EINVAL;
 	c->hosts = calloc(n, sizeof(*c->hosts));
 	if (!c->hosts) {
@@ -471,7 +471,8 @@ static drv_offer *offer_of(struct drv_call *call, const struct host *h, const st
 		return NULL;
 	o->backend_type = "ssh";
 	o->instance_type = drv_call_printf(call, "host-%s", h->id);
-	o->region = (char *)h->region;
+	/* Config strings die with the handler's cfg; the answer is sent after. */
+	o->region = drv_call_strdup(call, h->region);
 	o->price_per_hour = h->price;
 	o->availability = available ? DROVER__COMPUTE__V1__AVAILABILITY__AVAILABILITY_AVAILABLE
 	                            : DROVER__COMPUTE__V1__AVAILABILITY__AVAILABILITY_NOT_AVAILABLE;
@@ -495,7 +496,7 @@ static drv_offer *offer_of(struct drv_call *call, const struct host *h, const st
 			r->gpus[r->n_gpus++] = g;
 		}
 	}
-	if (!o->instance_type || !r->cpu_arch)
+	if (!o->instance_type || !o->region || !r->cpu_arch)
 		return NULL;
 	return o;
 }
@@ -676,13 +677,14 @@ static drv_provisioning_data *data_of(struct drv_call *call, const struct host *
 	d->instance_type = drv_call_printf(call, "host-%s", h->id);
 	d->state = DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_RUNNING;
 	/* The address the driver reaches the host by: the one a user's ssh can use too. */
-	d->hostname = (char *)h->address;
+	d->hostname = drv_call_strdup(call, h->address);
 	d->internal_ip = drv_call_strdup(call, ip && ip[0] ? ip : h->address);
-	d->region = (char *)h->region;
+	d->region = drv_call_strdup(call, h->region);
 	d->price_per_hour = h->price;
-	d->username = (char *)h->user;
+	d->username = drv_call_strdup(call, h->user);
 	d->ssh_port = (uint32_t)h->port;
-	if (!d->instance_id || !d->instance_type || !d->internal_ip)
+	if (!d->instance_id || !d->instance_type || !d->internal_ip || !d->hostname || !d->region ||
+	    !d->username)
 		return NULL;
 	return d;
 }
