@@ -7,6 +7,9 @@
  *
  * Every program answers key=value lines on stdout ("result=claimed"), and
  * exits non-zero only when the host itself failed (no home, a full disk).
+ * They ignore SIGHUP and SIGPIPE: a driver that dies mid-call (its droverd
+ * killed) leaves a claim finished, not half made, and the caller's retry
+ * with the same key finds it.
  */
 #ifndef SSH_SCRIPTS_H
 #define SSH_SCRIPTS_H
@@ -19,6 +22,7 @@
  */
 #define SSH_SCRIPT_PRELUDE                                                                                   \
 	"umask 077\n"                                                                                        \
+	"trap '' HUP PIPE\n"                                                                                 \
 	"d=\"$HOME/.drover\"\n"                                                                              \
 	"b='# drover-driver-ssh: keys of the instance that holds this host (begin)'\n"                       \
 	"e='# drover-driver-ssh: keys of the instance that holds this host (end)'\n"                         \
