@@ -9,7 +9,7 @@ PACKAGES=(
 	libuv1-dev libsqlite3-dev libcmocka-dev libyaml-dev libjansson-dev libssl-dev
 	openssl sqlite3 procps jq
 	# the ssh driver, and the real OpenSSH servers and client its tests use
-	libssh-dev openssh-server openssh-client
+	libssh-dev openssh-server openssh-client sudo
 	# the Python driver, the benchmark's Python baseline and the proto→Python generation
 	python3 python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc
 	# validating docker-compose.yml without an engine

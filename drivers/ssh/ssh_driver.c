@@ -105,6 +105,11 @@ static const struct drv_config_field config_fields[] = {
      .type = DRV_FIELD_STRING,
      .description = "Shell script run on a host when its instance terminates, before the claim is "
                     "released"},
+    {.name = "require_sudo",
+     .type = DRV_FIELD_BOOLEAN,
+     .default_json = "false",
+     .description = "The hosts' users must run sudo without a password (sudo -n true); ValidateConfig "
+                    "checks it on every host"},
     {.name = "private_key",
      .type = DRV_FIELD_STRING,
      .secret = true,
@@ -141,6 +146,7 @@ struct cfg {
 	const char *cleanup;
 	const char *private_key;
 	const char *passphrase;
+	bool require_sudo;
 };
 
 /* Diagnostics go to `d` when set (ValidateConfig), else the first becomes the message in err. */
@@ -280,6 +286,7 @@ static int cfg_load(struct drv_call *call, struct cfg *c, struct diag_sink *s)
 	c->disk_path = drv_call_config_string(call, "disk_path", "");
 	c->setup = drv_call_config_string(call, "setup", NULL);
 	c->cleanup = drv_call_config_string(call, "cleanup", NULL);
+	c->require_sudo = drv_call_config_bool(call, "require_sudo", false);
 	c->private_key = drv_call_secret(call, "private_key");
 	c->passphrase = drv_call_secret(call, "passphrase");
 	if (c->passphrase && !c->passphrase[0])
@@ -1102,6 +1109,7 @@ struct check_job {
 	const struct host *h;
 	struct ssh_limits lim;
 	int rc;
+	bool no_sudo;
 	char err[700];
 	pthread_t thread;
 	bool started;
@@ -1112,9 +1120,19 @@ static void *check_main(void *arg)
 	struct check_job *j = arg;
 	struct ssh_target t = target_of(j->c, j->h);
 	struct ssh_result r;
-	j->rc = ssh_run(&t, "true", NULL, 0, &j->lim, &r, j->err, sizeof(j->err));
-	if (!j->rc)
-		ssh_result_free(&r);
+	/* Fixed text: whether the login user may run sudo without a password. */
+	const char *cmd =
+	    j->c->require_sudo ? "sudo -n true </dev/null 2>&1 && echo sudo=ok || echo sudo=no" : "true";
+	j->rc = ssh_run(&t, cmd, NULL, 0, &j->lim, &r, j->err, sizeof(j->err));
+	if (j->rc)
+		return NULL;
+	char v[16];
+	if (j->c->require_sudo && strcmp(out_value(r.out, "sudo", v, sizeof(v)), "ok") != 0) {
+		j->no_sudo = true;
+		snprintf(j->err, sizeof(j->err),
+		         "require_sudo is set, but `sudo -n true` fails for %s: %.300s", j->h->label, r.out);
+	}
+	ssh_result_free(&r);
 	return NULL;
 }
 
@@ -1150,6 +1168,8 @@ static int validate_config(struct drv_call *call, struct drv_diags *diags)
 		}
 		pthread_join(jobs[i].thread, NULL);
 		const char *e = jobs[i].err;
+		if (jobs[i].no_sudo)
+			drv_diag_error(diags, path, "sudo missing", "%s", e);
 		if (jobs[i].rc == 0)
 			continue;
 		if (strncmp(e, "host key mismatch", 17) == 0)

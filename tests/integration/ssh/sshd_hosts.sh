@@ -7,7 +7,9 @@
 #                                   not root or sshd/ssh-keygen are missing
 #   sshd_hosts_start N [SPEC...]    starts N hosts; SPEC i (may be empty) is a
 #                                   comma list for host i: gpu (the fixture
-#                                   nvidia-smi on PATH), slow=SECONDS, drop
+#                                   nvidia-smi on PATH), slow=SECONDS, drop,
+#                                   sudo (passwordless sudo for the user, by
+#                                   a file in /etc/sudoers.d removed at stop)
 #   sshd_hosts_stop                 stops every sshd, kills the users'
 #                                   processes by pid, deletes the users
 #   sshd_hosts_json [I...]          the config's "hosts" array (all hosts, or I...)
@@ -24,6 +26,7 @@ SSHH_USER=()
 SSHH_HOME=()
 SSHH_HOSTKEY=()
 SSHH_PID=()
+SSHH_SUDOERS=()
 SSHD=${SSHD:-/usr/sbin/sshd}
 SSHH_FIXTURES=$(cd "$(dirname "${BASH_SOURCE[0]}")/../../fixtures/ssh" && pwd)
 
@@ -107,6 +110,13 @@ sshd_hosts_start() {
 			cp "$SSHH_FIXTURES/nvidia-smi" "$home/bin/nvidia-smi"
 			setenv="$setenv DROVER_FIXTURE_MODE=drop"
 		fi
+		if [[ ,$spec, == *,sudo,* ]]; then
+			if [[ -d /etc/sudoers.d ]]; then
+				echo "$user ALL=(ALL) NOPASSWD: ALL" >"/etc/sudoers.d/drover-test-$user"
+				chmod 440 "/etc/sudoers.d/drover-test-$user"
+				SSHH_SUDOERS+=("/etc/sudoers.d/drover-test-$user")
+			fi
+		fi
 		chown -R "$user":nogroup "$home"
 		local try port pid
 		for try in 1 2 3; do
@@ -168,6 +178,10 @@ sshd_hosts_stop() {
 		done
 		userdel "${SSHH_USER[i]}" >/dev/null 2>&1 || userdel -f "${SSHH_USER[i]}" >/dev/null 2>&1 || true
 	done
+	if ((${#SSHH_SUDOERS[@]})); then
+		rm -f "${SSHH_SUDOERS[@]}"
+	fi
+	SSHH_SUDOERS=()
 	SSHH_PID=()
 	SSHH_USER=()
 	if [[ -n $SSHH_DIR && -z ${KEEP_TMP:-} ]]; then

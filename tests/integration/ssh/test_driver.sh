@@ -21,8 +21,8 @@ fail() {
 }
 log() { echo "[test_driver] $*" >&2; }
 
-# Hosts: 0 GPU, 1 and 2 plain, 3 drops mid-probe, 4 answers its probe after 1.5 s.
-sshd_hosts_start 5 gpu "" "" drop slow=1.5
+# Hosts: 0 GPU, 1 plain, 2 with passwordless sudo, 3 drops mid-probe, 4 answers its probe after 1.5 s.
+sshd_hosts_start 5 gpu "" sudo drop slow=1.5
 T=$SSHH_DIR
 DLOG=$T/driver.log
 PWN=$T/pwned
@@ -96,6 +96,12 @@ ANS=$(dc "$T/stranger.json" <<<'{"method": "ValidateConfig", "request": {}}')
 	fail "a key the host refuses: $(nth 1)"
 ANS=$(dc "$T/good.json" <<<'{"method": "ValidateConfig", "request": {}}')
 [[ $(nth 1 | jq -r .response.valid) == true ]] || fail "the good config is not valid: $(nth 1)"
+# require_sudo: host 2's user has passwordless sudo, hosts 0 and 1's have not (or sudo is not installed).
+if command -v sudo >/dev/null; then
+	ANS=$(dc "$T/good.json" <<<'{"method": "ValidateConfig", "request": {}, "config": {"require_sudo": true}}')
+	[[ $(nth 1 | jq -c '[.response.diagnostics[] | [.fieldPath, .summary]]') == '[["/hosts/0","sudo missing"],["/hosts/1","sudo missing"]]' ]] ||
+		fail "require_sudo: $(nth 1)"
+fi
 
 log "GetOffers: one offer per host, the GPU host's 8 x H100, the cache"
 ANS=$(dc "$T/good.json" <<'CALLS'
