@@ -109,14 +109,20 @@ static json_t *number_json(enum drv_field_type t, double v)
 
 static json_t *field_schema(const struct drv_config_field *f);
 
-/* The schema of an object whose members are `fields`: properties, required, nothing else. */
-static json_t *object_schema(const struct drv_config_field *fields)
+/*
+ * Adds to `o` the schema of an object whose members are those of `fields`
+ * that are (secrets) or are not (!secrets) secrets: type, properties,
+ * required, and nothing else allowed. The config, the secrets and the
+ * elements of an array of objects share it.
+ */
+static json_t *object_schema(json_t *o, const struct drv_config_field *fields, bool secrets)
 {
-	json_t *o = json_object();
 	json_t *props = json_object();
 	json_t *required = json_array();
 	json_object_set_new(o, "type", json_string("object"));
 	for (const struct drv_config_field *m = fields; m && m->name; m++) {
+		if (m->secret != secrets)
+			continue;
 		json_object_set_new(props, m->name, field_schema(m));
 		if (m->required)
 			json_array_append_new(required, json_string(m->name));
@@ -137,7 +143,7 @@ static json_t *field_schema(const struct drv_config_field *f)
 	if (f->type == DRV_FIELD_STRING_ARRAY)
 		json_object_set_new(p, "items", json_pack("{s:s}", "type", "string"));
 	if (f->type == DRV_FIELD_OBJECT_ARRAY)
-		json_object_set_new(p, "items", object_schema(f->items));
+		json_object_set_new(p, "items", object_schema(json_object(), f->items, false));
 	if (f->description)
 		json_object_set_new(p, "description", json_string(f->description));
 	if (f->default_json) {
@@ -165,28 +171,13 @@ static json_t *field_schema(const struct drv_config_field *f)
 static char *schema_of(const struct drv_driver *driver, bool secrets)
 {
 	json_t *root = json_object();
-	json_t *props = json_object();
-	json_t *required = json_array();
 	char title[128];
 
 	snprintf(title, sizeof(title), "%s backend %s", driver->type ? driver->type : "driver",
 	         secrets ? "secrets" : "config");
 	json_object_set_new(root, "$schema", json_string("https://json-schema.org/draft/2020-12/schema"));
 	json_object_set_new(root, "title", json_string(title));
-	json_object_set_new(root, "type", json_string("object"));
-	for (const struct drv_config_field *f = driver->config_fields; f && f->name; f++) {
-		if (f->secret != secrets)
-			continue;
-		json_object_set_new(props, f->name, field_schema(f));
-		if (f->required)
-			json_array_append_new(required, json_string(f->name));
-	}
-	json_object_set_new(root, "properties", props);
-	if (json_array_size(required))
-		json_object_set_new(root, "required", required);
-	else
-		json_decref(required);
-	json_object_set_new(root, "additionalProperties", json_false());
+	object_schema(root, driver->config_fields, secrets);
 	char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(root);
 	return text;
@@ -420,7 +411,8 @@ int drv__config_field_check(const struct drv_config_field *f, char *err, size_t 
 			       DRV_EINVAL;
 		char merr[300];
 		if (drv__config_field_check(m, merr, sizeof(merr)))
-			return snprintf(err, errlen, "in the items of \"%s\": %.250s", f->name, merr), DRV_EINVAL;
+			return snprintf(err, errlen, "in the items of \"%s\": %.250s", f->name, merr),
+			       DRV_EINVAL;
 	}
 	if (f->has_minimum && f->has_maximum && f->minimum > f->maximum)
 		return snprintf(err, errlen, "config field \"%s\" has a minimum %g above its maximum %g",
