@@ -44,6 +44,28 @@ sshd_hosts_require() {
 			exit 77
 		fi
 	done
+	sshh_reap_stale
+}
+
+# Test hosts of an earlier run that was killed before its cleanup (SIGKILL,
+# a CTest timeout): sshd listeners whose sshd_config is gone, and the
+# throwaway users whose home is gone, with their processes, by pid.
+sshh_reap_stale() {
+	local pid cfg user home p
+	for pid in $(pgrep -x sshd 2>/dev/null); do
+		cfg=$(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | sed -n 's|.* -f \(/[^ ]*/drover-sshd\.[^ ]*/sshd_config\).*|\1|p')
+		if [[ -n $cfg && ! -e $cfg ]]; then
+			kill "$pid" 2>/dev/null || true
+		fi
+	done
+	while IFS=: read -r user _ _ _ _ home _; do
+		[[ $user =~ ^dt[0-9]+h[0-9]+$ && $home == */drover-sshd.*/home && ! -d $home ]] || continue
+		for p in $(ps -o pid= -u "$user" 2>/dev/null); do
+			kill -9 "$p" 2>/dev/null || true
+		done
+		userdel "$user" >/dev/null 2>&1 || true
+		rm -f "/etc/sudoers.d/drover-test-$user"
+	done </etc/passwd
 }
 
 # A free TCP port on address $1, from the kernel (bind to port 0). Another
