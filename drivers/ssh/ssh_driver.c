@@ -735,8 +735,8 @@ static int create_instance(struct drv_call *call, const drv_create_instance_requ
 	    strlen(req->offer->instance_type) != 17)
 		return drv_call_fail(call, DRV_EINVAL,
 		                     "the offer is not one of this driver's (instance_type host-ID)");
-	if (strlen(ic->idempotency_key) > 200)
-		return drv_call_fail(call, DRV_EINVAL, "instance.idempotency_key is longer than 200 bytes");
+	if (strlen(ic->idempotency_key) > 1024)
+		return drv_call_fail(call, DRV_EINVAL, "instance.idempotency_key is longer than 1024 bytes");
 	struct cfg c;
 	int rc = begin(call, &c);
 	if (rc)
@@ -772,6 +772,14 @@ static int create_instance(struct drv_call *call, const drv_create_instance_requ
 	for (size_t i = 0; tags && i < ic->n_tags; i++)
 		json_object_set_new(tags, ic->tags[i]->key, json_string(ic->tags[i]->value));
 	claim = ssh_claim_format(id, ic->idempotency_key, ic->name, ic->project, tags, (int64_t)time(NULL));
+	if (claim && strlen(claim) > SSH_CLAIM_MAX) {
+		rc = drv_call_fail(
+		    call, DRV_EINVAL,
+		    "the instance's name, project, tags and idempotency key take %zu bytes as a claim; "
+		    "at most %d",
+		    strlen(claim), SSH_CLAIM_MAX);
+		goto out;
+	}
 	const char *setup = c.setup && c.setup[0] ? c.setup : NULL;
 	size_t in_len = (claim ? strlen(claim) : 0) + strlen(keys) + (setup ? strlen(setup) : 0) + 8;
 	input = malloc(in_len);
@@ -782,7 +790,7 @@ static int create_instance(struct drv_call *call, const drv_create_instance_requ
 	int n = snprintf(input, in_len, "%s\n%s%s\n%s", claim, keys, setup ? "1" : "0", setup ? setup : "");
 	struct ssh_target t = target_of(&c, h);
 	struct ssh_limits lim = limits_for(call, INT64_MAX / 4);
-	char err[700], v[2100];
+	char err[700], v[SSH_CLAIM_MAX + 64];
 	int trips = 0;
 	rc = ssh_run(&t, SSH_SCRIPT_CREATE, input, (size_t)n, &lim, &r, err, sizeof(err));
 	trips += r.round_trips;
@@ -870,7 +878,7 @@ static int read_claim(struct drv_call *call, const struct cfg *c, const struct h
 	struct ssh_target t = target_of(c, h);
 	struct ssh_limits lim = limits_for(call, c->probe_timeout_ms);
 	struct ssh_result r;
-	char err[700], v[2100];
+	char err[700], v[SSH_CLAIM_MAX + 64];
 	*has = false;
 	int rc = ssh_run(&t, SSH_SCRIPT_READ, NULL, 0, &lim, &r, err, sizeof(err));
 	if (rc)
@@ -990,7 +998,7 @@ struct list_job {
 	struct ssh_limits lim;
 	int rc;
 	char err[700];
-	char out[2200];
+	char out[SSH_CLAIM_MAX + 512];
 	pthread_t thread;
 	bool started;
 };
@@ -1053,7 +1061,7 @@ static int list_instances(struct drv_call *call, const drv_list_instances_reques
 			rc = fail_ssh(call, jobs[i].h,
 			              jobs[i].rc == DRV_EPERM ? DRV_EUNAVAILABLE : jobs[i].rc, jobs[i].err);
 	for (size_t i = 0; i < c.n_hosts && !rc; i++) {
-		char v[2100], ip[64], cerr[200];
+		char v[SSH_CLAIM_MAX + 64], ip[64], cerr[200];
 		struct ssh_claim cl;
 		if (!out_value(jobs[i].out, "claim", v, sizeof(v))[0])
 			continue;

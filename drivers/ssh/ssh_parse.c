@@ -284,7 +284,7 @@ int ssh_probe_parse(const char *out, struct ssh_probe *p, char *err, size_t errl
 	while (line && *line) {
 		const char *nl = strchr(line, '\n');
 		size_t len = nl ? (size_t)(nl - line) : strlen(line);
-		char buf[2100];
+		char buf[SSH_CLAIM_MAX + 64];
 		if (len >= sizeof(buf))
 			len = sizeof(buf) - 1;
 		memcpy(buf, line, len);

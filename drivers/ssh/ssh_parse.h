@@ -55,6 +55,8 @@ bool ssh_user_ok(const char *s);
 /* ---- probes ---- */
 
 #define SSH_MAX_GPU_KINDS 4
+/* The longest claim line: CreateInstance refuses a name, project, tags and key that make a longer one. */
+#define SSH_CLAIM_MAX 8192
 
 struct ssh_gpu {
 	char name[32];   /* the sim catalog's name: "H100" */
@@ -72,7 +74,7 @@ struct ssh_probe {
 	struct ssh_gpu gpus[SSH_MAX_GPU_KINDS];
 	size_t n_gpus;
 	bool claimed;
-	char claim[2048]; /* the claim file's first line when claimed */
+	char claim[SSH_CLAIM_MAX + 1]; /* the claim file's first line when claimed */
 	char hostname[256];
 	char ip[64];
 };

@@ -25,7 +25,8 @@ log() { echo "[test_driver] $*" >&2; }
 sshd_hosts_start 5 gpu "" sudo drop slow=1.5
 T=$SSHH_DIR
 DLOG=$T/driver.log
-PWN=$T/pwned
+# Where an injected command would leave its mark: a path the host's user can write.
+PWN=${SSHH_HOME[1]}/pwned
 # A port nothing listens on: bind, note, close.
 dead_port=$(sshh_free_port 127.0.0.1)
 
@@ -154,7 +155,9 @@ log "CreateInstance with hostile values; same key; another key; list; terminate"
 ak_before=$(cat "$T/host1/home/.ssh/authorized_keys")
 ssh-keygen -q -t ed25519 -N '' -C user@laptop -f "$T/user_key"
 ukey=$(cat "$T/user_key.pub")
-evil="\$(touch $PWN) \`touch $PWN\` '; touch $PWN; echo ' \"\$HOME\" \\\\ x"
+evil="\$(touch $PWN) \`touch $PWN\` '; touch $PWN; echo ' \"; touch $PWN; echo \" \$HOME \\\\ x
+touch $PWN
+"
 mkconf "$T/one.json" "$(sshd_hosts_json 1)" \
 	"{\"setup\": \"echo setup-ran-as-\$(id -un) > \\\"\$HOME/setup.out\\\"\", \"cleanup\": \"echo bye > \\\"\$HOME/cleanup.out\\\"\"}"
 offer=$(jq -n --arg t "host-$(dc "$T/one.json" <<<'{"method": "GetOffers", "request": {}}' | jq -r '.response.offers[0].instanceType' | cut -d- -f2)" '{instanceType: $t}')
@@ -174,6 +177,9 @@ print(json.dumps(create("key-3", [ukey + " $(touch x)"])))
 print(json.dumps(create("key-4", ["ssh-ed25519 AAAA\nevil"])))
 print(json.dumps({"method": "ListInstances", "request": {"tags": {"drover-server": "t1"}}}))
 print(json.dumps({"method": "ListInstances", "request": {"tags": {"drover-server": "other"}}}))
+big = create("key-5", [ukey])
+big["request"]["instance"]["name"] = "n" * 9000
+print(json.dumps(big))
 PY
 ANS=$(dc "$T/one.json" <"$T/create.calls")
 want_code 1 OK "CreateInstance with hostile name, project, tags and key"
@@ -187,6 +193,7 @@ want_code 5 INVALID_ARGUMENT "a public key with a newline"
 [[ $(nth 6 | jq -r '.response.instances | length') == 1 && $(nth 6 | jq -r '.response.instances[0].data.instanceId') == "$id" ]] ||
 	fail "ListInstances by tag: $(nth 6)"
 [[ $(nth 7 | jq -r '.response.instances | length') == 0 ]] || fail "ListInstances by another tag value: $(nth 7)"
+want_code 8 INVALID_ARGUMENT "a name that makes the claim longer than its limit"
 d=$(nth 1 | jq -c .response.data)
 [[ $(jq -r .hostname <<<"$d") == "${SSHH_ADDR[1]}" && $(jq -r .sshPort <<<"$d") == "${SSHH_PORT[1]}" &&
 	$(jq -r .username <<<"$d") == "${SSHH_USER[1]}" && $(jq -r .internalIp <<<"$d") == "${SSHH_ADDR[1]}" &&
