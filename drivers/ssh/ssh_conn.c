@@ -246,12 +246,155 @@ static int session_auth(ssh_session s, const struct ssh_target *t, const struct 
 }
 
 static int conn_open(const struct ssh_target *t, const struct ssh_limits *lim, struct conn **out, char *err,
+                     size_t errlen);
+
+/* ---- proxy jump ---- */
+
+/*
+ * One tunnel: a thread copies bytes between one end of a socket pair (the
+ * other end is the target session's socket) and a direct-tcpip channel of
+ * the jump host's session, which it owns. It ends, closing both, when
+ * either side closes: the target session closed, or the jump host dropped.
+ */
+struct tunnel {
+	struct conn *jump;
+	ssh_channel ch;
+	int fd;
+};
+
+static bool write_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return false;
+		p += w;
+		n -= (size_t)w;
+	}
+	return true;
+}
+
+static void *tunnel_main(void *arg)
+{
+	struct tunnel *tn = arg;
+	ssh_session js = tn->jump->s;
+	char buf[16384];
+	for (;;) {
+		struct pollfd p[2] = {{.fd = tn->fd, .events = POLLIN},
+		                      {.fd = ssh_get_fd(js), .events = POLLIN}};
+		if (ssh_get_poll_flags(js) & SSH_WRITE_PENDING)
+			p[1].events |= POLLOUT;
+		poll(p, 2, 1000);
+		if (p[0].revents) {
+			ssize_t n = read(tn->fd, buf, sizeof(buf));
+			if (n <= 0)
+				break;
+			for (size_t sent = 0; sent < (size_t)n;) {
+				int w = ssh_channel_write(tn->ch, buf + sent, (uint32_t)((size_t)n - sent));
+				if (w < 0)
+					goto done;
+				sent += (size_t)w;
+				if (sent < (size_t)n) {
+					struct pollfd q = {.fd = ssh_get_fd(js), .events = POLLIN | POLLOUT};
+					poll(&q, 1, 100);
+				}
+			}
+		}
+		for (;;) {
+			int n = ssh_channel_read_nonblocking(tn->ch, buf, sizeof(buf), 0);
+			if (n < 0)
+				goto done;
+			if (n == 0)
+				break;
+			if (!write_all(tn->fd, buf, (size_t)n))
+				goto done;
+		}
+		if (ssh_channel_is_eof(tn->ch) || !ssh_is_connected(js))
+			break;
+	}
+done:
+	close(tn->fd);
+	ssh_channel_free(tn->ch);
+	conn_close(tn->jump);
+	free(tn);
+	return NULL;
+}
+
+/* A socket whose bytes reach t->address:t->port through t->jump, in *fdp. */
+static int jump_connect(const struct ssh_target *t, const struct ssh_limits *lim, int *fdp, char *err,
+                        size_t errlen)
+{
+	struct conn *jc = NULL;
+	char jerr[700];
+	int rc = conn_open(t->jump, lim, &jc, jerr, sizeof(jerr));
+	if (rc) {
+		snprintf(err, errlen, "through the jump host %s@%s:%d: %s", t->jump->user, t->jump->address,
+		         t->jump->port, jerr);
+		return rc;
+	}
+	ssh_channel ch = ssh_channel_new(jc->s);
+	if (!ch) {
+		conn_close(jc);
+		snprintf(err, errlen, "out of memory");
+		return DRV_ENOMEM;
+	}
+	for (;;) {
+		int o = ssh_channel_open_forward(ch, t->address, t->port, "127.0.0.1", 22);
+		if (o == SSH_OK)
+			break;
+		int l = o == SSH_AGAIN ? wait_session(jc->s, lim) : DRV_EUNAVAILABLE;
+		if (l) {
+			snprintf(err, errlen,
+			         "%s: the jump host %s@%s:%d did not open a channel to %s:%d: %s",
+			         l == DRV_EUNAVAILABLE ? "unreachable"
+			         : l == DRV_EDEADLINE  ? "deadline passed"
+			                               : "cancelled",
+			         t->jump->user, t->jump->address, t->jump->port, t->address, t->port,
+			         ssh_get_error(jc->s));
+			ssh_channel_free(ch);
+			conn_close(jc);
+			return l;
+		}
+	}
+	int sv[2];
+	struct tunnel *tn = calloc(1, sizeof(*tn));
+	if (!tn || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) {
+		free(tn);
+		ssh_channel_free(ch);
+		conn_close(jc);
+		snprintf(err, errlen, "socketpair: %s", strerror(errno));
+		return DRV_ESYSTEM;
+	}
+	*tn = (struct tunnel){.jump = jc, .ch = ch, .fd = sv[1]};
+	pthread_attr_t attr;
+	pthread_t th;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	rc = pthread_create(&th, &attr, tunnel_main, tn);
+	pthread_attr_destroy(&attr);
+	if (rc) {
+		close(sv[0]);
+		close(sv[1]);
+		ssh_channel_free(ch);
+		conn_close(jc);
+		free(tn);
+		snprintf(err, errlen, "could not start the tunnel's thread");
+		return DRV_ESYSTEM;
+	}
+	*fdp = sv[0];
+	return 0;
+}
+
+static int conn_open(const struct ssh_target *t, const struct ssh_limits *lim, struct conn **out, char *err,
                      size_t errlen)
 {
 	char what[300];
 	snprintf(what, sizeof(what), "%s@%s:%d", t->user, t->address, t->port);
 	int fd = -1;
-	int rc = tcp_connect(t->address, t->port, lim, &fd, err, errlen);
+	int rc = t->jump ? jump_connect(t, lim, &fd, err, errlen)
+	                 : tcp_connect(t->address, t->port, lim, &fd, err, errlen);
 	if (rc)
 		return rc;
 	struct conn *c = calloc(1, sizeof(*c));
@@ -322,8 +465,10 @@ void ssh_target_key(const struct ssh_target *t, char *out, size_t len)
 		h ^= (unsigned char)*c;
 		h *= UINT64_C(0x100000001b3);
 	}
-	snprintf(out, len, "%s@%s:%d|%s|%016llx", t->user, t->address, t->port, t->hostkey->fingerprint,
-	         (unsigned long long)h);
+	snprintf(out, len, "%s@%s:%d|%s|%016llx|%s@%s:%d|%s", t->user, t->address, t->port,
+	         t->hostkey->fingerprint, (unsigned long long)h, t->jump ? t->jump->user : "",
+	         t->jump ? t->jump->address : "", t->jump ? t->jump->port : 0,
+	         t->jump ? t->jump->hostkey->fingerprint : "");
 }
 
 static struct pool_host *pool_find(const char *key)

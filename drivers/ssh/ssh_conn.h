@@ -30,6 +30,13 @@ struct ssh_target {
 	const struct ssh_hostkey *hostkey;
 	const char *private_key; /* OpenSSH or PEM text; never logged, never written anywhere */
 	const char *passphrase;  /* or NULL */
+	/*
+	 * Or NULL. A host to reach this one through, as `ssh -J` does: the
+	 * driver logs in to the jump host (its host key checked the same way,
+	 * with the same private key) and opens a direct-tcpip channel to
+	 * address:port; the session to this host runs inside it, end to end.
+	 */
+	const struct ssh_target *jump;
 };
 
 /* A deadline (CLOCK_MONOTONIC ms) and a cancel check, polled while waiting. */

@@ -54,6 +54,13 @@ static const struct drv_config_field host_fields[] = {
      .required = true,
      .description = "The host's public key line (as `drover-driver-ssh keyscan HOST` prints it) or its "
                     "SHA256: fingerprint; every connection is refused when the host shows another key"},
+    {.name = "proxy_jump",
+     .type = DRV_FIELD_STRING,
+     .description = "Reach the host through this one, as ssh -J does: \"user@host\" or \"user@host:port\" "
+                    "(the same private key logs in there)"},
+    {.name = "proxy_jump_host_key",
+     .type = DRV_FIELD_STRING,
+     .description = "The jump host's public key line or SHA256: fingerprint; required with proxy_jump"},
     {.name = "region",
      .type = DRV_FIELD_STRING,
      .default_json = "\"" DEFAULT_REGION "\"",
@@ -132,6 +139,11 @@ struct host {
 	struct ssh_hostkey hostkey;
 	char id[13];
 	char label[300]; /* user@address:port, for messages */
+	/* proxy_jump, when set: jump.address and jump.user point into jump_spec. */
+	bool has_jump;
+	char jump_spec[300];
+	struct ssh_hostkey jump_key;
+	struct ssh_target jump;
 };
 
 struct cfg {
@@ -209,6 +221,50 @@ static void cfg_close(struct cfg *c)
 	memset(c, 0, sizeof(*c));
 }
 
+/* "user@host", "user@host:port" or "user@[v6]:port" into x->jump. 0, or -1 with err set. */
+static int parse_jump(const char *spec, struct host *x, char *err, size_t errlen)
+{
+	snprintf(x->jump_spec, sizeof(x->jump_spec), "%s", spec);
+	char *at = strchr(x->jump_spec, '@');
+	if (!at) {
+		snprintf(err, errlen, "\"user@host\" or \"user@host:port\"");
+		return -1;
+	}
+	*at = '\0';
+	char *host = at + 1, *port = NULL;
+	if (*host == '[') {
+		char *end = strchr(host, ']');
+		if (!end || (end[1] && end[1] != ':')) {
+			snprintf(err, errlen, "an IPv6 jump host is written user@[address]:port");
+			return -1;
+		}
+		*end = '\0';
+		port = end[1] ? end + 2 : NULL;
+		host++;
+	} else if ((port = strchr(host, ':')) != NULL) {
+		*port++ = '\0';
+	}
+	x->jump.user = x->jump_spec;
+	x->jump.address = host;
+	x->jump.port = DEFAULT_PORT;
+	if (port) {
+		char *end;
+		long v = strtol(port, &end, 10);
+		if (*end || v < 1 || v > 65535) {
+			snprintf(err, errlen, "the jump host's port is not 1..65535");
+			return -1;
+		}
+		x->jump.port = (int)v;
+	}
+	if (!ssh_user_ok(x->jump.user) || !ssh_address_ok(x->jump.address)) {
+		snprintf(err, errlen,
+		         "the jump host's user or address has characters outside the strict patterns");
+		return -1;
+	}
+	x->has_jump = true;
+	return 0;
+}
+
 /*
  * Reads the call's config beyond what the SDK's schema checks: host
  * addresses, users, host keys, duplicates, pasted private keys. Returns 0,
@@ -266,6 +322,25 @@ static int cfg_load(struct drv_call *call, struct cfg *c, struct diag_sink *s)
 			snprintf(path, sizeof(path), "/hosts/%zu/host_key", i);
 			sink_error(s, path, "invalid host_key", "%s", err);
 		}
+		const char *pj = json_string_value(json_object_get(h, "proxy_jump"));
+		const char *pjk = json_string_value(json_object_get(h, "proxy_jump_host_key"));
+		if (pj) {
+			snprintf(path, sizeof(path), "/hosts/%zu/proxy_jump", i);
+			if (parse_jump(pj, x, err, sizeof(err)))
+				sink_error(s, path, "invalid proxy_jump", "%s", err);
+			snprintf(path, sizeof(path), "/hosts/%zu/proxy_jump_host_key", i);
+			if (!pjk)
+				sink_error(
+				    s, path, "missing proxy_jump_host_key",
+				    "the jump host's key is required too: there is no trust on first use");
+			else if (!ssh_looks_private(pjk) &&
+			         ssh_hostkey_parse(pjk, &x->jump_key, err, sizeof(err)))
+				sink_error(s, path, "invalid proxy_jump_host_key", "%s", err);
+		} else if (pjk) {
+			snprintf(path, sizeof(path), "/hosts/%zu/proxy_jump_host_key", i);
+			sink_error(s, path, "proxy_jump_host_key without proxy_jump",
+			           "set proxy_jump too, or remove this");
+		}
 		if (!region || !x->region[0]) {
 			x->region = DEFAULT_REGION;
 		}
@@ -291,6 +366,11 @@ static int cfg_load(struct drv_call *call, struct cfg *c, struct diag_sink *s)
 	c->passphrase = drv_call_secret(call, "passphrase");
 	if (c->passphrase && !c->passphrase[0])
 		c->passphrase = NULL;
+	for (size_t i = 0; i < c->n_hosts; i++) {
+		c->hosts[i].jump.private_key = c->private_key;
+		c->hosts[i].jump.passphrase = c->passphrase;
+		c->hosts[i].jump.hostkey = &c->hosts[i].jump_key;
+	}
 	if (c->disk_path && strchr(c->disk_path, '\n'))
 		sink_error(s, "/disk_path", "invalid disk_path", "a path on one line");
 	return s->n ? DRV_EINVAL : 0;
@@ -323,7 +403,8 @@ static struct ssh_target target_of(const struct cfg *c, const struct host *h)
 	                           .user = h->user,
 	                           .hostkey = &h->hostkey,
 	                           .private_key = c->private_key,
-	                           .passphrase = c->passphrase};
+	                           .passphrase = c->passphrase,
+	                           .jump = h->has_jump ? &h->jump : NULL};
 }
 
 static bool call_cancelled(void *ud)
@@ -1180,9 +1261,9 @@ static int validate_config(struct drv_call *call, struct drv_diags *diags)
 			drv_diag_error(diags, path, "sudo missing", "%s", e);
 		if (jobs[i].rc == 0)
 			continue;
-		if (strncmp(e, "host key mismatch", 17) == 0)
+		if (strstr(e, "host key mismatch"))
 			drv_diag_error(diags, path, "host key mismatch", "%s", e);
-		else if (strncmp(e, "authentication refused", 22) == 0)
+		else if (strstr(e, "authentication refused"))
 			drv_diag_error(diags, path, "authentication refused", "%s", e);
 		else if (jobs[i].rc == DRV_EUNAUTHENTICATED)
 			drv_diag_error(diags, "/secrets/private_key", "private key unusable", "%s", e);

@@ -9,7 +9,9 @@
 #                                   comma list for host i: gpu (the fixture
 #                                   nvidia-smi on PATH), slow=SECONDS, drop,
 #                                   sudo (passwordless sudo for the user, by
-#                                   a file in /etc/sudoers.d removed at stop)
+#                                   a file in /etc/sudoers.d removed at stop),
+#                                   jump (sshd logs at DEBUG1, so that the
+#                                   direct-tcpip channels it opens are logged)
 #   sshd_hosts_stop                 stops every sshd, kills the users'
 #                                   processes by pid, deletes the users
 #   sshd_hosts_json [I...]          the config's "hosts" array (all hosts, or I...)
@@ -140,6 +142,10 @@ sshd_hosts_start() {
 			fi
 		fi
 		chown -R "$user":nogroup "$home"
+		local loglevel=ERROR
+		if [[ ,$spec, == *,jump,* ]]; then
+			loglevel=DEBUG1
+		fi
 		local try port pid
 		for try in 1 2 3; do
 			port=$(sshh_free_port "$addr")
@@ -159,7 +165,7 @@ sshd_hosts_start() {
 				MaxStartups 200:30:400
 				MaxSessions 50
 				PrintMotd no
-				LogLevel ERROR
+				LogLevel $loglevel
 				SetEnv $setenv
 			EOF
 			"$SSHD" -D -e -f "$dir/sshd_config" 2>>"$dir/sshd.log" &

@@ -21,8 +21,9 @@ fail() {
 }
 log() { echo "[test_driver] $*" >&2; }
 
-# Hosts: 0 GPU, 1 plain, 2 with passwordless sudo, 3 drops mid-probe, 4 answers its probe after 1.5 s.
-sshd_hosts_start 5 gpu "" sudo drop slow=1.5
+# Hosts: 0 GPU (and a jump host), 1 plain, 2 with passwordless sudo, 3 drops mid-probe, 4 answers its
+# probe after 1.5 s.
+sshd_hosts_start 5 gpu,jump "" sudo drop slow=1.5
 T=$SSHH_DIR
 DLOG=$T/driver.log
 # Where an injected command would leave its mark: a path the host's user can write.
@@ -150,6 +151,24 @@ python3 -c "import sys; sys.exit(0 if float('$ms') < 1800 else 1)" || fail "the 
 ANS=$(dc "$T/slow.json" <<<'{"method": "GetOffers", "request": {}, "config": {"probe_timeout_s": 30}, "timeout_ms": 800}')
 ms=$(nth 1 | jq .ms)
 python3 -c "import sys; sys.exit(0 if float('$ms') < 1300 else 1)" || fail "a 800 ms call deadline took $ms ms: $(nth 1)"
+
+log "proxy_jump: host 2 through host 0"
+jump="${SSHH_USER[0]}@${SSHH_ADDR[0]}:${SSHH_PORT[0]}"
+via="{\"address\": \"${SSHH_ADDR[2]}\", \"port\": ${SSHH_PORT[2]}, \"user\": \"${SSHH_USER[2]}\", \"host_key\": \"${SSHH_HOSTKEY[2]}\", \"proxy_jump\": \"$jump\""
+mkconf "$T/jump.json" "[$via, \"proxy_jump_host_key\": \"${SSHH_HOSTKEY[0]}\"}]"
+mkconf "$T/jumpbad.json" "[$via, \"proxy_jump_host_key\": \"${SSHH_HOSTKEY[1]}\"}]"
+mkconf "$T/jumpnokey.json" "[$via}]"
+ANS=$(dc "$T/jump.json" <<<'{"method": "GetOffers", "request": {}}')
+[[ $(nth 1 | jq -r '.response.offers[0].availability') == AVAILABILITY_AVAILABLE ]] || fail "GetOffers through the jump host: $(nth 1)"
+grep -q "target ${SSHH_ADDR[2]} port ${SSHH_PORT[2]}" "$T/host0/sshd.log" ||
+	fail "the jump host's sshd opened no channel to host 2: the driver went around it"
+ANS=$(dc "$T/jumpbad.json" <<<'{"method": "ValidateConfig", "request": {}}')
+[[ $(nth 1 | jq -c '[.response.diagnostics[] | [.fieldPath, .summary]]') == '[["/hosts/0","host key mismatch"]]' ]] ||
+	fail "a jump host with another key: $(nth 1)"
+[[ $(nth 1 | jq -r '.response.diagnostics[0].detail') == *"jump host"* ]] || fail "the mismatch does not name the jump host: $(nth 1)"
+ANS=$(dc "$T/jumpnokey.json" <<<'{"method": "ValidateConfig", "request": {}}')
+[[ $(nth 1 | jq -c '[.response.diagnostics[] | [.fieldPath, .summary]]') == '[["/hosts/0/proxy_jump_host_key","missing proxy_jump_host_key"]]' ]] ||
+	fail "proxy_jump without its host key: $(nth 1)"
 
 log "CreateInstance with hostile values; same key; another key; list; terminate"
 ak_before=$(cat "$T/host1/home/.ssh/authorized_keys")
