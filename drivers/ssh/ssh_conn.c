@@ -560,19 +560,6 @@ void ssh_pool_stop(void)
 	ssh_finalize();
 }
 
-int ssh_pool_open_count(const struct ssh_target *t)
-{
-	char key[600];
-	ssh_target_key(t, key, sizeof(key));
-	int n = 0;
-	pthread_mutex_lock(&pool.lock);
-	for (int i = 0; i < pool.n_hosts; i++)
-		if (strcmp(pool.hosts[i].key, key) == 0)
-			n = pool.hosts[i].n_open;
-	pthread_mutex_unlock(&pool.lock);
-	return n;
-}
-
 /*
  * An idle connection (*reused true), or a slot for a new one; waits while
  * the host is at its cap. The slot is counted in n_open until pool_put or

@@ -68,8 +68,6 @@ void ssh_pool_stop(void);
 /* The pool's key of a target: host, user, host key and a hash of the private key (never its text). */
 void ssh_target_key(const struct ssh_target *t, char *out, size_t len);
 
-/* Test hook: open connections to `t` (idle and in use). */
-int ssh_pool_open_count(const struct ssh_target *t);
 
 /*
  * Runs `command` on `t` with `input` (len bytes, may be NULL) on its stdin,

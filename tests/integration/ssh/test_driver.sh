@@ -40,9 +40,9 @@ cfg.update(json.loads(sys.argv[3]))
 json.dump({"config": cfg, "secrets": {"private_key": open(sys.argv[4]).read()}}, open(sys.argv[1], "w"))
 PY
 }
-# dc CONFIG_FILE: runs the calls on stdin against one driver process; answers on stdout.
+# dc CONFIG_FILE [DRIVER_ARGS...]: runs the calls on stdin against one driver process; answers on stdout.
 dc() {
-	/usr/bin/python3 "$HERE/driver_call.py" "$BIN/drover-driver-ssh" "$1" 2>>"$DLOG"
+	/usr/bin/python3 "$HERE/driver_call.py" "$BIN/drover-driver-ssh" "$@" 2>>"$DLOG"
 }
 # nth N: the Nth answer line (1-based) of $ANS.
 nth() { sed -n "${1}p" <<<"$ANS"; }
@@ -151,6 +151,21 @@ python3 -c "import sys; sys.exit(0 if float('$ms') < 1800 else 1)" || fail "the 
 ANS=$(dc "$T/slow.json" <<<'{"method": "GetOffers", "request": {}, "config": {"probe_timeout_s": 30}, "timeout_ms": 800}')
 ms=$(nth 1 | jq .ms)
 python3 -c "import sys; sys.exit(0 if float('$ms') < 1300 else 1)" || fail "a 800 ms call deadline took $ms ms: $(nth 1)"
+
+log "the connection pool: 16 calls at once (16 workers) to one host open at most 4 connections, and reuse them"
+# Host 0's sshd logs at DEBUG1, so every login is in its log.
+logins() { grep -c "Accepted publickey for ${SSHH_USER[0]}" "$T/host0/sshd.log" || true; }
+mkconf "$T/pool.json" "$(sshd_hosts_json 0)"
+before=$(logins)
+ANS=$(dc "$T/pool.json" --workers 16 <<'CALLS'
+{"method": "ListInstances", "request": {}, "parallel": 16}
+{"method": "ListInstances", "request": {}, "parallel": 16}
+CALLS
+)
+[[ $(nth 1 | jq -r '.codes | unique | join(",")') == OK && $(nth 2 | jq -r '.codes | unique | join(",")') == OK ]] ||
+	fail "concurrent ListInstances: $ANS"
+opened=$(($(logins) - before))
+((opened >= 1 && opened <= 4)) || fail "32 calls to one host opened $opened connections; the cap is 4"
 
 log "proxy_jump: host 2 through host 0"
 jump="${SSHH_USER[0]}@${SSHH_ADDR[0]}:${SSHH_PORT[0]}"
