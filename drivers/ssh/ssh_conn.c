@@ -142,6 +142,7 @@ static int tcp_connect(const char *address, int port, const struct ssh_limits *l
 
 struct conn {
 	ssh_session s;
+	int fd; /* ours: libssh does not close a socket given with SSH_OPTIONS_FD */
 	int64_t last_used_ms;
 };
 
@@ -153,6 +154,8 @@ static void conn_close(struct conn *c)
 		ssh_disconnect(c->s);
 		ssh_free(c->s);
 	}
+	if (c->fd >= 0)
+		close(c->fd);
 	free(c);
 }
 
@@ -406,6 +409,7 @@ static int conn_open(const struct ssh_target *t, const struct ssh_limits *lim, s
 		return DRV_ENOMEM;
 	}
 	c->s = s;
+	c->fd = fd;
 	int no = 0, verbosity = SSH_LOG_NOLOG;
 	ssh_options_set(s, SSH_OPTIONS_PROCESS_CONFIG, &no); /* nothing from ~/.ssh/config or /etc/ssh */
 	ssh_options_set(s, SSH_OPTIONS_LOG_VERBOSITY, &verbosity);
@@ -449,6 +453,7 @@ static struct {
 	struct pool_host hosts[POOL_HOSTS];
 	int n_hosts;
 	int max_per_host;
+	int64_t keepalive_ms, idle_max_ms;
 	bool started, stopping;
 	pthread_t keepalive;
 } pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
@@ -496,7 +501,12 @@ static void *keepalive_main(void *arg)
 	while (!pool.stopping) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += KEEPALIVE_MS / 1000;
+		ts.tv_sec += pool.keepalive_ms / 1000;
+		ts.tv_nsec += (pool.keepalive_ms % 1000) * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
 		pthread_cond_timedwait(&pool.cond, &pool.lock, &ts);
 		if (pool.stopping)
 			break;
@@ -505,8 +515,9 @@ static void *keepalive_main(void *arg)
 			struct pool_host *h = &pool.hosts[i];
 			for (int j = 0; j < h->n_idle;) {
 				struct conn *c = h->idle[j];
-				bool drop = now - c->last_used_ms > IDLE_MAX_MS || !ssh_is_connected(c->s);
-				if (!drop && now - c->last_used_ms >= KEEPALIVE_MS)
+				bool drop =
+				    now - c->last_used_ms > pool.idle_max_ms || !ssh_is_connected(c->s);
+				if (!drop && now - c->last_used_ms >= pool.keepalive_ms)
 					drop = ssh_send_ignore(c->s, "drover keep-alive") != SSH_OK;
 				if (drop) {
 					h->idle[j] = h->idle[--h->n_idle];
@@ -523,12 +534,23 @@ static void *keepalive_main(void *arg)
 	return NULL;
 }
 
+static int64_t env_ms(const char *name, int64_t fallback)
+{
+	const char *v = getenv(name);
+	char *end;
+	long long x = v ? strtoll(v, &end, 10) : 0;
+	return v && *v && !*end && x >= 10 && x <= 86400000 ? (int64_t)x : fallback;
+}
+
 int ssh_pool_start(int max_per_host)
 {
 	if (ssh_init() != SSH_OK)
 		return -1;
 	pthread_mutex_lock(&pool.lock);
 	pool.max_per_host = max_per_host > 0 ? max_per_host : 4;
+	/* The tests shorten both, to see keep-alives and idle closes within a test's time. */
+	pool.keepalive_ms = env_ms("DROVER_SSH_KEEPALIVE_MS", KEEPALIVE_MS);
+	pool.idle_max_ms = env_ms("DROVER_SSH_IDLE_MS", IDLE_MAX_MS);
 	pool.stopping = false;
 	int rc = 0;
 	if (!pool.started) {
@@ -865,5 +887,6 @@ int ssh_keyscan(const char *address, int port, int timeout_ms, char *out, size_t
 	ssh_key_free(key);
 	ssh_disconnect(s);
 	ssh_free(s);
+	close(fd);
 	return rc;
 }

@@ -61,13 +61,17 @@ void ssh_result_free(struct ssh_result *r);
 /* Monotonic milliseconds. */
 int64_t ssh_now_ms(void);
 
-/* Starts libssh and the pool's keep-alive thread; `max_per_host` caps open connections per host. */
+/*
+ * Starts libssh and the pool's keep-alive thread; `max_per_host` caps open
+ * connections per host. An idle connection gets an SSH_MSG_IGNORE every
+ * 15 s and is closed after 5 minutes idle (environment DROVER_SSH_KEEPALIVE_MS
+ * and DROVER_SSH_IDLE_MS change both, for tests).
+ */
 int ssh_pool_start(int max_per_host);
 /* Closes every pooled connection and stops the keep-alive thread. */
 void ssh_pool_stop(void);
 /* The pool's key of a target: host, user, host key and a hash of the private key (never its text). */
 void ssh_target_key(const struct ssh_target *t, char *out, size_t len);
-
 
 /*
  * Runs `command` on `t` with `input` (len bytes, may be NULL) on its stdin,

@@ -10,8 +10,9 @@
 #                                   nvidia-smi on PATH), slow=SECONDS, drop,
 #                                   sudo (passwordless sudo for the user, by
 #                                   a file in /etc/sudoers.d removed at stop),
-#                                   jump (sshd logs at DEBUG1, so that the
-#                                   direct-tcpip channels it opens are logged)
+#                                   jump (sshd logs at DEBUG3, so that the
+#                                   direct-tcpip channels it opens, logins and
+#                                   SSH_MSG_IGNOREs it gets are logged)
 #   sshd_hosts_stop                 stops every sshd, kills the users'
 #                                   processes by pid, deletes the users
 #   sshd_hosts_json [I...]          the config's "hosts" array (all hosts, or I...)
@@ -144,7 +145,7 @@ sshd_hosts_start() {
 		chown -R "$user":nogroup "$home"
 		local loglevel=ERROR
 		if [[ ,$spec, == *,jump,* ]]; then
-			loglevel=DEBUG1
+			loglevel=DEBUG3
 		fi
 		local try port pid
 		for try in 1 2 3; do

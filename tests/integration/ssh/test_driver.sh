@@ -153,7 +153,7 @@ ms=$(nth 1 | jq .ms)
 python3 -c "import sys; sys.exit(0 if float('$ms') < 1300 else 1)" || fail "a 800 ms call deadline took $ms ms: $(nth 1)"
 
 log "the connection pool: 16 calls at once (16 workers) to one host open at most 4 connections, and reuse them"
-# Host 0's sshd logs at DEBUG1, so every login is in its log.
+# Host 0's sshd logs at DEBUG3, so every login is in its log.
 logins() { grep -c "Accepted publickey for ${SSHH_USER[0]}" "$T/host0/sshd.log" || true; }
 mkconf "$T/pool.json" "$(sshd_hosts_json 0)"
 before=$(logins)
@@ -166,6 +166,23 @@ CALLS
 	fail "concurrent ListInstances: $ANS"
 opened=$(($(logins) - before))
 ((opened >= 1 && opened <= 4)) || fail "32 calls to one host opened $opened connections; the cap is 4"
+
+log "keep-alives on idle pooled connections, and the idle close"
+# Host 0's sshd logs the SSH_MSG_IGNOREs it gets and a "Transferred:" line per connection that ends.
+ignores() { grep -c "Received SSH2_MSG_IGNORE" "$T/host0/sshd.log" || true; }
+closes() { grep -c "^Transferred:" "$T/host0/sshd.log" || true; }
+i0=$(ignores) c0=$(closes)
+# One call, then the driver idles 2 s: both counts are read then, while it still runs.
+{
+	echo '{"method": "ListInstances", "request": {}}'
+	sleep 2
+	echo "$(ignores) $(closes)" >"$T/ka.counts"
+	echo '{"method": "ListInstances", "request": {}}'
+} | DROVER_SSH_KEEPALIVE_MS=200 DROVER_SSH_IDLE_MS=1200 dc "$T/pool.json" >"$T/ka.out"
+read -r i1 c1 <"$T/ka.counts"
+((i1 > i0)) || fail "no keep-alive reached the host while its connection idled"
+((c1 > c0)) || fail "the idle connection was not closed after DROVER_SSH_IDLE_MS"
+[[ $(jq -r .code "$T/ka.out" | sort -u) == OK ]] || fail "calls around the idle close: $(cat "$T/ka.out")"
 
 log "proxy_jump: host 2 through host 0"
 jump="${SSHH_USER[0]}@${SSHH_ADDR[0]}:${SSHH_PORT[0]}"
