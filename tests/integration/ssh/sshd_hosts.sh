@@ -16,6 +16,10 @@
 #   sshd_hosts_stop                 stops every sshd, kills the users'
 #                                   processes by pid, deletes the users
 #   sshd_hosts_json [I...]          the config's "hosts" array (all hosts, or I...)
+#   sshd_hosts_rekey I              host I gets a new host key: its sshd and
+#                                   sessions are killed and it starts again on
+#                                   the same address and port (a reinstalled
+#                                   host, or a man in the middle)
 #
 # After start: SSHH_DIR (the hosts' temp dir), SSHH_KEY (a client private key
 # every host accepts), and per host i (0-based) SSHH_ADDR[i], SSHH_PORT[i],
@@ -169,7 +173,7 @@ sshd_hosts_start() {
 				LogLevel $loglevel
 				SetEnv $setenv
 			EOF
-			"$SSHD" -D -e -f "$dir/sshd_config" 2>>"$dir/sshd.log" &
+			"$SSHD" -D -e -f "$dir/sshd_config" </dev/null >/dev/null 2>>"$dir/sshd.log" &
 			pid=$!
 			if sshh_wait_listening "$addr" "$port" "$pid"; then
 				break
@@ -216,6 +220,29 @@ sshd_hosts_stop() {
 	if [[ -n $SSHH_DIR && -z ${KEEP_TMP:-} ]]; then
 		rm -rf "$SSHH_DIR"
 	fi
+}
+
+sshd_hosts_rekey() {
+	local i=$1 dir=$SSHH_DIR/host$1 p pid try
+	kill "${SSHH_PID[i]}" 2>/dev/null || true
+	wait "${SSHH_PID[i]}" 2>/dev/null || true
+	for p in $(ps -o pid= -u "${SSHH_USER[i]}" 2>/dev/null); do
+		kill -9 "$p" 2>/dev/null || true
+	done
+	rm -f "$dir/host_key" "$dir/host_key.pub"
+	ssh-keygen -q -t ed25519 -N '' -C "drover-test-host$i-rekeyed" -f "$dir/host_key"
+	for try in 1 2 3 4 5; do
+		"$SSHD" -D -e -f "$dir/sshd_config" </dev/null >/dev/null 2>>"$dir/sshd.log" &
+		pid=$!
+		if sshh_wait_listening "${SSHH_ADDR[i]}" "${SSHH_PORT[i]}" "$pid"; then
+			SSHH_PID[i]=$pid
+			return 0
+		fi
+		wait "$pid" 2>/dev/null || true
+		sleep 0.2
+	done
+	sshh_log "sshd for host $i did not start again on ${SSHH_ADDR[i]}:${SSHH_PORT[i]}"
+	return 1
 }
 
 sshd_hosts_json() {

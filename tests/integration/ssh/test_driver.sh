@@ -315,6 +315,28 @@ for round in 1 2 3 4 5; do
 	jq -cn --arg id "$winner" '{method: "TerminateInstance", request: {instanceId: $id}}' | dc "$T/one.json" >/dev/null
 done
 
+log "a changed host key is refused at a later connection of the same driver, not only the first"
+# One driver process, fed through a fifo, so that the host changes between its two calls.
+mkfifo "$T/rekey.in"
+dc "$T/one.json" <"$T/rekey.in" >"$T/rekey.out" &
+dcpid=$!
+exec 7>"$T/rekey.in"
+echo '{"method": "ListInstances", "request": {}}' >&7
+for ((i = 0; i < 200; i++)); do
+	[[ -s $T/rekey.out ]] && break
+	sleep 0.05
+done
+# The pooled connection dies with the old sshd; the next call must connect again.
+sshd_hosts_rekey 1
+echo '{"method": "ListInstances", "request": {}}' >&7
+exec 7>&-
+wait "$dcpid"
+ANS=$(cat "$T/rekey.out")
+want_code 1 OK "ListInstances before the host key changed"
+want_code 2 UNAVAILABLE "ListInstances after the host key changed"
+[[ $(nth 2 | jq -r .message) == *"host key mismatch"*"$(ssh-keygen -l -E sha256 -f "$T/host1/host_key.pub" | cut -d' ' -f2)"* ]] ||
+	fail "the changed key is not named: $(nth 2)"
+
 # The private key never shows in the driver's log.
 grep -q "$(sed -n 2p "$SSHH_KEY")" "$DLOG" && fail "the private key is in the driver log"
 echo "test_driver: ok"
