@@ -265,6 +265,11 @@ struct tunnel {
 	int fd;
 };
 
+/* Live tunnel threads: ssh_pool_stop() waits for them before libssh is finalised. */
+static pthread_mutex_t tunnels_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t tunnels_cond = PTHREAD_COND_INITIALIZER;
+static int n_tunnels;
+
 static bool write_all(int fd, const char *p, size_t n)
 {
 	while (n) {
@@ -322,6 +327,10 @@ done:
 	ssh_channel_free(tn->ch);
 	conn_close(tn->jump);
 	free(tn);
+	pthread_mutex_lock(&tunnels_lock);
+	n_tunnels--;
+	pthread_cond_broadcast(&tunnels_cond);
+	pthread_mutex_unlock(&tunnels_lock);
 	return NULL;
 }
 
@@ -375,9 +384,15 @@ static int jump_connect(const struct ssh_target *t, const struct ssh_limits *lim
 	pthread_t th;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	pthread_mutex_lock(&tunnels_lock);
+	n_tunnels++;
+	pthread_mutex_unlock(&tunnels_lock);
 	rc = pthread_create(&th, &attr, tunnel_main, tn);
 	pthread_attr_destroy(&attr);
 	if (rc) {
+		pthread_mutex_lock(&tunnels_lock);
+		n_tunnels--;
+		pthread_mutex_unlock(&tunnels_lock);
 		close(sv[0]);
 		close(sv[1]);
 		ssh_channel_free(ch);
@@ -579,7 +594,18 @@ void ssh_pool_stop(void)
 	}
 	pool.n_hosts = 0;
 	pthread_mutex_unlock(&pool.lock);
-	ssh_finalize();
+	/* Closing the connections above ends their tunnels; libssh must outlive those threads. */
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 5;
+	pthread_mutex_lock(&tunnels_lock);
+	while (n_tunnels > 0)
+		if (pthread_cond_timedwait(&tunnels_cond, &tunnels_lock, &ts) != 0)
+			break;
+	bool tunnels_left = n_tunnels > 0;
+	pthread_mutex_unlock(&tunnels_lock);
+	if (!tunnels_left)
+		ssh_finalize();
 }
 
 /*
