@@ -127,6 +127,11 @@ claims() { # the number of claims on the hosts
 claims=$(claims)
 [[ $claims == 1 ]] || fail "$claims claims on the hosts after the crash, expected exactly 1"
 [[ $(jq -r .idempotency_key "${SSHH_HOME[0]}/.drover/claim") == "$key_before" ]] || fail "the claim changed hands"
+# Found by its key: the restarted droverd's create with the same key met the claim (held) and took it
+# over (the keys put back: the second round trip), rather than making another.
+grep -q "instance $id_before holds host .*(2 SSH round trips)" "$LOG" ||
+	fail "the restarted droverd did not find the claim by its idempotency key"
+
 run 0 instance terminate crashy --wait
 stop_droverd
 
