@@ -119,6 +119,12 @@ gpu=$(nth 1 | jq -c '[.response.offers[].resources.gpus // [] | .[]]')
 [[ $(nth 1 | jq -r '[.response.offers[].availability] | unique | join(",")') == AVAILABILITY_AVAILABLE ]] ||
 	fail "free hosts not AVAILABLE: $(nth 1)"
 [[ $(nth 1 | jq -r '.response.offers[0].resources.cpuArch') == "$(uname -m)" ]] || fail "cpu arch: $(nth 1)"
+# The probe's figures are this machine's (the hosts run on it): CPUs, MemTotal, the home's file system.
+res=$(nth 1 | jq -c '.response.offers[0].resources | [.cpus, .memoryMib, .diskMib]')
+want=$(jq -cn --argjson c "$(getconf _NPROCESSORS_ONLN)" \
+	--arg m "$(($(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1024))" \
+	--arg d "$(($(df -Pk "${SSHH_HOME[0]}" | awk 'NR == 2 {print $2}') / 1024))" '[$c, $m, $d]')
+[[ $res == "$want" ]] || fail "probed [cpus, memory MiB, disk MiB] $res, this machine has $want"
 [[ $(nth 1 | jq -r '.response.offers[0].region') == on-prem ]] || fail "default region: $(nth 1)"
 warm=$(nth 2 | jq .ms)
 log "GetOffers cold $(nth 1 | jq .ms) ms, warm $warm ms"
