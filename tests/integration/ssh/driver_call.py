@@ -7,7 +7,8 @@ CONFIG_FILE is JSON {"config": {...}, "secrets": {...}}. Each stdin line is
 one call, {"method": "CreateInstance", "request": {...}, "timeout_ms": N,
 "config": {...overlay...}} (the request in protobuf's JSON form, its config
 filled in from CONFIG_FILE with the overlay's keys replaced); each answer is
-one stdout line {"code": "OK", "message": "", "response": {...}, "ms": N}.
+one stdout line {"code": "OK", "message": "", "response": {...}, "ms": N,
+"driver_cpu_ms": N} (the driver's CPU time so far).
 With "parallel": N the call is made N times at once, and the answer is
 {"codes": [...], "ms": N}.
 The driver is spawned the way droverd spawns it (magic cookie, handshake
@@ -33,6 +34,16 @@ from google.protobuf import json_format  # noqa: E402
 
 import compute_pb2  # noqa: E402
 import compute_pb2_grpc  # noqa: E402
+
+
+def cpu_ms(pid: int) -> float:
+    """The driver's CPU time so far (user + system), from /proc."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return round((int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK"), 1)
+    except (OSError, IndexError, ValueError):
+        return -1.0
 
 
 def one(stub, method: str, req, timeout: float) -> dict:
@@ -85,6 +96,7 @@ def main() -> int:
                 out = {"codes": [o["code"] for o in outs], "ms": round((time.monotonic() - start) * 1000, 1)}
             else:
                 out = one(stub, method, req, timeout)
+            out["driver_cpu_ms"] = cpu_ms(proc.pid)
             print(json.dumps(out), flush=True)
     finally:
         channel.close()
