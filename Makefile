@@ -57,6 +57,7 @@ test-fuzz: fuzz-build
 bench: build
 	@$(BUILD)/bin/drover-bench
 	@if [ -x $(BUILD)/bin/drover-bench-server ]; then $(BUILD)/bin/drover-bench-server; fi
+	@bench/ssh/bench_ssh.sh $(BUILD)
 
 format:
 	@git ls-files '*.c' '*.h' | xargs clang-format -i

@@ -8,6 +8,8 @@ PACKAGES=(
 	libgrpc-dev protobuf-c-compiler libprotobuf-c-dev
 	libuv1-dev libsqlite3-dev libcmocka-dev libyaml-dev libjansson-dev libssl-dev
 	openssl sqlite3 procps jq
+	# the ssh driver, and the real OpenSSH servers and client its tests use
+	libssh-dev openssh-server openssh-client sudo
 	# the Python driver SDK (driver-sdk/python, built offline with pip into a venv), its
 	# proto→Python generation, its tests, and the benchmark's Python baseline
 	python3 python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc

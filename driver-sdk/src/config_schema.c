@@ -94,6 +94,7 @@ static const char *type_name(enum drv_field_type t)
 	case DRV_FIELD_BOOLEAN:
 		return "boolean";
 	case DRV_FIELD_STRING_ARRAY:
+	case DRV_FIELD_OBJECT_ARRAY:
 		return "array";
 	}
 	return "unknown";
@@ -106,12 +107,43 @@ static json_t *number_json(enum drv_field_type t, double v)
 	return json_real(v);
 }
 
+static json_t *field_schema(const struct drv_config_field *f);
+
+/*
+ * Adds to `o` the schema of an object whose members are those of `fields`
+ * that are (secrets) or are not (!secrets) secrets: type, properties,
+ * required, and nothing else allowed. The config, the secrets and the
+ * elements of an array of objects share it.
+ */
+static json_t *object_schema(json_t *o, const struct drv_config_field *fields, bool secrets)
+{
+	json_t *props = json_object();
+	json_t *required = json_array();
+	json_object_set_new(o, "type", json_string("object"));
+	for (const struct drv_config_field *m = fields; m && m->name; m++) {
+		if (m->secret != secrets)
+			continue;
+		json_object_set_new(props, m->name, field_schema(m));
+		if (m->required)
+			json_array_append_new(required, json_string(m->name));
+	}
+	json_object_set_new(o, "properties", props);
+	if (json_array_size(required))
+		json_object_set_new(o, "required", required);
+	else
+		json_decref(required);
+	json_object_set_new(o, "additionalProperties", json_false());
+	return o;
+}
+
 static json_t *field_schema(const struct drv_config_field *f)
 {
 	json_t *p = json_object();
 	json_object_set_new(p, "type", json_string(type_name(f->type)));
 	if (f->type == DRV_FIELD_STRING_ARRAY)
 		json_object_set_new(p, "items", json_pack("{s:s}", "type", "string"));
+	if (f->type == DRV_FIELD_OBJECT_ARRAY)
+		json_object_set_new(p, "items", object_schema(json_object(), f->items, false));
 	if (f->description)
 		json_object_set_new(p, "description", json_string(f->description));
 	if (f->default_json) {
@@ -139,28 +171,13 @@ static json_t *field_schema(const struct drv_config_field *f)
 static char *schema_of(const struct drv_driver *driver, bool secrets)
 {
 	json_t *root = json_object();
-	json_t *props = json_object();
-	json_t *required = json_array();
 	char title[128];
 
 	snprintf(title, sizeof(title), "%s backend %s", driver->type ? driver->type : "driver",
 	         secrets ? "secrets" : "config");
 	json_object_set_new(root, "$schema", json_string("https://json-schema.org/draft/2020-12/schema"));
 	json_object_set_new(root, "title", json_string(title));
-	json_object_set_new(root, "type", json_string("object"));
-	for (const struct drv_config_field *f = driver->config_fields; f && f->name; f++) {
-		if (f->secret != secrets)
-			continue;
-		json_object_set_new(props, f->name, field_schema(f));
-		if (f->required)
-			json_array_append_new(required, json_string(f->name));
-	}
-	json_object_set_new(root, "properties", props);
-	if (json_array_size(required))
-		json_object_set_new(root, "required", required);
-	else
-		json_decref(required);
-	json_object_set_new(root, "additionalProperties", json_false());
+	object_schema(root, driver->config_fields, secrets);
 	char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(root);
 	return text;
@@ -234,22 +251,91 @@ static bool type_ok(enum drv_field_type t, const json_t *v)
 	case DRV_FIELD_BOOLEAN:
 		return json_is_boolean(v);
 	case DRV_FIELD_STRING_ARRAY:
+	case DRV_FIELD_OBJECT_ARRAY:
 		return json_is_array(v);
 	}
 	return false;
 }
 
+static const char *type_phrase(enum drv_field_type t)
+{
+	switch (t) {
+	case DRV_FIELD_INTEGER:
+		return "an integer";
+	case DRV_FIELD_STRING_ARRAY:
+		return "an array of strings";
+	case DRV_FIELD_OBJECT_ARRAY:
+		return "an array of objects";
+	default:
+		return t == DRV_FIELD_STRING ? "a string" : t == DRV_FIELD_NUMBER ? "a number" : "a boolean";
+	}
+}
+
+static void check_field_at(const char *prefix, const struct drv_config_field *f, const json_t *v,
+                           struct drv_diags *d);
+
+/* Element `i` of an OBJECT_ARRAY: an object with the declared members and no others. */
+static void check_object_item(const char *path, const struct drv_config_field *f, size_t i, const json_t *e,
+                              struct drv_diags *d)
+{
+	char ep[420];
+	snprintf(ep, sizeof(ep), "%.390s/%zu", path, i);
+	if (!json_is_object(e)) {
+		drv__diags_add(d, SEV_ERROR, ep, "wrong type",
+		               "element %zu of \"%s\" must be an object, got %s", i, f->name, json_kind(e));
+		return;
+	}
+	for (const struct drv_config_field *m = f->items; m && m->name; m++) {
+		json_t *mv = json_object_get(e, m->name);
+		if (!mv || json_is_null(mv)) {
+			if (m->required) {
+				char mp[480];
+				pointer(mp, sizeof(mp), ep, m->name);
+				drv__diags_add(d, SEV_ERROR, mp, "missing required field",
+				               "field \"%s\" of element %zu of \"%s\" is required%s%s",
+				               m->name, i, f->name, m->description ? ": " : "",
+				               m->description ? m->description : "");
+			}
+			continue;
+		}
+		check_field_at(ep, m, mv, d);
+	}
+	const char *key;
+	json_t *mv;
+	json_object_foreach((json_t *)e, key, mv)
+	{
+		const struct drv_config_field *m = f->items;
+		while (m && m->name && strcmp(m->name, key) != 0)
+			m++;
+		if (m && m->name)
+			continue;
+		char mp[480];
+		pointer(mp, sizeof(mp), ep, key);
+		drv__diags_add(d, SEV_ERROR, mp, "unknown field",
+		               "\"%.100s\" is not a field of the elements of \"%s\"", key, f->name);
+	}
+}
+
 static void check_field(const struct drv_config_field *f, const json_t *v, struct drv_diags *d)
 {
-	char path[300];
-	pointer(path, sizeof(path), NULL, f->name);
+	check_field_at(NULL, f, v, d);
+}
+
+static void check_field_at(const char *prefix, const struct drv_config_field *f, const json_t *v,
+                           struct drv_diags *d)
+{
+	char path[400];
+	pointer(path, sizeof(path), prefix, f->name);
 
 	if (!type_ok(f->type, v)) {
-		drv__diags_add(d, SEV_ERROR, path, "wrong type", "field \"%s\" must be %s %s, got %s",
-		               f->name,
-		               f->type == DRV_FIELD_INTEGER || f->type == DRV_FIELD_STRING_ARRAY ? "an" : "a",
-		               f->type == DRV_FIELD_STRING_ARRAY ? "array of strings" : type_name(f->type),
-		               json_kind(v));
+		drv__diags_add(d, SEV_ERROR, path, "wrong type", "field \"%s\" must be %s, got %s", f->name,
+		               type_phrase(f->type), json_kind(v));
+		return;
+	}
+	if (f->type == DRV_FIELD_OBJECT_ARRAY) {
+		size_t i;
+		json_t *e;
+		json_array_foreach(v, i, e) check_object_item(path, f, i, e, d);
 		return;
 	}
 	if (f->type == DRV_FIELD_STRING_ARRAY) {
@@ -258,8 +344,8 @@ static void check_field(const struct drv_config_field *f, const json_t *v, struc
 		json_array_foreach(v, i, e)
 		{
 			if (!json_is_string(e)) {
-				char ep[340];
-				snprintf(ep, sizeof(ep), "%s/%zu", path, i);
+				char ep[420];
+				snprintf(ep, sizeof(ep), "%.390s/%zu", path, i);
 				drv__diags_add(d, SEV_ERROR, ep, "wrong type",
 				               "element %zu of \"%s\" must be a string, got %s", i, f->name,
 				               json_kind(e));
@@ -310,6 +396,24 @@ int drv__config_field_check(const struct drv_config_field *f, char *err, size_t 
 		           "nor DRV_FIELD_NUMBER",
 		           f->name),
 		       DRV_EINVAL;
+	if ((f->items != NULL) != (f->type == DRV_FIELD_OBJECT_ARRAY))
+		return snprintf(err, errlen, "config field \"%s\" %s", f->name,
+		                f->items ? "has items but is not DRV_FIELD_OBJECT_ARRAY"
+		                         : "is DRV_FIELD_OBJECT_ARRAY but declares no items"),
+		       DRV_EINVAL;
+	for (const struct drv_config_field *m = f->items; m && m->name; m++) {
+		if (m->secret || m->type < DRV_FIELD_STRING || m->type > DRV_FIELD_STRING_ARRAY)
+			return snprintf(
+			           err, errlen,
+			           "member \"%s\" of config field \"%s\" must be a plain field (no secret, "
+			           "no array of objects)",
+			           m->name, f->name),
+			       DRV_EINVAL;
+		char merr[300];
+		if (drv__config_field_check(m, merr, sizeof(merr)))
+			return snprintf(err, errlen, "in the items of \"%s\": %.250s", f->name, merr),
+			       DRV_EINVAL;
+	}
 	if (f->has_minimum && f->has_maximum && f->minimum > f->maximum)
 		return snprintf(err, errlen, "config field \"%s\" has a minimum %g above its maximum %g",
 		                f->name, f->minimum, f->maximum),

@@ -149,7 +149,7 @@ int drv_driver_check(const struct drv_driver *driver, char *err, size_t errlen)
 		}
 	}
 	for (const struct drv_config_field *f = driver->config_fields; f && f->name; f++) {
-		if (f->type < DRV_FIELD_STRING || f->type > DRV_FIELD_STRING_ARRAY) {
+		if (f->type < DRV_FIELD_STRING || f->type > DRV_FIELD_OBJECT_ARRAY) {
 			snprintf(err, errlen, "driver %s: config field \"%s\" has an unknown type %d",
 			         driver->type, f->name, (int)f->type);
 			return DRV_EINVAL;

@@ -83,6 +83,15 @@ enum drv_field_type {
 	DRV_FIELD_NUMBER,
 	DRV_FIELD_BOOLEAN,
 	DRV_FIELD_STRING_ARRAY,
+	/*
+	 * An array of objects whose members are declared by .items (a list of
+	 * plain fields, {.name = NULL}-terminated): a list of hosts, each with an
+	 * address and a port. Members are checked like top-level fields, with
+	 * paths such as "/hosts/2/port"; the SDK fills no member defaults (the
+	 * driver reads the array from drv_call_config_json() and applies the
+	 * defaults it declared). Added after the types above.
+	 */
+	DRV_FIELD_OBJECT_ARRAY,
 };
 
 /*
@@ -103,6 +112,8 @@ struct drv_config_field {
 	bool has_minimum, has_maximum; /* for INTEGER and NUMBER */
 	double minimum, maximum;
 	const char *const *enum_values; /* NULL-terminated, for STRING; or NULL */
+	/* The members of an OBJECT_ARRAY's elements (no secrets, no nested arrays of objects); else NULL. */
+	const struct drv_config_field *items;
 };
 
 /* Diagnostics collector handed to the validate hook. Owned by the SDK. */

@@ -364,6 +364,70 @@ static void test_random_configs(void **state)
 	}
 }
 
+/* An array of objects: its schema, and each member checked with a path such as /hosts/1/port. */
+static const struct drv_config_field host_items[] = {
+    {.name = "address", .type = DRV_FIELD_STRING, .required = true},
+    {.name = "port", .type = DRV_FIELD_INTEGER, .default_json = "22", .has_minimum = true, .minimum = 1},
+    {.name = NULL},
+};
+static const struct drv_config_field obj_fields[] = {
+    {.name = "hosts", .type = DRV_FIELD_OBJECT_ARRAY, .required = true, .items = host_items},
+    {.name = NULL},
+};
+
+static size_t obj_check(const char *json, const char *path, const char *summary)
+{
+	drv_backend_config bc = DROVER__COMPUTE__V1__BACKEND_CONFIG__INIT;
+	struct drv__arena a;
+	struct drv_diags d;
+	json_t *root = NULL;
+	bc.config_json = (char *)json;
+	drv__arena_init(&a);
+	drv__diags_init(&d, &a);
+	drv__config_check(obj_fields, &bc, &d, &root);
+	size_t n = d.n_errors;
+	if (path) {
+		assert_int_equal(n, 1);
+		assert_string_equal(d.items[0].field_path, path);
+		assert_string_equal(d.items[0].summary, summary);
+	}
+	json_decref(root);
+	drv__arena_release(&a);
+	return n;
+}
+
+static void test_object_array(void **state)
+{
+	(void)state;
+	static const struct drv_driver obj_driver = {
+	    .version = DRV_DRIVER_V1, .type = "objtest", .driver_version = "1", .config_fields = obj_fields};
+	char *text = drv__config_schema(&obj_driver);
+	json_t *s = json_loads(text, 0, NULL);
+	assert_non_null(s);
+	json_t *items = json_object_get(json_object_get(json_object_get(s, "properties"), "hosts"), "items");
+	assert_string_equal(json_string_value(json_object_get(items, "type")), "object");
+	assert_true(json_is_false(json_object_get(items, "additionalProperties")));
+	assert_string_equal(json_string_value(json_array_get(json_object_get(items, "required"), 0)),
+	                    "address");
+	assert_int_equal(json_integer_value(json_object_get(
+	                     json_object_get(json_object_get(items, "properties"), "port"), "default")),
+	                 22);
+	json_decref(s);
+	free(text);
+
+	assert_int_equal(
+	    obj_check("{\"hosts\": [{\"address\": \"a\"}, {\"address\": \"b\", \"port\": 2}]}", NULL, NULL),
+	    0);
+	obj_check("{\"hosts\": [{\"address\": \"a\"}, {\"address\": \"b\", \"port\": 0}]}", "/hosts/1/port",
+	          "value below minimum");
+	obj_check("{\"hosts\": [{\"address\": \"a\"}, {\"port\": 2}]}", "/hosts/1/address",
+	          "missing required field");
+	obj_check("{\"hosts\": [{\"address\": \"a\", \"colour\": 1}]}", "/hosts/0/colour", "unknown field");
+	obj_check("{\"hosts\": [\"a\"]}", "/hosts/0", "wrong type");
+	obj_check("{\"hosts\": {\"address\": \"a\"}}", "/hosts", "wrong type");
+	obj_check("{\"hosts\": [{\"address\": 5}]}", "/hosts/0/address", "wrong type");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -376,6 +440,7 @@ int main(void)
 	    cmocka_unit_test(test_undeclared_getter_logged),
 	    cmocka_unit_test(test_diag_api),
 	    cmocka_unit_test(test_random_configs),
+	    cmocka_unit_test(test_object_array),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

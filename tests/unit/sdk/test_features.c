@@ -150,6 +150,11 @@ static void test_check_fields(void **state)
 {
 	static const struct drv_compute_ops offers = {.version = DRV_COMPUTE_OPS_V1, .get_offers = op_offers};
 	static const char *const ab[] = {"a", "b", NULL};
+	static const struct drv_config_field obj_items[] = {{.name = "port", .type = DRV_FIELD_INTEGER}, {0}};
+	static const struct drv_config_field obj_bad_items[] = {
+	    {.name = "key", .type = DRV_FIELD_STRING, .secret = true}, {0}};
+	static const struct drv_config_field obj_bad_default[] = {
+	    {.name = "port", .type = DRV_FIELD_INTEGER, .default_json = "\"22\""}, {0}};
 	static const struct {
 		struct drv_config_field f[3];
 		const char *want; /* in the message; NULL: accepted */
@@ -172,6 +177,13 @@ static void test_check_fields(void **state)
 	    {{{.name = "s", .type = DRV_FIELD_STRING, .enum_values = ab, .default_json = "\"zzz\""}},
 	     "value not allowed"},
 	    {{{.name = "z", .type = DRV_FIELD_STRING_ARRAY, .default_json = "[\"a\", 1]"}}, "wrong type"},
+	    {{{.name = "h", .type = DRV_FIELD_OBJECT_ARRAY}}, "declares no items"},
+	    {{{.name = "h", .type = DRV_FIELD_STRING_ARRAY, .items = obj_items}}, "has items but"},
+	    {{{.name = "h", .type = DRV_FIELD_OBJECT_ARRAY, .items = obj_bad_items}},
+	     "must be a plain field"},
+	    {{{.name = "h", .type = DRV_FIELD_OBJECT_ARRAY, .items = obj_bad_default}},
+	     "in the items of \"h\""},
+	    {{{.name = "h", .type = DRV_FIELD_OBJECT_ARRAY, .items = obj_items}}, NULL},
 	    {{{.name = "k", .type = DRV_FIELD_STRING, .secret = true, .default_json = "\"x\""}},
 	     "secret \"k\" has a default"},
 	    {{{.name = "", .type = DRV_FIELD_STRING}}, "empty name"},
