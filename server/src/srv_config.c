@@ -299,7 +299,32 @@ static int backend_field(struct walk *w, const char *key, yaml_node_t *v, const 
 	return FIELD_UNKNOWN;
 }
 
-/* The next backend of a project's list. */
+/*
+ * After walk_list() over list `v` (its `done` items walked, all of them when
+ * walked == rc 0): the first name given twice, reported as a walk in file
+ * order would, on the item that repeats it. A walk that stopped at item k
+ * (rc < 0) is overruled by a name repeated before k, which comes first in the
+ * file. names[i] is item i's, `what` says whose ("backend", "project") and
+ * `where` ends the message. Sorting (dyaml_first_repeat) keeps this
+ * O(n log n), where comparing each name with every earlier one made 49,000
+ * backends take seconds.
+ */
+static int repeated_name(struct walk *w, yaml_node_t *v, const char *path, int rc, const char **names,
+                         size_t done, const char *what, const char *where)
+{
+	size_t again = 0, first = 0;
+	int rep = dyaml_first_repeat(names, done, &again, &first);
+	if (rep < 0)
+		return fail(w, v, path, "out of memory");
+	if (rep == 0)
+		return rc;
+	char sub[512];
+	pathf(sub, sizeof(sub), "%s[%zu]", path, again);
+	return fail(w, node_at(w, v->data.sequence.items.start[again]), sub, "duplicate %s name \"%s\"%s",
+	            what, names[again], where);
+}
+
+/* The next backend of a project's list (its name is checked against the others' afterwards). */
 static int backend_item(struct walk *w, yaml_node_t *n, const char *path, void *ctx)
 {
 	struct srv_config_project *pr = ctx;
@@ -316,9 +341,6 @@ static int backend_item(struct walk *w, yaml_node_t *n, const char *path, void *
 		return fail(w, n, path, "missing field 'type'");
 	if (!b->config_json && !(b->config_json = strdup("{}")))
 		return fail(w, n, path, "out of memory");
-	for (size_t j = 0; j + 1 < pr->n_backends; j++)
-		if (strcmp(pr->backends[j].name, b->name) == 0)
-			return fail(w, n, path, "duplicate backend name \"%s\" in this project", b->name);
 	return 0;
 }
 
@@ -333,12 +355,22 @@ static int project_field(struct walk *w, const char *key, yaml_node_t *v, const 
 		if (rc <= 0)
 			return rc;
 		pr->backends = arr;
-		return walk_list(w, v, path, backend_item, pr);
+		rc = walk_list(w, v, path, backend_item, pr);
+		/* The items walked whole: all of them, or those before the one that failed. */
+		size_t done = rc < 0 ? pr->n_backends - 1 : pr->n_backends;
+		const char **names = malloc((done ? done : 1) * sizeof(*names));
+		if (!names)
+			return fail(w, v, path, "out of memory");
+		for (size_t i = 0; i < done; i++)
+			names[i] = pr->backends[i].name;
+		rc = repeated_name(w, v, path, rc, names, done, "backend", " in this project");
+		free(names);
+		return rc;
 	}
 	return FIELD_UNKNOWN;
 }
 
-/* The next project of the file's list. */
+/* The next project of the file's list (its name is checked against the others' afterwards). */
 static int project_item(struct walk *w, yaml_node_t *n, const char *path, void *ctx)
 {
 	struct srv_config *cfg = ctx;
@@ -351,9 +383,6 @@ static int project_item(struct walk *w, yaml_node_t *n, const char *path, void *
 	if (!srv_valid_name(pr->name))
 		return fail(w, n, path, "\"%s\" is not a valid project name ([a-z0-9][a-z0-9-]*, at most 63)",
 		            pr->name);
-	for (size_t j = 0; j + 1 < cfg->n_projects; j++)
-		if (strcmp(cfg->projects[j].name, pr->name) == 0)
-			return fail(w, n, path, "duplicate project name \"%s\"", pr->name);
 	return 0;
 }
 
@@ -639,7 +668,16 @@ static int root_field(struct walk *w, const char *key, yaml_node_t *v, const cha
 		if (rc <= 0)
 			return rc;
 		cfg->projects = arr;
-		return walk_list(w, v, path, project_item, cfg);
+		rc = walk_list(w, v, path, project_item, cfg);
+		size_t done = rc < 0 ? cfg->n_projects - 1 : cfg->n_projects;
+		const char **names = malloc((done ? done : 1) * sizeof(*names));
+		if (!names)
+			return fail(w, v, path, "out of memory");
+		for (size_t i = 0; i < done; i++)
+			names[i] = cfg->projects[i].name;
+		rc = repeated_name(w, v, path, rc, names, done, "project", "");
+		free(names);
+		return rc;
 	}
 	if (strcmp(key, "provisioning") == 0)
 		return walk_mapping(w, v, path, provisioning_field, cfg,
