@@ -761,8 +761,18 @@ int srv_config_load(const char *path, struct srv_config **out, char *err, size_t
 	char *buf = NULL;
 	size_t len = 0, cap = 0;
 	for (;;) {
+		if (len > SRV_CONFIG_MAX_BYTES) {
+			snprintf(err, errlen, "%s: larger than %d MiB, the limit on a config file", path,
+			         SRV_CONFIG_MAX_BYTES >> 20);
+			free(buf);
+			fclose(f);
+			return -1;
+		}
 		if (len + 4096 > cap) {
+			/* Never more than the limit and a read's worth: a read past it ends the load. */
 			cap = cap ? cap * 2 : 8192;
+			if (cap > SRV_CONFIG_MAX_BYTES + 8192)
+				cap = SRV_CONFIG_MAX_BYTES + 8192;
 			char *nb = realloc(buf, cap);
 			if (!nb) {
 				free(buf);

@@ -317,6 +317,30 @@ static void test_load_file_and_empty(void **state)
 	assert_int_equal(srv_config_load(dir, &c, err, sizeof(err)), -1);
 	assert_null(c);
 	assert_non_null(strstr(err, "cannot read: Is a directory"));
+	/* A file over the limit is refused, naming the file and the limit; one at the limit is read. */
+	f = fopen(p, "w");
+	assert_non_null(f);
+	char line[64];
+	int n = snprintf(line, sizeof(line), "# %*s\n", 60, "");
+	size_t written = 0;
+	while (written + (size_t)n <= SRV_CONFIG_MAX_BYTES)
+		written += fwrite(line, 1, (size_t)n, f);
+	while (written < SRV_CONFIG_MAX_BYTES)
+		written += fwrite("\n", 1, 1, f);
+	assert_int_equal(fflush(f), 0);
+	assert_int_equal(srv_config_load(p, &c, err, sizeof(err)), 0);
+	srv_config_free(c);
+	c = NULL;
+	assert_int_equal(fputc('\n', f), '\n');
+	fclose(f);
+	assert_int_equal(srv_config_load(p, &c, err, sizeof(err)), -1);
+	assert_null(c);
+	char want[600];
+	snprintf(want, sizeof(want), "%s: larger than 16 MiB, the limit on a config file", p);
+	assert_string_equal(err, want);
+	/* A device without end is refused at the limit, not read for ever. */
+	assert_int_equal(srv_config_load("/dev/zero", &c, err, sizeof(err)), -1);
+	assert_string_equal(err, "/dev/zero: larger than 16 MiB, the limit on a config file");
 	free(p);
 	tu_rmrf(dir);
 	free(dir);
