@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -300,28 +301,38 @@ static int backend_field(struct walk *w, const char *key, yaml_node_t *v, const 
 }
 
 /*
- * After walk_list() over list `v` (its `done` items walked, all of them when
- * walked == rc 0): the first name given twice, reported as a walk in file
- * order would, on the item that repeats it. A walk that stopped at item k
- * (rc < 0) is overruled by a name repeated before k, which comes first in the
- * file. names[i] is item i's, `what` says whose ("backend", "project") and
- * `where` ends the message. Sorting (dyaml_first_repeat) keeps this
- * O(n log n), where comparing each name with every earlier one made 49,000
- * backends take seconds.
+ * After walk_list() over list `v` gave `rc`: the first name given twice,
+ * reported as a walk in file order would, on the item that repeats it.
+ * `items` is the list's array (`n` items begun, each `size` bytes, its name a
+ * char * at `name_off`). A walk that stopped at item n - 1 (rc < 0) is
+ * overruled by a name repeated before it, which comes first in the file.
+ * `what` says whose names ("backend", "project") and `where` ends the
+ * message. Sorting (dyaml_first_repeat) keeps this O(n log n), where
+ * comparing each name with every earlier one made 49,000 backends take
+ * seconds.
  */
-static int repeated_name(struct walk *w, yaml_node_t *v, const char *path, int rc, const char **names,
-                         size_t done, const char *what, const char *where)
+static int repeated_name(struct walk *w, yaml_node_t *v, const char *path, int rc, const void *items,
+                         size_t n, size_t size, size_t name_off, const char *what, const char *where)
 {
+	/* The items walked whole: all of them, or those before the one that failed. */
+	size_t done = rc < 0 ? n - 1 : n;
+	const char **names = malloc((done ? done : 1) * sizeof(*names));
+	if (!names)
+		return fail(w, v, path, "out of memory");
+	for (size_t i = 0; i < done; i++)
+		memcpy(&names[i], (const char *)items + i * size + name_off, sizeof(names[i]));
 	size_t again = 0, first = 0;
 	int rep = dyaml_first_repeat(names, done, &again, &first);
-	if (rep < 0)
-		return fail(w, v, path, "out of memory");
-	if (rep == 0)
-		return rc;
-	char sub[512];
-	pathf(sub, sizeof(sub), "%s[%zu]", path, again);
-	return fail(w, node_at(w, v->data.sequence.items.start[again]), sub, "duplicate %s name \"%s\"%s",
-	            what, names[again], where);
+	if (rep < 0) {
+		rc = fail(w, v, path, "out of memory");
+	} else if (rep > 0) {
+		char sub[512];
+		pathf(sub, sizeof(sub), "%s[%zu]", path, again);
+		rc = fail(w, node_at(w, v->data.sequence.items.start[again]), sub,
+		          "duplicate %s name \"%s\"%s", what, names[again], where);
+	}
+	free(names);
+	return rc;
 }
 
 /* The next backend of a project's list (its name is checked against the others' afterwards). */
@@ -356,16 +367,9 @@ static int project_field(struct walk *w, const char *key, yaml_node_t *v, const 
 			return rc;
 		pr->backends = arr;
 		rc = walk_list(w, v, path, backend_item, pr);
-		/* The items walked whole: all of them, or those before the one that failed. */
-		size_t done = rc < 0 ? pr->n_backends - 1 : pr->n_backends;
-		const char **names = malloc((done ? done : 1) * sizeof(*names));
-		if (!names)
-			return fail(w, v, path, "out of memory");
-		for (size_t i = 0; i < done; i++)
-			names[i] = pr->backends[i].name;
-		rc = repeated_name(w, v, path, rc, names, done, "backend", " in this project");
-		free(names);
-		return rc;
+		return repeated_name(w, v, path, rc, pr->backends, pr->n_backends, sizeof(*pr->backends),
+		                     offsetof(struct srv_config_backend, name), "backend",
+		                     " in this project");
 	}
 	return FIELD_UNKNOWN;
 }
@@ -669,15 +673,8 @@ static int root_field(struct walk *w, const char *key, yaml_node_t *v, const cha
 			return rc;
 		cfg->projects = arr;
 		rc = walk_list(w, v, path, project_item, cfg);
-		size_t done = rc < 0 ? cfg->n_projects - 1 : cfg->n_projects;
-		const char **names = malloc((done ? done : 1) * sizeof(*names));
-		if (!names)
-			return fail(w, v, path, "out of memory");
-		for (size_t i = 0; i < done; i++)
-			names[i] = cfg->projects[i].name;
-		rc = repeated_name(w, v, path, rc, names, done, "project", "");
-		free(names);
-		return rc;
+		return repeated_name(w, v, path, rc, cfg->projects, cfg->n_projects, sizeof(*cfg->projects),
+		                     offsetof(struct srv_config_project, name), "project", "");
 	}
 	if (strcmp(key, "provisioning") == 0)
 		return walk_mapping(w, v, path, provisioning_field, cfg,
