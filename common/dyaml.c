@@ -66,7 +66,7 @@ static const char *key_text(const yaml_node_t *k)
 
 struct key {
 	const char *text;
-	size_t index; /* of its pair in the mapping */
+	size_t index; /* its place in the caller's order */
 };
 
 static int key_cmp(const void *a, const void *b)
@@ -77,11 +77,42 @@ static int key_cmp(const void *a, const void *b)
 }
 
 /*
- * Every key of mapping `n` is a scalar and none is given twice. The keys are
- * sorted, so that equal ones sit side by side: O(n log n) whatever the keys
- * are, where a hash table without a secret seed can be flooded with keys
- * that collide. The duplicate reported is the one that comes first in the
- * file, as a walk in file order would report it.
+ * The texts are sorted, so that equal ones sit side by side: O(n log n)
+ * whatever they are, where a hash table without a secret seed can be flooded
+ * with texts that collide. `keys` holds each text with its index and is
+ * sorted in place.
+ */
+static int first_repeat(struct key *keys, size_t n, size_t *again, size_t *first)
+{
+	qsort(keys, n, sizeof(*keys), key_cmp);
+	*again = SIZE_MAX; /* the earliest second occurrence, and its first */
+	for (size_t i = 1, run = 0; i < n; i++) {
+		if (strcmp(keys[i].text, keys[run].text) != 0)
+			run = i;
+		else if (keys[i].index < *again)
+			*again = keys[i].index, *first = keys[run].index;
+	}
+	return *again != SIZE_MAX;
+}
+
+int dyaml_first_repeat(const char *const *texts, size_t n, size_t *again, size_t *first)
+{
+	if (n < 2)
+		return 0;
+	struct key *keys = malloc(n * sizeof(*keys));
+	if (!keys)
+		return -1;
+	for (size_t i = 0; i < n; i++)
+		keys[i] = (struct key){.text = texts[i], .index = i};
+	int rc = first_repeat(keys, n, again, first);
+	free(keys);
+	return rc;
+}
+
+/*
+ * Every key of mapping `n` is a scalar and none is given twice (found by
+ * sorting, see first_repeat). The duplicate reported is the one that comes
+ * first in the file, as a walk in file order would report it.
  */
 static int check_keys(struct check *c, const yaml_node_t *n, const struct seg *at)
 {
@@ -106,15 +137,8 @@ static int check_keys(struct check *c, const yaml_node_t *n, const struct seg *a
 		}
 		keys[i] = (struct key){.text = key_text(k), .index = i};
 	}
-	qsort(keys, count, sizeof(*keys), key_cmp);
-	size_t again = SIZE_MAX, first = 0; /* the earliest second occurrence, and its first */
-	for (size_t i = 1, run = 0; i < count; i++) {
-		if (strcmp(keys[i].text, keys[run].text) != 0)
-			run = i;
-		else if (keys[i].index < again)
-			again = keys[i].index, first = keys[run].index;
-	}
-	if (again != SIZE_MAX) {
+	size_t again, first;
+	if (first_repeat(keys, count, &again, &first)) {
 		const yaml_node_t *k = yaml_document_get_node(c->doc, pairs[again].key);
 		const yaml_node_t *k0 = yaml_document_get_node(c->doc, pairs[first].key);
 		rc = fail(c, k, at, "field '%s' is given twice (first on line %zu)", key_text(k),

@@ -40,6 +40,14 @@ int dyaml_load(const char *name, const char *text, size_t len, yaml_document_t *
 /* The same, reading the file at `path`, which also names it in errors. */
 int dyaml_load_file(const char *path, yaml_document_t *doc, char *err, size_t errlen);
 
+/*
+ * Whether a text of `texts` (borrowed, n of them, in the file's order) is
+ * given twice, found by sorting: O(n log n) whatever they are. 1 with
+ * *again the index of the earliest second occurrence and *first that of its
+ * first, 0 when every text differs, -1 when out of memory.
+ */
+int dyaml_first_repeat(const char *const *texts, size_t n, size_t *again, size_t *first);
+
 /* A plain scalar that YAML's core schema reads as null: empty, ~, null, Null, NULL. */
 bool dyaml_is_null(const yaml_node_t *n);
 

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -299,7 +300,42 @@ static int backend_field(struct walk *w, const char *key, yaml_node_t *v, const 
 	return FIELD_UNKNOWN;
 }
 
-/* The next backend of a project's list. */
+/*
+ * After walk_list() over list `v` gave `rc`: the first name given twice,
+ * reported as a walk in file order would, on the item that repeats it.
+ * `items` is the list's array (`n` items begun, each `size` bytes, its name a
+ * char * at `name_off`). A walk that stopped at item n - 1 (rc < 0) is
+ * overruled by a name repeated before it, which comes first in the file.
+ * `what` says whose names ("backend", "project") and `where` ends the
+ * message. Sorting (dyaml_first_repeat) keeps this O(n log n), where
+ * comparing each name with every earlier one made 49,000 backends take
+ * seconds.
+ */
+static int repeated_name(struct walk *w, yaml_node_t *v, const char *path, int rc, const void *items,
+                         size_t n, size_t size, size_t name_off, const char *what, const char *where)
+{
+	/* The items walked whole: all of them, or those before the one that failed. */
+	size_t done = rc < 0 ? n - 1 : n;
+	const char **names = malloc((done ? done : 1) * sizeof(*names));
+	if (!names)
+		return fail(w, v, path, "out of memory");
+	for (size_t i = 0; i < done; i++)
+		memcpy(&names[i], (const char *)items + i * size + name_off, sizeof(names[i]));
+	size_t again = 0, first = 0;
+	int rep = dyaml_first_repeat(names, done, &again, &first);
+	if (rep < 0) {
+		rc = fail(w, v, path, "out of memory");
+	} else if (rep > 0) {
+		char sub[512];
+		pathf(sub, sizeof(sub), "%s[%zu]", path, again);
+		rc = fail(w, node_at(w, v->data.sequence.items.start[again]), sub,
+		          "duplicate %s name \"%s\"%s", what, names[again], where);
+	}
+	free(names);
+	return rc;
+}
+
+/* The next backend of a project's list (its name is checked against the others' afterwards). */
 static int backend_item(struct walk *w, yaml_node_t *n, const char *path, void *ctx)
 {
 	struct srv_config_project *pr = ctx;
@@ -316,9 +352,6 @@ static int backend_item(struct walk *w, yaml_node_t *n, const char *path, void *
 		return fail(w, n, path, "missing field 'type'");
 	if (!b->config_json && !(b->config_json = strdup("{}")))
 		return fail(w, n, path, "out of memory");
-	for (size_t j = 0; j + 1 < pr->n_backends; j++)
-		if (strcmp(pr->backends[j].name, b->name) == 0)
-			return fail(w, n, path, "duplicate backend name \"%s\" in this project", b->name);
 	return 0;
 }
 
@@ -333,12 +366,15 @@ static int project_field(struct walk *w, const char *key, yaml_node_t *v, const 
 		if (rc <= 0)
 			return rc;
 		pr->backends = arr;
-		return walk_list(w, v, path, backend_item, pr);
+		rc = walk_list(w, v, path, backend_item, pr);
+		return repeated_name(w, v, path, rc, pr->backends, pr->n_backends, sizeof(*pr->backends),
+		                     offsetof(struct srv_config_backend, name), "backend",
+		                     " in this project");
 	}
 	return FIELD_UNKNOWN;
 }
 
-/* The next project of the file's list. */
+/* The next project of the file's list (its name is checked against the others' afterwards). */
 static int project_item(struct walk *w, yaml_node_t *n, const char *path, void *ctx)
 {
 	struct srv_config *cfg = ctx;
@@ -351,9 +387,6 @@ static int project_item(struct walk *w, yaml_node_t *n, const char *path, void *
 	if (!srv_valid_name(pr->name))
 		return fail(w, n, path, "\"%s\" is not a valid project name ([a-z0-9][a-z0-9-]*, at most 63)",
 		            pr->name);
-	for (size_t j = 0; j + 1 < cfg->n_projects; j++)
-		if (strcmp(cfg->projects[j].name, pr->name) == 0)
-			return fail(w, n, path, "duplicate project name \"%s\"", pr->name);
 	return 0;
 }
 
@@ -639,7 +672,9 @@ static int root_field(struct walk *w, const char *key, yaml_node_t *v, const cha
 		if (rc <= 0)
 			return rc;
 		cfg->projects = arr;
-		return walk_list(w, v, path, project_item, cfg);
+		rc = walk_list(w, v, path, project_item, cfg);
+		return repeated_name(w, v, path, rc, cfg->projects, cfg->n_projects, sizeof(*cfg->projects),
+		                     offsetof(struct srv_config_project, name), "project", "");
 	}
 	if (strcmp(key, "provisioning") == 0)
 		return walk_mapping(w, v, path, provisioning_field, cfg,
@@ -723,8 +758,18 @@ int srv_config_load(const char *path, struct srv_config **out, char *err, size_t
 	char *buf = NULL;
 	size_t len = 0, cap = 0;
 	for (;;) {
+		if (len > SRV_CONFIG_MAX_BYTES) {
+			snprintf(err, errlen, "%s: larger than %d MiB, the limit on a config file", path,
+			         SRV_CONFIG_MAX_BYTES >> 20);
+			free(buf);
+			fclose(f);
+			return -1;
+		}
 		if (len + 4096 > cap) {
+			/* Never more than the limit and a read's worth: a read past it ends the load. */
 			cap = cap ? cap * 2 : 8192;
+			if (cap > SRV_CONFIG_MAX_BYTES + 8192)
+				cap = SRV_CONFIG_MAX_BYTES + 8192;
 			char *nb = realloc(buf, cap);
 			if (!nb) {
 				free(buf);

@@ -123,9 +123,18 @@ struct srv_driver_limits srv_config_driver_limits(const struct srv_config *cfg,
 struct srv_config *srv_config_new_default(void);
 
 /*
+ * The largest config file droverd reads: a file is read whole before it is
+ * parsed, so a bigger one (or /dev/zero named by mistake) is refused before
+ * it can take the memory. The largest config dyaml's caps let through (about
+ * 50,000 backends) is a few MiB.
+ */
+#define SRV_CONFIG_MAX_BYTES (16 << 20)
+
+/*
  * Parses the YAML file at `path`. On success *out is a new config (free with
  * srv_config_free) and 0 is returned; on failure returns -1 and writes a
- * message naming file, line and field into `err`.
+ * message naming file, line and field into `err` (or the file and
+ * SRV_CONFIG_MAX_BYTES when it is larger).
  */
 int srv_config_load(const char *path, struct srv_config **out, char *err, size_t errlen);
 

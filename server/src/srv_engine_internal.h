@@ -115,6 +115,12 @@ void srv__offers_cache_clear(struct srv_engine *eng);
 void srv__offer_warns_free(struct srv_engine *eng);
 /* srv_reconcile.c: a row (re)starting termination: no OK, no look, no warning yet. */
 void srv__termination_reset(struct srv_instance *in);
+/*
+ * srv_reconcile.c: a termination not observed yet (`what` says why): the
+ * next look after a growing wait, last_error, and the termination.unconfirmed
+ * window. The row is written; the caller set termination_acked_at.
+ */
+void srv__termination_not_observed(struct srv_engine *eng, struct srv_instance *in, const char *what);
 /* srv_reconcile.c: the value of a listed machine's tag `key` in *value; false when it has none. */
 bool srv__listed_tag(const drv_listed_instance *li, const char *key, const char **value);
 /* srv_orphans.c: forgets every kept foreign machine. */

@@ -172,13 +172,16 @@ struct create_op {
 	/* Cleaning up after an answer that failed droverd's check (create_bad_answer). */
 	char *bad_why;
 	unsigned cleanup_pending;   /* TerminateInstance calls out */
+	unsigned cleanup_acked;     /* of them, answered OK: their end is looked for by a listing */
 	char cleanup_fault[600];    /* why the machine could not be found and terminated; "" */
 	char cleanup_done_ids[600]; /* the machines terminated, for the message */
+	char cleanup_alive[600];    /* why their end is not observed yet; "" */
 };
 
 static void create_attempt(struct create_op *op);
 static void create_refused(struct create_op *op, const char *code, const char *message);
 static void create_bad_answer(struct create_op *op, const char *why);
+static void cleanup_start(struct create_op *op);
 static void create_reply(struct create_op *op, int code, const char *message);
 static void creating_unlist(struct create_op *op);
 static void create_send(struct create_op *op);
@@ -456,11 +459,41 @@ static void create_refused(struct create_op *op, const char *code, const char *m
 /* ---- an answer that failed the check: the machine is found by its tags and terminated ---- */
 
 /*
- * The end of the clean-up. Every machine found was terminated (or none
- * carries the instance's tags): a definite failure of the attempt, and the
- * create goes on. Otherwise the outcome stays uncertain: the attempt is
- * retried with the same key, then by reconciliation, as after a crash, and
- * each answer is checked again.
+ * A machine of the clean-up was asked to terminate and answered OK, and its
+ * end is not observed: the attempt stays uncertain, and the row "creating".
+ * As for a terminating row (srv_reconcile.c), reconciliation looks again
+ * after a growing wait, warns with termination.unconfirmed past the window,
+ * and resumes the clean-up, never the create (srv__create_resume): asking
+ * again for a machine droverd asked to terminate could make another.
+ */
+static void cleanup_unobserved(struct create_op *op, const char *what)
+{
+	struct srv_engine *eng = op->eng;
+	struct srv_instance *in = op->in;
+	char msg[1500];
+	snprintf(msg, sizeof(msg),
+	         "backend %s: the CreateInstance answer failed droverd's check (%s); the end of the machine "
+	         "it made is not observed yet: %s",
+	         in->backend, op->bad_why, what);
+	/* Out of memory: the attempt keeps its previous outcome; the look goes on all the same. */
+	attempt_end(in, drv_error_name(DRV_EINTERNAL), msg);
+	srv_store_begin(eng->st);
+	srv__termination_not_observed(eng, in, msg);
+	srv_engine_event(eng, SRV_EVENT_WARNING, "instance.attempt_uncertain", in->project, in->id,
+	                 in->backend, in->backend_type, "attempt %u on %s: %s; reconciliation looks again",
+	                 op->attempt_no, in->backend, msg);
+	srv_store_commit(eng->st);
+	create_reply(op, 0, "");
+	create_op_free(op);
+}
+
+/*
+ * The end of the clean-up. Every machine found was terminated and is no
+ * longer listed (or none carries the instance's tags): a definite failure of
+ * the attempt, and the create goes on. A machine asked to terminate whose end
+ * is not observed: cleanup_unobserved. Otherwise (no machine was asked yet)
+ * the outcome stays uncertain: the attempt is retried with the same key, then
+ * by reconciliation, as after a crash, and each answer is checked again.
  */
 static void cleanup_finish(struct create_op *op)
 {
@@ -472,6 +505,12 @@ static void cleanup_finish(struct create_op *op)
 		create_op_free(op);
 		return;
 	}
+	if (op->in->termination_acked_at && (op->cleanup_alive[0] || op->cleanup_fault[0])) {
+		cleanup_unobserved(op, op->cleanup_alive[0] ? op->cleanup_alive : op->cleanup_fault);
+		return;
+	}
+	/* Observed gone: the next attempt's termination, if any, starts afresh. */
+	srv__termination_reset(op->in);
 	if (op->cleanup_fault[0]) {
 		snprintf(msg, sizeof(msg),
 		         "backend %s: the CreateInstance answer failed droverd's check (%s); the machine it "
@@ -482,7 +521,8 @@ static void cleanup_finish(struct create_op *op)
 	}
 	snprintf(msg, sizeof(msg), "backend %s: the CreateInstance answer failed droverd's check (%s); %s",
 	         backend, op->bad_why,
-	         op->cleanup_done_ids[0] ? op->cleanup_done_ids : "no machine carries the instance's tags");
+	         op->cleanup_done_ids[0] ? op->cleanup_done_ids
+	                                 : "ListInstances by its tags lists no machine of it");
 	create_refused(op, drv_error_name(DRV_EINTERNAL), msg);
 }
 
@@ -498,15 +538,65 @@ static void cleanup_fail(struct create_op *op, const char *fmt, ...)
 	va_end(ap);
 }
 
+static int cleanup_list(struct create_op *op, srv_call_cb cb);
+static void cleanup_observed(void *ud, int code, const char *message, ProtobufCMessage *resp);
+
 static void cleanup_terminated(void *ud, int code, const char *message, ProtobufCMessage *resp)
 {
 	struct create_op *op = ud;
+	bool answered = resp != NULL;
 	if (resp)
 		drv_response_free(resp);
-	if (code != 0)
+	if (code != 0) {
 		cleanup_fail(op, "TerminateInstance: %s: %.300s", drv_error_name(code), message);
-	if (--op->cleanup_pending == 0)
-		cleanup_finish(op);
+	} else if (answered) {
+		/* The driver's word: the window of termination.unconfirmed runs from the first OK. */
+		op->cleanup_acked++;
+		if (op->in->termination_acked_at == 0)
+			op->in->termination_acked_at = srv_now_ms();
+	}
+	if (--op->cleanup_pending != 0)
+		return;
+	/* OK is not an observation: the machines' end is looked for by the same listing. */
+	if (op->cleanup_acked && !op->cleanup_fault[0] && !op->eng->stopped) {
+		if (cleanup_list(op, cleanup_observed) == 0)
+			return;
+		snprintf(op->cleanup_alive, sizeof(op->cleanup_alive),
+		         "the backend's config cannot be read to list its machines");
+	}
+	cleanup_finish(op);
+}
+
+/* The listing after the terminates: a machine still listed, unless listed TERMINATED, lives on. */
+static bool cleanup_match(const struct create_op *op, const drv_listed_instance *li, const char *key);
+
+static void cleanup_observed(void *ud, int code, const char *message, ProtobufCMessage *resp)
+{
+	struct create_op *op = ud;
+	const drv_list_instances_response *r = (const drv_list_instances_response *)resp;
+	char key[300];
+	snprintf(key, sizeof(key), "%s/%u", op->in->idempotency_key, op->attempt_no);
+	if (code != 0 || !r) {
+		snprintf(op->cleanup_alive, sizeof(op->cleanup_alive),
+		         "TerminateInstance answered OK; ListInstances by its tags: %s: %.300s",
+		         drv_error_name(code), message ? message : "");
+	}
+	for (size_t i = 0; code == 0 && r && i < r->n_instances && !op->cleanup_alive[0]; i++) {
+		const drv_listed_instance *li = r->instances[i];
+		if (!cleanup_match(op, li, key) ||
+		    (li->data &&
+		     li->data->state == DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_TERMINATED))
+			continue;
+		snprintf(op->cleanup_alive, sizeof(op->cleanup_alive),
+		         "TerminateInstance answered OK, ListInstances by its tags still lists %.300s",
+		         li->data && li->data->instance_id ? li->data->instance_id : "a machine of it");
+	}
+	if (resp)
+		drv_response_free(resp);
+	if (!op->cleanup_alive[0] && op->cleanup_done_ids[0] &&
+	    strlen(op->cleanup_done_ids) + 60 < sizeof(op->cleanup_done_ids))
+		strcat(op->cleanup_done_ids, " (ListInstances by its tags no longer lists it)");
+	cleanup_finish(op);
 }
 
 /* Whether a listed machine is this attempt's: droverd's instance tag, or the attempt's key. */
@@ -598,8 +688,6 @@ static void create_bad_answer(struct create_op *op, const char *why)
 	char msg[1200];
 	free(op->bad_why);
 	op->bad_why = strdup(why);
-	op->cleanup_fault[0] = '\0';
-	op->cleanup_done_ids[0] = '\0';
 	snprintf(msg, sizeof(msg),
 	         "attempt %u on %s: the CreateInstance answer failed droverd's check (%s); looking for the "
 	         "machine by its tags to terminate it",
@@ -611,18 +699,41 @@ static void create_bad_answer(struct create_op *op, const char *why)
 	srv_engine_event(eng, SRV_EVENT_WARNING, "instance.bad_answer", in->project, in->id, in->backend,
 	                 in->backend_type, "%s", msg);
 	srv_store_commit(eng->st);
+	cleanup_start(op);
+}
+
+/*
+ * Looks for the machine(s) of op's attempt by their tags, terminates them and
+ * observes their end; cleanup_finish ends it. op->bad_why says why (NULL:
+ * out of memory, and the attempt stays uncertain).
+ */
+static void cleanup_start(struct create_op *op)
+{
 	if (!op->bad_why) {
 		create_done(op, DRV_ENOMEM, "out of memory", NULL);
 		return;
 	}
+	op->cleanup_fault[0] = '\0';
+	op->cleanup_done_ids[0] = '\0';
+	op->cleanup_alive[0] = '\0';
+	op->cleanup_acked = 0;
+	if (cleanup_list(op, cleanup_listed) < 0) {
+		op->cleanup_pending = 1;
+		cleanup_fail(op, "the backend's config cannot be read");
+		cleanup_terminated(op, 0, "", NULL);
+	}
+}
+
+/* ListInstances by the tags droverd gave op's machine, answered to cb; -1 when the config cannot be read. */
+static int cleanup_list(struct create_op *op, srv_call_cb cb)
+{
+	struct srv_engine *eng = op->eng;
+	struct srv_instance *in = op->in;
 	struct srv_backend *be = NULL;
 	struct srv_bcfg bc;
 	if (srv_store_instance_backend(eng->st, in, &be) != 0 || srv_bcfg_init(&bc, be) < 0) {
 		srv_backend_free(be);
-		op->cleanup_pending = 1;
-		cleanup_fail(op, "the backend's config cannot be read");
-		cleanup_terminated(op, 0, "", NULL);
-		return;
+		return -1;
 	}
 	drv_list_instances_request req = DROVER__COMPUTE__V1__LIST_INSTANCES_REQUEST__INIT;
 	Drover__Compute__V1__ListInstancesRequest__TagsEntry tags[2], *tagp[2];
@@ -637,10 +748,11 @@ static void create_bad_answer(struct create_op *op, const char *why)
 	req.config = &bc.cfg;
 	req.n_tags = 2;
 	req.tags = tagp;
-	srv_supervisor_call(eng->sup, be->type, "ListInstances", &req.base, eng->cfg->call_timeout_ms,
-	                    cleanup_listed, op);
+	srv_supervisor_call(eng->sup, be->type, "ListInstances", &req.base, eng->cfg->call_timeout_ms, cb,
+	                    op);
 	srv_bcfg_clear(&bc);
 	srv_backend_free(be);
+	return 0;
 }
 
 static void retry_timer_cb(uv_timer_t *t)
@@ -1284,6 +1396,14 @@ void srv__create_resume(struct srv_engine *eng, struct srv_instance *in)
 	if (!ok) {
 		srv_warn("engine", "instance %s: out of memory resuming it; trying again later", in->id);
 		create_op_free(op);
+		return;
+	}
+	if (in->termination_acked_at) {
+		/* Its clean-up asked to terminate the machine: the clean-up goes on, never the create. */
+		srv_info("engine", "instance %s: looking again for the end of attempt %u's machine on %s",
+		         in->id, op->attempt_no, in->backend);
+		op->bad_why = strdup("an earlier answer, see its instance.bad_answer event");
+		cleanup_start(op);
 		return;
 	}
 	if (!op->cur_offer) {

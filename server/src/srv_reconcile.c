@@ -306,6 +306,11 @@ static void not_observed(struct srv_engine *eng, struct srv_instance *in, const 
 	srv__put_or_log(eng, in);
 }
 
+void srv__termination_not_observed(struct srv_engine *eng, struct srv_instance *in, const char *what)
+{
+	not_observed(eng, in, what);
+}
+
 /* The state's name for messages ("RUNNING"). */
 static const char *state_name(int state)
 {

@@ -354,6 +354,38 @@ static void to_backoff(struct drv_entry *e, const char *why)
 		uv_timer_start(&e->restart_timer, restart_timer_cb, delay, 0);
 }
 
+/*
+ * How the SDK host begins the reason of a handshake it refused because it
+ * names an address that is not the driver's own (driver-sdk/src/host.c,
+ * PROTOCOL.md §12.6), unlike a garbage or late handshake.
+ */
+#define REFUSED_TEXT "handshake refused: "
+
+/*
+ * A spawned driver whose handshake was refused (the host stopped its
+ * process). It is stopped, not restarted: its next handshake would name the
+ * same address, and a crash loop's backoff would show a refusal as a crash.
+ * `driver list` shows it stopped with the refusal as its last error; calls
+ * for its type fail with that error until droverd is restarted.
+ */
+static void to_refused(struct drv_entry *e, const char *why)
+{
+	snprintf(e->last_error, sizeof(e->last_error),
+	         "%s; the driver is stopped and not restarted (its next handshake would be refused "
+	         "again): fix it, then restart droverd",
+	         why);
+	e->last_error_ms = srv_now_ms();
+	e->state = SRV_DRIVER_STOPPED;
+	e->pid = 0;
+	clear_features(e);
+	srv_error("supervisor", "%s", e->last_error);
+	emit(e->sup, e->type, SRV_EVENT_ERROR, "driver.refused", "%s", e->last_error);
+	char msg[1400];
+	snprintf(msg, sizeof(msg), "driver %s is stopped: %s", e->name, e->last_error);
+	fail_list(&e->inflight, DRV_EUNAVAILABLE, msg);
+	fail_list(&e->pending, DRV_EUNAVAILABLE, msg);
+}
+
 static void dispatch(struct sup_call *c, const ProtobufCMessage *req)
 {
 	struct drv_entry *e = c->e;
@@ -496,6 +528,13 @@ static void start_after_cb(uv_work_t *req, int status)
 		         e->exit_msg);
 	}
 	e->host = w->host;
+	if (w->rc == DRV_EHANDSHAKE && strstr(w->err, REFUSED_TEXT)) {
+		if (w->info)
+			drv_response_free(&w->info->base);
+		to_refused(e, w->err);
+		free(w);
+		return;
+	}
 	if (w->rc != 0) {
 		if (w->info)
 			drv_response_free(&w->info->base);
@@ -938,8 +977,14 @@ static void route(struct sup_call *c, const char *type, const ProtobufCMessage *
 		fail_later(c, DRV_ENOTFOUND, msg);
 		return;
 	}
-	if (sup->stopping || e->state == SRV_DRIVER_STOPPED) {
+	if (sup->stopping) {
 		fail_later(c, DRV_EUNAVAILABLE, "the server is shutting down");
+		return;
+	}
+	if (e->state == SRV_DRIVER_STOPPED) {
+		/* Only a refused handshake stops one driver while the server runs (to_refused). */
+		snprintf(msg, sizeof(msg), "driver %s is stopped: %s", e->name, e->last_error);
+		fail_later(c, DRV_EUNAVAILABLE, msg);
 		return;
 	}
 	/*

@@ -3,8 +3,8 @@
 # §12.6). Hostile drivers (fixture broken-sdk, --fault handshake-*) name
 # another droverd's live sim socket, directly and hard-linked into their own
 # socket directory, and a recording listener's unix socket and TCP port.
-# Each is refused with an error naming the driver and the address, and the
-# listener records that no byte (no config, no secret) was ever sent to it.
+# Each is refused with an error naming the driver and the address, the driver
+# is stopped (not restarted on the crash backoff), and the listener records that no byte (no config, no secret) was ever sent to it.
 # A TCP handshake is taken only from a driver whose config entry allows it.
 # The healthy sim backend beside them, and the other droverd, work on.
 . "$(dirname "$0")/lib.sh"
@@ -122,6 +122,27 @@ e=$(err_of h-tcp)
 [[ $e == *"127.0.0.1:$port"* && $e == *"allow_tcp_handshake"* ]] || fail "h-tcp: $e"
 grep -q "driver 'h-tcp'.*handshake refused: it names the TCP address 127.0.0.1:$port" "$LOG" ||
 	fail "the log does not say why h-tcp was refused"
+
+# A refused driver is stopped, not restarted as a crash loop would be: its
+# state says so, its last error says why, and so do calls to its backend.
+sleep 3 # three times restart_backoff_ms: a restart on the crash backoff would have come
+run 0 --json driver list
+for t in h-victim h-victim-link h-unix h-link h-tcp; do
+	[[ $(jout ".drivers[] | select(.type == \"$t\") | .state") == DRIVER_STATE_STOPPED ]] ||
+		fail "driver $t is $(jout ".drivers[] | select(.type == \"$t\") | .state") after its refusal"
+	[[ $(jout ".drivers[] | select(.type == \"$t\") | .restarts") == 0 ]] ||
+		fail "driver $t was restarted after its refusal: $(jout ".drivers[] | select(.type == \"$t\")")"
+	e=$(err_of "$t")
+	[[ $e == *"handshake refused"*"the driver is stopped and not restarted"* ]] || fail "driver $t: $e"
+done
+run 0 driver list
+contains "$OUT" "stopped" "driver list after the refusals"
+run 0 --json event list --all --limit 500
+[[ $(jout '[.events[] | select(.kind == "driver.refused")] | length') == 5 ]] ||
+	fail "expected one driver.refused event per hostile driver: $(jout '[.events[] | select(.kind | startswith("driver."))]')"
+run 0 --json offer
+contains "$(jout '.backends[] | select(.backend == "b-tcp") | .message')" "driver h-tcp is stopped: driver 'h-tcp'" "b-tcp's offers"
+run 0 --json driver list
 
 # Nothing was sent: the hard-linked socket was connected to (that is how its
 # listener is found out), and closed without a byte; the TCP port never.

@@ -1414,6 +1414,62 @@ static void test_bad_create_answer_stuck(void **state)
 	                      "retrying with the same key"));
 }
 
+/*
+ * The answer fails the check and TerminateInstance lies at first
+ * (create-empty-id-lies: OK three times while the machine stays RUNNING):
+ * the attempt is not closed while the machine is listed. The row stays
+ * "creating", its termination asked for and not observed, until
+ * reconciliation's looks (with the termination backoff) see it gone; only
+ * then does the create fail.
+ */
+static void test_bad_create_answer_lies(void **state)
+{
+	struct fx *f = *state;
+	add_backend(f, "h", "hostile", "{\"project\": \"x\"}");
+	srv_engine_start(f->eng);
+	struct inst_out o = {0};
+	create_on(f, "h", "liar", &o);
+	assert_string_equal(o.status, SRV_ST_CREATING);
+	struct srv_instance *in;
+	assert_int_equal(srv_store_instance_get(f->st, o.key, &in), 0);
+	assert_null(in->provisioning);
+	assert_true(in->termination_acked_at > 0);
+	assert_int_equal(in->termination_checks, 1);
+	if (!strstr(in->last_error, "termination not observed yet (check 1)") ||
+	    !strstr(in->last_error, "TerminateInstance answered OK, ListInstances by its tags still lists"))
+		fail_msg("last_error: %s", in->last_error);
+	assert_true(in->next_check_at > srv_now_ms());
+	srv_instance_free(in);
+	int total, live;
+	hostile_machines(f, &total, &live);
+	assert_int_equal(total, 1);
+	assert_int_equal(live, 1);
+
+	/* Reconciliation looks again until the machine is gone, and the row is never closed before. */
+	int64_t end = srv_now_ms() + 20000;
+	bool closed = false;
+	while (!closed && srv_now_ms() < end) {
+		uv_run(&f->loop, UV_RUN_NOWAIT);
+		usleep(1000);
+		assert_int_equal(srv_store_instance_get(f->st, o.key, &in), 0);
+		closed = strcmp(in->status, SRV_ST_CREATING) != 0;
+		hostile_machines(f, &total, &live);
+		if (closed && live != 0)
+			fail_msg("the row is %s while its machine lives: %s", in->status, in->last_error);
+		if (closed) {
+			assert_string_equal(in->status, SRV_ST_FAILED);
+			assert_non_null(
+			    strstr(in->last_error, "ListInstances by its tags no longer lists it"));
+			assert_int_equal(in->termination_acked_at, 0);
+		}
+		srv_instance_free(in);
+	}
+	assert_true(closed);
+	assert_int_equal(total, 1);
+	assert_true(has_event(f, o.key, "instance.attempt_uncertain", SRV_EVENT_WARNING,
+	                      "TerminateInstance answered OK, ListInstances by its tags still lists i-1"));
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -1447,6 +1503,8 @@ int main(void)
 	                                             (void *)"create-bad-address"),
 	    cmocka_unit_test_prestate_setup_teardown(test_bad_create_answer_stuck, setup, teardown,
 	                                             (void *)"create-empty-id-stuck"),
+	    cmocka_unit_test_prestate_setup_teardown(test_bad_create_answer_lies, setup, teardown,
+	                                             (void *)"create-empty-id-lies"),
 	    cmocka_unit_test_prestate_setup_teardown(test_dup_create_answer, setup, teardown,
 	                                             (void *)"create-dup-id"),
 	    cmocka_unit_test_prestate_setup_teardown(test_bad_get_answer, setup, teardown,
