@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "drv_internal.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "host_internal.h"
@@ -456,8 +457,8 @@ int drv_host_connect(const struct drv_connect_opts *opts, struct drv_host **out,
 		set_err(err, errlen, "drv_host_connect: out of memory");
 		return DRV_ENOMEM;
 	}
-	h->name = strdup(name);
-	h->target = strdup(opts->address);
+	h->name = drv__strdup(name);
+	h->target = drv__strdup(opts->address);
 	h->limits = opts->limits;
 	if (!h->name || !h->target) {
 		set_err(err, errlen, "drv_host_connect: out of memory");
