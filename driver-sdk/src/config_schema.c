@@ -25,16 +25,26 @@ void drv__diags_init(struct drv_diags *d, struct drv__arena *a)
 	d->arena = a;
 }
 
+/*
+ * A diagnostic that cannot be stored for lack of memory still counts: an
+ * error dropped silently would let a bad config pass as valid. The caller
+ * sees `oom` and fails the call with DRV_ENOMEM instead of answering with a
+ * list it knows to be incomplete.
+ */
 static void diags_vadd(struct drv_diags *d, int severity, const char *field_path, const char *summary,
                        const char *detail_fmt, va_list ap)
 {
 	if (!d)
 		return;
+	if (severity == SEV_ERROR)
+		d->n_errors++;
 	if (d->n == d->cap) {
 		size_t cap = d->cap ? d->cap * 2 : 8;
 		struct drv__diag *items = drv__arena_alloc(d->arena, cap * sizeof(*items));
-		if (!items)
+		if (!items) {
+			d->oom = true;
 			return;
+		}
 		if (d->n)
 			memcpy(items, d->items, d->n * sizeof(*items));
 		d->items = items;
@@ -46,11 +56,11 @@ static void diags_vadd(struct drv_diags *d, int severity, const char *field_path
 	g->summary = drv__arena_strdup(d->arena, summary ? summary : "");
 	g->detail =
 	    detail_fmt ? drv__arena_vprintf(d->arena, detail_fmt, ap) : drv__arena_strdup(d->arena, "");
-	if (!g->field_path || !g->summary || !g->detail)
+	if (!g->field_path || !g->summary || !g->detail) {
+		d->oom = true;
 		return;
+	}
 	d->n++;
-	if (severity == SEV_ERROR)
-		d->n_errors++;
 }
 
 void drv__diags_add(struct drv_diags *d, int severity, const char *field_path, const char *summary,

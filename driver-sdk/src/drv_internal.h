@@ -106,7 +106,8 @@ struct drv_diags {
 	struct drv__arena *arena;
 	struct drv__diag *items;
 	size_t n, cap;
-	size_t n_errors;
+	size_t n_errors; /* errors added, also those dropped for lack of memory */
+	bool oom;        /* a diagnostic was dropped for lack of memory */
 };
 
 void drv__diags_init(struct drv_diags *d, struct drv__arena *a);

@@ -449,6 +449,8 @@ static void on_validate_config(void *ud, struct drv_rpc_call *rc, const Protobuf
 	call.fail_message = NULL;
 	if (diags.n_errors == 0 && drv->validate_config)
 		code = drv->validate_config(&call, &diags);
+	if (code == 0 && diags.oom)
+		code = drv_call_fail(&call, DRV_ENOMEM, "out of memory collecting the diagnostics");
 	if (code == 0 && diags.n) {
 		resp.diagnostics = drv_call_ptrs(&call, diags.n);
 		if (!resp.diagnostics)
