@@ -196,6 +196,8 @@ static void call_free_unarrived(struct drv_rpc_call *c)
 
 static void call_free(struct drv_rpc_call *c)
 {
+	/* Empty once copy_metadata copied it; still full when that copy ran out of memory. */
+	grpc_metadata_array_destroy(&c->md);
 	if (!c->m)
 		grpc_call_details_destroy(&c->details);
 	if (c->payload)
