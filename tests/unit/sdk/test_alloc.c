@@ -379,7 +379,51 @@ static void test_serve_path(void **state)
 	drv_rpc_channel_free(ch);
 	drv_rpc_server_shutdown(srv, 2000);
 	drv_rpc_server_free(srv);
-	drv__serve_drain();
+	rmdir(dir);
+}
+
+/*
+ * Starting to serve: the server, the registration of every method and the
+ * first posted requests. A start that reports success must answer calls.
+ */
+static void test_serve_start(void **state)
+{
+	char dir[] = "/tmp/drv-alloc-XXXXXX", addr[64];
+	assert_non_null(mkdtemp(dir));
+	snprintf(addr, sizeof(addr), "unix:%s/s", dir);
+	drv__log_set_fd(-1);
+
+	double t0 = now_ms();
+	long n;
+	for (n = 1;; n++) {
+		char err[256] = "";
+		struct drv_rpc_server *srv = NULL;
+		struct drv_rpc_server_opts so = {.address = addr};
+		arm(n, false);
+		int rc = drv_rpc_server_new(&so, &srv, err, sizeof(err));
+		if (rc == 0)
+			rc = drv__serve_register(srv, &driver, err, sizeof(err));
+		if (rc == 0)
+			rc = drv_rpc_server_start(srv, NULL, err, sizeof(err));
+		disarm();
+		bool injected = atomic_load(&F.injected);
+		if (rc != 0 && !(injected && rc == DRV_ENOMEM))
+			fail_msg("N=%ld: start: %s: %s", n, drv_error_name(rc), err);
+		if (rc == 0) {
+			struct drv_rpc_channel *ch = NULL;
+			struct drv_rpc_channel_opts co = {.target = addr, .wait_for_ready = true};
+			assert_int_equal(drv_rpc_channel_new(&co, &ch, err, sizeof(err)), 0);
+			run_steps(serve_call, ch, false, n);
+			drv_rpc_channel_free(ch);
+		}
+		drv_rpc_server_shutdown(srv, 2000);
+		drv_rpc_server_free(srv);
+		if (!injected)
+			break;
+	}
+	print_message("serve start: %ld allocations failed one at a time, %ld ms\n", n - 1,
+	              (long)(now_ms() - t0));
+	assert_true(n > 20);
 	rmdir(dir);
 }
 
@@ -438,6 +482,13 @@ static void test_host_path(void **state)
 	assert_true(l.n > 0);
 }
 
+/* The SDK's pool of deferred identity calls is one per process: stopped once, at the end. */
+static int drain(void **state)
+{
+	drv__serve_drain();
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (getenv("ALLOC_TEST_DRIVER"))
@@ -448,8 +499,9 @@ int main(int argc, char **argv)
 	self_exe[len] = '\0';
 	requests_init();
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_serve_start),
 	    cmocka_unit_test(test_serve_path),
 	    cmocka_unit_test(test_host_path),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests(tests, NULL, drain);
 }
