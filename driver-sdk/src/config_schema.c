@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "drv_internal.h"
 
 #define SEV_ERROR DROVER__COMPUTE__V1__SEVERITY__SEVERITY_ERROR
@@ -116,62 +117,87 @@ static json_t *number_json(enum drv_field_type t, double v)
 	return json_real(v);
 }
 
-static json_t *field_schema(const struct drv_config_field *f)
+/*
+ * Sets o[key] = v (taking v) and records a failure in *ok: jansson answers a
+ * NULL v or a failed insertion the same way, and a schema missing one
+ * property would be a wrong answer, not a smaller one.
+ */
+static void put(json_t *o, const char *key, json_t *v, bool *ok)
+{
+	if (json_object_set_new(o, key, v) != 0)
+		*ok = false;
+}
+
+static void append(json_t *a, json_t *v, bool *ok)
+{
+	if (json_array_append_new(a, v) != 0)
+		*ok = false;
+}
+
+static json_t *field_schema(const struct drv_config_field *f, bool *ok)
 {
 	json_t *p = json_object();
-	json_object_set_new(p, "type", json_string(type_name(f->type)));
-	if (f->type == DRV_FIELD_STRING_ARRAY)
-		json_object_set_new(p, "items", json_pack("{s:s}", "type", "string"));
-	if (f->description)
-		json_object_set_new(p, "description", json_string(f->description));
-	if (f->default_json) {
-		json_t *def = json_loads(f->default_json, JSON_DECODE_ANY, NULL);
-		if (def)
-			json_object_set_new(p, "default", def);
+	if (!p) {
+		*ok = false;
+		return NULL;
 	}
+	put(p, "type", json_string(type_name(f->type)), ok);
+	if (f->type == DRV_FIELD_STRING_ARRAY)
+		put(p, "items", json_pack("{s:s}", "type", "string"), ok);
+	if (f->description)
+		put(p, "description", json_string(f->description), ok);
+	/* drv_driver_check proved every default parses, so NULL means no memory. */
+	if (f->default_json)
+		put(p, "default", json_loads(f->default_json, JSON_DECODE_ANY, NULL), ok);
 	if (f->type == DRV_FIELD_INTEGER || f->type == DRV_FIELD_NUMBER) {
 		if (f->has_minimum)
-			json_object_set_new(p, "minimum", number_json(f->type, f->minimum));
+			put(p, "minimum", number_json(f->type, f->minimum), ok);
 		if (f->has_maximum)
-			json_object_set_new(p, "maximum", number_json(f->type, f->maximum));
+			put(p, "maximum", number_json(f->type, f->maximum), ok);
 	}
 	if (f->type == DRV_FIELD_STRING && f->enum_values) {
 		json_t *e = json_array();
-		for (const char *const *v = f->enum_values; *v; v++)
-			json_array_append_new(e, json_string(*v));
-		json_object_set_new(p, "enum", e);
+		for (const char *const *v = f->enum_values; e && *v; v++)
+			append(e, json_string(*v), ok);
+		put(p, "enum", e, ok);
 	}
 	if (f->secret)
-		json_object_set_new(p, "writeOnly", json_true());
+		put(p, "writeOnly", json_true(), ok);
 	return p;
 }
 
+/* The schema as compact text (malloc'd), or NULL when memory ran out. */
 static char *schema_of(const struct drv_driver *driver, bool secrets)
 {
 	json_t *root = json_object();
 	json_t *props = json_object();
 	json_t *required = json_array();
 	char title[128];
+	bool ok = root && props && required;
 
 	snprintf(title, sizeof(title), "%s backend %s", driver->type ? driver->type : "driver",
 	         secrets ? "secrets" : "config");
-	json_object_set_new(root, "$schema", json_string("https://json-schema.org/draft/2020-12/schema"));
-	json_object_set_new(root, "title", json_string(title));
-	json_object_set_new(root, "type", json_string("object"));
-	for (const struct drv_config_field *f = driver->config_fields; f && f->name; f++) {
+	for (const struct drv_config_field *f = driver->config_fields; ok && f && f->name; f++) {
 		if (f->secret != secrets)
 			continue;
-		json_object_set_new(props, f->name, field_schema(f));
+		put(props, f->name, field_schema(f, &ok), &ok);
 		if (f->required)
-			json_array_append_new(required, json_string(f->name));
+			append(required, json_string(f->name), &ok);
 	}
-	json_object_set_new(root, "properties", props);
-	if (json_array_size(required))
-		json_object_set_new(root, "required", required);
-	else
-		json_decref(required);
-	json_object_set_new(root, "additionalProperties", json_false());
-	char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	char *text = NULL;
+	if (ok) {
+		put(root, "$schema", json_string("https://json-schema.org/draft/2020-12/schema"), &ok);
+		put(root, "title", json_string(title), &ok);
+		put(root, "type", json_string("object"), &ok);
+		put(root, "properties", json_incref(props), &ok);
+		if (json_array_size(required))
+			put(root, "required", json_incref(required), &ok);
+		put(root, "additionalProperties", json_false(), &ok);
+	}
+	if (ok)
+		text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(required);
+	json_decref(props);
 	json_decref(root);
 	return text;
 }
@@ -405,8 +431,24 @@ void drv__config_check(const struct drv_config_field *fields, const drv_backend_
 	*rootp = NULL;
 	if (only_space(text)) {
 		root = json_object();
+		if (!root) {
+			d->oom = true;
+			goto secrets;
+		}
 	} else {
+		unsigned long failed = drv__alloc_failures();
 		root = json_loads(text, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+		/*
+		 * No memory is not the config's fault: the call fails with DRV_ENOMEM,
+		 * not INVALID_ARGUMENT. jansson reports a failed allocation while
+		 * lexing as a syntax error, so the SDK's count of failed allocations
+		 * tells (drv_main gives jansson the SDK's allocator).
+		 */
+		if (!root &&
+		    (drv__alloc_failures() != failed || json_error_code(&je) == json_error_out_of_memory)) {
+			d->oom = true;
+			goto secrets;
+		}
 		if (!root) {
 			drv__diags_add(d, SEV_ERROR, "", "config is not valid JSON", "line %d, column %d: %s",
 			               je.line, je.column, je.text);
@@ -493,11 +535,12 @@ secrets:
 		}
 	}
 
-	if (d->n_errors != errors_before) {
+	if (d->n_errors != errors_before || d->oom || drv__config_defaults_fill(fields, root) != 0) {
+		if (root && d->n_errors == errors_before)
+			d->oom = true;
 		json_decref(root);
 		return;
 	}
-	drv__config_defaults_fill(fields, root);
 	*rootp = root;
 }
 
@@ -507,34 +550,45 @@ static pthread_mutex_t defaults_lock = PTHREAD_MUTEX_INITIALIZER;
 static const struct drv_config_field *defaults_for;
 static json_t *defaults; /* object: name -> parsed default */
 
-void drv__config_defaults_fill(const struct drv_config_field *fields, json_t *root)
+int drv__config_defaults_fill(const struct drv_config_field *fields, json_t *root)
 {
 	json_t *defs;
+	int rc = 0;
 
 	pthread_mutex_lock(&defaults_lock);
 	if (defaults_for != fields || !defaults) {
-		/* One driver per process, so this runs once; tests may switch. */
+		/*
+		 * One driver per process, so this runs once; tests may switch. Kept
+		 * only when complete: a default lost for lack of memory would make
+		 * its getter answer the fallback on every later call.
+		 */
 		json_decref(defaults);
 		defaults = json_object();
-		for (const struct drv_config_field *f = fields; f && f->name; f++) {
+		for (const struct drv_config_field *f = fields; defaults && f && f->name; f++) {
 			if (f->secret || !f->default_json)
 				continue;
+			/* drv_driver_check proved every default parses, so NULL means no memory. */
 			json_t *v = json_loads(f->default_json, JSON_DECODE_ANY, NULL);
-			if (v)
-				json_object_set_new(defaults, f->name, v);
+			if (!v || json_object_set_new(defaults, f->name, v) != 0) {
+				json_decref(defaults);
+				defaults = NULL;
+			}
 		}
-		defaults_for = fields;
+		defaults_for = defaults ? fields : NULL;
 	}
 	defs = json_incref(defaults);
 	pthread_mutex_unlock(&defaults_lock);
+	if (!defs)
+		return DRV_ENOMEM;
 
 	const char *key;
 	json_t *v;
 	json_object_foreach(defs, key, v)
 	{
 		json_t *cur = json_object_get(root, key);
-		if (!cur || json_is_null(cur))
-			json_object_set(root, key, v);
+		if ((!cur || json_is_null(cur)) && json_object_set(root, key, v) != 0)
+			rc = DRV_ENOMEM;
 	}
 	json_decref(defs);
+	return rc;
 }
