@@ -1,6 +1,7 @@
 /* The abort-on-out-of-memory wrappers (xalloc.h). */
 #include "xalloc.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,4 +66,19 @@ char *xstrdup(const char *s, const char *what)
 		s = "";
 	size_t n = strlen(s) + 1;
 	return memcpy(xmalloc(n, what), s, n);
+}
+
+char *xasprintf(const char *what, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		xalloc_die(what, 0);
+	char *s = xmalloc((size_t)n + 1, what);
+	va_start(ap, fmt);
+	vsnprintf(s, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	return s;
 }

@@ -22,6 +22,8 @@ void *xcalloc(size_t n, size_t size, const char *what);
 void *xrealloc(void *ptr, size_t size, const char *what);
 /* A copy of s; NULL gives "". */
 char *xstrdup(const char *s, const char *what);
+/* A new string formatted as by printf. */
+char *xasprintf(const char *what, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /*
  * Logs the last line, "out of memory allocating <size> bytes for <what>;

@@ -138,6 +138,9 @@ static void test_success(void **state)
 	s = xrealloc(s, 64, "grown");
 	assert_string_equal(s, "abc");
 	free(s);
+	s = xasprintf("a formatted line", "%s-%d", "zone", 3);
+	assert_string_equal(s, "zone-3");
+	free(s);
 	int *z = xcalloc(0, sizeof(int), "nothing");
 	free(z);
 	unsigned char *c = xcalloc(8, 8, "zeroed");
