@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "alloc.h"
 #include "drover/rpc.h"
 #include "drv_internal.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -182,7 +183,7 @@ static void *pool_main(void *unused)
 
 static int pool_submit(void (*fn)(void *), void *arg)
 {
-	struct job *j = malloc(sizeof(*j));
+	struct job *j = drv__malloc(sizeof(*j));
 	if (!j)
 		return DRV_ENOMEM;
 	j->next = NULL;
@@ -327,7 +328,7 @@ static void on_provider(void *ud, struct drv_rpc_call *rc, const ProtobufCMessag
 		reply_stopping(rc);
 		return;
 	}
-	call = malloc(sizeof(*call));
+	call = drv__malloc(sizeof(*call));
 	if (!call) {
 		drv_rpc_reply(rc, DRV_ENOMEM, "out of memory", NULL);
 		flight_end();
@@ -439,7 +440,7 @@ static void on_get_features(void *ud, struct drv_rpc_call *rc, const ProtobufCMe
 		drv_rpc_reply(rc, 0, NULL, &S.features_resp.base);
 		return;
 	}
-	struct deferred *df = malloc(sizeof(*df));
+	struct deferred *df = drv__malloc(sizeof(*df));
 	if (!df) {
 		drv_rpc_reply(rc, DRV_ENOMEM, "out of memory", NULL);
 		return;
@@ -455,7 +456,11 @@ static void on_get_features(void *ud, struct drv_rpc_call *rc, const ProtobufCMe
 	if (code) {
 		flight_end();
 		free(df);
-		drv_rpc_reply(rc, DRV_EUNAVAILABLE, "driver is shutting down", NULL);
+		drv_rpc_reply(rc, code,
+		              code == DRV_ENOMEM    ? "out of memory"
+		              : code == DRV_ESYSTEM ? "cannot start a thread for GetFeatures"
+		                                    : "driver is shutting down",
+		              NULL);
 	}
 }
 
