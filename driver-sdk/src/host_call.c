@@ -484,6 +484,12 @@ int drv_host_connect(const struct drv_connect_opts *opts, struct drv_host **out,
 		timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
 	if (timeout_ms > 0) {
 		rc = wait_serving(h, timeout_ms, &last);
+		if (rc == DRV_ENOMEM) {
+			/* Our memory, not the driver: said as it is, not as an unreachable driver. */
+			set_err(err, errlen, "driver '%s' at %s: health check: %s", name, opts->address,
+			        last.message);
+			goto fail;
+		}
 		if (rc != 0) {
 			char why[300] = "";
 			bool tcp_ok = !is_unix_target(opts->address) &&

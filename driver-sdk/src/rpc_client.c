@@ -630,11 +630,17 @@ static int ccall_finish(struct ccall *cc, bool batch_ok, char *msg, size_t msgle
 	}
 	if (cc->recv_bb && over_size_limit(cc, msg, msglen))
 		return DRV_ERANGE;
+	unsigned long failed = drv__alloc_failures();
 	if (cc->recv_bb && cc->lim.counted_field) {
 		if (unpack_counted(cc, msg, msglen, resp) != 0)
 			return DRV_ERANGE;
 	} else {
 		*resp = drv__rpc_unpack(cc->method->output, cc->recv_bb, drv__response_unpack);
+	}
+	/* protobuf-c says NULL for no memory too: the driver's answer is not to blame then. */
+	if (!*resp && drv__alloc_failures() != failed) {
+		snprintf(msg, msglen, "%s: out of memory unpacking the response", cc->method->name);
+		return DRV_ENOMEM;
 	}
 	if (!*resp) {
 		snprintf(msg, msglen, "%s: response is %s a valid %s message", cc->method->name,
