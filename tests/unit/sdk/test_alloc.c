@@ -30,6 +30,7 @@
 #include <jansson.h>
 
 #include "alloc.h"
+#include "async_result.h"
 #include "drover/host.h"
 #include "drover/rpc.h"
 #include "drv_internal.h"
@@ -462,40 +463,17 @@ static void on_line(void *ud, const char *name, const char *line)
 
 static char self_exe[4096];
 
-struct async_result {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	bool done;
-	int code;
-	size_t n_offers;
-};
-
-static void on_offers(void *ud, int code, const char *message, ProtobufCMessage *resp)
-{
-	struct async_result *r = ud;
-	pthread_mutex_lock(&r->mu);
-	r->code = code;
-	r->n_offers = resp ? ((drv_get_offers_response *)resp)->n_offers : 0;
-	r->done = true;
-	pthread_cond_signal(&r->cv);
-	pthread_mutex_unlock(&r->mu);
-	drv_response_free(resp);
-}
-
 /* GetOffers through drv_host_call_async: the callback runs once, with the answer or a clean failure. */
 static void async_offers(struct drv_host *h, long n)
 {
-	struct async_result r = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
-	int rc = drv_host_call_async(h, "GetOffers", &offers_req.base, CALL_MS, on_offers, &r);
+	struct async_result r = ASYNC_RESULT_INIT;
+	int rc = drv_host_call_async(h, "GetOffers", &offers_req.base, CALL_MS, on_offers_done, &r);
 	if (rc != 0) {
 		if (rc != DRV_ENOMEM)
 			fail_msg("N=%ld: async GetOffers did not start: %s", n, drv_error_name(rc));
 		return;
 	}
-	pthread_mutex_lock(&r.mu);
-	while (!r.done)
-		pthread_cond_wait(&r.cv, &r.mu);
-	pthread_mutex_unlock(&r.mu);
+	async_wait(&r);
 	if (!(r.code == 0 && r.n_offers == N_OFFERS) && !clean_failure(r.code))
 		fail_msg("N=%ld: async GetOffers: %s, %zu offers", n, drv_error_name(r.code), r.n_offers);
 }

@@ -16,6 +16,7 @@
 
 #include <cmocka.h>
 
+#include "run_child.h"
 #include "sim_core.h"
 
 static void *no_memory(void *ctx, size_t size)
@@ -23,30 +24,18 @@ static void *no_memory(void *ctx, size_t size)
 	return NULL;
 }
 
+static void answer_without_memory(void)
+{
+	struct sim_arena a = {.alloc = no_memory};
+	drv_placement_group *g = sim_new(&a, placement_group);
+	(void)g;
+}
+
 static void test_arena_out_of_memory_aborts(void **state)
 {
-	int p[2];
-	assert_int_equal(pipe(p), 0);
-	pid_t pid = fork();
-	assert_true(pid >= 0);
-	if (pid == 0) {
-		dup2(p[1], 2);
-		struct sim_arena a = {.alloc = no_memory};
-		drv_placement_group *g = sim_new(&a, placement_group);
-		(void)g;
-		_exit(0);
-	}
-	close(p[1]);
 	char out[512];
-	size_t len = 0;
-	ssize_t n;
-	while (len + 1 < sizeof(out) && (n = read(p[0], out + len, sizeof(out) - 1 - len)) > 0)
-		len += (size_t)n;
-	out[len] = '\0';
-	close(p[0]);
-	int status;
-	assert_int_equal(waitpid(pid, &status, 0), pid);
-	assert_true(WIFSIGNALED(status));
+	int status = run_child(answer_without_memory, out, sizeof(out));
+	assert_true(status != -1 && WIFSIGNALED(status));
 	assert_int_equal(WTERMSIG(status), SIGABRT);
 	char want[160];
 	snprintf(want, sizeof(want),
