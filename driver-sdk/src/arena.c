@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "drv_internal.h"
 
 #define ALIGN _Alignof(max_align_t)
@@ -32,7 +33,7 @@ static struct drv__arena_chunk *chunk_new(struct drv__arena *a, size_t size)
 {
 	if (size > SIZE_MAX - sizeof(struct drv__arena_chunk))
 		return NULL;
-	struct drv__arena_chunk *c = malloc(sizeof(*c) + size);
+	struct drv__arena_chunk *c = drv__malloc(sizeof(*c) + size);
 	if (!c)
 		return NULL;
 	c->next = NULL;

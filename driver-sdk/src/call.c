@@ -43,6 +43,8 @@ int drv__call_set_config(struct drv_call *call, const drv_backend_config *bc, st
 	}
 	size_t first = d->n;
 	drv__config_check(call->driver ? call->driver->config_fields : NULL, bc, d, &call->config_root);
+	if (d->oom)
+		return drv_call_fail(call, DRV_ENOMEM, "out of memory checking the backend config");
 	if (call->config_root)
 		return 0;
 	for (size_t i = first; i < d->n; i++) {

@@ -21,6 +21,7 @@
  * case (proto2 required fields and defaults, unknown fields, a sub-message
  * given twice, which protobuf-c merges) is declined and handed back to it.
  */
+#include "alloc.h"
 #include "codec.h"
 #include "par.h"
 
@@ -208,7 +209,7 @@ static struct plan *plan_build(const ProtobufCMessageDescriptor *d)
 	bool ok =
 	    d->magic == PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC && d->message_init && d->n_fields <= MAX_FIELDS;
 	unsigned n = ok ? d->n_fields : 0;
-	struct plan *p = calloc(1, sizeof(*p) + n * sizeof(p->f[0]));
+	struct plan *p = drv__calloc(1, sizeof(*p) + n * sizeof(p->f[0]));
 
 	if (!p)
 		return NULL;
@@ -347,7 +348,7 @@ static bool enc_grow(struct enc *e, size_t need)
 			return false;
 		ncap *= 2;
 	}
-	uint8_t *nb = malloc(ncap);
+	uint8_t *nb = drv__malloc(ncap);
 	if (!nb)
 		return false;
 	if (used)
@@ -588,7 +589,7 @@ static bool enc_split(struct enc *e, const struct pfield *pf, size_t n, const un
 	size_t cap = e->hint ? e->hint / 2 + e->hint / 16 + 4096 : 65536;
 	if (atomic_load_explicit(&small_halves, memory_order_relaxed))
 		cap = atomic_load_explicit(&small_halves, memory_order_relaxed);
-	if ((half.e.buf = malloc(cap))) {
+	if ((half.e.buf = drv__malloc(cap))) {
 		half.e.fixed = true;
 		half.e.p = half.e.end = half.e.buf + cap;
 		if (drv__par_start(&job))
@@ -716,7 +717,7 @@ uint8_t *drv__codec_pack_buf(const ProtobufCMessage *m, uint8_t *buf, size_t cap
 	/* Sized from the last message of this type, a large one is written without growing. */
 	if (e.hint > cap) {
 		size_t want = e.hint + e.hint / 16 + 256;
-		uint8_t *nb = want > e.hint ? malloc(want) : NULL;
+		uint8_t *nb = want > e.hint ? drv__malloc(want) : NULL;
 		if (nb) {
 			e.buf = nb;
 			e.owned = true;

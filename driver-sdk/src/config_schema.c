@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "drv_internal.h"
 
 #define SEV_ERROR DROVER__COMPUTE__V1__SEVERITY__SEVERITY_ERROR
@@ -25,16 +26,26 @@ void drv__diags_init(struct drv_diags *d, struct drv__arena *a)
 	d->arena = a;
 }
 
+/*
+ * A diagnostic that cannot be stored for lack of memory still counts: an
+ * error dropped silently would let a bad config pass as valid. The caller
+ * sees `oom` and fails the call with DRV_ENOMEM instead of answering with a
+ * list it knows to be incomplete.
+ */
 static void diags_vadd(struct drv_diags *d, int severity, const char *field_path, const char *summary,
                        const char *detail_fmt, va_list ap)
 {
 	if (!d)
 		return;
+	if (severity == SEV_ERROR)
+		d->n_errors++;
 	if (d->n == d->cap) {
 		size_t cap = d->cap ? d->cap * 2 : 8;
 		struct drv__diag *items = drv__arena_alloc(d->arena, cap * sizeof(*items));
-		if (!items)
+		if (!items) {
+			d->oom = true;
 			return;
+		}
 		if (d->n)
 			memcpy(items, d->items, d->n * sizeof(*items));
 		d->items = items;
@@ -46,11 +57,11 @@ static void diags_vadd(struct drv_diags *d, int severity, const char *field_path
 	g->summary = drv__arena_strdup(d->arena, summary ? summary : "");
 	g->detail =
 	    detail_fmt ? drv__arena_vprintf(d->arena, detail_fmt, ap) : drv__arena_strdup(d->arena, "");
-	if (!g->field_path || !g->summary || !g->detail)
+	if (!g->field_path || !g->summary || !g->detail) {
+		d->oom = true;
 		return;
+	}
 	d->n++;
-	if (severity == SEV_ERROR)
-		d->n_errors++;
 }
 
 void drv__diags_add(struct drv_diags *d, int severity, const char *field_path, const char *summary,
@@ -107,78 +118,106 @@ static json_t *number_json(enum drv_field_type t, double v)
 	return json_real(v);
 }
 
-static json_t *field_schema(const struct drv_config_field *f);
+/*
+ * Sets o[key] = v (taking v) and records a failure in *ok: jansson answers a
+ * NULL v or a failed insertion the same way, and a schema missing one
+ * property would be a wrong answer, not a smaller one.
+ */
+static void put(json_t *o, const char *key, json_t *v, bool *ok)
+{
+	if (json_object_set_new(o, key, v) != 0)
+		*ok = false;
+}
+
+static void append(json_t *a, json_t *v, bool *ok)
+{
+	if (json_array_append_new(a, v) != 0)
+		*ok = false;
+}
+
+static json_t *field_schema(const struct drv_config_field *f, bool *ok);
 
 /*
  * Adds to `o` the schema of an object whose members are those of `fields`
  * that are (secrets) or are not (!secrets) secrets: type, properties,
  * required, and nothing else allowed. The config, the secrets and the
- * elements of an array of objects share it.
+ * elements of an array of objects share it. Returns o (NULL stays NULL,
+ * with *ok false).
  */
-static json_t *object_schema(json_t *o, const struct drv_config_field *fields, bool secrets)
+static json_t *object_schema(json_t *o, const struct drv_config_field *fields, bool secrets, bool *ok)
 {
 	json_t *props = json_object();
 	json_t *required = json_array();
-	json_object_set_new(o, "type", json_string("object"));
-	for (const struct drv_config_field *m = fields; m && m->name; m++) {
+	if (!o || !props || !required)
+		*ok = false;
+	for (const struct drv_config_field *m = fields; *ok && m && m->name; m++) {
 		if (m->secret != secrets)
 			continue;
-		json_object_set_new(props, m->name, field_schema(m));
+		put(props, m->name, field_schema(m, ok), ok);
 		if (m->required)
-			json_array_append_new(required, json_string(m->name));
+			append(required, json_string(m->name), ok);
 	}
-	json_object_set_new(o, "properties", props);
-	if (json_array_size(required))
-		json_object_set_new(o, "required", required);
-	else
-		json_decref(required);
-	json_object_set_new(o, "additionalProperties", json_false());
+	if (*ok) {
+		put(o, "type", json_string("object"), ok);
+		put(o, "properties", json_incref(props), ok);
+		if (json_array_size(required))
+			put(o, "required", json_incref(required), ok);
+		put(o, "additionalProperties", json_false(), ok);
+	}
+	json_decref(required);
+	json_decref(props);
 	return o;
 }
 
-static json_t *field_schema(const struct drv_config_field *f)
+static json_t *field_schema(const struct drv_config_field *f, bool *ok)
 {
 	json_t *p = json_object();
-	json_object_set_new(p, "type", json_string(type_name(f->type)));
-	if (f->type == DRV_FIELD_STRING_ARRAY)
-		json_object_set_new(p, "items", json_pack("{s:s}", "type", "string"));
-	if (f->type == DRV_FIELD_OBJECT_ARRAY)
-		json_object_set_new(p, "items", object_schema(json_object(), f->items, false));
-	if (f->description)
-		json_object_set_new(p, "description", json_string(f->description));
-	if (f->default_json) {
-		json_t *def = json_loads(f->default_json, JSON_DECODE_ANY, NULL);
-		if (def)
-			json_object_set_new(p, "default", def);
+	if (!p) {
+		*ok = false;
+		return NULL;
 	}
+	put(p, "type", json_string(type_name(f->type)), ok);
+	if (f->type == DRV_FIELD_STRING_ARRAY)
+		put(p, "items", json_pack("{s:s}", "type", "string"), ok);
+	if (f->type == DRV_FIELD_OBJECT_ARRAY)
+		put(p, "items", object_schema(json_object(), f->items, false, ok), ok);
+	if (f->description)
+		put(p, "description", json_string(f->description), ok);
+	/* drv_driver_check proved every default parses, so NULL means no memory. */
+	if (f->default_json)
+		put(p, "default", json_loads(f->default_json, JSON_DECODE_ANY, NULL), ok);
 	if (f->type == DRV_FIELD_INTEGER || f->type == DRV_FIELD_NUMBER) {
 		if (f->has_minimum)
-			json_object_set_new(p, "minimum", number_json(f->type, f->minimum));
+			put(p, "minimum", number_json(f->type, f->minimum), ok);
 		if (f->has_maximum)
-			json_object_set_new(p, "maximum", number_json(f->type, f->maximum));
+			put(p, "maximum", number_json(f->type, f->maximum), ok);
 	}
 	if (f->type == DRV_FIELD_STRING && f->enum_values) {
 		json_t *e = json_array();
-		for (const char *const *v = f->enum_values; *v; v++)
-			json_array_append_new(e, json_string(*v));
-		json_object_set_new(p, "enum", e);
+		for (const char *const *v = f->enum_values; e && *v; v++)
+			append(e, json_string(*v), ok);
+		put(p, "enum", e, ok);
 	}
 	if (f->secret)
-		json_object_set_new(p, "writeOnly", json_true());
+		put(p, "writeOnly", json_true(), ok);
 	return p;
 }
 
+/* The schema as compact text (malloc'd), or NULL when memory ran out. */
 static char *schema_of(const struct drv_driver *driver, bool secrets)
 {
 	json_t *root = json_object();
 	char title[128];
+	bool ok = root != NULL;
 
 	snprintf(title, sizeof(title), "%s backend %s", driver->type ? driver->type : "driver",
 	         secrets ? "secrets" : "config");
-	json_object_set_new(root, "$schema", json_string("https://json-schema.org/draft/2020-12/schema"));
-	json_object_set_new(root, "title", json_string(title));
-	object_schema(root, driver->config_fields, secrets);
-	char *text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	if (ok) {
+		put(root, "$schema", json_string("https://json-schema.org/draft/2020-12/schema"), &ok);
+		put(root, "title", json_string(title), &ok);
+		object_schema(root, driver->config_fields, secrets, &ok);
+	}
+	char *text = ok ? json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
 	json_decref(root);
 	return text;
 }
@@ -499,8 +538,24 @@ void drv__config_check(const struct drv_config_field *fields, const drv_backend_
 	*rootp = NULL;
 	if (only_space(text)) {
 		root = json_object();
+		if (!root) {
+			d->oom = true;
+			goto secrets;
+		}
 	} else {
+		unsigned long failed = drv__alloc_failures();
 		root = json_loads(text, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+		/*
+		 * No memory is not the config's fault: the call fails with DRV_ENOMEM,
+		 * not INVALID_ARGUMENT. jansson reports a failed allocation while
+		 * lexing as a syntax error, so the SDK's count of failed allocations
+		 * tells (drv_main gives jansson the SDK's allocator).
+		 */
+		if (!root &&
+		    (drv__alloc_failures() != failed || json_error_code(&je) == json_error_out_of_memory)) {
+			d->oom = true;
+			goto secrets;
+		}
 		if (!root) {
 			drv__diags_add(d, SEV_ERROR, "", "config is not valid JSON", "line %d, column %d: %s",
 			               je.line, je.column, je.text);
@@ -587,11 +642,12 @@ secrets:
 		}
 	}
 
-	if (d->n_errors != errors_before) {
+	if (d->n_errors != errors_before || d->oom || drv__config_defaults_fill(fields, root) != 0) {
+		if (root && d->n_errors == errors_before)
+			d->oom = true;
 		json_decref(root);
 		return;
 	}
-	drv__config_defaults_fill(fields, root);
 	*rootp = root;
 }
 
@@ -601,34 +657,45 @@ static pthread_mutex_t defaults_lock = PTHREAD_MUTEX_INITIALIZER;
 static const struct drv_config_field *defaults_for;
 static json_t *defaults; /* object: name -> parsed default */
 
-void drv__config_defaults_fill(const struct drv_config_field *fields, json_t *root)
+int drv__config_defaults_fill(const struct drv_config_field *fields, json_t *root)
 {
 	json_t *defs;
+	int rc = 0;
 
 	pthread_mutex_lock(&defaults_lock);
 	if (defaults_for != fields || !defaults) {
-		/* One driver per process, so this runs once; tests may switch. */
+		/*
+		 * One driver per process, so this runs once; tests may switch. Kept
+		 * only when complete: a default lost for lack of memory would make
+		 * its getter answer the fallback on every later call.
+		 */
 		json_decref(defaults);
 		defaults = json_object();
-		for (const struct drv_config_field *f = fields; f && f->name; f++) {
+		for (const struct drv_config_field *f = fields; defaults && f && f->name; f++) {
 			if (f->secret || !f->default_json)
 				continue;
+			/* drv_driver_check proved every default parses, so NULL means no memory. */
 			json_t *v = json_loads(f->default_json, JSON_DECODE_ANY, NULL);
-			if (v)
-				json_object_set_new(defaults, f->name, v);
+			if (!v || json_object_set_new(defaults, f->name, v) != 0) {
+				json_decref(defaults);
+				defaults = NULL;
+			}
 		}
-		defaults_for = fields;
+		defaults_for = defaults ? fields : NULL;
 	}
 	defs = json_incref(defaults);
 	pthread_mutex_unlock(&defaults_lock);
+	if (!defs)
+		return DRV_ENOMEM;
 
 	const char *key;
 	json_t *v;
 	json_object_foreach(defs, key, v)
 	{
 		json_t *cur = json_object_get(root, key);
-		if (!cur || json_is_null(cur))
-			json_object_set(root, key, v);
+		if ((!cur || json_is_null(cur)) && json_object_set(root, key, v) != 0)
+			rc = DRV_ENOMEM;
 	}
 	json_decref(defs);
+	return rc;
 }

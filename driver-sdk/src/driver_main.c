@@ -27,6 +27,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "drover/host.h"
 #include "drover/rpc.h"
 #include "drv_internal.h"
@@ -510,6 +511,14 @@ int drv_main(int argc, char **argv, const struct drv_driver *driver)
 	 */
 	bool std_closed[3];
 	std_fds_check(std_closed);
+	/*
+	 * The process is the driver's, run by the SDK: jansson's blocks come
+	 * from the SDK's allocator too, so that a failure among them is counted
+	 * (drv__alloc_failures) and the config check can tell a config that is
+	 * not JSON from a parse that ran out of memory (jansson reports both as
+	 * a syntax error).
+	 */
+	json_set_alloc_funcs(drv__malloc, free);
 	/*
 	 * A driver answers the same large messages again and again (a GetOffers
 	 * of 1,000 offers is 115 KB packed, ~340 KB unpacked). With glibc's

@@ -89,9 +89,9 @@ const struct drv__method *drv__method_find(const char *name);
 
 /* ---- config_schema.c ---- */
 
-/* The JSON Schema of the config fields (non-secret ones), as compact text; malloc'd. */
+/* The JSON Schema of the config fields (non-secret ones), as compact text; malloc'd; NULL: no memory. */
 char *drv__config_schema(const struct drv_driver *driver);
-/* The JSON Schema of the secrets map; malloc'd. */
+/* The JSON Schema of the secrets map; malloc'd; NULL: no memory. */
 char *drv__secrets_schema(const struct drv_driver *driver);
 
 struct drv__diag {
@@ -106,7 +106,8 @@ struct drv_diags {
 	struct drv__arena *arena;
 	struct drv__diag *items;
 	size_t n, cap;
-	size_t n_errors;
+	size_t n_errors; /* errors added, also those dropped for lack of memory */
+	bool oom;        /* a diagnostic was dropped for lack of memory */
 };
 
 void drv__diags_init(struct drv_diags *d, struct drv__arena *a);
@@ -116,7 +117,7 @@ void drv__diags_add(struct drv_diags *d, int severity, const char *field_path, c
 /*
  * Parses a BackendConfig's JSON and checks it and its secrets against the
  * declared fields, adding a diagnostic per problem. On success (no error
- * diagnostic) *root gets the config object with declared defaults filled in
+ * diagnostic, and d->oom still false) *root gets the config object with declared defaults filled in
  * (the caller owns the reference); otherwise *root is NULL. "" counts as {}.
  */
 void drv__config_check(const struct drv_config_field *fields, const drv_backend_config *bc,
@@ -129,8 +130,12 @@ void drv__config_check(const struct drv_config_field *fields, const drv_backend_
  */
 int drv__config_field_check(const struct drv_config_field *f, char *err, size_t errlen);
 
-/* Parsed default values, computed once per process. Thread-safe. */
-void drv__config_defaults_fill(const struct drv_config_field *fields, json_t *root);
+/*
+ * Sets every declared default that root lacks, from parsed values computed
+ * once per process. Thread-safe. 0, or DRV_ENOMEM when a default could not
+ * be parsed or set for lack of memory.
+ */
+int drv__config_defaults_fill(const struct drv_config_field *fields, json_t *root);
 
 /* ---- call.c ---- */
 

@@ -16,6 +16,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "drv_internal.h"
 #include "host_internal.h"
 
@@ -78,7 +79,7 @@ static uint64_t deadline_after_ms(int ms)
 
 struct drv_host *drv__host_new(void)
 {
-	struct drv_host *h = calloc(1, sizeof(*h));
+	struct drv_host *h = drv__calloc(1, sizeof(*h));
 	pthread_condattr_t ca;
 
 	if (!h)
@@ -140,7 +141,7 @@ static int env_push(char ***v, size_t *n, size_t *cap, const char *name, const c
 
 	if (*n + 2 > *cap) {
 		size_t ncap = *cap ? *cap * 2 : 16;
-		char **nv = realloc(*v, ncap * sizeof(char *));
+		char **nv = drv__realloc(*v, ncap * sizeof(char *));
 
 		if (!nv)
 			return DRV_ENOMEM;
@@ -151,7 +152,7 @@ static int env_push(char ***v, size_t *n, size_t *cap, const char *name, const c
 		if (asprintf(&s, "%s=%s", name, value) < 0)
 			return DRV_ENOMEM;
 	} else {
-		s = strdup(name);
+		s = drv__strdup(name);
 		if (!s)
 			return DRV_ENOMEM;
 	}
@@ -242,14 +243,14 @@ static int build_argv(struct drv_host *h, const struct drv_spawn_opts *o)
 
 	while (o->args && o->args[n])
 		n++;
-	h->argv = calloc(n + 2, sizeof(char *));
+	h->argv = drv__calloc(n + 2, sizeof(char *));
 	if (!h->argv)
 		return DRV_ENOMEM;
-	h->argv[0] = strdup(o->path);
+	h->argv[0] = drv__strdup(o->path);
 	if (!h->argv[0])
 		return DRV_ENOMEM;
 	for (size_t i = 0; i < n; i++) {
-		h->argv[i + 1] = strdup(o->args[i]);
+		h->argv[i + 1] = drv__strdup(o->args[i]);
 		if (!h->argv[i + 1])
 			return DRV_ENOMEM;
 	}
@@ -609,7 +610,7 @@ static int finish_handshake(struct drv_host *h, const char *line, char *err, siz
 			    h->name, h->path, q);
 			return DRV_EHANDSHAKE;
 		}
-		h->target = strdup(hs.address);
+		h->target = drv__strdup(hs.address);
 	}
 	if (!h->target) {
 		if (ufd >= 0)
@@ -828,8 +829,8 @@ int drv_host_spawn(const struct drv_spawn_opts *opts, struct drv_host **out, cha
 	}
 	h->spawned = true;
 	base = strrchr(opts->path, '/');
-	h->name = strdup(opts->name && opts->name[0] ? opts->name : base ? base + 1 : opts->path);
-	h->path = strdup(opts->path);
+	h->name = drv__strdup(opts->name && opts->name[0] ? opts->name : base ? base + 1 : opts->path);
+	h->path = drv__strdup(opts->path);
 	h->on_stderr = opts->on_stderr;
 	h->on_exit = opts->on_exit;
 	h->ud = opts->ud;
@@ -959,12 +960,15 @@ int drv_host_stop(struct drv_host *h, int grace_ms, int *exit_status)
 		if (rc == 0 && !drv__host_wait_exit_locked(h, deadline_after_ms(grace_ms)))
 			rc = DRV_EDEADLINE;
 		if (rc != 0) {
+			/* No memory to ask for SIGTERM: the driver is killed all the same, and the caller
+			 * learns why. */
+			int why = rc == DRV_ENOMEM ? DRV_ENOMEM : DRV_EDEADLINE;
 			pthread_mutex_unlock(&h->mu);
 			while (drv__host_io_submit(drv__host_io_kill, h, SIGKILL) != 0)
 				usleep(1000);
 			pthread_mutex_lock(&h->mu);
 			drv__host_wait_exit_locked(h, deadline_after_ms(KILL_WAIT_MS));
-			rc = DRV_EDEADLINE;
+			rc = why;
 		}
 	}
 	if (exit_status)

@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "alloc.h"
 #include "drv_internal.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "host_internal.h"
@@ -456,8 +457,8 @@ int drv_host_connect(const struct drv_connect_opts *opts, struct drv_host **out,
 		set_err(err, errlen, "drv_host_connect: out of memory");
 		return DRV_ENOMEM;
 	}
-	h->name = strdup(name);
-	h->target = strdup(opts->address);
+	h->name = drv__strdup(name);
+	h->target = drv__strdup(opts->address);
 	h->limits = opts->limits;
 	if (!h->name || !h->target) {
 		set_err(err, errlen, "drv_host_connect: out of memory");
@@ -483,6 +484,12 @@ int drv_host_connect(const struct drv_connect_opts *opts, struct drv_host **out,
 		timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
 	if (timeout_ms > 0) {
 		rc = wait_serving(h, timeout_ms, &last);
+		if (rc == DRV_ENOMEM) {
+			/* Our memory, not the driver: said as it is, not as an unreachable driver. */
+			set_err(err, errlen, "driver '%s' at %s: health check: %s", name, opts->address,
+			        last.message);
+			goto fail;
+		}
 		if (rc != 0) {
 			char why[300] = "";
 			bool tcp_ok = !is_unix_target(opts->address) &&

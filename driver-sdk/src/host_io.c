@@ -26,6 +26,7 @@
 
 #include <grpc/grpc.h>
 
+#include "alloc.h"
 #include "host_internal.h"
 #include "rpc_grpc.h"
 
@@ -125,7 +126,7 @@ int drv__host_io_start(void)
 
 int drv__host_io_submit(void (*fn)(struct drv_host *h, int arg), struct drv_host *h, int arg)
 {
-	struct io_cmd *c = calloc(1, sizeof(*c));
+	struct io_cmd *c = drv__calloc(1, sizeof(*c));
 
 	if (!c)
 		return DRV_ENOMEM;
@@ -163,8 +164,14 @@ static void close_handle(struct drv_host *h, uv_handle_t *handle)
 
 static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
-	/* As large as a driver's stderr pipe (see drv__host_spawn_posix): a flood is read in few calls. */
-	static _Thread_local char chunk[1 << 20];
+	/*
+	 * As large as a driver's stderr pipe (see drv__host_spawn_posix): a flood
+	 * is read in few calls. Only the one I/O thread reads, so one buffer will
+	 * do; a thread-local one made every thread of the process carry 1 MiB of
+	 * TLS, which glibc refuses for threads with smaller stacks (the serving
+	 * half's 512 KiB pool threads, in a process that also hosts drivers).
+	 */
+	static char chunk[1 << 20];
 
 	buf->base = chunk;
 	buf->len = sizeof(chunk);
@@ -225,8 +232,8 @@ int drv__host_stderr_init(struct drv_host *h, const struct drv_spawn_opts *o)
 	h->errmax = max;
 	/* An escaped byte takes at most 4; room for the cut marker besides. */
 	h->cleanlen = 4 * max + 128;
-	h->errbuf = malloc(max + 1);
-	h->cleanbuf = malloc(h->cleanlen);
+	h->errbuf = drv__malloc(max + 1);
+	h->cleanbuf = drv__malloc(h->cleanlen);
 	if (!h->errbuf || !h->cleanbuf)
 		return DRV_ENOMEM;
 	drv__line_limit_init(&h->limit, o->stderr_lines_per_s ? o->stderr_lines_per_s : DRV_HOST_LINES_PER_S,

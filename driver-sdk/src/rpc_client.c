@@ -33,6 +33,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 
+#include "alloc.h"
 #include "drover/rpc.h"
 #include "drv_internal.h"
 #include "rpc_grpc.h"
@@ -178,8 +179,8 @@ static int channel_new(const struct drv_rpc_channel_opts *opts, int *fd, struct 
 		                opts->target);
 		return DRV_EINVAL;
 	}
-	struct drv_rpc_channel *ch = calloc(1, sizeof(*ch));
-	if (!ch || !(ch->target = strdup(opts->target))) {
+	struct drv_rpc_channel *ch = drv__calloc(1, sizeof(*ch));
+	if (!ch || !(ch->target = drv__strdup(opts->target))) {
 		free(ch);
 		drv__rpc_seterr(err, errlen, "out of memory");
 		return DRV_ENOMEM;
@@ -320,9 +321,9 @@ static void *method_handle(struct drv_rpc_channel *ch, const ProtobufCServiceDes
 		if (s->service == service)
 			break;
 	if (!s) {
-		s = calloc(1, sizeof(*s) + service->n_methods * sizeof(s->handles[0]));
-		if (s && !(s->last_us =
-		               calloc(service->n_methods ? service->n_methods : 1, sizeof(*s->last_us)))) {
+		s = drv__calloc(1, sizeof(*s) + service->n_methods * sizeof(s->handles[0]));
+		if (s && !(s->last_us = drv__calloc(service->n_methods ? service->n_methods : 1,
+		                                    sizeof(*s->last_us)))) {
 			free(s);
 			s = NULL;
 		}
@@ -391,7 +392,7 @@ static int ccall_start(struct drv_rpc_channel *ch, grpc_completion_queue *cq, st
 	while (md && md[n_md].key)
 		n_md++;
 	if (n_md > INLINE_MD) {
-		cc->md = calloc(n_md, sizeof(*cc->md));
+		cc->md = drv__calloc(n_md, sizeof(*cc->md));
 		if (!cc->md) {
 			cc->md = cc->md_inline;
 			set_status(st, DRV_ENOMEM, "out of memory");
@@ -629,11 +630,17 @@ static int ccall_finish(struct ccall *cc, bool batch_ok, char *msg, size_t msgle
 	}
 	if (cc->recv_bb && over_size_limit(cc, msg, msglen))
 		return DRV_ERANGE;
+	unsigned long failed = drv__alloc_failures();
 	if (cc->recv_bb && cc->lim.counted_field) {
 		if (unpack_counted(cc, msg, msglen, resp) != 0)
 			return DRV_ERANGE;
 	} else {
 		*resp = drv__rpc_unpack(cc->method->output, cc->recv_bb, drv__response_unpack);
+	}
+	/* protobuf-c says NULL for no memory too: the driver's answer is not to blame then. */
+	if (!*resp && drv__alloc_failures() != failed) {
+		snprintf(msg, msglen, "%s: out of memory unpacking the response", cc->method->name);
+		return DRV_ENOMEM;
 	}
 	if (!*resp) {
 		snprintf(msg, msglen, "%s: response is %s a valid %s message", cc->method->name,
@@ -660,7 +667,7 @@ static void cq_put(struct drv_rpc_channel *ch, grpc_completion_queue *cq)
 	pthread_mutex_lock(&ch->lock);
 	if (ch->n_idle_cqs == ch->cap_idle_cqs && ch->cap_idle_cqs < 64) {
 		size_t cap = ch->cap_idle_cqs ? ch->cap_idle_cqs * 2 : 4;
-		grpc_completion_queue **v = realloc(ch->idle_cqs, cap * sizeof(*v));
+		grpc_completion_queue **v = drv__realloc(ch->idle_cqs, cap * sizeof(*v));
 		if (v) {
 			ch->idle_cqs = v;
 			ch->cap_idle_cqs = cap;
@@ -784,7 +791,7 @@ int drv__rpc_call_async_limited(struct drv_rpc_channel *ch, const ProtobufCServi
 {
 	if (!ch || !service || !req || !cb || method_index >= service->n_methods)
 		return DRV_EINVAL;
-	struct ccall *cc = calloc(1, sizeof(*cc));
+	struct ccall *cc = drv__calloc(1, sizeof(*cc));
 	if (!cc)
 		return DRV_ENOMEM;
 	cc->ch = ch;

@@ -20,6 +20,7 @@
 
 #include <protobuf-c/protobuf-c.h>
 
+#include "alloc.h"
 #include "codec.h"
 #include "drover/types.h"
 
@@ -115,7 +116,7 @@ typedef ProtobufCMessage *(*drv__unpack_fn)(const ProtobufCMessageDescriptor *de
 static inline ProtobufCMessage *drv__unpack_plain(const ProtobufCMessageDescriptor *desc, size_t len,
                                                   const uint8_t *data)
 {
-	return protobuf_c_message_unpack(desc, NULL, len, data);
+	return protobuf_c_message_unpack(desc, &drv__protobuf_allocator, len, data);
 }
 
 /*
@@ -158,7 +159,7 @@ static inline int drv__rpc_read_file(const char *what, const char *path, char **
 		return DRV_EINVAL;
 	}
 	size_t cap = 4096, len = 0;
-	char *buf = malloc(cap + 1);
+	char *buf = drv__malloc(cap + 1);
 	while (buf) {
 		size_t n = fread(buf + len, 1, cap - len, f);
 		len += n;
@@ -172,7 +173,7 @@ static inline int drv__rpc_read_file(const char *what, const char *path, char **
 				return DRV_EINVAL;
 			}
 			cap *= 2;
-			char *nb = realloc(buf, cap + 1);
+			char *nb = drv__realloc(buf, cap + 1);
 			if (!nb)
 				free(buf);
 			buf = nb;

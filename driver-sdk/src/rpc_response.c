@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alloc.h"
 #include "codec.h"
 #include "drv_internal.h"
 #include "rpc_response.h"
@@ -93,7 +94,7 @@ static void release(struct owned *o)
 ProtobufCMessage *drv__response_unpack(const ProtobufCMessageDescriptor *desc, size_t len,
                                        const uint8_t *data)
 {
-	struct owned *o = malloc(sizeof(*o) + desc->sizeof_message);
+	struct owned *o = drv__malloc(sizeof(*o) + desc->sizeof_message);
 
 	if (!o)
 		return NULL;

@@ -39,6 +39,7 @@
 #include <grpc/grpc_security.h>
 #include <grpc/support/alloc.h>
 
+#include "alloc.h"
 #include "drover/rpc.h"
 #include "rpc_grpc.h"
 
@@ -73,6 +74,7 @@ struct method {
 	void *ud;
 	unsigned flags;
 	void *handle; /* from grpc_server_register_method */
+	int unposted; /* requests that could not be posted again, for lack of memory; CQ thread */
 };
 
 struct md_pair {
@@ -140,6 +142,8 @@ struct drv_rpc_server {
 	int n_workers_started;
 	bool cq_thread_started;
 	bool started;
+	/* Requests (registered and generic) to post again; CQ thread only once it runs. */
+	int n_unposted, generic_unposted;
 
 	pthread_mutex_t lock; /* guards everything below */
 	pthread_cond_t cond;  /* shutdown progress */
@@ -157,13 +161,14 @@ struct drv_rpc_server {
 
 static void post_generic(struct drv_rpc_server *srv);
 static void post_registered(struct method *m);
+static void post_missing(struct drv_rpc_server *srv);
 static void call_grpc_unref(struct drv_rpc_call *c);
 
 #define CONTAINER(ptr, type, member) ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 static struct drv_rpc_call *call_alloc(struct drv_rpc_server *srv, struct method *m)
 {
-	struct drv_rpc_call *c = calloc(1, sizeof(*c));
+	struct drv_rpc_call *c = drv__calloc(1, sizeof(*c));
 	if (!c)
 		return NULL;
 	c->t_new.kind = m ? TAG_NEW_CALL : TAG_NEW_GENERIC;
@@ -191,12 +196,14 @@ static void call_free_unarrived(struct drv_rpc_call *c)
 
 static void call_free(struct drv_rpc_call *c)
 {
+	/* Empty once copy_metadata copied it; still full when that copy ran out of memory. */
+	grpc_metadata_array_destroy(&c->md);
 	if (!c->m)
 		grpc_call_details_destroy(&c->details);
 	if (c->payload)
 		grpc_byte_buffer_destroy(c->payload);
 	if (c->req)
-		protobuf_c_message_free_unpacked(c->req, NULL);
+		protobuf_c_message_free_unpacked(c->req, &drv__protobuf_allocator);
 	free(c->mds);
 	free(c->peer);
 	free(c);
@@ -244,7 +251,7 @@ static int copy_metadata(struct drv_rpc_call *c)
 		bytes +=
 		    GRPC_SLICE_LENGTH(c->md.metadata[i].key) + GRPC_SLICE_LENGTH(c->md.metadata[i].value) + 2;
 	if (n > 0) {
-		c->mds = malloc(bytes);
+		c->mds = drv__malloc(bytes);
 		if (!c->mds)
 			return DRV_ENOMEM;
 		char *p = (char *)(c->mds + n);
@@ -444,7 +451,7 @@ const char *drv_rpc_call_peer(const struct drv_rpc_call *call)
 	if (!c->peer && c->gcall) {
 		char *p = grpc_call_get_peer(c->gcall);
 		if (p) {
-			c->peer = strdup(p);
+			c->peer = drv__strdup(p);
 			gpr_free(p);
 		}
 	}
@@ -468,11 +475,16 @@ void *drv_rpc_call_data(const struct drv_rpc_call *call)
 static void run_handler(struct drv_rpc_call *c)
 {
 	const ProtobufCMessageDescriptor *in = c->desc->input;
+	unsigned long failed = drv__alloc_failures();
 	c->req = drv__rpc_unpack(in, c->payload, drv__unpack_plain);
 	if (c->payload)
 		grpc_byte_buffer_destroy(c->payload);
 	bool had_payload = c->payload != NULL;
 	c->payload = NULL;
+	if (!c->req && drv__alloc_failures() != failed) {
+		drv_rpc_reply(c, DRV_ENOMEM, "out of memory unpacking the request", NULL);
+		return;
+	}
 	if (!c->req) {
 		char buf[256];
 		if (had_payload)
@@ -659,15 +671,27 @@ static void *cq_main(void *arg)
 			pthread_mutex_unlock(&srv->lock);
 			break;
 		}
+		/* Once the shutdown tag came, the server may be destroyed at any moment: post nothing. */
+		if (srv->n_unposted > 0 && !srv->shutdown_done)
+			post_missing(srv);
 	}
 	return NULL;
 }
 
+/*
+ * A request that cannot be posted again (no memory for its call) is counted
+ * and posted on a later event of the CQ thread: each lost post would
+ * otherwise be lost for good, and a method that lost all of them would leave
+ * its calls waiting until their deadline.
+ */
 static void post_registered(struct method *m)
 {
 	struct drv_rpc_call *c = call_alloc(m->srv, m);
-	if (!c)
-		return; /* the remaining posted requests keep serving */
+	if (!c) {
+		m->unposted++;
+		m->srv->n_unposted++;
+		return;
+	}
 	if (grpc_server_request_registered_call(m->srv->server, m->handle, &c->gcall, &c->deadline, &c->md,
 	                                        &c->payload, m->srv->cq, m->srv->cq,
 	                                        &c->t_new) != GRPC_CALL_OK)
@@ -677,11 +701,38 @@ static void post_registered(struct method *m)
 static void post_generic(struct drv_rpc_server *srv)
 {
 	struct drv_rpc_call *c = call_alloc(srv, NULL);
-	if (!c)
+	if (!c) {
+		srv->generic_unposted++;
+		srv->n_unposted++;
 		return;
+	}
 	if (grpc_server_request_call(srv->server, &c->gcall, &c->details, &c->md, srv->cq, srv->cq,
 	                             &c->t_new) != GRPC_CALL_OK)
 		call_free_unarrived(c);
+}
+
+/* Posts again what post_registered and post_generic could not; stops at the first failure. */
+static void post_missing(struct drv_rpc_server *srv)
+{
+	for (size_t i = 0; i < srv->n_methods && srv->n_unposted > 0; i++) {
+		struct method *m = srv->methods[i];
+		while (m->unposted > 0) {
+			int before = srv->n_unposted;
+			m->unposted--;
+			srv->n_unposted--;
+			post_registered(m);
+			if (srv->n_unposted >= before)
+				return;
+		}
+	}
+	while (srv->generic_unposted > 0) {
+		int before = srv->n_unposted;
+		srv->generic_unposted--;
+		srv->n_unposted--;
+		post_generic(srv);
+		if (srv->n_unposted >= before)
+			return;
+	}
 }
 
 /* ---- lifecycle ---- */
@@ -763,12 +814,12 @@ int drv_rpc_server_new(const struct drv_rpc_server_opts *opts, struct drv_rpc_se
 		drv__rpc_seterr(err, errlen, "workers %d out of range 0..1024", opts->workers);
 		return DRV_EINVAL;
 	}
-	struct drv_rpc_server *srv = calloc(1, sizeof(*srv));
+	struct drv_rpc_server *srv = drv__calloc(1, sizeof(*srv));
 	if (!srv) {
 		drv__rpc_seterr(err, errlen, "out of memory");
 		return DRV_ENOMEM;
 	}
-	srv->address = strdup(opts->address);
+	srv->address = drv__strdup(opts->address);
 	if (!srv->address) {
 		free(srv);
 		drv__rpc_seterr(err, errlen, "out of memory");
@@ -828,10 +879,10 @@ int drv_rpc_server_add(struct drv_rpc_server *srv, const ProtobufCServiceDescrip
 	for (size_t i = 0; i < srv->n_methods; i++)
 		if (srv->methods[i]->desc == d)
 			return DRV_EEXIST;
-	struct method *m = calloc(1, sizeof(*m));
-	struct method **nm = realloc(srv->methods, (srv->n_methods + 1) * sizeof(*nm));
+	struct method *m = drv__calloc(1, sizeof(*m));
+	struct method **nm = drv__realloc(srv->methods, (srv->n_methods + 1) * sizeof(*nm));
 	size_t plen = strlen(service->name) + strlen(d->name) + 3;
-	char *path = malloc(plen);
+	char *path = drv__malloc(plen);
 	if (!m || !nm || !path) {
 		free(m);
 		free(path);
@@ -908,9 +959,15 @@ static int server_start(struct drv_rpc_server *srv, bool bind, int *bound_port, 
 		for (int k = 0; k < POSTED_PER_METHOD; k++)
 			post_registered(srv->methods[i]);
 	post_generic(srv);
+	if (srv->n_unposted > 0) {
+		/* Nothing would post them again before a call arrived. */
+		drv__rpc_seterr(err, errlen, "out of memory");
+		drv_rpc_server_shutdown(srv, 0);
+		return DRV_ENOMEM;
+	}
 
 	/* Before the CQ thread runs: it starts workers into this array (see worker_add_locked). */
-	srv->worker_threads = calloc((size_t)srv->workers, sizeof(pthread_t));
+	srv->worker_threads = drv__calloc((size_t)srv->workers, sizeof(pthread_t));
 	if (!srv->worker_threads) {
 		drv__rpc_seterr(err, errlen, "out of memory");
 		drv_rpc_server_shutdown(srv, 0);
@@ -998,7 +1055,7 @@ void drv_rpc_server_shutdown(struct drv_rpc_server *srv, int grace_ms)
 		size_t n = 0;
 		for (struct drv_rpc_call *c = srv->live; c; c = c->live_next)
 			n++;
-		struct drv_rpc_call **v = n ? calloc(n, sizeof(*v)) : NULL;
+		struct drv_rpc_call **v = n ? drv__calloc(n, sizeof(*v)) : NULL;
 		size_t k = 0;
 		for (struct drv_rpc_call *c = srv->live; v && c; c = c->live_next)
 			if (atomic_load(&c->state) == CALL_PENDING && grpc_ref_if_live(c))

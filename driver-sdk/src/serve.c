@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "alloc.h"
 #include "drover/rpc.h"
 #include "drv_internal.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -50,11 +51,17 @@ static struct {
 	Grpc__Health__V1__HealthCheckResponse health_serving;
 	Grpc__Health__V1__HealthCheckResponse health_not_serving;
 
-	pthread_once_t info_once;
+	/*
+	 * GetInfo's answer, built on first use and kept once complete: a schema
+	 * that could not be built for lack of memory is built again by the next
+	 * GetInfo rather than answered as "{}" for the life of the process.
+	 */
+	pthread_mutex_t info_lock;
+	atomic_bool info_ready;
 	drv_get_info_response info;
 	char *config_schema;
 	char *secrets_schema;
-} S = {.info_once = PTHREAD_ONCE_INIT};
+} S = {.info_lock = PTHREAD_MUTEX_INITIALIZER};
 
 static const drv_backend_config empty_config = DROVER__COMPUTE__V1__BACKEND_CONFIG__INIT;
 
@@ -176,7 +183,7 @@ static void *pool_main(void *unused)
 
 static int pool_submit(void (*fn)(void *), void *arg)
 {
-	struct job *j = malloc(sizeof(*j));
+	struct job *j = drv__malloc(sizeof(*j));
 	if (!j)
 		return DRV_ENOMEM;
 	j->next = NULL;
@@ -321,7 +328,7 @@ static void on_provider(void *ud, struct drv_rpc_call *rc, const ProtobufCMessag
 		reply_stopping(rc);
 		return;
 	}
-	call = malloc(sizeof(*call));
+	call = drv__malloc(sizeof(*call));
 	if (!call) {
 		drv_rpc_reply(rc, DRV_ENOMEM, "out of memory", NULL);
 		flight_end();
@@ -353,30 +360,55 @@ static void on_provider(void *ud, struct drv_rpc_call *rc, const ProtobufCMessag
 
 /* ---- identity RPCs ---- */
 
-static void build_info(void)
+/* True when GetInfo's answer is ready (built now or before). */
+static bool info_build(void)
 {
+	if (atomic_load(&S.info_ready))
+		return true;
+	pthread_mutex_lock(&S.info_lock);
 	const struct drv_driver *d = S.driver;
 	drv_get_info_response *r = &S.info;
-	drover__compute__v1__get_info_response__init(r);
-	S.config_schema = drv__config_schema(d);
-	S.secrets_schema = drv__secrets_schema(d);
-	r->type = (char *)d->type;
-	r->driver_version = (char *)(d->driver_version ? d->driver_version : "");
-	r->protocol_version = DROVER__COMPUTE__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
-	r->config_schema_json = S.config_schema ? S.config_schema : (char *)"{}";
-	r->secrets_schema_json = S.secrets_schema ? S.secrets_schema : (char *)"{}";
-	r->description = (char *)(d->description ? d->description : "");
+	if (d && !atomic_load(&S.info_ready)) {
+		if (!S.config_schema)
+			S.config_schema = drv__config_schema(d);
+		if (!S.secrets_schema)
+			S.secrets_schema = drv__secrets_schema(d);
+		drover__compute__v1__get_info_response__init(r);
+		r->type = (char *)d->type;
+		r->driver_version = (char *)(d->driver_version ? d->driver_version : "");
+		r->protocol_version = DROVER__COMPUTE__V1__PROTOCOL_VERSION__PROTOCOL_VERSION_1;
+		r->config_schema_json = S.config_schema;
+		r->secrets_schema_json = S.secrets_schema;
+		r->description = (char *)(d->description ? d->description : "");
+		if (S.config_schema && S.secrets_schema)
+			atomic_store(&S.info_ready, true);
+	}
+	pthread_mutex_unlock(&S.info_lock);
+	return atomic_load(&S.info_ready);
+}
+
+/* Forgets GetInfo's answer: it belongs to the driver registered last. */
+static void info_reset(void)
+{
+	pthread_mutex_lock(&S.info_lock);
+	atomic_store(&S.info_ready, false);
+	free(S.config_schema);
+	free(S.secrets_schema);
+	S.config_schema = S.secrets_schema = NULL;
+	pthread_mutex_unlock(&S.info_lock);
 }
 
 void drv__serve_warm(void)
 {
-	if (S.driver)
-		pthread_once(&S.info_once, build_info);
+	info_build();
 }
 
 static void on_get_info(void *ud, struct drv_rpc_call *rc, const ProtobufCMessage *req)
 {
-	pthread_once(&S.info_once, build_info);
+	if (!info_build()) {
+		drv_rpc_reply(rc, DRV_ENOMEM, "out of memory building the config schema", NULL);
+		return;
+	}
 	drv_rpc_reply(rc, 0, NULL, &S.info.base);
 }
 
@@ -408,7 +440,7 @@ static void on_get_features(void *ud, struct drv_rpc_call *rc, const ProtobufCMe
 		drv_rpc_reply(rc, 0, NULL, &S.features_resp.base);
 		return;
 	}
-	struct deferred *df = malloc(sizeof(*df));
+	struct deferred *df = drv__malloc(sizeof(*df));
 	if (!df) {
 		drv_rpc_reply(rc, DRV_ENOMEM, "out of memory", NULL);
 		return;
@@ -424,7 +456,11 @@ static void on_get_features(void *ud, struct drv_rpc_call *rc, const ProtobufCMe
 	if (code) {
 		flight_end();
 		free(df);
-		drv_rpc_reply(rc, DRV_EUNAVAILABLE, "driver is shutting down", NULL);
+		drv_rpc_reply(rc, code,
+		              code == DRV_ENOMEM    ? "out of memory"
+		              : code == DRV_ESYSTEM ? "cannot start a thread for GetFeatures"
+		                                    : "driver is shutting down",
+		              NULL);
 	}
 }
 
@@ -449,6 +485,8 @@ static void on_validate_config(void *ud, struct drv_rpc_call *rc, const Protobuf
 	call.fail_message = NULL;
 	if (diags.n_errors == 0 && drv->validate_config)
 		code = drv->validate_config(&call, &diags);
+	if (code == 0 && diags.oom)
+		code = drv_call_fail(&call, DRV_ENOMEM, "out of memory collecting the diagnostics");
 	if (code == 0 && diags.n) {
 		resp.diagnostics = drv_call_ptrs(&call, diags.n);
 		if (!resp.diagnostics)
@@ -502,6 +540,7 @@ int drv__serve_register(struct drv_rpc_server *srv, const struct drv_driver *dri
 	const ProtobufCServiceDescriptor *svc = &COMPUTE_DESC;
 	int rc;
 
+	info_reset();
 	S.driver = driver;
 	S.derived = drv__features_derive(driver);
 	drover__compute__v1__get_features_response__init(&S.features_resp);
@@ -574,16 +613,22 @@ json_t *drv__info_json(const struct drv_driver *driver)
 	char *cs = drv__config_schema(driver);
 	char *ss = drv__secrets_schema(driver);
 	json_t *features = json_array();
+	bool ok = cs && ss && features;
 	drv_features set = drv__features_derive(driver);
-	for (unsigned b = 1; b < 64; b++)
+	for (unsigned b = 1; ok && b < 64; b++)
 		if ((set & DRV_FEATURE_BIT(b)) && drv_feature_name((int)b))
-			json_array_append_new(features, json_string(drv_feature_name((int)b)));
-	json_t *o =
-	    json_pack("{s:s, s:s, s:i, s:s, s:o, s:o, s:o}", "type", driver->type, "driver_version",
-	              driver->driver_version ? driver->driver_version : "", "protocol_version",
-	              DRV_PROTOCOL_VERSION, "description", driver->description ? driver->description : "",
-	              "features", features, "config_schema", json_loads(cs ? cs : "{}", 0, NULL),
-	              "secrets_schema", json_loads(ss ? ss : "{}", 0, NULL));
+			ok = json_array_append_new(features, json_string(drv_feature_name((int)b))) == 0;
+	json_t *o = NULL;
+	/* json_pack takes the "o" values, also when it fails (a NULL among them: no memory). */
+	if (ok)
+		o = json_pack("{s:s, s:s, s:i, s:s, s:o, s:o, s:o}", "type", driver->type, "driver_version",
+		              driver->driver_version ? driver->driver_version : "", "protocol_version",
+		              DRV_PROTOCOL_VERSION, "description",
+		              driver->description ? driver->description : "", "features", features,
+		              "config_schema", json_loads(cs, 0, NULL), "secrets_schema",
+		              json_loads(ss, 0, NULL));
+	else
+		json_decref(features);
 	free(cs);
 	free(ss);
 	return o;

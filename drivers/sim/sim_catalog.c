@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "sim_core.h"
+#include "xalloc.h"
 
 #define N_COLUMNS 13
 #define SYNTH_NAME_MAX 64
@@ -214,9 +215,7 @@ static int build_offers(struct sim_catalog *cat, struct sim_err *e)
 	size_t n = 0;
 	for (size_t i = 0; i < cat->n_types; i++)
 		n += cat->types[i].n_regions * (cat->types[i].spot_price > 0 ? 2 : 1);
-	cat->offers = calloc(n, sizeof(*cat->offers));
-	if (!cat->offers)
-		return sim_fail(e, DRV_ENOMEM, "out of memory building %zu offers", n);
+	cat->offers = xcalloc(n, sizeof(*cat->offers), "the catalog's offers");
 	size_t k = 0;
 	for (size_t i = 0; i < cat->n_types; i++) {
 		const struct sim_type *t = &cat->types[i];
@@ -243,12 +242,8 @@ static int build_regions(struct sim_catalog *cat, struct row *rows, struct sim_e
 	size_t total = 0;
 	for (size_t i = 0; i < cat->n_types; i++)
 		total += rows[i].n_regions;
-	const char **all = calloc(total ? total : 1, sizeof(*all));
-	cat->region_lists = calloc(total ? total : 1, sizeof(*cat->region_lists));
-	if (!all || !cat->region_lists) {
-		free(all);
-		return sim_fail(e, DRV_ENOMEM, "out of memory");
-	}
+	const char **all = xcalloc(total ? total : 1, sizeof(*all), "the catalog's regions");
+	cat->region_lists = xcalloc(total ? total : 1, sizeof(*cat->region_lists), "the catalog's regions");
 	size_t k = 0;
 	for (size_t i = 0; i < cat->n_types; i++)
 		for (size_t j = 0; j < rows[i].n_regions; j++)
@@ -264,13 +259,10 @@ static int build_regions(struct sim_catalog *cat, struct row *rows, struct sim_e
 	}
 	cat->regions = all;
 	cat->n_regions = u;
-	cat->zones = calloc(u ? u : 1, sizeof(*cat->zones));
-	if (!cat->zones)
-		return sim_fail(e, DRV_ENOMEM, "out of memory");
+	cat->zones = xcalloc(u ? u : 1, sizeof(*cat->zones), "the catalog's zones");
 	for (size_t r = 0; r < u; r++)
 		for (int z = 0; z < 3; z++)
-			if (asprintf(&cat->zones[r][z], "%s%c", all[r], 'a' + z) < 0)
-				return sim_fail(e, DRV_ENOMEM, "out of memory");
+			cat->zones[r][z] = xasprintf("the catalog's zones", "%s%c", all[r], 'a' + z);
 	k = 0;
 	for (size_t i = 0; i < cat->n_types; i++) {
 		cat->types[i].regions = &cat->region_lists[k];
@@ -290,25 +282,18 @@ static int build_regions(struct sim_catalog *cat, struct row *rows, struct sim_e
 
 int sim_catalog_parse(const char *text, size_t len, struct sim_catalog **out, struct sim_err *e)
 {
-	struct sim_catalog *cat = calloc(1, sizeof(*cat));
+	struct sim_catalog *cat = xcalloc(1, sizeof(*cat), "the catalog");
 	struct row *rows = NULL;
 	int rc;
-	if (!cat || !(cat->text = malloc(len + 1))) {
-		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
-		goto fail;
-	}
+	cat->text = xmalloc(len + 1, "the catalog's text");
 	memcpy(cat->text, text, len);
 	cat->text[len] = '\0';
 
 	size_t max_rows = 1;
 	for (size_t i = 0; i < len; i++)
 		max_rows += text[i] == '\n';
-	rows = calloc(max_rows, sizeof(*rows));
-	cat->types = calloc(max_rows, sizeof(*cat->types));
-	if (!rows || !cat->types) {
-		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
-		goto fail;
-	}
+	rows = xcalloc(max_rows, sizeof(*rows), "the catalog's rows");
+	cat->types = xcalloc(max_rows, sizeof(*cat->types), "the catalog's instance types");
 
 	bool header_seen = false;
 	size_t line_no = 0;
@@ -357,11 +342,7 @@ int sim_catalog_parse(const char *text, size_t len, struct sim_catalog **out, st
 		goto fail;
 	}
 
-	cat->by_name = calloc(cat->n_types, sizeof(*cat->by_name));
-	if (!cat->by_name) {
-		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
-		goto fail;
-	}
+	cat->by_name = xcalloc(cat->n_types, sizeof(*cat->by_name), "the catalog's index");
 	for (size_t i = 0; i < cat->n_types; i++)
 		cat->by_name[i] = i;
 	qsort_r(cat->by_name, cat->n_types, sizeof(*cat->by_name), cmp_type_name, cat);
@@ -496,19 +477,11 @@ static void synth_make(const struct sim_catalog *cat, int64_t seed, int64_t i, s
 
 static struct sim_synth *synth_build(const struct sim_catalog *cat, int64_t n, int64_t seed)
 {
-	struct sim_synth *s = calloc(1, sizeof(*s));
-	if (!s)
-		return NULL;
+	struct sim_synth *s = xcalloc(1, sizeof(*s), "synthetic offers");
 	s->n = n;
 	s->seed = seed;
-	s->offers = calloc((size_t)n ? (size_t)n : 1, sizeof(*s->offers));
-	s->names = malloc((size_t)(n ? n : 1) * SYNTH_NAME_MAX);
-	if (!s->offers || !s->names) {
-		free(s->offers);
-		free(s->names);
-		free(s);
-		return NULL;
-	}
+	s->offers = xcalloc((size_t)n ? (size_t)n : 1, sizeof(*s->offers), "synthetic offers");
+	s->names = xmalloc((size_t)(n ? n : 1) * SYNTH_NAME_MAX, "the names of synthetic offers");
 	for (int64_t i = 0; i < n; i++)
 		synth_make(cat, seed, i, &s->offers[i], s->names + i * SYNTH_NAME_MAX);
 	s->n_offers = (size_t)n;
@@ -529,10 +502,8 @@ const struct sim_synth *sim_synth_get(const struct sim_catalog *cat, int64_t n, 
 		/* Built under the lock: a second caller with the same (n, seed) waits rather than builds
 		 * again. */
 		s = synth_build(cat, n, seed);
-		if (s) {
-			s->next = synth_list;
-			synth_list = s;
-		}
+		s->next = synth_list;
+		synth_list = s;
 	}
 	pthread_mutex_unlock(&synth_mu);
 	return s;

@@ -26,25 +26,23 @@
 
 /* ---- plumbing ---- */
 
-/* Zeroed allocations that live as long as the response being built. */
+/*
+ * Zeroed allocations that live as long as the response being built. The sim
+ * aborts when memory runs out (common/xalloc.h: it keeps nothing a restart
+ * loses), so these never return NULL, and neither do the x-wrappers it uses
+ * for its own records.
+ */
 struct sim_arena {
 	void *(*alloc)(void *ctx, size_t size);
 	void *ctx;
 };
 
 void *sim_arena_alloc(struct sim_arena *a, size_t size);
-/* Copies s (NULL gives ""). NULL only when out of memory. */
+/* Copies s (NULL gives ""). */
 char *sim_arena_strdup(struct sim_arena *a, const char *s);
 /* A message of desc's type from the arena, initialised. */
 void *sim_arena_message(struct sim_arena *a, const ProtobufCMessageDescriptor *desc);
 #define sim_new(a, name) ((drv_##name *)sim_arena_message((a), &drover__compute__v1__##name##__descriptor))
-
-/*
- * A malloc'ed copy of s (NULL gives "") for the records of the state. Out of
- * memory sets *oom and gives NULL, so a record's fields are copied in a row
- * and checked once.
- */
-char *sim_xstrdup(const char *s, bool *oom);
 
 /* The message that goes with a negative return code. */
 struct sim_err {
@@ -322,7 +320,7 @@ void sim_state_set_retention(struct sim_state *st, int64_t ms);
 /* Takes a new serial number (state locked). */
 uint64_t sim_state_serial(struct sim_state *st);
 
-int sim_vec_push(struct sim_vec *v, void *item);
+void sim_vec_push(struct sim_vec *v, void *item);
 void sim_vec_remove(struct sim_vec *v, size_t i);
 
 void sim_instance_free(struct sim_instance *in);

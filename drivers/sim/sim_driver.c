@@ -14,6 +14,7 @@
 #include "drover/driver.h"
 #include "sim_core.h"
 #include "sim_driver.h"
+#include "xalloc.h"
 
 static const struct drv_config_field config_fields[] = {
     {.name = "state_file",
@@ -123,15 +124,13 @@ static bool call_cancelled(void *call)
 	return drv_call_cancelled(call);
 }
 
-static int read_config(struct drv_call *call, struct sim_config *cfg)
+static void read_config(struct drv_call *call, struct sim_arena *a, struct sim_config *cfg)
 {
 	sim_config_init(cfg);
 	cfg->state_file = drv_call_config_string(call, "state_file", NULL);
 	cfg->n_regions = drv_call_config_array_len(call, "regions");
 	if (cfg->n_regions) {
-		const char **r = drv_call_alloc(call, cfg->n_regions * sizeof(*r));
-		if (!r)
-			return DRV_ENOMEM;
+		const char **r = sim_arena_alloc(a, cfg->n_regions * sizeof(*r));
 		for (size_t i = 0; i < cfg->n_regions; i++)
 			r[i] = drv_call_config_array_at(call, "regions", i);
 		cfg->regions = r;
@@ -147,7 +146,6 @@ static int read_config(struct drv_call *call, struct sim_config *cfg)
 	cfg->terminate_lie_rate = drv_call_config_number(call, "terminate_lie_rate", 0);
 	cfg->terminated_retention_ms =
 	    drv_call_config_int(call, "terminated_retention_s", SIM_DEFAULT_TERMINATED_RETENTION_S) * 1000;
-	return 0;
 }
 
 static _Noreturn void crash(struct ctx *c, const char *when)
@@ -166,8 +164,7 @@ static int begin(struct drv_call *call, struct ctx *c)
 	memset(c, 0, sizeof(*c));
 	c->call = call;
 	c->arena = (struct sim_arena){.alloc = call_alloc, .ctx = call};
-	if (read_config(call, &c->cfg))
-		return drv_call_fail(call, DRV_ENOMEM, "out of memory");
+	read_config(call, &c->arena, &c->cfg);
 	c->cat = sim_catalog_default(&c->err);
 	if (!c->cat)
 		return drv_call_fail(call, DRV_EINTERNAL, "%s", c->err.msg);
@@ -388,12 +385,12 @@ static int validate(struct drv_call *call, struct drv_diags *diags)
 	}
 	const char *file = drv_call_config_string(call, "state_file", NULL);
 	if (file && *file) {
-		char *copy = strdup(file);
+		char *copy = xstrdup(file, "the state file's directory");
 		struct stat sb;
-		if (copy && (stat(dirname(copy), &sb) != 0 || !S_ISDIR(sb.st_mode)))
+		if (stat(dirname(copy), &sb) != 0 || !S_ISDIR(sb.st_mode)) {
 			drv_diag_error(diags, "/state_file", "directory does not exist",
 			               "the directory of state_file \"%s\" does not exist", file);
-		else if (copy) {
+		} else {
 			struct sim_state *st;
 			if (sim_state_get(file, &st, &err) != 0)
 				drv_diag_error(diags, "/state_file", "unusable state file", "%s", err.msg);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "sim_core.h"
+#include "xalloc.h"
 
 static struct sim_instance *find_by_key(struct sim_state *st, const char *key)
 {
@@ -33,8 +34,6 @@ static struct sim_instance *find_by_id(struct sim_state *st, const char *id)
 static drv_provisioning_data *instance_data(const struct sim_instance *in, struct sim_arena *a)
 {
 	drv_provisioning_data *d = sim_new(a, provisioning_data);
-	if (!d)
-		return NULL;
 	int state;
 	if (in->terminated)
 		state = DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_TERMINATED;
@@ -54,8 +53,6 @@ static drv_provisioning_data *instance_data(const struct sim_instance *in, struc
 	bool running = state == DROVER__COMPUTE__V1__INSTANCE_STATE__INSTANCE_STATE_RUNNING;
 	d->hostname = running ? sim_arena_strdup(a, in->hostname) : (char *)"";
 	d->internal_ip = running ? sim_arena_strdup(a, in->internal_ip) : (char *)"";
-	if (!d->instance_id || !d->instance_type || !d->region || !d->zone || !d->hostname || !d->internal_ip)
-		return NULL;
 	return d;
 }
 
@@ -128,29 +125,26 @@ static struct sim_instance *instance_new(struct sim_state *st, const struct sim_
 	const drv_offer *offer = req->offer;
 	const drv_instance_configuration *conf = req->instance;
 	uint64_t s = sim_state_serial(st);
-	struct sim_instance *in = calloc(1, sizeof(*in));
-	if (!in)
-		return NULL;
-	bool oom = false;
+	struct sim_instance *in = xcalloc(1, sizeof(*in), "a sim instance");
 	char buf[160];
 	snprintf(buf, sizeof(buf), "i-%08" PRIx64 "%09" PRIx64, s,
 	         sim_slot_hash(st->path, offer->instance_type) & UINT64_C(0xfffffffff));
-	in->id = sim_xstrdup(buf, &oom);
-	in->idempotency_key = sim_xstrdup(conf->idempotency_key, &oom);
-	in->name = sim_xstrdup(conf->name, &oom);
-	in->project = sim_xstrdup(conf->project, &oom);
-	in->reservation = sim_xstrdup(conf->reservation, &oom);
-	in->instance_type = sim_xstrdup(offer->instance_type, &oom);
-	in->region = sim_xstrdup(offer->region, &oom);
+	in->id = xstrdup(buf, "a sim instance's field");
+	in->idempotency_key = xstrdup(conf->idempotency_key, "a sim instance\'s field");
+	in->name = xstrdup(conf->name, "a sim instance\'s field");
+	in->project = xstrdup(conf->project, "a sim instance\'s field");
+	in->reservation = xstrdup(conf->reservation, "a sim instance\'s field");
+	in->instance_type = xstrdup(offer->instance_type, "a sim instance\'s field");
+	in->region = xstrdup(offer->region, "a sim instance\'s field");
 	snprintf(buf, sizeof(buf), "%s%c", offer->region, (int)('a' + s % 3));
-	in->zone = sim_xstrdup(buf, &oom);
+	in->zone = xstrdup(buf, "a sim instance's field");
 	/* Made-up private addresses: 10.0.0.1, 10.0.0.2, ... never .0 or .255. */
 	unsigned o3 = (unsigned)(s % 254) + 1, o2 = (unsigned)((s / 254) % 256),
 	         o1 = (unsigned)((s / 254 / 256) % 256);
 	snprintf(buf, sizeof(buf), "10.%u.%u.%u", o1, o2, o3);
-	in->internal_ip = sim_xstrdup(buf, &oom);
+	in->internal_ip = xstrdup(buf, "a sim instance's field");
 	snprintf(buf, sizeof(buf), "ip-10-%u-%u-%u.%s.compute.sim.internal", o1, o2, o3, offer->region);
-	in->hostname = sim_xstrdup(buf, &oom);
+	in->hostname = xstrdup(buf, "a sim instance's field");
 	in->spot = offer->resources && offer->resources->spot;
 	in->price = price;
 	in->created_ms = sim_now_ms();
@@ -159,18 +153,12 @@ static struct sim_instance *instance_new(struct sim_state *st, const struct sim_
 	delay = delay < 0 ? 0 : delay > SIM_MAX_PROVISIONING_DELAY_MS ? SIM_MAX_PROVISIONING_DELAY_MS : delay;
 	in->ready_ms = in->created_ms + delay;
 	if (conf->n_tags) {
-		in->tags = calloc(conf->n_tags, sizeof(*in->tags));
-		if (!in->tags)
-			oom = true;
-		for (size_t i = 0; in->tags && i < conf->n_tags; i++) {
-			in->tags[i].key = sim_xstrdup(conf->tags[i]->key, &oom);
-			in->tags[i].value = sim_xstrdup(conf->tags[i]->value, &oom);
+		in->tags = xcalloc(conf->n_tags, sizeof(*in->tags), "a sim instance's tags");
+		for (size_t i = 0; i < conf->n_tags; i++) {
+			in->tags[i].key = xstrdup(conf->tags[i]->key, "a sim instance\'s field");
+			in->tags[i].value = xstrdup(conf->tags[i]->value, "a sim instance\'s field");
 			in->n_tags++;
 		}
-	}
-	if (oom) {
-		sim_instance_free(in);
-		return NULL;
 	}
 	return in;
 }
@@ -231,11 +219,7 @@ int sim_instance_create(const struct sim_catalog *cat, struct sim_state *st, con
 		goto done;
 	}
 	in = instance_new(st, cfg, req, price);
-	if (!in || sim_vec_push(&st->instances, in)) {
-		sim_instance_free(in);
-		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
-		goto done;
-	}
+	sim_vec_push(&st->instances, in);
 	rc = sim_state_commit(st, e);
 	if (rc)
 		goto done; /* the reload freed `in` */
@@ -243,8 +227,6 @@ int sim_instance_create(const struct sim_catalog *cat, struct sim_state *st, con
 		*created = true;
 reply:
 	*out = instance_data(in, a);
-	if (!*out)
-		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
 done:
 	sim_state_unlock(st);
 	return rc;
@@ -260,8 +242,8 @@ int sim_instance_get(struct sim_state *st, const char *instance_id, struct sim_a
 	struct sim_instance *in = find_by_id(st, instance_id);
 	if (!in)
 		rc = sim_fail(e, DRV_ENOTFOUND, "instance %s does not exist", instance_id);
-	else if (!(*out = instance_data(in, a)))
-		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
+	else
+		*out = instance_data(in, a);
 	sim_state_unlock(st);
 	return rc;
 }
@@ -309,45 +291,33 @@ int sim_instance_list(struct sim_state *st, const drv_list_instances_request *re
                       drv_list_instances_response *resp, struct sim_err *e)
 {
 	sim_state_lock(st);
-	int rc = 0;
 	size_t n = 0;
 	for (size_t i = 0; i < st->instances.n; i++) {
 		const struct sim_instance *in = st->instances.items[i];
 		n += !in->terminated && has_tags(in, req);
 	}
 	drv_listed_instance **list = sim_arena_alloc(a, (n ? n : 1) * sizeof(*list));
-	if (!list) {
-		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
-		goto done;
-	}
 	size_t k = 0;
 	for (size_t i = 0; i < st->instances.n && k < n; i++) {
 		const struct sim_instance *in = st->instances.items[i];
 		if (in->terminated || !has_tags(in, req))
 			continue;
 		drv_listed_instance *li = sim_new(a, listed_instance);
-		if (!li || !(li->data = instance_data(in, a)) ||
-		    !(li->name = sim_arena_strdup(a, in->name)) ||
-		    !(li->idempotency_key = sim_arena_strdup(a, in->idempotency_key)) ||
-		    !(li->tags = sim_arena_alloc(a, (in->n_tags ? in->n_tags : 1) * sizeof(*li->tags)))) {
-			rc = sim_fail(e, DRV_ENOMEM, "out of memory");
-			goto done;
-		}
+		li->data = instance_data(in, a);
+		li->name = sim_arena_strdup(a, in->name);
+		li->idempotency_key = sim_arena_strdup(a, in->idempotency_key);
+		li->tags = sim_arena_alloc(a, (in->n_tags ? in->n_tags : 1) * sizeof(*li->tags));
 		for (size_t j = 0; j < in->n_tags; j++) {
 			Drover__Compute__V1__ListedInstance__TagsEntry *t = sim_arena_message(
 			    a, &drover__compute__v1__listed_instance__tags_entry__descriptor);
-			if (!t || !(t->key = sim_arena_strdup(a, in->tags[j].key)) ||
-			    !(t->value = sim_arena_strdup(a, in->tags[j].value))) {
-				rc = sim_fail(e, DRV_ENOMEM, "out of memory");
-				goto done;
-			}
+			t->key = sim_arena_strdup(a, in->tags[j].key);
+			t->value = sim_arena_strdup(a, in->tags[j].value);
 			li->tags[li->n_tags++] = t;
 		}
 		list[k++] = li;
 	}
 	resp->instances = list;
 	resp->n_instances = k;
-done:
 	sim_state_unlock(st);
-	return rc;
+	return 0;
 }

@@ -13,6 +13,7 @@
 
 #include "drover/driver.h"
 #include "sim_core.h"
+#include "xalloc.h"
 
 struct pool_count {
 	uint64_t slot;
@@ -38,7 +39,7 @@ int sim_config_check_regions(const struct sim_catalog *cat, const struct sim_con
  * Live instances per capacity pool, sorted by slot, from the arena. Taken
  * under the state's lock; the offers are then marked without holding it.
  */
-static int count_pools(struct sim_state *st, struct sim_arena *a, struct pool_count **out, size_t *n_out)
+static void count_pools(struct sim_state *st, struct sim_arena *a, struct pool_count **out, size_t *n_out)
 {
 	sim_state_lock(st);
 	size_t live = 0;
@@ -51,10 +52,6 @@ static int count_pools(struct sim_state *st, struct sim_arena *a, struct pool_co
 	size_t n = 0;
 	if (live) {
 		pools = sim_arena_alloc(a, live * sizeof(*pools));
-		if (!pools) {
-			sim_state_unlock(st);
-			return DRV_ENOMEM;
-		}
 		for (size_t i = 0; i < st->instances.n; i++) {
 			const struct sim_instance *in = st->instances.items[i];
 			if (!in->terminated && !*in->reservation)
@@ -74,7 +71,6 @@ static int count_pools(struct sim_state *st, struct sim_arena *a, struct pool_co
 	}
 	*out = pools;
 	*n_out = u;
-	return 0;
 }
 
 static int64_t pool_live(const struct pool_count *pools, size_t n, uint64_t slot)
@@ -134,18 +130,14 @@ static pthread_mutex_t cand_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct candidates *cand_list;
 static size_t n_cached;
 
-/* Merges the offers of the regions in region_ok; NULL when out of memory. */
+/* Merges the offers of the regions in region_ok. */
 static struct candidates *candidates_build(const struct sim_catalog *cat, const struct sim_synth *syn,
                                            const bool *region_ok)
 {
 	size_t n_syn = syn ? syn->n_offers : 0;
-	struct candidates *c = calloc(1, sizeof(*c));
-	const struct sim_offer **v = malloc((cat->n_offers + n_syn + 1) * sizeof(*v));
-	if (!c || !v) {
-		free(c);
-		free(v);
-		return NULL;
-	}
+	struct candidates *c = xcalloc(1, sizeof(*c), "a list of candidate offers");
+	const struct sim_offer **v =
+	    xmalloc((cat->n_offers + n_syn + 1) * sizeof(*v), "a list of candidate offers");
 	/* Merge of two price-sorted lists keeps the whole answer sorted by price. */
 	size_t i = 0, j = 0, n = 0;
 	while (i < cat->n_offers || j < n_syn) {
@@ -175,7 +167,7 @@ static void candidates_free(struct candidates *c)
 
 /*
  * The candidates of a config: kept ones (*own false), or a list made for
- * this call that the caller frees (*own true). NULL when out of memory.
+ * this call that the caller frees (*own true).
  */
 static const struct candidates *candidates_get(const struct sim_catalog *cat, const struct sim_synth *syn,
                                                const bool *region_ok, bool *own)
@@ -196,8 +188,6 @@ static const struct candidates *candidates_get(const struct sim_catalog *cat, co
 		pthread_mutex_unlock(&cand_mu);
 	}
 	struct candidates *c = candidates_build(cat, syn, region_ok);
-	if (!c)
-		return NULL;
 	c->regions = mask;
 	if (cacheable) {
 		pthread_mutex_lock(&cand_mu);
@@ -243,15 +233,9 @@ static int collect(const struct sim_catalog *cat, struct sim_state *st, const st
 	if (rc)
 		return rc;
 	const struct sim_synth *syn = NULL;
-	if (cfg->synthetic_offers > 0) {
+	if (cfg->synthetic_offers > 0)
 		syn = sim_synth_get(cat, cfg->synthetic_offers, cfg->seed);
-		if (!syn)
-			return sim_fail(e, DRV_ENOMEM, "out of memory building %lld synthetic offers",
-			                (long long)cfg->synthetic_offers);
-	}
 	bool *region_ok = sim_arena_alloc(a, cat->n_regions * sizeof(bool));
-	if (!region_ok)
-		return sim_fail(e, DRV_ENOMEM, "out of memory");
 	if (cfg->n_regions == 0)
 		memset(region_ok, 1, cat->n_regions * sizeof(bool));
 	for (size_t i = 0; i < cfg->n_regions; i++)
@@ -259,8 +243,7 @@ static int collect(const struct sim_catalog *cat, struct sim_state *st, const st
 
 	*f = (struct filter){.req = req, .capacity = cfg->capacity};
 	struct pool_count *pools;
-	if (count_pools(st, a, &pools, &f->n_pools))
-		return sim_fail(e, DRV_ENOMEM, "out of memory");
+	count_pools(st, a, &pools, &f->n_pools);
 	f->pools = pools;
 
 	bool own;
@@ -271,12 +254,7 @@ static int collect(const struct sim_catalog *cat, struct sim_state *st, const st
 	 * what it gives, and sizing the block for every candidate spent more
 	 * time in memset than in the filter.
 	 */
-	const struct sim_offer **kept = c ? malloc((c->n + 1) * sizeof(*kept)) : NULL;
-	if (!kept) {
-		if (own)
-			candidates_free((struct candidates *)c);
-		return sim_fail(e, DRV_ENOMEM, "out of memory for the offers");
-	}
+	const struct sim_offer **kept = xmalloc((c->n + 1) * sizeof(*kept), "the offers of an answer");
 	size_t n = 0;
 	for (size_t i = 0; i < c->n; i++)
 		if (drv_offer_matches(&c->offers[i]->offer, req))
@@ -301,10 +279,6 @@ int sim_offers_get(const struct sim_catalog *cat, struct sim_state *st, const st
 		return rc;
 	drv_offer *block = sim_arena_alloc(a, (n ? n : 1) * sizeof(*block));
 	drv_offer **ptrs = sim_arena_alloc(a, (n ? n : 1) * sizeof(*ptrs));
-	if (!block || !ptrs) {
-		free(kept);
-		return sim_fail(e, DRV_ENOMEM, "out of memory for %zu offers", n);
-	}
 	for (size_t k = 0; k < n; k++) {
 		block[k] = kept[k]->offer;
 		block[k].availability = availability(&f, kept[k]);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "sim_core.h"
+#include "xalloc.h"
 
 static const char *nz(const char *s)
 {
@@ -43,10 +44,9 @@ static void make_id(char *buf, size_t len, const char *prefix, struct sim_state 
 static drv_placement_group *group_msg(const struct sim_placement_group *g, struct sim_arena *a)
 {
 	drv_placement_group *m = sim_new(a, placement_group);
-	if (!m || !(m->name = sim_arena_strdup(a, g->name)) ||
-	    !(m->region = sim_arena_strdup(a, g->region)) ||
-	    !(m->group_id = sim_arena_strdup(a, g->group_id)))
-		return NULL;
+	m->name = sim_arena_strdup(a, g->name);
+	m->region = sim_arena_strdup(a, g->region);
+	m->group_id = sim_arena_strdup(a, g->group_id);
 	m->strategy = g->strategy;
 	return m;
 }
@@ -76,30 +76,20 @@ int sim_group_create(const struct sim_catalog *cat, struct sim_state *st, const 
 		}
 		goto reply;
 	}
-	bool oom = false;
 	char id[64];
-	g = calloc(1, sizeof(*g));
-	if (!g) {
-		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
-		goto done;
-	}
+	g = xcalloc(1, sizeof(*g), "a sim placement group");
 	make_id(id, sizeof(id), "pg", st, sim_state_serial(st));
-	g->name = sim_xstrdup(req->name, &oom);
-	g->region = sim_xstrdup(req->region, &oom);
-	g->project = sim_xstrdup(req->project, &oom);
-	g->group_id = sim_xstrdup(id, &oom);
+	g->name = xstrdup(req->name, "a sim record's field");
+	g->region = xstrdup(req->region, "a sim record's field");
+	g->project = xstrdup(req->project, "a sim record's field");
+	g->group_id = xstrdup(id, "a sim record's field");
 	g->strategy = req->strategy;
-	if (oom || sim_vec_push(&st->groups, g)) {
-		sim_group_free(g);
-		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
-		goto done;
-	}
+	sim_vec_push(&st->groups, g);
 	rc = sim_state_commit(st, e);
 	if (rc)
 		goto done;
 reply:
-	if (!(*out = group_msg(g, a)))
-		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
+	*out = group_msg(g, a);
 done:
 	sim_state_unlock(st);
 	return rc;
@@ -143,10 +133,11 @@ static struct sim_volume *volume_by_id(struct sim_state *st, const char *id, siz
 static drv_volume *volume_msg(const struct sim_volume *v, struct sim_arena *a)
 {
 	drv_volume *m = sim_new(a, volume);
-	if (!m || !(m->volume_id = sim_arena_strdup(a, v->id)) || !(m->name = sim_arena_strdup(a, v->name)) ||
-	    !(m->region = sim_arena_strdup(a, v->region)) || !(m->zone = sim_arena_strdup(a, v->zone)) ||
-	    !(m->attached_instance_id = sim_arena_strdup(a, v->attached_instance_id)))
-		return NULL;
+	m->volume_id = sim_arena_strdup(a, v->id);
+	m->name = sim_arena_strdup(a, v->name);
+	m->region = sim_arena_strdup(a, v->region);
+	m->zone = sim_arena_strdup(a, v->zone);
+	m->attached_instance_id = sim_arena_strdup(a, v->attached_instance_id);
 	m->size_mib = v->size_mib;
 	return m;
 }
@@ -194,42 +185,31 @@ int sim_volume_create(const struct sim_catalog *cat, struct sim_state *st, const
 		}
 		goto reply;
 	}
-	bool oom = false;
 	char buf[128];
-	v = calloc(1, sizeof(*v));
-	if (!v) {
-		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
-		goto done;
-	}
+	v = xcalloc(1, sizeof(*v), "a sim volume");
 	make_id(buf, sizeof(buf), "vol", st, sim_state_serial(st));
-	v->id = sim_xstrdup(buf, &oom);
-	v->idempotency_key = sim_xstrdup(conf->idempotency_key, &oom);
-	v->name = sim_xstrdup(conf->name, &oom);
-	v->project = sim_xstrdup(conf->project, &oom);
-	v->region = sim_xstrdup(conf->region, &oom);
+	v->id = xstrdup(buf, "a sim record's field");
+	v->idempotency_key = xstrdup(conf->idempotency_key, "a sim record's field");
+	v->name = xstrdup(conf->name, "a sim record's field");
+	v->project = xstrdup(conf->project, "a sim record's field");
+	v->region = xstrdup(conf->region, "a sim record's field");
 	snprintf(buf, sizeof(buf), "%sa", conf->region);
-	v->zone = sim_xstrdup(buf, &oom);
+	v->zone = xstrdup(buf, "a sim record's field");
 	v->size_mib = conf->size_mib;
-	if (conf->n_tags && !oom) {
-		v->tags = calloc(conf->n_tags, sizeof(*v->tags));
-		oom |= !v->tags;
-		for (size_t i = 0; v->tags && i < conf->n_tags; i++) {
-			v->tags[i].key = sim_xstrdup(conf->tags[i]->key, &oom);
-			v->tags[i].value = sim_xstrdup(conf->tags[i]->value, &oom);
+	if (conf->n_tags) {
+		v->tags = xcalloc(conf->n_tags, sizeof(*v->tags), "a sim volume's tags");
+		for (size_t i = 0; i < conf->n_tags; i++) {
+			v->tags[i].key = xstrdup(conf->tags[i]->key, "a sim record's field");
+			v->tags[i].value = xstrdup(conf->tags[i]->value, "a sim record's field");
 			v->n_tags++;
 		}
 	}
-	if (oom || sim_vec_push(&st->volumes, v)) {
-		sim_volume_free(v);
-		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
-		goto done;
-	}
+	sim_vec_push(&st->volumes, v);
 	rc = sim_state_commit(st, e);
 	if (rc)
 		goto done;
 reply:
-	if (!(*out = volume_msg(v, a)))
-		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
+	*out = volume_msg(v, a);
 done:
 	sim_state_unlock(st);
 	return rc;
@@ -245,8 +225,8 @@ int sim_volume_register(struct sim_state *st, const char *volume_id, struct sim_
 	struct sim_volume *v = volume_by_id(st, volume_id, NULL);
 	if (!v)
 		rc = sim_fail(e, DRV_ENOTFOUND, "volume %s does not exist", volume_id);
-	else if (!(*out = volume_msg(v, a)))
-		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
+	else
+		*out = volume_msg(v, a);
 	sim_state_unlock(st);
 	return rc;
 }
@@ -322,22 +302,15 @@ int sim_volume_attach(struct sim_state *st, const char *volume_id, const char *i
 		              "instance %s has no free device name left (11 volumes attached)", instance_id);
 		goto done;
 	}
-	v->attached_instance_id = strdup(instance_id);
-	v->device_name = strdup(dev);
-	if (!v->attached_instance_id || !v->device_name) {
-		free(v->attached_instance_id);
-		free(v->device_name);
-		v->attached_instance_id = v->device_name = NULL;
-		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
-		goto done;
-	}
+	v->attached_instance_id = xstrdup(instance_id, "a sim volume's attachment");
+	v->device_name = xstrdup(dev, "a sim volume's attachment");
 	rc = sim_state_commit(st, e);
 	if (rc)
 		goto done;
 	v = volume_by_id(st, volume_id, NULL);
 reply:
-	if (!rc && !(*device_name = sim_arena_strdup(a, v->device_name)))
-		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
+	if (!rc)
+		*device_name = sim_arena_strdup(a, v->device_name);
 done:
 	sim_state_unlock(st);
 	return rc;
@@ -367,11 +340,10 @@ int sim_volume_detach(struct sim_state *st, const char *volume_id, const char *i
 static drv_gateway *gateway_msg(const struct sim_gateway *g, struct sim_arena *a)
 {
 	drv_gateway *m = sim_new(a, gateway);
-	if (!m || !(m->instance_id = sim_arena_strdup(a, g->id)) ||
-	    !(m->ip_address = sim_arena_strdup(a, g->ip_address)) ||
-	    !(m->hostname = sim_arena_strdup(a, g->hostname)) ||
-	    !(m->region = sim_arena_strdup(a, g->region)))
-		return NULL;
+	m->instance_id = sim_arena_strdup(a, g->id);
+	m->ip_address = sim_arena_strdup(a, g->ip_address);
+	m->hostname = sim_arena_strdup(a, g->hostname);
+	m->region = sim_arena_strdup(a, g->region);
 	return m;
 }
 
@@ -407,20 +379,15 @@ int sim_gateway_create(const struct sim_catalog *cat, struct sim_state *st, cons
 		}
 		goto reply;
 	}
-	bool oom = false;
 	char buf[160];
 	uint64_t s = sim_state_serial(st);
-	g = calloc(1, sizeof(*g));
-	if (!g) {
-		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
-		goto done;
-	}
+	g = xcalloc(1, sizeof(*g), "a sim gateway");
 	make_id(buf, sizeof(buf), "gw", st, s);
-	g->id = sim_xstrdup(buf, &oom);
-	g->idempotency_key = sim_xstrdup(conf->idempotency_key, &oom);
-	g->name = sim_xstrdup(conf->name, &oom);
-	g->project = sim_xstrdup(conf->project, &oom);
-	g->region = sim_xstrdup(conf->region, &oom);
+	g->id = xstrdup(buf, "a sim record's field");
+	g->idempotency_key = xstrdup(conf->idempotency_key, "a sim record's field");
+	g->name = xstrdup(conf->name, "a sim record's field");
+	g->project = xstrdup(conf->project, "a sim record's field");
+	g->region = xstrdup(conf->region, "a sim record's field");
 	g->public_ip = conf->public_ip;
 	/* Public addresses from TEST-NET-3 (RFC 5737), which never routes anywhere real. */
 	if (conf->public_ip)
@@ -428,20 +395,15 @@ int sim_gateway_create(const struct sim_catalog *cat, struct sim_state *st, cons
 	else
 		snprintf(buf, sizeof(buf), "10.255.%u.%u", (unsigned)((s / 254) % 256),
 		         (unsigned)(s % 254) + 1);
-	g->ip_address = sim_xstrdup(buf, &oom);
-	snprintf(buf, sizeof(buf), "%s.%s.gateway.sim.internal", g->id ? g->id : "gw", conf->region);
-	g->hostname = sim_xstrdup(buf, &oom);
-	if (oom || sim_vec_push(&st->gateways, g)) {
-		sim_gateway_free(g);
-		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
-		goto done;
-	}
+	g->ip_address = xstrdup(buf, "a sim record's field");
+	snprintf(buf, sizeof(buf), "%s.%s.gateway.sim.internal", g->id, conf->region);
+	g->hostname = xstrdup(buf, "a sim record's field");
+	sim_vec_push(&st->gateways, g);
 	rc = sim_state_commit(st, e);
 	if (rc)
 		goto done;
 reply:
-	if (!(*out = gateway_msg(g, a)))
-		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
+	*out = gateway_msg(g, a);
 done:
 	sim_state_unlock(st);
 	return rc;

@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "sim_core.h"
+#include "xalloc.h"
 
 #define STATE_FORMAT "drover-sim-state"
 #define STATE_VERSION 1
@@ -26,18 +27,13 @@ static struct sim_state *registry;
 
 /* ---- records ---- */
 
-int sim_vec_push(struct sim_vec *v, void *item)
+void sim_vec_push(struct sim_vec *v, void *item)
 {
 	if (v->n == v->cap) {
-		size_t cap = v->cap ? v->cap * 2 : 16;
-		void **items = realloc(v->items, cap * sizeof(*items));
-		if (!items)
-			return DRV_ENOMEM;
-		v->items = items;
-		v->cap = cap;
+		v->cap = v->cap ? v->cap * 2 : 16;
+		v->items = xrealloc(v->items, v->cap * sizeof(*v->items), "the sim's list of records");
 	}
 	v->items[v->n++] = item;
-	return 0;
 }
 
 void sim_vec_remove(struct sim_vec *v, size_t i)
@@ -235,10 +231,7 @@ static char *get_str(json_t *o, const char *key, bool *bad)
 		*bad = true;
 		return NULL;
 	}
-	char *s = strdup(json_string_value(v));
-	if (!s)
-		*bad = true;
-	return s;
+	return xstrdup(json_string_value(v), "a field of the sim state");
 }
 
 /* Like get_str, but JSON null (or absence) is a valid NULL. */
@@ -279,11 +272,7 @@ static struct sim_tag *get_tags(json_t *o, const char *key, size_t *n, bool *bad
 		return NULL;
 	}
 	size_t count = json_object_size(t);
-	struct sim_tag *tags = calloc(count ? count : 1, sizeof(*tags));
-	if (!tags) {
-		*bad = true;
-		return NULL;
-	}
+	struct sim_tag *tags = xcalloc(count ? count : 1, sizeof(*tags), "the tags of a sim record");
 	const char *k;
 	json_t *v;
 	json_object_foreach(t, k, v)
@@ -292,13 +281,9 @@ static struct sim_tag *get_tags(json_t *o, const char *key, size_t *n, bool *bad
 			*bad = true;
 			break;
 		}
-		tags[*n].key = strdup(k);
-		tags[*n].value = strdup(json_string_value(v));
+		tags[*n].key = xstrdup(k, "a tag of a sim record");
+		tags[*n].value = xstrdup(json_string_value(v), "a tag of a sim record");
 		(*n)++;
-		if (!tags[*n - 1].key || !tags[*n - 1].value) {
-			*bad = true;
-			break;
-		}
 	}
 	return tags;
 }
@@ -329,19 +314,16 @@ static int state_from_json(struct sim_state *st, json_t *root, struct sim_err *e
 	what = "instances";
 	json_array_foreach(ins, i, o)
 	{
-		struct sim_instance *in = calloc(1, sizeof(*in));
-		if (!in || sim_vec_push(&st->instances, in)) {
-			free(in);
-			return sim_fail(e, DRV_ENOMEM, "out of memory loading %s", st->path);
-		}
+		struct sim_instance *in = xcalloc(1, sizeof(*in), "a sim instance");
+		sim_vec_push(&st->instances, in);
 		in->id = get_str(o, "id", &bad);
 		in->idempotency_key = get_str(o, "idempotency_key", &bad);
 		in->name = get_str(o, "name", &bad);
 		in->project = get_str(o, "project", &bad);
 		/* Optional: files written before reservations were modelled lack it. */
 		in->reservation = get_opt_str(o, "reservation", &bad);
-		if (!in->reservation && !(in->reservation = strdup("")))
-			bad = true;
+		if (!in->reservation)
+			in->reservation = xstrdup("", "a sim instance's field");
 		in->instance_type = get_str(o, "instance_type", &bad);
 		in->region = get_str(o, "region", &bad);
 		in->zone = get_str(o, "zone", &bad);
@@ -363,11 +345,8 @@ static int state_from_json(struct sim_state *st, json_t *root, struct sim_err *e
 	what = "volumes";
 	json_array_foreach(vols, i, o)
 	{
-		struct sim_volume *v = calloc(1, sizeof(*v));
-		if (!v || sim_vec_push(&st->volumes, v)) {
-			free(v);
-			return sim_fail(e, DRV_ENOMEM, "out of memory loading %s", st->path);
-		}
+		struct sim_volume *v = xcalloc(1, sizeof(*v), "a sim volume");
+		sim_vec_push(&st->volumes, v);
 		v->id = get_str(o, "id", &bad);
 		v->idempotency_key = get_str(o, "idempotency_key", &bad);
 		v->name = get_str(o, "name", &bad);
@@ -385,11 +364,8 @@ static int state_from_json(struct sim_state *st, json_t *root, struct sim_err *e
 	what = "placement_groups";
 	json_array_foreach(groups, i, o)
 	{
-		struct sim_placement_group *g = calloc(1, sizeof(*g));
-		if (!g || sim_vec_push(&st->groups, g)) {
-			free(g);
-			return sim_fail(e, DRV_ENOMEM, "out of memory loading %s", st->path);
-		}
+		struct sim_placement_group *g = xcalloc(1, sizeof(*g), "a sim placement group");
+		sim_vec_push(&st->groups, g);
 		g->name = get_str(o, "name", &bad);
 		g->region = get_str(o, "region", &bad);
 		g->project = get_str(o, "project", &bad);
@@ -401,11 +377,8 @@ static int state_from_json(struct sim_state *st, json_t *root, struct sim_err *e
 	what = "gateways";
 	json_array_foreach(gws, i, o)
 	{
-		struct sim_gateway *g = calloc(1, sizeof(*g));
-		if (!g || sim_vec_push(&st->gateways, g)) {
-			free(g);
-			return sim_fail(e, DRV_ENOMEM, "out of memory loading %s", st->path);
-		}
+		struct sim_gateway *g = xcalloc(1, sizeof(*g), "a sim gateway");
+		sim_vec_push(&st->gateways, g);
 		g->id = get_str(o, "id", &bad);
 		g->idempotency_key = get_str(o, "idempotency_key", &bad);
 		g->name = get_str(o, "name", &bad);
@@ -513,9 +486,7 @@ static void state_take_contents(struct sim_state *to, struct sim_state *from)
 static void lock_file(struct sim_state *st)
 {
 	if (st->lock_fd < 0) {
-		char *lp;
-		if (asprintf(&lp, "%s.lock", st->path) < 0)
-			return;
+		char *lp = xasprintf("the name of the state's lock file", "%s.lock", st->path);
 		st->lock_fd = open(lp, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 		free(lp);
 		if (st->lock_fd < 0)
@@ -585,11 +556,7 @@ int sim_state_save(struct sim_state *st, struct sim_err *e)
 
 	char *tmp = NULL, *dir_copy = NULL;
 	int fd = -1, rc = 0;
-	if (asprintf(&tmp, "%s.tmp.%ld", st->path, (long)getpid()) < 0) {
-		tmp = NULL;
-		rc = sim_fail(e, DRV_ENOMEM, "out of memory");
-		goto done;
-	}
+	tmp = xasprintf("the name of the state's temporary file", "%s.tmp.%ld", st->path, (long)getpid());
 	/*
 	 * A fresh inode every time: whatever has the name (a temp file left by a
 	 * crash, or a symlink someone planted next to a state file in a shared
@@ -626,13 +593,11 @@ int sim_state_save(struct sim_state *st, struct sim_err *e)
 	}
 	stamp_take(st->path, &st->stamp);
 	/* The rename itself is durable only once the directory is synced. */
-	dir_copy = strdup(st->path);
-	if (dir_copy) {
-		int dfd = open(dirname(dir_copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd >= 0) {
-			fsync(dfd);
-			close(dfd);
-		}
+	dir_copy = xstrdup(st->path, "the state file's directory");
+	int dfd = open(dirname(dir_copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd >= 0) {
+		fsync(dfd);
+		close(dfd);
 	}
 done:
 	if (fd >= 0)
@@ -693,19 +658,15 @@ int sim_state_commit(struct sim_state *st, struct sim_err *e)
 static char *canonical_path(const char *path)
 {
 	if (!*path)
-		return strdup("");
-	char *d = strdup(path), *b = strdup(path), *out = NULL;
-	if (d && b) {
-		char *real = realpath(dirname(d), NULL);
-		const char *base = basename(b);
-		if (real && strcmp(base, "/") != 0 && strcmp(base, ".") != 0 && strcmp(base, "..") != 0) {
-			if (asprintf(&out, "%s/%s", strcmp(real, "/") == 0 ? "" : real, base) < 0)
-				out = NULL;
-		} else {
-			out = strdup(path);
-		}
-		free(real);
-	}
+		return xstrdup("", "a state file's path");
+	char *d = xstrdup(path, "a state file's path"), *b = xstrdup(path, "a state file's path"), *out;
+	char *real = realpath(dirname(d), NULL);
+	const char *base = basename(b);
+	if (real && strcmp(base, "/") != 0 && strcmp(base, ".") != 0 && strcmp(base, "..") != 0)
+		out = xasprintf("a state file's path", "%s/%s", strcmp(real, "/") == 0 ? "" : real, base);
+	else
+		out = xstrdup(path, "a state file's path");
+	free(real);
 	free(d);
 	free(b);
 	return out;
@@ -714,8 +675,6 @@ static char *canonical_path(const char *path)
 int sim_state_get(const char *path, struct sim_state **out, struct sim_err *e)
 {
 	char *canon = canonical_path(path ? path : "");
-	if (!canon)
-		return sim_fail(e, DRV_ENOMEM, "out of memory");
 	path = canon;
 	pthread_mutex_lock(&registry_mu);
 	struct sim_state *st;
@@ -724,12 +683,8 @@ int sim_state_get(const char *path, struct sim_state **out, struct sim_err *e)
 			break;
 	int rc = 0;
 	if (!st) {
-		st = calloc(1, sizeof(*st));
-		if (!st || !(st->path = strdup(path))) {
-			free(st);
-			rc = sim_fail(e, DRV_ENOMEM, "out of memory");
-			goto done;
-		}
+		st = xcalloc(1, sizeof(*st), "a sim state");
+		st->path = xstrdup(path, "a state file's path");
 		pthread_mutex_init(&st->mu, NULL);
 		st->lock_fd = -1;
 		st->next_serial = 1;

@@ -5,10 +5,14 @@
 #include <time.h>
 
 #include "sim_core.h"
+#include "xalloc.h"
 
 void *sim_arena_alloc(struct sim_arena *a, size_t size)
 {
-	return a->alloc(a->ctx, size);
+	void *p = a->alloc(a->ctx, size);
+	if (!p)
+		xalloc_die("an answer in the call's arena", size);
+	return p;
 }
 
 char *sim_arena_strdup(struct sim_arena *a, const char *s)
@@ -16,18 +20,7 @@ char *sim_arena_strdup(struct sim_arena *a, const char *s)
 	if (!s)
 		s = "";
 	size_t n = strlen(s) + 1;
-	char *p = sim_arena_alloc(a, n);
-	if (p)
-		memcpy(p, s, n);
-	return p;
-}
-
-char *sim_xstrdup(const char *s, bool *oom)
-{
-	char *p = strdup(s ? s : "");
-	if (!p)
-		*oom = true;
-	return p;
+	return memcpy(sim_arena_alloc(a, n), s, n);
 }
 
 int sim_fail(struct sim_err *e, int code, const char *fmt, ...)
@@ -59,8 +52,7 @@ int64_t sim_now_ms(void)
 void *sim_arena_message(struct sim_arena *a, const ProtobufCMessageDescriptor *desc)
 {
 	void *m = sim_arena_alloc(a, desc->sizeof_message);
-	if (m)
-		protobuf_c_message_init(desc, m);
+	protobuf_c_message_init(desc, m);
 	return m;
 }
 

@@ -188,7 +188,8 @@ double drv_host_handshake_ms(const struct drv_host *h);
 /*
  * Stops a spawned driver: SIGTERM, waits up to grace_ms, then SIGKILL; reaps
  * it. Returns 0 when it exited within the grace period, DRV_EDEADLINE when it
- * had to be killed. *exit_status (may be NULL) gets the exit code, or
+ * had to be killed, DRV_ENOMEM when it was killed because there was no memory
+ * to ask it to stop. *exit_status (may be NULL) gets the exit code, or
  * 128+signal. For remote hosts only closes the channel.
  */
 int drv_host_stop(struct drv_host *h, int grace_ms, int *exit_status);

@@ -25,6 +25,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "async_result.h"
 #include "drover/host.h"
 #include "drover/rpc.h"
 #include "grpc/health/v1/health.pb-c.h"
@@ -678,36 +679,6 @@ static void test_deadline(void **state)
 	drv_host_free(h);
 }
 
-struct async_result {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	bool done;
-	int code;
-	size_t n_offers;
-};
-
-static void on_done(void *ud, int code, const char *message, ProtobufCMessage *resp)
-{
-	struct async_result *r = ud;
-	pthread_mutex_lock(&r->mu);
-	r->code = code;
-	if (resp) {
-		r->n_offers = ((drv_get_offers_response *)resp)->n_offers;
-		drv_response_free(resp);
-	}
-	r->done = true;
-	pthread_cond_broadcast(&r->cv);
-	pthread_mutex_unlock(&r->mu);
-}
-
-static void async_wait(struct async_result *r)
-{
-	pthread_mutex_lock(&r->mu);
-	while (!r->done)
-		pthread_cond_wait(&r->cv, &r->mu);
-	pthread_mutex_unlock(&r->mu);
-}
-
 static void test_sigterm_lets_calls_finish(void **state)
 {
 	char stop_file[] = "/tmp/drover-rtest-stop-XXXXXX";
@@ -720,10 +691,10 @@ static void test_sigterm_lets_calls_finish(void **state)
 	const char *env[] = {env_stop, NULL};
 	struct drv_host *h = spawn(NULL, env, NULL);
 
-	struct async_result r = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+	struct async_result r = ASYNC_RESULT_INIT;
 	drv_get_offers_request oreq = DROVER__COMPUTE__V1__GET_OFFERS_REQUEST__INIT;
 	oreq.config = config("{\"sleep_ms\": 400, \"offers\": 7}", NULL);
-	assert_int_equal(drv_host_call_async(h, "GetOffers", &oreq.base, CALL_MS, on_done, &r), 0);
+	assert_int_equal(drv_host_call_async(h, "GetOffers", &oreq.base, CALL_MS, on_offers_done, &r), 0);
 	usleep(100 * 1000);
 	double t0 = now_ms();
 	int status = -1;
@@ -753,10 +724,10 @@ static void test_grace_expires(void **state)
 {
 	const char *args[] = {"--grace-ms", "150", NULL};
 	struct drv_host *h = spawn(args, NULL, NULL);
-	struct async_result r = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+	struct async_result r = ASYNC_RESULT_INIT;
 	drv_get_offers_request oreq = DROVER__COMPUTE__V1__GET_OFFERS_REQUEST__INIT;
 	oreq.config = config("{\"sleep_ms\": 20000}", NULL);
-	assert_int_equal(drv_host_call_async(h, "GetOffers", &oreq.base, 30000, on_done, &r), 0);
+	assert_int_equal(drv_host_call_async(h, "GetOffers", &oreq.base, 30000, on_offers_done, &r), 0);
 	usleep(100 * 1000);
 	double t0 = now_ms();
 	int status = -1;
