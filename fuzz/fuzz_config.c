@@ -54,7 +54,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	             !json_is_boolean(json_object_get(root, "debug"))))
 		abort(); /* accepted without its defaults */
 	for (size_t i = 0; i < diags.n; i++)
-		if (!diags.items[i].field_path || !diags.items[i].summary)
+		if (!diags.items[i]->field_path || !diags.items[i]->summary)
 			abort();
 	json_decref(root);
 	drv__arena_release(&arena);

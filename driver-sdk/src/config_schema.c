@@ -32,7 +32,7 @@ static void diags_vadd(struct drv_diags *d, int severity, const char *field_path
 		return;
 	if (d->n == d->cap) {
 		size_t cap = d->cap ? d->cap * 2 : 8;
-		struct drv__diag *items = drv__arena_alloc(d->arena, cap * sizeof(*items));
+		drv_diagnostic **items = drv__arena_alloc(d->arena, cap * sizeof(*items));
 		if (!items)
 			return;
 		if (d->n)
@@ -40,15 +40,18 @@ static void diags_vadd(struct drv_diags *d, int severity, const char *field_path
 		d->items = items;
 		d->cap = cap;
 	}
-	struct drv__diag *g = &d->items[d->n];
-	g->severity = severity;
+	drv_diagnostic *g = drv__arena_alloc(d->arena, sizeof(*g));
+	if (!g)
+		return;
+	drover__compute__v1__diagnostic__init(g);
+	g->severity = (Drover__Compute__V1__Severity)severity;
 	g->field_path = drv__arena_strdup(d->arena, field_path ? field_path : "");
 	g->summary = drv__arena_strdup(d->arena, summary ? summary : "");
 	g->detail =
 	    detail_fmt ? drv__arena_vprintf(d->arena, detail_fmt, ap) : drv__arena_strdup(d->arena, "");
 	if (!g->field_path || !g->summary || !g->detail)
 		return;
-	d->n++;
+	d->items[d->n++] = g;
 	if (severity == SEV_ERROR)
 		d->n_errors++;
 }
@@ -341,7 +344,7 @@ int drv__config_field_check(const struct drv_config_field *f, char *err, size_t 
 	if (d.n_errors) {
 		snprintf(err, errlen,
 		         "default %.60s of config field \"%s\" fails its own declaration: %s (%s)",
-		         f->default_json, f->name, d.items[0].summary, d.items[0].detail);
+		         f->default_json, f->name, d.items[0]->summary, d.items[0]->detail);
 		rc = DRV_EINVAL;
 	}
 	drv__arena_release(&a);

@@ -94,17 +94,14 @@ char *drv__config_schema(const struct drv_driver *driver);
 /* The JSON Schema of the secrets map; malloc'd. */
 char *drv__secrets_schema(const struct drv_driver *driver);
 
-struct drv__diag {
-	int severity; /* DROVER__COMPUTE__V1__SEVERITY__SEVERITY_* */
-	char *field_path;
-	char *summary;
-	char *detail;
-};
-
-/* The diagnostics collector; entries live in the arena. */
+/*
+ * The diagnostics collector. Its entries are the protocol's Diagnostic
+ * messages, in the arena with their strings, so a ValidateConfig answer takes
+ * the array as it is.
+ */
 struct drv_diags {
 	struct drv__arena *arena;
-	struct drv__diag *items;
+	drv_diagnostic **items;
 	size_t n, cap;
 	size_t n_errors;
 };

@@ -449,22 +449,9 @@ static void on_validate_config(void *ud, struct drv_rpc_call *rc, const Protobuf
 	call.fail_message = NULL;
 	if (diags.n_errors == 0 && drv->validate_config)
 		code = drv->validate_config(&call, &diags);
-	if (code == 0 && diags.n) {
-		resp.diagnostics = drv_call_ptrs(&call, diags.n);
-		if (!resp.diagnostics)
-			code = DRV_ENOMEM;
-		for (size_t i = 0; code == 0 && i < diags.n; i++) {
-			drv_diagnostic *g = drv_new(&call, diagnostic);
-			if (!g) {
-				code = DRV_ENOMEM;
-				break;
-			}
-			g->severity = diags.items[i].severity;
-			g->field_path = diags.items[i].field_path;
-			g->summary = diags.items[i].summary;
-			g->detail = diags.items[i].detail;
-			resp.diagnostics[resp.n_diagnostics++] = g;
-		}
+	if (code == 0) {
+		resp.diagnostics = diags.items;
+		resp.n_diagnostics = diags.n;
 	}
 	resp.valid = diags.n_errors == 0;
 	reply_call(&call, code, &resp.base);
