@@ -692,14 +692,14 @@ static void add_validate_done(void *ud, int code, const char *message, ProtobufC
 	}
 	srv_engine_event(c->api->eng, SRV_EVENT_INFO, "backend.added", a->be->project, NULL, a->be->name,
 	                 a->be->type, "backend %s of type %s added", a->be->name, a->be->type);
-	struct srv_bcfg bc;
+	struct drv_backend_config_buf bc;
 	if (srv_bcfg_init(&bc, a->be) < 0) {
 		/* The answer carries the features' error: the backend was added. */
 		add_features_done(a, DRV_ENOMEM, "out of memory", 0);
 		return;
 	}
-	srv_supervisor_features(c->api->sup, a->be->type, &bc.cfg, add_features_done, a);
-	srv_bcfg_clear(&bc);
+	srv_supervisor_features(c->api->sup, a->be->type, &bc.msg, add_features_done, a);
+	drv_backend_config_clear(&bc);
 }
 
 static void h_add_backend(struct api_call *c)
@@ -773,16 +773,16 @@ static void h_add_backend(struct api_call *c)
 		be->n_secrets++; /* counted as made, so srv_backend_free frees a half-made pair too */
 		ok = be->secrets[i].name && be->secrets[i].value;
 	}
-	struct srv_bcfg bc;
+	struct drv_backend_config_buf bc;
 	if (!ok || srv_bcfg_init(&bc, be) < 0) {
 		reply_err(c, DRV_ENOMEM, "out of memory");
 		add_ctx_free(a);
 		return;
 	}
 	drv_validate_config_request vreq = DROVER__COMPUTE__V1__VALIDATE_CONFIG_REQUEST__INIT;
-	vreq.config = &bc.cfg;
+	vreq.config = &bc.msg;
 	srv_supervisor_call(c->api->sup, a->be->type, "ValidateConfig", &vreq.base, 0, add_validate_done, a);
-	srv_bcfg_clear(&bc);
+	drv_backend_config_clear(&bc);
 }
 
 struct list_backends_ctx {
@@ -859,13 +859,13 @@ static void h_list_backends(struct api_call *c)
 	size_t n = lb->n;
 	lb->pending = n + 1;
 	for (size_t i = 0; i < n; i++) {
-		struct srv_bcfg bc;
+		struct drv_backend_config_buf bc;
 		if (srv_bcfg_init(&bc, lb->bes[i]) < 0) {
 			lb_features_done(&slots[i], DRV_ENOMEM, "out of memory", 0);
 			continue;
 		}
-		srv_supervisor_features(c->api->sup, lb->bes[i]->type, &bc.cfg, lb_features_done, &slots[i]);
-		srv_bcfg_clear(&bc);
+		srv_supervisor_features(c->api->sup, lb->bes[i]->type, &bc.msg, lb_features_done, &slots[i]);
+		drv_backend_config_clear(&bc);
 	}
 	lb_put(lb);
 }
