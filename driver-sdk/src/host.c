@@ -16,6 +16,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "drover/address.h"
 #include "drv_internal.h"
 #include "host_internal.h"
 
@@ -384,17 +385,8 @@ static void timeout_hint_locked(const struct drv_host *h, char *buf, size_t len)
  * loopback. */
 static bool loopback_address(const char *addr)
 {
-	char host[256];
-	const char *colon = strrchr(addr, ':');
-	size_t n = colon ? (size_t)(colon - addr) : 0;
-
-	if (n >= 2 && addr[0] == '[' && addr[n - 1] == ']')
-		addr++, n -= 2;
-	if (n == 0 || n >= sizeof(host))
-		return false;
-	memcpy(host, addr, n);
-	host[n] = '\0';
-	return drv__is_loopback_host(host);
+	struct drv_host_port hp;
+	return drv_host_port_parse(addr, false, &hp, NULL, 0) == 0 && drv__is_loopback_host(hp.host);
 }
 
 /*

@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "drover/address.h"
 #include "drv_internal.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "host_internal.h"
@@ -267,33 +268,6 @@ int drv_host_health(struct drv_host *h, int timeout_ms, struct drv_status *st)
 
 /* ---- connecting by address ---- */
 
-/* Splits "host:port" / "[v6]:port" into its parts. 0 or -1. */
-static int split_host_port(const char *addr, char *host, size_t hostlen, char *port, size_t portlen)
-{
-	const char *colon;
-
-	if (addr[0] == '[') {
-		const char *close = strchr(addr, ']');
-
-		if (!close || close[1] != ':')
-			return -1;
-		snprintf(host, hostlen, "%.*s", (int)(close - addr - 1), addr + 1);
-		colon = close + 1;
-	} else {
-		colon = strrchr(addr, ':');
-		if (!colon || colon == addr)
-			return -1;
-		snprintf(host, hostlen, "%.*s", (int)(colon - addr), addr);
-	}
-	if (!colon[1])
-		return -1;
-	snprintf(port, portlen, "%s", colon + 1);
-	for (const char *p = port; *p; p++)
-		if (*p < '0' || *p > '9')
-			return -1;
-	return 0;
-}
-
 static bool is_unix_target(const char *addr)
 {
 	return strncmp(addr, "unix:", 5) == 0 || strncmp(addr, "unix-abstract:", 14) == 0;
@@ -365,10 +339,17 @@ static int check_connect_opts(const struct drv_connect_opts *o, const char *name
 	bool unix_addr = is_unix_target(o->address);
 	int nfiles = !!o->ca_file + !!o->cert_file + !!o->key_file;
 
-	if (!unix_addr && split_host_port(o->address, host, hostlen, port, portlen) != 0) {
-		set_err(err, errlen, "driver '%s': address \"%s\" is neither host:port nor unix:/path", name,
-		        o->address);
-		return DRV_EINVAL;
+	if (!unix_addr) {
+		struct drv_host_port hp;
+		char why[96];
+		if (drv_host_port_parse(o->address, false, &hp, why, sizeof(why)) != 0) {
+			set_err(err, errlen,
+			        "driver '%s': address \"%s\" is neither host:port nor unix:/path: %s", name,
+			        o->address, why);
+			return DRV_EINVAL;
+		}
+		snprintf(host, hostlen, "%s", hp.host);
+		snprintf(port, portlen, "%u", (unsigned)hp.port);
 	}
 	*tls = nfiles > 0;
 	if (*tls && o->insecure) {

@@ -20,6 +20,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "drover/address.h"
 #include "drover/api/v1/api.pb-c.h"
 #include "drover/rpc.h"
 #include "srv_config.h"
@@ -1725,20 +1726,13 @@ static bool unix_socket_live(const char *path)
  */
 static bool tcp_address_taken(const char *address)
 {
-	char host[256];
-	const char *colon = strrchr(address, ':');
-	size_t hl = colon ? (size_t)(colon - address) : 0;
-	if (!colon || hl >= sizeof(host))
+	struct drv_host_port hp;
+	char port[8];
+	if (drv_host_port_parse(address, false, &hp, NULL, 0) != 0)
 		return false;
-	memcpy(host, address, hl);
-	host[hl] = '\0';
-	char *h = host;
-	if (h[0] == '[' && hl > 1 && h[hl - 1] == ']') { /* [::1]:7443 */
-		h[hl - 1] = '\0';
-		h++;
-	}
+	snprintf(port, sizeof(port), "%u", (unsigned)hp.port);
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
-	if (getaddrinfo(h[0] ? h : NULL, colon + 1, &hints, &ai) != 0)
+	if (getaddrinfo(hp.host, port, &hints, &ai) != 0)
 		return false; /* gRPC reports the address itself */
 	bool taken = false;
 	for (struct addrinfo *a = ai; a && !taken; a = a->ai_next) {
