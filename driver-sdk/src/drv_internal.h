@@ -15,6 +15,7 @@
 #include <jansson.h>
 
 #include "drover/driver.h"
+#include "drover/offer_check.h"
 
 struct drv_rpc_call;
 
@@ -224,14 +225,13 @@ int drv__rpc_call_async_limited(struct drv_rpc_channel *ch, const ProtobufCServi
                                 void *ud);
 /* Formats a byte count for messages: "16 MiB", "1536 KiB", "1000 bytes". */
 void drv__format_bytes(size_t n, char *buf, size_t len);
-/* ---- log.c ---- */
+/* ---- status.c: the one writer of an error text or a drv_status ---- */
 
-/*
- * Length of the valid UTF-8 sequence starting at s, or 0 if it is not one.
- * Reads no further than a byte that is not a continuation byte, so a
- * NUL-terminated buffer is never read past its end.
- */
-size_t drv__utf8_len(const unsigned char *s);
+/* printf into err[errlen]; nothing when err is NULL or errlen is 0. */
+void drv__seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Sets st's code and message (printf, cut to fit); nothing when st is NULL. Returns code. */
+int drv__status_set(struct drv_status *st, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* ---- line_limit.c: the rate limit of a driver's stderr lines ---- */
 

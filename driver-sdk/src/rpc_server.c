@@ -691,17 +691,17 @@ static int make_creds(struct drv_rpc_server *srv, const struct drv_rpc_server_op
 {
 	if (!o->tls_cert_file && !o->tls_key_file) {
 		if (o->client_ca_file) {
-			drv__rpc_seterr(err, errlen,
-			                "client_ca_file '%s' given without tls_cert_file and tls_key_file",
-			                o->client_ca_file);
+			drv__seterr(err, errlen,
+			            "client_ca_file '%s' given without tls_cert_file and tls_key_file",
+			            o->client_ca_file);
 			return DRV_EINVAL;
 		}
 		srv->creds = grpc_insecure_server_credentials_create();
 		return 0;
 	}
 	if (!o->tls_cert_file || !o->tls_key_file) {
-		drv__rpc_seterr(err, errlen, "TLS needs both tls_cert_file and tls_key_file (%s missing)",
-		                o->tls_cert_file ? "tls_key_file" : "tls_cert_file");
+		drv__seterr(err, errlen, "TLS needs both tls_cert_file and tls_key_file (%s missing)",
+		            o->tls_cert_file ? "tls_key_file" : "tls_cert_file");
 		return DRV_EINVAL;
 	}
 	char *cert = NULL, *key = NULL, *ca = NULL;
@@ -725,8 +725,8 @@ static int make_creds(struct drv_rpc_server *srv, const struct drv_rpc_server_op
 		    NULL);
 		srv->tls = true;
 		if (!srv->creds) {
-			drv__rpc_seterr(err, errlen, "cannot use TLS certificate '%s' with key '%s'",
-			                o->tls_cert_file, o->tls_key_file);
+			drv__seterr(err, errlen, "cannot use TLS certificate '%s' with key '%s'",
+			            o->tls_cert_file, o->tls_key_file);
 			rc = DRV_EINVAL;
 		}
 	}
@@ -743,35 +743,35 @@ int drv_rpc_server_new(const struct drv_rpc_server_opts *opts, struct drv_rpc_se
                        size_t errlen)
 {
 	if (!opts || !opts->address || !*opts->address) {
-		drv__rpc_seterr(err, errlen, "server address missing");
+		drv__seterr(err, errlen, "server address missing");
 		return DRV_EINVAL;
 	}
 	if (strncmp(opts->address, "unix:", 5) == 0) {
 		const char *path = opts->address + 5;
 		if (path[0] != '/') {
-			drv__rpc_seterr(err, errlen, "unix socket address '%s' must be an absolute path",
-			                opts->address);
+			drv__seterr(err, errlen, "unix socket address '%s' must be an absolute path",
+			            opts->address);
 			return DRV_EINVAL;
 		}
 		if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-			drv__rpc_seterr(err, errlen, "unix socket path '%s' is longer than %zu bytes", path,
-			                sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+			drv__seterr(err, errlen, "unix socket path '%s' is longer than %zu bytes", path,
+			            sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
 			return DRV_EINVAL;
 		}
 	}
 	if (opts->workers < 0 || opts->workers > 1024) {
-		drv__rpc_seterr(err, errlen, "workers %d out of range 0..1024", opts->workers);
+		drv__seterr(err, errlen, "workers %d out of range 0..1024", opts->workers);
 		return DRV_EINVAL;
 	}
 	struct drv_rpc_server *srv = calloc(1, sizeof(*srv));
 	if (!srv) {
-		drv__rpc_seterr(err, errlen, "out of memory");
+		drv__seterr(err, errlen, "out of memory");
 		return DRV_ENOMEM;
 	}
 	srv->address = strdup(opts->address);
 	if (!srv->address) {
 		free(srv);
-		drv__rpc_seterr(err, errlen, "out of memory");
+		drv__seterr(err, errlen, "out of memory");
 		return DRV_ENOMEM;
 	}
 	srv->workers = opts->workers ? opts->workers : 4;
@@ -861,25 +861,23 @@ static void explain_bind_failure(const struct drv_rpc_server *srv, char *err, si
 	if (strncmp(srv->address, "unix:", 5) == 0) {
 		const char *path = srv->address + 5;
 		if (stat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
-			drv__rpc_seterr(err, errlen,
-			                "cannot listen on '%s': the path exists and is not a socket",
-			                srv->address);
+			drv__seterr(err, errlen, "cannot listen on '%s': the path exists and is not a socket",
+			            srv->address);
 			return;
 		}
-		drv__rpc_seterr(err, errlen,
-		                "cannot listen on '%s' (does its directory exist and is it writable?)",
-		                srv->address);
+		drv__seterr(err, errlen,
+		            "cannot listen on '%s' (does its directory exist and is it writable?)",
+		            srv->address);
 		return;
 	}
 	if (srv->tls)
-		drv__rpc_seterr(
-		    err, errlen,
-		    "cannot listen on '%s' (address in use or not local, or the TLS certificate and "
-		    "key do not match)",
-		    srv->address);
+		drv__seterr(err, errlen,
+		            "cannot listen on '%s' (address in use or not local, or the TLS certificate and "
+		            "key do not match)",
+		            srv->address);
 	else
-		drv__rpc_seterr(err, errlen, "cannot listen on '%s' (address in use or not local?)",
-		                srv->address);
+		drv__seterr(err, errlen, "cannot listen on '%s' (address in use or not local?)",
+		            srv->address);
 }
 
 /* Starts serving; with `bind`, on a listener of gRPC's own at srv->address. */
@@ -888,7 +886,7 @@ static int server_start(struct drv_rpc_server *srv, bool bind, int *bound_port, 
 	int port = 0;
 
 	if (!srv || srv->started) {
-		drv__rpc_seterr(err, errlen, "server already started");
+		drv__seterr(err, errlen, "server already started");
 		return DRV_EPRECONDITION;
 	}
 	if (bind) {
@@ -899,7 +897,7 @@ static int server_start(struct drv_rpc_server *srv, bool bind, int *bound_port, 
 		}
 	} else if (srv->tls) {
 		/* gRPC takes only plain-text connections by descriptor. */
-		drv__rpc_seterr(err, errlen, "a server fed connections by descriptor cannot use TLS");
+		drv__seterr(err, errlen, "a server fed connections by descriptor cannot use TLS");
 		return DRV_EINVAL;
 	}
 	grpc_server_start(srv->server);
@@ -912,13 +910,13 @@ static int server_start(struct drv_rpc_server *srv, bool bind, int *bound_port, 
 	/* Before the CQ thread runs: it starts workers into this array (see worker_add_locked). */
 	srv->worker_threads = calloc((size_t)srv->workers, sizeof(pthread_t));
 	if (!srv->worker_threads) {
-		drv__rpc_seterr(err, errlen, "out of memory");
+		drv__seterr(err, errlen, "out of memory");
 		drv_rpc_server_shutdown(srv, 0);
 		return DRV_ENOMEM;
 	}
 	/* Threads start here, after the caller had its chance to block signals. */
 	if (pthread_create(&srv->cq_thread, NULL, cq_main, srv) != 0) {
-		drv__rpc_seterr(err, errlen, "cannot create the completion-queue thread");
+		drv__seterr(err, errlen, "cannot create the completion-queue thread");
 		drv_rpc_server_shutdown(srv, 0);
 		return DRV_ESYSTEM;
 	}

@@ -241,9 +241,7 @@ static const char *capped_message(struct drv_call *call, const char *msg)
 	size_t n = strlen(msg);
 	if (n <= MAX_STATUS_MESSAGE)
 		return msg;
-	size_t cut = MAX_STATUS_MESSAGE - 32;
-	while (cut > 0 && ((unsigned char)msg[cut] & 0xc0) == 0x80)
-		cut--;
+	size_t cut = drv_utf8_cut(msg, n, MAX_STATUS_MESSAGE - 32);
 	const char *m = drv_call_printf(call, "%.*s... (%zu bytes cut)", (int)cut, msg, n - cut);
 	return m ? m : "(a message too long to send, and no memory to cut it)";
 }
