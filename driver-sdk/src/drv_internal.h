@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include <jansson.h>
 
@@ -225,6 +226,11 @@ int drv__rpc_call_async_limited(struct drv_rpc_channel *ch, const ProtobufCServi
                                 void *ud);
 /* Formats a byte count for messages: "16 MiB", "1536 KiB", "1000 bytes". */
 void drv__format_bytes(size_t n, char *buf, size_t len);
+/* ---- rpc_server.c ---- */
+
+/* *until = CLOCK_REALTIME now plus ms (ms >= 0), the deadline pthread_cond_timedwait() takes. */
+void drv__realtime_after_ms(int ms, struct timespec *until);
+
 /* ---- status.c: the one writer of an error text or a drv_status ---- */
 
 /* printf into err[errlen]; nothing when err is NULL or errlen is 0. */

@@ -725,6 +725,19 @@ int drv__rpc_call_limited(struct drv_rpc_channel *ch, const ProtobufCServiceDesc
 
 /* ---- asynchronous calls ---- */
 
+/* Takes an asynchronous call off the channel's list of calls in flight. */
+static void pending_remove(struct drv_rpc_channel *ch, struct ccall *cc)
+{
+	pthread_mutex_lock(&ch->lock);
+	if (cc->prev)
+		cc->prev->next = cc->next;
+	else
+		ch->pending = cc->next;
+	if (cc->next)
+		cc->next->prev = cc->prev;
+	pthread_mutex_unlock(&ch->lock);
+}
+
 static void *async_main(void *arg)
 {
 	struct drv_rpc_channel *ch = arg;
@@ -738,14 +751,7 @@ static void *async_main(void *arg)
 		char msg[512];
 		ProtobufCMessage *resp;
 		int rc = ccall_finish(cc, ev.success, msg, sizeof(msg), &resp);
-		pthread_mutex_lock(&ch->lock);
-		if (cc->prev)
-			cc->prev->next = cc->next;
-		else
-			ch->pending = cc->next;
-		if (cc->next)
-			cc->next->prev = cc->prev;
-		pthread_mutex_unlock(&ch->lock);
+		pending_remove(ch, cc);
 		cc->cb(cc->ud, rc, msg, resp);
 		ccall_release(cc);
 		free(cc);
@@ -801,14 +807,7 @@ int drv__rpc_call_async_limited(struct drv_rpc_channel *ch, const ProtobufCServi
 	struct drv_status st;
 	int rc = ccall_start(ch, ch->cq, cc, service, method_index, req, timeout_ms, md, true, &st);
 	if (rc != 0) {
-		pthread_mutex_lock(&ch->lock);
-		if (cc->prev)
-			cc->prev->next = cc->next;
-		else
-			ch->pending = cc->next;
-		if (cc->next)
-			cc->next->prev = cc->prev;
-		pthread_mutex_unlock(&ch->lock);
+		pending_remove(ch, cc);
 		ccall_release(cc);
 		free(cc);
 	}

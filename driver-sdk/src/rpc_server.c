@@ -286,6 +286,17 @@ static void claim_close(struct drv_rpc_call *c)
  * The caller has already moved `state` away from CALL_PENDING, so this runs
  * once per call.
  */
+/* Frees the answer's buffer and status text once the reply batch is over (or never started). */
+static void reply_release(struct drv_rpc_call *c)
+{
+	if (c->resp_bb)
+		grpc_byte_buffer_destroy(c->resp_bb);
+	c->resp_bb = NULL;
+	if (c->has_details)
+		grpc_slice_unref(c->status_details);
+	c->has_details = 0;
+}
+
 static void send_reply(struct drv_rpc_call *c, int grpc_code, const char *message, grpc_byte_buffer *bb)
 {
 	grpc_op ops[4];
@@ -314,12 +325,7 @@ static void send_reply(struct drv_rpc_call *c, int grpc_code, const char *messag
 	atomic_fetch_add(&c->grpc_refs, 1);
 	if (grpc_call_start_batch(c->gcall, ops, n, &c->t_reply, NULL) != GRPC_CALL_OK) {
 		/* Only a programming error gets here; release what the batch would have. */
-		if (c->resp_bb)
-			grpc_byte_buffer_destroy(c->resp_bb);
-		c->resp_bb = NULL;
-		if (c->has_details)
-			grpc_slice_unref(c->status_details);
-		c->has_details = 0;
+		reply_release(c);
 		call_grpc_unref(c);
 	}
 	/* The reference that stood for "not yet answered". */
@@ -328,12 +334,7 @@ static void send_reply(struct drv_rpc_call *c, int grpc_code, const char *messag
 
 static void reply_done(struct drv_rpc_call *c)
 {
-	if (c->resp_bb)
-		grpc_byte_buffer_destroy(c->resp_bb);
-	c->resp_bb = NULL;
-	if (c->has_details)
-		grpc_slice_unref(c->status_details);
-	c->has_details = 0;
+	reply_release(c);
 	if (c->reply_has_close && c->close_cancelled)
 		atomic_store(&c->cancelled, true);
 	call_grpc_unref(c);
@@ -942,17 +943,22 @@ void drv__rpc_server_adopt_fd(struct drv_rpc_server *srv, int fd)
 	grpc_server_add_channel_from_fd(srv->server, fd, srv->creds);
 }
 
+void drv__realtime_after_ms(int ms, struct timespec *until)
+{
+	clock_gettime(CLOCK_REALTIME, until);
+	until->tv_sec += ms / 1000;
+	until->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (until->tv_nsec >= 1000000000L) {
+		until->tv_sec++;
+		until->tv_nsec -= 1000000000L;
+	}
+}
+
 /* Waits on srv->cond until the shutdown tag arrived or `ms` passed (ms < 0: no limit). Lock held. */
 static void wait_shutdown_tag(struct drv_rpc_server *srv, int ms)
 {
 	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += ms / 1000;
-	until.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	drv__realtime_after_ms(ms, &until);
 	while (!srv->shutdown_done) {
 		if (ms < 0)
 			pthread_cond_wait(&srv->cond, &srv->lock);
@@ -1068,8 +1074,7 @@ void drv_rpc_server_shutdown(struct drv_rpc_server *srv, int grace_ms)
 	 */
 	pthread_mutex_lock(&srv->lock);
 	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += 10;
+	drv__realtime_after_ms(10000, &until);
 	while (srv->live && pthread_cond_timedwait(&srv->cond, &srv->lock, &until) == 0)
 		;
 	pthread_mutex_unlock(&srv->lock);

@@ -107,13 +107,7 @@ int drv__serve_wait_idle(int timeout_ms)
 {
 	struct timespec start, until, now;
 	clock_gettime(CLOCK_MONOTONIC, &start);
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	drv__realtime_after_ms(timeout_ms, &until);
 	pthread_mutex_lock(&idle_lock);
 	while (atomic_load(&in_flight) > 0)
 		if (pthread_cond_timedwait(&idle_cond, &idle_lock, &until) != 0)
