@@ -233,7 +233,8 @@ size_t drv_host_clean_text(char *out, size_t outlen, const char *in, size_t len)
  *     if (drv_backend_config_init(&b, json, n) == 0) {
  *             for (size_t i = 0; i < n; i++)
  *                     drv_backend_config_set_secret(&b, i, names[i], values[i]);
- *             drv_host_call(h, "GetOffers", ... &b.msg ...);
+ *             req.config = &b.msg;   (req: a drv_get_offers_request, say)
+ *             drv_host_get_offers(h, &req, &resp, timeout_ms, &st);
  *             drv_backend_config_clear(&b);
  *     }
  *
