@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "config_fields.h"
+#include "drover/host.h"
 #include "drv_internal.h"
 
 #define MAX_SECRETS 8
@@ -29,24 +30,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size_t n = 0;
 	for (char *p = text; n < sizeof(part) / sizeof(part[0]) && p <= text + size; p += strlen(p) + 1)
 		part[n++] = p;
-	Drover__Compute__V1__BackendConfig__SecretsEntry entries[MAX_SECRETS], *ptrs[MAX_SECRETS];
-	drv_backend_config bc = DROVER__COMPUTE__V1__BACKEND_CONFIG__INIT;
-	bc.config_json = part[0];
-	for (size_t i = 1; i + 1 < n; i += 2) {
-		Drover__Compute__V1__BackendConfig__SecretsEntry *e = &entries[bc.n_secrets];
-		drover__compute__v1__backend_config__secrets_entry__init(e);
-		e->key = part[i];
-		e->value = part[i + 1];
-		ptrs[bc.n_secrets++] = e;
+	/* Built as droverd and the harness build it (drover/host.h). */
+	struct drv_backend_config_buf bc;
+	if (drv_backend_config_init(&bc, part[0], (n - 1) / 2) != 0) {
+		free(text);
+		return 0;
 	}
-	bc.secrets = ptrs;
+	for (size_t i = 1; i + 1 < n; i += 2)
+		drv_backend_config_set_secret(&bc, i / 2, part[i], part[i + 1]);
 
 	struct drv__arena arena;
 	struct drv_diags diags;
 	json_t *root = NULL;
 	drv__arena_init(&arena);
 	drv__diags_init(&diags, &arena);
-	drv__config_check(fields, &bc, &diags, &root);
+	drv__config_check(fields, &bc.msg, &diags, &root);
 	if (diags.n_errors ? root != NULL : !json_is_object(root))
 		abort();
 	if (root && (!json_is_string(json_object_get(root, "tier")) ||
@@ -54,10 +52,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	             !json_is_boolean(json_object_get(root, "debug"))))
 		abort(); /* accepted without its defaults */
 	for (size_t i = 0; i < diags.n; i++)
-		if (!diags.items[i].field_path || !diags.items[i].summary)
+		if (!diags.items[i]->field_path || !diags.items[i]->summary)
 			abort();
 	json_decref(root);
 	drv__arena_release(&arena);
+	drv_backend_config_clear(&bc);
 	free(text);
 	return 0;
 }

@@ -48,7 +48,7 @@ int drv__call_set_config(struct drv_call *call, const drv_backend_config *bc, st
 	if (call->config_root)
 		return 0;
 	for (size_t i = first; i < d->n; i++) {
-		const struct drv__diag *g = &d->items[i];
+		const drv_diagnostic *g = d->items[i];
 		if (g->severity != DROVER__COMPUTE__V1__SEVERITY__SEVERITY_ERROR)
 			continue;
 		return drv_call_fail(call, DRV_EINVAL, "invalid backend config at \"%s\": %s (%s)",

@@ -41,7 +41,7 @@ static void diags_vadd(struct drv_diags *d, int severity, const char *field_path
 		d->n_errors++;
 	if (d->n == d->cap) {
 		size_t cap = d->cap ? d->cap * 2 : 8;
-		struct drv__diag *items = drv__arena_alloc(d->arena, cap * sizeof(*items));
+		drv_diagnostic **items = drv__arena_alloc(d->arena, cap * sizeof(*items));
 		if (!items) {
 			d->oom = true;
 			return;
@@ -51,8 +51,13 @@ static void diags_vadd(struct drv_diags *d, int severity, const char *field_path
 		d->items = items;
 		d->cap = cap;
 	}
-	struct drv__diag *g = &d->items[d->n];
-	g->severity = severity;
+	drv_diagnostic *g = drv__arena_alloc(d->arena, sizeof(*g));
+	if (!g) {
+		d->oom = true;
+		return;
+	}
+	drover__compute__v1__diagnostic__init(g);
+	g->severity = (Drover__Compute__V1__Severity)severity;
 	g->field_path = drv__arena_strdup(d->arena, field_path ? field_path : "");
 	g->summary = drv__arena_strdup(d->arena, summary ? summary : "");
 	g->detail =
@@ -61,7 +66,7 @@ static void diags_vadd(struct drv_diags *d, int severity, const char *field_path
 		d->oom = true;
 		return;
 	}
-	d->n++;
+	d->items[d->n++] = g;
 }
 
 void drv__diags_add(struct drv_diags *d, int severity, const char *field_path, const char *summary,
@@ -484,7 +489,7 @@ int drv__config_field_check(const struct drv_config_field *f, char *err, size_t 
 	if (d.n_errors) {
 		snprintf(err, errlen,
 		         "default %.60s of config field \"%s\" fails its own declaration: %s (%s)",
-		         f->default_json, f->name, d.items[0].summary, d.items[0].detail);
+		         f->default_json, f->name, d.items[0]->summary, d.items[0]->detail);
 		rc = DRV_EINVAL;
 	}
 	drv__arena_release(&a);

@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "drover/address.h"
 #include "drover/host.h"
 #include "drover/rpc.h"
 #include "drv_internal.h"
@@ -178,31 +179,10 @@ static int parse_args(int argc, char **argv, const char *prog, struct options *o
 	return -1;
 }
 
-/* Splits "HOST:PORT" ("[::1]:4100" for IPv6); false if malformed. */
-static bool split_host_port(const char *addr, char *host, size_t hostlen, int *port)
-{
-	const char *colon = strrchr(addr, ':');
-	if (!colon || colon == addr)
-		return false;
-	size_t hl = (size_t)(colon - addr);
-	if (addr[0] == '[') {
-		if (hl < 3 || addr[hl - 1] != ']')
-			return false;
-		addr++, hl -= 2;
-	} else if (memchr(addr, ':', hl)) {
-		return false; /* bare IPv6 needs brackets */
-	}
-	if (hl == 0 || hl >= hostlen)
-		return false;
-	memcpy(host, addr, hl);
-	host[hl] = '\0';
-	return parse_int(colon + 1, 0, 65535, port);
-}
-
 static int check_listen(const char *prog, const struct options *o)
 {
-	char host[256];
-	int port;
+	struct drv_host_port hp;
+	char why[96];
 	bool any_tls = o->tls_cert || o->tls_key || o->client_ca;
 
 	if (!o->listen) {
@@ -214,9 +194,10 @@ static int check_listen(const char *prog, const struct options *o)
 			                                 : "--client-ca");
 		return -1;
 	}
-	if (!split_host_port(o->listen, host, sizeof(host), &port))
-		return usage_error(prog, "--listen: expected HOST:PORT (e.g. 127.0.0.1:4100), got \"%.80s\"",
-		                   o->listen);
+	if (drv_host_port_parse(o->listen, true, &hp, why, sizeof(why)) != 0)
+		return usage_error(prog,
+		                   "--listen: expected HOST:PORT (e.g. 127.0.0.1:4100), got \"%.80s\": %s",
+		                   o->listen, why);
 	if (any_tls) {
 		const char *missing = !o->tls_cert    ? "--tls-cert"
 		                      : !o->tls_key   ? "--tls-key"
@@ -235,12 +216,12 @@ static int check_listen(const char *prog, const struct options *o)
 		for (int i = 0; i < 3; i++)
 			if (access(files[i], R_OK) != 0)
 				return usage_error(prog, "%s: cannot read \"%.200s\"", names[i], files[i]);
-	} else if (!drv__is_loopback_host(host) && !o->insecure) {
+	} else if (!drv__is_loopback_host(hp.host) && !o->insecure) {
 		return usage_error(
 		    prog,
 		    "refusing plain TCP on non-loopback address \"%.80s\": use --tls-cert, --tls-key "
 		    "and --client-ca for mutual TLS, or --insecure%s",
-		    host, "");
+		    hp.host, "");
 	}
 	return -1;
 }
@@ -690,11 +671,11 @@ int drv_main(int argc, char **argv, const struct drv_driver *driver)
 		accept_all(lfd, srv);
 	} else {
 		bound = true;
-		char host[256];
-		int ignored;
-		split_host_port(o.listen, host, sizeof(host), &ignored);
+		struct drv_host_port hp;
+		drv_host_port_parse(o.listen, true, &hp, NULL, 0); /* checked by check_listen */
 		snprintf(hs.network, sizeof(hs.network), "tcp");
-		snprintf(hs.address, sizeof(hs.address), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+		snprintf(hs.address, sizeof(hs.address), strchr(hp.host, ':') ? "[%s]:%d" : "%s:%d", hp.host,
+		         port);
 		if (print_handshake(&hs, std_closed[1]) != 0)
 			goto out_server;
 	}

@@ -11,10 +11,12 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
+#include <time.h>
 
 #include <jansson.h>
 
 #include "drover/driver.h"
+#include "drover/offer_check.h"
 
 struct drv_rpc_call;
 
@@ -94,17 +96,14 @@ char *drv__config_schema(const struct drv_driver *driver);
 /* The JSON Schema of the secrets map; malloc'd; NULL: no memory. */
 char *drv__secrets_schema(const struct drv_driver *driver);
 
-struct drv__diag {
-	int severity; /* DROVER__COMPUTE__V1__SEVERITY__SEVERITY_* */
-	char *field_path;
-	char *summary;
-	char *detail;
-};
-
-/* The diagnostics collector; entries live in the arena. */
+/*
+ * The diagnostics collector. Its entries are the protocol's Diagnostic
+ * messages, in the arena with their strings, so a ValidateConfig answer takes
+ * the array as it is.
+ */
 struct drv_diags {
 	struct drv__arena *arena;
-	struct drv__diag *items;
+	drv_diagnostic **items;
 	size_t n, cap;
 	size_t n_errors; /* errors added, also those dropped for lack of memory */
 	bool oom;        /* a diagnostic was dropped for lack of memory */
@@ -232,14 +231,18 @@ int drv__rpc_call_async_limited(struct drv_rpc_channel *ch, const ProtobufCServi
                                 void *ud);
 /* Formats a byte count for messages: "16 MiB", "1536 KiB", "1000 bytes". */
 void drv__format_bytes(size_t n, char *buf, size_t len);
-/* ---- log.c ---- */
+/* ---- rpc_server.c ---- */
 
-/*
- * Length of the valid UTF-8 sequence starting at s, or 0 if it is not one.
- * Reads no further than a byte that is not a continuation byte, so a
- * NUL-terminated buffer is never read past its end.
- */
-size_t drv__utf8_len(const unsigned char *s);
+/* *until = CLOCK_REALTIME now plus ms (ms >= 0), the deadline pthread_cond_timedwait() takes. */
+void drv__realtime_after_ms(int ms, struct timespec *until);
+
+/* ---- status.c: the one writer of an error text or a drv_status ---- */
+
+/* printf into err[errlen]; nothing when err is NULL or errlen is 0. */
+void drv__seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Sets st's code and message (printf, cut to fit); nothing when st is NULL. Returns code. */
+int drv__status_set(struct drv_status *st, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* ---- line_limit.c: the rate limit of a driver's stderr lines ---- */
 

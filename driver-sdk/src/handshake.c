@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "drover/address.h"
 #include "drover/host.h"
 
 #define CORE_VERSION 1
@@ -59,18 +60,15 @@ static int parse_uint(const char *s, size_t n)
 	return v;
 }
 
-/* A host:port with a non-empty host and a decimal port 1..65535. */
+/* A TCP address as drv_host_port_parse() reads it, from a part of the line that has no NUL of its own. */
 static bool tcp_address_ok(const char *s, size_t n)
 {
-	const char *colon = NULL;
-	for (size_t i = 0; i < n; i++)
-		if (s[i] == ':')
-			colon = s + i;
-	if (!colon || colon == s)
+	char addr[MAX_LINE + 1];
+	if (n >= sizeof(addr))
 		return false;
-	size_t plen = n - (size_t)(colon + 1 - s);
-	int port = parse_uint(colon + 1, plen);
-	return port > 0 && port <= 65535;
+	memcpy(addr, s, n);
+	addr[n] = '\0';
+	return drv_host_port_parse(addr, false, NULL, NULL, 0) == 0;
 }
 
 int drv_handshake_parse(const char *line, struct drv_handshake *hs, char *err, size_t errlen)

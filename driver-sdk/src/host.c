@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "drover/address.h"
 #include "drv_internal.h"
 #include "host_internal.h"
 
@@ -27,18 +28,6 @@
 #define KILL_WAIT_MS 10000
 
 static const char *const env_fixed[] = {"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", NULL};
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 int drv__host_status_locked(const struct drv_host *h)
 {
@@ -202,9 +191,9 @@ static int build_env(struct drv_host *h, const struct drv_spawn_opts *o, char *e
 			const char *val = getenv(names[i]);
 
 			if (!valid_env_name(names[i], strlen(names[i]))) {
-				set_err(err, errlen,
-				        "driver '%s': env_allow entry \"%s\" is not a variable name", h->name,
-				        names[i]);
+				drv__seterr(err, errlen,
+				            "driver '%s': env_allow entry \"%s\" is not a variable name",
+				            h->name, names[i]);
 				rc = DRV_EINVAL;
 				break;
 			}
@@ -217,8 +206,8 @@ static int build_env(struct drv_host *h, const struct drv_spawn_opts *o, char *e
 		const char *eq = strchr(e, '=');
 
 		if (!eq || !valid_env_name(e, (size_t)(eq - e))) {
-			set_err(err, errlen, "driver '%s': env_extra entry \"%.60s\" is not NAME=value",
-			        h->name, e);
+			drv__seterr(err, errlen, "driver '%s': env_extra entry \"%.60s\" is not NAME=value",
+			            h->name, e);
 			rc = DRV_EINVAL;
 			break;
 		}
@@ -228,7 +217,7 @@ static int build_env(struct drv_host *h, const struct drv_spawn_opts *o, char *e
 			rc = env_push(&v, &n, &cap, e, NULL);
 	}
 	if (rc == DRV_ENOMEM)
-		set_err(err, errlen, "driver '%s': out of memory", h->name);
+		drv__seterr(err, errlen, "driver '%s': out of memory", h->name);
 	if (rc != 0) {
 		free_strv(v);
 		return rc;
@@ -274,15 +263,15 @@ static int make_sockdir(struct drv_host *h, char *err, size_t errlen)
 	/* The litter of hosts and drivers that were killed goes once per process, before we add ours. */
 	pthread_once(&sweep_once, sweep_at_start);
 	if (drv__sockdir_make("drover", h->sockdir, sizeof(h->sockdir)) != 0) {
-		set_err(err, errlen, "driver '%s': cannot create a socket directory in %s: %s", h->name,
-		        drv__socket_base(), strerror(errno));
+		drv__seterr(err, errlen, "driver '%s': cannot create a socket directory in %s: %s", h->name,
+		            drv__socket_base(), strerror(errno));
 		h->sockdir[0] = '\0';
 		return DRV_ESYSTEM;
 	}
 	/* What the handshake's socket must resolve into; the base may be reached through a symlink. */
 	if (!realpath(h->sockdir, h->sockdir_real)) {
-		set_err(err, errlen, "driver '%s': cannot resolve its socket directory %s: %s", h->name,
-		        h->sockdir, strerror(errno));
+		drv__seterr(err, errlen, "driver '%s': cannot resolve its socket directory %s: %s", h->name,
+		            h->sockdir, strerror(errno));
 		return DRV_ESYSTEM;
 	}
 	return 0;
@@ -385,17 +374,8 @@ static void timeout_hint_locked(const struct drv_host *h, char *buf, size_t len)
  * loopback. */
 static bool loopback_address(const char *addr)
 {
-	char host[256];
-	const char *colon = strrchr(addr, ':');
-	size_t n = colon ? (size_t)(colon - addr) : 0;
-
-	if (n >= 2 && addr[0] == '[' && addr[n - 1] == ']')
-		addr++, n -= 2;
-	if (n == 0 || n >= sizeof(host))
-		return false;
-	memcpy(host, addr, n);
-	host[n] = '\0';
-	return drv__is_loopback_host(host);
+	struct drv_host_port hp;
+	return drv_host_port_parse(addr, false, &hp, NULL, 0) == 0 && drv__is_loopback_host(hp.host);
 }
 
 /*
@@ -539,18 +519,19 @@ static int finish_handshake(struct drv_host *h, const char *line, char *err, siz
 	quote_line(line, q, sizeof(q));
 	rc = drv_handshake_parse(line, &hs, perr, sizeof(perr));
 	if (rc == DRV_EPROTOCOL && bar) {
-		set_err(err, errlen, "driver '%s' (%s): speaks protocol %ld, we speak %d (handshake \"%s\")",
-		        h->name, h->path, strtol(bar + 1, NULL, 10), DRV_PROTOCOL_VERSION, q);
+		drv__seterr(err, errlen,
+		            "driver '%s' (%s): speaks protocol %ld, we speak %d (handshake \"%s\")", h->name,
+		            h->path, strtol(bar + 1, NULL, 10), DRV_PROTOCOL_VERSION, q);
 		return DRV_EPROTOCOL;
 	}
 	if (rc != 0) {
-		set_err(err, errlen, "driver '%s' (%s): garbage handshake line \"%s\": %s", h->name, h->path,
-		        q, perr[0] ? perr : drv_strerror(rc));
+		drv__seterr(err, errlen, "driver '%s' (%s): garbage handshake line \"%s\": %s", h->name,
+		            h->path, q, perr[0] ? perr : drv_strerror(rc));
 		return DRV_EHANDSHAKE;
 	}
 	if (hs.protocol_version != DRV_PROTOCOL_VERSION) {
-		set_err(err, errlen, "driver '%s' (%s): speaks protocol %d, we speak %d", h->name, h->path,
-		        hs.protocol_version, DRV_PROTOCOL_VERSION);
+		drv__seterr(err, errlen, "driver '%s' (%s): speaks protocol %d, we speak %d", h->name,
+		            h->path, hs.protocol_version, DRV_PROTOCOL_VERSION);
 		return DRV_EPROTOCOL;
 	}
 	if (strcmp(hs.network, "unix") == 0) {
@@ -559,27 +540,27 @@ static int finish_handshake(struct drv_host *h, const char *line, char *err, siz
 
 		rc = check_socket_path(h, hs.address, &st, why, sizeof(why));
 		if (rc == -1)
-			set_err(err, errlen,
-			        "driver '%s' (%s): handshake \"%s\" names a socket nobody answers on: %s",
-			        h->name, h->path, q, why);
+			drv__seterr(err, errlen,
+			            "driver '%s' (%s): handshake \"%s\" names a socket nobody answers on: %s",
+			            h->name, h->path, q, why);
 		else if (rc != 0)
-			set_err(err, errlen,
-			        "driver '%s' (%s): handshake refused: it names the socket %s: %s", h->name,
-			        h->path, hs.address, why);
+			drv__seterr(err, errlen,
+			            "driver '%s' (%s): handshake refused: it names the socket %s: %s",
+			            h->name, h->path, hs.address, why);
 		if (rc != 0)
 			return DRV_EHANDSHAKE;
 		ufd = connect_unix(hs.address, why, sizeof(why));
 		if (ufd < 0) {
-			set_err(err, errlen,
-			        "driver '%s' (%s): handshake \"%s\" names a socket nobody answers on: %s",
-			        h->name, h->path, q, why);
+			drv__seterr(err, errlen,
+			            "driver '%s' (%s): handshake \"%s\" names a socket nobody answers on: %s",
+			            h->name, h->path, q, why);
 			return DRV_EHANDSHAKE;
 		}
 		if (check_peer(h, ufd, &st, why, sizeof(why)) != 0) {
 			close(ufd);
-			set_err(err, errlen,
-			        "driver '%s' (%s): handshake refused: it names the socket %s: %s", h->name,
-			        h->path, hs.address, why);
+			drv__seterr(err, errlen,
+			            "driver '%s' (%s): handshake refused: it names the socket %s: %s",
+			            h->name, h->path, hs.address, why);
 			return DRV_EHANDSHAKE;
 		}
 		if (asprintf(&h->target, "unix:%s", hs.address) < 0)
@@ -593,7 +574,7 @@ static int finish_handshake(struct drv_host *h, const char *line, char *err, siz
 		 * them) over the network.
 		 */
 		if (!h->allow_tcp) {
-			set_err(
+			drv__seterr(
 			    err, errlen,
 			    "driver '%s' (%s): handshake refused: it names the TCP address %s, which "
 			    "could be any process's port; a spawned driver must listen on a unix socket in "
@@ -603,7 +584,7 @@ static int finish_handshake(struct drv_host *h, const char *line, char *err, siz
 			return DRV_EHANDSHAKE;
 		}
 		if (!loopback_address(hs.address)) {
-			set_err(
+			drv__seterr(
 			    err, errlen,
 			    "driver '%s' (%s): handshake \"%s\" names a non-loopback TCP address; a spawned "
 			    "driver must listen on a unix socket or on loopback",
@@ -615,7 +596,7 @@ static int finish_handshake(struct drv_host *h, const char *line, char *err, siz
 	if (!h->target) {
 		if (ufd >= 0)
 			close(ufd);
-		set_err(err, errlen, "driver '%s': out of memory", h->name);
+		drv__seterr(err, errlen, "driver '%s': out of memory", h->name);
 		return DRV_ENOMEM;
 	}
 	struct drv_rpc_channel_opts co = {.target = h->target};
@@ -624,8 +605,8 @@ static int finish_handshake(struct drv_host *h, const char *line, char *err, siz
 	rc = ufd >= 0 ? drv__rpc_channel_new_fd(&co, ufd, &h->ch, cerr, sizeof(cerr))
 	              : drv_rpc_channel_new(&co, &h->ch, cerr, sizeof(cerr));
 	if (rc != 0) {
-		set_err(err, errlen, "driver '%s' (%s): cannot open a channel to %s: %s", h->name, h->path,
-		        h->target, cerr[0] ? cerr : drv_strerror(rc));
+		drv__seterr(err, errlen, "driver '%s' (%s): cannot open a channel to %s: %s", h->name,
+		            h->path, h->target, cerr[0] ? cerr : drv_strerror(rc));
 		return rc;
 	}
 	return 0;
@@ -648,7 +629,7 @@ static int wait_handshake(struct drv_host *h, int wait_ms, int timeout_ms, char 
 		if (h->spawn_done && h->spawn_errno != 0) {
 			char why[200];
 			describe_spawn_error(h, h->spawn_errno, why, sizeof(why));
-			set_err(err, errlen, "driver '%s' (%s): cannot start: %s", h->name, h->path, why);
+			drv__seterr(err, errlen, "driver '%s' (%s): cannot start: %s", h->name, h->path, why);
 			rc = DRV_ESYSTEM;
 			break;
 		}
@@ -656,18 +637,20 @@ static int wait_handshake(struct drv_host *h, int wait_ms, int timeout_ms, char 
 			if (h->line_too_long) {
 				char q[256];
 				quote_line(h->handshake, q, sizeof(q));
-				set_err(err, errlen,
-				        "driver '%s' (%s): garbage handshake line \"%s\": no newline in its "
-				        "first %d bytes",
-				        h->name, h->path, q, DRV_HOST_HANDSHAKE_MAX - 1);
+				drv__seterr(
+				    err, errlen,
+				    "driver '%s' (%s): garbage handshake line \"%s\": no newline in its "
+				    "first %d bytes",
+				    h->name, h->path, q, DRV_HOST_HANDSHAKE_MAX - 1);
 				rc = DRV_EHANDSHAKE;
 			} else if (h->line_nul) {
 				char q[256];
 				quote_line(h->handshake, q, sizeof(q));
-				set_err(err, errlen,
-				        "driver '%s' (%s): garbage handshake line \"%s...\": it contains a "
-				        "NUL byte",
-				        h->name, h->path, q);
+				drv__seterr(
+				    err, errlen,
+				    "driver '%s' (%s): garbage handshake line \"%s...\": it contains a "
+				    "NUL byte",
+				    h->name, h->path, q);
 				rc = DRV_EHANDSHAKE;
 			} else {
 				snprintf(line, linelen, "%s", h->handshake);
@@ -682,8 +665,9 @@ static int wait_handshake(struct drv_host *h, int wait_ms, int timeout_ms, char 
 
 				drv__host_describe_exit_locked(h, how, sizeof(how));
 				stderr_tail_locked(h, tail, sizeof(tail));
-				set_err(err, errlen, "driver '%s' (%s): %s before its handshake; stderr: %s",
-				        h->name, h->path, how, tail);
+				drv__seterr(err, errlen,
+				            "driver '%s' (%s): %s before its handshake; stderr: %s", h->name,
+				            h->path, how, tail);
 				rc = DRV_EHANDSHAKE;
 				break;
 			}
@@ -696,10 +680,10 @@ static int wait_handshake(struct drv_host *h, int wait_ms, int timeout_ms, char 
 			char hint[200];
 			stderr_tail_locked(h, tail, sizeof(tail));
 			timeout_hint_locked(h, hint, sizeof(hint));
-			set_err(err, errlen,
-			        "driver '%s' (%s): handshake timed out after %d ms%s%s; stderr: %s", h->name,
-			        h->path, timeout_ms, h->stdout_eof ? " (it closed its stdout)" : "", hint,
-			        tail);
+			drv__seterr(err, errlen,
+			            "driver '%s' (%s): handshake timed out after %d ms%s%s; stderr: %s",
+			            h->name, h->path, timeout_ms,
+			            h->stdout_eof ? " (it closed its stdout)" : "", hint, tail);
 			rc = DRV_EDEADLINE;
 			break;
 		}
@@ -819,12 +803,12 @@ int drv_host_spawn(const struct drv_spawn_opts *opts, struct drv_host **out, cha
 	if (err && errlen)
 		err[0] = '\0';
 	if (!opts || !opts->path || !opts->path[0] || !out) {
-		set_err(err, errlen, "drv_host_spawn: a driver path is required");
+		drv__seterr(err, errlen, "drv_host_spawn: a driver path is required");
 		return DRV_EINVAL;
 	}
 	h = drv__host_new();
 	if (!h) {
-		set_err(err, errlen, "drv_host_spawn: out of memory");
+		drv__seterr(err, errlen, "drv_host_spawn: out of memory");
 		return DRV_ENOMEM;
 	}
 	h->spawned = true;
@@ -837,14 +821,14 @@ int drv_host_spawn(const struct drv_spawn_opts *opts, struct drv_host **out, cha
 	h->limits = opts->limits;
 	h->allow_tcp = opts->allow_tcp_handshake;
 	if (drv__host_stderr_init(h, opts) != 0) {
-		set_err(err, errlen, "drv_host_spawn: out of memory");
+		drv__seterr(err, errlen, "drv_host_spawn: out of memory");
 		rc = DRV_ENOMEM;
 		goto fail_prepare;
 	}
 	timeout_ms =
 	    opts->handshake_timeout_ms > 0 ? opts->handshake_timeout_ms : DEFAULT_HANDSHAKE_TIMEOUT_MS;
 	if (!h->name || !h->path || build_argv(h, opts) != 0) {
-		set_err(err, errlen, "drv_host_spawn: out of memory");
+		drv__seterr(err, errlen, "drv_host_spawn: out of memory");
 		rc = DRV_ENOMEM;
 		goto fail_prepare;
 	}
@@ -856,7 +840,7 @@ int drv_host_spawn(const struct drv_spawn_opts *opts, struct drv_host **out, cha
 		goto fail_prepare;
 	rc = drv__host_io_start();
 	if (rc != 0) {
-		set_err(err, errlen, "driver '%s': cannot start the host I/O thread", h->name);
+		drv__seterr(err, errlen, "driver '%s': cannot start the host I/O thread", h->name);
 		goto fail_prepare;
 	}
 	if (drv__host_have_pidfd()) {
@@ -869,7 +853,7 @@ int drv_host_spawn(const struct drv_spawn_opts *opts, struct drv_host **out, cha
 		if (rc != 0) {
 			char why[200];
 			describe_spawn_error(h, rc, why, sizeof(why));
-			set_err(err, errlen, "driver '%s' (%s): cannot start: %s", h->name, h->path, why);
+			drv__seterr(err, errlen, "driver '%s' (%s): cannot start: %s", h->name, h->path, why);
 			rc = DRV_ESYSTEM;
 			goto fail_prepare;
 		}
@@ -884,7 +868,7 @@ int drv_host_spawn(const struct drv_spawn_opts *opts, struct drv_host **out, cha
 	} else {
 		rc = drv__host_io_submit(drv__host_io_spawn, h, 0);
 		if (rc != 0) {
-			set_err(err, errlen, "driver '%s': out of memory", h->name);
+			drv__seterr(err, errlen, "driver '%s': out of memory", h->name);
 			goto fail_prepare;
 		}
 		rc = wait_handshake(h, timeout_ms, timeout_ms, line, sizeof(line), err, errlen);

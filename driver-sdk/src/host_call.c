@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "drover/address.h"
 #include "drv_internal.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "host_internal.h"
@@ -24,20 +25,6 @@
 #define DEFAULT_CONNECT_TIMEOUT_MS 5000
 #define QUOTA_FACTOR 2
 #define SERVICE (&drover__compute__v1__compute__descriptor)
-
-static void status_set(struct drv_status *st, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void status_set(struct drv_status *st, int code, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!st)
-		return;
-	st->code = code;
-	va_start(ap, fmt);
-	vsnprintf(st->message, sizeof(st->message), fmt, ap);
-	va_end(ap);
-}
 
 /* Fails fast for a driver that exited or a remote host that was stopped. */
 static int check_usable(struct drv_host *h, struct drv_status *st)
@@ -49,13 +36,14 @@ static int check_usable(struct drv_host *h, struct drv_status *st)
 		char how[96];
 
 		drv__host_describe_exit_locked(h, how, sizeof(how));
-		status_set(st, DRV_EUNAVAILABLE, "driver %s %s", h->name, how);
+		drv__status_set(st, DRV_EUNAVAILABLE, "driver %s %s", h->name, how);
 		rc = DRV_EUNAVAILABLE;
 	} else if (h->closed) {
-		status_set(st, DRV_EUNAVAILABLE, "driver %s: connection closed by drv_host_stop", h->name);
+		drv__status_set(st, DRV_EUNAVAILABLE, "driver %s: connection closed by drv_host_stop",
+		                h->name);
 		rc = DRV_EUNAVAILABLE;
 	} else if (!h->ch) {
-		status_set(st, DRV_EUNAVAILABLE, "driver %s: not connected", h->name);
+		drv__status_set(st, DRV_EUNAVAILABLE, "driver %s: not connected", h->name);
 		rc = DRV_EUNAVAILABLE;
 	}
 	pthread_mutex_unlock(&h->mu);
@@ -106,7 +94,7 @@ static void explain_death(struct drv_host *h, const char *method, struct drv_sta
 		char how[96];
 
 		drv__host_describe_exit_locked(h, how, sizeof(how));
-		status_set(st, DRV_EUNAVAILABLE, "driver %s %s during %s", h->name, how, method);
+		drv__status_set(st, DRV_EUNAVAILABLE, "driver %s %s during %s", h->name, how, method);
 	}
 	pthread_mutex_unlock(&h->mu);
 }
@@ -179,18 +167,20 @@ static int resolve(struct drv_host *h, const char *method, const ProtobufCMessag
 	if (resp)
 		*resp = NULL;
 	if (!h || !method || !req || !resp) {
-		status_set(st, DRV_EINVAL, "drv_host_call: host, method, request and response are required");
+		drv__status_set(st, DRV_EINVAL,
+		                "drv_host_call: host, method, request and response are required");
 		return DRV_EINVAL;
 	}
 	idx = drv_rpc_method_index(SERVICE, method);
 	if (idx < 0) {
-		status_set(st, DRV_EINVAL, "drv_host_call: %s has no method \"%s\"", DRV_COMPUTE_SERVICE,
-		           method);
+		drv__status_set(st, DRV_EINVAL, "drv_host_call: %s has no method \"%s\"", DRV_COMPUTE_SERVICE,
+		                method);
 		return DRV_EINVAL;
 	}
 	if (req->descriptor != SERVICE->methods[idx].input) {
-		status_set(st, DRV_EINVAL, "drv_host_call: %s takes a %s, not a %s", method,
-		           SERVICE->methods[idx].input->name, req->descriptor ? req->descriptor->name : "?");
+		drv__status_set(st, DRV_EINVAL, "drv_host_call: %s takes a %s, not a %s", method,
+		                SERVICE->methods[idx].input->name,
+		                req->descriptor ? req->descriptor->name : "?");
 		return DRV_EINVAL;
 	}
 	return idx;
@@ -255,8 +245,8 @@ int drv_host_health(struct drv_host *h, int timeout_ms, struct drv_status *st)
 	if (r->status != GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING) {
 		const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
 		    &grpc__health__v1__health_check_response__serving_status__descriptor, r->status);
-		status_set(st, DRV_EUNAVAILABLE, "driver %s reports %s", h->name,
-		           v ? v->name : "an unknown status");
+		drv__status_set(st, DRV_EUNAVAILABLE, "driver %s reports %s", h->name,
+		                v ? v->name : "an unknown status");
 		rc = DRV_EUNAVAILABLE;
 	} else if (st) {
 		st->code = 0;
@@ -267,33 +257,6 @@ int drv_host_health(struct drv_host *h, int timeout_ms, struct drv_status *st)
 }
 
 /* ---- connecting by address ---- */
-
-/* Splits "host:port" / "[v6]:port" into its parts. 0 or -1. */
-static int split_host_port(const char *addr, char *host, size_t hostlen, char *port, size_t portlen)
-{
-	const char *colon;
-
-	if (addr[0] == '[') {
-		const char *close = strchr(addr, ']');
-
-		if (!close || close[1] != ':')
-			return -1;
-		snprintf(host, hostlen, "%.*s", (int)(close - addr - 1), addr + 1);
-		colon = close + 1;
-	} else {
-		colon = strrchr(addr, ':');
-		if (!colon || colon == addr)
-			return -1;
-		snprintf(host, hostlen, "%.*s", (int)(colon - addr), addr);
-	}
-	if (!colon[1])
-		return -1;
-	snprintf(port, portlen, "%s", colon + 1);
-	for (const char *p = port; *p; p++)
-		if (*p < '0' || *p > '9')
-			return -1;
-	return 0;
-}
 
 static bool is_unix_target(const char *addr)
 {
@@ -348,40 +311,36 @@ static bool readable(const char *path)
 	return access(path, R_OK) == 0;
 }
 
-static void set_err(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
 static int check_connect_opts(const struct drv_connect_opts *o, const char *name, bool *tls, char *host,
                               size_t hostlen, char *port, size_t portlen, char *err, size_t errlen)
 {
 	bool unix_addr = is_unix_target(o->address);
 	int nfiles = !!o->ca_file + !!o->cert_file + !!o->key_file;
 
-	if (!unix_addr && split_host_port(o->address, host, hostlen, port, portlen) != 0) {
-		set_err(err, errlen, "driver '%s': address \"%s\" is neither host:port nor unix:/path", name,
-		        o->address);
-		return DRV_EINVAL;
+	if (!unix_addr) {
+		struct drv_host_port hp;
+		char why[96];
+		if (drv_host_port_parse(o->address, false, &hp, why, sizeof(why)) != 0) {
+			drv__seterr(err, errlen,
+			            "driver '%s': address \"%s\" is neither host:port nor unix:/path: %s",
+			            name, o->address, why);
+			return DRV_EINVAL;
+		}
+		snprintf(host, hostlen, "%s", hp.host);
+		snprintf(port, portlen, "%u", (unsigned)hp.port);
 	}
 	*tls = nfiles > 0;
 	if (*tls && o->insecure) {
-		set_err(err, errlen, "driver '%s': both TLS files and insecure given; choose one", name);
+		drv__seterr(err, errlen, "driver '%s': both TLS files and insecure given; choose one", name);
 		return DRV_EINVAL;
 	}
 	if (*tls && nfiles < 3) {
-		set_err(err, errlen,
-		        "driver '%s': mutual TLS needs ca_file, cert_file and key_file; %s is missing", name,
-		        !o->ca_file     ? "ca_file"
-		        : !o->cert_file ? "cert_file"
-		                        : "key_file");
+		drv__seterr(err, errlen,
+		            "driver '%s': mutual TLS needs ca_file, cert_file and key_file; %s is missing",
+		            name,
+		            !o->ca_file     ? "ca_file"
+		            : !o->cert_file ? "cert_file"
+		                            : "key_file");
 		return DRV_EINVAL;
 	}
 	if (*tls) {
@@ -390,26 +349,28 @@ static int check_connect_opts(const struct drv_connect_opts *o, const char *name
 
 		for (int i = 0; i < 3; i++) {
 			if (!readable(files[i])) {
-				set_err(err, errlen, "driver '%s': cannot read %s %s: %s", name, what[i],
-				        files[i], strerror(errno));
+				drv__seterr(err, errlen, "driver '%s': cannot read %s %s: %s", name, what[i],
+				            files[i], strerror(errno));
 				return DRV_EINVAL;
 			}
 		}
 		return 0;
 	}
 	if (!o->insecure) {
-		set_err(err, errlen,
-		        "driver '%s' at %s: no TLS files given; set ca_file/cert_file/key_file for mutual "
-		        "TLS, or "
-		        "insecure for plain TCP (loopback only)",
-		        name, o->address);
+		drv__seterr(
+		    err, errlen,
+		    "driver '%s' at %s: no TLS files given; set ca_file/cert_file/key_file for mutual "
+		    "TLS, or "
+		    "insecure for plain TCP (loopback only)",
+		    name, o->address);
 		return DRV_EINVAL;
 	}
 	if (!unix_addr && !drv__is_loopback_host(host) && !o->allow_remote_insecure) {
-		set_err(err, errlen,
-		        "driver '%s': refusing plain TCP to non-loopback address %s: use mutual TLS, or set "
-		        "allow_remote_insecure if the network is trusted",
-		        name, o->address);
+		drv__seterr(
+		    err, errlen,
+		    "driver '%s': refusing plain TCP to non-loopback address %s: use mutual TLS, or set "
+		    "allow_remote_insecure if the network is trusted",
+		    name, o->address);
 		return DRV_EINVAL;
 	}
 	return 0;
@@ -443,7 +404,7 @@ int drv_host_connect(const struct drv_connect_opts *opts, struct drv_host **out,
 	if (err && errlen)
 		err[0] = '\0';
 	if (!opts || !opts->address || !opts->address[0] || !out) {
-		set_err(err, errlen, "drv_host_connect: an address is required");
+		drv__seterr(err, errlen, "drv_host_connect: an address is required");
 		return DRV_EINVAL;
 	}
 	const char *name = opts->name && opts->name[0] ? opts->name : opts->address;
@@ -454,14 +415,14 @@ int drv_host_connect(const struct drv_connect_opts *opts, struct drv_host **out,
 	/* Not a bare calloc: a zero pipe end would make drv__host_release close fd 0, whoever owns it now. */
 	h = drv__host_new();
 	if (!h) {
-		set_err(err, errlen, "drv_host_connect: out of memory");
+		drv__seterr(err, errlen, "drv_host_connect: out of memory");
 		return DRV_ENOMEM;
 	}
 	h->name = drv__strdup(name);
 	h->target = drv__strdup(opts->address);
 	h->limits = opts->limits;
 	if (!h->name || !h->target) {
-		set_err(err, errlen, "drv_host_connect: out of memory");
+		drv__seterr(err, errlen, "drv_host_connect: out of memory");
 		rc = DRV_ENOMEM;
 		goto fail;
 	}
@@ -475,8 +436,8 @@ int drv_host_connect(const struct drv_connect_opts *opts, struct drv_host **out,
 	drv__host_channel_limits(h, &co);
 	rc = drv_rpc_channel_new(&co, &h->ch, cerr, sizeof(cerr));
 	if (rc != 0) {
-		set_err(err, errlen, "driver '%s' at %s: cannot set up the %schannel: %s", name,
-		        opts->address, tls ? "TLS " : "", cerr[0] ? cerr : drv_strerror(rc));
+		drv__seterr(err, errlen, "driver '%s' at %s: cannot set up the %schannel: %s", name,
+		            opts->address, tls ? "TLS " : "", cerr[0] ? cerr : drv_strerror(rc));
 		goto fail;
 	}
 	timeout_ms = opts->connect_timeout_ms;
@@ -486,8 +447,8 @@ int drv_host_connect(const struct drv_connect_opts *opts, struct drv_host **out,
 		rc = wait_serving(h, timeout_ms, &last);
 		if (rc == DRV_ENOMEM) {
 			/* Our memory, not the driver: said as it is, not as an unreachable driver. */
-			set_err(err, errlen, "driver '%s' at %s: health check: %s", name, opts->address,
-			        last.message);
+			drv__seterr(err, errlen, "driver '%s' at %s: health check: %s", name, opts->address,
+			            last.message);
 			goto fail;
 		}
 		if (rc != 0) {
@@ -496,19 +457,20 @@ int drv_host_connect(const struct drv_connect_opts *opts, struct drv_host **out,
 			              tcp_probe(host, port, 500, why, sizeof(why)) == 0;
 
 			if (tls && tcp_ok)
-				set_err(err, errlen,
-				        "driver '%s' at %s: TCP connects but the TLS handshake or the health "
-				        "check failed "
-				        "within %d ms (check the CA, certificates, key and server name): %s",
-				        name, opts->address, timeout_ms, last.message);
+				drv__seterr(
+				    err, errlen,
+				    "driver '%s' at %s: TCP connects but the TLS handshake or the health "
+				    "check failed "
+				    "within %d ms (check the CA, certificates, key and server name): %s",
+				    name, opts->address, timeout_ms, last.message);
 			else if (tcp_ok || is_unix_target(opts->address))
-				set_err(
+				drv__seterr(
 				    err, errlen,
 				    "driver '%s' at %s: health check did not answer SERVING within %d ms: %s",
 				    name, opts->address, timeout_ms, last.message);
 			else
-				set_err(err, errlen, "driver '%s' at %s: unreachable within %d ms: %s", name,
-				        opts->address, timeout_ms, why);
+				drv__seterr(err, errlen, "driver '%s' at %s: unreachable within %d ms: %s",
+				            name, opts->address, timeout_ms, why);
 			rc = DRV_EUNAVAILABLE;
 			goto fail;
 		}

@@ -201,7 +201,7 @@ size_t drv_host_clean_text(char *out, size_t outlen, const char *in, size_t len)
 		/* A copy, so that a sequence cut by the end of the text is never read past it. */
 		memcpy(seq, p, left < 4 ? left : 4);
 		if (*p >= 0x80)
-			n = w = drv__utf8_len(seq);
+			n = w = drv_utf8_len((const char *)seq);
 		if (n == 0 || (*p < 0x20 && *p != '\t') || *p == 0x7f) {
 			n = 1;
 			src = esc;

@@ -38,32 +38,6 @@ void drv__log_set_level(enum drv_log_level level)
 	log_min = level;
 }
 
-size_t drv__utf8_len(const unsigned char *s)
-{
-	size_t n;
-	unsigned min;
-	unsigned cp;
-	if (s[0] < 0x80)
-		return 1;
-	if ((s[0] & 0xe0) == 0xc0) {
-		n = 2, min = 0x80, cp = s[0] & 0x1f;
-	} else if ((s[0] & 0xf0) == 0xe0) {
-		n = 3, min = 0x800, cp = s[0] & 0x0f;
-	} else if ((s[0] & 0xf8) == 0xf0) {
-		n = 4, min = 0x10000, cp = s[0] & 0x07;
-	} else {
-		return 0;
-	}
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
-}
-
 static size_t put(char *buf, size_t buflen, size_t len, const char *s, size_t n)
 {
 	if (len + n < buflen) {
@@ -93,7 +67,7 @@ size_t drv__json_escape(char *buf, size_t buflen, size_t len, const char *s)
 			snprintf(esc, sizeof(esc), "\\u%04x", *p);
 			len = put(buf, buflen, len, esc, 6), p++;
 		} else {
-			size_t n = drv__utf8_len(p);
+			size_t n = drv_utf8_len((const char *)p);
 			if (n == 0) {
 				/* Invalid UTF-8 would make the whole line invalid JSON. */
 				len = put(buf, buflen, len, "\\ufffd", 6), p++;

@@ -26,6 +26,16 @@ size_t drv_utf8_len(const char *str)
 	return n;
 }
 
+size_t drv_utf8_cut(const char *s, size_t n, size_t max)
+{
+	if (n <= max)
+		return n;
+	size_t keep = max;
+	while (keep > 0 && ((unsigned char)s[keep] & 0xc0) == 0x80)
+		keep--;
+	return keep;
+}
+
 static bool fail(char *why, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static bool fail(char *why, size_t len, const char *fmt, ...)
 {

@@ -94,20 +94,6 @@ struct ccall {
 	struct drv__answer_limit lim; /* all zero: none */
 };
 
-static void set_status(struct drv_status *st, int code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_status(struct drv_status *st, int code, const char *fmt, ...)
-{
-	if (!st)
-		return;
-	st->code = code;
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(st->message, sizeof(st->message), fmt, ap);
-	va_end(ap);
-}
-
 int drv_rpc_method_index(const ProtobufCServiceDescriptor *service, const char *method)
 {
 	if (!service || !method)
@@ -125,16 +111,15 @@ static int make_creds(const struct drv_rpc_channel_opts *o, grpc_channel_credent
 {
 	if (!o->ca_file) {
 		if (o->cert_file || o->key_file) {
-			drv__rpc_seterr(err, errlen,
-			                "a client certificate needs ca_file (the server's CA) too");
+			drv__seterr(err, errlen, "a client certificate needs ca_file (the server's CA) too");
 			return DRV_EINVAL;
 		}
 		*out = grpc_insecure_credentials_create();
 		return 0;
 	}
 	if (!o->cert_file != !o->key_file) {
-		drv__rpc_seterr(err, errlen, "mutual TLS needs both cert_file and key_file (%s missing)",
-		                o->cert_file ? "key_file" : "cert_file");
+		drv__seterr(err, errlen, "mutual TLS needs both cert_file and key_file (%s missing)",
+		            o->cert_file ? "key_file" : "cert_file");
 		return DRV_EINVAL;
 	}
 	char *ca = NULL, *cert = NULL, *key = NULL;
@@ -153,7 +138,7 @@ static int make_creds(const struct drv_rpc_channel_opts *o, grpc_channel_credent
 		grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
 		*out = grpc_ssl_credentials_create(ca, cert ? &pair : NULL, NULL, NULL);
 		if (!*out) {
-			drv__rpc_seterr(err, errlen, "cannot use TLS files (ca_file '%s')", o->ca_file);
+			drv__seterr(err, errlen, "cannot use TLS files (ca_file '%s')", o->ca_file);
 			rc = DRV_EINVAL;
 		}
 	}
@@ -171,18 +156,17 @@ static int channel_new(const struct drv_rpc_channel_opts *opts, int *fd, struct 
                        char *err, size_t errlen)
 {
 	if (!opts || !opts->target || !*opts->target) {
-		drv__rpc_seterr(err, errlen, "channel target missing");
+		drv__seterr(err, errlen, "channel target missing");
 		return DRV_EINVAL;
 	}
 	if (strncmp(opts->target, "unix:", 5) == 0 && opts->target[5] != '/') {
-		drv__rpc_seterr(err, errlen, "unix socket target '%s' must be an absolute path",
-		                opts->target);
+		drv__seterr(err, errlen, "unix socket target '%s' must be an absolute path", opts->target);
 		return DRV_EINVAL;
 	}
 	struct drv_rpc_channel *ch = drv__calloc(1, sizeof(*ch));
 	if (!ch || !(ch->target = drv__strdup(opts->target))) {
 		free(ch);
-		drv__rpc_seterr(err, errlen, "out of memory");
+		drv__seterr(err, errlen, "out of memory");
 		return DRV_ENOMEM;
 	}
 	ch->max_message = drv__rpc_max_message(opts->max_message_bytes);
@@ -263,7 +247,7 @@ static int channel_new(const struct drv_rpc_channel_opts *opts, int *fd, struct 
 		pthread_mutex_destroy(&ch->lock);
 		free(ch->target);
 		free(ch);
-		drv__rpc_seterr(err, errlen, "cannot create a channel to '%s'", opts->target);
+		drv__seterr(err, errlen, "cannot create a channel to '%s'", opts->target);
 		return DRV_EINVAL;
 	}
 	*out = ch;
@@ -290,7 +274,7 @@ int drv__rpc_channel_new_fd(const struct drv_rpc_channel_opts *opts, int fd, str
 {
 	int rc;
 	if (fd < 0 || (opts && (opts->ca_file || opts->cert_file || opts->key_file))) {
-		drv__rpc_seterr(err, errlen, "a channel on a connected descriptor is plain text only");
+		drv__seterr(err, errlen, "a channel on a connected descriptor is plain text only");
 		rc = DRV_EINVAL;
 	} else {
 		rc = channel_new(opts, &fd, out, err, errlen);
@@ -384,8 +368,8 @@ static int ccall_start(struct drv_rpc_channel *ch, grpc_completion_queue *cq, st
 	grpc_metadata_array_init(&cc->initial_md);
 	grpc_metadata_array_init(&cc->trailing_md);
 	if (req->descriptor != m->input) {
-		set_status(st, DRV_EINVAL, "%s takes %s, not %s", m->name, m->input->name,
-		           req->descriptor->name);
+		drv__status_set(st, DRV_EINVAL, "%s takes %s, not %s", m->name, m->input->name,
+		                req->descriptor->name);
 		return DRV_EINVAL;
 	}
 	size_t n_md = 0;
@@ -395,7 +379,7 @@ static int ccall_start(struct drv_rpc_channel *ch, grpc_completion_queue *cq, st
 		cc->md = drv__calloc(n_md, sizeof(*cc->md));
 		if (!cc->md) {
 			cc->md = cc->md_inline;
-			set_status(st, DRV_ENOMEM, "out of memory");
+			drv__status_set(st, DRV_ENOMEM, "out of memory");
 			return DRV_ENOMEM;
 		}
 	}
@@ -416,12 +400,12 @@ static int ccall_start(struct drv_rpc_channel *ch, grpc_completion_queue *cq, st
 
 	void *handle = method_handle(ch, service, idx, &cc->last_us);
 	if (!handle) {
-		set_status(st, DRV_ENOMEM, "out of memory registering %s", m->name);
+		drv__status_set(st, DRV_ENOMEM, "out of memory registering %s", m->name);
 		return DRV_ENOMEM;
 	}
 	cc->send_bb = drv__rpc_pack(req);
 	if (!cc->send_bb) {
-		set_status(st, DRV_ENOMEM, "out of memory packing %s", m->input->name);
+		drv__status_set(st, DRV_ENOMEM, "out of memory packing %s", m->input->name);
 		return DRV_ENOMEM;
 	}
 	if (timeout_ms <= 0)
@@ -429,7 +413,7 @@ static int ccall_start(struct drv_rpc_channel *ch, grpc_completion_queue *cq, st
 	cc->call = grpc_channel_create_registered_call(ch->ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, handle,
 	                                               drv__rpc_deadline(timeout_ms), NULL);
 	if (!cc->call) {
-		set_status(st, DRV_EINTERNAL, "cannot create a call to %s", m->name);
+		drv__status_set(st, DRV_EINTERNAL, "cannot create a call to %s", m->name);
 		return DRV_EINTERNAL;
 	}
 	grpc_op ops[6];
@@ -452,12 +436,13 @@ static int ccall_start(struct drv_rpc_channel *ch, grpc_completion_queue *cq, st
 	ops[5].data.recv_status_on_client.error_string = &cc->error_string;
 	grpc_call_error e = grpc_call_start_batch(cc->call, ops, 6, cc, NULL);
 	if (e == GRPC_CALL_ERROR_INVALID_METADATA) {
-		set_status(st, DRV_EINVAL,
-		           "invalid call metadata (keys must be lower-case, values printable)");
+		drv__status_set(st, DRV_EINVAL,
+		                "invalid call metadata (keys must be lower-case, values printable)");
 		return DRV_EINVAL;
 	}
 	if (e != GRPC_CALL_OK) {
-		set_status(st, DRV_EINTERNAL, "cannot start a call to %s (gRPC error %d)", m->name, (int)e);
+		drv__status_set(st, DRV_EINTERNAL, "cannot start a call to %s (gRPC error %d)", m->name,
+		                (int)e);
 		return DRV_EINTERNAL;
 	}
 	return 0;
@@ -621,9 +606,7 @@ static int ccall_finish(struct ccall *cc, bool batch_ok, char *msg, size_t msgle
 			return DRV_ERANGE;
 		size_t n = GRPC_SLICE_LENGTH(cc->details);
 		/* Cut a long message between characters, not inside one (callers log and forward it). */
-		if (n >= msglen)
-			for (n = msglen - 1; n > 0 && (d[n] & 0xc0) == 0x80; n--)
-				;
+		n = drv_utf8_cut((const char *)d, n, msglen - 1);
 		memcpy(msg, d, n);
 		msg[n] = '\0';
 		return drv_error_from_grpc((int)cc->status);
@@ -697,12 +680,12 @@ int drv__rpc_call_limited(struct drv_rpc_channel *ch, const ProtobufCServiceDesc
                           const struct drv__answer_limit *lim, struct drv_status *st)
 {
 	if (!resp) {
-		set_status(st, DRV_EINVAL, "drv_rpc_call: resp is required");
+		drv__status_set(st, DRV_EINVAL, "drv_rpc_call: resp is required");
 		return DRV_EINVAL;
 	}
 	*resp = NULL;
 	if (!ch || !service || !req || method_index >= service->n_methods) {
-		set_status(st, DRV_EINVAL, "drv_rpc_call: bad arguments");
+		drv__status_set(st, DRV_EINVAL, "drv_rpc_call: bad arguments");
 		return DRV_EINVAL;
 	}
 	struct ccall cc;
@@ -749,6 +732,19 @@ int drv__rpc_call_limited(struct drv_rpc_channel *ch, const ProtobufCServiceDesc
 
 /* ---- asynchronous calls ---- */
 
+/* Takes an asynchronous call off the channel's list of calls in flight. */
+static void pending_remove(struct drv_rpc_channel *ch, struct ccall *cc)
+{
+	pthread_mutex_lock(&ch->lock);
+	if (cc->prev)
+		cc->prev->next = cc->next;
+	else
+		ch->pending = cc->next;
+	if (cc->next)
+		cc->next->prev = cc->prev;
+	pthread_mutex_unlock(&ch->lock);
+}
+
 static void *async_main(void *arg)
 {
 	struct drv_rpc_channel *ch = arg;
@@ -762,14 +758,7 @@ static void *async_main(void *arg)
 		char msg[512];
 		ProtobufCMessage *resp;
 		int rc = ccall_finish(cc, ev.success, msg, sizeof(msg), &resp);
-		pthread_mutex_lock(&ch->lock);
-		if (cc->prev)
-			cc->prev->next = cc->next;
-		else
-			ch->pending = cc->next;
-		if (cc->next)
-			cc->next->prev = cc->prev;
-		pthread_mutex_unlock(&ch->lock);
+		pending_remove(ch, cc);
 		cc->cb(cc->ud, rc, msg, resp);
 		ccall_release(cc);
 		free(cc);
@@ -825,14 +814,7 @@ int drv__rpc_call_async_limited(struct drv_rpc_channel *ch, const ProtobufCServi
 	struct drv_status st;
 	int rc = ccall_start(ch, ch->cq, cc, service, method_index, req, timeout_ms, md, true, &st);
 	if (rc != 0) {
-		pthread_mutex_lock(&ch->lock);
-		if (cc->prev)
-			cc->prev->next = cc->next;
-		else
-			ch->pending = cc->next;
-		if (cc->next)
-			cc->next->prev = cc->prev;
-		pthread_mutex_unlock(&ch->lock);
+		pending_remove(ch, cc);
 		ccall_release(cc);
 		free(cc);
 	}

@@ -23,6 +23,7 @@
 #include "alloc.h"
 #include "codec.h"
 #include "drover/types.h"
+#include "drv_internal.h"
 
 /* Both sides accept messages this large by default: 10,000 offers are ~1.3 MB, far over gRPC's 4 MiB cap for
  * more. */
@@ -30,19 +31,6 @@
 
 /* The timeout of a call given no timeout. */
 #define DRV__RPC_DEFAULT_TIMEOUT_MS 30000
-
-static inline void drv__rpc_seterr(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static inline void drv__rpc_seterr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
 
 /*
  * Debian 12 builds abseil without NDEBUG, so every absl::Mutex lock inside
@@ -155,7 +143,7 @@ static inline int drv__rpc_read_file(const char *what, const char *path, char **
 {
 	FILE *f = fopen(path, "rb");
 	if (!f) {
-		drv__rpc_seterr(err, errlen, "cannot read %s '%s': %s", what, path, strerror(errno));
+		drv__seterr(err, errlen, "cannot read %s '%s': %s", what, path, strerror(errno));
 		return DRV_EINVAL;
 	}
 	size_t cap = 4096, len = 0;
@@ -169,7 +157,7 @@ static inline int drv__rpc_read_file(const char *what, const char *path, char **
 			if (cap >= ((size_t)1 << 20)) {
 				free(buf);
 				fclose(f);
-				drv__rpc_seterr(err, errlen, "%s '%s' is larger than 1 MiB", what, path);
+				drv__seterr(err, errlen, "%s '%s' is larger than 1 MiB", what, path);
 				return DRV_EINVAL;
 			}
 			cap *= 2;
@@ -182,12 +170,12 @@ static inline int drv__rpc_read_file(const char *what, const char *path, char **
 	int rerr = ferror(f);
 	fclose(f);
 	if (!buf) {
-		drv__rpc_seterr(err, errlen, "out of memory reading %s '%s'", what, path);
+		drv__seterr(err, errlen, "out of memory reading %s '%s'", what, path);
 		return DRV_ENOMEM;
 	}
 	if (rerr || len == 0) {
 		free(buf);
-		drv__rpc_seterr(err, errlen, "%s '%s' is empty or unreadable", what, path);
+		drv__seterr(err, errlen, "%s '%s' is empty or unreadable", what, path);
 		return DRV_EINVAL;
 	}
 	buf[len] = '\0';
@@ -210,7 +198,7 @@ static inline int drv__rpc_check_pem(const char *what, const char *path, const c
 	else
 		ok = begin && strstr(begin, "PRIVATE KEY-----") != NULL;
 	if (!ok) {
-		drv__rpc_seterr(err, errlen, "%s '%s' holds no PEM %s", what, path, kind);
+		drv__seterr(err, errlen, "%s '%s' holds no PEM %s", what, path, kind);
 		return DRV_EINVAL;
 	}
 	return 0;

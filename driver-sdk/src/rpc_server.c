@@ -293,6 +293,17 @@ static void claim_close(struct drv_rpc_call *c)
  * The caller has already moved `state` away from CALL_PENDING, so this runs
  * once per call.
  */
+/* Frees the answer's buffer and status text once the reply batch is over (or never started). */
+static void reply_release(struct drv_rpc_call *c)
+{
+	if (c->resp_bb)
+		grpc_byte_buffer_destroy(c->resp_bb);
+	c->resp_bb = NULL;
+	if (c->has_details)
+		grpc_slice_unref(c->status_details);
+	c->has_details = 0;
+}
+
 static void send_reply(struct drv_rpc_call *c, int grpc_code, const char *message, grpc_byte_buffer *bb)
 {
 	grpc_op ops[4];
@@ -321,12 +332,7 @@ static void send_reply(struct drv_rpc_call *c, int grpc_code, const char *messag
 	atomic_fetch_add(&c->grpc_refs, 1);
 	if (grpc_call_start_batch(c->gcall, ops, n, &c->t_reply, NULL) != GRPC_CALL_OK) {
 		/* Only a programming error gets here; release what the batch would have. */
-		if (c->resp_bb)
-			grpc_byte_buffer_destroy(c->resp_bb);
-		c->resp_bb = NULL;
-		if (c->has_details)
-			grpc_slice_unref(c->status_details);
-		c->has_details = 0;
+		reply_release(c);
 		call_grpc_unref(c);
 	}
 	/* The reference that stood for "not yet answered". */
@@ -335,12 +341,7 @@ static void send_reply(struct drv_rpc_call *c, int grpc_code, const char *messag
 
 static void reply_done(struct drv_rpc_call *c)
 {
-	if (c->resp_bb)
-		grpc_byte_buffer_destroy(c->resp_bb);
-	c->resp_bb = NULL;
-	if (c->has_details)
-		grpc_slice_unref(c->status_details);
-	c->has_details = 0;
+	reply_release(c);
 	if (c->reply_has_close && c->close_cancelled)
 		atomic_store(&c->cancelled, true);
 	call_grpc_unref(c);
@@ -742,17 +743,17 @@ static int make_creds(struct drv_rpc_server *srv, const struct drv_rpc_server_op
 {
 	if (!o->tls_cert_file && !o->tls_key_file) {
 		if (o->client_ca_file) {
-			drv__rpc_seterr(err, errlen,
-			                "client_ca_file '%s' given without tls_cert_file and tls_key_file",
-			                o->client_ca_file);
+			drv__seterr(err, errlen,
+			            "client_ca_file '%s' given without tls_cert_file and tls_key_file",
+			            o->client_ca_file);
 			return DRV_EINVAL;
 		}
 		srv->creds = grpc_insecure_server_credentials_create();
 		return 0;
 	}
 	if (!o->tls_cert_file || !o->tls_key_file) {
-		drv__rpc_seterr(err, errlen, "TLS needs both tls_cert_file and tls_key_file (%s missing)",
-		                o->tls_cert_file ? "tls_key_file" : "tls_cert_file");
+		drv__seterr(err, errlen, "TLS needs both tls_cert_file and tls_key_file (%s missing)",
+		            o->tls_cert_file ? "tls_key_file" : "tls_cert_file");
 		return DRV_EINVAL;
 	}
 	char *cert = NULL, *key = NULL, *ca = NULL;
@@ -776,8 +777,8 @@ static int make_creds(struct drv_rpc_server *srv, const struct drv_rpc_server_op
 		    NULL);
 		srv->tls = true;
 		if (!srv->creds) {
-			drv__rpc_seterr(err, errlen, "cannot use TLS certificate '%s' with key '%s'",
-			                o->tls_cert_file, o->tls_key_file);
+			drv__seterr(err, errlen, "cannot use TLS certificate '%s' with key '%s'",
+			            o->tls_cert_file, o->tls_key_file);
 			rc = DRV_EINVAL;
 		}
 	}
@@ -794,35 +795,35 @@ int drv_rpc_server_new(const struct drv_rpc_server_opts *opts, struct drv_rpc_se
                        size_t errlen)
 {
 	if (!opts || !opts->address || !*opts->address) {
-		drv__rpc_seterr(err, errlen, "server address missing");
+		drv__seterr(err, errlen, "server address missing");
 		return DRV_EINVAL;
 	}
 	if (strncmp(opts->address, "unix:", 5) == 0) {
 		const char *path = opts->address + 5;
 		if (path[0] != '/') {
-			drv__rpc_seterr(err, errlen, "unix socket address '%s' must be an absolute path",
-			                opts->address);
+			drv__seterr(err, errlen, "unix socket address '%s' must be an absolute path",
+			            opts->address);
 			return DRV_EINVAL;
 		}
 		if (strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-			drv__rpc_seterr(err, errlen, "unix socket path '%s' is longer than %zu bytes", path,
-			                sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+			drv__seterr(err, errlen, "unix socket path '%s' is longer than %zu bytes", path,
+			            sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
 			return DRV_EINVAL;
 		}
 	}
 	if (opts->workers < 0 || opts->workers > 1024) {
-		drv__rpc_seterr(err, errlen, "workers %d out of range 0..1024", opts->workers);
+		drv__seterr(err, errlen, "workers %d out of range 0..1024", opts->workers);
 		return DRV_EINVAL;
 	}
 	struct drv_rpc_server *srv = drv__calloc(1, sizeof(*srv));
 	if (!srv) {
-		drv__rpc_seterr(err, errlen, "out of memory");
+		drv__seterr(err, errlen, "out of memory");
 		return DRV_ENOMEM;
 	}
 	srv->address = drv__strdup(opts->address);
 	if (!srv->address) {
 		free(srv);
-		drv__rpc_seterr(err, errlen, "out of memory");
+		drv__seterr(err, errlen, "out of memory");
 		return DRV_ENOMEM;
 	}
 	srv->workers = opts->workers ? opts->workers : 4;
@@ -912,25 +913,23 @@ static void explain_bind_failure(const struct drv_rpc_server *srv, char *err, si
 	if (strncmp(srv->address, "unix:", 5) == 0) {
 		const char *path = srv->address + 5;
 		if (stat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
-			drv__rpc_seterr(err, errlen,
-			                "cannot listen on '%s': the path exists and is not a socket",
-			                srv->address);
+			drv__seterr(err, errlen, "cannot listen on '%s': the path exists and is not a socket",
+			            srv->address);
 			return;
 		}
-		drv__rpc_seterr(err, errlen,
-		                "cannot listen on '%s' (does its directory exist and is it writable?)",
-		                srv->address);
+		drv__seterr(err, errlen,
+		            "cannot listen on '%s' (does its directory exist and is it writable?)",
+		            srv->address);
 		return;
 	}
 	if (srv->tls)
-		drv__rpc_seterr(
-		    err, errlen,
-		    "cannot listen on '%s' (address in use or not local, or the TLS certificate and "
-		    "key do not match)",
-		    srv->address);
+		drv__seterr(err, errlen,
+		            "cannot listen on '%s' (address in use or not local, or the TLS certificate and "
+		            "key do not match)",
+		            srv->address);
 	else
-		drv__rpc_seterr(err, errlen, "cannot listen on '%s' (address in use or not local?)",
-		                srv->address);
+		drv__seterr(err, errlen, "cannot listen on '%s' (address in use or not local?)",
+		            srv->address);
 }
 
 /* Starts serving; with `bind`, on a listener of gRPC's own at srv->address. */
@@ -939,7 +938,7 @@ static int server_start(struct drv_rpc_server *srv, bool bind, int *bound_port, 
 	int port = 0;
 
 	if (!srv || srv->started) {
-		drv__rpc_seterr(err, errlen, "server already started");
+		drv__seterr(err, errlen, "server already started");
 		return DRV_EPRECONDITION;
 	}
 	if (bind) {
@@ -950,7 +949,7 @@ static int server_start(struct drv_rpc_server *srv, bool bind, int *bound_port, 
 		}
 	} else if (srv->tls) {
 		/* gRPC takes only plain-text connections by descriptor. */
-		drv__rpc_seterr(err, errlen, "a server fed connections by descriptor cannot use TLS");
+		drv__seterr(err, errlen, "a server fed connections by descriptor cannot use TLS");
 		return DRV_EINVAL;
 	}
 	grpc_server_start(srv->server);
@@ -961,7 +960,7 @@ static int server_start(struct drv_rpc_server *srv, bool bind, int *bound_port, 
 	post_generic(srv);
 	if (srv->n_unposted > 0) {
 		/* Nothing would post them again before a call arrived. */
-		drv__rpc_seterr(err, errlen, "out of memory");
+		drv__seterr(err, errlen, "out of memory");
 		drv_rpc_server_shutdown(srv, 0);
 		return DRV_ENOMEM;
 	}
@@ -969,13 +968,13 @@ static int server_start(struct drv_rpc_server *srv, bool bind, int *bound_port, 
 	/* Before the CQ thread runs: it starts workers into this array (see worker_add_locked). */
 	srv->worker_threads = drv__calloc((size_t)srv->workers, sizeof(pthread_t));
 	if (!srv->worker_threads) {
-		drv__rpc_seterr(err, errlen, "out of memory");
+		drv__seterr(err, errlen, "out of memory");
 		drv_rpc_server_shutdown(srv, 0);
 		return DRV_ENOMEM;
 	}
 	/* Threads start here, after the caller had its chance to block signals. */
 	if (pthread_create(&srv->cq_thread, NULL, cq_main, srv) != 0) {
-		drv__rpc_seterr(err, errlen, "cannot create the completion-queue thread");
+		drv__seterr(err, errlen, "cannot create the completion-queue thread");
 		drv_rpc_server_shutdown(srv, 0);
 		return DRV_ESYSTEM;
 	}
@@ -1001,17 +1000,22 @@ void drv__rpc_server_adopt_fd(struct drv_rpc_server *srv, int fd)
 	grpc_server_add_channel_from_fd(srv->server, fd, srv->creds);
 }
 
+void drv__realtime_after_ms(int ms, struct timespec *until)
+{
+	clock_gettime(CLOCK_REALTIME, until);
+	until->tv_sec += ms / 1000;
+	until->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (until->tv_nsec >= 1000000000L) {
+		until->tv_sec++;
+		until->tv_nsec -= 1000000000L;
+	}
+}
+
 /* Waits on srv->cond until the shutdown tag arrived or `ms` passed (ms < 0: no limit). Lock held. */
 static void wait_shutdown_tag(struct drv_rpc_server *srv, int ms)
 {
 	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += ms / 1000;
-	until.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	drv__realtime_after_ms(ms, &until);
 	while (!srv->shutdown_done) {
 		if (ms < 0)
 			pthread_cond_wait(&srv->cond, &srv->lock);
@@ -1127,8 +1131,7 @@ void drv_rpc_server_shutdown(struct drv_rpc_server *srv, int grace_ms)
 	 */
 	pthread_mutex_lock(&srv->lock);
 	struct timespec until;
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += 10;
+	drv__realtime_after_ms(10000, &until);
 	while (srv->live && pthread_cond_timedwait(&srv->cond, &srv->lock, &until) == 0)
 		;
 	pthread_mutex_unlock(&srv->lock);

@@ -114,13 +114,7 @@ int drv__serve_wait_idle(int timeout_ms)
 {
 	struct timespec start, until, now;
 	clock_gettime(CLOCK_MONOTONIC, &start);
-	clock_gettime(CLOCK_REALTIME, &until);
-	until.tv_sec += timeout_ms / 1000;
-	until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	drv__realtime_after_ms(timeout_ms, &until);
 	pthread_mutex_lock(&idle_lock);
 	while (atomic_load(&in_flight) > 0)
 		if (pthread_cond_timedwait(&idle_cond, &idle_lock, &until) != 0)
@@ -248,9 +242,7 @@ static const char *capped_message(struct drv_call *call, const char *msg)
 	size_t n = strlen(msg);
 	if (n <= MAX_STATUS_MESSAGE)
 		return msg;
-	size_t cut = MAX_STATUS_MESSAGE - 32;
-	while (cut > 0 && ((unsigned char)msg[cut] & 0xc0) == 0x80)
-		cut--;
+	size_t cut = drv_utf8_cut(msg, n, MAX_STATUS_MESSAGE - 32);
 	const char *m = drv_call_printf(call, "%.*s... (%zu bytes cut)", (int)cut, msg, n - cut);
 	return m ? m : "(a message too long to send, and no memory to cut it)";
 }
@@ -487,22 +479,9 @@ static void on_validate_config(void *ud, struct drv_rpc_call *rc, const Protobuf
 		code = drv->validate_config(&call, &diags);
 	if (code == 0 && diags.oom)
 		code = drv_call_fail(&call, DRV_ENOMEM, "out of memory collecting the diagnostics");
-	if (code == 0 && diags.n) {
-		resp.diagnostics = drv_call_ptrs(&call, diags.n);
-		if (!resp.diagnostics)
-			code = DRV_ENOMEM;
-		for (size_t i = 0; code == 0 && i < diags.n; i++) {
-			drv_diagnostic *g = drv_new(&call, diagnostic);
-			if (!g) {
-				code = DRV_ENOMEM;
-				break;
-			}
-			g->severity = diags.items[i].severity;
-			g->field_path = diags.items[i].field_path;
-			g->summary = diags.items[i].summary;
-			g->detail = diags.items[i].detail;
-			resp.diagnostics[resp.n_diagnostics++] = g;
-		}
+	if (code == 0) {
+		resp.diagnostics = diags.items;
+		resp.n_diagnostics = diags.n;
 	}
 	resp.valid = diags.n_errors == 0;
 	reply_call(&call, code, &resp.base);

@@ -2,9 +2,12 @@
  * The only table mapping drover error codes to gRPC status codes and names.
  * drv_error values -1..-16 are the negated gRPC codes 1..16 by construction.
  */
+#include <stdarg.h>
+#include <stdio.h>
 #include <strings.h>
 
 #include "drover/types.h"
+#include "drv_internal.h"
 
 static const struct {
 	int err;
@@ -97,4 +100,26 @@ int drv_feature_from_name(const char *name)
 			return d->values[i].value;
 	}
 	return -1;
+}
+
+void drv__seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+	if (!err || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+int drv__status_set(struct drv_status *st, int code, const char *fmt, ...)
+{
+	va_list ap;
+	if (!st)
+		return code;
+	st->code = code;
+	va_start(ap, fmt);
+	vsnprintf(st->message, sizeof(st->message), fmt, ap);
+	va_end(ap);
+	return code;
 }

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "drover/offer_check.h"
 #include "sim_core.h"
 #include "xalloc.h"
 
@@ -58,32 +59,11 @@ void *sim_arena_message(struct sim_arena *a, const ProtobufCMessageDescriptor *d
 
 bool sim_utf8_valid(const char *s)
 {
-	const unsigned char *p = (const unsigned char *)(s ? s : "");
-	while (*p) {
-		unsigned c = *p;
-		size_t n;
-		uint32_t cp, min;
-		if (c < 0x80) {
-			p++;
-			continue;
-		} else if ((c & 0xe0) == 0xc0) {
-			n = 1, cp = c & 0x1f, min = 0x80;
-		} else if ((c & 0xf0) == 0xe0) {
-			n = 2, cp = c & 0x0f, min = 0x800;
-		} else if ((c & 0xf8) == 0xf0) {
-			n = 3, cp = c & 0x07, min = 0x10000;
-		} else {
+	for (const char *p = s ? s : ""; *p;) {
+		size_t n = drv_utf8_len(p);
+		if (n == 0)
 			return false;
-		}
-		for (size_t i = 1; i <= n; i++) {
-			if ((p[i] & 0xc0) != 0x80) /* also stops at the terminating NUL */
-				return false;
-			cp = (cp << 6) | (p[i] & 0x3f);
-		}
-		/* Overlong forms, UTF-16 surrogates and values past U+10FFFF are not UTF-8. */
-		if (cp < min || (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-			return false;
-		p += n + 1;
+		p += n;
 	}
 	return true;
 }

@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "cli.h"
+#include "drover/offer_check.h"
 
 static json_t *message_to_json(const ProtobufCMessage *msg);
 
@@ -38,23 +39,6 @@ static json_t *base64(const ProtobufCBinaryData *b)
 	return j;
 }
 
-/* Length of the valid UTF-8 sequence at s (as jansson checks it), 0 if there is none. */
-static size_t utf8_seq(const unsigned char *s)
-{
-	unsigned char c = s[0];
-	if (c < 0x80)
-		return 1;
-	size_t n = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
-	unsigned char lo = c == 0xe0 ? 0xa0 : c == 0xf0 ? 0x90 : 0x80;
-	unsigned char hi = c == 0xed ? 0x9f : c == 0xf4 ? 0x8f : 0xbf;
-	if (n && (s[1] < lo || s[1] > hi))
-		return 0;
-	for (size_t i = 2; i < n; i++)
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-	return n;
-}
-
 /*
  * s as a JSON string. Text from a driver or echoed from the command line may
  * not be UTF-8, which json_string() refuses (NULL): the field then vanished
@@ -70,7 +54,7 @@ static json_t *json_text(const char *s)
 	if (!out)
 		return json_null();
 	for (const unsigned char *p = (const unsigned char *)s; *p;) {
-		size_t n = utf8_seq(p);
+		size_t n = drv_utf8_len((const char *)p);
 		if (n) {
 			memcpy(o, p, n);
 			o += n;
@@ -222,7 +206,7 @@ void cli_clean_str(char *s)
 {
 	unsigned char *p = (unsigned char *)s;
 	while (p && *p) {
-		size_t n = utf8_seq(p);
+		size_t n = drv_utf8_len((const char *)p);
 		bool control = n == 0 || (n == 1 && (*p < 0x20 || *p == 0x7f)) ||
 		               (n == 2 && p[0] == 0xc2 && p[1] < 0xa0);
 		if (n == 0)

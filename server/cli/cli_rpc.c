@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "drover/address.h"
 #include "drover/rpc.h"
 
 int cli_usage_error(const char *fmt, ...)
@@ -54,13 +55,9 @@ static int make_target(struct cli_ctx *c)
 		}
 		return 0;
 	}
-	const char *colon = strrchr(s, ':');
-	if (!colon || colon == s || !colon[1])
-		return cli_usage_error("%s %s: expected unix:PATH or HOST:PORT", c->server_from, s);
-	/* getaddrinfo() takes a port above 65535 modulo 65536, which would reach another port. */
-	uint64_t port;
-	if (cli_parse_uint(colon + 1, 65535, &port) || port == 0)
-		return cli_usage_error("%s %s: the port must be a number from 1 to 65535", c->server_from, s);
+	char why[96];
+	if (drv_host_port_parse(s, false, NULL, why, sizeof(why)) != 0)
+		return cli_usage_error("%s %s: expected unix:PATH or HOST:PORT: %s", c->server_from, s, why);
 	snprintf(c->target, sizeof(c->target), "%s", s);
 	return 0;
 }
@@ -87,21 +84,13 @@ static int probe(const struct cli_ctx *c, char *err, size_t errlen)
 		close(fd);
 		return 0;
 	}
-	char host[1024];
-	const char *colon = strrchr(c->target, ':');
-	size_t hl = (size_t)(colon - c->target);
-	if (hl >= sizeof(host))
-		hl = sizeof(host) - 1;
-	memcpy(host, c->target, hl);
-	host[hl] = '\0';
-	/* "[::1]:7443" */
-	char *h = host;
-	if (h[0] == '[' && hl > 1 && h[hl - 1] == ']') {
-		h[hl - 1] = '\0';
-		h++;
-	}
+	struct drv_host_port hp;
+	char port[8];
+	if (drv_host_port_parse(c->target, false, &hp, err, errlen) != 0)
+		return -1;
+	snprintf(port, sizeof(port), "%u", (unsigned)hp.port);
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
-	int gai = getaddrinfo(h, colon + 1, &hints, &ai);
+	int gai = getaddrinfo(hp.host, port, &hints, &ai);
 	if (gai) {
 		snprintf(err, errlen, "%s", gai_strerror(gai));
 		return -1;

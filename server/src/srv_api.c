@@ -20,6 +20,7 @@
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 
+#include "drover/address.h"
 #include "drover/api/v1/api.pb-c.h"
 #include "drover/rpc.h"
 #include "srv_config.h"
@@ -692,14 +693,14 @@ static void add_validate_done(void *ud, int code, const char *message, ProtobufC
 	}
 	srv_engine_event(c->api->eng, SRV_EVENT_INFO, "backend.added", a->be->project, NULL, a->be->name,
 	                 a->be->type, "backend %s of type %s added", a->be->name, a->be->type);
-	struct srv_bcfg bc;
+	struct drv_backend_config_buf bc;
 	if (srv_bcfg_init(&bc, a->be) < 0) {
 		/* The answer carries the features' error: the backend was added. */
 		add_features_done(a, DRV_ENOMEM, "out of memory", 0);
 		return;
 	}
-	srv_supervisor_features(c->api->sup, a->be->type, &bc.cfg, add_features_done, a);
-	srv_bcfg_clear(&bc);
+	srv_supervisor_features(c->api->sup, a->be->type, &bc.msg, add_features_done, a);
+	drv_backend_config_clear(&bc);
 }
 
 static void h_add_backend(struct api_call *c)
@@ -773,16 +774,16 @@ static void h_add_backend(struct api_call *c)
 		be->n_secrets++; /* counted as made, so srv_backend_free frees a half-made pair too */
 		ok = be->secrets[i].name && be->secrets[i].value;
 	}
-	struct srv_bcfg bc;
+	struct drv_backend_config_buf bc;
 	if (!ok || srv_bcfg_init(&bc, be) < 0) {
 		reply_err(c, DRV_ENOMEM, "out of memory");
 		add_ctx_free(a);
 		return;
 	}
 	drv_validate_config_request vreq = DROVER__COMPUTE__V1__VALIDATE_CONFIG_REQUEST__INIT;
-	vreq.config = &bc.cfg;
+	vreq.config = &bc.msg;
 	srv_supervisor_call(c->api->sup, a->be->type, "ValidateConfig", &vreq.base, 0, add_validate_done, a);
-	srv_bcfg_clear(&bc);
+	drv_backend_config_clear(&bc);
 }
 
 struct list_backends_ctx {
@@ -859,13 +860,13 @@ static void h_list_backends(struct api_call *c)
 	size_t n = lb->n;
 	lb->pending = n + 1;
 	for (size_t i = 0; i < n; i++) {
-		struct srv_bcfg bc;
+		struct drv_backend_config_buf bc;
 		if (srv_bcfg_init(&bc, lb->bes[i]) < 0) {
 			lb_features_done(&slots[i], DRV_ENOMEM, "out of memory", 0);
 			continue;
 		}
-		srv_supervisor_features(c->api->sup, lb->bes[i]->type, &bc.cfg, lb_features_done, &slots[i]);
-		srv_bcfg_clear(&bc);
+		srv_supervisor_features(c->api->sup, lb->bes[i]->type, &bc.msg, lb_features_done, &slots[i]);
+		drv_backend_config_clear(&bc);
 	}
 	lb_put(lb);
 }
@@ -1725,20 +1726,13 @@ static bool unix_socket_live(const char *path)
  */
 static bool tcp_address_taken(const char *address)
 {
-	char host[256];
-	const char *colon = strrchr(address, ':');
-	size_t hl = colon ? (size_t)(colon - address) : 0;
-	if (!colon || hl >= sizeof(host))
+	struct drv_host_port hp;
+	char port[8];
+	if (drv_host_port_parse(address, false, &hp, NULL, 0) != 0)
 		return false;
-	memcpy(host, address, hl);
-	host[hl] = '\0';
-	char *h = host;
-	if (h[0] == '[' && hl > 1 && h[hl - 1] == ']') { /* [::1]:7443 */
-		h[hl - 1] = '\0';
-		h++;
-	}
+	snprintf(port, sizeof(port), "%u", (unsigned)hp.port);
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai = NULL;
-	if (getaddrinfo(h[0] ? h : NULL, colon + 1, &hints, &ai) != 0)
+	if (getaddrinfo(hp.host, port, &hints, &ai) != 0)
 		return false; /* gRPC reports the address itself */
 	bool taken = false;
 	for (struct addrinfo *a = ai; a && !taken; a = a->ai_next) {

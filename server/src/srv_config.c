@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <yaml.h>
 
+#include "drover/address.h"
 #include "dyaml.h"
 
 /* Walking state: the document and where errors go. */
@@ -73,22 +74,10 @@ bool srv_valid_name(const char *s)
 	return true;
 }
 
-/*
- * HOST:PORT with a port from 1 to 65535. Checked here because the resolver
- * takes a larger port modulo 65536: 127.0.0.1:99999 would listen on 34463.
- */
+/* HOST:PORT with a port from 1 to 65535, as the SDK reads it (drover/address.h). */
 static bool valid_host_port(const char *s)
 {
-	const char *colon = strrchr(s, ':');
-	if (!colon || colon == s || !colon[1] || strlen(colon + 1) > 5)
-		return false;
-	long port = 0;
-	for (const char *p = colon + 1; *p; p++) {
-		if (*p < '0' || *p > '9')
-			return false;
-		port = port * 10 + (*p - '0');
-	}
-	return port >= 1 && port <= 65535;
+	return drv_host_port_parse(s, false, NULL, NULL, 0) == 0;
 }
 
 static int get_string(struct walk *w, const yaml_node_t *n, const char *path, char **out)

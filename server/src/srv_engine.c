@@ -217,7 +217,7 @@ static void check_config_backends(struct srv_engine *eng)
 		if (!be->source || strcmp(be->source, "config") != 0)
 			continue;
 		struct cfg_check *k = calloc(1, sizeof(*k));
-		struct srv_bcfg bc;
+		struct drv_backend_config_buf bc;
 		if (!k || !(k->project = strdup(be->project)) || !(k->name = strdup(be->name)) ||
 		    !(k->type = strdup(be->type)) || srv_bcfg_init(&bc, be) < 0) {
 			if (k)
@@ -228,9 +228,9 @@ static void check_config_backends(struct srv_engine *eng)
 		}
 		k->eng = eng;
 		drv_validate_config_request req = DROVER__COMPUTE__V1__VALIDATE_CONFIG_REQUEST__INIT;
-		req.config = &bc.cfg;
+		req.config = &bc.msg;
 		srv_supervisor_call(eng->sup, be->type, "ValidateConfig", &req.base, 0, cfg_check_done, k);
-		srv_bcfg_clear(&bc);
+		drv_backend_config_clear(&bc);
 	}
 	srv_backend_list_free(bes, n);
 }

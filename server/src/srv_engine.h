@@ -28,6 +28,7 @@
 
 #include <uv.h>
 
+#include "drover/host.h"
 #include "drover/types.h"
 
 struct srv_engine;
@@ -37,15 +38,12 @@ struct srv_config;
 struct srv_backend;
 struct srv_instance;
 
-/* A backend's config and secrets as the protocol's BackendConfig, borrowing the backend's strings. */
-struct srv_bcfg {
-	drv_backend_config cfg;
-	drv_secret_entry *entries;
-	drv_secret_entry **ptrs;
-};
-/* Returns 0, or DRV_ENOMEM (then b needs no srv_bcfg_clear, though it is harmless). */
-int srv_bcfg_init(struct srv_bcfg *b, const struct srv_backend *be);
-void srv_bcfg_clear(struct srv_bcfg *b);
+/*
+ * A backend's config and secrets as a call's BackendConfig, through the SDK's
+ * builder (drover/host.h): b->msg borrows the backend's strings;
+ * drv_backend_config_clear() frees the rest. Returns 0, or DRV_ENOMEM.
+ */
+int srv_bcfg_init(struct drv_backend_config_buf *b, const struct srv_backend *be);
 
 int srv_engine_new(uv_loop_t *loop, struct srv_store *st, struct srv_supervisor *sup,
                    const struct srv_config *cfg, const char *server_id, struct srv_engine **out);

@@ -21,33 +21,12 @@
 
 /* ---- small helpers ---- */
 
-int srv_bcfg_init(struct srv_bcfg *b, const struct srv_backend *be)
+int srv_bcfg_init(struct drv_backend_config_buf *b, const struct srv_backend *be)
 {
-	drover__compute__v1__backend_config__init(&b->cfg);
-	b->cfg.config_json = be->config_json ? be->config_json : "{}";
-	b->entries = calloc(be->n_secrets + 1, sizeof(*b->entries));
-	b->ptrs = calloc(be->n_secrets + 1, sizeof(*b->ptrs));
-	if (!b->entries || !b->ptrs) {
-		srv_bcfg_clear(b);
-		return DRV_ENOMEM;
-	}
-	for (size_t i = 0; i < be->n_secrets; i++) {
-		drover__compute__v1__backend_config__secrets_entry__init(&b->entries[i]);
-		b->entries[i].key = be->secrets[i].name;
-		b->entries[i].value = be->secrets[i].value;
-		b->ptrs[i] = &b->entries[i];
-	}
-	b->cfg.n_secrets = be->n_secrets;
-	b->cfg.secrets = b->ptrs;
-	return 0;
-}
-
-void srv_bcfg_clear(struct srv_bcfg *b)
-{
-	free(b->entries);
-	free(b->ptrs);
-	b->entries = NULL;
-	b->ptrs = NULL;
+	int rc = drv_backend_config_init(b, be->config_json, be->n_secrets);
+	for (size_t i = 0; rc == 0 && i < be->n_secrets; i++)
+		drv_backend_config_set_secret(b, i, be->secrets[i].name, be->secrets[i].value);
+	return rc;
 }
 
 /* ---- offers ---- */
@@ -549,17 +528,17 @@ static void send_get_offers(struct fan_slot *s)
 {
 	struct fanout *fo = s->fo;
 	struct srv_backend *be = fo->res->bes[s->idx];
-	struct srv_bcfg bc;
+	struct drv_backend_config_buf bc;
 	drv_get_offers_request req = DROVER__COMPUTE__V1__GET_OFFERS_REQUEST__INIT;
 	fo->outstanding++;
 	if (srv_bcfg_init(&bc, be) < 0) {
 		offers_done(s, DRV_ENOMEM, "out of memory", NULL);
 		return;
 	}
-	req.config = &bc.cfg;
+	req.config = &bc.msg;
 	req.requirements = fo->req;
 	srv_supervisor_call(fo->eng->sup, be->type, "GetOffers", &req.base, fo->timeout_ms, offers_done, s);
-	srv_bcfg_clear(&bc);
+	drv_backend_config_clear(&bc);
 }
 
 static void features_done(void *ud, int code, const char *message, drv_features features)
@@ -701,14 +680,14 @@ void srv_engine_offers(struct srv_engine *eng, const struct srv_offers_query *q,
 	for (size_t i = 0; i < n && !fo->finished; i++) {
 		struct fan_slot *s = &fo->slots[i];
 		if (fo->required) {
-			struct srv_bcfg bc;
+			struct drv_backend_config_buf bc;
 			fo->outstanding++;
 			if (srv_bcfg_init(&bc, bes[i]) < 0) {
 				features_done(s, DRV_ENOMEM, "out of memory", 0);
 				continue;
 			}
-			srv_supervisor_features(eng->sup, bes[i]->type, &bc.cfg, features_done, s);
-			srv_bcfg_clear(&bc);
+			srv_supervisor_features(eng->sup, bes[i]->type, &bc.msg, features_done, s);
+			drv_backend_config_clear(&bc);
 		} else {
 			send_get_offers(s);
 		}

@@ -338,7 +338,7 @@ void srv_engine_find_orphans(struct srv_engine *eng)
 			op->type = strdup(bes[i]->type);
 			op->started = srv_now_ms();
 		}
-		struct srv_bcfg bc;
+		struct drv_backend_config_buf bc;
 		if (!op || !op->project || !op->backend || !op->type || srv_bcfg_init(&bc, bes[i]) < 0) {
 			/* This backend is skipped this round; the next scan covers it. */
 			srv_warn("engine", "backend %s/%s: out of memory for the orphan scan",
@@ -353,13 +353,13 @@ void srv_engine_find_orphans(struct srv_engine *eng)
 		Drover__Compute__V1__ListInstancesRequest__TagsEntry *tagp = &tag;
 		tag.key = SRV_TAG_SERVER;
 		tag.value = eng->server_id;
-		req.config = &bc.cfg;
+		req.config = &bc.msg;
 		req.n_tags = 1;
 		req.tags = &tagp;
 		eng->busy++;
 		srv_supervisor_call(eng->sup, bes[i]->type, "ListInstances", &req.base,
 		                    eng->cfg->call_timeout_ms, list_done, op);
-		srv_bcfg_clear(&bc);
+		drv_backend_config_clear(&bc);
 	}
 	srv_backend_list_free(bes, n);
 }

@@ -615,7 +615,7 @@ static void cleanup_listed(void *ud, int code, const char *message, ProtobufCMes
 	struct srv_engine *eng = op->eng;
 	drv_list_instances_response *r = (drv_list_instances_response *)resp;
 	struct srv_backend *be = NULL;
-	struct srv_bcfg bc;
+	struct drv_backend_config_buf bc;
 	bool have_cfg = false;
 	char key[300];
 	snprintf(key, sizeof(key), "%s/%u", op->in->idempotency_key, op->attempt_no);
@@ -647,7 +647,7 @@ static void cleanup_listed(void *ud, int code, const char *message, ProtobufCMes
 			break;
 		}
 		drv_terminate_instance_request req = DROVER__COMPUTE__V1__TERMINATE_INSTANCE_REQUEST__INIT;
-		req.config = &bc.cfg;
+		req.config = &bc.msg;
 		req.instance_id = li->data->instance_id;
 		req.region = li->data->region;
 		req.backend_data = li->data->backend_data;
@@ -666,7 +666,7 @@ static void cleanup_listed(void *ud, int code, const char *message, ProtobufCMes
 		                    eng->cfg->call_timeout_ms, cleanup_terminated, op);
 	}
 	if (have_cfg)
-		srv_bcfg_clear(&bc);
+		drv_backend_config_clear(&bc);
 	srv_backend_free(be);
 	if (resp)
 		drv_response_free(resp);
@@ -730,7 +730,7 @@ static int cleanup_list(struct create_op *op, srv_call_cb cb)
 	struct srv_engine *eng = op->eng;
 	struct srv_instance *in = op->in;
 	struct srv_backend *be = NULL;
-	struct srv_bcfg bc;
+	struct drv_backend_config_buf bc;
 	if (srv_store_instance_backend(eng->st, in, &be) != 0 || srv_bcfg_init(&bc, be) < 0) {
 		srv_backend_free(be);
 		return -1;
@@ -745,12 +745,12 @@ static int cleanup_list(struct create_op *op, srv_call_cb cb)
 	tags[0].value = eng->server_id;
 	tags[1].key = "drover-instance";
 	tags[1].value = in->id;
-	req.config = &bc.cfg;
+	req.config = &bc.msg;
 	req.n_tags = 2;
 	req.tags = tagp;
 	srv_supervisor_call(eng->sup, be->type, "ListInstances", &req.base, eng->cfg->call_timeout_ms, cb,
 	                    op);
-	srv_bcfg_clear(&bc);
+	drv_backend_config_clear(&bc);
 	srv_backend_free(be);
 	return 0;
 }
@@ -788,7 +788,7 @@ static void create_send(struct create_op *op)
 		return;
 	}
 	snprintf(key, sizeof(key), "%s/%u", in->idempotency_key, op->attempt_no);
-	struct srv_bcfg bc;
+	struct drv_backend_config_buf bc;
 	if (srv_bcfg_init(&bc, be) < 0) {
 		srv_backend_free(be);
 		/* No driver call was made; DRV_ENOMEM counts as uncertain, so the same key is tried again. */
@@ -830,12 +830,12 @@ static void create_send(struct create_op *op)
 	ic.tags = tagp;
 	ic.n_ssh_public_keys = op->n_ssh;
 	ic.ssh_public_keys = op->ssh_keys;
-	req.config = &bc.cfg;
+	req.config = &bc.msg;
 	req.offer = op->cur_offer;
 	req.instance = &ic;
 	srv_supervisor_call(eng->sup, be->type, "CreateInstance", &req.base, eng->cfg->call_timeout_ms,
 	                    create_done, op);
-	srv_bcfg_clear(&bc);
+	drv_backend_config_clear(&bc);
 	srv_backend_free(be);
 }
 

@@ -109,7 +109,7 @@ static int send_call(struct srv_engine *eng, struct rec_op *op, const char *meth
 		         rc < 0 ? srv_store_errmsg(eng->st) : "removed");
 		return 1;
 	}
-	struct srv_bcfg bc;
+	struct drv_backend_config_buf bc;
 	if (srv_bcfg_init(&bc, be) < 0) {
 		srv_backend_free(be);
 		snprintf(msg, len, "out of memory");
@@ -125,26 +125,26 @@ static int send_call(struct srv_engine *eng, struct rec_op *op, const char *meth
 		t[0].value = eng->server_id;
 		t[1].key = SRV_TAG_INSTANCE;
 		t[1].value = op->in->id;
-		req.config = &bc.cfg;
+		req.config = &bc.msg;
 		req.n_tags = 2;
 		req.tags = tp;
 		srv_supervisor_call(eng->sup, be->type, method, &req.base, timeout, cb, op);
 	} else if (strcmp(method, "GetInstance") == 0) {
 		drv_get_instance_request req = DROVER__COMPUTE__V1__GET_INSTANCE_REQUEST__INIT;
-		req.config = &bc.cfg;
+		req.config = &bc.msg;
 		req.instance_id = pd->instance_id;
 		req.region = pd->region;
 		req.backend_data = pd->backend_data;
 		srv_supervisor_call(eng->sup, be->type, method, &req.base, timeout, cb, op);
 	} else {
 		drv_terminate_instance_request req = DROVER__COMPUTE__V1__TERMINATE_INSTANCE_REQUEST__INIT;
-		req.config = &bc.cfg;
+		req.config = &bc.msg;
 		req.instance_id = pd->instance_id;
 		req.region = pd->region;
 		req.backend_data = pd->backend_data;
 		srv_supervisor_call(eng->sup, be->type, method, &req.base, timeout, cb, op);
 	}
-	srv_bcfg_clear(&bc);
+	drv_backend_config_clear(&bc);
 	srv_backend_free(be);
 	return 0;
 }

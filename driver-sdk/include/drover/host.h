@@ -226,6 +226,41 @@ int drv_host_sweep_socket_dirs(void);
  */
 size_t drv_host_clean_text(char *out, size_t outlen, const char *in, size_t len);
 
+/*
+ * The BackendConfig of a call, built from a backend's config JSON text and its
+ * secrets, as droverd and the conformance harness both pass it:
+ *
+ *     struct drv_backend_config_buf b;
+ *     if (drv_backend_config_init(&b, json, n) == 0) {
+ *             for (size_t i = 0; i < n; i++)
+ *                     drv_backend_config_set_secret(&b, i, names[i], values[i]);
+ *             req.config = &b.msg;   (req: a drv_get_offers_request, say)
+ *             drv_host_get_offers(h, &req, &resp, timeout_ms, &st);
+ *             drv_backend_config_clear(&b);
+ *     }
+ *
+ * Borrowed: the JSON text and every secret's name and value; they must outlive
+ * each use of b.msg, and nothing of them is copied. Owned by b: the array of
+ * secret entries (one allocation, none when there are no secrets), which
+ * drv_backend_config_clear() frees. Not thread-safe on one b; b.msg itself is
+ * only read by the calls that take it.
+ */
+struct drv_backend_config_buf {
+	drv_backend_config msg; /* what a call takes */
+	void *mem_;             /* private: the entries and the pointers to them */
+};
+/*
+ * Sets b->msg to config_json (NULL: "{}") and n_secrets empty secrets that
+ * drv_backend_config_set_secret() fills. Returns 0, or DRV_ENOMEM (then b
+ * needs no drv_backend_config_clear(), though it is harmless).
+ */
+int drv_backend_config_init(struct drv_backend_config_buf *b, const char *config_json, size_t n_secrets);
+/* Sets secret i (below the n_secrets of the init); NULL value: "". Both borrowed. */
+void drv_backend_config_set_secret(struct drv_backend_config_buf *b, size_t i, const char *name,
+                                   const char *value);
+/* Frees what b owns and empties b->msg. Safe on a cleared b. */
+void drv_backend_config_clear(struct drv_backend_config_buf *b);
+
 /* Parses a handshake line into its parts. Exposed for tests and tools. */
 struct drv_handshake {
 	int core_version;     /* 1 */

@@ -53,6 +53,13 @@
 size_t drv_utf8_len(const char *s);
 
 /*
+ * The length of the longest prefix of the n bytes at s that has at most max
+ * bytes and does not end inside a UTF-8 sequence: n itself when n <= max.
+ * How a long message is cut without making valid text invalid.
+ */
+size_t drv_utf8_cut(const char *s, size_t n, size_t max);
+
+/*
  * True when `s` is valid UTF-8 of at most `max` bytes with no control
  * character (C0, DEL, or C1: U+0080..U+009F, which 8-bit terminals read as
  * escape sequences), so that it is safe to store and to print. NULL counts

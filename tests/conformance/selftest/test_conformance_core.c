@@ -106,9 +106,9 @@ static void test_config_loads(void **state)
 	/* The backend config merges the overlay and carries the secrets. */
 	struct conf_bc bc;
 	conf_bc_init(&bc, o.config, o.slow_config, o.secrets, NULL);
-	assert_string_equal(bc.msg.config_json, "{\"capacity\":2,\"latency_ms\":5}");
-	assert_int_equal(bc.msg.n_secrets, 1);
-	assert_string_equal(bc.msg.secrets[0]->key, "k");
+	assert_string_equal(bc.buf.msg.config_json, "{\"capacity\":2,\"latency_ms\":5}");
+	assert_int_equal(bc.buf.msg.n_secrets, 1);
+	assert_string_equal(bc.buf.msg.secrets[0]->key, "k");
 	conf_bc_free(&bc);
 	conf_config_free(&o);
 }

@@ -76,7 +76,7 @@ static int create_instance(struct conf_ctx *c, struct maker *m, const char *key,
 	ic.idempotency_key = (char *)key;
 	ic.n_tags = 2;
 	ic.tags = m->tag_ptrs;
-	rq.config = &c->bc.msg;
+	rq.config = &c->bc.buf.msg;
 	rq.offer = m->offer;
 	rq.instance = &ic;
 	int rc = drv_host_create_instance(c->host, &rq, &rs, c->o->call_timeout_ms, st);
@@ -128,7 +128,7 @@ static int terminate_instance(struct conf_ctx *c, const char *id, struct drv_sta
 {
 	drv_terminate_instance_request rq = DROVER__COMPUTE__V1__TERMINATE_INSTANCE_REQUEST__INIT;
 	drv_terminate_instance_response *rs = NULL;
-	rq.config = &c->bc.msg;
+	rq.config = &c->bc.buf.msg;
 	rq.instance_id = (char *)id;
 	int rc = drv_host_terminate_instance(c->host, &rq, &rs, c->o->call_timeout_ms, st);
 	if (rs)
@@ -152,7 +152,7 @@ static int get_instance(struct conf_ctx *c, const char *id, drv_get_instance_res
                         struct drv_status *st)
 {
 	drv_get_instance_request rq = DROVER__COMPUTE__V1__GET_INSTANCE_REQUEST__INIT;
-	rq.config = &c->bc.msg;
+	rq.config = &c->bc.buf.msg;
 	rq.instance_id = (char *)id;
 	return drv_host_get_instance(c->host, &rq, rs, c->o->call_timeout_ms, st);
 }
@@ -167,7 +167,7 @@ static int list_by_tag(struct conf_ctx *c, const char *key, const char *value,
 	Drover__Compute__V1__ListInstancesRequest__TagsEntry *ep = &e;
 	e.key = (char *)key;
 	e.value = (char *)value;
-	rq.config = &c->bc.msg;
+	rq.config = &c->bc.buf.msg;
 	rq.n_tags = 1;
 	rq.tags = &ep;
 	return drv_host_list_instances(c->host, &rq, rs, c->o->call_timeout_ms, st);
@@ -534,7 +534,7 @@ void check_errors_config_not_json(struct conf_ctx *c)
 	if (conf_has(c, DRV_FEATURE_OFFERS)) {
 		drv_get_offers_request rq = DROVER__COMPUTE__V1__GET_OFFERS_REQUEST__INIT;
 		drv_get_offers_response *rs = NULL;
-		rq.config = &bc.msg;
+		rq.config = &bc.buf.msg;
 		what = "GetOffers";
 		rc = drv_host_get_offers(c->host, &rq, &rs, c->o->call_timeout_ms, &st);
 		if (rs)
@@ -542,7 +542,7 @@ void check_errors_config_not_json(struct conf_ctx *c)
 	} else if (conf_has(c, DRV_FEATURE_CREATE_INSTANCE)) {
 		drv_list_instances_request rq = DROVER__COMPUTE__V1__LIST_INSTANCES_REQUEST__INIT;
 		drv_list_instances_response *rs = NULL;
-		rq.config = &bc.msg;
+		rq.config = &bc.buf.msg;
 		what = "ListInstances";
 		rc = drv_host_list_instances(c->host, &rq, &rs, c->o->call_timeout_ms, &st);
 		if (rs)
@@ -558,7 +558,7 @@ void check_errors_config_not_json(struct conf_ctx *c)
 	/* GetFeatures with a config checks it like any provider call (PROTOCOL.md section 7). */
 	drv_get_features_request fq = DROVER__COMPUTE__V1__GET_FEATURES_REQUEST__INIT;
 	drv_get_features_response *fs = NULL;
-	fq.config = &bc.msg;
+	fq.config = &bc.buf.msg;
 	rc = drv_host_get_features(c->host, &fq, &fs, c->o->call_timeout_ms, &st);
 	if (fs)
 		drv_response_free(&fs->base);
@@ -590,7 +590,7 @@ static int create_volume(struct conf_ctx *c, const char *key, const char *name, 
 	vc.idempotency_key = (char *)key;
 	vc.n_tags = 1;
 	vc.tags = &tp;
-	rq.config = &c->bc.msg;
+	rq.config = &c->bc.buf.msg;
 	rq.volume = &vc;
 	int rc = drv_host_create_volume(c->host, &rq, &rs, c->o->call_timeout_ms, st);
 	if (rc == 0) {
@@ -614,19 +614,19 @@ static int volume_call(struct conf_ctx *c, const char *method, const char *vol, 
 	int rc;
 	if (strcmp(method, "AttachVolume") == 0) {
 		drv_attach_volume_request rq = DROVER__COMPUTE__V1__ATTACH_VOLUME_REQUEST__INIT;
-		rq.config = &c->bc.msg;
+		rq.config = &c->bc.buf.msg;
 		rq.volume_id = (char *)vol;
 		rq.instance_id = (char *)inst;
 		rc = drv_host_call(c->host, method, &rq.base, &resp, c->o->call_timeout_ms, st);
 	} else if (strcmp(method, "DetachVolume") == 0) {
 		drv_detach_volume_request rq = DROVER__COMPUTE__V1__DETACH_VOLUME_REQUEST__INIT;
-		rq.config = &c->bc.msg;
+		rq.config = &c->bc.buf.msg;
 		rq.volume_id = (char *)vol;
 		rq.instance_id = (char *)inst;
 		rc = drv_host_call(c->host, method, &rq.base, &resp, c->o->call_timeout_ms, st);
 	} else {
 		drv_delete_volume_request rq = DROVER__COMPUTE__V1__DELETE_VOLUME_REQUEST__INIT;
-		rq.config = &c->bc.msg;
+		rq.config = &c->bc.buf.msg;
 		rq.volume_id = (char *)vol;
 		rc = drv_host_call(c->host, method, &rq.base, &resp, c->o->call_timeout_ms, st);
 	}
@@ -732,7 +732,7 @@ void check_volumes_register(struct conf_ctx *c)
 	}
 	drv_register_volume_request rq = DROVER__COMPUTE__V1__REGISTER_VOLUME_REQUEST__INIT;
 	drv_register_volume_response *rs = NULL;
-	rq.config = &c->bc.msg;
+	rq.config = &c->bc.buf.msg;
 	rq.volume_id = vol;
 	rq.region = region;
 	rc = drv_host_register_volume(c->host, &rq, &rs, c->o->call_timeout_ms, &st);
@@ -805,7 +805,7 @@ void check_placement_lifecycle(struct conf_ctx *c)
 		    DROVER__COMPUTE__V1__CREATE_PLACEMENT_GROUP_REQUEST__INIT;
 		drv_create_placement_group_response *rs = NULL;
 		struct drv_status st = {0};
-		rq.config = &c->bc.msg;
+		rq.config = &c->bc.buf.msg;
 		rq.name = name;
 		rq.region = region;
 		rq.project = (char *)"conformance";
@@ -842,7 +842,7 @@ void check_placement_lifecycle(struct conf_ctx *c)
 		    DROVER__COMPUTE__V1__DELETE_PLACEMENT_GROUP_REQUEST__INIT;
 		drv_delete_placement_group_response *rs = NULL;
 		struct drv_status st = {0};
-		rq.config = &c->bc.msg;
+		rq.config = &c->bc.buf.msg;
 		rq.group = &g;
 		int rc = drv_host_delete_placement_group(c->host, &rq, &rs, c->o->call_timeout_ms, &st);
 		if (rc)
@@ -875,7 +875,7 @@ void check_gateways_lifecycle(struct conf_ctx *c)
 		gc.region = region;
 		gc.public_ip = 1;
 		gc.idempotency_key = key;
-		rq.config = &c->bc.msg;
+		rq.config = &c->bc.buf.msg;
 		rq.gateway = &gc;
 		int rc = drv_host_create_gateway(c->host, &rq, &rs, c->o->call_timeout_ms, &st);
 		if (rc) {
@@ -904,7 +904,7 @@ void check_gateways_lifecycle(struct conf_ctx *c)
 		drv_terminate_gateway_request rq = DROVER__COMPUTE__V1__TERMINATE_GATEWAY_REQUEST__INIT;
 		drv_terminate_gateway_response *rs = NULL;
 		struct drv_status st = {0};
-		rq.config = &c->bc.msg;
+		rq.config = &c->bc.buf.msg;
 		rq.instance_id = gw;
 		rq.region = region;
 		int rc = drv_host_terminate_gateway(c->host, &rq, &rs, c->o->call_timeout_ms, &st);

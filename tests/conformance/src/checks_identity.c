@@ -199,7 +199,7 @@ static drv_validate_config_response *validate_with(struct conf_ctx *c, const jso
 	conf_bc_init(&bc, cfg, NULL, secrets, NULL);
 	drv_validate_config_request rq = DROVER__COMPUTE__V1__VALIDATE_CONFIG_REQUEST__INIT;
 	drv_validate_config_response *rs = NULL;
-	rq.config = &bc.msg;
+	rq.config = &bc.buf.msg;
 	struct drv_status st = {0};
 	char ans[700];
 	int rc = drv_host_validate_config(c->host, &rq, &rs, c->o->call_timeout_ms, &st);
@@ -423,7 +423,7 @@ static int get_features(struct conf_ctx *c, bool with_config, drv_features *set,
 	drv_get_features_request rq = DROVER__COMPUTE__V1__GET_FEATURES_REQUEST__INIT;
 	drv_get_features_response *rs = NULL;
 	if (with_config)
-		rq.config = &c->bc.msg;
+		rq.config = &c->bc.buf.msg;
 	struct drv_status st = {0};
 	char ans[700];
 	const char *what = with_config ? "GetFeatures(config)" : "GetFeatures()";
@@ -522,7 +522,7 @@ static int probe(struct conf_ctx *c, const char *method, const struct probe_how 
 	if (!how->empty_ids)
 		conf_name(c, "missing", missing, sizeof(missing));
 	int to = c->o->call_timeout_ms;
-	drv_backend_config *cfg = how->cfg ? how->cfg : &c->bc.msg;
+	drv_backend_config *cfg = how->cfg ? how->cfg : &c->bc.buf.msg;
 	const char *key = how->keyed ? missing : "";
 	const char *region = how->offer ? how->offer->region : "";
 	ProtobufCMessage *resp = NULL;
@@ -753,7 +753,7 @@ void check_errors_codes_in_table(struct conf_ctx *c)
 	drv_validate_config_request vq = DROVER__COMPUTE__V1__VALIDATE_CONFIG_REQUEST__INIT;
 	drv_validate_config_response *vs = NULL;
 	struct drv_status st = {0};
-	vq.config = &bad.msg;
+	vq.config = &bad.buf.msg;
 	int rc = drv_host_validate_config(c->host, &vq, &vs, c->o->call_timeout_ms, &st);
 	expect_code_allowed(c, "ValidateConfig", "ValidateConfig(config_json \"not json\")", rc, &st);
 	if (vs)
@@ -843,14 +843,14 @@ void check_errors_bad_secrets(struct conf_ctx *c)
 	if (conf_has(c, DRV_FEATURE_OFFERS)) {
 		drv_get_offers_request rq = DROVER__COMPUTE__V1__GET_OFFERS_REQUEST__INIT;
 		struct drv_status st = {0};
-		rq.config = &c->bc.msg;
+		rq.config = &c->bc.buf.msg;
 		if (drv_host_get_offers(c->host, &rq, &offers, c->o->call_timeout_ms, &st))
 			offers = NULL;
 	}
 	struct probe_how how = {
 	    .keyed = true,
 	    .offer = offers && offers->n_offers ? offers->offers[0] : NULL,
-	    .cfg = &bad.msg,
+	    .cfg = &bad.buf.msg,
 	};
 	size_t probed = 0;
 	for (size_t i = 0; i < sizeof(rpcs) / sizeof(rpcs[0]) && !c->failed; i++) {

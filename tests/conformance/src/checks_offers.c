@@ -22,7 +22,7 @@ static int get_offers(struct conf_ctx *c, const drv_requirements *req, const jso
 	struct conf_bc bc;
 	conf_bc_init(&bc, c->o->config, overlay, c->o->secrets, NULL);
 	drv_get_offers_request rq = DROVER__COMPUTE__V1__GET_OFFERS_REQUEST__INIT;
-	rq.config = &bc.msg;
+	rq.config = &bc.buf.msg;
 	rq.requirements = (drv_requirements *)req;
 	int rc = drv_host_get_offers(c->host, &rq, out, timeout_ms, st);
 	conf_bc_free(&bc);

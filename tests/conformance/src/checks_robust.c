@@ -66,7 +66,7 @@ void check_robustness_deadline(struct conf_ctx *c)
 	 */
 	for (int attempt = 0;; attempt++) {
 		t0 = conf_now_ms();
-		rc = provider_call(c, c->host, &slow.msg, dl, &what, &st);
+		rc = provider_call(c, c->host, &slow.buf.msg, dl, &what, &st);
 		ms = conf_now_ms() - t0;
 		if (rc != 0 || ms < dl * 0.9 || attempt == 2)
 			break;
@@ -92,7 +92,7 @@ void check_robustness_deadline(struct conf_ctx *c)
 		return;
 	}
 	t0 = conf_now_ms();
-	rc = provider_call(c, c->host, &c->bc.msg, rec, &what, &st);
+	rc = provider_call(c, c->host, &c->bc.buf.msg, rec, &what, &st);
 	ms = conf_now_ms() - t0;
 	if (rc)
 		conf_fail(c,
@@ -137,7 +137,7 @@ void check_robustness_concurrency(struct conf_ctx *c)
 
 	drv_get_offers_request oq = DROVER__COMPUTE__V1__GET_OFFERS_REQUEST__INIT;
 	drv_get_features_request fq = DROVER__COMPUTE__V1__GET_FEATURES_REQUEST__INIT;
-	oq.config = fq.config = &c->bc.msg;
+	oq.config = fq.config = &c->bc.buf.msg;
 	bool offers = conf_has(c, DRV_FEATURE_OFFERS);
 	const char *method = offers ? "GetOffers" : "GetFeatures";
 	int started = 0;
@@ -257,7 +257,7 @@ void check_lifecycle_sigterm(struct conf_ctx *c)
 	conf_bc_init(&slow, c->o->config, use_slow ? c->o->slow_config : NULL, c->o->secrets, NULL);
 	drv_get_offers_request oq = DROVER__COMPUTE__V1__GET_OFFERS_REQUEST__INIT;
 	drv_get_features_request fq = DROVER__COMPUTE__V1__GET_FEATURES_REQUEST__INIT;
-	oq.config = fq.config = &slow.msg;
+	oq.config = fq.config = &slow.buf.msg;
 	const char *method = use_slow ? "GetOffers" : "GetFeatures";
 	int rc = drv_host_call_async(h, method, use_slow ? &oq.base : &fq.base, c->o->call_timeout_ms,
 	                             inflight_done, &f);

@@ -76,14 +76,13 @@ void conf_config_defaults(struct conf_opts *o);
 void conf_config_free(struct conf_opts *o);
 
 /*
- * A BackendConfig built from JSON config text and the secrets object. The
- * message points into the struct's own allocations; conf_bc_free releases
- * them.
+ * A BackendConfig built from JSON config text and the secrets object, through
+ * the SDK's builder (drover/host.h): buf.msg borrows the secrets' strings
+ * from the object and the text from `json`, which the struct owns;
+ * conf_bc_free releases both.
  */
 struct conf_bc {
-	drv_backend_config msg;
-	drv_secret_entry *entries;
-	drv_secret_entry **ptrs;
+	struct drv_backend_config_buf buf;
 	char *json;
 };
 /* `overlay` (may be NULL) is merged over `base`; raw_json, when set, is used verbatim instead. */

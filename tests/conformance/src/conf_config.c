@@ -235,9 +235,6 @@ out:
 void conf_bc_init(struct conf_bc *bc, const json_t *base, const json_t *overlay, const json_t *secrets,
                   const char *raw_json)
 {
-	drv_backend_config init = DROVER__COMPUTE__V1__BACKEND_CONFIG__INIT;
-	memset(bc, 0, sizeof(*bc));
-	bc->msg = init;
 	if (raw_json) {
 		bc->json = strdup(raw_json);
 	} else {
@@ -247,41 +244,26 @@ void conf_bc_init(struct conf_bc *bc, const json_t *base, const json_t *overlay,
 		bc->json = json_dumps(merged, JSON_COMPACT | JSON_SORT_KEYS);
 		json_decref(merged);
 	}
-	bc->msg.config_json = bc->json ? bc->json : (char *)"{}";
+	/* Out of memory, the config goes without its secrets, and the check that uses it fails. */
 	size_t n = secrets ? json_object_size(secrets) : 0;
-	if (n) {
-		bc->entries = calloc(n, sizeof(*bc->entries));
-		bc->ptrs = calloc(n, sizeof(*bc->ptrs));
-		if (!bc->entries || !bc->ptrs) {
-			free(bc->entries);
-			free(bc->ptrs);
-			bc->entries = NULL;
-			bc->ptrs = NULL;
-			return;
-		}
-		size_t i = 0;
-		const char *key;
-		json_t *val;
-		json_object_foreach((json_t *)secrets, key, val)
-		{
-			drv_secret_entry e = DROVER__COMPUTE__V1__BACKEND_CONFIG__SECRETS_ENTRY__INIT;
-			e.key = (char *)key;
-			e.value = (char *)json_string_value(val);
-			bc->entries[i] = e;
-			bc->ptrs[i] = &bc->entries[i];
-			i++;
-		}
-		bc->msg.n_secrets = n;
-		bc->msg.secrets = bc->ptrs;
+	if (drv_backend_config_init(&bc->buf, bc->json, n) != 0) {
+		drv_backend_config_init(&bc->buf, bc->json, 0);
+		return;
+	}
+	size_t i = 0;
+	const char *key;
+	json_t *val;
+	json_object_foreach((json_t *)secrets, key, val)
+	{
+		drv_backend_config_set_secret(&bc->buf, i++, key, json_string_value(val));
 	}
 }
 
 void conf_bc_free(struct conf_bc *bc)
 {
 	free(bc->json);
-	free(bc->entries);
-	free(bc->ptrs);
-	memset(bc, 0, sizeof(*bc));
+	bc->json = NULL;
+	drv_backend_config_clear(&bc->buf);
 }
 
 static int range_from_json(const json_t *j, const char *key, drv_uint_range **out, char *err, size_t errlen)

@@ -88,10 +88,7 @@ const char *conf_cut(const char *s, size_t max, char *buf, size_t len)
 		snprintf(buf, len, "%s", s);
 		return buf;
 	}
-	/* Back up to the start of a UTF-8 sequence, so the cut does not make a valid text invalid. */
-	size_t keep = max;
-	while (keep > 0 && ((unsigned char)s[keep] & 0xc0) == 0x80)
-		keep--;
+	size_t keep = drv_utf8_cut(s, n, max);
 	snprintf(buf, len, "%.*s...(%zu bytes)", (int)keep, s, n);
 	return buf;
 }

@@ -89,7 +89,7 @@ static int remove_one(struct conf_ctx *c, struct conf_tracked *t, struct drv_sta
 		if (t->attached_to) {
 			drv_detach_volume_request rq = DROVER__COMPUTE__V1__DETACH_VOLUME_REQUEST__INIT;
 			drv_detach_volume_response *rs = NULL;
-			rq.config = &c->bc.msg;
+			rq.config = &c->bc.buf.msg;
 			rq.volume_id = t->id;
 			rq.instance_id = t->attached_to;
 			*method = "DetachVolume";
@@ -101,7 +101,7 @@ static int remove_one(struct conf_ctx *c, struct conf_tracked *t, struct drv_sta
 		}
 		drv_delete_volume_request rq = DROVER__COMPUTE__V1__DELETE_VOLUME_REQUEST__INIT;
 		drv_delete_volume_response *rs = NULL;
-		rq.config = &c->bc.msg;
+		rq.config = &c->bc.buf.msg;
 		rq.volume_id = t->id;
 		rq.region = t->region ? t->region : (char *)"";
 		*method = "DeleteVolume";
@@ -113,7 +113,7 @@ static int remove_one(struct conf_ctx *c, struct conf_tracked *t, struct drv_sta
 	case CONF_INSTANCE: {
 		drv_terminate_instance_request rq = DROVER__COMPUTE__V1__TERMINATE_INSTANCE_REQUEST__INIT;
 		drv_terminate_instance_response *rs = NULL;
-		rq.config = &c->bc.msg;
+		rq.config = &c->bc.buf.msg;
 		rq.instance_id = t->id;
 		rq.region = t->region ? t->region : (char *)"";
 		*method = "TerminateInstance";
@@ -125,7 +125,7 @@ static int remove_one(struct conf_ctx *c, struct conf_tracked *t, struct drv_sta
 	case CONF_GATEWAY: {
 		drv_terminate_gateway_request rq = DROVER__COMPUTE__V1__TERMINATE_GATEWAY_REQUEST__INIT;
 		drv_terminate_gateway_response *rs = NULL;
-		rq.config = &c->bc.msg;
+		rq.config = &c->bc.buf.msg;
 		rq.instance_id = t->id;
 		rq.region = t->region ? t->region : (char *)"";
 		*method = "TerminateGateway";
@@ -143,7 +143,7 @@ static int remove_one(struct conf_ctx *c, struct conf_tracked *t, struct drv_sta
 		g.region = t->region ? t->region : (char *)"";
 		g.group_id = t->group_id ? t->group_id : (char *)"";
 		g.strategy = DROVER__COMPUTE__V1__PLACEMENT_STRATEGY__PLACEMENT_STRATEGY_CLUSTER;
-		rq.config = &c->bc.msg;
+		rq.config = &c->bc.buf.msg;
 		rq.group = &g;
 		*method = "DeletePlacementGroup";
 		int rc = drv_host_delete_placement_group(c->host, &rq, &rs, to, st);
@@ -197,7 +197,7 @@ int conf_cleanup_verify(struct conf_ctx *c, char *err, size_t errlen)
 	Drover__Compute__V1__ListInstancesRequest__TagsEntry *ep = &e;
 	e.key = (char *)CONF_RUN_TAG;
 	e.value = c->run_id;
-	rq.config = &c->bc.msg;
+	rq.config = &c->bc.buf.msg;
 	rq.n_tags = 1;
 	rq.tags = &ep;
 	drv_list_instances_response *rs = NULL;

@@ -102,7 +102,7 @@ static void start_driver(struct conf_ctx *c)
 
 	drv_get_features_request freq = DROVER__COMPUTE__V1__GET_FEATURES_REQUEST__INIT;
 	drv_get_features_response *fresp = NULL;
-	freq.config = &c->bc.msg;
+	freq.config = &c->bc.buf.msg;
 	int rc = drv_host_get_features(c->host, &freq, &fresp, o->call_timeout_ms, &st);
 	if (rc) {
 		char ans[700];

@@ -115,16 +115,16 @@ static void expect_one(const char *json, const char *const *secrets, const char 
 	check(&c, json, secrets);
 	if (c.d.n_errors != 1) {
 		for (size_t i = 0; i < c.d.n; i++)
-			print_message("  %s: %s: %s\n", c.d.items[i].field_path, c.d.items[i].summary,
-			              c.d.items[i].detail);
+			print_message("  %s: %s: %s\n", c.d.items[i]->field_path, c.d.items[i]->summary,
+			              c.d.items[i]->detail);
 		fail_msg("%s: %zu errors, want 1", json, c.d.n_errors);
 	}
 	assert_null(c.root);
-	assert_string_equal(c.d.items[0].field_path, path);
-	assert_string_equal(c.d.items[0].summary, summary);
-	if (!strstr(c.d.items[0].detail, detail_needle))
-		fail_msg("detail \"%s\" lacks \"%s\"", c.d.items[0].detail, detail_needle);
-	assert_int_equal(c.d.items[0].severity, DROVER__COMPUTE__V1__SEVERITY__SEVERITY_ERROR);
+	assert_string_equal(c.d.items[0]->field_path, path);
+	assert_string_equal(c.d.items[0]->summary, summary);
+	if (!strstr(c.d.items[0]->detail, detail_needle))
+		fail_msg("detail \"%s\" lacks \"%s\"", c.d.items[0]->detail, detail_needle);
+	assert_int_equal(c.d.items[0]->severity, DROVER__COMPUTE__V1__SEVERITY__SEVERITY_ERROR);
 	done(&c);
 }
 
@@ -176,8 +176,8 @@ static void test_secret_values_never_in_diagnostics(void **state)
 	check(&c, "{\"region\": 1, \"api_key\": \"in-config-s3cr3t\"}", extra);
 	assert_true(c.d.n_errors >= 3);
 	for (size_t i = 0; i < c.d.n; i++) {
-		assert_null(strstr(c.d.items[i].detail, "s3cr3t"));
-		assert_null(strstr(c.d.items[i].summary, "s3cr3t"));
+		assert_null(strstr(c.d.items[i]->detail, "s3cr3t"));
+		assert_null(strstr(c.d.items[i]->summary, "s3cr3t"));
 	}
 	done(&c);
 }
@@ -317,9 +317,9 @@ static void test_diag_api(void **state)
 	drv_diag_error(&d, "/secrets/api_key", "rejected", "the provider said %s", "no");
 	assert_int_equal(d.n, 51);
 	assert_int_equal(d.n_errors, 1);
-	assert_string_equal(d.items[49].detail, "number 49");
-	assert_int_equal(d.items[0].severity, DROVER__COMPUTE__V1__SEVERITY__SEVERITY_WARNING);
-	assert_string_equal(d.items[50].field_path, "/secrets/api_key");
+	assert_string_equal(d.items[49]->detail, "number 49");
+	assert_int_equal(d.items[0]->severity, DROVER__COMPUTE__V1__SEVERITY__SEVERITY_WARNING);
+	assert_string_equal(d.items[50]->field_path, "/secrets/api_key");
 	drv__arena_release(&a);
 }
 
@@ -357,8 +357,8 @@ static void test_random_configs(void **state)
 			assert_true(c.d.n_errors > 0);
 		}
 		for (size_t i = 0; i < c.d.n; i++) {
-			assert_true(c.d.items[i].field_path[0] == '\0' || c.d.items[i].field_path[0] == '/');
-			assert_true(c.d.items[i].summary[0] != '\0');
+			assert_true(c.d.items[i]->field_path[0] == '\0' || c.d.items[i]->field_path[0] == '/');
+			assert_true(c.d.items[i]->summary[0] != '\0');
 		}
 		done(&c);
 	}
@@ -388,8 +388,8 @@ static size_t obj_check(const char *json, const char *path, const char *summary)
 	size_t n = d.n_errors;
 	if (path) {
 		assert_int_equal(n, 1);
-		assert_string_equal(d.items[0].field_path, path);
-		assert_string_equal(d.items[0].summary, summary);
+		assert_string_equal(d.items[0]->field_path, path);
+		assert_string_equal(d.items[0]->summary, summary);
 	}
 	json_decref(root);
 	drv__arena_release(&a);

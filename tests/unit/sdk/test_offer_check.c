@@ -343,6 +343,22 @@ static void test_utf8_len(void **state)
 	assert_int_equal(drv_utf8_len("\x80"), 0);
 }
 
+static void test_utf8_cut(void **state)
+{
+	(void)state;
+	const char *s = "ab\xc3\xa9\xe6\x9d\xb1";   /* a b é 東: 2 + 2 + 3 bytes */
+	assert_int_equal(drv_utf8_cut(s, 7, 7), 7); /* short enough: all of it */
+	assert_int_equal(drv_utf8_cut(s, 7, 100), 7);
+	assert_int_equal(drv_utf8_cut(s, 7, 2), 2); /* a boundary */
+	assert_int_equal(drv_utf8_cut(s, 7, 3), 2); /* inside é: back to its start */
+	assert_int_equal(drv_utf8_cut(s, 7, 4), 4);
+	assert_int_equal(drv_utf8_cut(s, 7, 5), 4); /* inside 東 */
+	assert_int_equal(drv_utf8_cut(s, 7, 6), 4);
+	assert_int_equal(drv_utf8_cut(s, 7, 0), 0);
+	/* Only continuation bytes: nothing is kept rather than a broken sequence. */
+	assert_int_equal(drv_utf8_cut("\x80\x80\x80", 3, 2), 0);
+}
+
 /*
  * Every GPU of drivers/sim/catalog.tsv (gpu_name, gpu_memory_gib in columns
  * 3 and 5) is in the table and passes: a healthy catalog never trips the
@@ -394,6 +410,7 @@ int main(void)
 	    cmocka_unit_test_setup(test_gpu_memory, setup),
 	    cmocka_unit_test(test_text_check),
 	    cmocka_unit_test(test_utf8_len),
+	    cmocka_unit_test(test_utf8_cut),
 	    cmocka_unit_test_setup(test_sim_catalog_fits, setup),
 	};
 	return cmocka_run_group_tests_name("sdk_offer_check", tests, NULL, NULL);

@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "drover/types.h"
+#include "drv_internal.h"
 
 static const char *const grpc_names[17] = {
     "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
@@ -49,10 +50,33 @@ static void test_named_codes(void **state)
 	assert_string_equal(drv_strerror(-999), "unknown error code");
 }
 
+/* The one writer of a drv_status and of an error buffer: NULL-safe, cut to fit, NUL-terminated. */
+static void test_writers(void **state)
+{
+	struct drv_status st = {0};
+	assert_int_equal(drv__status_set(&st, DRV_EINVAL, "bad %s %d", "port", 7), DRV_EINVAL);
+	assert_int_equal(st.code, DRV_EINVAL);
+	assert_string_equal(st.message, "bad port 7");
+	assert_int_equal(drv__status_set(NULL, DRV_EUNAVAILABLE, "x"), DRV_EUNAVAILABLE);
+	char big[1000];
+	memset(big, 'x', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	drv__status_set(&st, DRV_EINTERNAL, "%s", big);
+	assert_int_equal(strlen(st.message), sizeof(st.message) - 1);
+
+	char err[8] = "untouch";
+	drv__seterr(err, sizeof(err), "%s", "a longer text");
+	assert_string_equal(err, "a longe");
+	drv__seterr(NULL, 10, "nothing");
+	drv__seterr(err, 0, "nothing");
+	assert_string_equal(err, "a longe");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_round_trip),
+	    cmocka_unit_test(test_writers),
 	    cmocka_unit_test(test_named_codes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -427,20 +427,20 @@ static char *plant_interrupted_create(struct fx *f)
 	const drv_offer *offer = oo.res->items[0].offer;
 	struct srv_backend *be;
 	assert_int_equal(srv_store_backend_get(f->st, "p", "r", &be), 0);
-	struct srv_bcfg bc;
+	struct drv_backend_config_buf bc;
 	srv_bcfg_init(&bc, be);
 	drv_create_instance_request creq = DROVER__COMPUTE__V1__CREATE_INSTANCE_REQUEST__INIT;
 	drv_instance_configuration ic = DROVER__COMPUTE__V1__INSTANCE_CONFIGURATION__INIT;
 	ic.name = "crashy";
 	ic.project = "p";
 	ic.idempotency_key = "key-1/1";
-	creq.config = &bc.cfg;
+	creq.config = &bc.msg;
 	creq.offer = (drv_offer *)offer;
 	creq.instance = &ic;
 	bool made = false;
 	srv_supervisor_call(f->sup, "sim", "CreateInstance", &creq.base, 5000, done_cb, &made);
 	assert_true(run_until(&f->loop, &made, 5000));
-	srv_bcfg_clear(&bc);
+	drv_backend_config_clear(&bc);
 	srv_backend_free(be);
 	assert_int_equal(live_in_sim(rstate), 1);
 
@@ -690,7 +690,7 @@ static void make_machine(struct fx *f, const char *backend, const char *key, con
 	assert_true(oo.res->n_items > 0);
 	struct srv_backend *be;
 	assert_int_equal(srv_store_backend_get(f->st, "p", backend, &be), 0);
-	struct srv_bcfg bc;
+	struct drv_backend_config_buf bc;
 	srv_bcfg_init(&bc, be);
 	drv_create_instance_request creq = DROVER__COMPUTE__V1__CREATE_INSTANCE_REQUEST__INIT;
 	drv_instance_configuration ic = DROVER__COMPUTE__V1__INSTANCE_CONFIGURATION__INIT;
@@ -706,13 +706,13 @@ static void make_machine(struct fx *f, const char *backend, const char *key, con
 	ic.idempotency_key = (char *)key;
 	ic.n_tags = n_tags;
 	ic.tags = tp;
-	creq.config = &bc.cfg;
+	creq.config = &bc.msg;
 	creq.offer = (drv_offer *)oo.res->items[0].offer;
 	creq.instance = &ic;
 	bool made = false;
 	srv_supervisor_call(f->sup, be->type, "CreateInstance", &creq.base, 5000, done_cb, &made);
 	assert_true(run_until(&f->loop, &made, 5000));
-	srv_bcfg_clear(&bc);
+	drv_backend_config_clear(&bc);
 	srv_backend_free(be);
 	srv_offers_result_free(oo.res);
 }
@@ -875,16 +875,16 @@ static void terminate_behind_our_back(struct fx *f, const char *backend, const c
 	srv_instance_free(in);
 	struct srv_backend *be;
 	assert_int_equal(srv_store_backend_get(f->st, "p", backend, &be), 0);
-	struct srv_bcfg bc;
+	struct drv_backend_config_buf bc;
 	srv_bcfg_init(&bc, be);
 	drv_terminate_instance_request treq = DROVER__COMPUTE__V1__TERMINATE_INSTANCE_REQUEST__INIT;
-	treq.config = &bc.cfg;
+	treq.config = &bc.msg;
 	treq.instance_id = pd->instance_id;
 	treq.region = pd->region;
 	bool done = false;
 	srv_supervisor_call(f->sup, be->type, "TerminateInstance", &treq.base, 5000, done_cb, &done);
 	assert_true(run_until(&f->loop, &done, 5000));
-	srv_bcfg_clear(&bc);
+	drv_backend_config_clear(&bc);
 	srv_backend_free(be);
 	drover__compute__v1__provisioning_data__free_unpacked(pd, NULL);
 }
@@ -1237,7 +1237,7 @@ static void test_create_out_of_memory(void **state)
 	/* A backend config with more secrets than memory can hold. */
 	struct srv_backend be = {
 	    .project = "p", .name = "big", .type = "sim", .n_secrets = SIZE_MAX / sizeof(drv_secret_entry)};
-	struct srv_bcfg bc;
+	struct drv_backend_config_buf bc;
 	assert_int_equal(srv_bcfg_init(&bc, &be), DRV_ENOMEM);
 }
 
