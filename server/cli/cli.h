@@ -104,6 +104,7 @@ enum {
 	CLI_OPT_REGION,
 	CLI_OPT_FEATURE,
 	CLI_OPT_ARCH,
+	CLI_OPT_SPOT_POLICY,
 };
 #define CLI_REQ_OPTIONS                                                                                      \
 	{"gpu", required_argument, NULL, CLI_OPT_GPU},                                                       \
@@ -113,6 +114,7 @@ enum {
 	    {"disk", required_argument, NULL, CLI_OPT_DISK}, {"spot", no_argument, NULL, CLI_OPT_SPOT},      \
 	    {"on-demand", no_argument, NULL, CLI_OPT_ON_DEMAND},                                             \
 	    {"spot-auto", no_argument, NULL, CLI_OPT_SPOT_AUTO},                                             \
+	    {"spot-policy", required_argument, NULL, CLI_OPT_SPOT_POLICY},                                   \
 	    {"max-price", required_argument, NULL, CLI_OPT_MAX_PRICE},                                       \
 	    {"region", required_argument, NULL, CLI_OPT_REGION},                                             \
 	    {"feature", required_argument, NULL, CLI_OPT_FEATURE},                                           \
@@ -233,6 +235,14 @@ void cli_req_init(struct cli_req *r);
 int cli_req_opt(struct cli_req *r, int opt, const char *arg);
 void cli_req_finish(struct cli_req *r);
 void cli_req_free(struct cli_req *r);
+/*
+ * After a query of `r` found no offers: prints on stderr why (no backends, a
+ * GPU name no backend offers with the closest one that is, or which filter
+ * emptied the result). CLI_EXIT_USAGE for an unknown GPU name, else CLI_EXIT_OK.
+ */
+int cli_explain_no_offers(struct cli_ctx *c, const struct cli_req *r);
+/* "project P has no backends: add one with drover backend add ..." on stderr. */
+void cli_print_no_backends(const char *project);
 /* The help text of the requirement flags. */
 extern const char cli_req_help[];
 

@@ -213,11 +213,15 @@ static int show_result(struct cli_ctx *c, const ProtobufCMessage *resp, const Dr
 	return 0;
 }
 
-static int instance_create(struct cli_ctx *c, Drover__Api__V1__CreateInstanceRequest *req, bool wait)
+static int instance_create(struct cli_ctx *c, Drover__Api__V1__CreateInstanceRequest *req,
+                           const struct cli_req *r, bool wait)
 {
 	Drover__Api__V1__CreateInstanceResponse *resp;
 	char st[32];
 	int rc = cli_call(c, "CreateInstance", &req->base, (ProtobufCMessage **)&resp);
+	/* No offer to try: say why (an unknown GPU name is a usage error). */
+	if (rc && c->last_code == DRV_ENOCAPACITY && cli_explain_no_offers(c, r) == CLI_EXIT_USAGE)
+		return CLI_EXIT_USAGE;
 	if (rc)
 		return rc;
 	const Drover__Api__V1__Instance *in = resp->instance;
@@ -253,6 +257,9 @@ static int instance_create(struct cli_ctx *c, Drover__Api__V1__CreateInstanceReq
 	rc = failed || not_running ? CLI_EXIT_REFUSED : 0;
 	if (failed && !c->json)
 		fprintf(stderr, "drover: no attempt produced an instance: %s\n", in->last_error);
+	/* Nothing was tried: say why no offer matched (an unknown GPU name is a usage error). */
+	if (failed && !in->n_attempts && cli_explain_no_offers(c, r) == CLI_EXIT_USAGE)
+		rc = CLI_EXIT_USAGE;
 	else if (not_running)
 		fprintf(stderr, "drover: instance %s is %s: it will not be running\n", in->id,
 		        status_str(in->status, st, sizeof(st)));
@@ -275,9 +282,9 @@ static int instance_list(struct cli_ctx *c, Drover__Api__V1__ListInstancesReques
 
 static int instance_table(const Drover__Api__V1__ListInstancesResponse *resp)
 {
-	static const char *const hdr[] = {"ID",       "NAME",   "PROJECT", "BACKEND", "STATUS",
-	                                  "INSTANCE", "REGION", "PRICE/H", "ADDRESS", "CREATED"};
-	struct cli_table *t = cli_table_new(10, hdr);
+	static const char *const hdr[] = {"ID",     "NAME", "PROJECT", "BACKEND", "STATUS", "INSTANCE",
+	                                  "REGION", "ARCH", "PRICE/H", "ADDRESS", "CREATED"};
+	struct cli_table *t = cli_table_new(11, hdr);
 	for (size_t i = 0; i < resp->n_instances; i++) {
 		const Drover__Api__V1__Instance *in = resp->instances[i];
 		char st[64], price[32], ts[32];
@@ -286,16 +293,18 @@ static int instance_table(const Drover__Api__V1__ListInstancesResponse *resp)
 			snprintf(price, sizeof(price), "$%.4f", of->price_per_hour);
 		else
 			snprintf(price, sizeof(price), "-");
-		const char *row[] = {in->id,
-		                     in->name,
-		                     in->project,
-		                     in->backend[0] ? in->backend : "-",
-		                     list_status(in, st, sizeof(st)),
-		                     of ? of->instance_type : "-",
-		                     of ? of->region : "-",
-		                     price,
-		                     address_of(in),
-		                     cli_time_str(in->created_unix_ms, ts, sizeof(ts))};
+		const char *row[] = {
+		    in->id,
+		    in->name,
+		    in->project,
+		    in->backend[0] ? in->backend : "-",
+		    list_status(in, st, sizeof(st)),
+		    of ? of->instance_type : "-",
+		    of ? of->region : "-",
+		    of && of->resources && of->resources->cpu_arch[0] ? of->resources->cpu_arch : "-",
+		    price,
+		    address_of(in),
+		    cli_time_str(in->created_unix_ms, ts, sizeof(ts))};
 		cli_table_row(t, row);
 	}
 	cli_table_print(t, stdout);
@@ -517,7 +526,7 @@ int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv)
 		creq.n_backends = n_backends;
 		creq.ssh_public_keys = keys;
 		creq.n_ssh_public_keys = n_keys;
-		rc = instance_create(c, &creq, wait);
+		rc = instance_create(c, &creq, &r, wait);
 	} else if (create_only) {
 		rc = cli_usage_error("instance: requirement, --name, --backend, --ssh-key, --max-tries and "
 		                     "--idempotency-key belong to 'instance create'");

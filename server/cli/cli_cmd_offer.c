@@ -162,10 +162,10 @@ int cli_cmd_offer(struct cli_ctx *c, int argc, char **argv)
 	if (c->json) {
 		cli_print_json(&resp->base);
 	} else {
-		static const char *const hdr[] = {"#",    "BACKEND", "INSTANCE",    "REGION",
-		                                  "CPUS", "MEMORY",  "GPUS",        "DISK",
-		                                  "SPOT", "PRICE/H", "AVAILABILITY"};
-		struct cli_table *t = cli_table_new(11, hdr);
+		static const char *const hdr[] = {"#",    "BACKEND", "INSTANCE", "REGION",
+		                                  "ARCH", "CPUS",    "MEMORY",   "GPUS",
+		                                  "DISK", "SPOT",    "PRICE/H",  "AVAILABILITY"};
+		struct cli_table *t = cli_table_new(12, hdr);
 		for (size_t i = 0; i < resp->n_offers; i++) {
 			const Drover__Api__V1__BackendOffer *bo = resp->offers[i];
 			const Drover__Compute__V1__Offer *of = bo->offer;
@@ -181,14 +181,22 @@ int cli_cmd_offer(struct cli_ctx *c, int argc, char **argv)
 			snprintf(price, sizeof(price), "$%.4f", of->price_per_hour);
 			cli_enum_short(&drover__compute__v1__availability__descriptor, of->availability,
 			               "AVAILABILITY_", avail, sizeof(avail));
-			const char *row[] = {n,          bo->backend, of->instance_type,
-			                     of->region, cpus,        mem,
-			                     gpus,       disk,        res && res->spot ? "yes" : "no",
-			                     price,      avail};
+			const char *row[] = {n,
+			                     bo->backend,
+			                     of->instance_type,
+			                     of->region,
+			                     res && res->cpu_arch[0] ? res->cpu_arch : "-",
+			                     cpus,
+			                     mem,
+			                     gpus,
+			                     disk,
+			                     res && res->spot ? "yes" : "no",
+			                     price,
+			                     avail};
 			cli_table_row(t, row);
 		}
 		cli_table_print(t, stdout);
-		if (!resp->n_offers)
+		if (resp->n_backends && !resp->n_offers)
 			printf("(no offers match the requirements)\n");
 		if (resp->total_offers > resp->n_offers)
 			printf("%zu more: --limit N or --all\n", (size_t)resp->total_offers - resp->n_offers);
@@ -205,6 +213,11 @@ int cli_cmd_offer(struct cli_ctx *c, int argc, char **argv)
 			    "drover: backend %s (%s): %u malformed offers dropped (see drover event list)\n",
 			    b->backend, b->type, b->bad_offers);
 	}
+	/* An empty answer says why: no backends, a GPU name nobody offers, or the filter that emptied it. */
+	if (!resp->n_backends)
+		cli_print_no_backends(c->project);
+	else if (!resp->n_offers)
+		rc = cli_explain_no_offers(c, &r);
 out:
 	offer_pages_free(&pages);
 	cli_req_free(&r);

@@ -14,7 +14,8 @@ const char cli_req_help[] =
     "  --memory MIN[:MAX]        RAM, GiB by default; units MB, GB, TB accepted\n"
     "  --disk MIN[:MAX]          disk, GiB by default\n"
     "  --spot | --on-demand | --spot-auto\n"
-    "                            spot only, on-demand only, or either (the default)\n"
+    "                            spot only, on-demand only (the default), or either\n"
+    "  --spot-policy POLICY      the same as one word: spot, on-demand or auto\n"
     "  --max-price USD           highest price per hour\n"
     "  --region REGION           repeat for any of several regions\n"
     "  --arch ARCH               CPU architecture: x86_64 (or amd64) or arm64 (or\n"
@@ -95,6 +96,17 @@ int cli_req_opt(struct cli_req *r, int opt, const char *arg)
 		if (cli_parse_size_range(arg, &r->disk, err, sizeof(err)))
 			return fail("disk", err);
 		return 1;
+	case CLI_OPT_SPOT_POLICY:
+		if (strcasecmp(arg, "spot") == 0)
+			opt = CLI_OPT_SPOT;
+		else if (strcasecmp(arg, "on-demand") == 0 || strcasecmp(arg, "on_demand") == 0 ||
+		         strcasecmp(arg, "ondemand") == 0)
+			opt = CLI_OPT_ON_DEMAND;
+		else if (strcasecmp(arg, "auto") == 0)
+			opt = CLI_OPT_SPOT_AUTO;
+		else
+			return fail("spot-policy", "expected spot, on-demand or auto");
+		/* fall through */
 	case CLI_OPT_SPOT:
 	case CLI_OPT_ON_DEMAND:
 	case CLI_OPT_SPOT_AUTO: {
@@ -145,6 +157,14 @@ int cli_req_opt(struct cli_req *r, int opt, const char *arg)
 
 void cli_req_finish(struct cli_req *r)
 {
+	/*
+	 * The protocol reads an unset policy as AUTO, which let the README's
+	 * `instance create --gpu H100` land on a spot machine that can be
+	 * reclaimed at any time. A user gets spot only by asking for it, so the
+	 * CLI, the one place that knows the user did not ask, says ON_DEMAND.
+	 */
+	if (!r->req.spot)
+		r->req.spot = DROVER__COMPUTE__V1__SPOT_POLICY__SPOT_POLICY_ON_DEMAND;
 	if (range_set(&r->cpus))
 		r->req.cpus = &r->cpus;
 	if (range_set(&r->memory))

@@ -4,6 +4,8 @@
 # RESOURCE_EXHAUSTED, the same offer on "b-full" succeeds, and every attempt
 # is recorded and shown. With nothing to fall back to, the create fails
 # (exit 1) with its attempts.
+# The first create asks for --spot-policy auto: the cheapest offers, tried
+# first, are spot ones, and the CLI asks for on-demand ones by default.
 . "$(dirname "$0")/lib.sh"
 need drover-driver-sim
 
@@ -24,7 +26,7 @@ provisioning: {max_tries: 3, reconcile_interval_ms: 200}
 YAML
 start_droverd
 
-run 0 --json instance create --gpu H100:1 --name fb --max-tries 3
+run 0 --json instance create --gpu H100:1 --spot-policy auto --name fb --max-tries 3
 [[ $(jout '.instance.backend') == b-full ]] || fail "the instance was not made on b-full"
 st=$(jout '.instance.status')
 [[ $st == INSTANCE_STATUS_PROVISIONING || $st == INSTANCE_STATUS_RUNNING ]] || fail "status $st after a successful attempt"
