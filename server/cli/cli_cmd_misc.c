@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "cli.h"
 
 #define FREE_MSG(m) drv_response_free((ProtobufCMessage *)(m))
@@ -35,10 +37,140 @@ static int common_options_only(struct cli_ctx *c, int argc, char **argv, const c
 
 static const char driver_help[] =
     "Usage: drover driver list [--json]\n"
+    "       drover driver show TYPE [--json]\n"
     "\n"
-    "Lists the drivers droverd supervises: type, name, pid (spawned) or address\n"
-    "(remote), state, restarts, current restart delay, last error, version and\n"
-    "features. A crash-looping driver shows a growing restart count and delay.\n";
+    "list  the drivers droverd supervises: type, name, pid (spawned) or address\n"
+    "      (remote), state, restarts, current restart delay, version, features and\n"
+    "      last error. A crash-looping driver shows a growing restart count and\n"
+    "      delay; a driver that crashed or waits to be restarted also gets its last\n"
+    "      error on a line of its own under the table.\n"
+    "show  one driver: its version, description, features, and the fields of a\n"
+    "      backend's config and secrets from its schema (type, default, whether\n"
+    "      required, description): what `drover backend add --config` takes.\n";
+
+/* A JSON value in one line ("-" for none), for a schema's type and default. */
+static void json_short(const json_t *v, char *buf, size_t len)
+{
+	if (!v) {
+		snprintf(buf, len, "-");
+		return;
+	}
+	if (json_is_string(v)) {
+		snprintf(buf, len, "%s", json_string_value(v));
+		return;
+	}
+	char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+	snprintf(buf, len, "%s", s ? s : "?");
+	free(s);
+}
+
+/*
+ * The fields of a JSON Schema of an object, one row each: name, type,
+ * default, required, description. A schema that is not JSON, or not an
+ * object with properties, is said to be so (it came from the driver).
+ */
+static void print_schema_fields(const char *title, const char *schema)
+{
+	if (!schema[0]) {
+		printf("%s: none given by the driver\n", title);
+		return;
+	}
+	json_error_t jerr;
+	json_t *root = json_loads(schema, 0, &jerr);
+	json_t *props = root ? json_object_get(root, "properties") : NULL;
+	if (!json_is_object(props)) {
+		printf("%s: the driver's schema %s\n", title,
+		       root ? "has no properties" : "is not valid JSON");
+		json_decref(root);
+		return;
+	}
+	if (!json_object_size(props)) {
+		printf("%s: none\n", title);
+		json_decref(root);
+		return;
+	}
+	printf("%s:\n", title);
+	json_t *required = json_object_get(root, "required");
+	static const char *const hdr[] = {"  FIELD", "TYPE", "DEFAULT", "REQUIRED", "DESCRIPTION"};
+	struct cli_table *t = cli_table_new(5, hdr);
+	const char *name;
+	json_t *p;
+	json_object_foreach(props, name, p)
+	{
+		char field[300], type[200], def[200], desc[1024];
+		bool req = false;
+		size_t i;
+		json_t *r;
+		json_array_foreach(required, i, r) req =
+		    req || (json_is_string(r) && strcmp(json_string_value(r), name) == 0);
+		snprintf(field, sizeof(field), "  %s", name);
+		json_short(json_object_get(p, "type"), type, sizeof(type));
+		json_t *en = json_object_get(p, "enum");
+		if (json_is_array(en)) {
+			char vals[160];
+			json_short(en, vals, sizeof(vals));
+			snprintf(type + strlen(type), sizeof(type) - strlen(type), " of %s", vals);
+		}
+		json_short(json_object_get(p, "default"), def, sizeof(def));
+		json_t *d = json_object_get(p, "description");
+		snprintf(desc, sizeof(desc), "%s", json_is_string(d) ? json_string_value(d) : "-");
+		/* The schema is the driver's text: it reaches the terminal only as text. */
+		cli_clean_str(field);
+		cli_clean_str(type);
+		cli_clean_str(def);
+		cli_clean_str(desc);
+		const char *row[] = {field, type, def, req ? "yes" : "no", desc};
+		cli_table_row(t, row);
+	}
+	cli_table_print(t, stdout);
+	json_decref(root);
+}
+
+static int driver_show(struct cli_ctx *c, const char *type)
+{
+	Drover__Api__V1__ListDriversRequest req = DROVER__API__V1__LIST_DRIVERS_REQUEST__INIT;
+	Drover__Api__V1__ListDriversResponse *resp;
+	int rc = cli_call(c, "ListDrivers", &req.base, (ProtobufCMessage **)&resp);
+	if (rc)
+		return rc;
+	const Drover__Api__V1__Driver *d = NULL;
+	for (size_t i = 0; i < resp->n_drivers && !d; i++)
+		if (strcmp(resp->drivers[i]->type, type) == 0)
+			d = resp->drivers[i];
+	if (!d) {
+		char types[512] = "";
+		for (size_t i = 0; i < resp->n_drivers; i++)
+			snprintf(types + strlen(types), sizeof(types) - strlen(types), "%s%s", i ? ", " : "",
+			         resp->drivers[i]->type);
+		fprintf(stderr, "drover: driver show: no driver of type '%s' (known: %s)\n", type,
+		        types[0] ? types : "none");
+		FREE_MSG(resp);
+		return CLI_EXIT_REFUSED;
+	}
+	if (c->json) {
+		cli_print_json(&d->base);
+		FREE_MSG(resp);
+		return 0;
+	}
+	cli_clean_text(&resp->base);
+	char state[32], feats[512], ts[32];
+	cli_enum_short(&drover__api__v1__driver_state__descriptor, d->state, "DRIVER_STATE_", state,
+	               sizeof(state));
+	cli_features_str((const int *)d->features, d->n_features, feats, sizeof(feats));
+	printf("type:         %s\n", d->type);
+	printf("name:         %s\n", d->name);
+	printf("state:        %s, %u restart(s)\n", state, d->restarts);
+	printf("version:      %s (protocol %u)\n", d->version[0] ? d->version : "-", d->protocol_version);
+	printf("description:  %s\n", d->description[0] ? d->description : "-");
+	printf("features:     %s\n", feats[0] ? feats : "-");
+	if (d->last_error[0])
+		printf("last error:   %s (%s)\n", d->last_error,
+		       cli_time_str(d->last_error_unix_ms, ts, sizeof(ts)));
+	print_schema_fields("config fields", d->config_schema_json);
+	print_schema_fields("secrets", d->secrets_schema_json);
+	FREE_MSG(resp);
+	return 0;
+}
 
 static int driver_list(struct cli_ctx *c)
 {
@@ -78,6 +210,24 @@ static int driver_list(struct cli_ctx *c)
 		cli_table_row(t, row);
 	}
 	cli_table_print(t, stdout);
+	/*
+	 * The last error sits at the end of a wide row, past the features, where
+	 * an 80-column terminal cuts it off: a driver that crashed or waits to be
+	 * restarted gets its own line under the table as well.
+	 */
+	for (size_t i = 0; i < resp->n_drivers; i++) {
+		const Drover__Api__V1__Driver *d = resp->drivers[i];
+		char state[32], ts[32], next[64] = "";
+		if (!d->last_error[0] && d->state != DROVER__API__V1__DRIVER_STATE__DRIVER_STATE_BACKOFF)
+			continue;
+		cli_enum_short(&drover__api__v1__driver_state__descriptor, d->state, "DRIVER_STATE_", state,
+		               sizeof(state));
+		if (d->state == DROVER__API__V1__DRIVER_STATE__DRIVER_STATE_BACKOFF)
+			snprintf(next, sizeof(next), ", next start in %u ms", d->backoff_ms);
+		printf("\ndriver %s: %s after %u restart(s)%s\n  last error (%s): %s\n", d->name, state,
+		       d->restarts, next, cli_time_str(d->last_error_unix_ms, ts, sizeof(ts)),
+		       d->last_error[0] ? d->last_error : "-");
+	}
 	FREE_MSG(resp);
 	return 0;
 }
@@ -88,11 +238,17 @@ int cli_cmd_driver(struct cli_ctx *c, int argc, char **argv)
 	if (rc >= 0)
 		return rc;
 	if (optind >= argc)
-		return cli_usage_error("driver: missing subcommand (list); see drover driver --help");
+		return cli_usage_error("driver: missing subcommand (list or show); see drover driver --help");
 	if (strcmp(argv[optind], "list") == 0 && optind + 1 == argc)
 		return driver_list(c);
-	return cli_usage_error("driver: unknown subcommand or extra argument '%s' (see drover driver --help)",
-	                       argv[optind + (strcmp(argv[optind], "list") == 0)]);
+	if (strcmp(argv[optind], "show") == 0 && optind + 2 == argc)
+		return driver_show(c, argv[optind + 1]);
+	if (strcmp(argv[optind], "show") == 0 && optind + 1 == argc)
+		return cli_usage_error("driver show: missing TYPE (see drover driver list)");
+	return cli_usage_error(
+	    "driver: unknown subcommand or extra argument '%s' (see drover driver --help)",
+	    argv[optind + (strcmp(argv[optind], "list") == 0 || strcmp(argv[optind], "show") == 0) *
+	                      (1 + (strcmp(argv[optind], "show") == 0))]);
 }
 
 /* ---- project ---- */

@@ -133,6 +133,25 @@ int cli_explain_no_offers(struct cli_ctx *c, const struct cli_req *r)
 		cli_print_no_backends(c->project);
 		return CLI_EXIT_OK;
 	}
+	/*
+	 * A backend that did not answer may be the one offering the name, or the
+	 * offers the filters would keep: no guess is made then, the failure is
+	 * the reason given.
+	 */
+	bool failed = false;
+	for (size_t i = 0; i < all->n_backends; i++) {
+		const Drover__Api__V1__BackendResult *b = all->backends[i];
+		if (b->code[0] && strcmp(b->code, "OK") != 0 && strcmp(b->code, "UNIMPLEMENTED") != 0) {
+			fprintf(stderr,
+			        "drover: no offers: backend %s did not answer (%s); its offers are unknown\n",
+			        b->backend, b->code);
+			failed = true;
+		}
+	}
+	if (failed) {
+		FREE_MSG(all);
+		return CLI_EXIT_OK;
+	}
 	if (unknown_gpus(c->project, r, all)) {
 		FREE_MSG(all);
 		return CLI_EXIT_USAGE;

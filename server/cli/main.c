@@ -11,7 +11,7 @@ static const char usage[] =
     "The command-line client of droverd, the drover server.\n"
     "\n"
     "Commands:\n"
-    "  driver list                      drivers as the server supervises them\n"
+    "  driver list | show TYPE          drivers as the server supervises them\n"
     "  project list | create NAME       projects\n"
     "  backend add | list | remove      backends of a project\n"
     "  offer [REQUIREMENTS]             offers of every backend of a project, cheapest first\n"

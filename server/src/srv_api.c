@@ -511,6 +511,9 @@ static void h_list_drivers(struct api_call *c)
 		m->last_error_unix_ms = d->last_error_ms;
 		m->reported_type = (char *)d->reported_type;
 		m->version = (char *)d->version;
+		m->config_schema_json = (char *)d->config_schema_json;
+		m->secrets_schema_json = (char *)d->secrets_schema_json;
+		m->description = (char *)d->description;
 		m->protocol_version = d->protocol_version;
 		features_to_list(&g, d->features, &m->n_features, &m->features);
 		m->started_unix_ms = d->started_ms;

@@ -55,6 +55,7 @@ struct drv_entry {
 	int64_t last_error_ms;
 	char *reported_type;
 	char *version;
+	char *info_text[3]; /* GetInfo's config schema, secrets schema and description */
 	unsigned protocol_version;
 	drv_features features;
 	int64_t started_ms;
@@ -506,6 +507,22 @@ static void start_work_cb(uv_work_t *req)
 	drv_response_free(&fresp->base);
 }
 
+/*
+ * What `drover driver show` prints of GetInfo: the schemas and the
+ * description. Each is kept up to 64 KiB, so that a driver's answer cannot
+ * swell every ListDrivers answer; a longer one is kept as "" (shown as not
+ * given), and out of memory keeps "" as well: neither stops the driver.
+ */
+#define INFO_TEXT_MAX 65536
+static void keep_info_text(struct drv_entry *e, const drv_get_info_response *info)
+{
+	const char *from[3] = {info->config_schema_json, info->secrets_schema_json, info->description};
+	for (int i = 0; i < 3; i++) {
+		free(e->info_text[i]);
+		e->info_text[i] = from[i] && strlen(from[i]) <= INFO_TEXT_MAX ? strdup(from[i]) : NULL;
+	}
+}
+
 static void start_after_cb(uv_work_t *req, int status)
 {
 	struct start_work *w = req->data;
@@ -564,6 +581,7 @@ static void start_after_cb(uv_work_t *req, int status)
 	free(e->version);
 	e->reported_type = reported_type;
 	e->version = version;
+	keep_info_text(e, w->info);
 	e->protocol_version = (unsigned)w->info->protocol_version;
 	if (strcmp(e->reported_type, e->type) != 0)
 		srv_warn("supervisor",
@@ -1237,6 +1255,9 @@ int srv_supervisor_list(struct srv_supervisor *sup, struct srv_driver_info **lis
 		d->last_error_ms = e->last_error_ms;
 		d->reported_type = e->reported_type ? e->reported_type : "";
 		d->version = e->version ? e->version : "";
+		d->config_schema_json = e->info_text[0] ? e->info_text[0] : "";
+		d->secrets_schema_json = e->info_text[1] ? e->info_text[1] : "";
+		d->description = e->info_text[2] ? e->info_text[2] : "";
 		d->protocol_version = e->protocol_version;
 		d->features = e->features;
 		d->started_ms = e->started_ms;
@@ -1362,6 +1383,8 @@ void srv_supervisor_free(struct srv_supervisor *sup)
 		free(e->name);
 		free(e->reported_type);
 		free(e->version);
+		for (int k = 0; k < 3; k++)
+			free(e->info_text[k]);
 		free(e);
 	}
 	free(sup->entries);

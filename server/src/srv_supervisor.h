@@ -49,6 +49,10 @@ struct srv_driver_info {
 	int64_t last_error_ms;
 	const char *reported_type;
 	const char *version;
+	/* From GetInfo, "" when not given (or longer than 64 KiB). */
+	const char *config_schema_json;
+	const char *secrets_schema_json;
+	const char *description;
 	unsigned protocol_version;
 	drv_features features;
 	int64_t started_ms;

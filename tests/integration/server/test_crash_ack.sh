@@ -7,6 +7,8 @@
 # acknowledged termination forgotten. Now the client learns the server was
 # lost (exit 3) and the store and the sim agree.
 # Needs gdb and permission to attach; skipped (passes) without them.
+# (The create asks for --spot-policy auto: with max_tries 1 the cheapest
+# offer must have capacity, and on the sim that is a spot one.)
 . "$(dirname "$0")/lib.sh"
 need drover-driver-sim
 if ! command -v gdb >/dev/null; then
@@ -27,7 +29,7 @@ projects:
 provisioning: {max_tries: 1, reconcile_interval_ms: 100}
 YAML
 start_droverd
-run 0 --json instance create --gpu H100 --name victim --wait
+run 0 --json instance create --gpu H100 --spot-policy auto --name victim --wait
 id=$(jout .instance.id)
 
 # At the terminate handler, arm a breakpoint on the commit of the batch it

@@ -4,6 +4,8 @@
 # there is exactly one instance, both in the sim's state file and in the
 # store, and they are the same machine. The spawned sim driver does not
 # outlive the killed server.
+# (Creates ask for --spot-policy auto: with max_tries 1 the cheapest offer
+# must have capacity, and on the sim that is a spot one.)
 . "$(dirname "$0")/lib.sh"
 need drover-driver-sim
 
@@ -24,7 +26,7 @@ YAML
 start_droverd
 sim_pid=$(wait_driver_pid sim) || fail "no pid for the sim driver in drover driver list"
 
-drover instance create --gpu H100 --name crashy >"$T/create.out" 2>"$T/create.err" &
+drover instance create --gpu H100 --spot-policy auto --name crashy >"$T/create.out" 2>"$T/create.err" &
 create_pid=$!
 BG_PIDS+=($create_pid)
 

@@ -6,6 +6,8 @@
 # FAILED with no driver call. Then droverd is SIGKILLed after the terminate
 # was acknowledged: the restarted server resumes the create with the same
 # key, finds the one machine, and terminates it.
+# (Creates ask for --spot-policy auto: with max_tries 1 the cheapest offer
+# must have capacity, and on the sim that is a spot one.)
 . "$(dirname "$0")/lib.sh"
 need drover-driver-sim
 
@@ -54,7 +56,7 @@ create_ended() {
 }
 
 # 1. While the create is out.
-drover instance create --gpu H100 --backend lazy --name brief >"$T/create.out" 2>"$T/create.err" &
+drover instance create --gpu H100 --spot-policy auto --backend lazy --name brief >"$T/create.out" 2>"$T/create.err" &
 create_pid=$!
 BG_PIDS+=($create_pid)
 wait_for 15 "creating brief" || fail "the instance never reached CREATING"
@@ -81,7 +83,7 @@ contains "$OUT" "instance.terminate_requested" "the events of the instance"
 # 1b. `create --wait` waits until the instance is running: one terminated
 # while being created never runs, so the wait fails (it used to exit 0 on the
 # create's TERMINATING answer).
-drover --timeout 30 instance create --gpu H100 --backend slow --name waity --wait >"$T/createw.out" 2>"$T/createw.err" &
+drover --timeout 30 instance create --gpu H100 --spot-policy auto --backend slow --name waity --wait >"$T/createw.out" 2>"$T/createw.err" &
 create_pid=$!
 BG_PIDS+=($create_pid)
 wait_for 15 "creating waity" || fail "waity never reached CREATING"
@@ -94,7 +96,7 @@ wait_for 20 '[[ $(status_of waity) == INSTANCE_STATUS_TERMINATED ]]' || fail "wa
 # 2. Even earlier: the create is still looking up offers (the sim's latency
 # slows GetOffers too), so it has no row yet. Shown pending until then; the
 # terminate writes its row FAILED at once, and no driver call is made.
-drover instance create --gpu H100 --backend lazy --name early --idempotency-key key-early >"$T/create3.out" 2>"$T/create3.err" &
+drover instance create --gpu H100 --spot-policy auto --backend lazy --name early --idempotency-key key-early >"$T/create3.out" 2>"$T/create3.err" &
 create_pid=$!
 BG_PIDS+=($create_pid)
 # The create reaches droverd within moments; until then the name is unknown
@@ -125,7 +127,7 @@ grep -q "terminated before any attempt" "$T/create3.out" ||
 # before the offers are in: the create retried with its key after the
 # restart answers the failed row instead of making a machine.
 sleep 1.5 # the offers a create fetched serve the creates of the next second
-drover instance create --gpu H100 --backend lazy --name late --idempotency-key key-late >"$T/create5.out" 2>"$T/create5.err" &
+drover instance create --gpu H100 --spot-policy auto --backend lazy --name late --idempotency-key key-late >"$T/create5.out" 2>"$T/create5.err" &
 create_pid=$!
 BG_PIDS+=($create_pid)
 wait_for 10 'capture drover instance terminate late; [[ $RC == 0 ]]' || fail "terminate of late: exit $RC: $ERR"
@@ -135,7 +137,7 @@ wait "$DROVERD_PID" 2>/dev/null || true
 DROVERD_PID=
 wait "$create_pid" 2>/dev/null || true
 start_droverd
-run 1 --json instance create --gpu H100 --backend lazy --name late --idempotency-key key-late
+run 1 --json instance create --gpu H100 --spot-policy auto --backend lazy --name late --idempotency-key key-late
 [[ $(jout '.instance.id') == "$late_id" && $(jout '.instance.status') == INSTANCE_STATUS_FAILED ]] ||
 	fail "the create retried after the restart answered $(jout '.instance.id') $(jout '.instance.status'), expected $late_id FAILED"
 [[ $(sim_machines all) == 2 ]] || fail "the create terminated before the crash reached the sim"
@@ -146,7 +148,7 @@ run 1 --json instance create --gpu H100 --backend lazy --name late --idempotency
 # row's "failed", and the new create went on to make a machine).
 old_early=$(drover --json instance show early | jq -r '.instance.id')
 sleep 1.5 # the offers a create fetched serve the creates of the next second
-drover instance create --gpu H100 --backend lazy --name early >"$T/create4.out" 2>"$T/create4.err" &
+drover instance create --gpu H100 --spot-policy auto --backend lazy --name early >"$T/create4.out" 2>"$T/create4.err" &
 create_pid=$!
 BG_PIDS+=($create_pid)
 wait_for 10 'capture drover instance terminate early; [[ $RC == 0 && $OUT != *"$old_early"* ]]' ||
@@ -160,7 +162,7 @@ run 0 --json instance list --status failed
 [[ $(jout '[.instances[] | select(.name == "early")] | length') == 2 ]] || fail "expected two failed rows named early"
 
 # 3. Acknowledged, then the server is killed before the create ends.
-drover instance create --gpu H100 --backend slow --name crashy >"$T/create2.out" 2>"$T/create2.err" &
+drover instance create --gpu H100 --spot-policy auto --backend slow --name crashy >"$T/create2.out" 2>"$T/create2.err" &
 create_pid=$!
 BG_PIDS+=($create_pid)
 wait_for 15 "creating crashy" || fail "the second instance never reached CREATING"
