@@ -35,19 +35,48 @@ if [[ ! -f $config ]]; then
 	exit 1
 fi
 
+# The data directory droverd uses here ($DROVER_DATA_DIR, else ./var as the
+# shipped config says), passed to droverd so that the record below is right.
+data=${DROVER_DATA_DIR:-$root/var}
+[[ $data == /* ]] || data=$PWD/$data
+
+# Records that directory for this user, so that the drover CLI finds this
+# server from any directory (see drover --help). Written here, not by
+# droverd: droverd also runs in tests, containers and services, many at a
+# time, and none of those must take over a user's CLI; `make run` is the one
+# interactive start. $XDG_RUNTIME_DIR is per user and emptied at logout or
+# reboot, as the server stops; without it, ~/.local/state. A config with its
+# own `listen:` serves elsewhere, so nothing is recorded then.
+if grep -q '^listen:' "$config"; then
+	echo "run.sh: $config sets listen:, so no server is recorded for the CLI; use --server" >&2
+else
+	if [[ ${XDG_RUNTIME_DIR:-} == /* ]]; then
+		record=$XDG_RUNTIME_DIR/drover/server
+	else
+		record=${HOME:?}/.local/state/drover/server
+	fi
+	mkdir -p "$(dirname "$record")"
+	printf '%s\n' "$data" >"$record.tmp.$$"
+	mv "$record.tmp.$$" "$record"
+	echo "run.sh: recorded $data in $record: drover finds this server from any directory" >&2
+fi
+
+cli=$bin/drover
+[[ $cli == /* ]] || cli=$root/$cli
+
 cat >&2 <<HINT
 ------------------------------------------------------------------------
 droverd is starting in the foreground (Ctrl-C stops it and its drivers).
-Config: $config; store, admin token and API socket: ./var
-In a second terminal, from $root:
+Config: $config; store, admin token and API socket: $data
+In a second terminal, from any directory:
 
-  $bin/drover driver list
-  $bin/drover offer --gpu H100
-  $bin/drover instance create --gpu H100 --name demo
-  $bin/drover instance list
-  $bin/drover instance terminate demo
+  $cli driver list
+  $cli offer --gpu H100
+  $cli instance create --gpu H100 --name demo
+  $cli instance list
+  $cli instance terminate demo
 
 Every command has --help; add --json for scripts.
 ------------------------------------------------------------------------
 HINT
-exec "$bin/droverd" --config "$config"
+exec "$bin/droverd" --config "$config" --data-dir "$data"

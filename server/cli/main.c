@@ -2,6 +2,7 @@
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli.h"
 
@@ -20,10 +21,15 @@ static const char usage[] =
     "Run `drover COMMAND --help` for the options of each.\n"
     "\n"
     "Global options:\n"
-    "  --server ADDR       unix:PATH or HOST:PORT (default unix:./var/droverd.sock,\n"
-    "                      or $DROVER_SERVER)\n"
-    "  --token-file FILE   file holding the bearer token (default ./var/admin.token,\n"
-    "                      or $DROVER_TOKEN_FILE); the token is never printed\n"
+    "  --server ADDR       unix:PATH or HOST:PORT; without it, the first of:\n"
+    "                      $DROVER_SERVER; the data directory `make run` recorded\n"
+    "                      in $XDG_RUNTIME_DIR/drover/server (without\n"
+    "                      $XDG_RUNTIME_DIR: ~/.local/state/drover/server), while\n"
+    "                      its droverd.sock exists; unix:./var/droverd.sock\n"
+    "  --token-file FILE   file holding the bearer token (default $DROVER_TOKEN_FILE,\n"
+    "                      else admin.token in the recorded directory when the\n"
+    "                      server was found there, else ./var/admin.token); the\n"
+    "                      token is never printed\n"
     "  --ca-file FILE      CA of the server's TLS certificate (TCP with TLS)\n"
     "  --cert-file FILE    client certificate, with --key-file, when the server\n"
     "                      requires one (mutual TLS)\n"
@@ -73,6 +79,45 @@ static const char *env_or(const char *name, const char *def)
 	return v && *v ? v : def;
 }
 
+/*
+ * The data directory `make run` (scripts/run.sh) recorded for this user, so
+ * that the CLI finds that droverd from any directory. The record is one
+ * line, an absolute path, in $XDG_RUNTIME_DIR/drover/server (per user, and
+ * gone after a reboot, as the server is), else in
+ * ~/.local/state/drover/server. It is used only while the directory holds a
+ * socket: a record left by a droverd that has stopped is ignored. Fills
+ * `sock` ("unix:DIR/droverd.sock") and `token` (DIR/admin.token), and
+ * `from` with the record's path, or returns false.
+ */
+static bool recorded_server(char *sock, size_t sock_len, char *token, size_t token_len, char *from,
+                            size_t from_len)
+{
+	const char *xdg = getenv("XDG_RUNTIME_DIR"), *home = getenv("HOME");
+	if (xdg && xdg[0] == '/')
+		snprintf(from, from_len, "%s/drover/server", xdg);
+	else if (home && home[0] == '/')
+		snprintf(from, from_len, "%s/.local/state/drover/server", home);
+	else
+		return false;
+	FILE *f = fopen(from, "r");
+	char dir[4000];
+	if (!f)
+		return false;
+	bool got = fgets(dir, sizeof(dir), f) != NULL;
+	fclose(f);
+	if (!got)
+		return false;
+	dir[strcspn(dir, "\r\n")] = '\0';
+	struct stat st;
+	char path[4100];
+	snprintf(path, sizeof(path), "%s/droverd.sock", dir);
+	if (dir[0] != '/' || stat(path, &st) != 0 || !S_ISSOCK(st.st_mode))
+		return false;
+	snprintf(sock, sock_len, "unix:%s", path);
+	snprintf(token, token_len, "%s/admin.token", dir);
+	return true;
+}
+
 int main(int argc, char **argv)
 {
 	struct cli_ctx c = {
@@ -83,6 +128,22 @@ int main(int argc, char **argv)
 	    .timeout_ms = 60000,
 	};
 	int opt;
+	static char rec_sock[4200], rec_token[4200], rec_from[4096], rec_why[4200];
+	bool token_from_record = false;
+	if (!getenv("DROVER_SERVER") || !*getenv("DROVER_SERVER")) {
+		if (recorded_server(rec_sock, sizeof(rec_sock), rec_token, sizeof(rec_token), rec_from,
+		                    sizeof(rec_from))) {
+			snprintf(rec_why, sizeof(rec_why), "the directory recorded in %s by make run",
+			         rec_from);
+			c.server = rec_sock;
+			c.server_from = rec_why;
+			if (!env_or("DROVER_TOKEN_FILE", NULL)) {
+				c.token_file = rec_token;
+				token_from_record = true;
+			}
+		}
+	}
+	bool token_given = false;
 
 	/*
 	 * gRPC's own log lines would interleave with the CLI's output; errors reach
@@ -99,6 +160,7 @@ int main(int argc, char **argv)
 			break;
 		case OPT_TOKEN_FILE:
 			c.token_file = optarg;
+			token_given = true;
 			break;
 		case OPT_CA_FILE:
 			c.ca_file = optarg;
@@ -131,6 +193,9 @@ int main(int argc, char **argv)
 			                       argv[optind - 1]);
 		}
 	}
+	/* The recorded server's token is not the token of a server named by --server. */
+	if (token_from_record && !token_given && c.server != rec_sock)
+		c.token_file = "./var/admin.token";
 	if (optind >= argc) {
 		fputs(usage, stderr);
 		return CLI_EXIT_USAGE;
