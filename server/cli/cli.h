@@ -203,6 +203,19 @@ const char *cli_mib_str(uint64_t mib, char *buf, size_t len);
 /* The GPUs of an offer as "8xH100 (80GiB)", "-" for none. */
 const char *cli_gpus_str(const Drover__Compute__V1__Resources *r, char *buf, size_t len);
 
+/* ---- progress on stderr (cli_progress.c) ---- */
+
+/* What has been reported of one instance; nothing is printed unless `on`. */
+struct cli_progress {
+	bool on;
+	int64_t start_ms;
+	unsigned attempts_seen, attempts_done;
+	int status;
+};
+void cli_progress_init(struct cli_progress *p, bool on);
+/* Reports the new attempts, the ended ones and a changed status of `in`. */
+void cli_progress_update(struct cli_progress *p, const Drover__Api__V1__Instance *in);
+
 /* ---- commands (cli_cmd_*.c): argc/argv start at the subcommand's own name ---- */
 
 int cli_cmd_driver(struct cli_ctx *c, int argc, char **argv);

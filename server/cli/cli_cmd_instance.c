@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -11,7 +12,8 @@
 static const char instance_help_head[] =
     "Usage: drover instance create [REQUIREMENTS] [--name NAME] [--max-tries N]\n"
     "                              [--backend B]... [--ssh-key KEY|@FILE]...\n"
-    "                              [--idempotency-key K] [--wait] [--project P] [--json]\n"
+    "                              [--idempotency-key K] [--wait [--quiet]] [--project P]\n"
+    "                              [--json]\n"
     "       drover instance list [--status S]... [--project P | --all] [--json]\n"
     "       drover instance list --foreign [--project P | --all] [--json]\n"
     "       drover instance show ID|NAME [--project P] [--json]\n"
@@ -20,7 +22,9 @@ static const char instance_help_head[] =
     "create     tries the matching offers cheapest first, falling back to the next\n"
     "           on RESOURCE_EXHAUSTED (at most --max-tries, default: the server's),\n"
     "           and prints the instance with every attempt. Exits 1 when no\n"
-    "           attempt produced a machine. --wait waits until it is running.\n"
+    "           attempt produced a machine. --wait waits until it is running,\n"
+    "           showing each attempt and each status change on stderr\n"
+    "           when stderr is a terminal (--quiet: not at all).\n"
     "           Repeating a create with the same --idempotency-key returns the\n"
     "           first instance instead of making a second one.\n"
     "list       all instances, terminated ones too; --status running (repeatable)\n"
@@ -151,7 +155,7 @@ static int64_t now_ms(void)
  * response). A failed call returns its exit code, with *out NULL.
  */
 static int wait_for(struct cli_ctx *c, const char *id, bool (*done)(int status),
-                    Drover__Api__V1__GetInstanceResponse **out)
+                    Drover__Api__V1__GetInstanceResponse **out, struct cli_progress *prog)
 {
 	Drover__Api__V1__GetInstanceRequest req = DROVER__API__V1__GET_INSTANCE_REQUEST__INIT;
 	req.id = (char *)id;
@@ -165,6 +169,8 @@ static int wait_for(struct cli_ctx *c, const char *id, bool (*done)(int status),
 		*out = resp; /* NULL when the call failed */
 		if (rc)
 			return rc;
+		if (prog)
+			cli_progress_update(prog, resp->instance);
 		if (resp->instance && done(resp->instance->status))
 			return 0;
 		if (now_ms() >= deadline)
@@ -214,11 +220,20 @@ static int show_result(struct cli_ctx *c, const ProtobufCMessage *resp, const Dr
 }
 
 static int instance_create(struct cli_ctx *c, Drover__Api__V1__CreateInstanceRequest *req,
-                           const struct cli_req *r, bool wait)
+                           const struct cli_req *r, bool wait, struct cli_progress *prog)
 {
 	Drover__Api__V1__CreateInstanceResponse *resp;
 	char st[32];
+	/*
+	 * CreateInstance answers after its attempts; their outcomes are printed
+	 * with the answer, and the status changes after it as --wait polls.
+	 */
+	if (prog->on)
+		fprintf(stderr,
+		        "drover: [  0.0s] asking the backends for offers, trying them cheapest first\n");
 	int rc = cli_call(c, "CreateInstance", &req->base, (ProtobufCMessage **)&resp);
+	if (rc == 0)
+		cli_progress_update(prog, resp->instance);
 	/* No offer to try: say why (an unknown GPU name is a usage error). */
 	if (rc && c->last_code == DRV_ENOCAPACITY && cli_explain_no_offers(c, r) == CLI_EXIT_USAGE)
 		return CLI_EXIT_USAGE;
@@ -232,7 +247,7 @@ static int instance_create(struct cli_ctx *c, Drover__Api__V1__CreateInstanceReq
 	}
 	if (wait && !settled_running(in->status)) {
 		Drover__Api__V1__GetInstanceResponse *g;
-		rc = wait_for(c, in->id, settled_running, &g);
+		rc = wait_for(c, in->id, settled_running, &g, prog);
 		FREE_MSG(resp);
 		if (rc > 0)
 			return rc;
@@ -362,7 +377,18 @@ static int parse_status(const char *s, Drover__Api__V1__InstanceStatus *out)
 
 int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv)
 {
-	enum { O_NAME = 400, O_MAX_TRIES, O_BACKEND, O_SSH_KEY, O_IDEM, O_WAIT, O_STATUS, O_ALL, O_FOREIGN };
+	enum {
+		O_NAME = 400,
+		O_MAX_TRIES,
+		O_BACKEND,
+		O_SSH_KEY,
+		O_IDEM,
+		O_WAIT,
+		O_STATUS,
+		O_ALL,
+		O_FOREIGN,
+		O_QUIET
+	};
 	static const struct option o[] = {CLI_COMMON_OPTIONS,
 	                                  CLI_REQ_OPTIONS,
 	                                  {"name", required_argument, NULL, O_NAME},
@@ -371,6 +397,7 @@ int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv)
 	                                  {"ssh-key", required_argument, NULL, O_SSH_KEY},
 	                                  {"idempotency-key", required_argument, NULL, O_IDEM},
 	                                  {"wait", no_argument, NULL, O_WAIT},
+	                                  {"quiet", no_argument, NULL, O_QUIET},
 	                                  {"status", required_argument, NULL, O_STATUS},
 	                                  {"all", no_argument, NULL, O_ALL},
 	                                  {"foreign", no_argument, NULL, O_FOREIGN},
@@ -382,7 +409,7 @@ int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv)
 	size_t n_backends = 0, n_keys = 0;
 	Drover__Api__V1__InstanceStatus statuses[16];
 	size_t n_statuses = 0;
-	bool wait = false, all = false, create_only = false, foreign = false;
+	bool wait = false, all = false, create_only = false, foreign = false, quiet = false;
 	uint64_t v;
 	int opt, rc = 0;
 
@@ -471,6 +498,10 @@ int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv)
 		case O_WAIT:
 			wait = true;
 			break;
+		case O_QUIET:
+			quiet = true;
+			create_only = true;
+			break;
 		case O_STATUS:
 			if (n_statuses == sizeof(statuses) / sizeof(statuses[0]) ||
 			    parse_status(optarg, &statuses[n_statuses])) {
@@ -526,10 +557,13 @@ int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv)
 		creq.n_backends = n_backends;
 		creq.ssh_public_keys = keys;
 		creq.n_ssh_public_keys = n_keys;
-		rc = instance_create(c, &creq, &r, wait);
+		/* Progress is for a person watching: a terminal on stderr, and not --quiet. */
+		struct cli_progress prog;
+		cli_progress_init(&prog, wait && !quiet && isatty(STDERR_FILENO));
+		rc = instance_create(c, &creq, &r, wait, &prog);
 	} else if (create_only) {
-		rc = cli_usage_error("instance: requirement, --name, --backend, --ssh-key, --max-tries and "
-		                     "--idempotency-key belong to 'instance create'");
+		rc = cli_usage_error("instance: requirement, --name, --backend, --ssh-key, --max-tries, "
+		                     "--idempotency-key and --quiet belong to 'instance create'");
 	} else if (strcmp(sub, "list") == 0 && nargs == 1 && foreign) {
 		rc = instance_list_foreign(c, all ? "" : c->project);
 	} else if (strcmp(sub, "list") == 0 && nargs == 1) {
@@ -570,7 +604,7 @@ int cli_cmd_instance(struct cli_ctx *c, int argc, char **argv)
 			} else {
 				Drover__Api__V1__GetInstanceResponse *g;
 				rc = wait_for(c, resp->instance ? resp->instance->id : id, settled_terminated,
-				              &g);
+				              &g, NULL);
 				FREE_MSG(resp);
 				if (rc > 0)
 					goto out;
