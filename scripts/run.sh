@@ -35,10 +35,11 @@ if [[ ! -f $config ]]; then
 	exit 1
 fi
 
-# The data directory droverd uses here ($DROVER_DATA_DIR, else ./var as the
-# shipped config says), passed to droverd so that the record below is right.
-data=${DROVER_DATA_DIR:-$root/var}
-[[ $data == /* ]] || data=$PWD/$data
+# The data directory droverd uses: the config's data_dir (./var in the
+# shipped one), else droverd's default ./var; for the record below.
+data=$(sed -n 's/^data_dir:[[:space:]]*//p' "$config" | head -1 | sed 's/[[:space:]]*#.*//; s/^["'\'']//; s/["'\'']$//')
+data=${data:-./var}
+[[ $data == /* ]] || data=$root/${data#./}
 
 # Records that directory for this user, so that the drover CLI finds this
 # server from any directory (see drover --help). Written here, not by
@@ -79,4 +80,4 @@ In a second terminal, from any directory:
 Every command has --help; add --json for scripts.
 ------------------------------------------------------------------------
 HINT
-exec "$bin/droverd" --config "$config" --data-dir "$data"
+exec "$bin/droverd" --config "$config"

@@ -9,6 +9,7 @@ export XDG_RUNTIME_DIR=$T/xdg
 mkdir -p "$XDG_RUNTIME_DIR" "$T/elsewhere"
 unset DROVER_SERVER DROVER_TOKEN_FILE
 cat >"$T/run.yaml" <<YAML
+data_dir: $T/rundata # the config's data_dir is what run.sh records
 drivers:
   dirs: [$BIN]
 projects:
@@ -18,7 +19,7 @@ projects:
         type: sim
         config: {state_file: $T/sim.json}
 YAML
-DROVER_CONFIG=$T/run.yaml DROVER_DATA_DIR=$T/rundata "$SRC/scripts/run.sh" "$(dirname "$BIN")" >"$T/run.log" 2>&1 &
+DROVER_CONFIG=$T/run.yaml "$SRC/scripts/run.sh" "$(dirname "$BIN")" >"$T/run.log" 2>&1 &
 DROVERD_PID=$!
 wait_for 30 '[[ -S $T/rundata/droverd.sock && -s $T/rundata/admin.token ]]' || fail "run.sh did not start droverd: $(cat "$T/run.log")"
 [[ $(cat "$XDG_RUNTIME_DIR/drover/server") == "$T/rundata" ]] ||

@@ -14,6 +14,9 @@ sed -e "s|\./var|$DATA|g" -e "s|\./build/bin|$BIN|g" "$SRC/config/droverd.yaml" 
 grep -q "$DATA" "$CONFIG" || fail "config/droverd.yaml does not keep its data in ./var"
 
 build=$(cd "$BIN/.." && pwd)
+# run.sh records its data directory for the CLI under $XDG_RUNTIME_DIR: this test's.
+export XDG_RUNTIME_DIR=$T/xdg
+mkdir -p "$XDG_RUNTIME_DIR"
 DROVER_CONFIG=$CONFIG "$SRC/scripts/run.sh" "$build" >"$T/run.out" 2>"$LOG" &
 DROVERD_PID=$! # run.sh execs droverd, so this is droverd's pid
 wait_for 15 "[[ -S $DATA/droverd.sock && -s $DATA/admin.token ]] && drover project list >/dev/null 2>&1" || {
@@ -23,6 +26,7 @@ wait_for 15 "[[ -S $DATA/droverd.sock && -s $DATA/admin.token ]] && drover proje
 grep -q "drover offer --gpu H100" "$LOG" || fail "run.sh printed no hint of what to run next"
 grep -q "drover instance create" "$LOG" || fail "run.sh's hint does not show instance create"
 [[ $(cat /proc/"$DROVERD_PID"/comm) == droverd ]] || fail "run.sh did not exec droverd in the foreground"
+[[ $(cat "$XDG_RUNTIME_DIR/drover/server") == "$DATA" ]] || fail "run.sh did not record the config's data_dir for the CLI"
 
 run 0 offer --gpu H100
 contains "$OUT" "H100" "drover offer --gpu H100 with the shipped config"
