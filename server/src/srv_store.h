@@ -21,7 +21,7 @@ struct srv_store;
 struct srv_secrets;
 
 /* The newest schema version this build knows (PRAGMA user_version). */
-#define SRV_STORE_SCHEMA_VERSION 4
+#define SRV_STORE_SCHEMA_VERSION 5
 
 /*
  * Opens or creates the database at `path` (":memory:" works) and runs every

@@ -24,6 +24,7 @@ start_droverd
 version=$(sqlite3 "$DATA/drover.db" 'PRAGMA user_version')
 want=$(sed -n 's/^#define SRV_STORE_SCHEMA_VERSION \([0-9]*\)$/\1/p' "$SRC/server/src/srv_store.h")
 [[ $version == "$want" ]] || fail "the store is at schema $version after opening, expected $want"
+((version > 4)) || fail "the fixture was not migrated (schema $version)"
 
 wait_for 20 "drover --json instance show --project other lied-to | jq -e '.instance.last_error | test(\"no driver for backend type\")' >/dev/null" ||
 	fail "lied-to was not looked at by droverd"
