@@ -49,7 +49,9 @@ struct srv_api {
 	char token[128];
 	size_t token_len;
 	uv_async_t async;
-	uv_timer_t trim; /* gives malloc's free memory back once big replies stop coming */
+	uv_timer_t trim;      /* gives malloc's free memory back once a burst is over */
+	uint64_t last_big_ms; /* loop time of the last big reply */
+	long trimmed_kb;      /* RSS after the last trim */
 	pthread_mutex_t mu;
 	struct api_call *head, *tail;         /* under mu */
 	bool closed;                          /* under mu: the loop no longer takes calls */
@@ -933,22 +935,58 @@ static void h_remove_backend(struct api_call *c)
 }
 
 /*
- * A big reply (16,000 offers, 10,000 instances) leaves megabytes in malloc's
- * free lists. Giving them back after every such reply made the next one
- * fault every page in again (a sixth of droverd's time in a burst of
- * GetOffers), so the trim waits until a second passes without one.
+ * Memory freed after a burst stays with malloc, and most of it in the arenas
+ * of gRPC's threads, which only malloc_trim() gives back: answers droverd
+ * receives from drivers (an orphan scan's ListInstances of 10,000 machines,
+ * every minute, on every backend; a burst of running checks) are unpacked
+ * there. Trimming only after big API replies left those arenas full:
+ * drover-bench-server row 3b (10,000 instances in store) measured either
+ * about 25 MB or 74-270 MB, depending on whether an orphan scan or the
+ * running checks ran after the store was filled and before the figure was
+ * read (malloc_stats: one arena of 197 MB of which 0.25 MB in use; 172 MB ->
+ * 39 MB after a malloc_trim). So once a second the resident size is read,
+ * and memory is trimmed when it grew by TRIM_GROWTH_KB since the last trim.
+ *
+ * Not within a second of a big reply (16,000 offers, 10,000 instances):
+ * giving its memory back after every one made the next fault every page in
+ * again (a sixth of droverd's time in a burst of GetOffers).
  */
 #define TRIM_AFTER_MS 1000
+#define TRIM_GROWTH_KB 2048
+
+/* Resident size in KiB from /proc/self/statm, or -1. */
+static long self_rss_kb(void)
+{
+	char buf[128];
+	int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	long size, resident;
+	if (sscanf(buf, "%ld %ld", &size, &resident) != 2)
+		return -1;
+	return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
 
 static void trim_cb(uv_timer_t *t)
 {
-	(void)t;
+	struct srv_api *api = t->data;
+	if (uv_now(t->loop) - api->last_big_ms < TRIM_AFTER_MS)
+		return;
+	long kb = self_rss_kb();
+	if (kb < 0 || kb < api->trimmed_kb + TRIM_GROWTH_KB)
+		return;
 	malloc_trim(0);
+	api->trimmed_kb = self_rss_kb();
 }
 
 static void trim_later(struct srv_api *api)
 {
-	uv_timer_start(&api->trim, trim_cb, TRIM_AFTER_MS, 0);
+	api->last_big_ms = uv_now(api->trim.loop);
 }
 
 /* ---- offers ---- */
@@ -1775,6 +1813,9 @@ int srv_api_start(const struct srv_api_opts *o, struct srv_api **out, char *err,
 	api->async.data = api;
 	uv_timer_init(o->loop, &api->trim);
 	api->trim.data = api;
+	api->trimmed_kb = self_rss_kb();
+	uv_timer_start(&api->trim, trim_cb, TRIM_AFTER_MS, TRIM_AFTER_MS);
+	uv_unref((uv_handle_t *)&api->trim);
 	srv_store_set_commit_hook(api->st, committed, api);
 	if (o->unix_path) {
 		if (unix_socket_live(o->unix_path)) {
