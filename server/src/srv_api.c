@@ -358,40 +358,26 @@ static api_instance *instance_msg(struct gc *g, const struct srv_instance *in)
 	m->terminate_requested = in->terminate_requested;
 	m->termination_unconfirmed =
 	    in->termination_unconfirmed && strcmp(in->status, SRV_ST_TERMINATING) == 0;
-	json_error_t jerr;
-	json_t *arr = json_loads(in->attempts_json ? in->attempts_json : "[]", 0, &jerr);
-	/* Damaged text shows no attempts, as before; out of memory fails the reply. */
-	if (!arr && json_error_code(&jerr) == json_error_out_of_memory)
-		g->oom = true;
-	size_t na = json_is_array(arr) ? json_array_size(arr) : 0;
+	/* The row's attempts are the API's messages already: copied, as the row is freed first. */
+	const Drover__State__V1__InstanceRecord *r = in->record;
+	size_t na = r ? r->n_attempts : 0, nk = r ? r->n_ssh_public_keys : 0;
 	m->attempts = gc_alloc(g, (na + 1) * sizeof(*m->attempts));
 	for (size_t i = 0; m->attempts && i < na; i++) {
-		json_t *a = json_array_get(arr, i);
+		const Drover__Api__V1__Attempt *a = r->attempts[i];
 		Drover__Api__V1__Attempt *at = gc_alloc(g, sizeof(*at));
 		if (!at)
 			break;
-		drover__api__v1__attempt__init(at);
-		at->number = (uint32_t)json_integer_value(json_object_get(a, "number"));
-		at->backend = gc_strdup(g, json_string_value(json_object_get(a, "backend")));
-		at->instance_type = gc_strdup(g, json_string_value(json_object_get(a, "instance_type")));
-		at->region = gc_strdup(g, json_string_value(json_object_get(a, "region")));
-		at->price_per_hour = json_number_value(json_object_get(a, "price_per_hour"));
-		at->code = gc_strdup(g, json_string_value(json_object_get(a, "code")));
-		at->message = gc_strdup(g, json_string_value(json_object_get(a, "message")));
-		at->started_unix_ms = json_integer_value(json_object_get(a, "started_unix_ms"));
-		at->finished_unix_ms = json_integer_value(json_object_get(a, "finished_unix_ms"));
+		*at = *a;
+		at->backend = gc_strdup(g, a->backend);
+		at->instance_type = gc_strdup(g, a->instance_type);
+		at->region = gc_strdup(g, a->region);
+		at->code = gc_strdup(g, a->code);
+		at->message = gc_strdup(g, a->message);
 		m->attempts[m->n_attempts++] = at;
 	}
-	json_decref(arr);
-	json_t *keys = json_loads(in->ssh_keys_json ? in->ssh_keys_json : "[]", 0, &jerr);
-	if (!keys && json_error_code(&jerr) == json_error_out_of_memory)
-		g->oom = true;
-	size_t nk = json_is_array(keys) ? json_array_size(keys) : 0;
 	m->ssh_public_keys = gc_alloc(g, (nk + 1) * sizeof(char *));
 	for (size_t i = 0; m->ssh_public_keys && i < nk; i++)
-		m->ssh_public_keys[m->n_ssh_public_keys++] =
-		    gc_strdup(g, json_string_value(json_array_get(keys, i)));
-	json_decref(keys);
+		m->ssh_public_keys[m->n_ssh_public_keys++] = gc_strdup(g, r->ssh_public_keys[i]);
 	return m;
 }
 

@@ -83,7 +83,9 @@ static void test_migrations_from_zero(void **state)
 /* What schema 5 added, taken away again: a schema 4 file as the earlier release left it. */
 #define SCHEMA5_UNDO                                                                                         \
 	"DROP INDEX instances_provider; DROP INDEX instances_created;"                                       \
-	" ALTER TABLE instances DROP COLUMN provider_id;"
+	" ALTER TABLE instances DROP COLUMN provider_id; ALTER TABLE instances DROP COLUMN record;"          \
+	" ALTER TABLE instances ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]';"                             \
+	" ALTER TABLE instances ADD COLUMN ssh_keys TEXT NOT NULL DEFAULT '[]';"
 
 /*
  * Schema 4 → 5: the provider's machine id of every row written before is
@@ -119,7 +121,13 @@ static void test_provider_id_migrates(void **state)
 	srv_store_close(f->st);
 	sqlite3 *db;
 	assert_int_equal(sqlite3_open(f->db_path, &db), SQLITE_OK);
-	assert_int_equal(sqlite3_exec(db, SCHEMA5_UNDO " PRAGMA user_version = 4", NULL, NULL, NULL),
+	assert_int_equal(sqlite3_exec(db,
+	                              SCHEMA5_UNDO
+	                              " UPDATE instances SET attempts = '[{\"number\":1,\"backend\":\"b1\","
+	                              "\"code\":\"OK\",\"price_per_hour\":1.5,\"started_unix_ms\":7}]',"
+	                              " ssh_keys = '[\"ssh-ed25519 AAAA k@1\"]' WHERE id = 'i-old';"
+	                              " PRAGMA user_version = 4",
+	                              NULL, NULL, NULL),
 	                 SQLITE_OK);
 	sqlite3_close(db);
 	char err[512];
@@ -129,6 +137,22 @@ static void test_provider_id_migrates(void **state)
 	assert_int_equal(srv_store_instance_holding(f->st, "main", "b1", mid, "i-new", &holder), 0);
 	assert_string_equal(holder, "i-old");
 	free(holder);
+	/* The JSON text of schema 4 became the record's messages; a row without any has none. */
+	struct srv_instance *got;
+	assert_int_equal(srv_store_instance_get(f->st, "i-old", &got), 0);
+	assert_non_null(got->record);
+	assert_int_equal(got->record->n_attempts, 1);
+	assert_int_equal(got->record->attempts[0]->number, 1);
+	assert_string_equal(got->record->attempts[0]->backend, "b1");
+	assert_string_equal(got->record->attempts[0]->code, "OK");
+	assert_true(got->record->attempts[0]->price_per_hour == 1.5);
+	assert_int_equal(got->record->attempts[0]->started_unix_ms, 7);
+	assert_int_equal(got->record->n_ssh_public_keys, 1);
+	assert_string_equal(got->record->ssh_public_keys[0], "ssh-ed25519 AAAA k@1");
+	srv_instance_free(got);
+	assert_int_equal(srv_store_instance_get(f->st, "i-none", &got), 0);
+	assert_null(got->record);
+	srv_instance_free(got);
 	assert_int_equal(sqlite3_open(f->db_path, &db), SQLITE_OK);
 	sqlite3_stmt *s;
 	assert_int_equal(
@@ -316,15 +340,30 @@ static void test_instance_transitions(void **state)
 	assert_int_equal(srv_store_instance_put(f->st, &in), 0);
 	const char *path[] = {SRV_ST_CREATING, SRV_ST_PROVISIONING, SRV_ST_RUNNING, SRV_ST_TERMINATING,
 	                      SRV_ST_TERMINATED};
+	/* The record (attempts, keys) goes in and out as the API's messages. */
+	Drover__Api__V1__Attempt a = DROVER__API__V1__ATTEMPT__INIT, *ap = &a;
+	a.number = 1;
+	a.code = "RESOURCE_EXHAUSTED";
+	char *key = "ssh-ed25519 AAAA test@key";
+	Drover__State__V1__InstanceRecord rec = DROVER__STATE__V1__INSTANCE_RECORD__INIT;
+	rec.n_attempts = 1;
+	rec.attempts = &ap;
+	rec.n_ssh_public_keys = 1;
+	rec.ssh_public_keys = &key;
 	for (size_t i = 0; i < 5; i++) {
 		struct srv_instance *got;
 		in.status = (char *)path[i];
 		in.next_check_at = i < 4 ? 1000 + (int64_t)i : 0;
-		in.attempts_json = "[{\"number\":1}]";
+		in.record = &rec;
 		assert_int_equal(srv_store_instance_put(f->st, &in), 0);
 		assert_int_equal(srv_store_instance_get(f->st, "i-1", &got), 0);
 		assert_string_equal(got->status, path[i]);
-		assert_string_equal(got->attempts_json, "[{\"number\":1}]");
+		assert_non_null(got->record);
+		assert_int_equal(got->record->n_attempts, 1);
+		assert_int_equal(got->record->attempts[0]->number, 1);
+		assert_string_equal(got->record->attempts[0]->code, "RESOURCE_EXHAUSTED");
+		assert_int_equal(got->record->n_ssh_public_keys, 1);
+		assert_string_equal(got->record->ssh_public_keys[0], key);
 		assert_int_equal(got->next_check_at, in.next_check_at);
 		srv_instance_free(got);
 	}
