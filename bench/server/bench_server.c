@@ -12,7 +12,11 @@
  *      beside it for reference, but the verdict uses the stricter one.
  *   2. Instances created and terminated through the server, per second,
  *      against the same create+terminate made on the sim directly.
- *   3. droverd's RSS idle, and with 10,000 instances in its store.
+ *   3. droverd's RSS idle (3a); with 10,000 instances in its store (3b),
+ *      read five times over a minute and more (an orphan scan and the
+ *      running checks of the 10,000 come in between), each <= 30 MB; and
+ *      with 100,000 (3c, the store grown with droverd stopped), RSS and
+ *      the first page of `instance list` (1,000 instances).
  *   4. One hostile 60 MB GetOffers answer (fixture-driver-broken-sdk
  *      --fault huge-offers) beside 15 sim backends: the sims' offers must
  *      arrive, the hostile backend must fail with its limit named, and
@@ -1455,6 +1459,7 @@ static void usage(FILE *f)
 	    "  --json FILE  also write the rows as JSON\n"
 	    "  --bin DIR    where droverd and drover-driver-sim are (default: this program's directory)\n"
 	    "  --keep       keep the temporary directory (droverd's log, config and store)\n"
+	    "  --store-only only the RSS rows (3a, 3b, 3c)\n"
 	    "  --help       this text\n"
 	    "\n"
 	    "Exit status: 0 when every row was measured (PASS or FAIL), 1 when one could not be, 2 on bad\n"
