@@ -12,7 +12,11 @@
  *      beside it for reference, but the verdict uses the stricter one.
  *   2. Instances created and terminated through the server, per second,
  *      against the same create+terminate made on the sim directly.
- *   3. droverd's RSS idle, and with 10,000 instances in its store.
+ *   3. droverd's RSS idle (3a); with 10,000 instances in its store (3b),
+ *      read five times over a minute and more (an orphan scan and the
+ *      running checks of the 10,000 come in between), each <= 30 MB; and
+ *      with 100,000 (3c, the store grown with droverd stopped), RSS and
+ *      the first page of `instance list` (1,000 instances).
  *   4. One hostile 60 MB GetOffers answer (fixture-driver-broken-sdk
  *      --fault huge-offers) beside 15 sim backends: the sims' offers must
  *      arrive, the hostile backend must fail with its limit named, and
@@ -50,11 +54,14 @@
 #include "drover/host.h"
 #include "drover/rpc.h"
 #include "drover/types.h"
+#include "srv_store.h"
 
 #define N_BACKENDS 16
 #define OFFERS_PER_BACKEND 1000
 #define CHURN_THREADS 16
 #define STORE_TARGET 10000
+#define BIG_STORE_TARGET 100000
+#define STORE_READINGS 5
 /* Regions of every offers backend: enough catalog offers to be realistic, few enough for 1,000. */
 #define HOSTILE_SIMS 15
 #define HOSTILE_BYTES 60000000L
@@ -69,15 +76,18 @@ struct opts {
 	const char *json;
 	char bin[PATH_MAX];
 	bool keep;
+	bool store_only;       /* only the RSS rows */
 	const char *log_level; /* droverd's */
 };
 
 /* What each phase measures, and how many times. */
 struct sizes {
-	int offers_iters; /* timed GetOffers through droverd */
-	int direct_iters; /* timed GetOffers per backend on the sim alone */
-	int churn;        /* instances created and terminated */
-	int store;        /* instances in the store for the second RSS row */
+	int offers_iters;   /* timed GetOffers through droverd */
+	int direct_iters;   /* timed GetOffers per backend on the sim alone */
+	int churn;          /* instances created and terminated */
+	int store;          /* instances in the store for the second RSS row */
+	int reading_gap_ms; /* between the RSS readings of that row */
+	long big_store;     /* instances in the store for the third */
 };
 
 enum verdict { V_ERROR = -1, V_FAIL = 0, V_PASS = 1 };
@@ -439,6 +449,14 @@ static int write_config(const struct opts *o, const long *synthetic, char *err, 
 	fprintf(f,
 	        "    - {type: hostile, path: %s/fixture-driver-broken-sdk, args: [--fault, huge-offers]}\n",
 	        o->bin);
+	/*
+	 * The store rows' backend on a sim process of its own: backends without a
+	 * state_file share their process's simulated cloud, so on the one sim
+	 * every other backend (46 of them) listed the store's 10,000 machines in
+	 * its orphan scans, as foreign machines droverd keeps 1,000 of per
+	 * backend, which no two real cloud accounts do.
+	 */
+	fprintf(f, "    - {type: sim-store, path: %s/drover-driver-sim, args: []}\n", o->bin);
 	/* The hostile driver takes seconds to build its answer; the cap must cut it, not the deadline. */
 	fprintf(f, "  offers_timeout_ms: 30000\n");
 	fprintf(f, "projects:\n  - name: offers\n    backends:\n");
@@ -465,7 +483,7 @@ static int write_config(const struct opts *o, const long *synthetic, char *err, 
 	        CHURN_REGIONS);
 	fprintf(f,
 	        "  - name: store\n    backends:\n"
-	        "      - {name: sim, type: sim, config: {regions: %s, provisioning_delay_ms: 0, "
+	        "      - {name: sim, type: sim-store, config: {regions: %s, provisioning_delay_ms: 0, "
 	        "capacity: 1000000}}\n",
 	        CHURN_REGIONS);
 	if (fclose(f)) {
@@ -1215,25 +1233,166 @@ static void row_rss_store(const struct sizes *sz, long idle_kb, struct row *r)
 		row_error(r, "%s", err);
 		return;
 	}
-	/* Idle: past droverd's 1 s delayed malloc_trim after big replies. */
-	usleep(1500 * 1000);
-	long kb = rss_kb(g_droverd);
-	if (kb < 0) {
-		row_error(r, "cannot read /proc/%d/status", (int)g_droverd);
-		return;
+	/*
+	 * Five readings, the first once idle (past droverd's trim a second after
+	 * a burst), the others spread over a minute and more: what droverd does
+	 * by itself with a full store happens in between (the orphan scan every
+	 * minute lists the store backend's 10,000 machines; the running checks
+	 * of the 10,000 come due a minute after their create). Every reading
+	 * must meet the target.
+	 */
+	long kbs[STORE_READINGS], worst = 0;
+	char list[96] = "";
+	for (int i = 0; i < STORE_READINGS; i++) {
+		usleep(i == 0 ? 1500 * 1000 : (useconds_t)sz->reading_gap_ms * 1000);
+		kbs[i] = rss_kb(g_droverd);
+		if (kbs[i] < 0) {
+			row_error(r, "cannot read /proc/%d/status", (int)g_droverd);
+			return;
+		}
+		worst = kbs[i] > worst ? kbs[i] : worst;
+		size_t l = strlen(list);
+		snprintf(list + l, sizeof(list) - l, "%s%.1f", i ? " " : "", kbs[i] / 1024.0);
 	}
 	long total = have + add;
-	snprintf(r->figure, sizeof(r->figure), "%.1f MB", kb / 1024.0);
+	snprintf(r->figure, sizeof(r->figure), "max %.1f MB", worst / 1024.0);
 	snprintf(r->baseline, sizeof(r->baseline), "idle droverd %.1f MB", idle_kb / 1024.0);
-	snprintf(r->ratio, sizeof(r->ratio), "%.2fx", idle_kb > 0 ? (double)kb / (double)idle_kb : 0);
-	row_set(r, kb <= 40 * 1024);
-	json_object_set_new(r->data, "rss_kb", json_integer(kb));
+	snprintf(r->ratio, sizeof(r->ratio), "%.2fx", idle_kb > 0 ? (double)worst / (double)idle_kb : 0);
+	row_set(r, worst <= 30 * 1024);
+	json_t *arr = json_array();
+	for (int i = 0; i < STORE_READINGS; i++)
+		json_array_append_new(arr, json_integer(kbs[i]));
+	json_object_set_new(r->data, "rss_kb", json_integer(worst));
+	json_object_set_new(r->data, "rss_readings_kb", arr);
 	json_object_set_new(r->data, "baseline_rss_kb", json_integer(idle_kb));
 	json_object_set_new(r->data, "instances_in_store", json_integer(total));
 	printf("   store: %ld instances in droverd's store (%ld from the churn row, TERMINATED; %d created "
-	       "through "
-	       "the API at %d threads, RUNNING, in %.1f s)\n",
+	       "through the API at %d threads, RUNNING, in %.1f s)\n",
 	       total, have, add, CHURN_THREADS, ms / 1000.0);
+	printf("   store: droverd RSS in %d readings %.0f s apart: %s MB\n", STORE_READINGS,
+	       sz->reading_gap_ms / 1000.0, list);
+}
+
+/*
+ * Grows the store to `target` rows with the droverd stopped: copies of one
+ * of the store project's rows, TERMINATED (a long history, as a server that
+ * has run for months keeps), created before every other row, so that they
+ * are the first page of an oldest-first listing. 0 or -1 with err.
+ */
+static int grow_store(long target, char *err, size_t errlen)
+{
+	char path[PATH_MAX + 32];
+	snprintf(path, sizeof(path), "%s/data/drover.db", g_dir);
+	struct srv_store *st;
+	if (srv_store_open(path, NULL, &st, err, errlen))
+		return -1;
+	struct srv_instance_filter f = {.project = "store", .limit = 1, .oldest_first = true};
+	struct srv_instance **one = NULL;
+	size_t n = 0;
+	int64_t have = 0;
+	int rc = -1;
+	if (srv_store_instance_list(st, &f, &one, &n) || n != 1 ||
+	    srv_store_instance_count(st, NULL, &have)) {
+		snprintf(err, errlen, "reading the store: %s",
+		         n == 1 ? srv_store_errmsg(st) : "no row to copy");
+		goto out;
+	}
+	struct srv_instance row = *one[0];
+	long add = target > have ? target - (long)have : 0;
+	char id[32], name[32], key[48];
+	row.id = id;
+	row.name = name;
+	row.idempotency_key = key;
+	row.status = SRV_ST_TERMINATED;
+	row.next_check_at = 0;
+	row.terminated_at = one[0]->created_at;
+	int64_t first = one[0]->created_at - add;
+	srv_store_begin(st);
+	for (long i = 0; i < add; i++) {
+		snprintf(id, sizeof(id), "i-bench%010ld", i);
+		snprintf(name, sizeof(name), "history-%ld", i);
+		snprintf(key, sizeof(key), "bench-history-%ld", i);
+		row.created_at = first + i;
+		if (srv_store_instance_put(st, &row)) {
+			snprintf(err, errlen, "writing row %ld: %s", i, srv_store_errmsg(st));
+			srv_store_commit(st);
+			goto out;
+		}
+	}
+	if (srv_store_commit(st)) {
+		snprintf(err, errlen, "commit: %s", srv_store_errmsg(st));
+		goto out;
+	}
+	rc = 0;
+out:
+	srv_instance_list_free(one, n);
+	srv_store_close(st);
+	return rc;
+}
+
+/* The first page of `drover instance list` as the CLI asks for it (page_size 1000), in ms. */
+static int first_page_ms(double *ms, size_t *count, char *err, size_t errlen)
+{
+	Drover__Api__V1__ListInstancesRequest req = DROVER__API__V1__LIST_INSTANCES_REQUEST__INIT;
+	req.project = "store";
+	req.page_size = 1000;
+	ProtobufCMessage *resp = NULL;
+	struct drv_status st;
+	double t0 = now_ms();
+	int rc = api("ListInstances", &req.base, &resp, 30000, &st);
+	*ms = now_ms() - t0;
+	if (rc) {
+		snprintf(err, errlen, "ListInstances: %s: %.300s", drv_error_name(rc), st.message);
+		return -1;
+	}
+	*count = ((const Drover__Api__V1__ListInstancesResponse *)resp)->n_instances;
+	drv_response_free(resp);
+	return 0;
+}
+
+static void row_store_big(const struct opts *o, const struct sizes *sz, long idle_kb, struct row *r)
+{
+	char err[512];
+	stop_droverd();
+	double t0 = now_ms();
+	if (grow_store(sz->big_store, err, sizeof(err)) || start_droverd(o, err, sizeof(err))) {
+		row_error(r, "%s", err);
+		return;
+	}
+	double grow_ms = now_ms() - t0;
+	if (few_calls(err, sizeof(err))) {
+		row_error(r, "%s", err);
+		return;
+	}
+	enum { PAGES = 21 };
+	double t[PAGES];
+	size_t count = 0;
+	for (int i = 0; i < PAGES; i++)
+		if (first_page_ms(&t[i], &count, err, sizeof(err))) {
+			row_error(r, "%s", err);
+			return;
+		}
+	qsort(t, PAGES, sizeof(t[0]), cmp_double);
+	usleep(1500 * 1000);
+	long kb = rss_kb(g_droverd);
+	long total = count_instances("", NULL, 0, err, sizeof(err));
+	if (kb < 0 || total < 0) {
+		row_error(r, "%s", kb < 0 ? "cannot read droverd's RSS" : err);
+		return;
+	}
+	double p50 = t[PAGES / 2];
+	snprintf(r->figure, sizeof(r->figure), "%.1f MB; page %.1f ms", kb / 1024.0, p50);
+	snprintf(r->baseline, sizeof(r->baseline), "idle droverd %.1f MB", idle_kb / 1024.0);
+	snprintf(r->ratio, sizeof(r->ratio), "%.2fx", idle_kb > 0 ? (double)kb / (double)idle_kb : 0);
+	row_set(r, kb <= 100 * 1024 && p50 <= 5.0);
+	json_object_set_new(r->data, "rss_kb", json_integer(kb));
+	json_object_set_new(r->data, "first_page_ms_p50", json_real(p50));
+	json_object_set_new(r->data, "first_page_instances", json_integer((json_int_t)count));
+	json_object_set_new(r->data, "instances_in_store", json_integer(total));
+	printf(
+	    "   big store: %ld instances in droverd's store (grown to it with droverd stopped, restarted in "
+	    "%.1f s); the first page of instance list (%zu instances): p50 %.2f ms, max %.2f ms of %d\n",
+	    total, grow_ms / 1000.0, count, p50, t[PAGES - 1], PAGES);
 }
 
 /* ---- output ---- */
@@ -1300,6 +1459,7 @@ static void usage(FILE *f)
 	    "  --json FILE  also write the rows as JSON\n"
 	    "  --bin DIR    where droverd and drover-driver-sim are (default: this program's directory)\n"
 	    "  --keep       keep the temporary directory (droverd's log, config and store)\n"
+	    "  --store-only only the RSS rows (3a, 3b, 3c)\n"
 	    "  --help       this text\n"
 	    "\n"
 	    "Exit status: 0 when every row was measured (PASS or FAIL), 1 when one could not be, 2 on bad\n"
@@ -1309,13 +1469,11 @@ static void usage(FILE *f)
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-	static const struct option lo[] = {{"quick", no_argument, NULL, 'q'},
-	                                   {"json", required_argument, NULL, 'j'},
-	                                   {"bin", required_argument, NULL, 'b'},
-	                                   {"keep", no_argument, NULL, 'k'},
-	                                   {"log-level", required_argument, NULL, 'l'},
-	                                   {"help", no_argument, NULL, 'h'},
-	                                   {NULL, 0, NULL, 0}};
+	static const struct option lo[] = {
+	    {"quick", no_argument, NULL, 'q'},      {"json", required_argument, NULL, 'j'},
+	    {"bin", required_argument, NULL, 'b'},  {"keep", no_argument, NULL, 'k'},
+	    {"store-only", no_argument, NULL, 's'}, {"log-level", required_argument, NULL, 'l'},
+	    {"help", no_argument, NULL, 'h'},       {NULL, 0, NULL, 0}};
 	int c;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -1331,6 +1489,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 			break;
 		case 'k':
 			o->keep = true;
+			break;
+		case 's':
+			o->store_only = true;
 			break;
 		case 'l':
 			if (strcmp(optarg, "debug") && strcmp(optarg, "info") && strcmp(optarg, "warn") &&
@@ -1389,10 +1550,18 @@ int main(int argc, char **argv)
 	if (parse_args(argc, argv, &o))
 		return 2;
 	g_keep = o.keep;
-	struct sizes sz =
-	    o.quick ? (struct sizes){.offers_iters = 8, .direct_iters = 3, .churn = 200, .store = 1000}
-	            : (struct sizes){
-	                  .offers_iters = 60, .direct_iters = 15, .churn = 1000, .store = STORE_TARGET};
+	struct sizes sz = o.quick ? (struct sizes){.offers_iters = 8,
+	                                           .direct_iters = 3,
+	                                           .churn = 200,
+	                                           .store = 1000,
+	                                           .reading_gap_ms = 1000,
+	                                           .big_store = 10000}
+	                          : (struct sizes){.offers_iters = 60,
+	                                           .direct_iters = 15,
+	                                           .churn = 1000,
+	                                           .store = STORE_TARGET,
+	                                           .reading_gap_ms = 17000,
+	                                           .big_store = BIG_STORE_TARGET};
 	/*
 	 * The loop frees each 16,000-offer answer before the next call; with
 	 * fastbins, malloc merged those blocks inside the next timed call. A
@@ -1423,14 +1592,18 @@ int main(int argc, char **argv)
 	atexit(cleanup);
 	double load0 = loadavg1();
 
-	struct row rows[5];
+	enum { N_ROWS = 6 };
+	struct row rows[N_ROWS];
 	row_init(&rows[0], "1", "GetOffers 16x1000, droverd", "p50 <= 40 ms and <= 2x baseline");
 	row_init(&rows[1], "2", "create+terminate", ">= 500 instances/s");
 	row_init(&rows[2], "3a", "droverd RSS idle", "<= 20 MB");
-	row_init(&rows[3], "3b", "droverd RSS, 10k in store", "<= 40 MB");
-	row_init(&rows[4], "4", "60 MB hostile + 15 sims", "sims OK; rise <= ~2x cap");
-	if (o.quick)
+	row_init(&rows[3], "3b", "droverd RSS, 10k in store", "<= 30 MB in each of 5 readings");
+	row_init(&rows[5], "4", "60 MB hostile + 15 sims", "sims OK; rise <= ~2x cap");
+	row_init(&rows[4], "3c", "droverd, 100k in store", "RSS <= 100 MB, first page <= 5 ms");
+	if (o.quick) {
 		rows[3].name = "droverd RSS, 1k in store";
+		rows[4].name = "droverd, 10k in store";
+	}
 
 	char err[512];
 	long synthetic[N_BACKENDS], counts[N_BACKENDS];
@@ -1439,7 +1612,7 @@ int main(int argc, char **argv)
 		synthetic[b] = calibrate(&o, b + 1, &counts[b], err, sizeof(err));
 		if (synthetic[b] < 0) {
 			fprintf(stderr, "drover-bench-server: calibrating backend %d: %s\n", b, err);
-			for (int i = 0; i < 5; i++)
+			for (int i = 0; i < N_ROWS; i++)
 				row_error(&rows[i], "calibration failed: %.200s", err);
 			goto out;
 		}
@@ -1463,24 +1636,29 @@ int main(int argc, char **argv)
 
 	if (write_config(&o, synthetic, err, sizeof(err)) || start_droverd(&o, err, sizeof(err))) {
 		fprintf(stderr, "drover-bench-server: %s\n", err);
-		for (int i = 0; i < 5; i++)
+		for (int i = 0; i < N_ROWS; i++)
 			row_error(&rows[i], "%.200s", err);
 		goto out;
 	}
 	long idle_kb = 0;
 	row_rss_idle(sim_idle_kb, &rows[2], &idle_kb);
-	row_offers(&o, &sz, synthetic, counts, &rows[0]);
-	row_churn(&o, &sz, &rows[1]);
+	if (!o.store_only) {
+		row_offers(&o, &sz, synthetic, counts, &rows[0]);
+		row_churn(&o, &sz, &rows[1]);
+	}
 	row_rss_store(&sz, idle_kb, &rows[3]);
-	row_hostile(&o, idle_kb, &rows[4]);
+	if (!o.store_only)
+		row_hostile(&o, idle_kb, &rows[5]);
+	/* Last: it stops droverd and grows its store. */
+	row_store_big(&o, &sz, idle_kb, &rows[4]);
 
 out:;
 	double load1 = loadavg1();
-	print_table(rows, 5, o.quick, load0, load1);
+	print_table(rows, N_ROWS, o.quick, load0, load1);
 	if (o.json)
-		write_json(o.json, rows, 5, o.quick, load0, load1);
+		write_json(o.json, rows, N_ROWS, o.quick, load0, load1);
 	int rc = 0;
-	for (int i = 0; i < 5; i++) {
+	for (int i = 0; i < N_ROWS; i++) {
 		rc |= rows[i].verdict == V_ERROR;
 		json_decref(rows[i].data);
 	}

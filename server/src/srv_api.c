@@ -50,7 +50,9 @@ struct srv_api {
 	char token[128];
 	size_t token_len;
 	uv_async_t async;
-	uv_timer_t trim; /* gives malloc's free memory back once big replies stop coming */
+	uv_timer_t trim;      /* gives malloc's free memory back once a burst is over */
+	uint64_t last_big_ms; /* loop time of the last big reply */
+	long trimmed_kb;      /* RSS after the last trim */
 	pthread_mutex_t mu;
 	struct api_call *head, *tail;         /* under mu */
 	bool closed;                          /* under mu: the loop no longer takes calls */
@@ -357,40 +359,26 @@ static api_instance *instance_msg(struct gc *g, const struct srv_instance *in)
 	m->terminate_requested = in->terminate_requested;
 	m->termination_unconfirmed =
 	    in->termination_unconfirmed && strcmp(in->status, SRV_ST_TERMINATING) == 0;
-	json_error_t jerr;
-	json_t *arr = json_loads(in->attempts_json ? in->attempts_json : "[]", 0, &jerr);
-	/* Damaged text shows no attempts, as before; out of memory fails the reply. */
-	if (!arr && json_error_code(&jerr) == json_error_out_of_memory)
-		g->oom = true;
-	size_t na = json_is_array(arr) ? json_array_size(arr) : 0;
+	/* The row's attempts are the API's messages already: copied, as the row is freed first. */
+	const Drover__State__V1__InstanceRecord *r = in->record;
+	size_t na = r ? r->n_attempts : 0, nk = r ? r->n_ssh_public_keys : 0;
 	m->attempts = gc_alloc(g, (na + 1) * sizeof(*m->attempts));
 	for (size_t i = 0; m->attempts && i < na; i++) {
-		json_t *a = json_array_get(arr, i);
+		const Drover__Api__V1__Attempt *a = r->attempts[i];
 		Drover__Api__V1__Attempt *at = gc_alloc(g, sizeof(*at));
 		if (!at)
 			break;
-		drover__api__v1__attempt__init(at);
-		at->number = (uint32_t)json_integer_value(json_object_get(a, "number"));
-		at->backend = gc_strdup(g, json_string_value(json_object_get(a, "backend")));
-		at->instance_type = gc_strdup(g, json_string_value(json_object_get(a, "instance_type")));
-		at->region = gc_strdup(g, json_string_value(json_object_get(a, "region")));
-		at->price_per_hour = json_number_value(json_object_get(a, "price_per_hour"));
-		at->code = gc_strdup(g, json_string_value(json_object_get(a, "code")));
-		at->message = gc_strdup(g, json_string_value(json_object_get(a, "message")));
-		at->started_unix_ms = json_integer_value(json_object_get(a, "started_unix_ms"));
-		at->finished_unix_ms = json_integer_value(json_object_get(a, "finished_unix_ms"));
+		*at = *a;
+		at->backend = gc_strdup(g, a->backend);
+		at->instance_type = gc_strdup(g, a->instance_type);
+		at->region = gc_strdup(g, a->region);
+		at->code = gc_strdup(g, a->code);
+		at->message = gc_strdup(g, a->message);
 		m->attempts[m->n_attempts++] = at;
 	}
-	json_decref(arr);
-	json_t *keys = json_loads(in->ssh_keys_json ? in->ssh_keys_json : "[]", 0, &jerr);
-	if (!keys && json_error_code(&jerr) == json_error_out_of_memory)
-		g->oom = true;
-	size_t nk = json_is_array(keys) ? json_array_size(keys) : 0;
 	m->ssh_public_keys = gc_alloc(g, (nk + 1) * sizeof(char *));
 	for (size_t i = 0; m->ssh_public_keys && i < nk; i++)
-		m->ssh_public_keys[m->n_ssh_public_keys++] =
-		    gc_strdup(g, json_string_value(json_array_get(keys, i)));
-	json_decref(keys);
+		m->ssh_public_keys[m->n_ssh_public_keys++] = gc_strdup(g, r->ssh_public_keys[i]);
 	return m;
 }
 
@@ -937,22 +925,58 @@ static void h_remove_backend(struct api_call *c)
 }
 
 /*
- * A big reply (16,000 offers, 10,000 instances) leaves megabytes in malloc's
- * free lists. Giving them back after every such reply made the next one
- * fault every page in again (a sixth of droverd's time in a burst of
- * GetOffers), so the trim waits until a second passes without one.
+ * Memory freed after a burst stays with malloc, and most of it in the arenas
+ * of gRPC's threads, which only malloc_trim() gives back: answers droverd
+ * receives from drivers (an orphan scan's ListInstances of 10,000 machines,
+ * every minute, on every backend; a burst of running checks) are unpacked
+ * there. Trimming only after big API replies left those arenas full:
+ * drover-bench-server row 3b (10,000 instances in store) measured either
+ * about 25 MB or 74-270 MB, depending on whether an orphan scan or the
+ * running checks ran after the store was filled and before the figure was
+ * read (malloc_stats: one arena of 197 MB of which 0.25 MB in use; 172 MB ->
+ * 39 MB after a malloc_trim). So once a second the resident size is read,
+ * and memory is trimmed when it grew by TRIM_GROWTH_KB since the last trim.
+ *
+ * Not within a second of a big reply (16,000 offers, 10,000 instances):
+ * giving its memory back after every one made the next fault every page in
+ * again (a sixth of droverd's time in a burst of GetOffers).
  */
 #define TRIM_AFTER_MS 1000
+#define TRIM_GROWTH_KB 2048
+
+/* Resident size in KiB from /proc/self/statm, or -1. */
+static long self_rss_kb(void)
+{
+	char buf[128];
+	int fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	long size, resident;
+	if (sscanf(buf, "%ld %ld", &size, &resident) != 2)
+		return -1;
+	return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
 
 static void trim_cb(uv_timer_t *t)
 {
-	(void)t;
+	struct srv_api *api = t->data;
+	if (uv_now(t->loop) - api->last_big_ms < TRIM_AFTER_MS)
+		return;
+	long kb = self_rss_kb();
+	if (kb < 0 || kb < api->trimmed_kb + TRIM_GROWTH_KB)
+		return;
 	malloc_trim(0);
+	api->trimmed_kb = self_rss_kb();
 }
 
 static void trim_later(struct srv_api *api)
 {
-	uv_timer_start(&api->trim, trim_cb, TRIM_AFTER_MS, 0);
+	api->last_big_ms = uv_now(api->trim.loop);
 }
 
 /* ---- offers ---- */
@@ -1772,6 +1796,9 @@ int srv_api_start(const struct srv_api_opts *o, struct srv_api **out, char *err,
 	api->async.data = api;
 	uv_timer_init(o->loop, &api->trim);
 	api->trim.data = api;
+	api->trimmed_kb = self_rss_kb();
+	uv_timer_start(&api->trim, trim_cb, TRIM_AFTER_MS, TRIM_AFTER_MS);
+	uv_unref((uv_handle_t *)&api->trim);
 	srv_store_set_commit_hook(api->st, committed, api);
 	if (o->unix_path) {
 		if (unix_socket_live(o->unix_path)) {

@@ -62,79 +62,98 @@ struct offers_cache {
 	struct offers_waiter *waiters;
 };
 
-/* ---- attempts, as a JSON array in the instance row ---- */
+/* ---- attempts and ssh keys: the row's record, the API's messages ---- */
 
-/*
- * JSON text parsed; NULL with *oom set when that ran out of memory (damaged
- * text is NULL alone, read as no entries as before).
- */
-static json_t *load_json(const char *text, const char *dflt, bool *oom)
+/* The row's record, made empty when it has none; NULL when out of memory. */
+static Drover__State__V1__InstanceRecord *record_of(struct srv_instance *in)
 {
-	json_error_t jerr;
-	json_t *j = json_loads(text ? text : dflt, 0, &jerr);
-	if (!j && json_error_code(&jerr) == json_error_out_of_memory)
-		*oom = true;
-	return j;
+	if (!in->record && (in->record = malloc(sizeof(*in->record))) != NULL)
+		drover__state__v1__instance_record__init(in->record);
+	return in->record;
 }
 
-/* Both return 0, or DRV_ENOMEM with in->attempts_json unchanged. */
+/* A record holding copies of these keys and no attempt, or NULL when out of memory. */
+static Drover__State__V1__InstanceRecord *record_with_keys(char *const *keys, size_t n)
+{
+	Drover__State__V1__InstanceRecord *r = malloc(sizeof(*r));
+	if (!r)
+		return NULL;
+	drover__state__v1__instance_record__init(r);
+	r->ssh_public_keys = calloc(n + 1, sizeof(char *));
+	for (size_t i = 0; r->ssh_public_keys && i < n; i++) {
+		if (!(r->ssh_public_keys[i] = strdup(keys[i])))
+			break;
+		r->n_ssh_public_keys++;
+	}
+	if (!r->ssh_public_keys || r->n_ssh_public_keys < n) {
+		protobuf_c_message_free_unpacked(&r->base, NULL);
+		return NULL;
+	}
+	return r;
+}
+
+/* Replaces a string field of a record's message; false when out of memory (field unchanged). */
+static bool set_field(char **field, const char *value)
+{
+	char *v = strdup(value ? value : "");
+	if (!v)
+		return false;
+	if (*field != protobuf_c_empty_string)
+		free(*field);
+	*field = v;
+	return true;
+}
+
+/* Both return 0, or DRV_ENOMEM with the row's attempts unchanged. */
 static int attempt_begin(struct srv_instance *in, unsigned number, const char *backend, const drv_offer *o)
 {
-	bool oom = false;
-	json_t *arr = load_json(in->attempts_json, "[]", &oom);
-	if (oom)
+	Drover__State__V1__InstanceRecord *r = record_of(in);
+	Drover__Api__V1__Attempt *a = r ? malloc(sizeof(*a)) : NULL;
+	Drover__Api__V1__Attempt **list =
+	    a ? realloc(r->attempts, (r->n_attempts + 1) * sizeof(*r->attempts)) : NULL;
+	if (!list) {
+		free(a);
 		return DRV_ENOMEM;
-	if (!json_is_array(arr)) {
-		json_decref(arr);
-		arr = json_array();
 	}
-	json_t *a =
-	    json_pack("{s:i, s:s, s:s, s:s, s:f, s:s, s:s, s:I, s:I}", "number", (int)number, "backend",
-	              backend, "instance_type", o->instance_type ? o->instance_type : "", "region",
-	              o->region ? o->region : "", "price_per_hour", o->price_per_hour, "code", "", "message",
-	              "", "started_unix_ms", (json_int_t)srv_now_ms(), "finished_unix_ms", (json_int_t)0);
-	char *s = arr && json_array_append_new(arr, a) == 0 ? json_dumps(arr, JSON_COMPACT) : NULL;
-	json_decref(arr);
-	if (!s)
+	r->attempts = list;
+	drover__api__v1__attempt__init(a);
+	a->number = number;
+	a->price_per_hour = o->price_per_hour;
+	a->started_unix_ms = srv_now_ms();
+	if (!set_field(&a->backend, backend) || !set_field(&a->instance_type, o->instance_type) ||
+	    !set_field(&a->region, o->region)) {
+		protobuf_c_message_free_unpacked(&a->base, NULL);
 		return DRV_ENOMEM;
-	free(in->attempts_json);
-	in->attempts_json = s;
+	}
+	r->attempts[r->n_attempts++] = a;
 	return 0;
 }
 
 /* Sets the outcome of the last attempt; code "" means in flight again. */
 static int attempt_end(struct srv_instance *in, const char *code, const char *message)
 {
-	bool oom = false;
-	json_t *arr = load_json(in->attempts_json, "[]", &oom);
-	if (oom)
-		return DRV_ENOMEM;
-	size_t n = json_is_array(arr) ? json_array_size(arr) : 0;
-	if (n == 0) {
-		json_decref(arr);
+	if (!in->record || in->record->n_attempts == 0)
 		return 0;
-	}
-	json_t *a = json_array_get(arr, n - 1);
-	char *s = NULL;
-	if (json_object_set_new(a, "code", json_string(code)) == 0 &&
-	    json_object_set_new(a, "message", json_string(message ? message : "")) == 0 &&
-	    json_object_set_new(a, "finished_unix_ms", json_integer(code[0] ? srv_now_ms() : 0)) == 0)
-		s = json_dumps(arr, JSON_COMPACT);
-	json_decref(arr);
-	if (!s)
+	Drover__Api__V1__Attempt *a = in->record->attempts[in->record->n_attempts - 1];
+	char *c = strdup(code), *m = strdup(message ? message : "");
+	if (!c || !m) {
+		free(c);
+		free(m);
 		return DRV_ENOMEM;
-	free(in->attempts_json);
-	in->attempts_json = s;
+	}
+	if (a->code != protobuf_c_empty_string)
+		free(a->code);
+	if (a->message != protobuf_c_empty_string)
+		free(a->message);
+	a->code = c;
+	a->message = m;
+	a->finished_unix_ms = code[0] ? srv_now_ms() : 0;
 	return 0;
 }
 
-/* *oom set when the count cannot be read for lack of memory. */
-static unsigned attempt_count(const struct srv_instance *in, bool *oom)
+static unsigned attempt_count(const struct srv_instance *in)
 {
-	json_t *arr = load_json(in->attempts_json, "[]", oom);
-	unsigned n = json_is_array(arr) ? (unsigned)json_array_size(arr) : 0;
-	json_decref(arr);
-	return n;
+	return in->record ? (unsigned)in->record->n_attempts : 0;
 }
 
 /* ---- creating ---- */
@@ -440,8 +459,7 @@ static void create_refused(struct create_op *op, const char *code, const char *m
 		return;
 	}
 	char fmsg[1700];
-	bool no_count = false; /* only for the message */
-	snprintf(fmsg, sizeof(fmsg), "%u attempt(s) failed; last: %s%s", attempt_count(in, &no_count), msg,
+	snprintf(fmsg, sizeof(fmsg), "%u attempt(s) failed; last: %s%s", attempt_count(in), msg,
 	         in->terminate_requested ? "; termination was requested, so no further offer was tried" : "");
 	/* last_error first: a row is never "failed" with the wrong reason. */
 	if (srv__set_str(&in->last_error, fmsg) < 0 || srv__set_str(&in->status, SRV_ST_FAILED) < 0) {
@@ -844,15 +862,13 @@ static void create_attempt(struct create_op *op)
 	struct srv_instance *in = op->in;
 	struct cand *c = &op->cands[op->tries++];
 	op->uncertain = 0;
-	/* Out of memory for the count: a wrong number would reuse an earlier attempt's key. */
-	bool oom = false;
-	op->attempt_no = attempt_count(in, &oom) + 1;
+	op->attempt_no = attempt_count(in) + 1;
 	op->cur_offer = c->offer;
 	/* Every copy is made first, so out of memory leaves the row as it was last written. */
 	size_t offer_len = 0;
 	char *backend = strdup(c->backend), *type = strdup(c->type), *status = strdup(SRV_ST_CREATING);
 	unsigned char *offer = srv__pack(&c->offer->base, &offer_len);
-	if (oom || !backend || !type || !status || !offer ||
+	if (!backend || !type || !status || !offer ||
 	    attempt_begin(in, op->attempt_no, c->backend, c->offer) < 0) {
 		free(backend);
 		free(type);
@@ -960,11 +976,13 @@ static struct srv_instance *unwritten_copy(const struct srv_instance *in)
 	c->backend_type = strdup("");
 	c->status = strdup(SRV_ST_PENDING);
 	c->idempotency_key = strdup(in->idempotency_key);
-	c->attempts_json = strdup("[]");
-	c->ssh_keys_json = strdup(in->ssh_keys_json ? in->ssh_keys_json : "[]");
+	bool keys_ok = true;
+	if (in->record && in->record->n_ssh_public_keys)
+		keys_ok = (c->record = record_with_keys(in->record->ssh_public_keys,
+		                                        in->record->n_ssh_public_keys)) != NULL;
 	c->created_at = in->created_at;
 	if (!c->id || !c->project || !c->name || !c->backend || !c->backend_type || !c->status ||
-	    !c->idempotency_key || !c->attempts_json || !c->ssh_keys_json) {
+	    !c->idempotency_key || !keys_ok) {
 		srv_instance_free(c);
 		return NULL;
 	}
@@ -1320,21 +1338,17 @@ void srv_engine_create(struct srv_engine *eng, const struct srv_create_request *
 		in->name = strdup(r->name && r->name[0] ? r->name : in->id);
 		in->idempotency_key =
 		    strdup(r->idempotency_key && r->idempotency_key[0] ? r->idempotency_key : in->id);
-		in->attempts_json = strdup("[]");
-		ok = in->project && in->name && in->idempotency_key && in->attempts_json;
+		ok = in->project && in->name && in->idempotency_key;
 	}
-	json_t *keys = ok ? json_array() : NULL;
 	op->ssh_keys = ok ? calloc(r->n_ssh_keys + 1, sizeof(char *)) : NULL;
-	ok = keys && op->ssh_keys;
+	ok = op->ssh_keys != NULL;
 	for (size_t i = 0; ok && i < r->n_ssh_keys; i++) {
-		ok = (op->ssh_keys[i] = strdup(r->ssh_keys[i])) != NULL &&
-		     json_array_append_new(keys, json_string(r->ssh_keys[i])) == 0;
-		if (op->ssh_keys[i])
+		ok = (op->ssh_keys[i] = strdup(r->ssh_keys[i])) != NULL;
+		if (ok)
 			op->n_ssh++;
 	}
-	if (ok)
-		ok = (in->ssh_keys_json = json_dumps(keys, JSON_COMPACT)) != NULL;
-	json_decref(keys);
+	if (ok && op->n_ssh)
+		ok = (in->record = record_with_keys(op->ssh_keys, op->n_ssh)) != NULL;
 	if (ok && r->requirements)
 		ok = (in->requirements = srv__pack(&r->requirements->base, &in->requirements_len)) != NULL;
 	op->only_backends = ok ? calloc(r->n_backends + 1, sizeof(char *)) : NULL;
@@ -1376,23 +1390,19 @@ void srv__create_resume(struct srv_engine *eng, struct srv_instance *in)
 	eng->ops = op;
 	op->in = in;
 	op->resumed = true;
-	bool oom = false;
-	op->attempt_no = attempt_count(in, &oom);
+	op->attempt_no = attempt_count(in);
 	if (op->attempt_no == 0)
 		op->attempt_no = 1;
 	op->cur_offer = in->offer ? drover__compute__v1__offer__unpack(NULL, in->offer_len, in->offer) : NULL;
-	/* Keys that cannot be read for lack of memory must not become a machine without them. */
-	json_t *keys = load_json(in->ssh_keys_json, "[]", &oom);
-	size_t nk = json_is_array(keys) ? json_array_size(keys) : 0;
-	op->ssh_keys = oom ? NULL : calloc(nk + 1, sizeof(char *));
+	/* Keys that cannot be copied for lack of memory must not become a machine without them. */
+	size_t nk = in->record ? in->record->n_ssh_public_keys : 0;
+	op->ssh_keys = calloc(nk + 1, sizeof(char *));
 	bool ok = op->ssh_keys != NULL;
 	for (size_t i = 0; ok && i < nk; i++) {
-		const char *k = json_string_value(json_array_get(keys, i));
-		ok = (op->ssh_keys[op->n_ssh] = strdup(k ? k : "")) != NULL;
+		ok = (op->ssh_keys[op->n_ssh] = strdup(in->record->ssh_public_keys[i])) != NULL;
 		if (ok)
 			op->n_ssh++;
 	}
-	json_decref(keys);
 	if (!ok) {
 		srv_warn("engine", "instance %s: out of memory resuming it; trying again later", in->id);
 		create_op_free(op);

@@ -17,11 +17,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "drover/state/v1/state.pb-c.h"
+
 struct srv_store;
 struct srv_secrets;
 
 /* The newest schema version this build knows (PRAGMA user_version). */
-#define SRV_STORE_SCHEMA_VERSION 4
+#define SRV_STORE_SCHEMA_VERSION 5
 
 /*
  * Opens or creates the database at `path` (":memory:" works) and runs every
@@ -137,15 +139,19 @@ struct srv_instance {
 	unsigned char *provisioning; /* packed drover.compute.v1.ProvisioningData, or NULL */
 	size_t provisioning_len;
 	char *idempotency_key;
-	char *attempts_json; /* JSON array of attempts, "[]" at first */
-	char *last_error;    /* NULL when none */
+	/*
+	 * Attempts and ssh keys, the API's messages as they are stored (packed in
+	 * the row); owned by the row, allocated as protobuf-c's unpack does (the
+	 * system allocator), freed with it. NULL: none of either.
+	 */
+	Drover__State__V1__InstanceRecord *record;
+	char *last_error; /* NULL when none */
 	unsigned char
 	    *requirements; /* packed drover.compute.v1.Requirements as given, for resuming; may be NULL */
 	size_t requirements_len;
 	int64_t termination_failures;
 	int64_t created_at, updated_at; /* ms since the epoch */
 	int64_t next_check_at;          /* when reconciliation looks at it next; 0 = never */
-	char *ssh_keys_json;            /* JSON array of strings; NULL means "[]" */
 	int64_t terminated_at;          /* ms since the epoch; 0 until terminated */
 	/*
 	 * A terminate asked for while the create call was out: when the create

@@ -483,7 +483,6 @@ static void test_paging(void **state)
 		                          .name = name,
 		                          .status = SRV_ST_RUNNING,
 		                          .idempotency_key = id,
-		                          .attempts_json = "[]",
 		                          /* Ten share a creation time: the id orders them. */
 		                          .created_at = 1000000 + i / 10,
 		                          .provisioning = i < BIG ? pbuf : NULL,
@@ -506,7 +505,6 @@ static void test_paging(void **state)
 			                          .name = "late",
 			                          .status = SRV_ST_RUNNING,
 			                          .idempotency_key = "late",
-			                          .attempts_json = "[]",
 			                          .created_at = 2000000};
 			assert_int_equal(srv_store_instance_put(st, &in), 0);
 		}

@@ -258,6 +258,21 @@ struct inst_out {
 	size_t prov_len;
 };
 
+/* The row's attempts as JSON text ("[]" for none), for the assertions on them. */
+static void attempts_text(const struct srv_instance *in, char *buf, size_t len)
+{
+	json_t *arr = json_array();
+	for (size_t i = 0; in->record && i < in->record->n_attempts; i++) {
+		const Drover__Api__V1__Attempt *a = in->record->attempts[i];
+		json_array_append_new(arr, json_pack("{s:i, s:s, s:s}", "number", (int)a->number, "backend",
+		                                     a->backend, "code", a->code));
+	}
+	char *t = json_dumps(arr, JSON_COMPACT);
+	snprintf(buf, len, "%s", t ? t : "");
+	free(t);
+	json_decref(arr);
+}
+
 static void inst_cb(void *ud, int code, const char *message, const struct srv_instance *in)
 {
 	struct inst_out *o = ud;
@@ -267,7 +282,7 @@ static void inst_cb(void *ud, int code, const char *message, const struct srv_in
 	if (in) {
 		snprintf(o->status, sizeof(o->status), "%s", in->status);
 		snprintf(o->backend, sizeof(o->backend), "%s", in->backend);
-		snprintf(o->attempts, sizeof(o->attempts), "%s", in->attempts_json);
+		attempts_text(in, o->attempts, sizeof(o->attempts));
 		snprintf(o->key, sizeof(o->key), "%s", in->id);
 	}
 }
@@ -447,6 +462,12 @@ static char *plant_interrupted_create(struct fx *f)
 	size_t len = protobuf_c_message_get_packed_size(&offer->base);
 	unsigned char *buf = malloc(len);
 	protobuf_c_message_pack(&offer->base, buf);
+	/* One attempt, in flight (no code) when the server stopped. */
+	Drover__Api__V1__Attempt a = DROVER__API__V1__ATTEMPT__INIT, *ap = &a;
+	a.number = 1;
+	Drover__State__V1__InstanceRecord rec = DROVER__STATE__V1__INSTANCE_RECORD__INIT;
+	rec.n_attempts = 1;
+	rec.attempts = &ap;
 	struct srv_instance in = {.id = "i-crash",
 	                          .project = "p",
 	                          .backend = "r",
@@ -456,7 +477,7 @@ static char *plant_interrupted_create(struct fx *f)
 	                          .offer = buf,
 	                          .offer_len = len,
 	                          .idempotency_key = "key-1",
-	                          .attempts_json = "[{\"number\":1,\"code\":\"\"}]"};
+	                          .record = &rec};
 	assert_int_equal(srv_store_instance_put(f->st, &in), 0);
 	free(buf);
 	srv_offers_result_free(oo.res);
@@ -1001,14 +1022,15 @@ static void test_running_checks_scheduled_at_start(void **state)
 	char id[32];
 	for (int i = 0; i < 4; i++) {
 		snprintf(id, sizeof(id), "i-old-%d", i);
-		struct srv_instance in = {.id = id,
-		                          .project = "p",
-		                          .backend = "r",
-		                          .backend_type = "sim",
-		                          .name = id,
-		                          .status = SRV_ST_RUNNING,
-		                          .idempotency_key = id,
-		                          .attempts_json = "[]"};
+		struct srv_instance in = {
+		    .id = id,
+		    .project = "p",
+		    .backend = "r",
+		    .backend_type = "sim",
+		    .name = id,
+		    .status = SRV_ST_RUNNING,
+		    .idempotency_key = id,
+		};
 		assert_int_equal(srv_store_instance_put(f->st, &in), 0);
 	}
 	int64_t t0 = srv_now_ms();
@@ -1096,7 +1118,6 @@ static void put_terminating_without_id(struct fx *f, const char *id, const char 
 	                          .name = (char *)id,
 	                          .status = SRV_ST_TERMINATING,
 	                          .idempotency_key = (char *)id,
-	                          .attempts_json = "[]",
 	                          .next_check_at = srv_now_ms()};
 	assert_int_equal(srv_store_instance_put(f->st, &in), 0);
 }
@@ -1402,9 +1423,8 @@ static void test_bad_create_answer_stuck(void **state)
 	assert_non_null(strstr(in->last_error, "instance_id is empty"));
 	assert_non_null(strstr(in->last_error, "not terminated yet"));
 	assert_non_null(strstr(in->last_error, "UNAVAILABLE"));
-	json_t *att = json_loads(in->attempts_json, 0, NULL);
-	assert_int_equal(json_array_size(att), 1);
-	json_decref(att);
+	assert_non_null(in->record);
+	assert_int_equal(in->record->n_attempts, 1);
 	srv_instance_free(in);
 	int total, live;
 	hostile_machines(f, &total, &live);

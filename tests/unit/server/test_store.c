@@ -80,6 +80,108 @@ static void test_migrations_from_zero(void **state)
 	assert_int_equal(srv_store_schema_version(f->st), SRV_STORE_SCHEMA_VERSION);
 }
 
+/* What schema 5 added, taken away again: a schema 4 file as the earlier release left it. */
+#define SCHEMA5_UNDO                                                                                         \
+	"DROP INDEX instances_provider; DROP INDEX instances_created;"                                       \
+	" ALTER TABLE instances DROP COLUMN provider_id; ALTER TABLE instances DROP COLUMN record;"          \
+	" ALTER TABLE instances ADD COLUMN attempts TEXT NOT NULL DEFAULT '[]';"                             \
+	" ALTER TABLE instances ADD COLUMN ssh_keys TEXT NOT NULL DEFAULT '[]';"
+
+/*
+ * Schema 4 → 5: the provider's machine id of every row written before is
+ * filled in from its packed provisioning data, so the check of a create
+ * still finds the row holding a machine, and finds it through the index
+ * (not a scan of the backend's rows); rows without one hold nothing.
+ */
+static void test_provider_id_migrates(void **state)
+{
+	struct fx *f = *state;
+	char mid[201];
+	memset(mid, 'm', 200);
+	mid[200] = '\0';
+	Drover__Compute__V1__ProvisioningData pd = DROVER__COMPUTE__V1__PROVISIONING_DATA__INIT;
+	pd.instance_id = mid;
+	unsigned char buf[512];
+	size_t len = protobuf_c_message_pack(&pd.base, buf);
+	struct srv_instance in = {.id = "i-old",
+	                          .project = "main",
+	                          .backend = "b1",
+	                          .backend_type = "sim",
+	                          .name = "old",
+	                          .status = SRV_ST_RUNNING,
+	                          .idempotency_key = "k-old",
+	                          .provisioning = buf,
+	                          .provisioning_len = len};
+	assert_int_equal(srv_store_instance_put(f->st, &in), 0);
+	in.id = "i-none";
+	in.idempotency_key = "k-none";
+	in.provisioning = NULL;
+	in.provisioning_len = 0;
+	assert_int_equal(srv_store_instance_put(f->st, &in), 0);
+	srv_store_close(f->st);
+	sqlite3 *db;
+	assert_int_equal(sqlite3_open(f->db_path, &db), SQLITE_OK);
+	assert_int_equal(sqlite3_exec(db,
+	                              SCHEMA5_UNDO
+	                              " UPDATE instances SET attempts = '[{\"number\":1,\"backend\":\"b1\","
+	                              "\"code\":\"OK\",\"price_per_hour\":1.5,\"started_unix_ms\":7}]',"
+	                              " ssh_keys = '[\"ssh-ed25519 AAAA k@1\"]' WHERE id = 'i-old';"
+	                              " PRAGMA user_version = 4",
+	                              NULL, NULL, NULL),
+	                 SQLITE_OK);
+	sqlite3_close(db);
+	char err[512];
+	assert_int_equal(srv_store_open(f->db_path, f->sec, &f->st, err, sizeof(err)), 0);
+	assert_int_equal(srv_store_schema_version(f->st), SRV_STORE_SCHEMA_VERSION);
+	char *holder = NULL;
+	assert_int_equal(srv_store_instance_holding(f->st, "main", "b1", mid, "i-new", &holder), 0);
+	assert_string_equal(holder, "i-old");
+	free(holder);
+	/* The JSON text of schema 4 became the record's messages; a row without any has none. */
+	struct srv_instance *got;
+	assert_int_equal(srv_store_instance_get(f->st, "i-old", &got), 0);
+	assert_non_null(got->record);
+	assert_int_equal(got->record->n_attempts, 1);
+	assert_int_equal(got->record->attempts[0]->number, 1);
+	assert_string_equal(got->record->attempts[0]->backend, "b1");
+	assert_string_equal(got->record->attempts[0]->code, "OK");
+	assert_true(got->record->attempts[0]->price_per_hour == 1.5);
+	assert_int_equal(got->record->attempts[0]->started_unix_ms, 7);
+	assert_int_equal(got->record->n_ssh_public_keys, 1);
+	assert_string_equal(got->record->ssh_public_keys[0], "ssh-ed25519 AAAA k@1");
+	srv_instance_free(got);
+	assert_int_equal(srv_store_instance_get(f->st, "i-none", &got), 0);
+	assert_null(got->record);
+	srv_instance_free(got);
+	assert_int_equal(sqlite3_open(f->db_path, &db), SQLITE_OK);
+	sqlite3_stmt *s;
+	assert_int_equal(
+	    sqlite3_prepare_v2(db,
+	                       "SELECT count(*) FROM instances WHERE provider_id IS NOT NULL UNION ALL"
+	                       " SELECT count(*) FROM instances WHERE provider_id = ?1",
+	                       -1, &s, NULL),
+	    SQLITE_OK);
+	sqlite3_bind_text(s, 1, mid, -1, SQLITE_STATIC);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(s, 0), 1);
+	assert_int_equal(sqlite3_step(s), SQLITE_ROW);
+	assert_int_equal(sqlite3_column_int(s, 0), 1);
+	sqlite3_finalize(s);
+	/* The plan of the holding query: the index, not a scan. */
+	assert_int_equal(sqlite3_prepare_v2(db,
+	                                    "EXPLAIN QUERY PLAN SELECT id FROM instances WHERE backend = 'b1'"
+	                                    " AND provider_id = 'x' AND project = 'main' AND id <> 'i'"
+	                                    " AND status NOT IN ('terminated', 'failed') LIMIT 1",
+	                                    -1, &s, NULL),
+	                 SQLITE_OK);
+	bool indexed = false;
+	while (sqlite3_step(s) == SQLITE_ROW)
+		indexed |= strstr((const char *)sqlite3_column_text(s, 3), "instances_provider") != NULL;
+	sqlite3_finalize(s);
+	sqlite3_close(db);
+	assert_true(indexed);
+}
+
 /*
  * Schema 3 → 4: a terminating row written before observed termination keeps
  * its state with nothing acknowledged yet; the new fields round-trip.
@@ -100,6 +202,7 @@ static void test_termination_fields_migrate(void **state)
 	sqlite3 *db;
 	assert_int_equal(sqlite3_open(f->db_path, &db), SQLITE_OK);
 	assert_int_equal(sqlite3_exec(db,
+	                              SCHEMA5_UNDO
 	                              "ALTER TABLE instances DROP COLUMN termination_acked_at;"
 	                              " ALTER TABLE instances DROP COLUMN termination_checks;"
 	                              " ALTER TABLE instances DROP COLUMN termination_unconfirmed;"
@@ -109,7 +212,7 @@ static void test_termination_fields_migrate(void **state)
 	sqlite3_close(db);
 	char err[512];
 	assert_int_equal(srv_store_open(f->db_path, f->sec, &f->st, err, sizeof(err)), 0);
-	assert_int_equal(srv_store_schema_version(f->st), 4);
+	assert_int_equal(srv_store_schema_version(f->st), SRV_STORE_SCHEMA_VERSION);
 	struct srv_instance *got;
 	assert_int_equal(srv_store_instance_get(f->st, "i-old", &got), 0);
 	assert_string_equal(got->status, SRV_ST_TERMINATING);
@@ -237,15 +340,30 @@ static void test_instance_transitions(void **state)
 	assert_int_equal(srv_store_instance_put(f->st, &in), 0);
 	const char *path[] = {SRV_ST_CREATING, SRV_ST_PROVISIONING, SRV_ST_RUNNING, SRV_ST_TERMINATING,
 	                      SRV_ST_TERMINATED};
+	/* The record (attempts, keys) goes in and out as the API's messages. */
+	Drover__Api__V1__Attempt a = DROVER__API__V1__ATTEMPT__INIT, *ap = &a;
+	a.number = 1;
+	a.code = "RESOURCE_EXHAUSTED";
+	char *key = "ssh-ed25519 AAAA test@key";
+	Drover__State__V1__InstanceRecord rec = DROVER__STATE__V1__INSTANCE_RECORD__INIT;
+	rec.n_attempts = 1;
+	rec.attempts = &ap;
+	rec.n_ssh_public_keys = 1;
+	rec.ssh_public_keys = &key;
 	for (size_t i = 0; i < 5; i++) {
 		struct srv_instance *got;
 		in.status = (char *)path[i];
 		in.next_check_at = i < 4 ? 1000 + (int64_t)i : 0;
-		in.attempts_json = "[{\"number\":1}]";
+		in.record = &rec;
 		assert_int_equal(srv_store_instance_put(f->st, &in), 0);
 		assert_int_equal(srv_store_instance_get(f->st, "i-1", &got), 0);
 		assert_string_equal(got->status, path[i]);
-		assert_string_equal(got->attempts_json, "[{\"number\":1}]");
+		assert_non_null(got->record);
+		assert_int_equal(got->record->n_attempts, 1);
+		assert_int_equal(got->record->attempts[0]->number, 1);
+		assert_string_equal(got->record->attempts[0]->code, "RESOURCE_EXHAUSTED");
+		assert_int_equal(got->record->n_ssh_public_keys, 1);
+		assert_string_equal(got->record->ssh_public_keys[0], key);
 		assert_int_equal(got->next_check_at, in.next_check_at);
 		srv_instance_free(got);
 	}
@@ -411,6 +529,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_forced_removal_keeps_config, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_events, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_instance_holding, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_provider_id_migrates, setup, teardown),
 	};
 	return cmocka_run_group_tests_name("server_store", tests, NULL, NULL);
 }
