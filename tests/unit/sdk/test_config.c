@@ -357,7 +357,8 @@ static void test_random_configs(void **state)
 			assert_true(c.d.n_errors > 0);
 		}
 		for (size_t i = 0; i < c.d.n; i++) {
-			assert_true(c.d.items[i]->field_path[0] == '\0' || c.d.items[i]->field_path[0] == '/');
+			assert_true(c.d.items[i]->field_path[0] == '\0' ||
+			            c.d.items[i]->field_path[0] == '/');
 			assert_true(c.d.items[i]->summary[0] != '\0');
 		}
 		done(&c);
