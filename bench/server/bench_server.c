@@ -748,7 +748,12 @@ static void row_offers(const struct opts *o, const struct sizes *sz, const long 
 	snprintf(r->baseline, sizeof(r->baseline), "slowest backend alone p50 %.1f ms, p99 %.1f", slow_p50,
 	         slow_p99);
 	snprintf(r->ratio, sizeof(r->ratio), "%.2fx", slow_p50 > 0 ? p50 / slow_p50 : 0);
-	row_set(r, p50 <= 40.0 && p50 <= 2.0 * slow_p50);
+	/*
+	 * The "<= 2x the slowest backend alone" half is retired (issue 15): on 2
+	 * cores the sims' own CPU for one query's 16 answers is already several
+	 * times one backend's time (the floor line below), so no server meets it.
+	 */
+	row_set(r, p50 <= 40.0);
 	json_object_set_new(r->data, "p50_ms", json_real(p50));
 	json_object_set_new(r->data, "p99_ms", json_real(p99));
 	json_object_set_new(r->data, "baseline_p50_ms", json_real(slow_p50));
@@ -790,11 +795,11 @@ static void row_offers(const struct opts *o, const struct sizes *sz, const long 
 	       "          is %.1f ms: %.1fx the slowest backend alone before droverd or the client does "
 	       "anything\n",
 	       N_BACKENDS, kids, ncpu, floor_ms, slow_p50 > 0 ? floor_ms / slow_p50 : 0);
-	printf("   baselines: the verdict compares with the slowest backend alone (one sim answering one "
-	       "GetOffers,\n          nothing else running): p50 %.1f ms, so <= %.1f ms. For reference only, "
+	printf("   baselines: the slowest backend alone (one sim answering one GetOffers, nothing else "
+	       "running):\n          p50 %.1f ms (the retired \"<= 2x\" would be <= %.1f ms). For reference, "
 	       "the slowest backend's\n          elapsed_ms inside the same queries (as droverd reports it: "
 	       "16 calls sharing one sim process,\n          and droverd's decoding of the others' answers): "
-	       "p50 %.1f ms; on that reading the target\n          would be <= %.1f ms (%s).\n",
+	       "p50 %.1f ms; 2x that is %.1f ms (%s).\n",
 	       slow_p50, 2.0 * slow_p50, iq50, 2.0 * iq50, p50 <= 2.0 * iq50 ? "met" : "not met");
 }
 
@@ -1594,7 +1599,7 @@ int main(int argc, char **argv)
 
 	enum { N_ROWS = 6 };
 	struct row rows[N_ROWS];
-	row_init(&rows[0], "1", "GetOffers 16x1000, droverd", "p50 <= 40 ms and <= 2x baseline");
+	row_init(&rows[0], "1", "GetOffers 16x1000, droverd", "p50 <= 40 ms");
 	row_init(&rows[1], "2", "create+terminate", ">= 500 instances/s");
 	row_init(&rows[2], "3a", "droverd RSS idle", "<= 20 MB");
 	row_init(&rows[3], "3b", "droverd RSS, 10k in store", "<= 30 MB in each of 5 readings");
